@@ -1,0 +1,53 @@
+// Frame codec: the length-prefixed framing of the wire protocol.
+//
+// A frame is a 4-byte big-endian length N followed by N payload bytes (one
+// serialized Envelope). FrameDecoder is incremental and allocation-free per
+// frame beyond its buffer; it never trusts a length over its limit.
+// Header-only dependencies: no Asio, no protobuf.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "fastchat/status.h"
+
+namespace fastchat {
+
+inline constexpr std::size_t kFrameHeaderSize = 4;
+inline constexpr std::uint32_t kProtocolVersion = 1;
+// Default largest payload a peer accepts (the server's is configurable).
+inline constexpr std::uint32_t kDefaultMaxFrame = 1u << 20;  // 1 MiB
+
+// Writes the 4-byte big-endian header for a payload of `len` bytes.
+void EncodeFrameHeader(std::uint32_t len, char out[kFrameHeaderSize]);
+// Reads a 4-byte big-endian header.
+std::uint32_t DecodeFrameHeader(const char in[kFrameHeaderSize]);
+
+// Appends header + payload to *out.
+void AppendFrame(std::string_view payload, std::string* out);
+
+// Incremental decoder. Feed bytes with Append(); pull whole frames with Next().
+class FrameDecoder {
+ public:
+  explicit FrameDecoder(std::uint32_t max_frame = kDefaultMaxFrame) : max_frame_(max_frame) {}
+
+  void Append(const char* data, std::size_t n);
+
+  // If a whole frame is buffered, sets *payload to view its bytes (valid until
+  // the next call to Append or Next) and returns OK with *have = true.
+  // Returns kFrameTooLarge if the next header announces more than max_frame;
+  // the decoder is then unusable (the stream cannot be resynchronised).
+  Status Next(std::string_view* payload, bool* have);
+
+  // Bytes buffered but not yet returned as frames (e.g. a truncated frame).
+  std::size_t buffered() const { return buf_.size() - pos_; }
+
+ private:
+  std::uint32_t max_frame_;
+  std::string buf_;
+  std::size_t pos_ = 0;
+};
+
+}  // namespace fastchat

@@ -1,0 +1,110 @@
+// Store: the server's durable state (users, friendships, groups, pending
+// deliveries) behind one interface.
+//
+// Implementations: SqliteStore (embedded default, src/store/sqlite_store.h).
+// A PostgreSQL implementation follows for the cluster. The interface speaks
+// only in domain terms: no SQL, no connection or transaction types leak out.
+//
+// Threading: a Store object is used by one thread at a time (the server runs
+// every call on its store thread). Every method is synchronous.
+//
+// IDs (users, groups, pending seqs) are assigned by the database and are
+// never reused. Pending seqs increase in insertion order.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "fastchat/status.h"
+
+namespace fastchat {
+
+struct UserRecord {
+  std::uint64_t id = 0;
+  std::string name;
+  std::string password_hash;   // Argon2id string
+  std::string x25519_public;   // 32 bytes
+  std::string ed25519_public;  // 32 bytes
+};
+
+struct GroupRecord {
+  std::uint64_t id = 0;
+  std::string name;
+  std::uint64_t admin_id = 0;
+  std::uint64_t epoch = 1;  // key epoch; starts at 1, +1 on every removal
+};
+
+// One delivery waiting for its recipient's ack.
+struct PendingItem {
+  std::uint64_t recipient = 0;
+  // Idempotency key, unique per recipient (e.g. "d/<sender>/<msgid-hex>/<chunk>").
+  // Enqueueing an existing (recipient, dedupe_key) returns the existing seq.
+  std::string dedupe_key;
+  std::string payload;  // serialized wire Event; opaque to the store
+};
+
+struct PendingRow {
+  std::uint64_t seq = 0;
+  std::string payload;
+};
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  // ---- users
+  // Creates a user; kNameTaken if the name exists. Sets *id.
+  virtual Status CreateUser(const UserRecord& user, std::uint64_t* id) = 0;
+  // kNoSuchUser if absent.
+  virtual Status GetUserById(std::uint64_t id, UserRecord* out) = 0;
+  virtual Status GetUserByName(const std::string& name, UserRecord* out) = 0;
+
+  // ---- friends (friendship is symmetric)
+  // Records a request from -> to (idempotent).
+  virtual Status AddFriendRequest(std::uint64_t from, std::uint64_t to) = 0;
+  // kNoSuchRequest if there is no request from -> to; otherwise deletes it.
+  virtual Status TakeFriendRequest(std::uint64_t from, std::uint64_t to) = 0;
+  // Requests waiting for `to`'s answer, oldest first (requester ids).
+  virtual Status ListFriendRequestsTo(std::uint64_t to, std::vector<std::uint64_t>* from) = 0;
+  virtual Status AddFriendship(std::uint64_t a, std::uint64_t b) = 0;
+  virtual Status AreFriends(std::uint64_t a, std::uint64_t b, bool* yes) = 0;
+  virtual Status ListFriends(std::uint64_t user, std::vector<std::uint64_t>* friends) = 0;
+
+  // ---- groups
+  // Creates a group with `admin` as admin and only member, epoch 1. Sets *id.
+  virtual Status CreateGroup(const std::string& name, std::uint64_t admin, std::uint64_t* id) = 0;
+  // kNoSuchGroup if absent.
+  virtual Status GetGroup(std::uint64_t id, GroupRecord* out) = 0;
+  // kAlreadyMember if already in.
+  virtual Status AddMember(std::uint64_t group, std::uint64_t user) = 0;
+  // Removes a member and bumps the epoch by one (sets *new_epoch).
+  // kNotMember if not in the group.
+  virtual Status RemoveMember(std::uint64_t group, std::uint64_t user, std::uint64_t* new_epoch) = 0;
+  virtual Status IsMember(std::uint64_t group, std::uint64_t user, bool* yes) = 0;
+  // Members in join order.
+  virtual Status ListMembers(std::uint64_t group, std::vector<std::uint64_t>* members) = 0;
+  // Groups `user` belongs to, by id.
+  virtual Status ListGroupsOf(std::uint64_t user, std::vector<std::uint64_t>* groups) = 0;
+  // Deletes a group and its memberships.
+  virtual Status DeleteGroup(std::uint64_t group) = 0;
+
+  // ---- pending deliveries
+  // Stores all items atomically (one transaction); seqs[i] is item i's seq.
+  // Idempotent per (recipient, dedupe_key).
+  virtual Status Enqueue(const std::vector<PendingItem>& items, std::vector<std::uint64_t>* seqs) = 0;
+  // Up to `limit` rows for `recipient` with seq > after_seq, in seq order.
+  virtual Status FetchPending(std::uint64_t recipient, std::uint64_t after_seq, std::size_t limit,
+                              std::vector<PendingRow>* rows) = 0;
+  // Deletes the named rows of `recipient` (others' rows are untouched).
+  virtual Status Ack(std::uint64_t recipient, const std::vector<std::uint64_t>& seqs) = 0;
+  // Number of rows waiting for `recipient`.
+  virtual Status CountPending(std::uint64_t recipient, std::uint64_t* n) = 0;
+};
+
+// Opens (creating if needed) a SQLite store at `path` in WAL mode.
+Status OpenSqliteStore(const std::string& path, std::unique_ptr<Store>* out);
+
+}  // namespace fastchat

@@ -1,0 +1,48 @@
+#include "fastchat/status.h"
+
+namespace fastchat {
+
+const char* CodeName(Code code) {
+  switch (code) {
+    case Code::kOk: return "OK";
+    case Code::kBadFrame: return "BAD_FRAME";
+    case Code::kFrameTooLarge: return "FRAME_TOO_LARGE";
+    case Code::kUnknownType: return "UNKNOWN_TYPE";
+    case Code::kUnsupportedVersion: return "UNSUPPORTED_VERSION";
+    case Code::kNotLoggedIn: return "NOT_LOGGED_IN";
+    case Code::kBadRequest: return "BAD_REQUEST";
+    case Code::kNoSuchUser: return "NO_SUCH_USER";
+    case Code::kNoSuchGroup: return "NO_SUCH_GROUP";
+    case Code::kNameTaken: return "NAME_TAKEN";
+    case Code::kBadCredentials: return "BAD_CREDENTIALS";
+    case Code::kNotFriends: return "NOT_FRIENDS";
+    case Code::kNotMember: return "NOT_MEMBER";
+    case Code::kNotAdmin: return "NOT_ADMIN";
+    case Code::kAlreadyMember: return "ALREADY_MEMBER";
+    case Code::kStaleEpoch: return "STALE_EPOCH";
+    case Code::kTooLarge: return "TOO_LARGE";
+    case Code::kNoSuchRequest: return "NO_SUCH_REQUEST";
+    case Code::kAlreadyFriends: return "ALREADY_FRIENDS";
+    case Code::kDisplaced: return "DISPLACED";
+    case Code::kInternal: return "INTERNAL";
+    case Code::kHandshakeRequired: return "HANDSHAKE_REQUIRED";
+    case Code::kAlreadyLoggedIn: return "ALREADY_LOGGED_IN";
+    case Code::kIOError: return "IO_ERROR";
+    case Code::kCorruption: return "CORRUPTION";
+    case Code::kCryptoFailed: return "CRYPTO_FAILED";
+    case Code::kNotFound: return "NOT_FOUND";
+  }
+  return "UNKNOWN";
+}
+
+std::string Status::ToString() const {
+  if (ok()) return "OK";
+  std::string s = CodeName(code_);
+  if (!message_.empty()) {
+    s += ": ";
+    s += message_;
+  }
+  return s;
+}
+
+}  // namespace fastchat

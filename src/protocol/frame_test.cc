@@ -1,0 +1,82 @@
+#include "fastchat/frame.h"
+
+#include <gtest/gtest.h>
+
+#include "fastchat.pb.h"
+
+namespace fastchat {
+namespace {
+
+TEST(Frame, HeaderRoundTrip) {
+  char hdr[kFrameHeaderSize];
+  for (std::uint32_t v : {0u, 1u, 255u, 256u, 65535u, 1u << 20, 0xffffffffu}) {
+    EncodeFrameHeader(v, hdr);
+    EXPECT_EQ(DecodeFrameHeader(hdr), v);
+  }
+  EncodeFrameHeader(0x01020304u, hdr);
+  EXPECT_EQ(hdr[0], 1);
+  EXPECT_EQ(hdr[3], 4);
+}
+
+TEST(Frame, DecodesFramesSplitAcrossReads) {
+  std::string stream;
+  AppendFrame("hello", &stream);
+  AppendFrame("", &stream);
+  AppendFrame(std::string(70000, 'x'), &stream);
+  FrameDecoder dec;
+  std::vector<std::string> got;
+  for (char c : stream) {
+    dec.Append(&c, 1);
+    std::string_view p;
+    bool have = false;
+    ASSERT_TRUE(dec.Next(&p, &have).ok());
+    if (have) got.emplace_back(p);
+  }
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(got[0], "hello");
+  EXPECT_EQ(got[1], "");
+  EXPECT_EQ(got[2].size(), 70000u);
+  EXPECT_EQ(dec.buffered(), 0u);
+}
+
+TEST(Frame, TruncatedFrameStaysBuffered) {
+  std::string stream;
+  AppendFrame("abcdef", &stream);
+  FrameDecoder dec;
+  dec.Append(stream.data(), stream.size() - 2);
+  std::string_view p;
+  bool have = true;
+  ASSERT_TRUE(dec.Next(&p, &have).ok());
+  EXPECT_FALSE(have);
+  EXPECT_EQ(dec.buffered(), stream.size() - 2);
+}
+
+TEST(Frame, RejectsOversizedHeaderBeforeBuffering) {
+  FrameDecoder dec(1024);
+  char hdr[kFrameHeaderSize];
+  EncodeFrameHeader(1025, hdr);
+  dec.Append(hdr, sizeof hdr);
+  std::string_view p;
+  bool have = false;
+  Status s = dec.Next(&p, &have);
+  EXPECT_EQ(s.code(), Code::kFrameTooLarge);
+  EXPECT_FALSE(have);
+}
+
+TEST(Frame, EnvelopeRoundTripAndGarbageRejected) {
+  wire::Envelope env;
+  env.set_rid(7);
+  env.mutable_direct_send()->mutable_to()->set_name("bob");
+  env.mutable_direct_send()->set_ciphertext(std::string("\x00\x01\x02", 3));
+  std::string bytes = env.SerializeAsString();
+  wire::Envelope back;
+  ASSERT_TRUE(back.ParseFromString(bytes));
+  EXPECT_EQ(back.rid(), 7u);
+  EXPECT_EQ(back.direct_send().to().name(), "bob");
+  // A truncated serialization does not parse.
+  wire::Envelope bad;
+  EXPECT_FALSE(bad.ParseFromString(bytes.substr(0, bytes.size() - 2)));
+}
+
+}  // namespace
+}  // namespace fastchat
