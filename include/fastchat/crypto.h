@@ -58,6 +58,8 @@ Status AeadDecrypt(std::string_view ciphertext, std::string_view ad, std::string
                    std::string_view key, std::string* plaintext);
 
 // ---- signatures (Ed25519, detached) --------------------------------------
+// Returns a 64-byte signature, or "" if secret_key is not 64 bytes. Verify
+// returns false (never crashes) for wrong-sized signatures or keys.
 std::string Sign(std::string_view message, std::string_view secret_key);
 bool Verify(std::string_view message, std::string_view signature, std::string_view public_key);
 
