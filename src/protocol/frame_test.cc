@@ -80,3 +80,29 @@ TEST(Frame, EnvelopeRoundTripAndGarbageRejected) {
 
 }  // namespace
 }  // namespace fastchat
+
+#include "fastchat/deliver_frame.h"
+
+namespace fastchat {
+namespace {
+
+TEST(DeliverFrame, PrefixPlusEventParsesAsEnvelope) {
+  for (std::uint64_t seq : {1ull, 127ull, 128ull, 300ull, 1ull << 40}) {
+    for (std::size_t len : {0u, 1u, 127u, 128u, 70000u}) {
+      std::string event(len, '\x5a');
+      std::string frame = DeliverFramePrefix(seq, event.size()) + event;
+      ASSERT_GE(frame.size(), kFrameHeaderSize);
+      EXPECT_EQ(DecodeFrameHeader(frame.data()), frame.size() - kFrameHeaderSize);
+      wire::Envelope env;
+      ASSERT_TRUE(env.ParseFromArray(frame.data() + kFrameHeaderSize,
+                                     static_cast<int>(frame.size() - kFrameHeaderSize)));
+      ASSERT_TRUE(env.has_deliver());
+      EXPECT_EQ(env.rid(), 0u);
+      EXPECT_EQ(env.deliver().seq(), seq);
+      EXPECT_EQ(env.deliver().event(), event);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace fastchat

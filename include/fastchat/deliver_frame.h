@@ -1,0 +1,18 @@
+// Deliver frames without re-encoding: the server stores each delivery's
+// serialized Event and forwards those bytes untouched. A Deliver frame on the
+// wire is [frame header][Envelope{deliver: Deliver{seq, event}} prefix][event
+// bytes]; DeliverFramePrefix builds the first two parts so the event bytes can
+// be written from the shared stored buffer (gather write, no copy).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace fastchat {
+
+// Frame header + Envelope/Deliver tags and lengths for a Deliver carrying
+// `seq` and an event of `event_len` bytes. Appending the event bytes yields a
+// complete frame that parses as Envelope{rid: 0, deliver: {seq, event}}.
+std::string DeliverFramePrefix(std::uint64_t seq, std::size_t event_len);
+
+}  // namespace fastchat

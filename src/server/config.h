@@ -1,0 +1,28 @@
+// ServerConfig: every setting of fastchat-server, from flags or a config file.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "fastchat/crypto.h"
+
+namespace fastchat::server {
+
+struct ServerConfig {
+  std::string listen_host = "127.0.0.1";
+  std::uint16_t listen_port = 7400;  // 0 = pick a free port
+  std::string db_path = "fastchat-data/server.db";
+  std::string server_id = "fastchat-1";
+  crypto::PwhashCost pwhash = crypto::PwhashCost::Interactive();
+  std::uint32_t max_frame = 1u << 20;                 // bytes per frame
+  std::uint64_t max_image_bytes = 128ull << 20;       // bytes per image
+  std::size_t max_queue_bytes = 8u << 20;             // per-connection write queue before it lags
+  std::size_t sync_page_rows = 64;                    // pending rows fetched per store call
+};
+
+// Image chunks carry at most this many plaintext bytes (docs/protocol.md).
+inline constexpr std::size_t kImageChunkBytes = 256 * 1024;
+// Largest ciphertext accepted for one chunk or text (plaintext + AEAD tag + slack).
+inline constexpr std::size_t kMaxChunkCiphertext = kImageChunkBytes + 64;
+
+}  // namespace fastchat::server

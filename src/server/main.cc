@@ -1,0 +1,116 @@
+// fastchat-server: the FastChat chat server.
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+#include <asio/io_context.hpp>
+#include <asio/signal_set.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include "config.h"
+#include "fastchat/crypto.h"
+#include "fastchat/store.h"
+#include "server.h"
+
+namespace {
+
+bool ParseHostPort(const std::string& s, std::string* host, std::uint16_t* port) {
+  auto colon = s.rfind(':');
+  if (colon == std::string::npos) return false;
+  *host = s.substr(0, colon);
+  if (host->size() >= 2 && host->front() == '[' && host->back() == ']') *host = host->substr(1, host->size() - 2);
+  try {
+    unsigned long p = std::stoul(s.substr(colon + 1));
+    if (p > 65535) return false;
+    *port = static_cast<std::uint16_t>(p);
+  } catch (...) {
+    return false;
+  }
+  return !host->empty();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using fastchat::server::ServerConfig;
+  ServerConfig config;
+  std::string listen = "127.0.0.1:7400";
+  std::string pwhash = "interactive";
+  std::string log_level = "info";
+
+  CLI::App app{"fastchat-server: the FastChat end-to-end-encrypted chat server"};
+  app.set_config("--config", "", "read settings from this file (key = value lines; keys are the long flag names)");
+  app.add_option("--listen", listen, "address and port to listen on (port 0 picks a free one)")
+      ->capture_default_str();
+  app.add_option("--db", config.db_path, "SQLite database file (created if missing)")->capture_default_str();
+  app.add_option("--server-id", config.server_id, "this server's name in the cluster and in HelloOk")
+      ->capture_default_str();
+  app.add_option("--pwhash", pwhash, "Argon2id cost for password hashes: interactive, moderate, or min (tests only)")
+      ->capture_default_str();
+  app.add_option("--max-frame", config.max_frame, "largest frame accepted, bytes")->capture_default_str();
+  app.add_option("--max-image-bytes", config.max_image_bytes, "largest image accepted, bytes")
+      ->capture_default_str();
+  app.add_option("--max-queue-bytes", config.max_queue_bytes,
+                 "per-connection write queue size before live deliveries pause")
+      ->capture_default_str();
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  auto logger = spdlog::stderr_color_mt("fastchat-server");
+  spdlog::set_default_logger(logger);
+  spdlog::set_level(spdlog::level::from_str(log_level));
+
+  if (!ParseHostPort(listen, &config.listen_host, &config.listen_port)) {
+    std::cerr << "error: --listen wants HOST:PORT, got '" << listen << "'\n";
+    return 2;
+  }
+  if (!fastchat::crypto::PwhashCost::Parse(pwhash, &config.pwhash)) {
+    std::cerr << "error: --pwhash must be interactive, moderate or min\n";
+    return 2;
+  }
+  if (config.max_frame < 4096 || config.max_frame > (64u << 20)) {
+    std::cerr << "error: --max-frame must be between 4096 and 67108864\n";
+    return 2;
+  }
+  if (!fastchat::crypto::Init()) {
+    std::cerr << "error: libsodium failed to initialise\n";
+    return 1;
+  }
+  std::error_code fs_ec;
+  auto parent = std::filesystem::path(config.db_path).parent_path();
+  if (!parent.empty()) std::filesystem::create_directories(parent, fs_ec);
+
+  std::unique_ptr<fastchat::Store> store;
+  fastchat::Status st = fastchat::OpenSqliteStore(config.db_path, &store);
+  if (!st.ok()) {
+    std::cerr << "error: opening " << config.db_path << ": " << st.ToString() << "\n";
+    return 1;
+  }
+
+  asio::io_context io(1);
+  std::uint16_t port = 0;
+  {
+    fastchat::server::Server server(io, config, std::move(store));
+    st = server.Start(&port);
+    if (!st.ok()) {
+      std::cerr << "error: " << st.ToString() << "\n";
+      return 1;
+    }
+    std::cout << "fastchat-server listening on " << config.listen_host << ":" << port << std::endl;
+    std::cout << "connect a client with: fastchat --server " << config.listen_host << ":" << port
+              << " register NAME" << std::endl;
+    spdlog::info("database {}, pwhash {}, max frame {} bytes", config.db_path, pwhash, config.max_frame);
+
+    asio::signal_set signals(io, SIGINT, SIGTERM);
+    signals.async_wait([&](const asio::error_code&, int sig) {
+      spdlog::info("signal {}: shutting down", sig);
+      server.Stop();
+      io.stop();
+    });
+    io.run();
+  }
+  spdlog::info("stopped");
+  return 0;
+}

@@ -1,0 +1,79 @@
+#include "server.h"
+
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/redirect_error.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/use_awaitable.hpp>
+#include <spdlog/spdlog.h>
+
+#include "server_impl.h"
+#include "session.h"
+
+namespace fastchat::server {
+
+void Router::Deliver(std::uint64_t user, std::uint64_t seq, const std::shared_ptr<const std::string>& event) {
+  if (Session* s = presence_.Find(user)) s->Deliver(seq, event);
+}
+
+namespace {
+
+asio::awaitable<void> AcceptLoop(Server::Impl& impl) {
+  for (;;) {
+    asio::error_code ec;
+    asio::ip::tcp::socket socket = co_await impl.acceptor.async_accept(asio::redirect_error(asio::use_awaitable, ec));
+    if (impl.stopping) co_return;
+    if (ec) {
+      // Out of file descriptors and similar: log, back off briefly, go on.
+      spdlog::warn("accept failed: {}", ec.message());
+      asio::steady_timer t(impl.io, std::chrono::milliseconds(50));
+      co_await t.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      continue;
+    }
+    socket.set_option(asio::ip::tcp::no_delay(true), ec);
+    auto session = std::make_shared<Session>(impl, std::move(socket));
+    impl.sessions.insert(session);
+    session->Start();
+  }
+}
+
+}  // namespace
+
+Server::Server(asio::io_context& io, ServerConfig config, std::unique_ptr<Store> store)
+    : impl_(std::make_unique<Impl>(io, std::move(config), std::move(store))) {}
+
+Server::~Server() {
+  Stop();
+}
+
+Status Server::Start(std::uint16_t* port) {
+  Impl& impl = *impl_;
+  asio::error_code ec;
+  auto addr = asio::ip::make_address(impl.config.listen_host, ec);
+  if (ec) return Status(Code::kBadRequest, "bad listen address '" + impl.config.listen_host + "': " + ec.message());
+  asio::ip::tcp::endpoint ep(addr, impl.config.listen_port);
+  impl.acceptor.open(ep.protocol(), ec);
+  if (!ec) impl.acceptor.set_option(asio::ip::tcp::acceptor::reuse_address(true), ec);
+  if (!ec) impl.acceptor.bind(ep, ec);
+  if (!ec) impl.acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    return Status(Code::kIOError, "cannot listen on " + impl.config.listen_host + ":" +
+                                      std::to_string(impl.config.listen_port) + ": " + ec.message());
+  }
+  *port = impl.acceptor.local_endpoint().port();
+  asio::co_spawn(impl.io, AcceptLoop(impl), asio::detached);
+  return Status::OK();
+}
+
+void Server::Stop() {
+  Impl& impl = *impl_;
+  if (impl.stopping) return;
+  impl.stopping = true;
+  asio::error_code ec;
+  impl.acceptor.close(ec);
+  // Close() erases from the set, so close a snapshot.
+  std::vector<std::shared_ptr<Session>> all(impl.sessions.begin(), impl.sessions.end());
+  for (auto& s : all) s->Close();
+}
+
+}  // namespace fastchat::server

@@ -1,0 +1,35 @@
+// Server internals shared by server.cc and session.cc. Not a public header.
+#pragma once
+
+#include <memory>
+#include <unordered_set>
+
+#include <asio/io_context.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/thread_pool.hpp>
+
+#include "config.h"
+#include "presence_table.h"
+#include "router.h"
+#include "store_worker.h"
+
+namespace fastchat::server {
+
+class Session;
+
+struct Server::Impl {
+  Impl(asio::io_context& io_in, ServerConfig config_in, std::unique_ptr<Store> store_in)
+      : io(io_in), config(std::move(config_in)), store(std::move(store_in)), router(presence), acceptor(io_in) {}
+
+  asio::io_context& io;
+  ServerConfig config;
+  StoreWorker store;
+  asio::thread_pool hash_pool{2};  // Argon2id hashing and verification
+  PresenceTable presence;
+  Router router;
+  asio::ip::tcp::acceptor acceptor;
+  std::unordered_set<std::shared_ptr<Session>> sessions;  // every open connection
+  bool stopping = false;
+};
+
+}  // namespace fastchat::server

@@ -1,0 +1,91 @@
+// Session: one client connection.
+//
+// A reader coroutine takes frames one at a time and handles each request to
+// completion before reading the next, so replies leave in request order. A
+// writer coroutine drains the write queue, gathering many queued frames into
+// one write. The queue is bounded: a receiving session whose queue passes
+// max_queue_bytes stops taking live deliveries ("lagging") and, once drained,
+// catches up from the pending store, which holds every delivery until acked.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+
+#include <asio/awaitable.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/steady_timer.hpp>
+
+#include "fastchat/status.h"
+#include "server.h"
+
+namespace fastchat::wire {
+class Envelope;
+}
+
+namespace fastchat::server {
+
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(Server::Impl& server, asio::ip::tcp::socket socket);
+  ~Session();
+
+  // Starts the reader and writer coroutines.
+  void Start();
+  // Closes the connection; the coroutines end and the server forgets it.
+  void Close();
+  // Sends a serialized Error push then closes (e.g. DISPLACED).
+  void CloseWith(const Status& why);
+
+  // A stored delivery for this session's user (receiving sessions only).
+  void Deliver(std::uint64_t seq, const std::shared_ptr<const std::string>& event);
+
+  std::uint64_t user_id() const { return user_id_; }
+
+ private:
+  struct Outgoing {
+    std::string head;                          // frame bytes, or the prefix of a Deliver frame
+    std::shared_ptr<const std::string> body;  // shared event bytes (may be null)
+    std::size_t size() const { return head.size() + (body ? body->size() : 0); }
+  };
+
+  asio::awaitable<void> ReadLoop();
+  asio::awaitable<void> WriteLoop();
+  // Sends pending deliveries after last_sent_seq_ until none are left, then
+  // goes live. Sends SyncDone at the end if one was asked for.
+  asio::awaitable<void> CatchUp();
+  asio::awaitable<void> WaitQueueBelow(std::size_t bytes);
+
+  void Enqueue(Outgoing out);
+  void SendEnvelope(const wire::Envelope& env);
+  void SendError(std::uint64_t rid, const Status& st);
+  void SendOk(std::uint64_t rid, std::uint64_t id = 0, std::uint64_t epoch = 0);
+  void StartCatchUp(bool announce);
+
+  // One request. Returns after its reply has been queued.
+  asio::awaitable<void> Handle(wire::Envelope& env);
+  asio::awaitable<Status> HandleRegister(const wire::Envelope& env);
+  asio::awaitable<Status> HandleLogin(const wire::Envelope& env);
+  asio::awaitable<Status> HandleLoggedIn(const wire::Envelope& env);
+
+  Server::Impl& server_;
+  asio::ip::tcp::socket socket_;
+  asio::steady_timer write_signal_;  // wakes the writer when frames are queued
+  asio::steady_timer drain_signal_;  // wakes waiters when the queue shrinks
+  std::deque<Outgoing> queue_;
+  std::size_t queued_bytes_ = 0;
+  bool closed_ = false;
+  bool handshaken_ = false;
+
+  std::uint64_t user_id_ = 0;  // 0 until login
+  std::string user_name_;
+  bool receiving_ = false;
+  bool live_ = false;           // receiving and caught up: take live deliveries
+  bool catching_up_ = false;    // a CatchUp coroutine is running
+  bool announce_pending_ = false;  // send SyncDone when the catch-up ends
+  bool close_after_flush_ = false;  // close once the write queue is empty
+  std::uint64_t last_sent_seq_ = 0;
+};
+
+}  // namespace fastchat::server
