@@ -1,0 +1,705 @@
+#include "sqlite_store.h"
+
+#include <sqlite3.h>
+
+#include <cstdint>
+#include <iterator>
+#include <limits>
+#include <string>
+#include <utility>
+
+namespace fastchat {
+
+namespace {
+
+// ---- schema
+
+// Migration N takes the schema from version N-1 to N. Append new entries;
+// never edit one that has shipped. Plain types only (INTEGER, TEXT, BLOB) so
+// the same layout maps onto PostgreSQL.
+struct Migration {
+  int version;
+  const char* sql;
+};
+
+constexpr Migration kMigrations[] = {
+    {1, R"sql(
+CREATE TABLE users (
+  id             INTEGER PRIMARY KEY AUTOINCREMENT,
+  name           TEXT NOT NULL UNIQUE,
+  password_hash  TEXT NOT NULL,
+  x25519_public  BLOB NOT NULL,
+  ed25519_public BLOB NOT NULL
+);
+CREATE TABLE friend_requests (
+  id        INTEGER PRIMARY KEY AUTOINCREMENT,
+  from_user INTEGER NOT NULL REFERENCES users (id),
+  to_user   INTEGER NOT NULL REFERENCES users (id),
+  UNIQUE (from_user, to_user)
+);
+CREATE INDEX friend_requests_by_to ON friend_requests (to_user, id);
+CREATE TABLE friendships (
+  user_id   INTEGER NOT NULL REFERENCES users (id),
+  friend_id INTEGER NOT NULL REFERENCES users (id),
+  PRIMARY KEY (user_id, friend_id)
+);
+CREATE TABLE chat_groups (
+  id       INTEGER PRIMARY KEY AUTOINCREMENT,
+  name     TEXT NOT NULL,
+  admin_id INTEGER NOT NULL REFERENCES users (id),
+  epoch    INTEGER NOT NULL
+);
+CREATE TABLE group_members (
+  id       INTEGER PRIMARY KEY AUTOINCREMENT,
+  group_id INTEGER NOT NULL REFERENCES chat_groups (id) ON DELETE CASCADE,
+  user_id  INTEGER NOT NULL REFERENCES users (id),
+  UNIQUE (group_id, user_id)
+);
+CREATE INDEX group_members_by_user ON group_members (user_id, group_id);
+CREATE TABLE pending (
+  seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+  recipient  INTEGER NOT NULL REFERENCES users (id),
+  dedupe_key TEXT NOT NULL,
+  payload    BLOB NOT NULL,
+  UNIQUE (recipient, dedupe_key)
+);
+CREATE INDEX pending_by_recipient ON pending (recipient, seq);
+)sql"},
+};
+
+constexpr int kLatestVersion = kMigrations[std::size(kMigrations) - 1].version;
+
+// ---- statements, indexed by SqliteStore::Sql
+
+constexpr const char* kSql[] = {
+    // kBegin, kCommit, kRollback
+    "BEGIN IMMEDIATE",
+    "COMMIT",
+    "ROLLBACK",
+    // kInsertUser
+    "INSERT INTO users (name, password_hash, x25519_public, ed25519_public) VALUES (?1, ?2, ?3, ?4)"
+    " ON CONFLICT (name) DO NOTHING RETURNING id",
+    // kUserById, kUserByName
+    "SELECT id, name, password_hash, x25519_public, ed25519_public FROM users WHERE id = ?1",
+    "SELECT id, name, password_hash, x25519_public, ed25519_public FROM users WHERE name = ?1",
+    // kInsertFriendRequest
+    "INSERT INTO friend_requests (from_user, to_user) VALUES (?1, ?2)"
+    " ON CONFLICT (from_user, to_user) DO NOTHING",
+    // kDeleteFriendRequest
+    "DELETE FROM friend_requests WHERE from_user = ?1 AND to_user = ?2",
+    // kFriendRequestsTo
+    "SELECT from_user FROM friend_requests WHERE to_user = ?1 ORDER BY id",
+    // kInsertFriendship
+    "INSERT INTO friendships (user_id, friend_id) VALUES (?1, ?2)"
+    " ON CONFLICT (user_id, friend_id) DO NOTHING",
+    // kFriendshipExists
+    "SELECT 1 FROM friendships WHERE user_id = ?1 AND friend_id = ?2",
+    // kFriendsOf
+    "SELECT friend_id FROM friendships WHERE user_id = ?1 ORDER BY friend_id",
+    // kInsertGroup
+    "INSERT INTO chat_groups (name, admin_id, epoch) VALUES (?1, ?2, 1) RETURNING id",
+    // kGroupById
+    "SELECT id, name, admin_id, epoch FROM chat_groups WHERE id = ?1",
+    // kInsertMember
+    "INSERT INTO group_members (group_id, user_id) VALUES (?1, ?2)"
+    " ON CONFLICT (group_id, user_id) DO NOTHING",
+    // kDeleteMember
+    "DELETE FROM group_members WHERE group_id = ?1 AND user_id = ?2",
+    // kBumpEpoch
+    "UPDATE chat_groups SET epoch = epoch + 1 WHERE id = ?1 RETURNING epoch",
+    // kMemberExists
+    "SELECT 1 FROM group_members WHERE group_id = ?1 AND user_id = ?2",
+    // kMembersOf
+    "SELECT user_id FROM group_members WHERE group_id = ?1 ORDER BY id",
+    // kGroupsOf
+    "SELECT group_id FROM group_members WHERE user_id = ?1 ORDER BY group_id",
+    // kDeleteMembersOf
+    "DELETE FROM group_members WHERE group_id = ?1",
+    // kDeleteGroup
+    "DELETE FROM chat_groups WHERE id = ?1",
+    // kInsertPending
+    "INSERT INTO pending (recipient, dedupe_key, payload) VALUES (?1, ?2, ?3)"
+    " ON CONFLICT (recipient, dedupe_key) DO NOTHING RETURNING seq",
+    // kPendingSeqByKey
+    "SELECT seq FROM pending WHERE recipient = ?1 AND dedupe_key = ?2",
+    // kFetchPending
+    "SELECT seq, payload FROM pending WHERE recipient = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+    // kDeletePending
+    "DELETE FROM pending WHERE recipient = ?1 AND seq = ?2",
+    // kCountPending
+    "SELECT COUNT(*) FROM pending WHERE recipient = ?1",
+};
+static_assert(std::size(kSql) == SqliteStore::kNumSql, "kSql must match SqliteStore::Sql");
+
+constexpr std::uint64_t kMaxInt64 = static_cast<std::uint64_t>(std::numeric_limits<sqlite3_int64>::max());
+
+// One use of a cached prepared statement: binds parameters, steps, reads
+// columns, and on destruction resets it and clears its bindings so it is
+// ready for the next use and holds no read snapshot open.
+//
+// Text and blob parameters are bound SQLITE_STATIC: the caller's strings
+// must outlive the Statement.
+class Statement {
+ public:
+  explicit Statement(sqlite3_stmt* stmt) : stmt_(stmt) {}
+  Statement(const Statement&) = delete;
+  Statement& operator=(const Statement&) = delete;
+  ~Statement() {
+    sqlite3_reset(stmt_);
+    sqlite3_clear_bindings(stmt_);
+  }
+
+  // IDs above INT64_MAX cannot exist in the database; they bind as negative
+  // numbers and so match no row.
+  void BindId(int index, std::uint64_t value) {
+    Check(sqlite3_bind_int64(stmt_, index, static_cast<sqlite3_int64>(value)));
+  }
+  void BindInt64(int index, sqlite3_int64 value) { Check(sqlite3_bind_int64(stmt_, index, value)); }
+  void BindText(int index, const std::string& value) {
+    Check(sqlite3_bind_text64(stmt_, index, value.data(), value.size(), SQLITE_STATIC, SQLITE_UTF8));
+  }
+  // value.data() is never null, so an empty string binds as an empty blob,
+  // not as NULL.
+  void BindBlob(int index, const std::string& value) {
+    Check(sqlite3_bind_blob64(stmt_, index, value.data(), value.size(), SQLITE_STATIC));
+  }
+
+  // SQLITE_ROW, SQLITE_DONE, or an (extended) error code. A failed bind is
+  // reported here.
+  int Step() {
+    if (bind_rc_ != SQLITE_OK) return bind_rc_;
+    return sqlite3_step(stmt_);
+  }
+
+  std::uint64_t ColumnId(int column) const {
+    return static_cast<std::uint64_t>(sqlite3_column_int64(stmt_, column));
+  }
+  std::string ColumnText(int column) const {
+    const unsigned char* p = sqlite3_column_text(stmt_, column);
+    const int n = sqlite3_column_bytes(stmt_, column);
+    if (p == nullptr) return std::string();
+    return std::string(reinterpret_cast<const char*>(p), static_cast<std::size_t>(n));
+  }
+  std::string ColumnBlob(int column) const {
+    const void* p = sqlite3_column_blob(stmt_, column);
+    const int n = sqlite3_column_bytes(stmt_, column);
+    if (p == nullptr) return std::string();  // zero-length blob
+    return std::string(static_cast<const char*>(p), static_cast<std::size_t>(n));
+  }
+
+ private:
+  void Check(int rc) {
+    if (bind_rc_ == SQLITE_OK) bind_rc_ = rc;
+  }
+
+  sqlite3_stmt* stmt_;
+  int bind_rc_ = SQLITE_OK;
+};
+
+void ReadUserRow(const Statement& st, UserRecord* out) {
+  out->id = st.ColumnId(0);
+  out->name = st.ColumnText(1);
+  out->password_hash = st.ColumnText(2);
+  out->x25519_public = st.ColumnBlob(3);
+  out->ed25519_public = st.ColumnBlob(4);
+}
+
+Status NoSuchUser(const char* context) {
+  return Status(Code::kNoSuchUser, std::string(context) + ": no such user");
+}
+
+}  // namespace
+
+// ---- lifecycle
+
+Status SqliteStore::Open(const std::string& path, std::unique_ptr<SqliteStore>* out) {
+  sqlite3* db = nullptr;
+  const int rc = sqlite3_open_v2(path.c_str(), &db,
+                                 SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                                 nullptr);
+  if (rc != SQLITE_OK) {
+    std::string msg = "open " + path + ": " + (db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+    sqlite3_close(db);  // harmless on nullptr
+    return Status(Code::kIOError, std::move(msg));
+  }
+  std::unique_ptr<SqliteStore> store(new SqliteStore(db));
+  Status s = store->Init();
+  if (!s.ok()) return s;
+  *out = std::move(store);
+  return Status::OK();
+}
+
+SqliteStore::SqliteStore(sqlite3* db) : db_(db) {}
+
+SqliteStore::~SqliteStore() {
+  for (sqlite3_stmt* stmt : stmts_) sqlite3_finalize(stmt);  // harmless on nullptr
+  sqlite3_close(db_);
+}
+
+Status SqliteStore::Init() {
+  sqlite3_extended_result_codes(db_, 1);
+  if (sqlite3_busy_timeout(db_, 5000) != SQLITE_OK) return IOError("busy_timeout");
+
+  // journal_mode answers with the mode actually in effect.
+  sqlite3_stmt* raw = nullptr;
+  if (sqlite3_prepare_v2(db_, "PRAGMA journal_mode=WAL", -1, &raw, nullptr) != SQLITE_OK) {
+    return IOError("journal_mode");
+  }
+  std::string mode;
+  int rc = sqlite3_step(raw);
+  if (rc == SQLITE_ROW) {
+    const unsigned char* p = sqlite3_column_text(raw, 0);
+    if (p != nullptr) mode = reinterpret_cast<const char*>(p);
+    rc = sqlite3_step(raw);
+  }
+  sqlite3_finalize(raw);
+  if (rc != SQLITE_DONE) return IOError("journal_mode");
+  if (mode != "wal" && mode != "memory") {
+    return Status(Code::kIOError, "journal_mode: cannot enable WAL (mode is '" + mode + "')");
+  }
+
+  if (sqlite3_exec(db_, "PRAGMA synchronous=NORMAL", nullptr, nullptr, nullptr) != SQLITE_OK) {
+    return IOError("synchronous");
+  }
+  if (sqlite3_exec(db_, "PRAGMA foreign_keys=ON", nullptr, nullptr, nullptr) != SQLITE_OK) {
+    return IOError("foreign_keys");
+  }
+
+  Status s = Migrate();
+  if (!s.ok()) return s;
+
+  for (int i = 0; i < kNumSql; ++i) {
+    if (sqlite3_prepare_v3(db_, kSql[i], -1, SQLITE_PREPARE_PERSISTENT, &stmts_[i], nullptr) != SQLITE_OK) {
+      return IOError(kSql[i]);
+    }
+  }
+  return Status::OK();
+}
+
+Status SqliteStore::Migrate() {
+  // Statements here run once per Open, so they are not cached.
+  if (sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) != SQLITE_OK) {
+    return IOError("migrate: begin");
+  }
+  Status s = [this]() -> Status {
+    if (sqlite3_exec(db_, "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
+                     nullptr, nullptr, nullptr) != SQLITE_OK) {
+      return IOError("migrate: schema_version");
+    }
+
+    sqlite3_stmt* raw = nullptr;
+    if (sqlite3_prepare_v2(db_, "SELECT version FROM schema_version", -1, &raw, nullptr) != SQLITE_OK) {
+      return IOError("migrate: read version");
+    }
+    sqlite3_int64 version = 0;
+    bool have_row = false;
+    int rc = sqlite3_step(raw);
+    if (rc == SQLITE_ROW) {
+      version = sqlite3_column_int64(raw, 0);
+      have_row = true;
+      rc = sqlite3_step(raw);
+    }
+    sqlite3_finalize(raw);
+    if (rc != SQLITE_DONE) return IOError("migrate: read version");
+    if (version > kLatestVersion) {
+      return Status(Code::kIOError, "migrate: database schema version " + std::to_string(version) +
+                                        " is newer than this binary's " + std::to_string(kLatestVersion));
+    }
+    if (!have_row && sqlite3_exec(db_, "INSERT INTO schema_version (version) VALUES (0)",
+                                  nullptr, nullptr, nullptr) != SQLITE_OK) {
+      return IOError("migrate: init version");
+    }
+
+    for (const Migration& m : kMigrations) {
+      if (m.version <= version) continue;
+      if (sqlite3_exec(db_, m.sql, nullptr, nullptr, nullptr) != SQLITE_OK) {
+        return IOError(("migrate: to version " + std::to_string(m.version)).c_str());
+      }
+      if (sqlite3_prepare_v2(db_, "UPDATE schema_version SET version = ?1", -1, &raw, nullptr) != SQLITE_OK) {
+        return IOError("migrate: write version");
+      }
+      sqlite3_bind_int64(raw, 1, m.version);
+      rc = sqlite3_step(raw);
+      sqlite3_finalize(raw);
+      if (rc != SQLITE_DONE) return IOError("migrate: write version");
+    }
+    return Status::OK();
+  }();
+
+  if (s.ok() && sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) {
+    s = IOError("migrate: commit");
+  }
+  if (!s.ok() && sqlite3_get_autocommit(db_) == 0) {
+    sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+  }
+  return s;
+}
+
+// ---- helpers
+
+Status SqliteStore::IOError(const char* context) const {
+  return Status(Code::kIOError, std::string(context) + ": " + sqlite3_errmsg(db_));
+}
+
+Status SqliteStore::Run(Sql sql, const char* context) {
+  Statement st(stmts_[sql]);
+  if (st.Step() != SQLITE_DONE) return IOError(context);
+  return Status::OK();
+}
+
+Status SqliteStore::InTransaction(const std::function<Status()>& body) {
+  Status s = Run(kBegin, "begin");
+  if (!s.ok()) return s;
+  s = body();
+  if (s.ok()) s = Run(kCommit, "commit");
+  // SQLite may already have rolled back on some errors (e.g. SQLITE_FULL).
+  if (!s.ok() && sqlite3_get_autocommit(db_) == 0) {
+    Statement st(stmts_[kRollback]);
+    st.Step();
+  }
+  return s;
+}
+
+Status SqliteStore::CheckGroup(std::uint64_t group, const char* context) {
+  Statement st(stmts_[kGroupById]);
+  st.BindId(1, group);
+  const int rc = st.Step();
+  if (rc == SQLITE_ROW) return Status::OK();
+  if (rc == SQLITE_DONE) return Status(Code::kNoSuchGroup, std::string(context) + ": no such group");
+  return IOError(context);
+}
+
+Status SqliteStore::ListIds(Sql sql, std::uint64_t key, const char* context,
+                            std::vector<std::uint64_t>* ids) {
+  ids->clear();
+  Statement st(stmts_[sql]);
+  st.BindId(1, key);
+  int rc;
+  while ((rc = st.Step()) == SQLITE_ROW) ids->push_back(st.ColumnId(0));
+  if (rc != SQLITE_DONE) {
+    ids->clear();
+    return IOError(context);
+  }
+  return Status::OK();
+}
+
+// ---- users
+
+Status SqliteStore::CreateUser(const UserRecord& user, std::uint64_t* id) {
+  Statement st(stmts_[kInsertUser]);
+  st.BindText(1, user.name);
+  st.BindText(2, user.password_hash);
+  st.BindBlob(3, user.x25519_public);
+  st.BindBlob(4, user.ed25519_public);
+  int rc = st.Step();
+  bool inserted = false;
+  std::uint64_t new_id = 0;
+  if (rc == SQLITE_ROW) {
+    inserted = true;
+    new_id = st.ColumnId(0);
+    rc = st.Step();
+  }
+  if (rc != SQLITE_DONE) return IOError("CreateUser");
+  if (!inserted) return Status(Code::kNameTaken, "CreateUser: name taken: " + user.name);
+  *id = new_id;
+  return Status::OK();
+}
+
+Status SqliteStore::GetUserById(std::uint64_t id, UserRecord* out) {
+  Statement st(stmts_[kUserById]);
+  st.BindId(1, id);
+  const int rc = st.Step();
+  if (rc == SQLITE_DONE) return NoSuchUser("GetUserById");
+  if (rc != SQLITE_ROW) return IOError("GetUserById");
+  ReadUserRow(st, out);
+  return Status::OK();
+}
+
+Status SqliteStore::GetUserByName(const std::string& name, UserRecord* out) {
+  Statement st(stmts_[kUserByName]);
+  st.BindText(1, name);
+  const int rc = st.Step();
+  if (rc == SQLITE_DONE) return NoSuchUser("GetUserByName");
+  if (rc != SQLITE_ROW) return IOError("GetUserByName");
+  ReadUserRow(st, out);
+  return Status::OK();
+}
+
+// ---- friends
+//
+// A friendship is stored as two rows, (a, b) and (b, a), written together.
+
+Status SqliteStore::AddFriendRequest(std::uint64_t from, std::uint64_t to) {
+  Statement st(stmts_[kInsertFriendRequest]);
+  st.BindId(1, from);
+  st.BindId(2, to);
+  const int rc = st.Step();
+  if (rc == SQLITE_CONSTRAINT_FOREIGNKEY) return NoSuchUser("AddFriendRequest");
+  if (rc != SQLITE_DONE) return IOError("AddFriendRequest");
+  return Status::OK();
+}
+
+Status SqliteStore::TakeFriendRequest(std::uint64_t from, std::uint64_t to) {
+  Statement st(stmts_[kDeleteFriendRequest]);
+  st.BindId(1, from);
+  st.BindId(2, to);
+  if (st.Step() != SQLITE_DONE) return IOError("TakeFriendRequest");
+  if (sqlite3_changes(db_) == 0) {
+    return Status(Code::kNoSuchRequest, "TakeFriendRequest: no such request");
+  }
+  return Status::OK();
+}
+
+Status SqliteStore::ListFriendRequestsTo(std::uint64_t to, std::vector<std::uint64_t>* from) {
+  return ListIds(kFriendRequestsTo, to, "ListFriendRequestsTo", from);
+}
+
+Status SqliteStore::AddFriendship(std::uint64_t a, std::uint64_t b) {
+  return InTransaction([&]() -> Status {
+    const std::uint64_t pairs[2][2] = {{a, b}, {b, a}};
+    for (const auto& pair : pairs) {
+      Statement st(stmts_[kInsertFriendship]);
+      st.BindId(1, pair[0]);
+      st.BindId(2, pair[1]);
+      const int rc = st.Step();
+      if (rc == SQLITE_CONSTRAINT_FOREIGNKEY) return NoSuchUser("AddFriendship");
+      if (rc != SQLITE_DONE) return IOError("AddFriendship");
+    }
+    return Status::OK();
+  });
+}
+
+Status SqliteStore::AreFriends(std::uint64_t a, std::uint64_t b, bool* yes) {
+  Statement st(stmts_[kFriendshipExists]);
+  st.BindId(1, a);
+  st.BindId(2, b);
+  const int rc = st.Step();
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return IOError("AreFriends");
+  *yes = (rc == SQLITE_ROW);
+  return Status::OK();
+}
+
+Status SqliteStore::ListFriends(std::uint64_t user, std::vector<std::uint64_t>* friends) {
+  return ListIds(kFriendsOf, user, "ListFriends", friends);
+}
+
+// ---- groups
+
+Status SqliteStore::CreateGroup(const std::string& name, std::uint64_t admin, std::uint64_t* id) {
+  std::uint64_t new_id = 0;
+  Status s = InTransaction([&]() -> Status {
+    {
+      Statement st(stmts_[kInsertGroup]);
+      st.BindText(1, name);
+      st.BindId(2, admin);
+      int rc = st.Step();
+      if (rc == SQLITE_ROW) {
+        new_id = st.ColumnId(0);
+        rc = st.Step();
+      }
+      if (rc == SQLITE_CONSTRAINT_FOREIGNKEY) return NoSuchUser("CreateGroup");
+      if (rc != SQLITE_DONE) return IOError("CreateGroup");
+    }
+    return InsertMember(new_id, admin, "CreateGroup");
+  });
+  if (s.ok()) *id = new_id;
+  return s;
+}
+
+Status SqliteStore::GetGroup(std::uint64_t id, GroupRecord* out) {
+  Statement st(stmts_[kGroupById]);
+  st.BindId(1, id);
+  const int rc = st.Step();
+  if (rc == SQLITE_DONE) return Status(Code::kNoSuchGroup, "GetGroup: no such group");
+  if (rc != SQLITE_ROW) return IOError("GetGroup");
+  out->id = st.ColumnId(0);
+  out->name = st.ColumnText(1);
+  out->admin_id = st.ColumnId(2);
+  out->epoch = st.ColumnId(3);
+  return Status::OK();
+}
+
+Status SqliteStore::InsertMember(std::uint64_t group, std::uint64_t user, const char* context) {
+  Statement st(stmts_[kInsertMember]);
+  st.BindId(1, group);
+  st.BindId(2, user);
+  const int rc = st.Step();
+  if (rc == SQLITE_CONSTRAINT_FOREIGNKEY) return NoSuchUser(context);
+  if (rc != SQLITE_DONE) return IOError(context);
+  if (sqlite3_changes(db_) == 0) {
+    return Status(Code::kAlreadyMember, std::string(context) + ": already a member");
+  }
+  return Status::OK();
+}
+
+Status SqliteStore::AddMember(std::uint64_t group, std::uint64_t user) {
+  return InTransaction([&]() -> Status {
+    Status s = CheckGroup(group, "AddMember");
+    if (!s.ok()) return s;
+    return InsertMember(group, user, "AddMember");
+  });
+}
+
+Status SqliteStore::RemoveMember(std::uint64_t group, std::uint64_t user, std::uint64_t* new_epoch) {
+  std::uint64_t epoch = 0;
+  Status s = InTransaction([&]() -> Status {
+    Status cs = CheckGroup(group, "RemoveMember");
+    if (!cs.ok()) return cs;
+    {
+      Statement st(stmts_[kDeleteMember]);
+      st.BindId(1, group);
+      st.BindId(2, user);
+      if (st.Step() != SQLITE_DONE) return IOError("RemoveMember");
+      if (sqlite3_changes(db_) == 0) return Status(Code::kNotMember, "RemoveMember: not a member");
+    }
+    Statement st(stmts_[kBumpEpoch]);
+    st.BindId(1, group);
+    int rc = st.Step();
+    if (rc != SQLITE_ROW) return IOError("RemoveMember: bump epoch");
+    epoch = st.ColumnId(0);
+    rc = st.Step();
+    if (rc != SQLITE_DONE) return IOError("RemoveMember: bump epoch");
+    return Status::OK();
+  });
+  if (s.ok()) *new_epoch = epoch;
+  return s;
+}
+
+Status SqliteStore::IsMember(std::uint64_t group, std::uint64_t user, bool* yes) {
+  Status s = CheckGroup(group, "IsMember");
+  if (!s.ok()) return s;
+  Statement st(stmts_[kMemberExists]);
+  st.BindId(1, group);
+  st.BindId(2, user);
+  const int rc = st.Step();
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return IOError("IsMember");
+  *yes = (rc == SQLITE_ROW);
+  return Status::OK();
+}
+
+Status SqliteStore::ListMembers(std::uint64_t group, std::vector<std::uint64_t>* members) {
+  members->clear();
+  Status s = CheckGroup(group, "ListMembers");
+  if (!s.ok()) return s;
+  return ListIds(kMembersOf, group, "ListMembers", members);
+}
+
+Status SqliteStore::ListGroupsOf(std::uint64_t user, std::vector<std::uint64_t>* groups) {
+  return ListIds(kGroupsOf, user, "ListGroupsOf", groups);
+}
+
+Status SqliteStore::DeleteGroup(std::uint64_t group) {
+  return InTransaction([&]() -> Status {
+    Status s = CheckGroup(group, "DeleteGroup");
+    if (!s.ok()) return s;
+    {
+      Statement st(stmts_[kDeleteMembersOf]);
+      st.BindId(1, group);
+      if (st.Step() != SQLITE_DONE) return IOError("DeleteGroup: members");
+    }
+    Statement st(stmts_[kDeleteGroup]);
+    st.BindId(1, group);
+    if (st.Step() != SQLITE_DONE) return IOError("DeleteGroup");
+    return Status::OK();
+  });
+}
+
+// ---- pending deliveries
+
+Status SqliteStore::EnqueueOne(const PendingItem& item, std::uint64_t* seq) {
+  {
+    Statement st(stmts_[kInsertPending]);
+    st.BindId(1, item.recipient);
+    st.BindText(2, item.dedupe_key);
+    st.BindBlob(3, item.payload);
+    int rc = st.Step();
+    bool inserted = false;
+    if (rc == SQLITE_ROW) {
+      inserted = true;
+      *seq = st.ColumnId(0);
+      rc = st.Step();
+    }
+    if (rc == SQLITE_CONSTRAINT_FOREIGNKEY) return NoSuchUser("Enqueue");
+    if (rc != SQLITE_DONE) return IOError("Enqueue");
+    if (inserted) return Status::OK();
+  }
+  // Already queued under this (recipient, dedupe_key): report its seq.
+  Statement st(stmts_[kPendingSeqByKey]);
+  st.BindId(1, item.recipient);
+  st.BindText(2, item.dedupe_key);
+  if (st.Step() != SQLITE_ROW) return IOError("Enqueue: existing seq");
+  *seq = st.ColumnId(0);
+  return Status::OK();
+}
+
+Status SqliteStore::Enqueue(const std::vector<PendingItem>& items, std::vector<std::uint64_t>* seqs) {
+  seqs->clear();
+  if (items.empty()) return Status::OK();
+  std::vector<std::uint64_t> result(items.size());
+  Status s = InTransaction([&]() -> Status {
+    for (std::size_t i = 0; i < items.size(); ++i) {
+      Status es = EnqueueOne(items[i], &result[i]);
+      if (!es.ok()) return es;
+    }
+    return Status::OK();
+  });
+  if (s.ok()) seqs->swap(result);
+  return s;
+}
+
+Status SqliteStore::FetchPending(std::uint64_t recipient, std::uint64_t after_seq, std::size_t limit,
+                                 std::vector<PendingRow>* rows) {
+  rows->clear();
+  // Clamp so neither value turns negative (a negative LIMIT means "no limit").
+  const std::uint64_t after = after_seq < kMaxInt64 ? after_seq : kMaxInt64;
+  const std::uint64_t max_rows = limit < kMaxInt64 ? limit : kMaxInt64;
+  Statement st(stmts_[kFetchPending]);
+  st.BindId(1, recipient);
+  st.BindInt64(2, static_cast<sqlite3_int64>(after));
+  st.BindInt64(3, static_cast<sqlite3_int64>(max_rows));
+  int rc;
+  while ((rc = st.Step()) == SQLITE_ROW) {
+    PendingRow row;
+    row.seq = st.ColumnId(0);
+    row.payload = st.ColumnBlob(1);
+    rows->push_back(std::move(row));
+  }
+  if (rc != SQLITE_DONE) {
+    rows->clear();
+    return IOError("FetchPending");
+  }
+  return Status::OK();
+}
+
+Status SqliteStore::Ack(std::uint64_t recipient, const std::vector<std::uint64_t>& seqs) {
+  if (seqs.empty()) return Status::OK();
+  return InTransaction([&]() -> Status {
+    for (std::uint64_t seq : seqs) {
+      Statement st(stmts_[kDeletePending]);
+      st.BindId(1, recipient);
+      st.BindId(2, seq);
+      if (st.Step() != SQLITE_DONE) return IOError("Ack");
+    }
+    return Status::OK();
+  });
+}
+
+Status SqliteStore::CountPending(std::uint64_t recipient, std::uint64_t* n) {
+  Statement st(stmts_[kCountPending]);
+  st.BindId(1, recipient);
+  if (st.Step() != SQLITE_ROW) return IOError("CountPending");
+  *n = st.ColumnId(0);
+  return Status::OK();
+}
+
+// ---- factory (declared in fastchat/store.h)
+
+Status OpenSqliteStore(const std::string& path, std::unique_ptr<Store>* out) {
+  std::unique_ptr<SqliteStore> store;
+  Status s = SqliteStore::Open(path, &store);
+  if (!s.ok()) return s;
+  *out = std::move(store);
+  return Status::OK();
+}
+
+}  // namespace fastchat

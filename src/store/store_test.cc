@@ -1,0 +1,773 @@
+// Tests for Store implementations.
+//
+// StoreTest is parameterized over a backend: a name and a factory
+// `MakeStore(dir)` that opens the backend's store for the directory `dir`
+// (opening the same dir twice must reach the same data). Every test gets a
+// fresh temporary directory. A new backend joins by adding a StoreBackend to
+// the INSTANTIATE_TEST_SUITE_P list at the end of the parameterized section.
+//
+// SqliteStoreTest at the bottom checks SQLite-only promises (WAL, schema
+// version) by opening the file directly.
+#include <sqlite3.h>
+#include <stdlib.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <ostream>
+#include <limits>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "fastchat/status.h"
+#include "fastchat/store.h"
+#include "sqlite_store.h"
+
+namespace fastchat {
+namespace {
+
+#define ASSERT_OK(expr)                               \
+  do {                                                \
+    const ::fastchat::Status _s = (expr);             \
+    ASSERT_TRUE(_s.ok()) << #expr << ": " << _s.ToString(); \
+  } while (0)
+#define EXPECT_OK(expr)                               \
+  do {                                                \
+    const ::fastchat::Status _s = (expr);             \
+    EXPECT_TRUE(_s.ok()) << #expr << ": " << _s.ToString(); \
+  } while (0)
+#define EXPECT_CODE(want, expr)                       \
+  do {                                                \
+    const ::fastchat::Status _s = (expr);             \
+    EXPECT_EQ(_s.code(), (want)) << #expr << ": " << _s.ToString(); \
+  } while (0)
+
+using Ids = std::vector<std::uint64_t>;
+
+std::string MakeTempDir() {
+  char tmpl[] = "/tmp/fastchat_store_test.XXXXXX";
+  const char* dir = mkdtemp(tmpl);
+  EXPECT_NE(dir, nullptr);
+  return dir != nullptr ? std::string(dir) : std::string();
+}
+
+// A 32-byte "key" with NUL bytes in it, distinct per seed.
+std::string FakeKey(unsigned char seed) {
+  std::string key(32, '\0');
+  for (std::size_t i = 0; i < key.size(); i += 2) {
+    key[i] = static_cast<char>(seed + i);
+  }
+  return key;
+}
+
+// ---- backends
+
+std::unique_ptr<Store> MakeSqliteStore(const std::string& dir) {
+  std::unique_ptr<Store> store;
+  const Status s = OpenSqliteStore(dir + "/fastchat.db", &store);
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  return store;
+}
+
+struct StoreBackend {
+  const char* name;
+  std::function<std::unique_ptr<Store>(const std::string& dir)> MakeStore;
+};
+
+// Names the backend in test output instead of dumping its bytes.
+void PrintTo(const StoreBackend& backend, std::ostream* os) { *os << backend.name; }
+
+class StoreTest : public ::testing::TestWithParam<StoreBackend> {
+ protected:
+  void SetUp() override {
+    dir_ = MakeTempDir();
+    ASSERT_FALSE(dir_.empty());
+    store_ = GetParam().MakeStore(dir_);
+    ASSERT_NE(store_, nullptr);
+  }
+
+  void TearDown() override {
+    store_.reset();
+    if (!dir_.empty()) std::filesystem::remove_all(dir_);
+  }
+
+  // Closes the store and opens it again on the same directory.
+  void Reopen() {
+    store_.reset();
+    store_ = GetParam().MakeStore(dir_);
+    ASSERT_NE(store_, nullptr);
+  }
+
+  std::uint64_t NewUser(const std::string& name) {
+    UserRecord user;
+    user.name = name;
+    user.password_hash = "$argon2id$v=19$m=65536,t=2,p=1$" + name;
+    user.x25519_public = FakeKey(1);
+    user.ed25519_public = FakeKey(2);
+    std::uint64_t id = 0;
+    const Status s = store_->CreateUser(user, &id);
+    EXPECT_TRUE(s.ok()) << s.ToString();
+    return id;
+  }
+
+  std::uint64_t NewGroup(const std::string& name, std::uint64_t admin) {
+    std::uint64_t id = 0;
+    const Status s = store_->CreateGroup(name, admin, &id);
+    EXPECT_TRUE(s.ok()) << s.ToString();
+    return id;
+  }
+
+  Ids Members(std::uint64_t group) {
+    Ids ids;
+    EXPECT_OK(store_->ListMembers(group, &ids));
+    return ids;
+  }
+
+  Ids GroupsOf(std::uint64_t user) {
+    Ids ids;
+    EXPECT_OK(store_->ListGroupsOf(user, &ids));
+    return ids;
+  }
+
+  Ids Friends(std::uint64_t user) {
+    Ids ids;
+    EXPECT_OK(store_->ListFriends(user, &ids));
+    return ids;
+  }
+
+  Ids RequestsTo(std::uint64_t user) {
+    Ids ids;
+    EXPECT_OK(store_->ListFriendRequestsTo(user, &ids));
+    return ids;
+  }
+
+  bool AreFriends(std::uint64_t a, std::uint64_t b) {
+    bool yes = false;
+    EXPECT_OK(store_->AreFriends(a, b, &yes));
+    return yes;
+  }
+
+  std::uint64_t Count(std::uint64_t recipient) {
+    std::uint64_t n = 0;
+    EXPECT_OK(store_->CountPending(recipient, &n));
+    return n;
+  }
+
+  std::vector<PendingRow> FetchAll(std::uint64_t recipient) {
+    std::vector<PendingRow> rows;
+    EXPECT_OK(store_->FetchPending(recipient, 0, 1000, &rows));
+    return rows;
+  }
+
+  Ids Enqueue(const std::vector<PendingItem>& items) {
+    Ids seqs;
+    EXPECT_OK(store_->Enqueue(items, &seqs));
+    EXPECT_EQ(seqs.size(), items.size());
+    return seqs;
+  }
+
+  std::string dir_;
+  std::unique_ptr<Store> store_;
+};
+
+// ---- users
+
+TEST_P(StoreTest, CreateUserThenGetByIdAndName) {
+  UserRecord user;
+  user.name = "alice";
+  user.password_hash = "$argon2id$v=19$m=65536,t=2,p=1$c2FsdA$aGFzaA";
+  user.x25519_public = FakeKey(10);
+  user.ed25519_public = FakeKey(20);
+  std::uint64_t id = 0;
+  ASSERT_OK(store_->CreateUser(user, &id));
+  EXPECT_NE(id, 0u);
+
+  for (int by_name = 0; by_name < 2; ++by_name) {
+    UserRecord got;
+    if (by_name) {
+      ASSERT_OK(store_->GetUserByName("alice", &got));
+    } else {
+      ASSERT_OK(store_->GetUserById(id, &got));
+    }
+    EXPECT_EQ(got.id, id);
+    EXPECT_EQ(got.name, "alice");
+    EXPECT_EQ(got.password_hash, user.password_hash);
+    EXPECT_EQ(got.x25519_public, user.x25519_public);
+    EXPECT_EQ(got.ed25519_public, user.ed25519_public);
+    EXPECT_EQ(got.x25519_public.size(), 32u);
+  }
+}
+
+TEST_P(StoreTest, DuplicateNameIsNameTakenAndNamesAreCaseSensitive) {
+  const std::uint64_t alice = NewUser("alice");
+
+  UserRecord again;
+  again.name = "alice";
+  again.password_hash = "other";
+  again.x25519_public = FakeKey(7);
+  again.ed25519_public = FakeKey(8);
+  std::uint64_t id = 12345;
+  EXPECT_CODE(Code::kNameTaken, store_->CreateUser(again, &id));
+
+  // The original record is untouched.
+  UserRecord got;
+  ASSERT_OK(store_->GetUserByName("alice", &got));
+  EXPECT_EQ(got.id, alice);
+  EXPECT_NE(got.password_hash, "other");
+
+  // Names are stored and matched exactly as given.
+  const std::uint64_t upper = NewUser("Alice");
+  EXPECT_NE(upper, alice);
+  ASSERT_OK(store_->GetUserByName("Alice", &got));
+  EXPECT_EQ(got.id, upper);
+  EXPECT_EQ(got.name, "Alice");
+  EXPECT_CODE(Code::kNoSuchUser, store_->GetUserByName("ALICE", &got));
+}
+
+TEST_P(StoreTest, UnknownUserIsNoSuchUser) {
+  const std::uint64_t alice = NewUser("alice");
+  UserRecord got;
+  EXPECT_CODE(Code::kNoSuchUser, store_->GetUserById(alice + 1, &got));
+  EXPECT_CODE(Code::kNoSuchUser, store_->GetUserById(0, &got));
+  EXPECT_CODE(Code::kNoSuchUser,
+              store_->GetUserById(std::numeric_limits<std::uint64_t>::max(), &got));
+  EXPECT_CODE(Code::kNoSuchUser, store_->GetUserByName("bob", &got));
+  EXPECT_CODE(Code::kNoSuchUser, store_->GetUserByName("", &got));
+}
+
+TEST_P(StoreTest, UserIdsIncreaseAndAreNotReused) {
+  const std::uint64_t a = NewUser("a");
+  const std::uint64_t b = NewUser("b");
+  UserRecord dup;
+  dup.name = "b";
+  std::uint64_t ignored = 0;
+  EXPECT_CODE(Code::kNameTaken, store_->CreateUser(dup, &ignored));
+  const std::uint64_t c = NewUser("c");
+  EXPECT_LT(a, b);
+  EXPECT_LT(b, c);
+
+  Reopen();
+  const std::uint64_t d = NewUser("d");
+  EXPECT_GT(d, c);
+}
+
+TEST_P(StoreTest, ValuesAreBoundNotInterpolated) {
+  const std::string evil = "x'); DROP TABLE users; --";
+  const std::uint64_t id = NewUser(evil);
+  const std::uint64_t bob = NewUser("bob");
+  UserRecord got;
+  ASSERT_OK(store_->GetUserByName(evil, &got));
+  EXPECT_EQ(got.id, id);
+  EXPECT_EQ(got.name, evil);
+  ASSERT_OK(store_->GetUserById(bob, &got));
+  EXPECT_EQ(got.name, "bob");
+}
+
+// ---- friends
+
+TEST_P(StoreTest, FriendRequestsAreIdempotentAndListedOldestFirst) {
+  const std::uint64_t alice = NewUser("alice");
+  const std::uint64_t bob = NewUser("bob");
+  const std::uint64_t carol = NewUser("carol");
+  const std::uint64_t dave = NewUser("dave");
+
+  // dave's request comes first although his id is the largest.
+  ASSERT_OK(store_->AddFriendRequest(dave, alice));
+  ASSERT_OK(store_->AddFriendRequest(bob, alice));
+  ASSERT_OK(store_->AddFriendRequest(carol, alice));
+  ASSERT_OK(store_->AddFriendRequest(bob, alice));  // again: no duplicate
+
+  EXPECT_EQ(RequestsTo(alice), (Ids{dave, bob, carol}));
+  EXPECT_EQ(RequestsTo(bob), Ids{});  // requests are directional
+
+  // The output vector is replaced, not appended to.
+  Ids out = {999};
+  ASSERT_OK(store_->ListFriendRequestsTo(alice, &out));
+  EXPECT_EQ(out, (Ids{dave, bob, carol}));
+}
+
+TEST_P(StoreTest, TakeFriendRequest) {
+  const std::uint64_t alice = NewUser("alice");
+  const std::uint64_t bob = NewUser("bob");
+  const std::uint64_t carol = NewUser("carol");
+  ASSERT_OK(store_->AddFriendRequest(bob, alice));
+  ASSERT_OK(store_->AddFriendRequest(carol, alice));
+
+  // Direction matters.
+  EXPECT_CODE(Code::kNoSuchRequest, store_->TakeFriendRequest(alice, bob));
+  ASSERT_OK(store_->TakeFriendRequest(bob, alice));
+  EXPECT_CODE(Code::kNoSuchRequest, store_->TakeFriendRequest(bob, alice));
+  EXPECT_EQ(RequestsTo(alice), Ids{carol});
+  EXPECT_CODE(Code::kNoSuchRequest, store_->TakeFriendRequest(alice, carol));
+  EXPECT_EQ(RequestsTo(alice), Ids{carol});
+}
+
+TEST_P(StoreTest, FriendshipIsSymmetric) {
+  const std::uint64_t alice = NewUser("alice");
+  const std::uint64_t bob = NewUser("bob");
+  const std::uint64_t carol = NewUser("carol");
+  const std::uint64_t dave = NewUser("dave");
+
+  EXPECT_FALSE(AreFriends(alice, bob));
+  ASSERT_OK(store_->AddFriendship(bob, alice));
+  EXPECT_TRUE(AreFriends(alice, bob));
+  EXPECT_TRUE(AreFriends(bob, alice));
+  EXPECT_FALSE(AreFriends(alice, carol));
+  EXPECT_FALSE(AreFriends(carol, alice));
+
+  // Adding again, either way round, changes nothing.
+  ASSERT_OK(store_->AddFriendship(alice, bob));
+  ASSERT_OK(store_->AddFriendship(bob, alice));
+  EXPECT_EQ(Friends(alice), Ids{bob});
+  EXPECT_EQ(Friends(bob), Ids{alice});
+
+  ASSERT_OK(store_->AddFriendship(dave, alice));
+  ASSERT_OK(store_->AddFriendship(alice, carol));
+  EXPECT_EQ(Friends(alice), (Ids{bob, carol, dave}));  // ascending ids
+  EXPECT_EQ(Friends(carol), Ids{alice});
+  EXPECT_EQ(Friends(dave), Ids{alice});
+  EXPECT_FALSE(AreFriends(carol, dave));
+}
+
+TEST_P(StoreTest, FriendOperationsOnUnknownUsersAreNoSuchUser) {
+  const std::uint64_t alice = NewUser("alice");
+  const std::uint64_t ghost = alice + 100;
+  EXPECT_CODE(Code::kNoSuchUser, store_->AddFriendRequest(ghost, alice));
+  EXPECT_CODE(Code::kNoSuchUser, store_->AddFriendRequest(alice, ghost));
+  EXPECT_CODE(Code::kNoSuchUser, store_->AddFriendship(alice, ghost));
+  EXPECT_EQ(RequestsTo(alice), Ids{});
+  EXPECT_EQ(Friends(alice), Ids{});  // no half-written friendship
+}
+
+// ---- groups
+
+TEST_P(StoreTest, CreateGroupMakesAdminTheOnlyMemberAtEpochOne) {
+  const std::uint64_t alice = NewUser("alice");
+  const std::uint64_t g = NewGroup("Climbers", alice);
+  ASSERT_NE(g, 0u);
+
+  GroupRecord group;
+  ASSERT_OK(store_->GetGroup(g, &group));
+  EXPECT_EQ(group.id, g);
+  EXPECT_EQ(group.name, "Climbers");
+  EXPECT_EQ(group.admin_id, alice);
+  EXPECT_EQ(group.epoch, 1u);
+  EXPECT_EQ(Members(g), Ids{alice});
+  EXPECT_EQ(GroupsOf(alice), Ids{g});
+  bool yes = false;
+  ASSERT_OK(store_->IsMember(g, alice, &yes));
+  EXPECT_TRUE(yes);
+
+  const std::uint64_t g2 = NewGroup("Climbers", alice);  // group names need not be unique
+  EXPECT_GT(g2, g);
+}
+
+TEST_P(StoreTest, AddMembersKeepsJoinOrder) {
+  const std::uint64_t alice = NewUser("alice");
+  const std::uint64_t bob = NewUser("bob");
+  const std::uint64_t carol = NewUser("carol");
+  const std::uint64_t g = NewGroup("g", carol);
+
+  ASSERT_OK(store_->AddMember(g, bob));
+  ASSERT_OK(store_->AddMember(g, alice));
+  EXPECT_CODE(Code::kAlreadyMember, store_->AddMember(g, bob));
+  EXPECT_CODE(Code::kAlreadyMember, store_->AddMember(g, carol));
+  EXPECT_EQ(Members(g), (Ids{carol, bob, alice}));
+
+  bool yes = false;
+  ASSERT_OK(store_->IsMember(g, bob, &yes));
+  EXPECT_TRUE(yes);
+  const std::uint64_t dave = NewUser("dave");
+  ASSERT_OK(store_->IsMember(g, dave, &yes));
+  EXPECT_FALSE(yes);
+
+  GroupRecord group;
+  ASSERT_OK(store_->GetGroup(g, &group));
+  EXPECT_EQ(group.epoch, 1u);  // joining does not change the epoch
+}
+
+TEST_P(StoreTest, RemoveMemberBumpsEpoch) {
+  const std::uint64_t alice = NewUser("alice");
+  const std::uint64_t bob = NewUser("bob");
+  const std::uint64_t carol = NewUser("carol");
+  const std::uint64_t g = NewGroup("g", alice);
+  ASSERT_OK(store_->AddMember(g, bob));
+  ASSERT_OK(store_->AddMember(g, carol));
+
+  std::uint64_t epoch = 0;
+  ASSERT_OK(store_->RemoveMember(g, bob, &epoch));
+  EXPECT_EQ(epoch, 2u);
+  EXPECT_EQ(Members(g), (Ids{alice, carol}));
+  EXPECT_EQ(GroupsOf(bob), Ids{});
+
+  epoch = 0;
+  EXPECT_CODE(Code::kNotMember, store_->RemoveMember(g, bob, &epoch));
+  GroupRecord group;
+  ASSERT_OK(store_->GetGroup(g, &group));
+  EXPECT_EQ(group.epoch, 2u);  // a failed removal does not bump
+
+  ASSERT_OK(store_->RemoveMember(g, carol, &epoch));
+  EXPECT_EQ(epoch, 3u);
+  ASSERT_OK(store_->GetGroup(g, &group));
+  EXPECT_EQ(group.epoch, 3u);
+
+  // Rejoining puts the member at the end of the join order.
+  ASSERT_OK(store_->AddMember(g, bob));
+  ASSERT_OK(store_->AddMember(g, carol));
+  EXPECT_EQ(Members(g), (Ids{alice, bob, carol}));
+}
+
+TEST_P(StoreTest, UnknownGroupIsNoSuchGroup) {
+  const std::uint64_t alice = NewUser("alice");
+  const std::uint64_t g = NewGroup("g", alice);
+  const std::uint64_t ghost = g + 100;
+  GroupRecord group;
+  bool yes = false;
+  std::uint64_t epoch = 0;
+  Ids ids;
+  EXPECT_CODE(Code::kNoSuchGroup, store_->GetGroup(ghost, &group));
+  EXPECT_CODE(Code::kNoSuchGroup, store_->AddMember(ghost, alice));
+  EXPECT_CODE(Code::kNoSuchGroup, store_->RemoveMember(ghost, alice, &epoch));
+  EXPECT_CODE(Code::kNoSuchGroup, store_->IsMember(ghost, alice, &yes));
+  EXPECT_CODE(Code::kNoSuchGroup, store_->ListMembers(ghost, &ids));
+  EXPECT_CODE(Code::kNoSuchGroup, store_->DeleteGroup(ghost));
+
+  // Unknown users in group writes.
+  EXPECT_CODE(Code::kNoSuchUser, store_->AddMember(g, alice + 100));
+  std::uint64_t id = 0;
+  EXPECT_CODE(Code::kNoSuchUser, store_->CreateGroup("h", alice + 100, &id));
+  EXPECT_EQ(Members(g), Ids{alice});
+}
+
+TEST_P(StoreTest, ListGroupsOfUser) {
+  const std::uint64_t alice = NewUser("alice");
+  const std::uint64_t bob = NewUser("bob");
+  const std::uint64_t g1 = NewGroup("g1", alice);
+  const std::uint64_t g2 = NewGroup("g2", alice);
+  const std::uint64_t g3 = NewGroup("g3", bob);
+  ASSERT_OK(store_->AddMember(g3, alice));
+  ASSERT_OK(store_->AddMember(g1, bob));
+
+  EXPECT_EQ(GroupsOf(alice), (Ids{g1, g2, g3}));
+  EXPECT_EQ(GroupsOf(bob), (Ids{g1, g3}));
+  EXPECT_EQ(GroupsOf(bob + 100), Ids{});
+}
+
+TEST_P(StoreTest, DeleteGroupRemovesMemberships) {
+  const std::uint64_t alice = NewUser("alice");
+  const std::uint64_t bob = NewUser("bob");
+  const std::uint64_t keep = NewGroup("keep", alice);
+  const std::uint64_t doomed = NewGroup("doomed", alice);
+  ASSERT_OK(store_->AddMember(doomed, bob));
+  ASSERT_OK(store_->AddMember(keep, bob));
+
+  ASSERT_OK(store_->DeleteGroup(doomed));
+  GroupRecord group;
+  EXPECT_CODE(Code::kNoSuchGroup, store_->GetGroup(doomed, &group));
+  EXPECT_EQ(GroupsOf(alice), Ids{keep});
+  EXPECT_EQ(GroupsOf(bob), Ids{keep});
+  EXPECT_EQ(Members(keep), (Ids{alice, bob}));
+  EXPECT_CODE(Code::kNoSuchGroup, store_->DeleteGroup(doomed));
+
+  // The deleted group's id (the highest so far) is not handed out again.
+  const std::uint64_t next = NewGroup("next", bob);
+  EXPECT_GT(next, doomed);
+  EXPECT_EQ(Members(next), Ids{bob});
+}
+
+// ---- pending deliveries
+
+TEST_P(StoreTest, EnqueueAssignsIncreasingSeqs) {
+  const std::uint64_t alice = NewUser("alice");
+  const std::uint64_t bob = NewUser("bob");
+
+  const Ids first = Enqueue({{alice, "k1", "p1"}, {bob, "k1", "p2"}, {alice, "k2", "p3"}});
+  ASSERT_EQ(first.size(), 3u);
+  EXPECT_LT(first[0], first[1]);
+  EXPECT_LT(first[1], first[2]);
+  EXPECT_EQ(Count(alice), 2u);
+  EXPECT_EQ(Count(bob), 1u);
+
+  const Ids second = Enqueue({{bob, "k2", "p4"}});
+  ASSERT_EQ(second.size(), 1u);
+  EXPECT_GT(second[0], first[2]);
+
+  // An empty batch is fine and yields no seqs.
+  Ids seqs = {42};
+  ASSERT_OK(store_->Enqueue({}, &seqs));
+  EXPECT_TRUE(seqs.empty());
+}
+
+TEST_P(StoreTest, EnqueueIsIdempotentPerRecipientAndKey) {
+  const std::uint64_t alice = NewUser("alice");
+  const std::uint64_t bob = NewUser("bob");
+
+  const Ids first = Enqueue({{alice, "d/1/ab/0", "original"}});
+  ASSERT_EQ(first.size(), 1u);
+
+  // Same (recipient, key), even with a different payload: same seq, no copy.
+  const Ids again = Enqueue({{alice, "d/1/ab/1", "other"}, {alice, "d/1/ab/0", "changed"}});
+  ASSERT_EQ(again.size(), 2u);
+  EXPECT_EQ(again[1], first[0]);
+  EXPECT_GT(again[0], first[0]);
+  EXPECT_EQ(Count(alice), 2u);
+  std::vector<PendingRow> rows = FetchAll(alice);
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0].seq, first[0]);
+  EXPECT_EQ(rows[0].payload, "original");
+
+  // Duplicates inside one batch collapse too.
+  const Ids dup = Enqueue({{bob, "x", "1"}, {bob, "x", "2"}});
+  ASSERT_EQ(dup.size(), 2u);
+  EXPECT_EQ(dup[0], dup[1]);
+  EXPECT_EQ(Count(bob), 1u);
+
+  // The key is per recipient: bob may use alice's key.
+  const Ids other = Enqueue({{bob, "d/1/ab/0", "for bob"}});
+  ASSERT_EQ(other.size(), 1u);
+  EXPECT_NE(other[0], first[0]);
+  EXPECT_EQ(Count(bob), 2u);
+  EXPECT_EQ(Count(alice), 2u);
+}
+
+TEST_P(StoreTest, EnqueueIsAtomic) {
+  const std::uint64_t alice = NewUser("alice");
+  const std::uint64_t ghost = alice + 100;
+
+  Ids seqs = {7};
+  const Status s = store_->Enqueue({{alice, "a", "1"}, {alice, "b", "2"}, {ghost, "c", "3"}}, &seqs);
+  EXPECT_EQ(s.code(), Code::kNoSuchUser) << s.ToString();
+  EXPECT_TRUE(seqs.empty());
+  EXPECT_EQ(Count(alice), 0u);  // nothing of the batch was stored
+
+  // The store is still usable afterwards.
+  Enqueue({{alice, "a", "1"}});
+  EXPECT_EQ(Count(alice), 1u);
+}
+
+TEST_P(StoreTest, FetchPendingInSeqOrderAfterSeqWithLimit) {
+  const std::uint64_t alice = NewUser("alice");
+  const std::uint64_t bob = NewUser("bob");
+  Ids seqs;
+  for (int i = 0; i < 5; ++i) {
+    const std::string n = std::to_string(i);
+    const Ids s = Enqueue({{alice, "a" + n, "alice-" + n}, {bob, "b" + n, "bob-" + n}});
+    ASSERT_EQ(s.size(), 2u);
+    seqs.push_back(s[0]);
+  }
+
+  std::vector<PendingRow> rows = FetchAll(alice);
+  ASSERT_EQ(rows.size(), 5u);
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    EXPECT_EQ(rows[i].seq, seqs[i]);
+    EXPECT_EQ(rows[i].payload, "alice-" + std::to_string(i));
+  }
+
+  ASSERT_OK(store_->FetchPending(alice, seqs[1], 2, &rows));
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0].seq, seqs[2]);
+  EXPECT_EQ(rows[1].seq, seqs[3]);
+  EXPECT_EQ(rows[1].payload, "alice-3");
+
+  ASSERT_OK(store_->FetchPending(alice, seqs[3], 100, &rows));
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].seq, seqs[4]);
+
+  ASSERT_OK(store_->FetchPending(alice, 0, 0, &rows));
+  EXPECT_TRUE(rows.empty());
+  ASSERT_OK(store_->FetchPending(alice, seqs[4], 100, &rows));
+  EXPECT_TRUE(rows.empty());
+  ASSERT_OK(store_->FetchPending(alice, std::numeric_limits<std::uint64_t>::max(), 100, &rows));
+  EXPECT_TRUE(rows.empty());
+  ASSERT_OK(store_->FetchPending(alice, 0, std::numeric_limits<std::size_t>::max(), &rows));
+  EXPECT_EQ(rows.size(), 5u);
+}
+
+TEST_P(StoreTest, AckDeletesOnlyTheRecipientsOwnRows) {
+  const std::uint64_t alice = NewUser("alice");
+  const std::uint64_t bob = NewUser("bob");
+  const Ids a = Enqueue({{alice, "a1", "A1"}, {alice, "a2", "A2"}, {alice, "a3", "A3"}});
+  const Ids b = Enqueue({{bob, "b1", "B1"}});
+  ASSERT_EQ(a.size(), 3u);
+  ASSERT_EQ(b.size(), 1u);
+
+  // alice cannot ack bob's row, nor bob alice's.
+  ASSERT_OK(store_->Ack(alice, {b[0]}));
+  EXPECT_EQ(Count(bob), 1u);
+  ASSERT_OK(store_->Ack(bob, {a[0], a[1]}));
+  EXPECT_EQ(Count(alice), 3u);
+
+  // Unknown seqs are ignored alongside real ones.
+  ASSERT_OK(store_->Ack(alice, {a[0], a[2], a[2] + 1000}));
+  EXPECT_EQ(Count(alice), 1u);
+  std::vector<PendingRow> rows = FetchAll(alice);
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].seq, a[1]);
+  EXPECT_EQ(rows[0].payload, "A2");
+  EXPECT_EQ(Count(bob), 1u);
+
+  ASSERT_OK(store_->Ack(alice, {}));
+  EXPECT_EQ(Count(alice), 1u);
+}
+
+TEST_P(StoreTest, SeqsAreNotReusedAfterAck) {
+  const std::uint64_t alice = NewUser("alice");
+  const Ids first = Enqueue({{alice, "k", "1"}});
+  ASSERT_EQ(first.size(), 1u);
+  ASSERT_OK(store_->Ack(alice, first));
+  ASSERT_EQ(Count(alice), 0u);
+
+  // The same key after ack is a new delivery with a new, larger seq.
+  const Ids second = Enqueue({{alice, "k", "2"}});
+  ASSERT_EQ(second.size(), 1u);
+  EXPECT_GT(second[0], first[0]);
+  ASSERT_OK(store_->Ack(alice, second));
+
+  Reopen();
+  const Ids third = Enqueue({{alice, "k2", "3"}});
+  ASSERT_EQ(third.size(), 1u);
+  EXPECT_GT(third[0], second[0]);
+}
+
+TEST_P(StoreTest, LargeBinaryPayloadRoundTrips) {
+  const std::uint64_t alice = NewUser("alice");
+  std::string big(1 << 20, '\0');
+  for (std::size_t i = 0; i < big.size(); ++i) {
+    big[i] = static_cast<char>((i * 7 + i / 256) & 0xff);
+  }
+  ASSERT_EQ(big[0], '\0');
+  ASSERT_NE(big.find('\0', 1), std::string::npos);
+  const std::string small("a\0b\0\0c\xff", 7);
+
+  const Ids seqs = Enqueue({{alice, "big", big}, {alice, "small", small}, {alice, "empty", ""}});
+  ASSERT_EQ(seqs.size(), 3u);
+
+  std::vector<PendingRow> rows = FetchAll(alice);
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_EQ(rows[0].payload.size(), big.size());
+  EXPECT_TRUE(rows[0].payload == big);  // not EXPECT_EQ: a 1 MiB diff is unreadable
+  EXPECT_EQ(rows[1].payload, small);
+  EXPECT_EQ(rows[2].payload, "");
+}
+
+// ---- persistence
+
+TEST_P(StoreTest, EverythingSurvivesReopen) {
+  const std::uint64_t alice = NewUser("alice");
+  const std::uint64_t bob = NewUser("bob");
+  const std::uint64_t carol = NewUser("carol");
+  ASSERT_OK(store_->AddFriendship(alice, bob));
+  ASSERT_OK(store_->AddFriendRequest(carol, alice));
+  const std::uint64_t g = NewGroup("g", alice);
+  ASSERT_OK(store_->AddMember(g, carol));
+  ASSERT_OK(store_->AddMember(g, bob));
+  std::uint64_t epoch = 0;
+  ASSERT_OK(store_->RemoveMember(g, carol, &epoch));
+  const Ids seqs = Enqueue({{bob, "k", std::string("pay\0load", 8)}});
+  ASSERT_EQ(seqs.size(), 1u);
+
+  Reopen();
+
+  UserRecord user;
+  ASSERT_OK(store_->GetUserByName("carol", &user));
+  EXPECT_EQ(user.id, carol);
+  EXPECT_EQ(user.ed25519_public, FakeKey(2));
+  EXPECT_TRUE(AreFriends(bob, alice));
+  EXPECT_EQ(RequestsTo(alice), Ids{carol});
+  GroupRecord group;
+  ASSERT_OK(store_->GetGroup(g, &group));
+  EXPECT_EQ(group.name, "g");
+  EXPECT_EQ(group.admin_id, alice);
+  EXPECT_EQ(group.epoch, 2u);
+  EXPECT_EQ(Members(g), (Ids{alice, bob}));
+  std::vector<PendingRow> rows = FetchAll(bob);
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].seq, seqs[0]);
+  EXPECT_EQ(rows[0].payload, std::string("pay\0load", 8));
+
+  // Idempotency survives too.
+  const Ids again = Enqueue({{bob, "k", "other"}});
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_EQ(again[0], seqs[0]);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, StoreTest,
+                         ::testing::Values(StoreBackend{"Sqlite", &MakeSqliteStore}),
+                         [](const ::testing::TestParamInfo<StoreBackend>& backend) {
+                           return std::string(backend.param.name);
+                         });
+
+// ---- SQLite-only promises
+
+class SqliteStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = MakeTempDir();
+    ASSERT_FALSE(dir_.empty());
+    path_ = dir_ + "/fastchat.db";
+  }
+  void TearDown() override {
+    if (!dir_.empty()) std::filesystem::remove_all(dir_);
+  }
+
+  // Runs `sql` on a separate raw connection; returns column 0 of the first
+  // row as text ("" if none).
+  std::string RawQuery(const std::string& sql) {
+    sqlite3* db = nullptr;
+    EXPECT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+    sqlite3_stmt* stmt = nullptr;
+    std::string result;
+    EXPECT_EQ(sqlite3_prepare_v2(db, sql.c_str(), -1, &stmt, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
+    const int rc = sqlite3_step(stmt);
+    EXPECT_TRUE(rc == SQLITE_ROW || rc == SQLITE_DONE) << sqlite3_errmsg(db);
+    if (rc == SQLITE_ROW && sqlite3_column_text(stmt, 0) != nullptr) {
+      result = reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0));
+    }
+    sqlite3_finalize(stmt);
+    sqlite3_close(db);
+    return result;
+  }
+
+  std::string dir_;
+  std::string path_;
+};
+
+TEST_F(SqliteStoreTest, UsesWalAndRecordsSchemaVersion) {
+  std::unique_ptr<Store> store;
+  ASSERT_OK(OpenSqliteStore(path_, &store));
+  EXPECT_EQ(RawQuery("PRAGMA journal_mode"), "wal");
+  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "1");
+  EXPECT_EQ(RawQuery("SELECT COUNT(*) FROM schema_version"), "1");
+  store.reset();
+
+  // Reopening an up-to-date file changes nothing.
+  ASSERT_OK(OpenSqliteStore(path_, &store));
+  EXPECT_EQ(RawQuery("SELECT COUNT(*) FROM schema_version"), "1");
+  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "1");
+}
+
+TEST_F(SqliteStoreTest, RefusesSchemaFromNewerBinary) {
+  std::unique_ptr<Store> store;
+  ASSERT_OK(OpenSqliteStore(path_, &store));
+  store.reset();
+  RawQuery("UPDATE schema_version SET version = 99");
+
+  const Status s = OpenSqliteStore(path_, &store);
+  EXPECT_EQ(s.code(), Code::kIOError) << s.ToString();
+  EXPECT_NE(s.message().find("newer"), std::string::npos) << s.ToString();
+  EXPECT_EQ(store, nullptr);
+}
+
+TEST_F(SqliteStoreTest, OpenInMissingDirectoryIsIOError) {
+  std::unique_ptr<Store> store;
+  const Status s = OpenSqliteStore(dir_ + "/no/such/dir/fastchat.db", &store);
+  EXPECT_EQ(s.code(), Code::kIOError) << s.ToString();
+  EXPECT_FALSE(s.message().empty());
+  EXPECT_EQ(store, nullptr);
+}
+
+}  // namespace
+}  // namespace fastchat

@@ -1,0 +1,134 @@
+// SqliteStore: the embedded implementation of Store on one SQLite file.
+//
+// Promises:
+//  - The file is in WAL mode with synchronous=NORMAL, foreign_keys=ON and a
+//    5 s busy timeout. (An in-memory database, path ":memory:", cannot use
+//    WAL and keeps SQLite's "memory" journal instead.)
+//  - The schema is versioned in the `schema_version` table and upgraded by
+//    Open; a file written by a newer binary is refused with kIOError.
+//  - Every statement is prepared once, at Open, and uses bound parameters.
+//  - Multi-statement operations (Enqueue, Ack, AddFriendship, CreateGroup,
+//    AddMember, RemoveMember, DeleteGroup) run in one transaction: either all
+//    of their effects are stored or none.
+//  - Database failures come back as kIOError carrying sqlite3_errmsg text.
+//
+// Beyond the codes documented in store.h: operations that name a user who
+// does not exist in a write (friend requests, friendships, group creation,
+// AddMember, Enqueue) return kNoSuchUser; operations on a group that does not
+// exist (AddMember, RemoveMember, IsMember, ListMembers, DeleteGroup) return
+// kNoSuchGroup. Per-user listings of an unknown user are simply empty.
+// ListFriends and ListGroupsOf return ids in ascending order.
+//
+// Not thread-safe: one thread at a time, as store.h requires.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "fastchat/status.h"
+#include "fastchat/store.h"
+
+struct sqlite3;
+struct sqlite3_stmt;
+
+namespace fastchat {
+
+class SqliteStore final : public Store {
+ public:
+  // Opens (creating if needed) the database at `path` and brings its schema
+  // up to date.
+  static Status Open(const std::string& path, std::unique_ptr<SqliteStore>* out);
+
+  SqliteStore(const SqliteStore&) = delete;
+  SqliteStore& operator=(const SqliteStore&) = delete;
+  ~SqliteStore() override;
+
+  Status CreateUser(const UserRecord& user, std::uint64_t* id) override;
+  Status GetUserById(std::uint64_t id, UserRecord* out) override;
+  Status GetUserByName(const std::string& name, UserRecord* out) override;
+
+  Status AddFriendRequest(std::uint64_t from, std::uint64_t to) override;
+  Status TakeFriendRequest(std::uint64_t from, std::uint64_t to) override;
+  Status ListFriendRequestsTo(std::uint64_t to, std::vector<std::uint64_t>* from) override;
+  Status AddFriendship(std::uint64_t a, std::uint64_t b) override;
+  Status AreFriends(std::uint64_t a, std::uint64_t b, bool* yes) override;
+  Status ListFriends(std::uint64_t user, std::vector<std::uint64_t>* friends) override;
+
+  Status CreateGroup(const std::string& name, std::uint64_t admin, std::uint64_t* id) override;
+  Status GetGroup(std::uint64_t id, GroupRecord* out) override;
+  Status AddMember(std::uint64_t group, std::uint64_t user) override;
+  Status RemoveMember(std::uint64_t group, std::uint64_t user, std::uint64_t* new_epoch) override;
+  Status IsMember(std::uint64_t group, std::uint64_t user, bool* yes) override;
+  Status ListMembers(std::uint64_t group, std::vector<std::uint64_t>* members) override;
+  Status ListGroupsOf(std::uint64_t user, std::vector<std::uint64_t>* groups) override;
+  Status DeleteGroup(std::uint64_t group) override;
+
+  Status Enqueue(const std::vector<PendingItem>& items, std::vector<std::uint64_t>* seqs) override;
+  Status FetchPending(std::uint64_t recipient, std::uint64_t after_seq, std::size_t limit,
+                      std::vector<PendingRow>* rows) override;
+  Status Ack(std::uint64_t recipient, const std::vector<std::uint64_t>& seqs) override;
+  Status CountPending(std::uint64_t recipient, std::uint64_t* n) override;
+
+  // The prepared statements, one per SQL text (see kSql in sqlite_store.cc).
+  enum Sql : int {
+    kBegin,
+    kCommit,
+    kRollback,
+    kInsertUser,
+    kUserById,
+    kUserByName,
+    kInsertFriendRequest,
+    kDeleteFriendRequest,
+    kFriendRequestsTo,
+    kInsertFriendship,
+    kFriendshipExists,
+    kFriendsOf,
+    kInsertGroup,
+    kGroupById,
+    kInsertMember,
+    kDeleteMember,
+    kBumpEpoch,
+    kMemberExists,
+    kMembersOf,
+    kGroupsOf,
+    kDeleteMembersOf,
+    kDeleteGroup,
+    kInsertPending,
+    kPendingSeqByKey,
+    kFetchPending,
+    kDeletePending,
+    kCountPending,
+    kNumSql,
+  };
+
+ private:
+  explicit SqliteStore(sqlite3* db);
+
+  // Sets the connection pragmas, migrates the schema, prepares statements.
+  Status Init();
+  Status Migrate();
+
+  // Runs `body` between BEGIN IMMEDIATE and COMMIT; rolls back if `body`
+  // or the commit fails.
+  Status InTransaction(const std::function<Status()>& body);
+  // Runs a statement that returns no rows (BEGIN, COMMIT, ...).
+  Status Run(Sql sql, const char* context);
+  // OK if the group exists, kNoSuchGroup if not.
+  Status CheckGroup(std::uint64_t group, const char* context);
+  Status InsertMember(std::uint64_t group, std::uint64_t user, const char* context);
+  Status EnqueueOne(const PendingItem& item, std::uint64_t* seq);
+  // Collects column 0 of every row of `sql` with ?1 = `key`.
+  Status ListIds(Sql sql, std::uint64_t key, const char* context, std::vector<std::uint64_t>* ids);
+
+  // kIOError "<context>: <sqlite3_errmsg>".
+  Status IOError(const char* context) const;
+
+  sqlite3* db_;
+  std::array<sqlite3_stmt*, kNumSql> stmts_{};
+};
+
+}  // namespace fastchat
