@@ -95,4 +95,12 @@ std::string Hex(std::string_view bytes);
 // BLAKE2b-256 of bytes (crypto_generichash), raw 32 bytes.
 std::string Hash(std::string_view bytes);
 
+// ---- shared-secret authentication (cluster links) ------------------------
+// 32-byte MAC key derived from a configured secret (BLAKE2b, domain-separated).
+std::string MacKeyFromSecret(std::string_view secret);
+// HMAC-SHA512-256 (crypto_auth) of `message` under a 32-byte key.
+std::string Mac(std::string_view message, std::string_view key);
+// Constant-time check of a MAC made by Mac(); false on wrong sizes.
+bool MacVerify(std::string_view mac, std::string_view message, std::string_view key);
+
 }  // namespace fastchat::crypto

@@ -372,4 +372,27 @@ std::string Hash(std::string_view bytes) {
   return out;
 }
 
+std::string MacKeyFromSecret(std::string_view secret) {
+  static constexpr std::string_view kDomain = "fastchat-cluster-mac-v1";
+  std::string out(crypto_auth_KEYBYTES, '\0');
+  crypto_generichash_state st;
+  crypto_generichash_init(&st, nullptr, 0, out.size());
+  crypto_generichash_update(&st, U8(kDomain), kDomain.size());
+  crypto_generichash_update(&st, U8(secret), secret.size());
+  crypto_generichash_final(&st, U8(&out), out.size());
+  return out;
+}
+
+std::string Mac(std::string_view message, std::string_view key) {
+  if (key.size() != crypto_auth_KEYBYTES) return std::string();
+  std::string out(crypto_auth_BYTES, '\0');
+  crypto_auth(U8(&out), U8(message), message.size(), U8(key));
+  return out;
+}
+
+bool MacVerify(std::string_view mac, std::string_view message, std::string_view key) {
+  if (mac.size() != crypto_auth_BYTES || key.size() != crypto_auth_KEYBYTES) return false;
+  return crypto_auth_verify(U8(mac), U8(message), message.size(), U8(key)) == 0;
+}
+
 }  // namespace fastchat::crypto

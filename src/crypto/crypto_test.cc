@@ -546,3 +546,24 @@ TEST_F(CryptoTest, HashIsBlake2b256) {
 
 }  // namespace
 }  // namespace fastchat::crypto
+
+namespace fastchat::crypto {
+namespace {
+
+TEST(ClusterMac, VerifiesOnlyWithTheSameSecretAndMessage) {
+  ASSERT_TRUE(Init());
+  const std::string key = MacKeyFromSecret("cluster secret one");
+  ASSERT_EQ(key.size(), 32u);
+  EXPECT_EQ(key, MacKeyFromSecret("cluster secret one"));
+  EXPECT_NE(key, MacKeyFromSecret("cluster secret two"));
+  const std::string mac = Mac("challenge|a|b", key);
+  ASSERT_EQ(mac.size(), 32u);
+  EXPECT_TRUE(MacVerify(mac, "challenge|a|b", key));
+  EXPECT_FALSE(MacVerify(mac, "challenge|a|c", key));
+  EXPECT_FALSE(MacVerify(mac, "challenge|a|b", MacKeyFromSecret("cluster secret two")));
+  EXPECT_FALSE(MacVerify(mac.substr(1), "challenge|a|b", key));
+  EXPECT_TRUE(Mac("x", "short key").empty());
+}
+
+}  // namespace
+}  // namespace fastchat::crypto

@@ -8,7 +8,6 @@
 #include <asio/detached.hpp>
 #include <asio/redirect_error.hpp>
 #include <asio/use_awaitable.hpp>
-#include <asio/write.hpp>
 #include <spdlog/spdlog.h>
 
 #include "fastchat.pb.h"
@@ -24,8 +23,6 @@ namespace {
 using asio::use_awaitable;
 
 constexpr std::size_t kReadChunk = 16 * 1024;
-constexpr std::size_t kMaxGatherFrames = 64;
-constexpr std::size_t kMaxGatherBytes = 1u << 20;
 constexpr std::size_t kMaxAckSeqs = 4096;
 
 std::uint64_t NowMs() {
@@ -143,10 +140,7 @@ Status CheckCipherFields(wire::Kind kind, std::uint32_t index, std::uint32_t cou
 }  // namespace
 
 Session::Session(Server::Impl& server, asio::ip::tcp::socket socket)
-    : server_(server), socket_(std::move(socket)), write_signal_(server.io), drain_signal_(server.io) {
-  write_signal_.expires_at(asio::steady_timer::time_point::max());
-  drain_signal_.expires_at(asio::steady_timer::time_point::max());
-}
+    : server_(server), socket_(std::move(socket)), out_(server.io.get_executor()) {}
 
 Session::~Session() = default;
 
@@ -163,8 +157,7 @@ void Session::Close() {
   asio::error_code ec;
   socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
   socket_.close(ec);
-  write_signal_.cancel();
-  drain_signal_.cancel();
+  out_.Stop();
   if (receiving_) server_.presence.Remove(user_id_, this);
   auto self = shared_from_this();  // keep alive past the erase below
   server_.sessions.erase(self);
@@ -176,22 +169,14 @@ void Session::CloseWith(const Status& why) {
   receiving_ = false;
   live_ = false;
   SendError(0, why);
-  close_after_flush_ = true;
-  write_signal_.cancel_one();
-}
-
-void Session::Enqueue(Outgoing out) {
-  if (closed_ || close_after_flush_) return;
-  queued_bytes_ += out.size();
-  queue_.push_back(std::move(out));
-  write_signal_.cancel_one();
+  out_.StopAfterFlush();
 }
 
 void Session::SendEnvelope(const wire::Envelope& env) {
   std::string frame;
   frame.reserve(kFrameHeaderSize + env.ByteSizeLong());
   AppendFrame(env.SerializeAsString(), &frame);
-  Enqueue(Outgoing{std::move(frame), nullptr});
+  out_.Push(std::move(frame));
 }
 
 void Session::SendError(std::uint64_t rid, const Status& st) {
@@ -212,43 +197,12 @@ void Session::SendOk(std::uint64_t rid, std::uint64_t id, std::uint64_t epoch) {
 
 asio::awaitable<void> Session::WriteLoop() {
   auto self = shared_from_this();
-  std::vector<asio::const_buffer> bufs;
   try {
-    while (!closed_) {
-      if (queue_.empty()) {
-        if (close_after_flush_) break;
-        asio::error_code ec;
-        co_await write_signal_.async_wait(asio::redirect_error(use_awaitable, ec));
-        continue;
-      }
-      // Gather several queued frames into one write (one syscall).
-      bufs.clear();
-      std::size_t n = 0, bytes = 0;
-      for (const Outgoing& o : queue_) {
-        if (n == kMaxGatherFrames || (n > 0 && bytes >= kMaxGatherBytes)) break;
-        bufs.emplace_back(o.head.data(), o.head.size());
-        if (o.body) bufs.emplace_back(o.body->data(), o.body->size());
-        bytes += o.size();
-        ++n;
-      }
-      co_await asio::async_write(socket_, bufs, use_awaitable);
-      for (std::size_t i = 0; i < n; ++i) {
-        queued_bytes_ -= queue_.front().size();
-        queue_.pop_front();
-      }
-      drain_signal_.cancel();
-    }
+    co_await out_.Run(socket_);
   } catch (const std::exception& e) {
     spdlog::debug("session write ended: {}", e.what());
   }
   Close();
-}
-
-asio::awaitable<void> Session::WaitQueueBelow(std::size_t bytes) {
-  while (!closed_ && queued_bytes_ > bytes) {
-    asio::error_code ec;
-    co_await drain_signal_.async_wait(asio::redirect_error(use_awaitable, ec));
-  }
 }
 
 asio::awaitable<void> Session::ReadLoop() {
@@ -256,10 +210,10 @@ asio::awaitable<void> Session::ReadLoop() {
   FrameDecoder decoder(server_.config.max_frame);
   std::array<char, kReadChunk> buf;
   try {
-    while (!closed_ && !close_after_flush_) {
+    while (!closed_ && !out_.stopping()) {
       // Back-pressure: a peer that does not read its replies stops being read.
-      co_await WaitQueueBelow(server_.config.max_queue_bytes);
-      if (closed_) break;
+      co_await out_.WaitBelow(server_.config.max_queue_bytes);
+      if (closed_ || out_.stopping()) break;
       std::size_t n = co_await socket_.async_read_some(asio::buffer(buf), use_awaitable);
       decoder.Append(buf.data(), n);
       for (;;) {
@@ -278,13 +232,13 @@ asio::awaitable<void> Session::ReadLoop() {
           continue;
         }
         co_await Handle(env);
-        if (closed_ || close_after_flush_) co_return;
+        if (closed_ || out_.stopping()) co_return;
       }
     }
   } catch (const std::exception& e) {
     spdlog::debug("session read ended: {}", e.what());
   }
-  if (close_after_flush_) co_return;  // the writer closes once flushed
+  if (!closed_ && out_.stopping()) co_return;  // the writer closes once flushed
   Close();
 }
 
@@ -303,7 +257,7 @@ asio::awaitable<void> Session::CatchUp() {
     std::vector<PendingRow> rows;
   };
   while (!closed_ && receiving_) {
-    co_await WaitQueueBelow(server_.config.max_queue_bytes / 2);
+    co_await out_.WaitBelow(server_.config.max_queue_bytes / 2);
     if (closed_ || !receiving_) break;
     const std::uint64_t user = user_id_, after = last_sent_seq_;
     const std::size_t limit = server_.config.sync_page_rows;
@@ -327,7 +281,7 @@ asio::awaitable<void> Session::CatchUp() {
     for (PendingRow& row : f.rows) {
       if (row.seq <= last_sent_seq_) continue;
       auto event = std::make_shared<const std::string>(std::move(row.payload));
-      Enqueue(Outgoing{DeliverFramePrefix(row.seq, event->size()), event});
+      out_.Push(DeliverFramePrefix(row.seq, event->size()), event);
       last_sent_seq_ = row.seq;
     }
   }
@@ -343,13 +297,13 @@ asio::awaitable<void> Session::CatchUp() {
 void Session::Deliver(std::uint64_t seq, const std::shared_ptr<const std::string>& event) {
   if (closed_ || !receiving_ || !live_) return;  // CatchUp will fetch it from the store
   if (seq <= last_sent_seq_) return;
-  if (queued_bytes_ + event->size() > server_.config.max_queue_bytes) {
+  if (out_.bytes() + event->size() > server_.config.max_queue_bytes) {
     // Lagging: stop live pushes; catch up from the store once drained.
     live_ = false;
     StartCatchUp(false);
     return;
   }
-  Enqueue(Outgoing{DeliverFramePrefix(seq, event->size()), event});
+  out_.Push(DeliverFramePrefix(seq, event->size()), event);
   last_sent_seq_ = seq;
 }
 

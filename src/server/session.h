@@ -9,15 +9,14 @@
 #pragma once
 
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <string>
 
 #include <asio/awaitable.hpp>
 #include <asio/ip/tcp.hpp>
-#include <asio/steady_timer.hpp>
 
 #include "fastchat/status.h"
+#include "frame_queue.h"
 #include "server.h"
 
 namespace fastchat::wire {
@@ -44,20 +43,11 @@ class Session : public std::enable_shared_from_this<Session> {
   std::uint64_t user_id() const { return user_id_; }
 
  private:
-  struct Outgoing {
-    std::string head;                          // frame bytes, or the prefix of a Deliver frame
-    std::shared_ptr<const std::string> body;  // shared event bytes (may be null)
-    std::size_t size() const { return head.size() + (body ? body->size() : 0); }
-  };
-
   asio::awaitable<void> ReadLoop();
   asio::awaitable<void> WriteLoop();
   // Sends pending deliveries after last_sent_seq_ until none are left, then
   // goes live. Sends SyncDone at the end if one was asked for.
   asio::awaitable<void> CatchUp();
-  asio::awaitable<void> WaitQueueBelow(std::size_t bytes);
-
-  void Enqueue(Outgoing out);
   void SendEnvelope(const wire::Envelope& env);
   void SendError(std::uint64_t rid, const Status& st);
   void SendOk(std::uint64_t rid, std::uint64_t id = 0, std::uint64_t epoch = 0);
@@ -71,10 +61,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   Server::Impl& server_;
   asio::ip::tcp::socket socket_;
-  asio::steady_timer write_signal_;  // wakes the writer when frames are queued
-  asio::steady_timer drain_signal_;  // wakes waiters when the queue shrinks
-  std::deque<Outgoing> queue_;
-  std::size_t queued_bytes_ = 0;
+  FrameQueue out_;
   bool closed_ = false;
   bool handshaken_ = false;
 
@@ -84,7 +71,6 @@ class Session : public std::enable_shared_from_this<Session> {
   bool live_ = false;           // receiving and caught up: take live deliveries
   bool catching_up_ = false;    // a CatchUp coroutine is running
   bool announce_pending_ = false;  // send SyncDone when the catch-up ends
-  bool close_after_flush_ = false;  // close once the write queue is empty
   std::uint64_t last_sent_seq_ = 0;
 };
 

@@ -1,0 +1,56 @@
+// FrameQueue: the outgoing side of one connection (client session or mesh
+// link): a queue of whole frames and the coroutine that writes them.
+//
+// Push() never blocks. Run() writes queued frames in order, gathering up to
+// 64 frames (or ~1 MiB) into one write, so a burst costs few syscalls. A frame
+// may be split into an owned head and a shared body, so one stored event can
+// go to many connections without being copied. Used from one thread only.
+#pragma once
+
+#include <cstddef>
+#include <deque>
+#include <memory>
+#include <string>
+
+#include <asio/awaitable.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/steady_timer.hpp>
+
+namespace fastchat::server {
+
+class FrameQueue {
+ public:
+  explicit FrameQueue(const asio::any_io_executor& ex);
+
+  // Appends a frame (head bytes followed by *body, if any). Ignored once
+  // stopping.
+  void Push(std::string head, std::shared_ptr<const std::string> body = nullptr);
+  std::size_t bytes() const { return bytes_; }
+
+  // Writes frames until Stop(), or until empty after StopAfterFlush().
+  // Throws asio::system_error on a socket error.
+  asio::awaitable<void> Run(asio::ip::tcp::socket& socket);
+  // Ends Run() now; queued frames are dropped.
+  void Stop();
+  // Ends Run() once everything queued so far is written; later pushes are dropped.
+  void StopAfterFlush();
+  bool stopping() const { return stop_ || stop_after_flush_; }
+
+  // Resumes once the queue holds at most `bytes` (or Run() has ended).
+  asio::awaitable<void> WaitBelow(std::size_t bytes);
+
+ private:
+  struct Frame {
+    std::string head;
+    std::shared_ptr<const std::string> body;
+    std::size_t size() const { return head.size() + (body ? body->size() : 0); }
+  };
+  std::deque<Frame> frames_;
+  std::size_t bytes_ = 0;
+  bool stop_ = false;
+  bool stop_after_flush_ = false;
+  asio::steady_timer more_;     // wakes Run() when frames arrive or on stop
+  asio::steady_timer drained_;  // wakes WaitBelow() when frames leave
+};
+
+}  // namespace fastchat::server
