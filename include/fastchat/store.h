@@ -46,6 +46,13 @@ struct PendingItem {
   std::string payload;  // serialized wire Event; opaque to the store
 };
 
+// One server of a cluster, as it announces itself in the shared store.
+struct ServerRecord {
+  std::string id;            // the server's configured id, unique in the cluster
+  std::string mesh_address;  // HOST:PORT its peers dial
+  std::uint64_t heartbeat_ms = 0;  // wall-clock ms of its last announcement
+};
+
 struct PendingRow {
   std::uint64_t seq = 0;
   std::string payload;
@@ -102,9 +109,18 @@ class Store {
   virtual Status Ack(std::uint64_t recipient, const std::vector<std::uint64_t>& seqs) = 0;
   // Number of rows waiting for `recipient`.
   virtual Status CountPending(std::uint64_t recipient, std::uint64_t* n) = 0;
+
+  // ---- cluster membership (the seed's server table)
+  // Inserts or replaces the row of server `s.id`.
+  virtual Status UpsertServer(const ServerRecord& s);
+  // Every server row, by id.
+  virtual Status ListServers(std::vector<ServerRecord>* out);
 };
 
 // Opens (creating if needed) a SQLite store at `path` in WAL mode.
 Status OpenSqliteStore(const std::string& path, std::unique_ptr<Store>* out);
+
+// Opens a PostgreSQL store (libpq conninfo or URI), creating/migrating the schema.
+Status OpenPgStore(const std::string& conninfo, std::unique_ptr<Store>* out);
 
 }  // namespace fastchat

@@ -18,6 +18,13 @@ struct ServerConfig {
   std::uint64_t max_image_bytes = 128ull << 20;       // bytes per image
   std::size_t max_queue_bytes = 8u << 20;             // per-connection write queue before it lags
   std::size_t sync_page_rows = 64;                    // pending rows fetched per store call
+
+  // Cluster (all off unless mesh_enabled).
+  bool mesh_enabled = false;
+  std::string mesh_host = "127.0.0.1";
+  std::uint16_t mesh_port = 0;       // 0 = pick a free port
+  std::string mesh_advertise;        // HOST:PORT peers dial; default mesh_host:bound port
+  std::string cluster_secret;        // shared by every server of the cluster
 };
 
 // Image chunks carry at most this many plaintext bytes (docs/protocol.md).

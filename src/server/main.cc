@@ -1,6 +1,7 @@
 // fastchat-server: the FastChat chat server.
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 
 #include <CLI/CLI.hpp>
@@ -56,6 +57,13 @@ int main(int argc, char** argv) {
                  "per-connection write queue size before live deliveries pause")
       ->capture_default_str();
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")->capture_default_str();
+  std::string mesh_listen, secret_file;
+  app.add_option("--mesh-listen", mesh_listen,
+                 "cluster mode: HOST:PORT where other servers connect to this one (port 0 picks one)");
+  app.add_option("--mesh-advertise", config.mesh_advertise,
+                 "HOST:PORT other servers should dial (default: the --mesh-listen address)");
+  app.add_option("--cluster-secret", config.cluster_secret, "secret shared by the servers of a cluster (>= 16 bytes)");
+  app.add_option("--cluster-secret-file", secret_file, "read the cluster secret from this file");
   CLI11_PARSE(app, argc, argv);
 
   auto logger = spdlog::stderr_color_mt("fastchat-server");
@@ -65,6 +73,24 @@ int main(int argc, char** argv) {
   if (!ParseHostPort(listen, &config.listen_host, &config.listen_port)) {
     std::cerr << "error: --listen wants HOST:PORT, got '" << listen << "'\n";
     return 2;
+  }
+  if (!secret_file.empty()) {
+    std::ifstream in(secret_file);
+    if (!in || !std::getline(in, config.cluster_secret)) {
+      std::cerr << "error: cannot read the cluster secret from " << secret_file << "\n";
+      return 2;
+    }
+  }
+  if (!mesh_listen.empty()) {
+    config.mesh_enabled = true;
+    if (!ParseHostPort(mesh_listen, &config.mesh_host, &config.mesh_port)) {
+      std::cerr << "error: --mesh-listen wants HOST:PORT, got '" << mesh_listen << "'\n";
+      return 2;
+    }
+    if (config.cluster_secret.size() < 16) {
+      std::cerr << "error: cluster mode needs --cluster-secret or --cluster-secret-file (at least 16 bytes)\n";
+      return 2;
+    }
   }
   if (!fastchat::crypto::PwhashCost::Parse(pwhash, &config.pwhash)) {
     std::cerr << "error: --pwhash must be interactive, moderate or min\n";

@@ -23,10 +23,18 @@ class PresenceTable {
     slot = std::move(session);
     return old;
   }
-  // Removes `user` only if `session` is still its receiving session.
-  void Remove(std::uint64_t user, const Session* session) {
+  // Removes `user` only if `session` is still its receiving session; says
+  // whether it did.
+  bool Remove(std::uint64_t user, const Session* session) {
     auto it = sessions_.find(user);
-    if (it != sessions_.end() && it->second.get() == session) sessions_.erase(it);
+    if (it == sessions_.end() || it->second.get() != session) return false;
+    sessions_.erase(it);
+    return true;
+  }
+  // Every user with a receiving session here.
+  template <class F>
+  void ForEachUser(F f) const {
+    for (const auto& [user, session] : sessions_) f(user);
   }
   // The receiving session of `user`, or null if none here.
   Session* Find(std::uint64_t user) const {

@@ -10,21 +10,35 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace fastchat::server {
 
 class PresenceTable;
+class Mesh;
+
+// One stored delivery: pending row `seq` of recipient `user`.
+struct Delivery {
+  std::uint64_t user = 0;
+  std::uint64_t seq = 0;
+};
 
 class Router {
  public:
   explicit Router(PresenceTable& presence) : presence_(presence) {}
 
-  // Pushes delivery `seq` carrying serialized Event `event` to `user` if they
-  // have a receiving session; otherwise does nothing.
-  void Deliver(std::uint64_t user, std::uint64_t seq, const std::shared_ptr<const std::string>& event);
+  // Enables routing to other servers (cluster mode).
+  void set_mesh(Mesh* mesh) { mesh_ = mesh; }
+
+  // Offers each delivery (all carrying the same serialized Event `event`) to
+  // its recipient's receiving session: here, or on the server that hosts it
+  // (one Forward per server for all its recipients). Recipients online
+  // nowhere get it from the store when they return.
+  void Route(const std::vector<Delivery>& deliveries, const std::shared_ptr<const std::string>& event);
 
  private:
   PresenceTable& presence_;
+  Mesh* mesh_ = nullptr;
 };
 
 }  // namespace fastchat::server

@@ -1,5 +1,7 @@
 #include "server.h"
 
+#include <algorithm>
+
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/redirect_error.hpp>
@@ -8,12 +10,30 @@
 #include <spdlog/spdlog.h>
 
 #include "server_impl.h"
+#include "mesh.h"
 #include "session.h"
 
 namespace fastchat::server {
 
-void Router::Deliver(std::uint64_t user, std::uint64_t seq, const std::shared_ptr<const std::string>& event) {
-  if (Session* s = presence_.Find(user)) s->Deliver(seq, event);
+void Router::Route(const std::vector<Delivery>& deliveries, const std::shared_ptr<const std::string>& event) {
+  // Remote recipients grouped by the link to their server: one Forward each.
+  std::vector<std::pair<PeerLink*, std::vector<Delivery>>> remote;
+  for (const Delivery& d : deliveries) {
+    if (Session* s = presence_.Find(d.user)) {
+      s->Deliver(d.seq, event);
+      continue;
+    }
+    if (!mesh_) continue;
+    PeerLink* link = mesh_->Where(d.user);
+    if (!link) continue;  // offline everywhere: the store keeps it
+    auto it = std::find_if(remote.begin(), remote.end(), [link](const auto& p) { return p.first == link; });
+    if (it == remote.end()) {
+      remote.emplace_back(link, std::vector<Delivery>{});
+      it = std::prev(remote.end());
+    }
+    it->second.push_back(d);
+  }
+  for (auto& [link, targets] : remote) mesh_->Forward(link, targets, event);
 }
 
 namespace {
@@ -61,6 +81,15 @@ Status Server::Start(std::uint16_t* port) {
                                       std::to_string(impl.config.listen_port) + ": " + ec.message());
   }
   *port = impl.acceptor.local_endpoint().port();
+  if (impl.config.mesh_enabled) {
+    impl.mesh = std::make_unique<Mesh>(impl);
+    std::uint16_t mesh_port = 0;
+    Status st = impl.mesh->Start(&mesh_port);
+    if (!st.ok()) return st;
+    impl.router.set_mesh(impl.mesh.get());
+    spdlog::info("mesh: server {} listening for peers on {}:{} (advertised as {})", impl.config.server_id,
+                 impl.config.mesh_host, mesh_port, impl.config.mesh_advertise);
+  }
   asio::co_spawn(impl.io, AcceptLoop(impl), asio::detached);
   return Status::OK();
 }
@@ -71,6 +100,7 @@ void Server::Stop() {
   impl.stopping = true;
   asio::error_code ec;
   impl.acceptor.close(ec);
+  if (impl.mesh) impl.mesh->Stop();
   // Close() erases from the set, so close a snapshot.
   std::vector<std::shared_ptr<Session>> all(impl.sessions.begin(), impl.sessions.end());
   for (auto& s : all) s->Close();

@@ -16,6 +16,7 @@
 namespace fastchat::server {
 
 class Session;
+class Mesh;
 
 struct Server::Impl {
   Impl(asio::io_context& io_in, ServerConfig config_in, std::unique_ptr<Store> store_in)
@@ -29,6 +30,7 @@ struct Server::Impl {
   Router router;
   asio::ip::tcp::acceptor acceptor;
   std::unordered_set<std::shared_ptr<Session>> sessions;  // every open connection
+  std::unique_ptr<Mesh> mesh;                              // null unless clustered
   bool stopping = false;
 };
 

@@ -14,6 +14,7 @@
 #include "fastchat/crypto.h"
 #include "fastchat/deliver_frame.h"
 #include "fastchat/frame.h"
+#include "mesh.h"
 #include "server_impl.h"
 #include "validate.h"
 
@@ -89,13 +90,9 @@ Status FillGroupInfo(Store& s, const GroupRecord& g, wire::GroupInfo* info) {
 std::string Hex(const std::string& bytes) { return crypto::Hex(bytes); }
 
 // What a store job produced: deliveries to route after replying.
-struct Routed {
-  std::uint64_t user = 0;
-  std::uint64_t seq = 0;
-};
 struct JobResult {
   Status st;
-  std::vector<Routed> routed;
+  std::vector<Delivery> routed;
   std::uint64_t id = 0;
   std::uint64_t epoch = 0;
   // Set when the routed event can only be built inside the job.
@@ -111,7 +108,7 @@ Status EnqueueFor(Store& s, const std::vector<std::uint64_t>& recipients, const 
   std::vector<std::uint64_t> seqs;
   Status st = s.Enqueue(items, &seqs);
   if (!st.ok()) return st;
-  for (std::size_t i = 0; i < recipients.size(); ++i) r->routed.push_back(Routed{recipients[i], seqs[i]});
+  for (std::size_t i = 0; i < recipients.size(); ++i) r->routed.push_back(Delivery{recipients[i], seqs[i]});
   return Status::OK();
 }
 
@@ -158,18 +155,23 @@ void Session::Close() {
   socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
   socket_.close(ec);
   out_.Stop();
-  if (receiving_) server_.presence.Remove(user_id_, this);
+  LeavePresence();
   auto self = shared_from_this();  // keep alive past the erase below
   server_.sessions.erase(self);
 }
 
 void Session::CloseWith(const Status& why) {
   if (closed_) return;
-  if (receiving_) server_.presence.Remove(user_id_, this);
-  receiving_ = false;
-  live_ = false;
+  LeavePresence();
   SendError(0, why);
   out_.StopAfterFlush();
+}
+
+void Session::LeavePresence() {
+  if (!receiving_) return;
+  receiving_ = false;
+  live_ = false;
+  if (server_.presence.Remove(user_id_, this) && server_.mesh) server_.mesh->UserOffline(user_id_);
 }
 
 void Session::SendEnvelope(const wire::Envelope& env) {
@@ -261,11 +263,12 @@ asio::awaitable<void> Session::CatchUp() {
     if (closed_ || !receiving_) break;
     const std::uint64_t user = user_id_, after = last_sent_seq_;
     const std::size_t limit = server_.config.sync_page_rows;
-    Fetched f = co_await server_.store.Run([user, after, limit](Store& s) {
+    auto job = [user, after, limit](Store& s) {
       Fetched r;
       r.st = s.FetchPending(user, after, limit, &r.rows);
       return r;
-    });
+    };
+    Fetched f = co_await server_.store.Run(std::move(job));
     if (closed_ || !receiving_) break;
     if (!f.st.ok()) {
       spdlog::error("fetching pending for user {}: {}", user_id_, f.st.ToString());
@@ -292,6 +295,12 @@ asio::awaitable<void> Session::CatchUp() {
     env.mutable_sync_done();
     SendEnvelope(env);
   }
+}
+
+void Session::CatchUpFromStore() {
+  if (closed_ || !receiving_) return;
+  live_ = false;
+  StartCatchUp(false);
 }
 
 void Session::Deliver(std::uint64_t seq, const std::shared_ptr<const std::string>& event) {
@@ -371,26 +380,25 @@ asio::awaitable<Status> Session::HandleRegister(const wire::Envelope& env) {
     std::string hash;
   };
   const crypto::PwhashCost cost = server_.config.pwhash;
-  Hashed h = co_await asio::co_spawn(
-      server_.hash_pool,
-      [password = m.password(), cost]() -> asio::awaitable<Hashed> {
-        Hashed r;
-        r.st = crypto::PasswordHash(password, cost, &r.hash);
-        co_return r;
-      },
-      use_awaitable);
+  auto hash_job = [password = m.password(), cost]() {
+    Hashed r;
+    r.st = crypto::PasswordHash(password, cost, &r.hash);
+    return r;
+  };
+  Hashed h = co_await Offload(server_.hash_pool.get_executor(), std::move(hash_job));
   if (!h.st.ok()) co_return h.st;
   UserRecord rec;
   rec.name = m.name();
   rec.password_hash = std::move(h.hash);
   rec.x25519_public = m.x25519_public();
   rec.ed25519_public = m.ed25519_public();
-  JobResult r = co_await server_.store.Run([rec = std::move(rec)](Store& s) {
+  auto create_job = [rec = std::move(rec)](Store& s) {
     JobResult j;
     j.st = s.CreateUser(rec, &j.id);
     if (j.st.code() == Code::kNameTaken) j.st = Status(Code::kNameTaken, "name taken: " + rec.name);
     return j;
-  });
+  };
+  JobResult r = co_await server_.store.Run(std::move(create_job));
   if (!r.st.ok()) co_return r.st;
   spdlog::info("registered user {} ({})", r.id, m.name());
   SendOk(env.rid(), r.id);
@@ -404,20 +412,19 @@ asio::awaitable<Status> Session::HandleLogin(const wire::Envelope& env) {
     Status st;
     UserRecord user;
   };
-  Found f = co_await server_.store.Run([ref = m.user()](Store& s) {
+  auto lookup_job = [ref = m.user()](Store& s) {
     Found r;
     r.st = Resolve(s, ref, &r.user);
     return r;
-  });
+  };
+  Found f = co_await server_.store.Run(std::move(lookup_job));
   const Status bad(Code::kBadCredentials, "unknown user or wrong password");
   if (f.st.code() == Code::kNoSuchUser || f.st.code() == Code::kBadRequest) co_return bad;
   if (!f.st.ok()) co_return f.st;
-  bool ok = co_await asio::co_spawn(
-      server_.hash_pool,
-      [hash = f.user.password_hash, password = m.password()]() -> asio::awaitable<bool> {
-        co_return crypto::PasswordVerify(hash, password);
-      },
-      use_awaitable);
+  auto verify_job = [hash = f.user.password_hash, password = m.password()]() {
+                               return crypto::PasswordVerify(hash, password);
+                             };
+  bool ok = co_await Offload(server_.hash_pool.get_executor(), std::move(verify_job));
   if (!ok) co_return bad;
   if (closed_) co_return Status::OK();
   user_id_ = f.user.id;
@@ -434,6 +441,7 @@ asio::awaitable<Status> Session::HandleLogin(const wire::Envelope& env) {
       spdlog::info("user {} logged in again; displacing the older session", user_id_);
       old->CloseWith(Status(Code::kDisplaced, "you logged in from somewhere else"));
     }
+    if (server_.mesh) server_.mesh->UserOnline(user_id_);
     StartCatchUp(true);
   }
   spdlog::debug("user {} logged in (receive={})", user_id_, m.receive());
@@ -456,7 +464,7 @@ asio::awaitable<Status> Session::HandleLoggedIn(const wire::Envelope& env) {
         Status st;
         wire::Envelope reply;
       };
-      Out o = co_await server_.store.Run([ref = env.get_user().user(), rid](Store& s) {
+      auto job = [ref = env.get_user().user(), rid](Store& s) {
         Out out;
         UserRecord u;
         out.st = Resolve(s, ref, &u);
@@ -465,7 +473,8 @@ asio::awaitable<Status> Session::HandleLoggedIn(const wire::Envelope& env) {
           FillUserInfo(u, out.reply.mutable_user_info());
         }
         return out;
-      });
+      };
+      Out o = co_await server_.store.Run(std::move(job));
       if (!o.st.ok()) co_return o.st;
       SendEnvelope(o.reply);
       co_return Status::OK();
@@ -476,7 +485,7 @@ asio::awaitable<Status> Session::HandleLoggedIn(const wire::Envelope& env) {
         Status st;
         wire::Envelope reply;
       };
-      Out o = co_await server_.store.Run([me, rid](Store& s) {
+      auto job = [me, rid](Store& s) {
         Out out;
         out.reply.set_rid(rid);
         auto* list = out.reply.mutable_friend_list();
@@ -494,7 +503,8 @@ asio::awaitable<Status> Session::HandleLoggedIn(const wire::Envelope& env) {
           FillUserInfo(u, list->add_incoming_requests());
         }
         return out;
-      });
+      };
+      Out o = co_await server_.store.Run(std::move(job));
       if (!o.st.ok()) co_return o.st;
       SendEnvelope(o.reply);
       co_return Status::OK();
@@ -503,7 +513,7 @@ asio::awaitable<Status> Session::HandleLoggedIn(const wire::Envelope& env) {
     case wire::Envelope::kFriendRequest: {
       event.mutable_friend_request();
       payload = std::make_shared<const std::string>(event.SerializeAsString());
-      r = co_await server_.store.Run([me, ref = env.friend_request().to(), payload](Store& s) {
+      auto job = [me, ref = env.friend_request().to(), payload](Store& s) {
         JobResult j;
         UserRecord to;
         if (!(j.st = Resolve(s, ref, &to)).ok()) return j;
@@ -520,7 +530,8 @@ asio::awaitable<Status> Session::HandleLoggedIn(const wire::Envelope& env) {
         if (!(j.st = s.AddFriendRequest(me, to.id)).ok()) return j;
         j.st = EnqueueFor(s, {to.id}, "fr/" + std::to_string(me) + "/" + std::to_string(NowMs()), *payload, &j);
         return j;
-      });
+      };
+      r = co_await server_.store.Run(std::move(job));
       break;
     }
 
@@ -535,7 +546,7 @@ asio::awaitable<Status> Session::HandleLoggedIn(const wire::Envelope& env) {
       a->set_nonce(m.nonce());
       a->set_wrapped_key(m.wrapped_key());
       payload = std::make_shared<const std::string>(event.SerializeAsString());
-      r = co_await server_.store.Run([me, ref = m.to(), accept = m.accept(), payload](Store& s) {
+      auto job = [me, ref = m.to(), accept = m.accept(), payload](Store& s) {
         JobResult j;
         UserRecord to;
         if (!(j.st = Resolve(s, ref, &to)).ok()) return j;
@@ -547,7 +558,8 @@ asio::awaitable<Status> Session::HandleLoggedIn(const wire::Envelope& env) {
         if (accept && !(j.st = s.AddFriendship(me, to.id)).ok()) return j;
         j.st = EnqueueFor(s, {to.id}, "fa/" + std::to_string(me) + "/" + std::to_string(NowMs()), *payload, &j);
         return j;
-      });
+      };
+      r = co_await server_.store.Run(std::move(job));
       break;
     }
 
@@ -568,7 +580,7 @@ asio::awaitable<Status> Session::HandleLoggedIn(const wire::Envelope& env) {
       payload = std::make_shared<const std::string>(event.SerializeAsString());
       std::string dedupe =
           "d/" + std::to_string(me) + "/" + Hex(m.msg_id()) + "/" + std::to_string(m.chunk_index());
-      r = co_await server_.store.Run([me, ref = m.to(), payload, dedupe = std::move(dedupe)](Store& s) {
+      auto job = [me, ref = m.to(), payload, dedupe = std::move(dedupe)](Store& s) {
         JobResult j;
         UserRecord to;
         if (!(j.st = Resolve(s, ref, &to)).ok()) return j;
@@ -580,19 +592,21 @@ asio::awaitable<Status> Session::HandleLoggedIn(const wire::Envelope& env) {
         }
         j.st = EnqueueFor(s, {to.id}, dedupe, *payload, &j);
         return j;
-      });
+      };
+      r = co_await server_.store.Run(std::move(job));
       break;
     }
 
     case wire::Envelope::kGroupCreate: {
       const std::string& name = env.group_create().name();
       if (Status st = ValidateGroupName(name); !st.ok()) co_return st;
-      r = co_await server_.store.Run([me, name](Store& s) {
+      auto job = [me, name](Store& s) {
         JobResult j;
         j.st = s.CreateGroup(name, me, &j.id);
         j.epoch = 1;
         return j;
-      });
+      };
+      r = co_await server_.store.Run(std::move(job));
       if (!r.st.ok()) co_return r.st;
       SendOk(rid, r.id, r.epoch);
       co_return Status::OK();
@@ -616,7 +630,7 @@ asio::awaitable<Status> Session::HandleLoggedIn(const wire::Envelope& env) {
       }
       const std::string actor = user_name_;
       const std::uint64_t now = NowMs();
-      r = co_await server_.store.Run([me, gid, ref, body, actor, now](Store& s) {
+      auto job = [me, gid, ref, body, actor, now](Store& s) {
         JobResult j;
         GroupRecord g;
         if (!(j.st = LoadGroup(s, gid, &g)).ok()) return j;
@@ -691,7 +705,8 @@ asio::awaitable<Status> Session::HandleLoggedIn(const wire::Envelope& env) {
                               std::to_string(subject.id) + "/" + std::to_string(now),
                           *j.payload, &j);
         return j;
-      });
+      };
+      r = co_await server_.store.Run(std::move(job));
       payload = r.payload;
       break;
     }
@@ -707,7 +722,7 @@ asio::awaitable<Status> Session::HandleLoggedIn(const wire::Envelope& env) {
       k->set_nonce(m.nonce());
       k->set_wrapped_key(m.wrapped_key());
       payload = std::make_shared<const std::string>(event.SerializeAsString());
-      r = co_await server_.store.Run([me, gid = m.group_id(), ref = m.to(), epoch = m.epoch(), payload](Store& s) {
+      auto job = [me, gid = m.group_id(), ref = m.to(), epoch = m.epoch(), payload](Store& s) {
         JobResult j;
         GroupRecord g;
         if (!(j.st = LoadGroup(s, gid, &g)).ok()) return j;
@@ -725,7 +740,8 @@ asio::awaitable<Status> Session::HandleLoggedIn(const wire::Envelope& env) {
         }
         j.st = EnqueueFor(s, {to.id}, "gk/" + std::to_string(gid) + "/" + std::to_string(epoch), *payload, &j);
         return j;
-      });
+      };
+      r = co_await server_.store.Run(std::move(job));
       break;
     }
 
@@ -752,8 +768,7 @@ asio::awaitable<Status> Session::HandleLoggedIn(const wire::Envelope& env) {
       payload = std::make_shared<const std::string>(event.SerializeAsString());
       std::string dedupe = "g/" + std::to_string(m.group_id()) + "/" + std::to_string(me) + "/" + Hex(m.msg_id()) +
                            "/" + std::to_string(m.chunk_index());
-      r = co_await server_.store.Run(
-          [me, gid = m.group_id(), epoch = m.epoch(), payload, dedupe = std::move(dedupe)](Store& s) {
+      auto job = [me, gid = m.group_id(), epoch = m.epoch(), payload, dedupe = std::move(dedupe)](Store& s) {
             JobResult j;
             GroupRecord grp;
             if (!(j.st = LoadGroup(s, gid, &grp)).ok()) return j;
@@ -775,7 +790,8 @@ asio::awaitable<Status> Session::HandleLoggedIn(const wire::Envelope& env) {
             }
             j.st = EnqueueFor(s, others, dedupe, *payload, &j);
             return j;
-          });
+          };
+      r = co_await server_.store.Run(std::move(job));
       break;
     }
 
@@ -787,7 +803,7 @@ asio::awaitable<Status> Session::HandleLoggedIn(const wire::Envelope& env) {
       };
       const bool one = env.body_case() == wire::Envelope::kGetGroup;
       const std::uint64_t gid = one ? env.get_group().group_id() : 0;
-      Out o = co_await server_.store.Run([me, rid, one, gid](Store& s) {
+      auto job = [me, rid, one, gid](Store& s) {
         Out out;
         out.reply.set_rid(rid);
         if (one) {
@@ -806,7 +822,8 @@ asio::awaitable<Status> Session::HandleLoggedIn(const wire::Envelope& env) {
           if (!(out.st = FillGroupInfo(s, g, list->add_groups())).ok()) return out;
         }
         return out;
-      });
+      };
+      Out o = co_await server_.store.Run(std::move(job));
       if (!o.st.ok()) co_return o.st;
       SendEnvelope(o.reply);
       co_return Status::OK();
@@ -827,7 +844,8 @@ asio::awaitable<Status> Session::HandleLoggedIn(const wire::Envelope& env) {
         co_return Status(Code::kBadRequest, "at most " + std::to_string(kMaxAckSeqs) + " seqs per Ack");
       }
       std::vector<std::uint64_t> v(seqs.begin(), seqs.end());
-      Status st = co_await server_.store.Run([me, v = std::move(v)](Store& s) { return s.Ack(me, v); });
+      auto job = [me, v = std::move(v)](Store& s) { return s.Ack(me, v); };
+      Status st = co_await server_.store.Run(std::move(job));
       if (!st.ok()) spdlog::error("ack for user {}: {}", me, st.ToString());
       co_return Status::OK();  // no reply to Ack
     }
@@ -838,7 +856,7 @@ asio::awaitable<Status> Session::HandleLoggedIn(const wire::Envelope& env) {
 
   if (!r.st.ok()) co_return r.st;
   SendOk(rid, r.id, r.epoch);
-  for (const Routed& d : r.routed) server_.router.Deliver(d.user, d.seq, payload);
+  if (payload) server_.router.Route(r.routed, payload);
   co_return Status::OK();
 }
 

@@ -40,6 +40,10 @@ class Session : public std::enable_shared_from_this<Session> {
   // A stored delivery for this session's user (receiving sessions only).
   void Deliver(std::uint64_t seq, const std::shared_ptr<const std::string>& event);
 
+  // Stops live pushes and reads new deliveries from the store (used when a
+  // mesh link could not carry them).
+  void CatchUpFromStore();
+
   std::uint64_t user_id() const { return user_id_; }
 
  private:
@@ -52,6 +56,8 @@ class Session : public std::enable_shared_from_this<Session> {
   void SendError(std::uint64_t rid, const Status& st);
   void SendOk(std::uint64_t rid, std::uint64_t id = 0, std::uint64_t epoch = 0);
   void StartCatchUp(bool announce);
+  // Stops being the user's receiving session (and tells the cluster).
+  void LeavePresence();
 
   // One request. Returns after its reply has been queued.
   asio::awaitable<void> Handle(wire::Envelope& env);

@@ -13,12 +13,11 @@
 #include <utility>
 
 #include <asio/awaitable.hpp>
-#include <asio/co_spawn.hpp>
 #include <asio/executor_work_guard.hpp>
 #include <asio/io_context.hpp>
-#include <asio/use_awaitable.hpp>
 
 #include "fastchat/store.h"
+#include "offload.h"
 
 namespace fastchat::server {
 
@@ -35,13 +34,14 @@ class StoreWorker {
   StoreWorker(const StoreWorker&) = delete;
   StoreWorker& operator=(const StoreWorker&) = delete;
 
+  // Runs f(store) on the store thread; resumes the caller with its result.
+  // Call as `auto job = [..](Store& s) {..}; co_await worker.Run(std::move(job));`
+  // (see offload.h for why the job is named first).
   template <class F>
-  auto Run(F f) -> asio::awaitable<std::invoke_result_t<F&, Store&>> {
-    using R = std::invoke_result_t<F&, Store&>;
+  auto Run(F&& f) -> asio::awaitable<std::invoke_result_t<std::decay_t<F>&, Store&>> {
     Store* store = store_.get();
-    co_return co_await asio::co_spawn(
-        ctx_, [store, f = std::move(f)]() mutable -> asio::awaitable<R> { co_return f(*store); },
-        asio::use_awaitable);
+    auto bound = [store, f = std::decay_t<F>(std::move(f))]() mutable { return f(*store); };
+    return Offload(ctx_.get_executor(), std::move(bound));
   }
 
  private:

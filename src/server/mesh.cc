@@ -1,0 +1,442 @@
+#include "mesh.h"
+
+#include <array>
+#include <chrono>
+
+#include <asio/co_spawn.hpp>
+#include <asio/connect.hpp>
+#include <asio/detached.hpp>
+#include <asio/redirect_error.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/use_awaitable.hpp>
+#include <spdlog/spdlog.h>
+
+#include "fastchat/crypto.h"
+#include "fastchat/frame.h"
+#include "frame_queue.h"
+#include "mesh.pb.h"
+#include "server_impl.h"
+#include "session.h"
+
+namespace fastchat::server {
+
+using asio::use_awaitable;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr std::uint32_t kMeshVersion = 1;
+constexpr auto kHandshakeTimeout = std::chrono::seconds(5);
+constexpr auto kPingEvery = std::chrono::milliseconds(1000);
+constexpr auto kLinkDeadAfter = std::chrono::milliseconds(4000);
+constexpr auto kDiscoverEvery = std::chrono::milliseconds(1000);
+constexpr std::uint64_t kServerFreshMs = 5000;
+constexpr std::uint32_t kMaxMeshFrame = 4u << 20;
+constexpr std::size_t kMaxLinkQueue = 64u << 20;
+
+std::uint64_t WallMs() {
+  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                        std::chrono::system_clock::now().time_since_epoch())
+                                        .count());
+}
+
+std::string Framed(const mesh::MeshFrame& f) {
+  std::string out;
+  AppendFrame(f.SerializeAsString(), &out);
+  return out;
+}
+
+// What each side MACs: role || their challenge || my id || their id.
+std::string AuthMessage(std::string_view role, const std::string& challenge, const std::string& from,
+                        const std::string& to) {
+  std::string m(role);
+  m += '|';
+  m += challenge;
+  m += '|';
+  m += from;
+  m += '|';
+  m += to;
+  return m;
+}
+
+bool SplitHostPort(const std::string& s, std::string* host, std::string* port) {
+  auto colon = s.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == s.size()) return false;
+  *host = s.substr(0, colon);
+  *port = s.substr(colon + 1);
+  return true;
+}
+
+}  // namespace
+
+// One connection to another server.
+struct PeerLink {
+  PeerLink(asio::ip::tcp::socket s, const asio::any_io_executor& ex)
+      : socket(std::move(s)), out(ex), decoder(kMaxMeshFrame) {}
+
+  void Close() {
+    if (closed) return;
+    closed = true;
+    asio::error_code ec;
+    socket.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
+    socket.close(ec);
+    out.Stop();
+  }
+
+  // Reads the next whole frame into *frame; false on a parse error.
+  asio::awaitable<bool> Read(mesh::MeshFrame* frame) {
+    for (;;) {
+      std::string_view payload;
+      bool have = false;
+      Status st = decoder.Next(&payload, &have);
+      if (!st.ok()) throw std::runtime_error(st.ToString());
+      if (have) {
+        last_rx = Clock::now();
+        co_return frame->ParseFromArray(payload.data(), static_cast<int>(payload.size()));
+      }
+      std::size_t n = co_await socket.async_read_some(asio::buffer(buf), use_awaitable);
+      decoder.Append(buf.data(), n);
+    }
+  }
+
+  void Send(const mesh::MeshFrame& f) { out.Push(Framed(f)); }
+
+  asio::ip::tcp::socket socket;
+  FrameQueue out;
+  FrameDecoder decoder;
+  std::array<char, 16 * 1024> buf{};
+  std::string peer_id;  // set once authenticated
+  std::string remote;   // address, for logs
+  bool authed = false;
+  bool closed = false;
+  Clock::time_point last_rx = Clock::now();
+  std::unordered_set<std::uint64_t> users;  // announced by this peer
+};
+
+Mesh::Mesh(Server::Impl& server)
+    : server_(server), acceptor_(server.io), mac_key_(crypto::MacKeyFromSecret(server.config.cluster_secret)) {}
+
+Mesh::~Mesh() { Stop(); }
+
+Status Mesh::Start(std::uint16_t* port) {
+  const ServerConfig& c = server_.config;
+  if (c.cluster_secret.size() < 16) {
+    return Status(Code::kBadRequest, "the cluster secret must be at least 16 bytes");
+  }
+  asio::error_code ec;
+  auto addr = asio::ip::make_address(c.mesh_host, ec);
+  if (ec) return Status(Code::kBadRequest, "bad mesh address '" + c.mesh_host + "'");
+  asio::ip::tcp::endpoint ep(addr, c.mesh_port);
+  acceptor_.open(ep.protocol(), ec);
+  if (!ec) acceptor_.set_option(asio::ip::tcp::acceptor::reuse_address(true), ec);
+  if (!ec) acceptor_.bind(ep, ec);
+  if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) return Status(Code::kIOError, "cannot listen for peers on " + c.mesh_host + ": " + ec.message());
+  *port = acceptor_.local_endpoint().port();
+  if (server_.config.mesh_advertise.empty()) {
+    server_.config.mesh_advertise = c.mesh_host + ":" + std::to_string(*port);
+  }
+  asio::co_spawn(server_.io, AcceptLoop(), asio::detached);
+  asio::co_spawn(server_.io, DiscoveryLoop(), asio::detached);
+  return Status::OK();
+}
+
+void Mesh::Stop() {
+  if (stopping_) return;
+  stopping_ = true;
+  asio::error_code ec;
+  acceptor_.close(ec);
+  std::vector<std::shared_ptr<PeerLink>> all(all_.begin(), all_.end());
+  for (auto& l : all) l->Close();
+}
+
+asio::awaitable<void> Mesh::AcceptLoop() {
+  while (!stopping_) {
+    asio::error_code ec;
+    asio::ip::tcp::socket socket = co_await acceptor_.async_accept(asio::redirect_error(use_awaitable, ec));
+    if (stopping_) break;
+    if (ec) {
+      spdlog::warn("mesh accept failed: {}", ec.message());
+      continue;
+    }
+    socket.set_option(asio::ip::tcp::no_delay(true), ec);
+    auto link = std::make_shared<PeerLink>(std::move(socket), server_.io.get_executor());
+    asio::co_spawn(server_.io, RunLink(link, /*dialer=*/false, ""), asio::detached);
+  }
+}
+
+asio::awaitable<void> Mesh::DiscoveryLoop() {
+  asio::steady_timer timer(server_.io);
+  const std::string my_id = server_.config.server_id;
+  while (!stopping_) {
+    struct Out {
+      Status st;
+      std::vector<ServerRecord> servers;
+    };
+    ServerRecord me{my_id, server_.config.mesh_advertise, WallMs()};
+    auto job = [me](Store& s) {
+      Out out;
+      out.st = s.UpsertServer(me);
+      if (out.st.ok()) out.st = s.ListServers(&out.servers);
+      return out;
+    };
+    Out o = co_await server_.store.Run(std::move(job));
+    if (stopping_) break;
+    if (!o.st.ok()) {
+      spdlog::warn("mesh discovery: {}", o.st.ToString());
+    } else {
+      const std::uint64_t now = WallMs();
+      for (const ServerRecord& peer : o.servers) {
+        // Each pair has one link: the server whose id sorts first dials.
+        if (peer.id <= my_id || peer.heartbeat_ms + kServerFreshMs < now) continue;
+        if (links_.count(peer.id) || dialing_.count(peer.id)) continue;
+        dialing_.insert(peer.id);
+        asio::co_spawn(server_.io, Dial(peer), asio::detached);
+      }
+    }
+    timer.expires_after(kDiscoverEvery);
+    asio::error_code ec;
+    co_await timer.async_wait(asio::redirect_error(use_awaitable, ec));
+  }
+}
+
+asio::awaitable<void> Mesh::Dial(ServerRecord peer) {
+  std::string host, port;
+  try {
+    if (!SplitHostPort(peer.mesh_address, &host, &port)) {
+      throw std::runtime_error("bad mesh address '" + peer.mesh_address + "'");
+    }
+    asio::ip::tcp::resolver resolver(server_.io);
+    auto endpoints = co_await resolver.async_resolve(host, port, use_awaitable);
+    asio::ip::tcp::socket socket(server_.io);
+    co_await asio::async_connect(socket, endpoints, use_awaitable);
+    socket.set_option(asio::ip::tcp::no_delay(true));
+    auto link = std::make_shared<PeerLink>(std::move(socket), server_.io.get_executor());
+    dialing_.erase(peer.id);
+    auto run = RunLink(link, /*dialer=*/true, peer.id);  // named: see offload.h
+    co_await std::move(run);
+    co_return;
+  } catch (const std::exception& e) {
+    spdlog::debug("mesh: dialing {} at {} failed: {}", peer.id, peer.mesh_address, e.what());
+  }
+  dialing_.erase(peer.id);
+}
+
+asio::awaitable<void> Mesh::RunLink(std::shared_ptr<PeerLink> link, bool dialer, std::string expected_id) {
+  all_.insert(link);
+  asio::error_code ec;
+  link->remote = link->socket.remote_endpoint(ec).address().to_string();
+  const std::string my_id = server_.config.server_id;
+  asio::co_spawn(server_.io, WriteLink(link), asio::detached);
+  // Handshake watchdog: an unauthenticated link gets a few seconds.
+  auto watchdog = std::make_shared<asio::steady_timer>(server_.io, kHandshakeTimeout);
+  watchdog->async_wait([link](const asio::error_code& e) {
+    if (!e && !link->authed) link->Close();
+  });
+  try {
+    const std::string my_challenge = crypto::RandomBytes(32);
+    mesh::MeshFrame hello;
+    hello.mutable_hello()->set_version(kMeshVersion);
+    hello.mutable_hello()->set_server_id(my_id);
+    hello.mutable_hello()->set_challenge(my_challenge);
+    link->Send(hello);
+
+    mesh::MeshFrame f;
+    if (!co_await link->Read(&f) || !f.has_hello() || f.hello().challenge().size() != 32) {
+      throw std::runtime_error("expected PeerHello");
+    }
+    if (f.hello().version() != kMeshVersion) throw std::runtime_error("unsupported mesh version");
+    const std::string their_id = f.hello().server_id();
+    const std::string their_challenge = f.hello().challenge();
+    if (their_id.empty() || their_id == my_id) throw std::runtime_error("peer id '" + their_id + "' unusable");
+    if (dialer && their_id != expected_id) {
+      throw std::runtime_error("dialed " + expected_id + " but it says it is " + their_id);
+    }
+    const std::string my_role = dialer ? "dial" : "accept";
+    const std::string their_role = dialer ? "accept" : "dial";
+    mesh::MeshFrame auth;
+    auth.mutable_auth()->set_mac(crypto::Mac(AuthMessage(my_role, their_challenge, my_id, their_id), mac_key_));
+    link->Send(auth);
+
+    f.Clear();
+    if (!co_await link->Read(&f) || !f.has_auth()) throw std::runtime_error("expected PeerAuth");
+    if (!crypto::MacVerify(f.auth().mac(), AuthMessage(their_role, my_challenge, their_id, my_id), mac_key_)) {
+      spdlog::warn("mesh: refused server '{}' from {}: wrong cluster secret", their_id, link->remote);
+      link->Close();
+      all_.erase(link);
+      co_return;
+    }
+    link->peer_id = their_id;
+    link->authed = true;
+    watchdog->cancel();
+    if (!LinkUp(link)) {
+      link->Close();
+      all_.erase(link);
+      co_return;
+    }
+    asio::co_spawn(server_.io, KeepAlive(link), asio::detached);
+    for (;;) {
+      f.Clear();
+      if (!co_await link->Read(&f)) throw std::runtime_error("malformed mesh frame");
+      OnFrame(*link, f);
+      if (link->closed) break;
+    }
+  } catch (const std::exception& e) {
+    if (!stopping_) {
+      spdlog::info("mesh: link {} ({}) ended: {}", link->peer_id.empty() ? "?" : link->peer_id, link->remote,
+                   e.what());
+    }
+  }
+  link->Close();
+  LinkDown(link.get());
+  all_.erase(link);
+}
+
+asio::awaitable<void> Mesh::WriteLink(std::shared_ptr<PeerLink> link) {
+  try {
+    co_await link->out.Run(link->socket);
+  } catch (const std::exception&) {
+  }
+  link->Close();
+}
+
+asio::awaitable<void> Mesh::KeepAlive(std::shared_ptr<PeerLink> link) {
+  asio::steady_timer timer(server_.io);
+  mesh::MeshFrame ping;
+  ping.mutable_ping();
+  while (!link->closed) {
+    timer.expires_after(kPingEvery);
+    asio::error_code ec;
+    co_await timer.async_wait(asio::redirect_error(use_awaitable, ec));
+    if (link->closed) break;
+    if (Clock::now() - link->last_rx > kLinkDeadAfter) {
+      spdlog::warn("mesh: server {} silent for {} ms; dropping its link", link->peer_id,
+                   std::chrono::duration_cast<std::chrono::milliseconds>(kLinkDeadAfter).count());
+      link->Close();
+      break;
+    }
+    link->Send(ping);
+  }
+}
+
+bool Mesh::LinkUp(const std::shared_ptr<PeerLink>& link) {
+  auto [it, inserted] = links_.emplace(link->peer_id, link);
+  if (!inserted) {
+    spdlog::info("mesh: already linked to {}; dropping the duplicate link", link->peer_id);
+    return false;
+  }
+  spdlog::info("mesh: linked to server {} ({})", link->peer_id, link->remote);
+  mesh::MeshFrame snapshot;
+  auto* p = snapshot.mutable_presence();
+  p->set_full(true);
+  server_.presence.ForEachUser([p](std::uint64_t u) { p->add_online(u); });
+  link->Send(snapshot);
+  return true;
+}
+
+void Mesh::LinkDown(PeerLink* link) {
+  if (!link->authed) return;
+  auto it = links_.find(link->peer_id);
+  if (it == links_.end() || it->second.get() != link) return;
+  for (std::uint64_t u : link->users) {
+    auto r = remote_users_.find(u);
+    if (r != remote_users_.end() && r->second == link) remote_users_.erase(r);
+  }
+  spdlog::info("mesh: lost server {}; dropped its {} online users", link->peer_id, link->users.size());
+  links_.erase(it);
+}
+
+void Mesh::OnFrame(PeerLink& link, mesh::MeshFrame& frame) {
+  switch (frame.body_case()) {
+    case mesh::MeshFrame::kPing:
+      break;
+    case mesh::MeshFrame::kPresence: {
+      const mesh::Presence& p = frame.presence();
+      if (p.full()) {
+        for (std::uint64_t u : link.users) {
+          auto r = remote_users_.find(u);
+          if (r != remote_users_.end() && r->second == &link) remote_users_.erase(r);
+        }
+        link.users.clear();
+      }
+      for (std::uint64_t u : p.offline()) {
+        link.users.erase(u);
+        auto r = remote_users_.find(u);
+        if (r != remote_users_.end() && r->second == &link) remote_users_.erase(r);
+      }
+      for (std::uint64_t u : p.online()) {
+        link.users.insert(u);
+        remote_users_[u] = &link;
+        // A login announced elsewhere displaces the session here (a full
+        // snapshot after a link comes back is not a new login).
+        if (!p.full()) {
+          if (Session* local = server_.presence.Find(u)) {
+            local->CloseWith(Status(Code::kDisplaced, "you logged in from somewhere else"));
+          }
+        }
+      }
+      break;
+    }
+    case mesh::MeshFrame::kForward: {
+      mesh::Forward* fw = frame.mutable_forward();
+      auto event = std::make_shared<const std::string>(std::move(*fw->mutable_event()));
+      for (const mesh::Target& t : fw->targets()) {
+        if (Session* s = server_.presence.Find(t.user())) s->Deliver(t.seq(), event);
+      }
+      break;
+    }
+    case mesh::MeshFrame::kResync:
+      for (std::uint64_t u : frame.resync().users()) {
+        if (Session* s = server_.presence.Find(u)) s->CatchUpFromStore();
+      }
+      break;
+    default:
+      spdlog::warn("mesh: unexpected frame from {}; closing the link", link.peer_id);
+      link.Close();
+  }
+}
+
+void Mesh::Broadcast(const mesh::MeshFrame& frame) {
+  std::string bytes = Framed(frame);
+  for (auto& [id, link] : links_) link->out.Push(bytes);
+}
+
+void Mesh::UserOnline(std::uint64_t user) {
+  mesh::MeshFrame f;
+  f.mutable_presence()->add_online(user);
+  Broadcast(f);
+}
+
+void Mesh::UserOffline(std::uint64_t user) {
+  mesh::MeshFrame f;
+  f.mutable_presence()->add_offline(user);
+  Broadcast(f);
+}
+
+PeerLink* Mesh::Where(std::uint64_t user) const {
+  auto it = remote_users_.find(user);
+  return it == remote_users_.end() ? nullptr : it->second;
+}
+
+void Mesh::Forward(PeerLink* link, const std::vector<Delivery>& targets,
+                   const std::shared_ptr<const std::string>& event) {
+  if (link->closed) return;
+  if (link->out.bytes() > kMaxLinkQueue) {
+    // The peer is not keeping up: its recipients read from the store instead.
+    mesh::MeshFrame r;
+    for (const Delivery& d : targets) r.mutable_resync()->add_users(d.user);
+    link->Send(r);
+    return;
+  }
+  mesh::MeshFrame f;
+  auto* fw = f.mutable_forward();
+  for (const Delivery& d : targets) {
+    auto* t = fw->add_targets();
+    t->set_user(d.user);
+    t->set_seq(d.seq);
+  }
+  fw->set_event(*event);
+  link->Send(f);
+}
+
+}  // namespace fastchat::server
