@@ -65,6 +65,13 @@ CREATE TABLE pending (
 );
 CREATE INDEX pending_by_recipient ON pending (recipient, seq);
 )sql"},
+    {2, R"sql(
+CREATE TABLE servers (
+  id           TEXT PRIMARY KEY,
+  mesh_address TEXT NOT NULL,
+  heartbeat_ms INTEGER NOT NULL
+);
+)sql"},
 };
 
 constexpr int kLatestVersion = kMigrations[std::size(kMigrations) - 1].version;
@@ -128,6 +135,11 @@ constexpr const char* kSql[] = {
     "DELETE FROM pending WHERE recipient = ?1 AND seq = ?2",
     // kCountPending
     "SELECT COUNT(*) FROM pending WHERE recipient = ?1",
+    // kUpsertServer
+    "INSERT INTO servers (id, mesh_address, heartbeat_ms) VALUES (?1, ?2, ?3)"
+    " ON CONFLICT (id) DO UPDATE SET mesh_address = excluded.mesh_address, heartbeat_ms = excluded.heartbeat_ms",
+    // kListServers
+    "SELECT id, mesh_address, heartbeat_ms FROM servers ORDER BY id",
 };
 static_assert(std::size(kSql) == SqliteStore::kNumSql, "kSql must match SqliteStore::Sql");
 
@@ -689,6 +701,26 @@ Status SqliteStore::CountPending(std::uint64_t recipient, std::uint64_t* n) {
   st.BindId(1, recipient);
   if (st.Step() != SQLITE_ROW) return IOError("CountPending");
   *n = st.ColumnId(0);
+  return Status::OK();
+}
+
+Status SqliteStore::UpsertServer(const ServerRecord& s) {
+  Statement st(stmts_[kUpsertServer]);
+  st.BindText(1, s.id);
+  st.BindText(2, s.mesh_address);
+  st.BindId(3, s.heartbeat_ms);
+  if (st.Step() != SQLITE_DONE) return IOError("UpsertServer");
+  return Status::OK();
+}
+
+Status SqliteStore::ListServers(std::vector<ServerRecord>* out) {
+  out->clear();
+  Statement st(stmts_[kListServers]);
+  int rc;
+  while ((rc = st.Step()) == SQLITE_ROW) {
+    out->push_back(ServerRecord{st.ColumnText(0), st.ColumnText(1), st.ColumnId(2)});
+  }
+  if (rc != SQLITE_DONE) return IOError("ListServers");
   return Status::OK();
 }
 

@@ -72,6 +72,8 @@ class SqliteStore final : public Store {
                       std::vector<PendingRow>* rows) override;
   Status Ack(std::uint64_t recipient, const std::vector<std::uint64_t>& seqs) override;
   Status CountPending(std::uint64_t recipient, std::uint64_t* n) override;
+  Status UpsertServer(const ServerRecord& s) override;
+  Status ListServers(std::vector<ServerRecord>* out) override;
 
   // The prepared statements, one per SQL text (see kSql in sqlite_store.cc).
   enum Sql : int {
@@ -102,6 +104,8 @@ class SqliteStore final : public Store {
     kFetchPending,
     kDeletePending,
     kCountPending,
+    kUpsertServer,
+    kListServers,
     kNumSql,
   };
 
