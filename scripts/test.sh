@@ -3,4 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build.sh default
-ctest --preset default -j2
+# The store tests run against both SQLite and PostgreSQL: pg_virtualenv gives
+# them a throw-away PostgreSQL cluster (and sets the PG* variables).
+pg_virtualenv -- ctest --preset default -j2

@@ -1,12 +1,14 @@
 // Store: the server's durable state (users, friendships, groups, pending
 // deliveries) behind one interface.
 //
-// Implementations: SqliteStore (embedded default, src/store/sqlite_store.h).
-// A PostgreSQL implementation follows for the cluster. The interface speaks
-// only in domain terms: no SQL, no connection or transaction types leak out.
+// Implementations: SqliteStore (embedded default for one server,
+// src/store/sqlite_store.h) and PgStore (PostgreSQL, shared by the servers of
+// a cluster, src/store/pg_store.h). The interface speaks only in domain
+// terms: no SQL, no connection or transaction types leak out.
 //
-// Threading: a Store object is used by one thread at a time (the server runs
-// every call on its store thread). Every method is synchronous.
+// Threading: every method is synchronous. A SqliteStore is used by one
+// thread at a time; a PgStore may be shared by threads (it pools
+// connections). The server runs every call on its store thread.
 //
 // IDs (users, groups, pending seqs) are assigned by the database and are
 // never reused. Pending seqs increase in insertion order.
@@ -112,9 +114,9 @@ class Store {
 
   // ---- cluster membership (the seed's server table)
   // Inserts or replaces the row of server `s.id`.
-  virtual Status UpsertServer(const ServerRecord& s);
+  virtual Status UpsertServer(const ServerRecord& s) = 0;
   // Every server row, by id.
-  virtual Status ListServers(std::vector<ServerRecord>* out);
+  virtual Status ListServers(std::vector<ServerRecord>* out) = 0;
 };
 
 // Opens (creating if needed) a SQLite store at `path` in WAL mode.

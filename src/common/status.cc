@@ -47,18 +47,3 @@ std::string Status::ToString() const {
 
 }  // namespace fastchat
 
-// Default cluster-table methods: overridden by every store that can back a
-// cluster (SqliteStore, PgStore).
-#include "fastchat/store.h"
-
-namespace fastchat {
-
-Status Store::UpsertServer(const ServerRecord&) {
-  return Status(Code::kInternal, "this store has no server table");
-}
-
-Status Store::ListServers(std::vector<ServerRecord>*) {
-  return Status(Code::kInternal, "this store has no server table");
-}
-
-}  // namespace fastchat

@@ -46,6 +46,10 @@ int main(int argc, char** argv) {
   app.add_option("--listen", listen, "address and port to listen on (port 0 picks a free one)")
       ->capture_default_str();
   app.add_option("--db", config.db_path, "SQLite database file (created if missing)")->capture_default_str();
+  std::string pg;
+  app.add_option("--pg", pg,
+                 "use PostgreSQL instead of SQLite: a libpq connection string or postgresql:// URI "
+                 "(the cluster store; servers of one cluster share it)");
   app.add_option("--server-id", config.server_id, "this server's name in the cluster and in HelloOk")
       ->capture_default_str();
   app.add_option("--pwhash", pwhash, "Argon2id cost for password hashes: interactive, moderate, or min (tests only)")
@@ -104,14 +108,21 @@ int main(int argc, char** argv) {
     std::cerr << "error: libsodium failed to initialise\n";
     return 1;
   }
-  std::error_code fs_ec;
-  auto parent = std::filesystem::path(config.db_path).parent_path();
-  if (!parent.empty()) std::filesystem::create_directories(parent, fs_ec);
-
   std::unique_ptr<fastchat::Store> store;
-  fastchat::Status st = fastchat::OpenSqliteStore(config.db_path, &store);
+  fastchat::Status st;
+  std::string store_name;
+  if (!pg.empty()) {
+    store_name = "PostgreSQL";
+    st = fastchat::OpenPgStore(pg, &store);
+  } else {
+    store_name = config.db_path;
+    std::error_code fs_ec;
+    auto parent = std::filesystem::path(config.db_path).parent_path();
+    if (!parent.empty()) std::filesystem::create_directories(parent, fs_ec);
+    st = fastchat::OpenSqliteStore(config.db_path, &store);
+  }
   if (!st.ok()) {
-    std::cerr << "error: opening " << config.db_path << ": " << st.ToString() << "\n";
+    std::cerr << "error: opening the store (" << store_name << "): " << st.ToString() << "\n";
     return 1;
   }
 
@@ -127,7 +138,7 @@ int main(int argc, char** argv) {
     std::cout << "fastchat-server listening on " << config.listen_host << ":" << port << std::endl;
     std::cout << "connect a client with: fastchat --server " << config.listen_host << ":" << port
               << " register NAME" << std::endl;
-    spdlog::info("database {}, pwhash {}, max frame {} bytes", config.db_path, pwhash, config.max_frame);
+    spdlog::info("store {}, pwhash {}, max frame {} bytes", store_name, pwhash, config.max_frame);
 
     asio::signal_set signals(io, SIGINT, SIGTERM);
     signals.async_wait([&](const asio::error_code&, int sig) {

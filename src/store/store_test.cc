@@ -1,29 +1,44 @@
 // Tests for Store implementations.
 //
-// StoreTest is parameterized over a backend: a name and a factory
+// StoreTest is parameterized over a backend: a name, a factory
 // `MakeStore(dir)` that opens the backend's store for the directory `dir`
-// (opening the same dir twice must reach the same data). Every test gets a
-// fresh temporary directory. A new backend joins by adding a StoreBackend to
-// the INSTANTIATE_TEST_SUITE_P list at the end of the parameterized section.
+// (opening the same dir twice must reach the same data) and an optional
+// `Cleanup(dir)` run after the test. Every test gets a fresh temporary
+// directory. A new backend joins by adding a StoreBackend to the
+// INSTANTIATE_TEST_SUITE_P list at the end of the parameterized section.
 //
-// SqliteStoreTest at the bottom checks SQLite-only promises (WAL, schema
-// version) by opening the file directly.
+// The Postgres backend needs a server named by the standard PG* environment
+// variables, e.g. run the tests under `pg_virtualenv -- ./store_test`.
+// Without one, every Postgres test fails (it is never skipped). Each test
+// works in a fresh schema of its own (recorded in the test's directory),
+// dropped at teardown.
+//
+// SqliteStoreTest and PgStoreTest at the bottom check backend-only promises
+// (WAL, schema version, concurrency, reconnection).
+#include <libpq-fe.h>
 #include <sqlite3.h>
 #include <stdlib.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <functional>
+#include <latch>
 #include <ostream>
 #include <limits>
 #include <memory>
+#include <random>
+#include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
 
 #include "fastchat/status.h"
 #include "fastchat/store.h"
+#include "pg_store.h"
 #include "sqlite_store.h"
 
 namespace fastchat {
@@ -72,9 +87,98 @@ std::unique_ptr<Store> MakeSqliteStore(const std::string& dir) {
   return store;
 }
 
+// ---- PostgreSQL plumbing
+
+// "" if the PG* environment names a server; otherwise what to do about it.
+std::string PgEnvProblem() {
+  for (const char* var : {"PGHOST", "PGHOSTADDR", "PGDATABASE", "PGSERVICE"}) {
+    const char* value = std::getenv(var);
+    if (value != nullptr && *value != '\0') return "";
+  }
+  return "no PostgreSQL server configured: run under pg_virtualenv "
+         "(e.g. `pg_virtualenv -- ./store_test`) or set PGHOST/PGDATABASE "
+         "(and PGPORT/PGUSER/PGPASSWORD as needed)";
+}
+
+// Runs `sql` on a fresh connection from the PG* environment and returns
+// column 0 of the first row as text ("" if none). Failures fail the test.
+std::string PgAdmin(const std::string& sql) {
+  PGconn* conn = PQconnectdb("");
+  std::string result;
+  if (PQstatus(conn) != CONNECTION_OK) {
+    ADD_FAILURE() << "connecting to PostgreSQL: " << PQerrorMessage(conn) << "(" << PgEnvProblem() << ")";
+  } else {
+    PQsetNoticeProcessor(conn, [](void*, const char*) {}, nullptr);
+    PGresult* res = PQexec(conn, sql.c_str());
+    const ExecStatusType st = PQresultStatus(res);
+    EXPECT_TRUE(st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) << sql << ": " << PQresultErrorMessage(res);
+    if (st == PGRES_TUPLES_OK && PQntuples(res) > 0 && PQnfields(res) > 0) result = PQgetvalue(res, 0, 0);
+    PQclear(res);
+  }
+  PQfinish(conn);
+  return result;
+}
+
+// Creates a schema with a fresh random name (lowercase hex, so it needs no
+// quoting) and returns the name, or "" on failure.
+std::string CreatePgSchema() {
+  std::random_device rd;
+  std::uniform_int_distribution<std::uint64_t> dist;
+  const std::uint64_t r = dist(rd);
+  std::string name = "fastchat_test_";
+  for (int shift = 60; shift >= 0; shift -= 4) name.push_back("0123456789abcdef"[(r >> shift) & 0xf]);
+  PgAdmin("CREATE SCHEMA " + name);
+  if (::testing::Test::HasFailure()) return "";
+  return name;
+}
+
+void DropPgSchema(const std::string& schema) {
+  if (!schema.empty()) PgAdmin("DROP SCHEMA IF EXISTS " + schema + " CASCADE");
+}
+
+// The store's conninfo: the PG* environment plus a search_path naming
+// `schema`, then `extra` keywords.
+std::string PgConninfo(const std::string& schema, const std::string& extra = "") {
+  return "options='-c search_path=" + schema + "' " + extra;
+}
+
+// The schema of the Postgres backend's test directory is named in this file.
+std::string PgSchemaFile(const std::string& dir) { return dir + "/pg_schema"; }
+
+std::unique_ptr<Store> MakePgStore(const std::string& dir) {
+  const std::string problem = PgEnvProblem();
+  if (!problem.empty()) {
+    ADD_FAILURE() << "Postgres backend: " << problem;
+    return nullptr;
+  }
+  std::string schema;
+  {
+    std::ifstream in(PgSchemaFile(dir));
+    std::getline(in, schema);
+  }
+  if (schema.empty()) {
+    schema = CreatePgSchema();
+    if (schema.empty()) return nullptr;
+    std::ofstream(PgSchemaFile(dir)) << schema << "\n";
+  }
+  std::unique_ptr<Store> store;
+  const Status s = OpenPgStore(PgConninfo(schema), &store);
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  return store;
+}
+
+void CleanupPgStore(const std::string& dir) {
+  std::string schema;
+  std::ifstream in(PgSchemaFile(dir));
+  std::getline(in, schema);
+  DropPgSchema(schema);
+}
+
 struct StoreBackend {
   const char* name;
   std::function<std::unique_ptr<Store>(const std::string& dir)> MakeStore;
+  // Releases what MakeStore created outside `dir`; may be empty.
+  std::function<void(const std::string& dir)> Cleanup;
 };
 
 // Names the backend in test output instead of dumping its bytes.
@@ -91,6 +195,7 @@ class StoreTest : public ::testing::TestWithParam<StoreBackend> {
 
   void TearDown() override {
     store_.reset();
+    if (!dir_.empty() && GetParam().Cleanup) GetParam().Cleanup(dir_);
     if (!dir_.empty()) std::filesystem::remove_all(dir_);
   }
 
@@ -694,8 +799,29 @@ TEST_P(StoreTest, EverythingSurvivesReopen) {
   EXPECT_EQ(again[0], seqs[0]);
 }
 
+// ---- cluster membership
+
+TEST_P(StoreTest, ServerTableUpsertsAndListsById) {
+  std::vector<ServerRecord> servers = {ServerRecord{"stale", "x:1", 1}};
+  ASSERT_OK(store_->ListServers(&servers));
+  EXPECT_TRUE(servers.empty());
+
+  ASSERT_OK(store_->UpsertServer(ServerRecord{"s2", "10.0.0.2:7001", 100}));
+  ASSERT_OK(store_->UpsertServer(ServerRecord{"s1", "10.0.0.1:7001", 200}));
+  ASSERT_OK(store_->UpsertServer(ServerRecord{"s2", "10.0.0.9:7002", 300}));  // replaces
+  ASSERT_OK(store_->ListServers(&servers));
+  ASSERT_EQ(servers.size(), 2u);
+  EXPECT_EQ(servers[0].id, "s1");
+  EXPECT_EQ(servers[0].mesh_address, "10.0.0.1:7001");
+  EXPECT_EQ(servers[0].heartbeat_ms, 200u);
+  EXPECT_EQ(servers[1].id, "s2");
+  EXPECT_EQ(servers[1].mesh_address, "10.0.0.9:7002");
+  EXPECT_EQ(servers[1].heartbeat_ms, 300u);
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, StoreTest,
-                         ::testing::Values(StoreBackend{"Sqlite", &MakeSqliteStore}),
+                         ::testing::Values(StoreBackend{"Sqlite", &MakeSqliteStore, nullptr},
+                                           StoreBackend{"Postgres", &MakePgStore, &CleanupPgStore}),
                          [](const ::testing::TestParamInfo<StoreBackend>& backend) {
                            return std::string(backend.param.name);
                          });
@@ -739,14 +865,14 @@ TEST_F(SqliteStoreTest, UsesWalAndRecordsSchemaVersion) {
   std::unique_ptr<Store> store;
   ASSERT_OK(OpenSqliteStore(path_, &store));
   EXPECT_EQ(RawQuery("PRAGMA journal_mode"), "wal");
-  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "1");
+  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "2");
   EXPECT_EQ(RawQuery("SELECT COUNT(*) FROM schema_version"), "1");
   store.reset();
 
   // Reopening an up-to-date file changes nothing.
   ASSERT_OK(OpenSqliteStore(path_, &store));
   EXPECT_EQ(RawQuery("SELECT COUNT(*) FROM schema_version"), "1");
-  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "1");
+  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "2");
 }
 
 TEST_F(SqliteStoreTest, RefusesSchemaFromNewerBinary) {
@@ -764,6 +890,242 @@ TEST_F(SqliteStoreTest, RefusesSchemaFromNewerBinary) {
 TEST_F(SqliteStoreTest, OpenInMissingDirectoryIsIOError) {
   std::unique_ptr<Store> store;
   const Status s = OpenSqliteStore(dir_ + "/no/such/dir/fastchat.db", &store);
+  EXPECT_EQ(s.code(), Code::kIOError) << s.ToString();
+  EXPECT_FALSE(s.message().empty());
+  EXPECT_EQ(store, nullptr);
+}
+
+// ---- PostgreSQL-only promises
+
+class PgStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const std::string problem = PgEnvProblem();
+    ASSERT_TRUE(problem.empty()) << problem;
+    schema_ = CreatePgSchema();
+    ASSERT_FALSE(schema_.empty());
+  }
+  void TearDown() override { DropPgSchema(schema_); }
+
+  static UserRecord User(const std::string& name) {
+    UserRecord user;
+    user.name = name;
+    user.password_hash = "hash-" + name;
+    user.x25519_public = FakeKey(3);
+    user.ed25519_public = FakeKey(4);
+    return user;
+  }
+
+  std::string schema_;
+};
+
+TEST_F(PgStoreTest, ConcurrentCreateUserThroughTwoStoresGetsDistinctIds) {
+  constexpr int kStores = 2;
+  constexpr int kUsersEach = 200;
+  std::unique_ptr<Store> stores[kStores];
+  ASSERT_OK(OpenPgStore(PgConninfo(schema_), &stores[0]));
+  ASSERT_OK(OpenPgStore(PgConninfo(schema_), &stores[1]));
+
+  std::vector<std::uint64_t> ids[kStores];
+  std::vector<Status> errors[kStores];
+  std::latch start(kStores);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kStores; ++t) {
+    threads.emplace_back([&, t] {
+      start.arrive_and_wait();
+      for (int i = 0; i < kUsersEach; ++i) {
+        std::uint64_t id = 0;
+        const Status s = stores[t]->CreateUser(User("t" + std::to_string(t) + "-u" + std::to_string(i)), &id);
+        if (s.ok()) {
+          ids[t].push_back(id);
+        } else {
+          errors[t].push_back(s);
+        }
+      }
+    });
+  }
+  for (std::thread& th : threads) th.join();
+
+  std::set<std::uint64_t> distinct;
+  for (int t = 0; t < kStores; ++t) {
+    for (const Status& s : errors[t]) ADD_FAILURE() << "store " << t << ": " << s.ToString();
+    ASSERT_EQ(ids[t].size(), static_cast<std::size_t>(kUsersEach));
+    for (std::size_t i = 1; i < ids[t].size(); ++i) EXPECT_LT(ids[t][i - 1], ids[t][i]);
+    distinct.insert(ids[t].begin(), ids[t].end());
+  }
+  EXPECT_EQ(distinct.size(), static_cast<std::size_t>(kStores * kUsersEach));
+  EXPECT_EQ(distinct.count(0), 0u);
+
+  // None lost: each user is there under its id, seen through the other store.
+  for (int t = 0; t < kStores; ++t) {
+    for (int i = 0; i < kUsersEach; ++i) {
+      UserRecord got;
+      ASSERT_OK(stores[1 - t]->GetUserByName("t" + std::to_string(t) + "-u" + std::to_string(i), &got));
+      EXPECT_EQ(got.id, ids[t][i]);
+    }
+  }
+  EXPECT_EQ(PgAdmin("SELECT count(*) FROM " + schema_ + ".users"), std::to_string(kStores * kUsersEach));
+}
+
+TEST_F(PgStoreTest, ConcurrentOpensMigrateOnce) {
+  constexpr int kStores = 4;
+  std::unique_ptr<Store> stores[kStores];
+  Status results[kStores];
+  std::latch start(kStores);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kStores; ++t) {
+    threads.emplace_back([&, t] {
+      start.arrive_and_wait();
+      results[t] = OpenPgStore(PgConninfo(schema_), &stores[t]);
+    });
+  }
+  for (std::thread& th : threads) th.join();
+  for (int t = 0; t < kStores; ++t) EXPECT_TRUE(results[t].ok()) << results[t].ToString();
+  EXPECT_EQ(PgAdmin("SELECT count(*) FROM " + schema_ + ".schema_version"), "1");
+  EXPECT_EQ(PgAdmin("SELECT version FROM " + schema_ + ".schema_version"), "2");
+  // The tables went into the schema named by search_path, not elsewhere.
+  const std::string tables =
+      " AND tablename IN ('schema_version', 'users', 'friend_requests', 'friendships', 'chat_groups',"
+      " 'group_members', 'pending')";
+  EXPECT_EQ(PgAdmin("SELECT count(*) FROM pg_tables WHERE schemaname = '" + schema_ + "'" + tables), "7");
+  EXPECT_EQ(PgAdmin("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'" + tables), "0");
+}
+
+TEST_F(PgStoreTest, ConcurrentEnqueuesOfTheSameKeysAgreeOnSeqs) {
+  std::unique_ptr<Store> a;
+  std::unique_ptr<Store> b;
+  ASSERT_OK(OpenPgStore(PgConninfo(schema_), &a));
+  ASSERT_OK(OpenPgStore(PgConninfo(schema_), &b));
+  std::uint64_t alice = 0;
+  std::uint64_t bob = 0;
+  ASSERT_OK(a->CreateUser(User("alice"), &alice));
+  ASSERT_OK(a->CreateUser(User("bob"), &bob));
+
+  constexpr int kRounds = 100;
+  std::vector<std::uint64_t> seqs[2];
+  std::vector<Status> errors[2];
+  Store* stores[2] = {a.get(), b.get()};
+  std::latch start(2);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 2; ++t) {
+    threads.emplace_back([&, t] {
+      start.arrive_and_wait();
+      for (int i = 0; i < kRounds; ++i) {
+        const std::string key = "k" + std::to_string(i);
+        std::vector<std::uint64_t> got;
+        const Status s = stores[t]->Enqueue({{bob, key, "to bob"}, {alice, key, "to alice"}}, &got);
+        if (!s.ok() || got.size() != 2) {
+          errors[t].push_back(s);
+          continue;
+        }
+        seqs[t].push_back(got[0]);
+        seqs[t].push_back(got[1]);
+      }
+    });
+  }
+  for (std::thread& th : threads) th.join();
+  for (int t = 0; t < 2; ++t) {
+    for (const Status& s : errors[t]) ADD_FAILURE() << "store " << t << ": " << s.ToString();
+  }
+  EXPECT_EQ(seqs[0], seqs[1]);  // both writers were told the same seq for each item
+  std::uint64_t n = 0;
+  ASSERT_OK(a->CountPending(bob, &n));
+  EXPECT_EQ(n, static_cast<std::uint64_t>(kRounds));
+  ASSERT_OK(b->CountPending(alice, &n));
+  EXPECT_EQ(n, static_cast<std::uint64_t>(kRounds));
+}
+
+TEST_F(PgStoreTest, OneStoreIsSafeFromManyThreads) {
+  const std::string app = "pool_" + schema_;
+  std::unique_ptr<PgStore> store;
+  ASSERT_OK(PgStore::Open(PgConninfo(schema_, "application_name=" + app), 2, &store));  // fewer than threads
+  constexpr int kThreads = 8;
+  constexpr int kItems = 20;
+  std::vector<std::string> errors[kThreads];
+  std::latch start(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      start.arrive_and_wait();
+      auto fail = [&](const std::string& what) { errors[t].push_back(what); };
+      std::uint64_t me = 0;
+      Status s = store->CreateUser(User("user" + std::to_string(t)), &me);
+      if (!s.ok()) return fail(s.ToString());
+      std::vector<PendingItem> items;
+      for (int i = 0; i < kItems; ++i) items.push_back({me, "k" + std::to_string(i), "p" + std::to_string(i)});
+      std::vector<std::uint64_t> seqs;
+      s = store->Enqueue(items, &seqs);
+      if (!s.ok()) return fail(s.ToString());
+      std::vector<PendingRow> rows;
+      s = store->FetchPending(me, 0, 1000, &rows);
+      if (!s.ok()) return fail(s.ToString());
+      if (rows.size() != static_cast<std::size_t>(kItems)) return fail("fetched " + std::to_string(rows.size()));
+      for (int i = 0; i < kItems; ++i) {
+        if (rows[i].seq != seqs[i] || rows[i].payload != "p" + std::to_string(i)) return fail("row " + std::to_string(i));
+      }
+      s = store->Ack(me, seqs);
+      if (!s.ok()) return fail(s.ToString());
+      std::uint64_t n = 1;
+      s = store->CountPending(me, &n);
+      if (!s.ok()) return fail(s.ToString());
+      if (n != 0) fail("left " + std::to_string(n));
+    });
+  }
+  for (std::thread& th : threads) th.join();
+  for (int t = 0; t < kThreads; ++t) {
+    for (const std::string& e : errors[t]) ADD_FAILURE() << "thread " << t << ": " << e;
+  }
+  // The pool opened its second connection, and no more.
+  EXPECT_EQ(PgAdmin("SELECT count(*) FROM pg_stat_activity WHERE application_name = '" + app + "'"), "2");
+}
+
+TEST_F(PgStoreTest, BrokenConnectionIsReopenedOnTheNextCall) {
+  const std::string app = "reconnect_" + schema_;
+  std::unique_ptr<PgStore> store;
+  ASSERT_OK(PgStore::Open(PgConninfo(schema_, "application_name=" + app), 1, &store));
+  std::uint64_t alice = 0;
+  ASSERT_OK(store->CreateUser(User("alice"), &alice));
+
+  // Kill the store's connection and wait until it is gone.
+  EXPECT_EQ(PgAdmin("SELECT count(*) FROM pg_stat_activity WHERE application_name = '" + app + "'"), "1");
+  EXPECT_EQ(PgAdmin("SELECT bool_and(pg_terminate_backend(pid, 10000)) FROM pg_stat_activity"
+                    " WHERE application_name = '" + app + "'"),
+            "t");
+
+  // The call that finds it broken fails; the next one reconnects.
+  UserRecord got;
+  const Status s = store->GetUserByName("alice", &got);
+  EXPECT_EQ(s.code(), Code::kIOError) << s.ToString();
+  ASSERT_OK(store->GetUserByName("alice", &got));
+  EXPECT_EQ(got.id, alice);
+  std::uint64_t bob = 0;
+  ASSERT_OK(store->CreateUser(User("bob"), &bob));
+  EXPECT_GT(bob, alice);
+}
+
+TEST_F(PgStoreTest, RefusesSchemaFromNewerBinary) {
+  std::unique_ptr<Store> store;
+  ASSERT_OK(OpenPgStore(PgConninfo(schema_), &store));
+  store.reset();
+  PgAdmin("UPDATE " + schema_ + ".schema_version SET version = 99");
+
+  const Status s = OpenPgStore(PgConninfo(schema_), &store);
+  EXPECT_EQ(s.code(), Code::kIOError) << s.ToString();
+  EXPECT_NE(s.message().find("newer"), std::string::npos) << s.ToString();
+  EXPECT_EQ(store, nullptr);
+}
+
+TEST_F(PgStoreTest, MissingSchemaIsIOError) {
+  std::unique_ptr<Store> store;
+  const Status s = OpenPgStore(PgConninfo(schema_ + "_missing"), &store);
+  EXPECT_EQ(s.code(), Code::kIOError) << s.ToString();
+  EXPECT_NE(s.message().find("search_path"), std::string::npos) << s.ToString();
+  EXPECT_EQ(store, nullptr);
+}
+
+TEST_F(PgStoreTest, BadConninfoIsIOError) {
+  std::unique_ptr<Store> store;
+  const Status s = OpenPgStore("host=/nonexistent/socket/dir", &store);
   EXPECT_EQ(s.code(), Code::kIOError) << s.ToString();
   EXPECT_FALSE(s.message().empty());
   EXPECT_EQ(store, nullptr);

@@ -1,0 +1,1056 @@
+#include "pg_store.h"
+
+#include <libpq-fe.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <iterator>
+#include <limits>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace fastchat {
+
+namespace {
+
+// ---- schema
+
+// Migration N takes the schema from version N-1 to N. Append new entries;
+// never edit one that has shipped. Tables are created unqualified, so they
+// land in the connection's current schema (see pg_store.h). The layout
+// mirrors SqliteStore's; constraints are named because error mapping
+// (ErrorCode below) reads the names.
+struct Migration {
+  int version;
+  const char* sql;
+};
+
+constexpr Migration kMigrations[] = {
+    {1, R"sql(
+CREATE TABLE users (
+  id             BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  name           TEXT NOT NULL CONSTRAINT users_name_key UNIQUE,
+  password_hash  TEXT NOT NULL,
+  x25519_public  BYTEA NOT NULL,
+  ed25519_public BYTEA NOT NULL
+);
+CREATE TABLE friend_requests (
+  id        BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  from_user BIGINT NOT NULL CONSTRAINT friend_requests_from_fk REFERENCES users (id),
+  to_user   BIGINT NOT NULL CONSTRAINT friend_requests_to_fk REFERENCES users (id),
+  CONSTRAINT friend_requests_pair_key UNIQUE (from_user, to_user)
+);
+CREATE INDEX friend_requests_by_to ON friend_requests (to_user, id);
+CREATE TABLE friendships (
+  user_id   BIGINT NOT NULL CONSTRAINT friendships_user_fk REFERENCES users (id),
+  friend_id BIGINT NOT NULL CONSTRAINT friendships_friend_fk REFERENCES users (id),
+  CONSTRAINT friendships_pkey PRIMARY KEY (user_id, friend_id)
+);
+CREATE TABLE chat_groups (
+  id       BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  name     TEXT NOT NULL,
+  admin_id BIGINT NOT NULL CONSTRAINT chat_groups_admin_fk REFERENCES users (id),
+  epoch    BIGINT NOT NULL
+);
+CREATE TABLE group_members (
+  id       BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  group_id BIGINT NOT NULL
+           CONSTRAINT group_members_group_fk REFERENCES chat_groups (id) ON DELETE CASCADE,
+  user_id  BIGINT NOT NULL CONSTRAINT group_members_user_fk REFERENCES users (id),
+  CONSTRAINT group_members_pair_key UNIQUE (group_id, user_id)
+);
+CREATE INDEX group_members_by_user ON group_members (user_id, group_id);
+CREATE TABLE pending (
+  seq        BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  recipient  BIGINT NOT NULL CONSTRAINT pending_recipient_fk REFERENCES users (id),
+  dedupe_key TEXT NOT NULL,
+  payload    BYTEA NOT NULL,
+  CONSTRAINT pending_key_key UNIQUE (recipient, dedupe_key)
+);
+CREATE INDEX pending_by_recipient ON pending (recipient, seq);
+-- Payloads are ciphertext: trying to compress them only wastes CPU.
+ALTER TABLE pending ALTER COLUMN payload SET STORAGE EXTERNAL;
+)sql"},
+    {2, R"sql(
+CREATE TABLE servers (
+  id           TEXT PRIMARY KEY,
+  mesh_address TEXT NOT NULL,
+  heartbeat_ms BIGINT NOT NULL
+);
+)sql"},
+};
+
+constexpr int kLatestVersion = kMigrations[std::size(kMigrations) - 1].version;
+
+// ---- prepared statements
+//
+// Every parameter carries an explicit cast so its type never depends on
+// inference: values are sent in binary and must match the type exactly.
+
+enum Sql : int {
+  kInsertUser,
+  kUserById,
+  kUserByName,
+  kInsertFriendRequest,
+  kDeleteFriendRequest,
+  kFriendRequestsTo,
+  kInsertFriendship,
+  kFriendshipExists,
+  kFriendsOf,
+  kInsertGroup,
+  kGroupById,
+  kGroupExists,
+  kInsertMember,
+  kDeleteMember,
+  kBumpEpoch,
+  kIsMember,
+  kMembersOf,
+  kGroupsOf,
+  kDeleteGroup,
+  kLockRecipients,
+  kInsertPending,
+  kFetchPending,
+  kDeletePending,
+  kCountPending,
+  kUpsertServer,
+  kListServers,
+  kNumSql,
+};
+
+struct Statement {
+  const char* name;  // server-side name, visible in pg_prepared_statements
+  const char* sql;
+};
+
+constexpr Statement kStatements[] = {
+    {"insert_user",
+     "INSERT INTO users (name, password_hash, x25519_public, ed25519_public)"
+     " VALUES ($1::text, $2::text, $3::bytea, $4::bytea)"
+     " ON CONFLICT (name) DO NOTHING RETURNING id"},
+    {"user_by_id",
+     "SELECT id, name, password_hash, x25519_public, ed25519_public FROM users WHERE id = $1::bigint"},
+    {"user_by_name",
+     "SELECT id, name, password_hash, x25519_public, ed25519_public FROM users WHERE name = $1::text"},
+    {"insert_friend_request",
+     "INSERT INTO friend_requests (from_user, to_user) VALUES ($1::bigint, $2::bigint)"
+     " ON CONFLICT (from_user, to_user) DO NOTHING"},
+    {"delete_friend_request",
+     "DELETE FROM friend_requests WHERE from_user = $1::bigint AND to_user = $2::bigint RETURNING id"},
+    {"friend_requests_to",
+     "SELECT from_user FROM friend_requests WHERE to_user = $1::bigint ORDER BY id"},
+    // Both directions in one statement.
+    {"insert_friendship",
+     "INSERT INTO friendships (user_id, friend_id) VALUES ($1::bigint, $2::bigint), ($2::bigint, $1::bigint)"
+     " ON CONFLICT (user_id, friend_id) DO NOTHING"},
+    {"friendship_exists",
+     "SELECT 1 FROM friendships WHERE user_id = $1::bigint AND friend_id = $2::bigint"},
+    {"friends_of",
+     "SELECT friend_id FROM friendships WHERE user_id = $1::bigint ORDER BY friend_id"},
+    {"insert_group",
+     "INSERT INTO chat_groups (name, admin_id, epoch) VALUES ($1::text, $2::bigint, 1) RETURNING id"},
+    {"group_by_id",
+     "SELECT id, name, admin_id, epoch FROM chat_groups WHERE id = $1::bigint"},
+    {"group_exists",
+     "SELECT 1 FROM chat_groups WHERE id = $1::bigint"},
+    {"insert_member",
+     "INSERT INTO group_members (group_id, user_id) VALUES ($1::bigint, $2::bigint)"
+     " ON CONFLICT (group_id, user_id) DO NOTHING RETURNING id"},
+    {"delete_member",
+     "DELETE FROM group_members WHERE group_id = $1::bigint AND user_id = $2::bigint RETURNING id"},
+    {"bump_epoch",
+     "UPDATE chat_groups SET epoch = epoch + 1 WHERE id = $1::bigint RETURNING epoch"},
+    // No row: no such group. Otherwise one boolean.
+    {"is_member",
+     "SELECT EXISTS (SELECT 1 FROM group_members m WHERE m.group_id = g.id AND m.user_id = $2::bigint)"
+     " FROM chat_groups g WHERE g.id = $1::bigint"},
+    // No row: no such group. A group without members yields one NULL.
+    {"members_of",
+     "SELECT m.user_id FROM chat_groups g LEFT JOIN group_members m ON m.group_id = g.id"
+     " WHERE g.id = $1::bigint ORDER BY m.id"},
+    {"groups_of",
+     "SELECT group_id FROM group_members WHERE user_id = $1::bigint ORDER BY group_id"},
+    // Memberships go with it (ON DELETE CASCADE).
+    {"delete_group",
+     "DELETE FROM chat_groups WHERE id = $1::bigint RETURNING id"},
+    // $1: the batch's lock keys, ascending and distinct (see Enqueue), taken
+    // in array order so that two batches never wait on each other in a cycle.
+    {"lock_recipients",
+     "SELECT pg_advisory_xact_lock(hashtext('fastchat.pending:' || current_schema()), k::integer)"
+     " FROM unnest($1::bigint[]) AS u (k)"},
+    // One row per batch item, in batch order: its seq. Only the first
+    // occurrence of a (recipient, dedupe_key) in the batch is inserted, in
+    // batch order so seqs increase along the batch; an existing row (visible
+    // to this statement's snapshot as `p`) keeps its seq.
+    {"insert_pending",
+     "WITH batch AS ("
+     "  SELECT * FROM unnest($1::bigint[], $2::text[], $3::bytea[]) WITH ORDINALITY"
+     "    AS b (recipient, dedupe_key, payload, ord)"
+     "), inserted AS ("
+     "  INSERT INTO pending (recipient, dedupe_key, payload)"
+     "  SELECT b.recipient, b.dedupe_key, b.payload FROM batch b"
+     "  WHERE NOT EXISTS (SELECT 1 FROM batch e"
+     "                    WHERE e.recipient = b.recipient AND e.dedupe_key = b.dedupe_key"
+     "                      AND e.ord < b.ord)"
+     "  ORDER BY b.ord"
+     "  ON CONFLICT (recipient, dedupe_key) DO NOTHING"
+     "  RETURNING seq, recipient, dedupe_key"
+     ")"
+     " SELECT COALESCE(i.seq, p.seq) FROM batch b"
+     " LEFT JOIN inserted i ON i.recipient = b.recipient AND i.dedupe_key = b.dedupe_key"
+     " LEFT JOIN pending p ON p.recipient = b.recipient AND p.dedupe_key = b.dedupe_key"
+     " ORDER BY b.ord"},
+    {"fetch_pending",
+     "SELECT seq, payload FROM pending WHERE recipient = $1::bigint AND seq > $2::bigint"
+     " ORDER BY seq LIMIT $3::bigint"},
+    {"delete_pending",
+     "DELETE FROM pending WHERE recipient = $1::bigint AND seq = ANY ($2::bigint[])"},
+    {"count_pending",
+     "SELECT count(*) FROM pending WHERE recipient = $1::bigint"},
+    {"upsert_server",
+     "INSERT INTO servers (id, mesh_address, heartbeat_ms) VALUES ($1::text, $2::text, $3::bigint)"
+     " ON CONFLICT (id) DO UPDATE SET mesh_address = excluded.mesh_address, heartbeat_ms = excluded.heartbeat_ms"},
+    {"list_servers",
+     "SELECT id, mesh_address, heartbeat_ms FROM servers ORDER BY id"},
+};
+static_assert(std::size(kStatements) == kNumSql, "kStatements must match Sql");
+
+// Type OIDs of array elements (fixed in PostgreSQL's catalog, pg_type.dat).
+constexpr std::uint32_t kByteaOid = 17;
+constexpr std::uint32_t kInt8Oid = 20;
+constexpr std::uint32_t kTextOid = 25;
+
+// PostgreSQL refuses any single value of 1 GiB or more.
+constexpr std::size_t kMaxValueBytes = (std::size_t{1} << 30) - 1;
+
+constexpr std::uint64_t kMaxInt64 = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+
+// Advisory lock keys for recipients are int4; ids are folded into range.
+constexpr std::uint64_t kLockKeyModulus = 2147483647;
+
+void AppendInt32(std::string* out, std::uint32_t v) {
+  for (int shift = 24; shift >= 0; shift -= 8) out->push_back(static_cast<char>((v >> shift) & 0xff));
+}
+
+void AppendInt64(std::string* out, std::uint64_t v) {
+  for (int shift = 56; shift >= 0; shift -= 8) out->push_back(static_cast<char>((v >> shift) & 0xff));
+}
+
+// Builds a one-dimensional array without NULLs in PostgreSQL's binary array
+// format: header, then each element as a length and its binary value.
+class ArrayBuilder {
+ public:
+  ArrayBuilder(std::uint32_t element_oid, std::size_t count) {
+    AppendInt32(&buf_, 1);  // dimensions
+    AppendInt32(&buf_, 0);  // has NULLs
+    AppendInt32(&buf_, element_oid);
+    AppendInt32(&buf_, static_cast<std::uint32_t>(count));
+    AppendInt32(&buf_, 1);  // lower bound
+  }
+
+  void AddInt64(std::uint64_t v) {
+    AppendInt32(&buf_, 8);
+    AppendInt64(&buf_, v);
+  }
+  // Text and bytea elements are their raw bytes.
+  void AddBytes(const std::string& v) {
+    AppendInt32(&buf_, static_cast<std::uint32_t>(std::min(v.size(), kMaxValueBytes + 1)));
+    buf_.append(v);
+  }
+
+  std::string Finish() { return std::move(buf_); }
+
+ private:
+  std::string buf_;
+};
+
+// The parameters of one statement, all in binary format. Bytes() points
+// into the caller's string, which must outlive the statement; integers and
+// arrays are kept here.
+class Params {
+ public:
+  // IDs above INT64_MAX cannot exist in the database; they go out as
+  // negative numbers and so match no row.
+  void Id(std::uint64_t v) {
+    std::string& s = owned_.emplace_back();
+    AppendInt64(&s, v);
+    Add(s);
+  }
+  // Text and bytea values: their raw bytes.
+  void Bytes(const std::string& v) { Add(v); }
+  void Owned(std::string v) { Add(owned_.emplace_back(std::move(v))); }
+
+  int count() const { return static_cast<int>(values_.size()); }
+  const char* const* values() const { return values_.data(); }
+  const int* lengths() const { return lengths_.data(); }
+  const int* formats() const { return formats_.data(); }
+  bool too_large() const { return too_large_; }
+
+ private:
+  void Add(const std::string& v) {
+    if (v.size() > kMaxValueBytes) too_large_ = true;
+    values_.push_back(v.data());
+    lengths_.push_back(static_cast<int>(std::min(v.size(), kMaxValueBytes)));
+    formats_.push_back(1);
+  }
+
+  std::deque<std::string> owned_;  // a deque never moves its elements
+  std::vector<const char*> values_;
+  std::vector<int> lengths_;
+  std::vector<int> formats_;
+  bool too_large_ = false;
+};
+
+// Owns one PGresult with binary columns.
+class Result {
+ public:
+  Result() = default;
+  explicit Result(PGresult* res) : res_(res) {}
+  Result(const Result&) = delete;
+  Result& operator=(const Result&) = delete;
+  Result& operator=(Result&& other) noexcept {
+    std::swap(res_, other.res_);
+    return *this;
+  }
+  ~Result() { PQclear(res_); }  // harmless on nullptr
+
+  int rows() const { return res_ != nullptr ? PQntuples(res_) : 0; }
+  bool IsNull(int row, int col) const { return PQgetisnull(res_, row, col) != 0; }
+
+  // A binary int2/int4/int8 column.
+  std::int64_t Int(int row, int col) const {
+    const char* p = PQgetvalue(res_, row, col);
+    const int n = PQgetlength(res_, row, col);
+    std::uint64_t v = (n > 0 && (static_cast<unsigned char>(p[0]) & 0x80) != 0) ? ~std::uint64_t{0} : 0;
+    for (int i = 0; i < n; ++i) v = (v << 8) | static_cast<unsigned char>(p[i]);
+    return static_cast<std::int64_t>(v);
+  }
+  std::uint64_t Id(int row, int col) const { return static_cast<std::uint64_t>(Int(row, col)); }
+  bool Bool(int row, int col) const { return PQgetlength(res_, row, col) == 1 && PQgetvalue(res_, row, col)[0] != 0; }
+  // A text, name or bytea column: its raw bytes.
+  std::string Bytes(int row, int col) const {
+    return std::string(PQgetvalue(res_, row, col), static_cast<std::size_t>(PQgetlength(res_, row, col)));
+  }
+
+ private:
+  PGresult* res_ = nullptr;
+};
+
+void ReadUserRow(const Result& r, UserRecord* out) {
+  out->id = r.Id(0, 0);
+  out->name = r.Bytes(0, 1);
+  out->password_hash = r.Bytes(0, 2);
+  out->x25519_public = r.Bytes(0, 3);
+  out->ed25519_public = r.Bytes(0, 4);
+}
+
+std::string TrimmedMessage(const char* msg) {
+  std::string s = msg != nullptr ? msg : "";
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+bool Equals(const char* a, const char* b) { return a != nullptr && std::string(a) == b; }
+
+void IgnoreNotice(void* /*arg*/, const char* /*message*/) {}
+
+}  // namespace
+
+// ---- one connection
+
+// A libpq connection with this store's statements prepared on it. Used by
+// one thread at a time: the pool hands it out to one call at a time.
+class PgStore::Conn {
+ public:
+  Conn() = default;
+  Conn(const Conn&) = delete;
+  Conn& operator=(const Conn&) = delete;
+  ~Conn() { Close(); }
+
+  // True if the connection is open, healthy and outside any transaction.
+  bool Usable() const {
+    return pg_ != nullptr && !broken_ && PQstatus(pg_) == CONNECTION_OK &&
+           PQtransactionStatus(pg_) == PQTRANS_IDLE && PQpipelineStatus(pg_) == PQ_PIPELINE_OFF;
+  }
+
+  // (Re)opens the connection. Statements are not prepared yet.
+  Status Connect(const std::string& conninfo) {
+    Close();
+    pg_ = PQconnectdb(conninfo.c_str());
+    if (pg_ == nullptr) return Status(Code::kIOError, "connect: out of memory");
+    if (PQstatus(pg_) != CONNECTION_OK) {
+      Status s(Code::kIOError, "connect: " + TrimmedMessage(PQerrorMessage(pg_)));
+      Close();
+      return s;
+    }
+    PQsetNoticeProcessor(pg_, &IgnoreNotice, nullptr);
+    if (PQsetClientEncoding(pg_, "UTF8") != 0) {
+      Status s(Code::kIOError, "connect: client_encoding: " + TrimmedMessage(PQerrorMessage(pg_)));
+      Close();
+      return s;
+    }
+    return Status::OK();
+  }
+
+  Status PrepareAll() {
+    for (const Statement& st : kStatements) {
+      Status s = Check(PQprepare(pg_, st.name, st.sql, 0, nullptr), st.name, nullptr);
+      if (!s.ok()) return s;
+    }
+    return Status::OK();
+  }
+
+  void Close() {
+    PQfinish(pg_);  // harmless on nullptr
+    pg_ = nullptr;
+    broken_ = false;
+  }
+
+  // Called when a call is done with the connection: rolls back a leftover
+  // transaction, and closes the connection if it is not cleanly idle after
+  // that (the next user reconnects).
+  void Tidy() {
+    if (pg_ == nullptr) return;
+    if (!broken_ && PQstatus(pg_) == CONNECTION_OK && PQpipelineStatus(pg_) == PQ_PIPELINE_OFF) {
+      const PGTransactionStatusType ts = PQtransactionStatus(pg_);
+      if (ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR) PQclear(PQexec(pg_, "ROLLBACK"));
+    }
+    if (!Usable()) Close();
+  }
+
+  // Runs constant SQL without parameters (BEGIN, COMMIT, DDL).
+  Status Command(const char* sql, const char* context) { return Check(PQexec(pg_, sql), context, nullptr); }
+
+  // Runs one-off SQL with parameters; binary results into *out (if given).
+  Status Query(const char* sql, const Params& params, const char* context, Result* out) {
+    if (params.too_large()) return TooLarge(context);
+    return Check(PQexecParams(pg_, sql, params.count(), nullptr, params.values(), params.lengths(),
+                              params.formats(), 1),
+                 context, out);
+  }
+
+  // Runs a prepared statement; binary results into *out (if given).
+  Status Exec(Sql sql, const Params& params, const char* context, Result* out) {
+    if (params.too_large()) return TooLarge(context);
+    return Check(PQexecPrepared(pg_, kStatements[sql].name, params.count(), params.values(),
+                                params.lengths(), params.formats(), 1),
+                 context, out);
+  }
+
+  struct Step {
+    Sql sql;
+    const Params* params;
+  };
+
+  // Sends `steps` as one pipeline closed by a single Sync: one network
+  // round trip, and outside an explicit transaction they form one implicit
+  // transaction (all or nothing). *last gets the last step's result.
+  Status ExecPipelined(const std::vector<Step>& steps, const char* context, Result* last) {
+    for (const Step& step : steps) {
+      if (step.params->too_large()) return TooLarge(context);
+    }
+    if (PQenterPipelineMode(pg_) != 1) return Check(nullptr, context, nullptr);
+    bool sent = true;
+    for (const Step& step : steps) {
+      const Params& p = *step.params;
+      if (PQsendQueryPrepared(pg_, kStatements[step.sql].name, p.count(), p.values(), p.lengths(),
+                              p.formats(), 1) != 1) {
+        sent = false;
+        break;
+      }
+    }
+    if (sent && PQpipelineSync(pg_) != 1) sent = false;
+    if (!sent) {
+      broken_ = true;  // the pipeline is in an unknown state: start afresh
+      return Check(nullptr, context, nullptr);
+    }
+
+    // Per step: its result (or PIPELINE_ABORTED after an earlier error),
+    // then a null. Then the Sync's result.
+    Status status;
+    for (std::size_t i = 0; i < steps.size(); ++i) {
+      PGresult* res = PQgetResult(pg_);
+      if (res == nullptr) return Broken(context);
+      if (PQresultStatus(res) == PGRES_PIPELINE_ABORTED) {
+        PQclear(res);
+      } else {
+        Status s = Check(res, context, i + 1 == steps.size() ? last : nullptr);
+        if (status.ok()) status = s;
+      }
+      if (PQstatus(pg_) != CONNECTION_OK) return Broken(context);
+      res = PQgetResult(pg_);
+      if (res != nullptr) {
+        PQclear(res);
+        return Broken(context);
+      }
+    }
+    PGresult* sync = PQgetResult(pg_);
+    const bool synced = sync != nullptr && PQresultStatus(sync) == PGRES_PIPELINE_SYNC;
+    PQclear(sync);
+    if (!synced || PQexitPipelineMode(pg_) != 1) return Broken(context);
+    return status;
+  }
+
+  // Runs `body` between BEGIN and COMMIT; rolls back if `body` or the
+  // commit fails.
+  Status Transaction(const char* context, const std::function<Status()>& body) {
+    Status s = Command("BEGIN", context);
+    if (!s.ok()) return s;
+    s = body();
+    if (s.ok()) s = Command("COMMIT", context);
+    if (!s.ok() && PQstatus(pg_) == CONNECTION_OK && PQtransactionStatus(pg_) != PQTRANS_IDLE) {
+      PQclear(PQexec(pg_, "ROLLBACK"));
+    }
+    return s;
+  }
+
+  // OK if the group exists, kNoSuchGroup if not.
+  Status CheckGroup(std::uint64_t group, const char* context) {
+    Params p;
+    p.Id(group);
+    Result r;
+    Status s = Exec(kGroupExists, p, context, &r);
+    if (!s.ok()) return s;
+    if (r.rows() == 0) return Status(Code::kNoSuchGroup, std::string(context) + ": no such group");
+    return Status::OK();
+  }
+
+  // Collects column 0 of every row of `sql` with $1 = `key`.
+  Status ListIds(Sql sql, std::uint64_t key, const char* context, std::vector<std::uint64_t>* ids) {
+    ids->clear();
+    Params p;
+    p.Id(key);
+    Result r;
+    Status s = Exec(sql, p, context, &r);
+    if (!s.ok()) return s;
+    for (int i = 0; i < r.rows(); ++i) ids->push_back(r.Id(i, 0));
+    return Status::OK();
+  }
+
+ private:
+  // Takes ownership of `res`. OK (result moved to *out, if given) for a
+  // successful command or query; otherwise the error as a Status: foreign
+  // key and unique violations map to the codes SqliteStore returns, the
+  // rest is kIOError with the server's message.
+  Status Check(PGresult* res, const char* context, Result* out) {
+    Result owned(res);
+    const ExecStatusType st = res != nullptr ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+      if (out != nullptr) *out = std::move(owned);
+      return Status::OK();
+    }
+    if (PQstatus(pg_) != CONNECTION_OK) broken_ = true;
+    const char* state = res != nullptr ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : nullptr;
+    const char* constraint = res != nullptr ? PQresultErrorField(res, PG_DIAG_CONSTRAINT_NAME) : nullptr;
+    const std::string where = std::string(context) + ": ";
+    if (Equals(state, "23503")) {  // foreign_key_violation
+      if (Equals(constraint, "group_members_group_fk")) return Status(Code::kNoSuchGroup, where + "no such group");
+      return Status(Code::kNoSuchUser, where + "no such user");
+    }
+    if (Equals(state, "23505")) {  // unique_violation
+      if (Equals(constraint, "users_name_key")) return Status(Code::kNameTaken, where + "name taken");
+      if (Equals(constraint, "group_members_pair_key")) return Status(Code::kAlreadyMember, where + "already a member");
+    }
+    const char* msg = res != nullptr ? PQresultErrorMessage(res) : PQerrorMessage(pg_);
+    return Status(Code::kIOError, where + TrimmedMessage(msg));
+  }
+
+  // The connection's protocol state is unknown: fail, and reconnect next time.
+  Status Broken(const char* context) {
+    broken_ = true;
+    return Status(Code::kIOError, std::string(context) + ": " + TrimmedMessage(PQerrorMessage(pg_)));
+  }
+
+  static Status TooLarge(const char* context) {
+    return Status(Code::kIOError, std::string(context) + ": value of 1 GiB or more");
+  }
+
+  PGconn* pg_ = nullptr;
+  bool broken_ = false;
+};
+
+// ---- lifecycle and pool
+
+Status PgStore::Open(const std::string& conninfo, int pool_size, std::unique_ptr<PgStore>* out) {
+  if (pool_size < 1) return Status(Code::kIOError, "PgStore: pool_size must be at least 1");
+  if (pool_size > 1 && PQisthreadsafe() == 0) {
+    return Status(Code::kIOError, "PgStore: this libpq is not thread-safe");
+  }
+  std::unique_ptr<PgStore> store(new PgStore(conninfo, pool_size));
+  // Nobody else can see the store yet: use the first connection directly.
+  Conn* conn = store->conns_.front().get();
+  Status s = conn->Connect(conninfo);
+  if (s.ok()) s = Migrate(conn);
+  if (s.ok()) s = conn->PrepareAll();
+  if (!s.ok()) return s;
+  *out = std::move(store);
+  return Status::OK();
+}
+
+PgStore::PgStore(std::string conninfo, int pool_size) : conninfo_(std::move(conninfo)) {
+  for (int i = 0; i < pool_size; ++i) conns_.push_back(std::make_unique<Conn>());
+  // idle_ is used as a stack: conns_[0], opened by Open, is handed out first
+  // and the others are opened only when calls overlap.
+  for (auto it = conns_.rbegin(); it != conns_.rend(); ++it) idle_.push_back(it->get());
+}
+
+PgStore::~PgStore() = default;
+
+Status PgStore::Acquire(Conn** out) {
+  Conn* conn = nullptr;
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    idle_cv_.wait(lock, [this] { return !idle_.empty(); });
+    conn = idle_.back();
+    idle_.pop_back();
+  }
+  if (!conn->Usable()) {
+    // Closed, never opened, or broken by an earlier call: open it afresh.
+    Status s = conn->Connect(conninfo_);
+    if (s.ok()) s = conn->PrepareAll();
+    if (!s.ok()) {
+      conn->Close();
+      Release(conn);
+      return s;
+    }
+  }
+  *out = conn;
+  return Status::OK();
+}
+
+void PgStore::Release(Conn* conn) {
+  conn->Tidy();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    idle_.push_back(conn);
+  }
+  idle_cv_.notify_one();
+}
+
+template <typename Body>
+Status PgStore::WithConn(Body&& body) {
+  Conn* conn = nullptr;
+  Status s = Acquire(&conn);
+  if (!s.ok()) return s;
+  struct Returner {
+    PgStore* store;
+    Conn* conn;
+    ~Returner() { store->Release(conn); }
+  } returner{this, conn};
+  return body(*conn);
+}
+
+Status PgStore::Migrate(Conn* conn) {
+  return conn->Transaction("migrate", [conn]() -> Status {
+    const Params none;
+    Result r;
+    Status s = conn->Query("SELECT current_schema()", none, "migrate: current schema", &r);
+    if (!s.ok()) return s;
+    if (r.rows() != 1 || r.IsNull(0, 0)) {
+      return Status(Code::kIOError,
+                    "migrate: no schema to create tables in: the search_path names no existing schema");
+    }
+    // Serializes servers migrating the same schema; released at commit.
+    s = conn->Query("SELECT pg_advisory_xact_lock(hashtext('fastchat.migrate'), hashtext(current_schema()))",
+                    none, "migrate: lock", nullptr);
+    if (!s.ok()) return s;
+    s = conn->Command("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)",
+                      "migrate: schema_version");
+    if (!s.ok()) return s;
+    s = conn->Query("SELECT version FROM schema_version", none, "migrate: read version", &r);
+    if (!s.ok()) return s;
+    std::int64_t version = 0;
+    if (r.rows() > 0) {
+      version = r.Int(0, 0);
+    } else {
+      s = conn->Command("INSERT INTO schema_version (version) VALUES (0)", "migrate: init version");
+      if (!s.ok()) return s;
+    }
+    if (version > kLatestVersion) {
+      return Status(Code::kIOError, "migrate: database schema version " + std::to_string(version) +
+                                        " is newer than this binary's " + std::to_string(kLatestVersion));
+    }
+    for (const Migration& m : kMigrations) {
+      if (m.version <= version) continue;
+      const std::string context = "migrate: to version " + std::to_string(m.version);
+      s = conn->Command(m.sql, context.c_str());
+      if (!s.ok()) return s;
+      Params p;
+      p.Id(static_cast<std::uint64_t>(m.version));
+      s = conn->Query("UPDATE schema_version SET version = $1::bigint", p, "migrate: write version", nullptr);
+      if (!s.ok()) return s;
+    }
+    return Status::OK();
+  });
+}
+
+// ---- users
+
+Status PgStore::CreateUser(const UserRecord& user, std::uint64_t* id) {
+  return WithConn([&](Conn& c) -> Status {
+    Params p;
+    p.Bytes(user.name);
+    p.Bytes(user.password_hash);
+    p.Bytes(user.x25519_public);
+    p.Bytes(user.ed25519_public);
+    Result r;
+    Status s = c.Exec(kInsertUser, p, "CreateUser", &r);
+    if (!s.ok()) return s;
+    if (r.rows() == 0) return Status(Code::kNameTaken, "CreateUser: name taken: " + user.name);
+    *id = r.Id(0, 0);
+    return Status::OK();
+  });
+}
+
+Status PgStore::GetUserById(std::uint64_t id, UserRecord* out) {
+  return WithConn([&](Conn& c) -> Status {
+    Params p;
+    p.Id(id);
+    Result r;
+    Status s = c.Exec(kUserById, p, "GetUserById", &r);
+    if (!s.ok()) return s;
+    if (r.rows() == 0) return Status(Code::kNoSuchUser, "GetUserById: no such user");
+    ReadUserRow(r, out);
+    return Status::OK();
+  });
+}
+
+Status PgStore::GetUserByName(const std::string& name, UserRecord* out) {
+  return WithConn([&](Conn& c) -> Status {
+    Params p;
+    p.Bytes(name);
+    Result r;
+    Status s = c.Exec(kUserByName, p, "GetUserByName", &r);
+    if (!s.ok()) return s;
+    if (r.rows() == 0) return Status(Code::kNoSuchUser, "GetUserByName: no such user");
+    ReadUserRow(r, out);
+    return Status::OK();
+  });
+}
+
+// ---- friends
+//
+// A friendship is stored as two rows, (a, b) and (b, a), written by one
+// statement.
+
+Status PgStore::AddFriendRequest(std::uint64_t from, std::uint64_t to) {
+  return WithConn([&](Conn& c) -> Status {
+    Params p;
+    p.Id(from);
+    p.Id(to);
+    return c.Exec(kInsertFriendRequest, p, "AddFriendRequest", nullptr);
+  });
+}
+
+Status PgStore::TakeFriendRequest(std::uint64_t from, std::uint64_t to) {
+  return WithConn([&](Conn& c) -> Status {
+    Params p;
+    p.Id(from);
+    p.Id(to);
+    Result r;
+    Status s = c.Exec(kDeleteFriendRequest, p, "TakeFriendRequest", &r);
+    if (!s.ok()) return s;
+    if (r.rows() == 0) return Status(Code::kNoSuchRequest, "TakeFriendRequest: no such request");
+    return Status::OK();
+  });
+}
+
+Status PgStore::ListFriendRequestsTo(std::uint64_t to, std::vector<std::uint64_t>* from) {
+  from->clear();
+  return WithConn([&](Conn& c) { return c.ListIds(kFriendRequestsTo, to, "ListFriendRequestsTo", from); });
+}
+
+Status PgStore::AddFriendship(std::uint64_t a, std::uint64_t b) {
+  return WithConn([&](Conn& c) -> Status {
+    Params p;
+    p.Id(a);
+    p.Id(b);
+    return c.Exec(kInsertFriendship, p, "AddFriendship", nullptr);
+  });
+}
+
+Status PgStore::AreFriends(std::uint64_t a, std::uint64_t b, bool* yes) {
+  return WithConn([&](Conn& c) -> Status {
+    Params p;
+    p.Id(a);
+    p.Id(b);
+    Result r;
+    Status s = c.Exec(kFriendshipExists, p, "AreFriends", &r);
+    if (!s.ok()) return s;
+    *yes = r.rows() > 0;
+    return Status::OK();
+  });
+}
+
+Status PgStore::ListFriends(std::uint64_t user, std::vector<std::uint64_t>* friends) {
+  friends->clear();
+  return WithConn([&](Conn& c) { return c.ListIds(kFriendsOf, user, "ListFriends", friends); });
+}
+
+// ---- groups
+
+Status PgStore::CreateGroup(const std::string& name, std::uint64_t admin, std::uint64_t* id) {
+  std::uint64_t new_id = 0;
+  Status s = WithConn([&](Conn& c) {
+    return c.Transaction("CreateGroup", [&]() -> Status {
+      Params p;
+      p.Bytes(name);
+      p.Id(admin);
+      Result r;
+      Status ts = c.Exec(kInsertGroup, p, "CreateGroup", &r);
+      if (!ts.ok()) return ts;
+      new_id = r.Id(0, 0);
+      Params m;
+      m.Id(new_id);
+      m.Id(admin);
+      return c.Exec(kInsertMember, m, "CreateGroup", nullptr);
+    });
+  });
+  if (s.ok()) *id = new_id;
+  return s;
+}
+
+Status PgStore::GetGroup(std::uint64_t id, GroupRecord* out) {
+  return WithConn([&](Conn& c) -> Status {
+    Params p;
+    p.Id(id);
+    Result r;
+    Status s = c.Exec(kGroupById, p, "GetGroup", &r);
+    if (!s.ok()) return s;
+    if (r.rows() == 0) return Status(Code::kNoSuchGroup, "GetGroup: no such group");
+    out->id = r.Id(0, 0);
+    out->name = r.Bytes(0, 1);
+    out->admin_id = r.Id(0, 2);
+    out->epoch = r.Id(0, 3);
+    return Status::OK();
+  });
+}
+
+// No transaction needed: if the group is deleted between the check and the
+// insert, the insert fails on group_members_group_fk, also kNoSuchGroup.
+Status PgStore::AddMember(std::uint64_t group, std::uint64_t user) {
+  return WithConn([&](Conn& c) -> Status {
+    Status s = c.CheckGroup(group, "AddMember");
+    if (!s.ok()) return s;
+    Params p;
+    p.Id(group);
+    p.Id(user);
+    Result r;
+    s = c.Exec(kInsertMember, p, "AddMember", &r);
+    if (!s.ok()) return s;
+    if (r.rows() == 0) return Status(Code::kAlreadyMember, "AddMember: already a member");
+    return Status::OK();
+  });
+}
+
+Status PgStore::RemoveMember(std::uint64_t group, std::uint64_t user, std::uint64_t* new_epoch) {
+  std::uint64_t epoch = 0;
+  Status s = WithConn([&](Conn& c) {
+    return c.Transaction("RemoveMember", [&]() -> Status {
+      Status ts = c.CheckGroup(group, "RemoveMember");
+      if (!ts.ok()) return ts;
+      Params p;
+      p.Id(group);
+      p.Id(user);
+      Result r;
+      ts = c.Exec(kDeleteMember, p, "RemoveMember", &r);
+      if (!ts.ok()) return ts;
+      if (r.rows() == 0) return Status(Code::kNotMember, "RemoveMember: not a member");
+      Params g;
+      g.Id(group);
+      ts = c.Exec(kBumpEpoch, g, "RemoveMember: bump epoch", &r);
+      if (!ts.ok()) return ts;
+      // Deleted by someone else since the check.
+      if (r.rows() == 0) return Status(Code::kNoSuchGroup, "RemoveMember: no such group");
+      epoch = r.Id(0, 0);
+      return Status::OK();
+    });
+  });
+  if (s.ok()) *new_epoch = epoch;
+  return s;
+}
+
+Status PgStore::IsMember(std::uint64_t group, std::uint64_t user, bool* yes) {
+  return WithConn([&](Conn& c) -> Status {
+    Params p;
+    p.Id(group);
+    p.Id(user);
+    Result r;
+    Status s = c.Exec(kIsMember, p, "IsMember", &r);
+    if (!s.ok()) return s;
+    if (r.rows() == 0) return Status(Code::kNoSuchGroup, "IsMember: no such group");
+    *yes = r.Bool(0, 0);
+    return Status::OK();
+  });
+}
+
+Status PgStore::ListMembers(std::uint64_t group, std::vector<std::uint64_t>* members) {
+  members->clear();
+  return WithConn([&](Conn& c) -> Status {
+    Params p;
+    p.Id(group);
+    Result r;
+    Status s = c.Exec(kMembersOf, p, "ListMembers", &r);
+    if (!s.ok()) return s;
+    if (r.rows() == 0) return Status(Code::kNoSuchGroup, "ListMembers: no such group");
+    for (int i = 0; i < r.rows(); ++i) {
+      if (!r.IsNull(i, 0)) members->push_back(r.Id(i, 0));
+    }
+    return Status::OK();
+  });
+}
+
+Status PgStore::ListGroupsOf(std::uint64_t user, std::vector<std::uint64_t>* groups) {
+  groups->clear();
+  return WithConn([&](Conn& c) { return c.ListIds(kGroupsOf, user, "ListGroupsOf", groups); });
+}
+
+Status PgStore::DeleteGroup(std::uint64_t group) {
+  return WithConn([&](Conn& c) -> Status {
+    Params p;
+    p.Id(group);
+    Result r;
+    Status s = c.Exec(kDeleteGroup, p, "DeleteGroup", &r);
+    if (!s.ok()) return s;
+    if (r.rows() == 0) return Status(Code::kNoSuchGroup, "DeleteGroup: no such group");
+    return Status::OK();
+  });
+}
+
+// ---- pending deliveries
+
+// One round trip: lock_recipients and insert_pending, pipelined into one
+// implicit transaction. The locks are per recipient and held until commit,
+// so enqueues to one recipient commit one after another in seq order, and
+// insert_pending's snapshot (taken after the locks) sees every earlier
+// enqueue to its recipients, so an existing (recipient, dedupe_key) always
+// yields its seq.
+Status PgStore::Enqueue(const std::vector<PendingItem>& items, std::vector<std::uint64_t>* seqs) {
+  seqs->clear();
+  if (items.empty()) return Status::OK();
+
+  std::vector<std::uint64_t> keys;
+  keys.reserve(items.size());
+  for (const PendingItem& item : items) keys.push_back(item.recipient % kLockKeyModulus);
+  std::sort(keys.begin(), keys.end());
+  keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+  ArrayBuilder key_array(kInt8Oid, keys.size());
+  for (std::uint64_t k : keys) key_array.AddInt64(k);
+  Params lock;
+  lock.Owned(key_array.Finish());
+
+  ArrayBuilder recipients(kInt8Oid, items.size());
+  ArrayBuilder dedupe_keys(kTextOid, items.size());
+  ArrayBuilder payloads(kByteaOid, items.size());
+  for (const PendingItem& item : items) {
+    recipients.AddInt64(item.recipient);
+    dedupe_keys.AddBytes(item.dedupe_key);
+    payloads.AddBytes(item.payload);
+  }
+  Params insert;
+  insert.Owned(recipients.Finish());
+  insert.Owned(dedupe_keys.Finish());
+  insert.Owned(payloads.Finish());
+
+  Result r;
+  Status s = WithConn([&](Conn& c) {
+    return c.ExecPipelined({{kLockRecipients, &lock}, {kInsertPending, &insert}}, "Enqueue", &r);
+  });
+  if (!s.ok()) return s;
+  if (r.rows() != static_cast<int>(items.size())) {
+    return Status(Code::kIOError, "Enqueue: expected " + std::to_string(items.size()) + " seqs, got " +
+                                      std::to_string(r.rows()));
+  }
+  std::vector<std::uint64_t> result(items.size());
+  for (int i = 0; i < r.rows(); ++i) {
+    if (r.IsNull(i, 0)) return Status(Code::kIOError, "Enqueue: no seq for item " + std::to_string(i));
+    result[i] = r.Id(i, 0);
+  }
+  seqs->swap(result);
+  return Status::OK();
+}
+
+Status PgStore::FetchPending(std::uint64_t recipient, std::uint64_t after_seq, std::size_t limit,
+                             std::vector<PendingRow>* rows) {
+  rows->clear();
+  // Clamp so neither value turns negative (a negative LIMIT is an error).
+  const std::uint64_t after = after_seq < kMaxInt64 ? after_seq : kMaxInt64;
+  const std::uint64_t max_rows = limit < kMaxInt64 ? limit : kMaxInt64;
+  return WithConn([&](Conn& c) -> Status {
+    Params p;
+    p.Id(recipient);
+    p.Id(after);
+    p.Id(max_rows);
+    Result r;
+    Status s = c.Exec(kFetchPending, p, "FetchPending", &r);
+    if (!s.ok()) return s;
+    rows->reserve(static_cast<std::size_t>(r.rows()));
+    for (int i = 0; i < r.rows(); ++i) {
+      PendingRow row;
+      row.seq = r.Id(i, 0);
+      row.payload = r.Bytes(i, 1);
+      rows->push_back(std::move(row));
+    }
+    return Status::OK();
+  });
+}
+
+Status PgStore::Ack(std::uint64_t recipient, const std::vector<std::uint64_t>& seqs) {
+  if (seqs.empty()) return Status::OK();
+  ArrayBuilder seq_array(kInt8Oid, seqs.size());
+  for (std::uint64_t seq : seqs) seq_array.AddInt64(seq);
+  Params p;
+  p.Id(recipient);
+  p.Owned(seq_array.Finish());
+  return WithConn([&](Conn& c) { return c.Exec(kDeletePending, p, "Ack", nullptr); });
+}
+
+Status PgStore::CountPending(std::uint64_t recipient, std::uint64_t* n) {
+  return WithConn([&](Conn& c) -> Status {
+    Params p;
+    p.Id(recipient);
+    Result r;
+    Status s = c.Exec(kCountPending, p, "CountPending", &r);
+    if (!s.ok()) return s;
+    *n = r.Id(0, 0);
+    return Status::OK();
+  });
+}
+
+// ---- cluster membership
+
+Status PgStore::UpsertServer(const ServerRecord& server) {
+  return WithConn([&](Conn& c) -> Status {
+    Params p;
+    p.Bytes(server.id);
+    p.Bytes(server.mesh_address);
+    p.Id(server.heartbeat_ms);
+    return c.Exec(kUpsertServer, p, "UpsertServer", nullptr);
+  });
+}
+
+Status PgStore::ListServers(std::vector<ServerRecord>* out) {
+  out->clear();
+  return WithConn([&](Conn& c) -> Status {
+    const Params none;
+    Result r;
+    Status s = c.Exec(kListServers, none, "ListServers", &r);
+    if (!s.ok()) return s;
+    for (int i = 0; i < r.rows(); ++i) out->push_back(ServerRecord{r.Bytes(i, 0), r.Bytes(i, 1), r.Id(i, 2)});
+    return Status::OK();
+  });
+}
+
+// ---- factory (declared in fastchat/store.h)
+
+Status OpenPgStore(const std::string& conninfo, std::unique_ptr<Store>* out) {
+  std::unique_ptr<PgStore> store;
+  Status s = PgStore::Open(conninfo, PgStore::kDefaultPoolSize, &store);
+  if (!s.ok()) return s;
+  *out = std::move(store);
+  return Status::OK();
+}
+
+}  // namespace fastchat

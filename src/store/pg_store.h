@@ -1,0 +1,131 @@
+// PgStore: the PostgreSQL implementation of Store, for several servers
+// sharing one database.
+//
+// Promises:
+//  - Same semantics and Status codes as SqliteStore (see sqlite_store.h):
+//    writes naming an unknown user are kNoSuchUser, operations on a missing
+//    group are kNoSuchGroup, per-user listings of an unknown user are empty,
+//    output vectors are replaced, Enqueue is idempotent per
+//    (recipient, dedupe_key). Database failures are kIOError carrying the
+//    server's message.
+//  - Thread-safe, beyond what store.h requires: any number of threads may
+//    call one PgStore at once. Each call checks out one connection from a
+//    pool of at most `pool_size` connections, blocking while all are busy.
+//    Connections are opened when first needed.
+//  - A connection that breaks (server restart, network) fails the call that
+//    notices it with kIOError and is reopened by the next call that checks
+//    it out. Calls are never retried behind the caller's back.
+//  - Every statement is prepared once per connection and takes bound
+//    parameters in binary format; no value is ever spliced into SQL text.
+//  - Tables live in the connection's current schema: the first existing
+//    schema on its search_path. To use a schema other than the default, name
+//    it in the conninfo, e.g.
+//        "host=db dbname=fastchat options='-c search_path=shard7'"
+//        "postgresql://db/fastchat?options=-csearch_path%3Dshard7"
+//    (or ALTER ROLE ... SET search_path). The schema must already exist;
+//    if the search_path names none, Open fails with kIOError.
+//  - The schema is versioned in `schema_version` and upgraded by Open in one
+//    transaction holding a transaction-level advisory lock keyed on the
+//    schema name, so servers starting together against one database migrate
+//    it exactly once. A schema written by a newer binary is refused with
+//    kIOError.
+//  - User, group and friend-request ids and pending seqs come from identity
+//    sequences: unique across all servers sharing the schema and never
+//    reused.
+//  - Each operation is atomic: one statement, or one transaction for
+//    CreateGroup and RemoveMember. (AddMember checks the group, then
+//    inserts; a group deleted in between still yields kNoSuchGroup, through
+//    the foreign key.)
+//  - Enqueue stores a whole batch with one multi-row statement (arrays +
+//    unnest), pipelined behind a per-recipient advisory lock in the same
+//    implicit transaction: one round trip. Because the lock is held from
+//    before a seq is drawn until commit, a recipient's seqs become visible in
+//    increasing order even with several writers, so "fetch after the last seq
+//    seen" never skips a row. (Advisory keys used: the two-int4 pairs
+//    (hashtext('fastchat.migrate'), hashtext(schema)) and
+//    (hashtext('fastchat.pending:' || schema), recipient mod 2^31-1).)
+//  - Text values (names, password hashes, dedupe keys) are PostgreSQL TEXT:
+//    they must be valid in the database encoding and contain no NUL byte;
+//    otherwise the call fails with kIOError.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "fastchat/status.h"
+#include "fastchat/store.h"
+
+namespace fastchat {
+
+class PgStore final : public Store {
+ public:
+  static constexpr int kDefaultPoolSize = 4;
+
+  // Connects to `conninfo` (a libpq keyword/value string or a postgresql://
+  // URI; empty means "from the PG* environment variables"), brings the
+  // schema up to date and returns a store with up to `pool_size` (>= 1)
+  // connections.
+  static Status Open(const std::string& conninfo, int pool_size, std::unique_ptr<PgStore>* out);
+
+  PgStore(const PgStore&) = delete;
+  PgStore& operator=(const PgStore&) = delete;
+  // No call may be in progress.
+  ~PgStore() override;
+
+  Status CreateUser(const UserRecord& user, std::uint64_t* id) override;
+  Status GetUserById(std::uint64_t id, UserRecord* out) override;
+  Status GetUserByName(const std::string& name, UserRecord* out) override;
+
+  Status AddFriendRequest(std::uint64_t from, std::uint64_t to) override;
+  Status TakeFriendRequest(std::uint64_t from, std::uint64_t to) override;
+  Status ListFriendRequestsTo(std::uint64_t to, std::vector<std::uint64_t>* from) override;
+  Status AddFriendship(std::uint64_t a, std::uint64_t b) override;
+  Status AreFriends(std::uint64_t a, std::uint64_t b, bool* yes) override;
+  Status ListFriends(std::uint64_t user, std::vector<std::uint64_t>* friends) override;
+
+  Status CreateGroup(const std::string& name, std::uint64_t admin, std::uint64_t* id) override;
+  Status GetGroup(std::uint64_t id, GroupRecord* out) override;
+  Status AddMember(std::uint64_t group, std::uint64_t user) override;
+  Status RemoveMember(std::uint64_t group, std::uint64_t user, std::uint64_t* new_epoch) override;
+  Status IsMember(std::uint64_t group, std::uint64_t user, bool* yes) override;
+  Status ListMembers(std::uint64_t group, std::vector<std::uint64_t>* members) override;
+  Status ListGroupsOf(std::uint64_t user, std::vector<std::uint64_t>* groups) override;
+  Status DeleteGroup(std::uint64_t group) override;
+
+  Status Enqueue(const std::vector<PendingItem>& items, std::vector<std::uint64_t>* seqs) override;
+  Status FetchPending(std::uint64_t recipient, std::uint64_t after_seq, std::size_t limit,
+                      std::vector<PendingRow>* rows) override;
+  Status Ack(std::uint64_t recipient, const std::vector<std::uint64_t>& seqs) override;
+  Status CountPending(std::uint64_t recipient, std::uint64_t* n) override;
+  Status UpsertServer(const ServerRecord& server) override;
+  Status ListServers(std::vector<ServerRecord>* out) override;
+
+ private:
+  class Conn;  // one libpq connection and its prepared statements
+
+  PgStore(std::string conninfo, int pool_size);
+
+  // Brings the schema in `conn`'s current schema up to date.
+  static Status Migrate(Conn* conn);
+
+  // Waits for an idle connection, (re)opening it if it is closed or broken.
+  Status Acquire(Conn** out);
+  // Returns `conn` to the pool, closing it if it is not cleanly idle.
+  void Release(Conn* conn);
+  // Runs `body` on a checked-out connection.
+  template <typename Body>
+  Status WithConn(Body&& body);
+
+  const std::string conninfo_;
+
+  std::mutex mu_;
+  std::condition_variable idle_cv_;
+  std::vector<std::unique_ptr<Conn>> conns_;  // all pool_size of them; fixed
+  std::vector<Conn*> idle_;                   // guarded by mu_
+};
+
+}  // namespace fastchat
