@@ -1,0 +1,138 @@
+// ClientCore: everything a FastChat client does, above the wire and below
+// the user interface.
+//
+// Promises:
+// - Every operation returns an Outcome (a wire/Status code name or a client
+//   code such as NO_KEY, KEY_CHANGED, USAGE, NO_SUCH_FILE) and fills in the
+//   extra fields of its JSON result; it never throws and never crashes on
+//   bad input from the user, the server or other clients.
+// - Public keys are pinned the first time they are seen; if the server later
+//   presents different keys a KEY_CHANGED warning is emitted and they are
+//   not used.
+// - In a receiving session, deliveries are processed one at a time in server
+//   order; each is stored, then acknowledged; repeats (by seq and by the
+//   sender's msg_id) are ignored; anything that cannot be opened becomes an
+//   "undecryptable" event. After SyncDone a "ready" event is emitted (chat
+//   and listen).
+// - Keys and other state are re-read from the LocalStore for every use, so a
+//   one-shot process and a receiving process of the same user cooperate.
+// Single-threaded: runs on one io_context thread.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include <asio/awaitable.hpp>
+
+#include "fastchat/crypto.h"
+#include "fastchat/status.h"
+#include "output.h"
+
+namespace asio {
+class io_context;
+}  // namespace asio
+
+namespace fastchat::client {
+
+// The result of a command: OK, or a machine-readable code and a message.
+struct Outcome {
+  std::string code;  // empty: success
+  std::string message;
+
+  bool ok() const { return code.empty(); }
+  static Outcome OK() { return Outcome(); }
+  static Outcome From(const Status& s) {
+    return s.ok() ? Outcome() : Outcome{CodeName(s.code()), s.message()};
+  }
+};
+
+// Client-side codes (besides the wire/Status names from CodeName).
+inline constexpr const char* kCodeNoKey = "NO_KEY";
+inline constexpr const char* kCodeKeyChanged = "KEY_CHANGED";
+inline constexpr const char* kCodeUsage = "USAGE";
+inline constexpr const char* kCodeNoSuchFile = "NO_SUCH_FILE";
+inline constexpr const char* kCodeAmbiguous = "AMBIGUOUS";
+inline constexpr const char* kCodeNoStore = "NO_STORE";
+
+struct ClientConfig {
+  std::string host = "127.0.0.1";
+  std::string port = "7400";
+  std::filesystem::path home;       // where <name>.fcdb live
+  std::string user;                 // name or id
+  std::string password;
+  std::filesystem::path downloads;  // empty: <home>/downloads/<name>
+  crypto::PwhashCost kdf = crypto::PwhashCost::Interactive();
+  std::filesystem::path record;     // empty: do not record Deliver frames
+};
+
+enum class SessionMode {
+  kOneShot,  // receive=false: replies only
+  kChat,     // receiving session, interactive
+  kListen,   // receiving session, prints events
+  kPending,  // receiving session until SyncDone
+};
+
+class ClientCore {
+ public:
+  ClientCore(asio::io_context& ioc, ClientConfig config, Output* out);
+  ~ClientCore();
+  ClientCore(const ClientCore&) = delete;
+  ClientCore& operator=(const ClientCore&) = delete;
+
+  // ---- life cycle
+  // Generates keys, registers `name`, creates the local store. Sets
+  // result["user_id"].
+  asio::awaitable<Outcome> Register(std::string name, Json* result);
+  // Opens the local store of config.user (runs the key derivation).
+  Outcome OpenStore();
+  // Without a local store: asks the server whether config.user and the
+  // password are valid (send-only login), so a bad login reads as such.
+  asio::awaitable<Outcome> ProbeLogin();
+  // Connects and logs in (receiving unless kOneShot); receiving sessions start
+  // processing deliveries.
+  asio::awaitable<Outcome> Login(SessionMode mode);
+  // Completes after the first SyncDone has been processed, or when the
+  // session ends (synced() tells which).
+  asio::awaitable<void> WaitSynced();
+  // Completes when the connection has ended or Shutdown() finished.
+  asio::awaitable<void> WaitClosed();
+  // Acknowledges what was processed, flushes, closes. Safe to call twice.
+  asio::awaitable<void> Shutdown();
+  // True if the server closed the connection (or we were displaced).
+  bool disconnected() const;
+  bool synced() const;
+  // Deliveries processed in this session.
+  std::uint64_t processed() const;
+
+  // Offline: tries to open each recorded Deliver frame in `file` with this
+  // user's keys, emitting one "decrypt" event per frame and a summary.
+  // Reads the local store only.
+  Outcome DecryptFrames(const std::filesystem::path& file);
+
+  // ---- commands (USER: name or id; GROUP: id or a locally known name)
+  asio::awaitable<Outcome> AddFriend(std::string user, Json* result);
+  asio::awaitable<Outcome> Accept(std::string user, Json* result);
+  asio::awaitable<Outcome> Decline(std::string user, Json* result);
+  asio::awaitable<Outcome> Friends(Json* result);
+  asio::awaitable<Outcome> SingleMessage(std::string user, std::string text, Json* result);
+  asio::awaitable<Outcome> SingleImage(std::string user, std::string path, Json* result);
+  asio::awaitable<Outcome> CreateGroup(std::string name, Json* result);
+  asio::awaitable<Outcome> AddMember(std::string group, std::string user, Json* result);
+  asio::awaitable<Outcome> GroupMessage(std::string group, std::string text, Json* result);
+  asio::awaitable<Outcome> GroupImage(std::string group, std::string path, Json* result);
+  asio::awaitable<Outcome> Kick(std::string group, std::string user, Json* result);
+  asio::awaitable<Outcome> Groups(Json* result);
+  asio::awaitable<Outcome> Members(std::string group, Json* result);
+  asio::awaitable<Outcome> Leave(std::string group, Json* result);
+  asio::awaitable<Outcome> Fingerprint(std::string user, Json* result);
+  // Asks the server to resend pending deliveries (receiving sessions).
+  asio::awaitable<Outcome> FetchPending(Json* result);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace fastchat::client

@@ -1,0 +1,50 @@
+// Commands: the user-level command language shared by interactive mode and
+// one-shot invocations ("fastchat single_message bob hi there").
+//
+// Promises: parsing never fails on any input (unknown commands and wrong
+// arities become USAGE results when run); the last TEXT/PATH/NAME argument
+// takes the rest of the line verbatim; RunCommand emits exactly one "result"
+// event per command.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <asio/awaitable.hpp>
+
+namespace fastchat::client {
+
+class ClientCore;
+class Output;
+
+struct Command {
+  std::string name;               // canonical name ("help" for "\help")
+  std::vector<std::string> args;  // as parsed
+  bool arity_ok = false;          // args match the command's signature
+};
+
+// Parses one line typed in interactive mode. Returns false for a blank line.
+// Words may be "double quoted"; the last argument takes the rest of the line
+// (surrounding quotes removed).
+bool ParseLine(std::string_view line, Command* cmd);
+
+// Builds a command from argv words: words[0] is the name; surplus words are
+// joined with spaces into the last argument.
+Command FromWords(const std::vector<std::string>& words);
+
+// True for names handled by RunCommand (not register/chat/listen/...).
+bool IsKnownCommand(const std::string& name);
+bool IsQuit(const std::string& name);
+
+// "usage: single_message USER TEXT..." for a known command.
+std::string Usage(const std::string& name);
+std::string HelpText();
+
+// Runs `cmd` and emits its result event; returns true on success.
+asio::awaitable<bool> RunCommand(ClientCore& core, Output& out, Command cmd);
+
+// Emits {"type":"result","cmd":cmd,"ok":false,"code":code,"error":message}.
+void EmitError(Output& out, const std::string& cmd, const std::string& code, const std::string& message);
+
+}  // namespace fastchat::client

@@ -1,0 +1,305 @@
+#include "connection.h"
+
+#include <deque>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include <asio/co_spawn.hpp>
+#include <asio/connect.hpp>
+#include <asio/detached.hpp>
+#include <asio/io_context.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/redirect_error.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/use_awaitable.hpp>
+#include <asio/write.hpp>
+#include <spdlog/spdlog.h>
+
+#include "fastchat.pb.h"
+#include "fastchat/frame.h"
+
+namespace fastchat::client {
+
+namespace {
+// Frames the server sends us (image chunks are ~256 KiB) stay far below this.
+constexpr std::uint32_t kMaxIncomingFrame = 16u << 20;
+constexpr auto kConnectTimeout = std::chrono::seconds(10);
+
+// Plain functions: GCC 12 miscompiles fmt format strings inside coroutines.
+void LogWarn(const std::string& m) { spdlog::warn("{}", m); }
+void LogDebug(const std::string& m) { spdlog::debug("{}", m); }
+
+Status FromWireError(const wire::Error& e) {
+  std::string msg = e.message();
+  if (msg.empty()) msg = "server error";
+  return Status(static_cast<Code>(static_cast<int>(e.code())), msg);
+}
+}  // namespace
+
+struct Connection::Call {
+  explicit Call(asio::io_context& ioc) : timer(ioc) {}
+  std::uint64_t rid = 0;
+  asio::steady_timer timer;  // expires at the deadline; cancelled on completion
+  bool done = false;
+  Status status;
+  wire::Envelope reply;
+};
+
+struct Connection::Impl : std::enable_shared_from_this<Impl> {
+  explicit Impl(asio::io_context& c) : ioc(c), socket(c), write_wake(c) {}
+
+  void WakeDrainers() {
+    for (asio::steady_timer* t : drain_waiters) t->cancel();
+  }
+
+  asio::io_context& ioc;
+  asio::ip::tcp::socket socket;
+  std::deque<std::string> outq;
+  bool writing = false;
+  asio::steady_timer write_wake;  // cancelled when outq gets a frame
+  std::vector<asio::steady_timer*> drain_waiters;  // woken after every write
+  std::unordered_map<std::uint64_t, std::shared_ptr<Call>> calls;
+  std::uint64_t next_rid = 1;
+  bool started = false;
+  bool closed = false;
+  PushHandler on_push;
+  CloseHandler on_close;
+  std::uint32_t max_frame = kDefaultMaxFrame;
+  std::uint64_t max_image_bytes = 0;
+
+  void Enqueue(const wire::Envelope& env) {
+    std::string payload;
+    env.SerializeToString(&payload);
+    std::string frame;
+    frame.reserve(kFrameHeaderSize + payload.size());
+    AppendFrame(payload, &frame);
+    outq.push_back(std::move(frame));
+    write_wake.cancel();
+  }
+
+  void Fail(const Status& why, bool notify) {
+    if (closed) return;
+    closed = true;
+    std::error_code ec;
+    socket.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
+    socket.close(ec);
+    auto pending = std::move(calls);
+    calls.clear();
+    for (auto& [rid, call] : pending) {
+      call->done = true;
+      call->status = Status(Code::kIOError, "connection closed: " + why.message());
+      call->timer.cancel();
+    }
+    outq.clear();
+    write_wake.cancel();
+    WakeDrainers();
+    if (notify && on_close) on_close(why);
+  }
+
+  void Dispatch(wire::Envelope& env, std::string_view raw) {
+    if (env.rid() == 0) {
+      if (on_push) on_push(env, raw);
+      return;
+    }
+    auto it = calls.find(env.rid());
+    if (it == calls.end()) {
+      if (env.has_error())
+        LogWarn("server error for rid " + std::to_string(env.rid()) + ": " + FromWireError(env.error()).ToString());
+      else
+        LogDebug("reply for unknown rid " + std::to_string(env.rid()));
+      return;
+    }
+    std::shared_ptr<Call> call = std::move(it->second);
+    calls.erase(it);
+    call->done = true;
+    call->status = env.has_error() ? FromWireError(env.error()) : Status::OK();
+    call->reply = std::move(env);
+    call->timer.cancel();
+  }
+
+  asio::awaitable<void> Reader(std::shared_ptr<Impl> /*keep_alive*/) {
+    FrameDecoder decoder(kMaxIncomingFrame);
+    std::vector<char> buf(64 * 1024);
+    for (;;) {
+      std::error_code ec;
+      std::size_t n = co_await socket.async_read_some(asio::buffer(buf),
+                                                      asio::redirect_error(asio::use_awaitable, ec));
+      if (closed) co_return;
+      if (ec) {
+        Fail(Status(Code::kIOError, ec == asio::error::eof ? std::string("server closed the connection")
+                                                            : ec.message()),
+             true);
+        co_return;
+      }
+      decoder.Append(buf.data(), n);
+      for (;;) {
+        std::string_view payload;
+        bool have = false;
+        Status s = decoder.Next(&payload, &have);
+        if (!s.ok()) {
+          Fail(s, true);
+          co_return;
+        }
+        if (!have) break;
+        wire::Envelope env;
+        if (!env.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
+          LogWarn("dropping unparsable frame of " + std::to_string(payload.size()) + " bytes");
+          continue;
+        }
+        Dispatch(env, payload);
+        if (closed) co_return;
+      }
+    }
+  }
+
+  asio::awaitable<void> Writer(std::shared_ptr<Impl> /*keep_alive*/) {
+    for (;;) {
+      while (outq.empty()) {
+        if (closed) co_return;
+        std::error_code ec;
+        write_wake.expires_at(asio::steady_timer::time_point::max());
+        co_await write_wake.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      }
+      if (closed) co_return;
+      // Coalesce small frames into one write.
+      std::string buf = std::move(outq.front());
+      outq.pop_front();
+      while (!outq.empty() && buf.size() + outq.front().size() <= 256 * 1024) {
+        buf += outq.front();
+        outq.pop_front();
+      }
+      writing = true;
+      std::error_code ec;
+      co_await asio::async_write(socket, asio::buffer(buf), asio::redirect_error(asio::use_awaitable, ec));
+      writing = false;
+      WakeDrainers();
+      if (closed) co_return;
+      if (ec) {
+        Fail(Status(Code::kIOError, "write: " + ec.message()), true);
+        co_return;
+      }
+    }
+  }
+};
+
+Connection::Connection(asio::io_context& ioc) : impl_(std::make_shared<Impl>(ioc)) {}
+
+Connection::~Connection() { impl_->Fail(Status(Code::kIOError, "closed"), false); }
+
+void Connection::set_push_handler(PushHandler h) { impl_->on_push = std::move(h); }
+void Connection::set_close_handler(CloseHandler h) { impl_->on_close = std::move(h); }
+bool Connection::closed() const { return impl_->closed; }
+std::uint32_t Connection::max_frame() const { return impl_->max_frame; }
+std::uint64_t Connection::max_image_bytes() const { return impl_->max_image_bytes; }
+
+void Connection::Close() { impl_->Fail(Status(Code::kIOError, "closed by client"), false); }
+
+asio::awaitable<Status> Connection::Connect(std::string host, std::string port) {
+  std::shared_ptr<Impl> self = impl_;
+  if (self->started) co_return Status(Code::kInternal, "already connected");
+  self->started = true;
+
+  // Connect with a deadline: the timer closes the socket if it fires first.
+  auto deadline = std::make_shared<asio::steady_timer>(self->ioc, kConnectTimeout);
+  auto timed_out = std::make_shared<bool>(false);
+  deadline->async_wait([self, timed_out](std::error_code ec) {
+    if (ec) return;
+    *timed_out = true;
+    std::error_code ignored;
+    self->socket.close(ignored);
+  });
+
+  std::error_code ec;
+  asio::ip::tcp::resolver resolver(self->ioc);
+  auto endpoints =
+      co_await resolver.async_resolve(host, port, asio::redirect_error(asio::use_awaitable, ec));
+  if (!ec) co_await asio::async_connect(self->socket, endpoints, asio::redirect_error(asio::use_awaitable, ec));
+  deadline->cancel();
+  if (*timed_out) ec = asio::error::timed_out;
+  if (ec) {
+    self->closed = true;
+    co_return Status(Code::kIOError, "cannot connect to " + host + ":" + port + ": " + ec.message());
+  }
+  self->socket.set_option(asio::ip::tcp::no_delay(true), ec);
+
+  asio::co_spawn(self->ioc, self->Reader(self), asio::detached);
+  asio::co_spawn(self->ioc, self->Writer(self), asio::detached);
+
+  wire::Envelope hello, reply;
+  hello.mutable_hello()->set_version(kProtocolVersion);
+  hello.mutable_hello()->set_agent("fastchat-cli/0.1");
+  Status s = co_await Request(hello, &reply);
+  if (!s.ok()) co_return s;
+  if (!reply.has_hello_ok()) co_return Status(Code::kBadFrame, "unexpected reply to Hello");
+  if (reply.hello_ok().max_frame() > 0) self->max_frame = reply.hello_ok().max_frame();
+  self->max_image_bytes = reply.hello_ok().max_image_bytes();
+  co_return Status::OK();
+}
+
+std::shared_ptr<Connection::Call> Connection::Start(const wire::Envelope& req) {
+  auto call = std::make_shared<Call>(impl_->ioc);
+  if (impl_->closed) {
+    call->done = true;
+    call->status = Status(Code::kIOError, "not connected");
+    return call;
+  }
+  wire::Envelope copy = req;
+  copy.set_rid(impl_->next_rid++);
+  std::size_t size = copy.ByteSizeLong();
+  if (size > impl_->max_frame) {
+    // The server would answer FRAME_TOO_LARGE and close the connection.
+    call->done = true;
+    call->status = Status(Code::kTooLarge, "request of " + std::to_string(size) +
+                                               " bytes is over the server's frame limit of " +
+                                               std::to_string(impl_->max_frame) + " bytes");
+    return call;
+  }
+  call->rid = copy.rid();
+  call->timer.expires_after(kRequestTimeout);
+  impl_->calls[call->rid] = call;
+  impl_->Enqueue(copy);
+  return call;
+}
+
+asio::awaitable<Status> Connection::Wait(std::shared_ptr<Call> call, wire::Envelope* reply) {
+  if (!call->done) {
+    std::error_code ec;
+    co_await call->timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+  if (!call->done) {
+    impl_->calls.erase(call->rid);
+    call->done = true;
+    call->status = Status(Code::kIOError, "no reply from server within " +
+                                              std::to_string(kRequestTimeout.count()) + " s");
+  }
+  if (reply != nullptr) *reply = std::move(call->reply);
+  co_return call->status;
+}
+
+asio::awaitable<Status> Connection::Request(const wire::Envelope& req, wire::Envelope* reply) {
+  std::shared_ptr<Call> call = Start(req);
+  co_return co_await Wait(std::move(call), reply);
+}
+
+void Connection::Post(const wire::Envelope& msg) {
+  if (impl_->closed) return;
+  wire::Envelope copy = msg;
+  copy.set_rid(impl_->next_rid++);
+  impl_->Enqueue(copy);
+}
+
+asio::awaitable<void> Connection::Drain() {
+  std::shared_ptr<Impl> self = impl_;
+  asio::steady_timer timer(self->ioc);
+  while (!self->closed && (!self->outq.empty() || self->writing)) {
+    std::error_code ec;
+    timer.expires_after(std::chrono::seconds(5));
+    self->drain_waiters.push_back(&timer);
+    co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    std::erase(self->drain_waiters, &timer);
+    if (!ec) break;  // no progress for 5 s: give up waiting
+  }
+}
+
+}  // namespace fastchat::client

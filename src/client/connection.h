@@ -1,0 +1,85 @@
+// Connection: one TCP connection to a FastChat server (docs/protocol.md).
+//
+// Promises:
+// - Frames go out in the order they are queued, written by a single writer
+//   coroutine; frames are read by a single reader coroutine.
+// - Every request gets a fresh non-zero rid and completes exactly once: with
+//   its reply, with a timeout, or with kIOError when the connection closes.
+//   An Error reply becomes a non-OK Status carrying the wire code.
+// - Pushes (rid 0: Deliver, SyncDone, Error{DISPLACED}) are handed to the push
+//   handler in arrival order, synchronously from the reader, together with
+//   the raw frame payload.
+// - The close handler runs once, when the connection ends for any reason
+//   other than Close().
+// Single-threaded: use only from the thread running the io_context.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include <asio/awaitable.hpp>
+
+#include "fastchat/status.h"
+
+namespace asio {
+class io_context;
+}  // namespace asio
+
+namespace fastchat::wire {
+class Envelope;
+}  // namespace fastchat::wire
+
+namespace fastchat::client {
+
+class Connection {
+ public:
+  using PushHandler = std::function<void(wire::Envelope& env, std::string_view raw)>;
+  using CloseHandler = std::function<void(const Status& why)>;
+  // A request in flight (see Start/Wait).
+  struct Call;
+
+  static constexpr std::chrono::seconds kRequestTimeout{30};
+
+  explicit Connection(asio::io_context& ioc);
+  ~Connection();
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  void set_push_handler(PushHandler h);
+  void set_close_handler(CloseHandler h);
+
+  // Resolves and connects (10 s limit), starts reading and writing, and does
+  // the Hello/HelloOk handshake.
+  asio::awaitable<Status> Connect(std::string host, std::string port);
+
+  // Sends `req` (its rid is set here) and waits for the reply.
+  asio::awaitable<Status> Request(const wire::Envelope& req, wire::Envelope* reply);
+
+  // Pipelining: Start queues the request now; Wait collects its reply later.
+  // Replies arrive in request order, so waiting on the oldest first is best.
+  std::shared_ptr<Call> Start(const wire::Envelope& req);
+  asio::awaitable<Status> Wait(std::shared_ptr<Call> call, wire::Envelope* reply);
+
+  // Queues a message that gets no reply (Ack); a fresh rid is set.
+  void Post(const wire::Envelope& msg);
+
+  // Waits until every queued frame has been written (or the connection ends).
+  asio::awaitable<void> Drain();
+
+  // Closes the socket; outstanding requests fail with kIOError.
+  void Close();
+  bool closed() const;
+
+  std::uint32_t max_frame() const;
+  std::uint64_t max_image_bytes() const;
+
+ private:
+  struct Impl;
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace fastchat::client

@@ -1,0 +1,158 @@
+// LocalStore: one user's client-side state in a SQLite file
+// (<home>/<name>.fcdb).
+//
+// Promises:
+// - Secret material (own secret keys, friend keys, group keys) is stored only
+//   sealed with XChaCha20-Poly1305 under a key derived from the password
+//   (Argon2id, per-store random salt); each sealed value is bound to its slot
+//   (associated data), so values cannot be swapped between rows. Opening with
+//   a wrong password fails with kBadCredentials.
+// - Nothing is cached across calls except the identity: every getter reads the
+//   file, so two processes of the same user (a receiving session and a
+//   one-shot command) see each other's writes. SQLite's locking (WAL,
+//   busy_timeout 5 s) serialises them.
+// - Only bound parameters reach SQL.
+// Not thread-safe; one object per thread.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "fastchat/crypto.h"
+#include "fastchat/status.h"
+
+struct sqlite3;
+
+namespace fastchat::client {
+
+struct Identity {
+  std::uint64_t user_id = 0;
+  std::string name;
+  std::string x25519_public, x25519_secret;    // crypto_box
+  std::string ed25519_public, ed25519_secret;  // crypto_sign
+};
+
+// A user whose public keys were pinned the first time we saw them.
+struct Contact {
+  std::uint64_t id = 0;
+  std::string name;
+  std::string x25519_public;
+  std::string ed25519_public;
+  std::int64_t first_seen_ms = 0;
+};
+
+struct LocalGroup {
+  std::uint64_t id = 0;
+  std::string name;
+  std::uint64_t admin_id = 0;
+  std::uint64_t epoch = 0;  // latest epoch known (not necessarily keyed)
+  bool left = false;        // I was kicked or left
+};
+
+// An image being received chunk by chunk.
+struct PartialImage {
+  std::uint64_t scope = 0;  // 0: direct message; otherwise the group id
+  std::uint64_t sender = 0;
+  std::string msg_id;
+  std::string title;
+  std::uint64_t size = 0;
+  std::uint32_t chunk_count = 0;
+  std::uint32_t next_chunk = 0;  // index of the next chunk expected
+  std::string temp_path;
+};
+
+enum class PinResult { kNew, kMatch, kChanged };
+
+class LocalStore {
+ public:
+  ~LocalStore();
+  LocalStore(const LocalStore&) = delete;
+  LocalStore& operator=(const LocalStore&) = delete;
+
+  // Creates a new store at `path` (which must not exist) holding `id`,
+  // sealing the secret keys under a key derived from `password`.
+  static Status Create(const std::filesystem::path& path, const Identity& id,
+                       std::string_view password, crypto::PwhashCost cost,
+                       std::unique_ptr<LocalStore>* out);
+  // Opens an existing store; kBadCredentials for a wrong password.
+  static Status Open(const std::filesystem::path& path, std::string_view password,
+                     std::unique_ptr<LocalStore>* out);
+  // Reads the user id and name of a store without the password.
+  static Status Peek(const std::filesystem::path& path, std::uint64_t* user_id, std::string* name);
+  // Finds the store of `user` (a name, or all digits: an id) in `home`.
+  static Status Find(const std::filesystem::path& home, const std::string& user,
+                     std::filesystem::path* path);
+  // "<home>/<name>.fcdb".
+  static std::filesystem::path PathFor(const std::filesystem::path& home, const std::string& name);
+
+  const Identity& identity() const { return identity_; }
+
+  // ---- transactions (BEGIN IMMEDIATE; not nestable)
+  Status Begin();
+  Status Commit();
+  void Rollback();
+
+  // ---- contacts and key pinning
+  // Pins c's keys if the id is new (and records its name); otherwise compares
+  // with the pinned keys. *pinned gets the stored contact.
+  Status Pin(const Contact& c, PinResult* result, Contact* pinned);
+  Status GetContact(std::uint64_t id, Contact* c);  // kNotFound
+  Status FindContactByName(const std::string& name, Contact* c);  // kNotFound
+
+  // ---- friend keys
+  Status PutFriendKey(std::uint64_t user_id, std::string_view key);
+  Status GetFriendKey(std::uint64_t user_id, std::string* key);  // kNotFound
+  Status DeleteFriendKey(std::uint64_t user_id);
+
+  // ---- incoming friend requests
+  Status AddFriendRequest(std::uint64_t user_id, const std::string& name);
+  Status RemoveFriendRequest(std::uint64_t user_id);
+  Status ListFriendRequests(std::vector<Contact>* out);
+
+  // ---- groups
+  // Inserts or updates name/admin/left; the epoch only ever grows.
+  Status PutGroup(const LocalGroup& g);
+  Status GetGroup(std::uint64_t id, LocalGroup* g);  // kNotFound
+  Status FindGroupsByName(const std::string& name, std::vector<LocalGroup>* out);
+  Status ListGroups(std::vector<LocalGroup>* out);
+  Status SetGroupLeft(std::uint64_t id, bool left);
+  // Stores the key of (group, epoch) unless one is there already; *key_out
+  // gets the key now stored (which may be the earlier one).
+  Status PutGroupKey(std::uint64_t group_id, std::uint64_t epoch, std::string_view key,
+                     std::string* key_out);
+  Status GetGroupKey(std::uint64_t group_id, std::uint64_t epoch, std::string* key);  // kNotFound
+  // The key of the highest epoch held for the group.
+  Status LatestGroupKey(std::uint64_t group_id, std::uint64_t* epoch, std::string* key);  // kNotFound
+
+  // ---- dedupe of deliveries
+  Status SeenSeq(std::uint64_t seq, bool* seen);
+  Status MarkSeq(std::uint64_t seq);
+  Status SeenMsg(std::uint64_t sender, std::string_view msg_id, std::uint32_t chunk, bool* seen);
+  Status MarkMsg(std::uint64_t sender, std::string_view msg_id, std::uint32_t chunk);
+
+  // ---- partially received images
+  Status GetPartial(std::uint64_t scope, std::uint64_t sender, std::string_view msg_id,
+                    PartialImage* p);  // kNotFound
+  Status PutPartial(const PartialImage& p);
+  Status DeletePartial(std::uint64_t scope, std::uint64_t sender, std::string_view msg_id);
+
+ private:
+  LocalStore(sqlite3* db, std::filesystem::path path);
+  static Status OpenDb(const std::filesystem::path& path, bool create, sqlite3** db);
+  Status Exec(const char* sql);
+  Status Seal(const std::string& label, std::string_view plaintext, std::string* sealed) const;
+  Status Unseal(const std::string& label, std::string_view sealed, std::string* plaintext) const;
+  Status SetMeta(const char* key, std::string_view value, bool blob);
+  Status GetMeta(const char* key, std::string* value);
+
+  sqlite3* db_;
+  std::filesystem::path path_;
+  std::string master_key_;
+  Identity identity_;
+};
+
+}  // namespace fastchat::client

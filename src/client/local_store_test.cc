@@ -1,0 +1,236 @@
+#include "local_store.h"
+
+#include <sqlite3.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <iterator>
+
+#include <gtest/gtest.h>
+
+namespace fastchat::client {
+namespace {
+
+namespace fs = std::filesystem;
+
+class LocalStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(crypto::Init());
+    home_ = fs::temp_directory_path() / ("fastchat-local-store-test-" + std::to_string(::getpid()));
+    fs::remove_all(home_);
+    fs::create_directories(home_);
+    auto box = crypto::NewBoxKeyPair();
+    auto sign = crypto::NewSignKeyPair();
+    id_.user_id = 42;
+    id_.name = "alice";
+    id_.x25519_public = box.public_key;
+    id_.x25519_secret = box.secret_key;
+    id_.ed25519_public = sign.public_key;
+    id_.ed25519_secret = sign.secret_key;
+    path_ = LocalStore::PathFor(home_, "alice");
+    ASSERT_TRUE(LocalStore::Create(path_, id_, "pw-alice", crypto::PwhashCost::Min(), &store_).ok());
+  }
+  void TearDown() override {
+    store_.reset();
+    fs::remove_all(home_);
+  }
+
+  fs::path home_, path_;
+  Identity id_;
+  std::unique_ptr<LocalStore> store_;
+};
+
+TEST_F(LocalStoreTest, ReopenWithPasswordRestoresIdentity) {
+  store_.reset();
+  std::unique_ptr<LocalStore> s;
+  ASSERT_TRUE(LocalStore::Open(path_, "pw-alice", &s).ok());
+  EXPECT_EQ(s->identity().user_id, 42u);
+  EXPECT_EQ(s->identity().name, "alice");
+  EXPECT_EQ(s->identity().x25519_secret, id_.x25519_secret);
+  EXPECT_EQ(s->identity().ed25519_secret, id_.ed25519_secret);
+  EXPECT_EQ(s->identity().ed25519_public, id_.ed25519_public);
+}
+
+TEST_F(LocalStoreTest, WrongPasswordIsBadCredentials) {
+  std::unique_ptr<LocalStore> s;
+  Status st = LocalStore::Open(path_, "wrong", &s);
+  EXPECT_EQ(st.code(), Code::kBadCredentials) << st.ToString();
+}
+
+TEST_F(LocalStoreTest, CreateRefusesAnExistingFile) {
+  std::unique_ptr<LocalStore> s;
+  EXPECT_EQ(LocalStore::Create(path_, id_, "pw", crypto::PwhashCost::Min(), &s).code(), Code::kNameTaken);
+}
+
+TEST_F(LocalStoreTest, FindByNameAndById) {
+  fs::path p;
+  ASSERT_TRUE(LocalStore::Find(home_, "alice", &p).ok());
+  EXPECT_EQ(p, path_);
+  ASSERT_TRUE(LocalStore::Find(home_, "42", &p).ok());
+  EXPECT_EQ(p, path_);
+  EXPECT_EQ(LocalStore::Find(home_, "43", &p).code(), Code::kNotFound);
+  EXPECT_EQ(LocalStore::Find(home_, "bob", &p).code(), Code::kNotFound);
+}
+
+TEST_F(LocalStoreTest, SecretsAreNotStoredInTheClear) {
+  ASSERT_TRUE(store_->PutFriendKey(7, std::string(32, 'K')).ok());
+  store_.reset();  // checkpoints the WAL into the main file
+  std::string bytes;
+  for (const auto& suffix : {"", "-wal"}) {
+    std::ifstream in(path_.string() + suffix, std::ios::binary);
+    bytes += std::string(std::istreambuf_iterator<char>(in), {});
+  }
+  EXPECT_EQ(bytes.find(id_.x25519_secret), std::string::npos);
+  EXPECT_EQ(bytes.find(id_.ed25519_secret.substr(0, 32)), std::string::npos);
+  EXPECT_EQ(bytes.find(std::string(32, 'K')), std::string::npos);
+}
+
+TEST_F(LocalStoreTest, PinningDetectsChangedKeys) {
+  Contact bob{7, "bob", std::string(32, 'x'), std::string(32, 'e'), 0};
+  Contact pinned;
+  PinResult r;
+  ASSERT_TRUE(store_->Pin(bob, &r, &pinned).ok());
+  EXPECT_EQ(r, PinResult::kNew);
+  ASSERT_TRUE(store_->Pin(bob, &r, &pinned).ok());
+  EXPECT_EQ(r, PinResult::kMatch);
+  Contact evil = bob;
+  evil.x25519_public = std::string(32, 'z');
+  ASSERT_TRUE(store_->Pin(evil, &r, &pinned).ok());
+  EXPECT_EQ(r, PinResult::kChanged);
+  EXPECT_EQ(pinned.x25519_public, bob.x25519_public);  // the pinned key stays
+  Contact c;
+  ASSERT_TRUE(store_->FindContactByName("bob", &c).ok());
+  EXPECT_EQ(c.id, 7u);
+}
+
+TEST_F(LocalStoreTest, FriendKeysAndRequests) {
+  std::string k;
+  EXPECT_EQ(store_->GetFriendKey(7, &k).code(), Code::kNotFound);
+  ASSERT_TRUE(store_->PutFriendKey(7, "0123456789abcdef0123456789abcdef").ok());
+  ASSERT_TRUE(store_->GetFriendKey(7, &k).ok());
+  EXPECT_EQ(k, "0123456789abcdef0123456789abcdef");
+  ASSERT_TRUE(store_->DeleteFriendKey(7).ok());
+  EXPECT_EQ(store_->GetFriendKey(7, &k).code(), Code::kNotFound);
+
+  ASSERT_TRUE(store_->AddFriendRequest(9, "carol").ok());
+  std::vector<Contact> reqs;
+  ASSERT_TRUE(store_->ListFriendRequests(&reqs).ok());
+  ASSERT_EQ(reqs.size(), 1u);
+  EXPECT_EQ(reqs[0].name, "carol");
+  ASSERT_TRUE(store_->RemoveFriendRequest(9).ok());
+  ASSERT_TRUE(store_->ListFriendRequests(&reqs).ok());
+  EXPECT_TRUE(reqs.empty());
+}
+
+TEST_F(LocalStoreTest, GroupsAndEpochKeys) {
+  ASSERT_TRUE(store_->PutGroup(LocalGroup{5, "club", 42, 1, false}).ok());
+  ASSERT_TRUE(store_->PutGroup(LocalGroup{6, "club", 9, 3, false}).ok());
+  std::vector<LocalGroup> found;
+  ASSERT_TRUE(store_->FindGroupsByName("club", &found).ok());
+  EXPECT_EQ(found.size(), 2u);
+
+  std::string k, stored;
+  ASSERT_TRUE(store_->PutGroupKey(5, 1, std::string(32, '1'), &stored).ok());
+  EXPECT_EQ(stored, std::string(32, '1'));
+  // A second key for the same epoch does not replace the first.
+  ASSERT_TRUE(store_->PutGroupKey(5, 1, std::string(32, '9'), &stored).ok());
+  EXPECT_EQ(stored, std::string(32, '1'));
+  ASSERT_TRUE(store_->PutGroupKey(5, 2, std::string(32, '2'), nullptr).ok());
+  std::uint64_t epoch = 0;
+  ASSERT_TRUE(store_->LatestGroupKey(5, &epoch, &k).ok());
+  EXPECT_EQ(epoch, 2u);
+  EXPECT_EQ(k, std::string(32, '2'));
+  ASSERT_TRUE(store_->GetGroupKey(5, 1, &k).ok());
+  EXPECT_EQ(k, std::string(32, '1'));
+  EXPECT_EQ(store_->GetGroupKey(5, 3, &k).code(), Code::kNotFound);
+  EXPECT_EQ(store_->LatestGroupKey(6, &epoch, &k).code(), Code::kNotFound);
+
+  // The epoch only grows; left is recorded.
+  ASSERT_TRUE(store_->PutGroup(LocalGroup{5, "club2", 42, 1, true}).ok());
+  LocalGroup g;
+  ASSERT_TRUE(store_->GetGroup(5, &g).ok());
+  EXPECT_EQ(g.name, "club2");
+  EXPECT_TRUE(g.left);
+  ASSERT_TRUE(store_->PutGroup(LocalGroup{5, "club2", 42, 4, false}).ok());
+  ASSERT_TRUE(store_->GetGroup(5, &g).ok());
+  EXPECT_EQ(g.epoch, 4u);
+}
+
+TEST_F(LocalStoreTest, SealedValuesAreBoundToTheirSlot) {
+  // Copying one slot's sealed key into another slot (as someone with write
+  // access to the file might) does not make it usable there.
+  ASSERT_TRUE(store_->PutGroupKey(5, 1, std::string(32, 'a'), nullptr).ok());
+  ASSERT_TRUE(store_->PutFriendKey(7, std::string(32, 'f')).ok());
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+  sqlite3_busy_timeout(db, 5000);
+  ASSERT_EQ(sqlite3_exec(db,
+                         "INSERT INTO group_keys(group_id, epoch, sealed) "
+                         "SELECT group_id, 2, sealed FROM group_keys WHERE group_id = 5 AND epoch = 1;"
+                         "INSERT INTO friend_keys(user_id, sealed, created) "
+                         "SELECT 8, sealed, created FROM friend_keys WHERE user_id = 7;",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(db);
+  std::string k;
+  EXPECT_TRUE(store_->GetGroupKey(5, 1, &k).ok());
+  EXPECT_EQ(store_->GetGroupKey(5, 2, &k).code(), Code::kCorruption);
+  EXPECT_EQ(store_->GetFriendKey(8, &k).code(), Code::kCorruption);
+}
+
+TEST_F(LocalStoreTest, DedupeAndPartialImages) {
+  bool seen = true;
+  ASSERT_TRUE(store_->SeenSeq(10, &seen).ok());
+  EXPECT_FALSE(seen);
+  ASSERT_TRUE(store_->MarkSeq(10).ok());
+  ASSERT_TRUE(store_->MarkSeq(10).ok());
+  ASSERT_TRUE(store_->SeenSeq(10, &seen).ok());
+  EXPECT_TRUE(seen);
+
+  std::string mid(16, '\x01');
+  ASSERT_TRUE(store_->SeenMsg(7, mid, 0, &seen).ok());
+  EXPECT_FALSE(seen);
+  ASSERT_TRUE(store_->MarkMsg(7, mid, 0).ok());
+  ASSERT_TRUE(store_->SeenMsg(7, mid, 0, &seen).ok());
+  EXPECT_TRUE(seen);
+  ASSERT_TRUE(store_->SeenMsg(7, mid, 1, &seen).ok());
+  EXPECT_FALSE(seen);
+
+  PartialImage p;
+  p.scope = 0;
+  p.sender = 7;
+  p.msg_id = mid;
+  p.title = "x.png";
+  p.size = 1000;
+  p.chunk_count = 2;
+  p.next_chunk = 1;
+  p.temp_path = "/tmp/x";
+  ASSERT_TRUE(store_->PutPartial(p).ok());
+  PartialImage q;
+  ASSERT_TRUE(store_->GetPartial(0, 7, mid, &q).ok());
+  EXPECT_EQ(q.title, "x.png");
+  EXPECT_EQ(q.size, 1000u);
+  EXPECT_EQ(q.next_chunk, 1u);
+  EXPECT_EQ(store_->GetPartial(5, 7, mid, &q).code(), Code::kNotFound);
+  ASSERT_TRUE(store_->DeletePartial(0, 7, mid).ok());
+  EXPECT_EQ(store_->GetPartial(0, 7, mid, &q).code(), Code::kNotFound);
+}
+
+TEST_F(LocalStoreTest, TwoHandlesSeeEachOthersWrites) {
+  std::unique_ptr<LocalStore> other;
+  ASSERT_TRUE(LocalStore::Open(path_, "pw-alice", &other).ok());
+  ASSERT_TRUE(store_->PutFriendKey(7, std::string(32, 'f')).ok());
+  std::string k;
+  ASSERT_TRUE(other->GetFriendKey(7, &k).ok());
+  EXPECT_EQ(k, std::string(32, 'f'));
+  ASSERT_TRUE(other->Begin().ok());
+  ASSERT_TRUE(other->MarkSeq(99).ok());
+  ASSERT_TRUE(other->Commit().ok());
+  bool seen = false;
+  ASSERT_TRUE(store_->SeenSeq(99, &seen).ok());
+  EXPECT_TRUE(seen);
+}
+
+}  // namespace
+}  // namespace fastchat::client

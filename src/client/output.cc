@@ -1,0 +1,149 @@
+#include "output.h"
+
+#include <cstdio>
+
+#include <nlohmann/json.hpp>
+
+namespace fastchat::client {
+
+namespace {
+
+std::string Str(const Json& e, const char* key) {
+  auto it = e.find(key);
+  if (it == e.end() || it->is_null()) return std::string();
+  if (it->is_string()) return it->get<std::string>();
+  return it->dump(-1, ' ', false, Json::error_handler_t::replace);
+}
+
+// "bob" or "#7" when the name is unknown.
+std::string Who(const Json& e, const char* name_key, const char* id_key) {
+  std::string name = Str(e, name_key);
+  if (!name.empty()) return name;
+  std::string id = Str(e, id_key);
+  return id.empty() ? std::string("?") : "#" + id;
+}
+
+std::string GroupName(const Json& e) {
+  std::string name = Str(e, "group");
+  return name.empty() ? "#" + Str(e, "group_id") : name;
+}
+
+std::string UserList(const Json& list) {
+  std::string out;
+  if (!list.is_array()) return out;
+  for (const auto& u : list) {
+    if (!out.empty()) out += ", ";
+    out += Str(u, "name") + " (" + Str(u, "id") + ")";
+  }
+  return out.empty() ? "(none)" : out;
+}
+
+std::string HumanResult(const Json& e) {
+  std::string cmd = Str(e, "cmd");
+  auto ok_it = e.find("ok");
+  bool ok = ok_it != e.end() && ok_it->is_boolean() && ok_it->get<bool>();
+  if (!ok) return "error (" + cmd + "): " + Str(e, "code") + ": " + Str(e, "error");
+  if (cmd == "help") return Str(e, "text");
+  if (cmd == "register") return "registered " + Str(e, "user") + " with id " + Str(e, "user_id");
+  if (cmd == "add_friend") return "friend request sent to " + Who(e, "user", "user_id");
+  if (cmd == "accept") return "you and " + Who(e, "user", "user_id") + " are now friends";
+  if (cmd == "decline") return "declined the request of " + Who(e, "user", "user_id");
+  if (cmd == "friends") {
+    std::string s = "friends: " + UserList(e.value("friends", Json::array()));
+    s += "\nfriend requests: " + UserList(e.value("requests", Json::array()));
+    return s;
+  }
+  if (cmd == "single_message") return "sent to " + Who(e, "user", "user_id");
+  if (cmd == "single_image" || cmd == "group_image") {
+    std::string to = cmd == "single_image" ? Who(e, "user", "user_id") : "group " + GroupName(e);
+    return "sent " + Str(e, "title") + " (" + Str(e, "bytes") + " bytes) to " + to;
+  }
+  if (cmd == "create_group")
+    return "created group " + GroupName(e) + " (id " + Str(e, "group_id") + ", epoch " + Str(e, "epoch") + ")";
+  if (cmd == "add_member") return "added " + Who(e, "user", "user_id") + " to group " + GroupName(e);
+  if (cmd == "group_message") return "sent to group " + GroupName(e);
+  if (cmd == "kick")
+    return "removed " + Who(e, "user", "user_id") + " from group " + GroupName(e) + " (now epoch " +
+           Str(e, "epoch") + ")";
+  if (cmd == "leave") return "left group " + GroupName(e);
+  if (cmd == "groups") {
+    std::string s = "groups:";
+    const Json list = e.value("groups", Json::array());
+    if (list.empty()) s += " (none)";
+    for (const auto& g : list)
+      s += "\n  " + Str(g, "name") + " (id " + Str(g, "id") + ", admin " + Str(g, "admin_id") +
+           ", epoch " + Str(g, "epoch") + ")";
+    return s;
+  }
+  if (cmd == "members")
+    return "members of " + GroupName(e) + ": " + UserList(e.value("members", Json::array()));
+  if (cmd == "fingerprint")
+    return "safety number with " + Who(e, "user", "user_id") + ":\n  " + Str(e, "safety_number");
+  if (cmd == "pending") {
+    std::string n = Str(e, "count");
+    return n.empty() ? "fetching pending deliveries" : n + " pending deliveries processed";
+  }
+  return "ok (" + cmd + ")";
+}
+
+}  // namespace
+
+std::string Output::Human(const Json& e) {
+  std::string type = Str(e, "type");
+  if (type == "result") return HumanResult(e);
+  if (type == "ready")
+    return "* logged in as " + Str(e, "user") + " (id " + Str(e, "user_id") + "), up to date";
+  if (type == "message") return "[" + Who(e, "from", "from_id") + "] " + Str(e, "text");
+  if (type == "image")
+    return "[" + Who(e, "from", "from_id") + "] sent a file \"" + Str(e, "title") + "\" (" +
+           Str(e, "bytes") + " bytes), saved as " + Str(e, "path");
+  if (type == "group_message")
+    return "[group " + GroupName(e) + "] <" + Who(e, "from", "from_id") + "> " + Str(e, "text");
+  if (type == "group_image")
+    return "[group " + GroupName(e) + "] <" + Who(e, "from", "from_id") + "> sent a file \"" +
+           Str(e, "title") + "\" (" + Str(e, "bytes") + " bytes), saved as " + Str(e, "path");
+  if (type == "friend_request")
+    return "* friend request from " + Who(e, "from", "from_id") + " (id " + Str(e, "from_id") +
+           "); answer with: accept " + Who(e, "from", "from_id") + "  or  decline " +
+           Who(e, "from", "from_id");
+  if (type == "friend_accepted")
+    return "* " + Who(e, "from", "from_id") + " accepted your friend request";
+  if (type == "friend_declined")
+    return "* " + Who(e, "from", "from_id") + " declined your friend request";
+  if (type == "group_added" || type == "group_kicked" || type == "group_left") {
+    bool me = e.value("me", false);
+    std::string who = me ? std::string("you") : Who(e, "user", "user_id");
+    std::string what = type == "group_added"    ? (me ? " were added to" : " was added to")
+                       : type == "group_kicked" ? (me ? " were removed from" : " was removed from")
+                                                : " left";
+    return "* [group " + GroupName(e) + "] " + who + what + " the group (epoch " + Str(e, "epoch") + ")";
+  }
+  if (type == "group_key")
+    return "* [group " + GroupName(e) + "] now holding the key for epoch " + Str(e, "epoch");
+  if (type == "undecryptable")
+    return "! could not open a " + Str(e, "kind") + " delivery from " + Who(e, "from", "from_id") +
+           " (seq " + Str(e, "seq") + "): " + Str(e, "reason");
+  if (type == "warning")
+    return "!!! WARNING [" + Str(e, "code") + "] " + Str(e, "message");
+  if (type == "disconnected") return "* disconnected: " + Str(e, "reason");
+  if (type == "decrypt") {
+    std::string s = "frame seq " + Str(e, "seq") + ": ";
+    s += e.value("opened", false) ? "opened" : "not opened";
+    std::string reason = Str(e, "reason");
+    if (!reason.empty()) s += " (" + reason + ")";
+    return s;
+  }
+  if (type == "decrypt_summary")
+    return Str(e, "opened") + " of " + Str(e, "frames") + " frames opened";
+  return e.dump(-1, ' ', false, Json::error_handler_t::replace);
+}
+
+void Output::Emit(const Json& event) {
+  std::string line = json_ ? event.dump(-1, ' ', false, Json::error_handler_t::replace)
+                           : Human(event);
+  line.push_back('\n');
+  std::fwrite(line.data(), 1, line.size(), stdout);
+  std::fflush(stdout);
+}
+
+}  // namespace fastchat::client
