@@ -1,0 +1,68 @@
+// Test harness: a blocking TCP connection speaking raw frames, for poking the
+// server with well-formed and malformed input.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "fastchat.pb.h"
+#include "fastchat/frame.h"
+#include "harness/process.h"
+
+namespace fastchat::testing {
+
+class RawConn {
+ public:
+  // Connects to 127.0.0.1:port. Throws on failure.
+  explicit RawConn(std::uint16_t port);
+  ~RawConn();
+  RawConn(const RawConn&) = delete;
+  RawConn& operator=(const RawConn&) = delete;
+
+  // Writes bytes as they are. False if the peer has gone.
+  bool SendBytes(std::string_view bytes);
+  // Writes one frame with `payload`.
+  bool SendFrame(std::string_view payload);
+  // Serializes and writes `env` as one frame.
+  bool Send(const wire::Envelope& env);
+
+  enum class Recv { kOk, kTimeout, kClosed, kGarbage };
+  // Reads the next frame that parses as an Envelope (first any pushes that
+  // Request() skipped while waiting for its reply).
+  Recv Receive(wire::Envelope* env, Millis timeout = kDefaultTimeout);
+  // Receive, throwing unless a frame arrives.
+  wire::Envelope Expect(Millis timeout = kDefaultTimeout);
+  // Sends `env` with a fresh rid and returns the reply carrying that rid,
+  // skipping pushes (rid 0). Throws on timeout/close.
+  wire::Envelope Request(wire::Envelope env, Millis timeout = kDefaultTimeout);
+  // True if the server closes the connection within `timeout` (frames that
+  // arrive meanwhile are discarded).
+  bool WaitClosed(Millis timeout = kDefaultTimeout);
+
+  // Hello{version} and return the reply.
+  wire::Envelope Hello(std::uint32_t version = kProtocolVersion);
+  // Register with random 32-byte keys; returns the reply.
+  wire::Envelope Register(const std::string& name, const std::string& password);
+  wire::Envelope Login(const std::string& name, const std::string& password, bool receive);
+
+  void ShutdownWrite();
+  std::uint64_t NextRid() { return ++rid_; }
+
+ private:
+  Recv ReceiveFromSocket(wire::Envelope* env, Millis timeout);
+
+  int fd_ = -1;
+  std::uint64_t rid_ = 1000;
+  FrameDecoder decoder_{1u << 30};
+  bool closed_ = false;
+  std::vector<wire::Envelope> pushes_;  // rid-0 frames skipped by Request()
+};
+
+// "BAD_FRAME" etc.
+std::string ErrorName(const wire::Envelope& env);
+// Short text form of an envelope, for failure messages.
+std::string Describe(const wire::Envelope& env);
+
+}  // namespace fastchat::testing
