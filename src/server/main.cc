@@ -10,6 +10,8 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include "balancer/load_meter.h"
+#include "balancer/reporter.h"
 #include "config.h"
 #include "fastchat/crypto.h"
 #include "fastchat/store.h"
@@ -61,7 +63,12 @@ int main(int argc, char** argv) {
                  "per-connection write queue size before live deliveries pause")
       ->capture_default_str();
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")->capture_default_str();
-  std::string mesh_listen, secret_file;
+  std::string mesh_listen, secret_file, advertise;
+  std::vector<std::string> balancers;
+  app.add_option("--balancer", balancers,
+                 "cluster mode: report load to this balancer (HOST:PORT; repeat for several)");
+  app.add_option("--advertise", advertise,
+                 "HOST:PORT the balancer hands to clients (default: the --listen address)");
   app.add_option("--mesh-listen", mesh_listen,
                  "cluster mode: HOST:PORT where other servers connect to this one (port 0 picks one)");
   app.add_option("--mesh-advertise", config.mesh_advertise,
@@ -91,10 +98,10 @@ int main(int argc, char** argv) {
       std::cerr << "error: --mesh-listen wants HOST:PORT, got '" << mesh_listen << "'\n";
       return 2;
     }
-    if (config.cluster_secret.size() < 16) {
-      std::cerr << "error: cluster mode needs --cluster-secret or --cluster-secret-file (at least 16 bytes)\n";
-      return 2;
-    }
+  }
+  if ((config.mesh_enabled || !balancers.empty()) && config.cluster_secret.size() < 16) {
+    std::cerr << "error: cluster mode needs --cluster-secret or --cluster-secret-file (at least 16 bytes)\n";
+    return 2;
   }
   if (!fastchat::crypto::PwhashCost::Parse(pwhash, &config.pwhash)) {
     std::cerr << "error: --pwhash must be interactive, moderate or min\n";
@@ -140,13 +147,35 @@ int main(int argc, char** argv) {
               << " register NAME" << std::endl;
     spdlog::info("store {}, pwhash {}, max frame {} bytes", store_name, pwhash, config.max_frame);
 
+    std::unique_ptr<fastchat::balancer::BalancerReporter> reporter;
+    fastchat::balancer::LoadMeter meter;
+    if (!balancers.empty()) {
+      if (advertise.empty()) advertise = config.listen_host + ":" + std::to_string(port);
+      if (advertise.rfind("0.0.0.0:", 0) == 0 || advertise.rfind("[::]:", 0) == 0) {
+        std::cerr << "error: listening on a wildcard address: give --advertise HOST:PORT for the balancer\n";
+        return 2;
+      }
+      reporter = std::make_unique<fastchat::balancer::BalancerReporter>(
+          io, balancers, config.server_id, advertise, config.cluster_secret, [&meter, &server] {
+            fastchat::server::Server::Stats s = server.stats();
+            return meter.Sample(s.connections, s.frames_handled);
+          });
+      reporter->Start();
+      spdlog::info("reporting load to {} balancer(s) as {} at {}", balancers.size(), config.server_id, advertise);
+    }
+
     asio::signal_set signals(io, SIGINT, SIGTERM);
     signals.async_wait([&](const asio::error_code&, int sig) {
       spdlog::info("signal {}: shutting down", sig);
+      if (reporter) reporter->Stop();
       server.Stop();
       io.stop();
     });
     io.run();
+    reporter.reset();  // after io.run(): its sample function refers to the server
+    const fastchat::server::Server::Stats s = server.stats();
+    std::cout << "fastchat-server stats: frames_handled=" << s.frames_handled << " deliveries=" << s.deliveries
+              << std::endl;
   }
   spdlog::info("stopped");
   return 0;

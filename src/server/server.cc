@@ -94,6 +94,14 @@ Status Server::Start(std::uint16_t* port) {
   return Status::OK();
 }
 
+Server::Stats Server::stats() const {
+  Stats s;
+  s.connections = static_cast<std::uint32_t>(impl_->sessions.size());
+  s.frames_handled = impl_->frames_handled;
+  s.deliveries = impl_->deliveries;
+  return s;
+}
+
 void Server::Stop() {
   Impl& impl = *impl_;
   if (impl.stopping) return;

@@ -30,6 +30,14 @@ class Server {
   // Stops accepting and closes every session.
   void Stop();
 
+  // Running totals, read on the event-loop thread.
+  struct Stats {
+    std::uint32_t connections = 0;  // open client connections now
+    std::uint64_t frames_handled = 0;  // client frames handled since start
+    std::uint64_t deliveries = 0;      // Deliver frames queued to local sessions
+  };
+  Stats stats() const;
+
   struct Impl;
 
  private:

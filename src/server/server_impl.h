@@ -31,6 +31,8 @@ struct Server::Impl {
   asio::ip::tcp::acceptor acceptor;
   std::unordered_set<std::shared_ptr<Session>> sessions;  // every open connection
   std::unique_ptr<Mesh> mesh;                              // null unless clustered
+  std::uint64_t frames_handled = 0;
+  std::uint64_t deliveries = 0;
   bool stopping = false;
 };
 

@@ -1,5 +1,6 @@
 #include "session.h"
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <vector>
@@ -233,6 +234,7 @@ asio::awaitable<void> Session::ReadLoop() {
           SendError(0, Status(Code::kBadFrame, "frame is not a valid Envelope"));
           continue;
         }
+        ++server_.frames_handled;
         co_await Handle(env);
         if (closed_ || out_.stopping()) co_return;
       }
@@ -285,6 +287,7 @@ asio::awaitable<void> Session::CatchUp() {
       if (row.seq <= last_sent_seq_) continue;
       auto event = std::make_shared<const std::string>(std::move(row.payload));
       out_.Push(DeliverFramePrefix(row.seq, event->size()), event);
+      ++server_.deliveries;
       last_sent_seq_ = row.seq;
     }
   }
@@ -305,7 +308,11 @@ void Session::CatchUpFromStore() {
 
 void Session::Deliver(std::uint64_t seq, const std::shared_ptr<const std::string>& event) {
   if (closed_ || !receiving_ || !live_) return;  // CatchUp will fetch it from the store
-  if (seq <= last_sent_seq_) return;
+  // No "seq <= last sent" filter here: in a cluster, forwards from different
+  // servers may arrive out of seq order, and dropping one would hold it back
+  // until the next login. A rare repeat is harmless (clients de-duplicate).
+  // Catch-up paging stays correct because the store commits one recipient's
+  // rows in seq order.
   if (out_.bytes() + event->size() > server_.config.max_queue_bytes) {
     // Lagging: stop live pushes; catch up from the store once drained.
     live_ = false;
@@ -313,7 +320,8 @@ void Session::Deliver(std::uint64_t seq, const std::shared_ptr<const std::string
     return;
   }
   out_.Push(DeliverFramePrefix(seq, event->size()), event);
-  last_sent_seq_ = seq;
+  ++server_.deliveries;
+  last_sent_seq_ = std::max(last_sent_seq_, seq);
 }
 
 // ------------------------------------------------------------------ dispatch
