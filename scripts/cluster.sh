@@ -39,6 +39,7 @@ stop() {
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   as_pg "$pgbin/pg_ctl" -D "$pgdata" -m fast stop >/dev/null 2>&1 || true
   echo "stopped (data kept in $dir)"
+  exit 0
 }
 
 # PostgreSQL refuses to run as root: run its tools as the postgres user then.
@@ -85,3 +86,4 @@ echo "  fastchat --balancer 127.0.0.1:$base --user NAME chat"
 echo "Ctrl-C stops everything."
 wait -n "${pids[@]}" || true
 echo "a cluster process exited; see the logs in $dir"
+stop
