@@ -1,4 +1,6 @@
 // fastchat-server: the FastChat chat server.
+#include <sys/resource.h>
+
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -32,6 +34,15 @@ bool ParseHostPort(const std::string& s, std::string* host, std::uint16_t* port)
     return false;
   }
   return !host->empty();
+}
+
+// Each client is one socket: use every file descriptor the hard limit allows.
+void RaiseFileLimit() {
+  rlimit lim{};
+  if (getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
+    lim.rlim_cur = lim.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &lim) != 0) spdlog::warn("could not raise the open-file limit");
+  }
 }
 
 }  // namespace
@@ -111,6 +122,7 @@ int main(int argc, char** argv) {
     std::cerr << "error: --max-frame must be between 4096 and 67108864\n";
     return 2;
   }
+  RaiseFileLimit();
   if (!fastchat::crypto::Init()) {
     std::cerr << "error: libsodium failed to initialise\n";
     return 1;
