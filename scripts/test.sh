@@ -4,5 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build.sh default
 # The store tests run against both SQLite and PostgreSQL: pg_virtualenv gives
-# them a throw-away PostgreSQL cluster (and sets the PG* variables).
-pg_virtualenv -- ctest --preset default -j2
+# them a throw-away PostgreSQL cluster (and sets the PG* variables); -t keeps
+# it in a temporary directory even as root, so parallel runs do not clash.
+pg_virtualenv -t -- ctest --preset default -j2

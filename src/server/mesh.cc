@@ -33,6 +33,7 @@ constexpr auto kDiscoverEvery = std::chrono::milliseconds(1000);
 constexpr std::uint64_t kServerFreshMs = 5000;
 constexpr std::uint32_t kMaxMeshFrame = 4u << 20;
 constexpr std::size_t kMaxLinkQueue = 64u << 20;
+constexpr auto kAnnounceTimeout = std::chrono::milliseconds(1000);
 
 std::uint64_t WallMs() {
   return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -262,7 +263,8 @@ asio::awaitable<void> Mesh::RunLink(std::shared_ptr<PeerLink> link, bool dialer,
     if (!co_await link->Read(&f) || !f.has_auth()) throw std::runtime_error("expected PeerAuth");
     if (!crypto::MacVerify(f.auth().mac(), AuthMessage(their_role, my_challenge, their_id, my_id), mac_key_)) {
       spdlog::warn("mesh: refused server '{}' from {}: wrong cluster secret", their_id, link->remote);
-      link->Close();
+      // Let our own PeerAuth reach the peer first, so it can log the refusal too.
+      link->out.StopAfterFlush();
       all_.erase(link);
       co_return;
     }
@@ -343,7 +345,11 @@ void Mesh::LinkDown(PeerLink* link) {
     if (r != remote_users_.end() && r->second == link) remote_users_.erase(r);
   }
   spdlog::info("mesh: lost server {}; dropped its {} online users", link->peer_id, link->users.size());
+  const std::string gone = link->peer_id;
   links_.erase(it);
+  std::vector<std::uint64_t> tokens;
+  for (const auto& [token, p] : announces_) tokens.push_back(token);
+  for (std::uint64_t token : tokens) Acked(token, gone);
 }
 
 void Mesh::OnFrame(PeerLink& link, mesh::MeshFrame& frame) {
@@ -375,8 +381,16 @@ void Mesh::OnFrame(PeerLink& link, mesh::MeshFrame& frame) {
           }
         }
       }
+      if (p.ack_token() != 0) {
+        mesh::MeshFrame ack;
+        ack.mutable_presence_ack()->set_token(p.ack_token());
+        link.Send(ack);
+      }
       break;
     }
+    case mesh::MeshFrame::kPresenceAck:
+      Acked(frame.presence_ack().token(), link.peer_id);
+      break;
     case mesh::MeshFrame::kForward: {
       mesh::Forward* fw = frame.mutable_forward();
       auto event = std::make_shared<const std::string>(std::move(*fw->mutable_event()));
@@ -401,10 +415,37 @@ void Mesh::Broadcast(const mesh::MeshFrame& frame) {
   for (auto& [id, link] : links_) link->out.Push(bytes);
 }
 
-void Mesh::UserOnline(std::uint64_t user) {
+void Mesh::UserOnline(std::uint64_t user, std::function<void()> announced) {
+  if (links_.empty()) {
+    announced();
+    return;
+  }
+  const std::uint64_t token = ++next_token_;
+  PendingAnnounce& p = announces_[token];
+  for (const auto& [id, link] : links_) p.waiting_for.insert(id);
+  p.announced = std::move(announced);
   mesh::MeshFrame f;
   f.mutable_presence()->add_online(user);
+  f.mutable_presence()->set_ack_token(token);
   Broadcast(f);
+  // A peer that never answers must not hold the user's catch-up back long.
+  auto timer = std::make_shared<asio::steady_timer>(server_.io, kAnnounceTimeout);
+  timer->async_wait([this, token, timer](const asio::error_code&) { FinishAnnounce(token); });
+}
+
+void Mesh::Acked(std::uint64_t token, const std::string& peer_id) {
+  auto it = announces_.find(token);
+  if (it == announces_.end()) return;
+  it->second.waiting_for.erase(peer_id);
+  if (it->second.waiting_for.empty()) FinishAnnounce(token);
+}
+
+void Mesh::FinishAnnounce(std::uint64_t token) {
+  auto it = announces_.find(token);
+  if (it == announces_.end()) return;
+  std::function<void()> announced = std::move(it->second.announced);
+  announces_.erase(it);
+  announced();
 }
 
 void Mesh::UserOffline(std::uint64_t user) {

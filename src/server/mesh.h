@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -46,8 +47,11 @@ class Mesh {
   Status Start(std::uint16_t* port);
   void Stop();
 
-  // A local receiving session for `user` started / ended.
-  void UserOnline(std::uint64_t user);
+  // A local receiving session for `user` started: tells every peer and calls
+  // `announced` once all of them have applied it (or after 1 s, or at once
+  // with no peers).
+  void UserOnline(std::uint64_t user, std::function<void()> announced);
+  // A local receiving session for `user` ended.
   void UserOffline(std::uint64_t user);
 
   // The link to the server hosting `user`'s receiving session, or null.
@@ -68,6 +72,13 @@ class Mesh {
   void LinkDown(PeerLink* link);
   void OnFrame(PeerLink& link, mesh::MeshFrame& frame);
   void Broadcast(const mesh::MeshFrame& frame);
+  // Presence announcements waiting for PresenceAcks.
+  struct PendingAnnounce {
+    std::unordered_set<std::string> waiting_for;  // peer ids
+    std::function<void()> announced;
+  };
+  void Acked(std::uint64_t token, const std::string& peer_id);
+  void FinishAnnounce(std::uint64_t token);
 
   Server::Impl& server_;
   asio::ip::tcp::acceptor acceptor_;
@@ -77,6 +88,8 @@ class Mesh {
   std::unordered_set<std::string> dialing_;
   std::unordered_set<std::shared_ptr<PeerLink>> all_;  // every open link, authenticated or not
   std::unordered_map<std::uint64_t, PeerLink*> remote_users_;
+  std::unordered_map<std::uint64_t, PendingAnnounce> announces_;
+  std::uint64_t next_token_ = 0;
 };
 
 }  // namespace fastchat::server

@@ -264,6 +264,7 @@ asio::awaitable<void> Session::CatchUp() {
     co_await out_.WaitBelow(server_.config.max_queue_bytes / 2);
     if (closed_ || !receiving_) break;
     const std::uint64_t user = user_id_, after = last_sent_seq_;
+    missed_ = false;
     const std::size_t limit = server_.config.sync_page_rows;
     auto job = [user, after, limit](Store& s) {
       Fetched r;
@@ -278,8 +279,11 @@ asio::awaitable<void> Session::CatchUp() {
       break;
     }
     if (f.rows.empty()) {
+      // A delivery pushed to us while this fetch ran may have committed
+      // after the fetch's snapshot (another server's write): read again.
+      if (missed_) continue;
       // Nothing left in the store past what was sent: from here on, live
-      // deliveries arrive in seq order after everything fetched.
+      // deliveries arrive after everything fetched.
       live_ = true;
       break;
     }
@@ -307,7 +311,11 @@ void Session::CatchUpFromStore() {
 }
 
 void Session::Deliver(std::uint64_t seq, const std::shared_ptr<const std::string>& event) {
-  if (closed_ || !receiving_ || !live_) return;  // CatchUp will fetch it from the store
+  if (closed_ || !receiving_) return;
+  if (!live_) {
+    missed_ = true;  // CatchUp reads the store again before going live
+    return;
+  }
   // No "seq <= last sent" filter here: in a cluster, forwards from different
   // servers may arrive out of seq order, and dropping one would hold it back
   // until the next login. A rare repeat is harmless (clients de-duplicate).
@@ -449,8 +457,16 @@ asio::awaitable<Status> Session::HandleLogin(const wire::Envelope& env) {
       spdlog::info("user {} logged in again; displacing the older session", user_id_);
       old->CloseWith(Status(Code::kDisplaced, "you logged in from somewhere else"));
     }
-    if (server_.mesh) server_.mesh->UserOnline(user_id_);
-    StartCatchUp(true);
+    if (server_.mesh) {
+      // Catch up only once every peer knows this user is here (mesh.proto,
+      // Presence.ack_token): from then on peers forward new deliveries live.
+      std::weak_ptr<Session> weak = shared_from_this();
+      server_.mesh->UserOnline(user_id_, [weak] {
+        if (auto self = weak.lock()) self->StartCatchUp(true);
+      });
+    } else {
+      StartCatchUp(true);
+    }
   }
   spdlog::debug("user {} logged in (receive={})", user_id_, m.receive());
   co_return Status::OK();

@@ -77,6 +77,7 @@ class Session : public std::enable_shared_from_this<Session> {
   bool live_ = false;           // receiving and caught up: take live deliveries
   bool catching_up_ = false;    // a CatchUp coroutine is running
   bool announce_pending_ = false;  // send SyncDone when the catch-up ends
+  bool missed_ = false;            // a push was skipped while catching up
   std::uint64_t last_sent_seq_ = 0;
 };
 
