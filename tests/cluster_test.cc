@@ -1,0 +1,727 @@
+// Cluster tests: three fastchat-server processes sharing one PostgreSQL
+// schema and linked by their mesh, a fastchat-balancer where needed, and
+// fastchat clients pinned to one server (--server) or placed by the
+// balancer (--balancer).
+//
+// PostgreSQL comes from the PG* environment (ctest runs under pg_virtualenv;
+// by hand: `pg_virtualenv -- ./cluster_test`). Waits are on events (client
+// JSON lines, server log lines, process exits), bounded by timeouts; the only
+// fixed pauses are the message pacing of the failover test and one wait for
+// the balancer's 500 ms load reports in the share measurement.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <array>
+#include <deque>
+#include <iomanip>
+#include <iostream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "balancer/balancer_client.h"
+#include "fastchat.pb.h"
+#include "fastchat/frame.h"
+#include "harness/cluster.h"
+#include "harness/raw_conn.h"
+#include "mesh.pb.h"
+
+namespace fastchat::testing {
+namespace {
+
+constexpr Millis kImageTimeout{120000};
+
+std::string Str(const json& j, const char* key) {
+  if (!j.contains(key)) return "";
+  return j[key].is_string() ? j[key].get<std::string>() : j[key].dump();
+}
+
+Match Msg(const std::string& from, const std::string& text) {
+  return Like({{"type", "message"}, {"from", from}, {"text", text}});
+}
+
+Match GroupMsg(std::uint64_t gid, const std::string& from, const std::string& text) {
+  return Like({{"type", "group_message"}, {"group_id", gid}, {"from", from}, {"text", text}});
+}
+
+Match GroupKey(std::uint64_t gid, std::uint64_t epoch) {
+  return Like({{"type", "group_key"}, {"group_id", gid}, {"epoch", epoch}});
+}
+
+std::vector<std::string> Names(const json& list) {
+  std::vector<std::string> out;
+  if (!list.is_array()) return out;
+  for (const auto& e : list) out.push_back(e.value("name", ""));
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// The server a chat client says it is connected to ("ready" and
+// "reconnected" carry server_id).
+std::string ServerIdOf(const json& event, const ChatClient& c) {
+  std::string id = Str(event, "server_id");
+  if (id.empty()) {
+    throw std::runtime_error("[" + c.label() + "] event without server_id (the client should name its server " +
+                             "in ready/reconnected): " + event.dump());
+  }
+  return id;
+}
+
+// Chat of `u` pinned to server `s`; checks the server_id of "ready".
+std::unique_ptr<ChatClient> ChatOn(Cluster& c, const User& u, ClusterServer& s) {
+  auto chat = c.Chat(u, c.At(s), /*wait_ready=*/false);
+  json ready = chat->WaitFor("ready");
+  EXPECT_EQ(ServerIdOf(ready, *chat), s.id()) << chat->label() << ": " << ready.dump();
+  return chat;
+}
+
+// ------------------------------------------------------------------ 1. features
+
+TEST(Cluster, FeaturesWorkAcrossServers) {
+  Cluster c;
+  c.WaitMeshFormed();
+  ClusterServer& s1 = c.server(0);
+  ClusterServer& s2 = c.server(1);
+  ClusterServer& s3 = c.server(2);
+
+  User a = c.Register("alice", c.At(s1));
+  User b = c.Register("bob", c.At(s2));
+  User cr = c.Register("carol", c.At(s3));
+  User d = c.Register("dave", c.At(s1));
+  auto ca = ChatOn(c, a, s1);
+  auto cb = ChatOn(c, b, s2);
+  auto cc = ChatOn(c, cr, s3);
+  auto cd = ChatOn(c, d, s1);
+
+  // Friendships across every pair of servers.
+  BefriendChats(*ca, a, *cb, b);  // s1 -> s2
+  BefriendChats(*cb, b, *cc, cr);  // s2 -> s3
+  BefriendChats(*cc, cr, *cd, d);  // s3 -> s1
+  BefriendChats(*cd, d, *ca, a);  // s1 -> s1 (same server, for contrast)
+
+  // Direct messages both ways over each link.
+  ca->CommandOk("single_message bob hello bob, from s1");
+  cb->WaitFor(Msg("alice", "hello bob, from s1"), "alice->bob (s1->s2)");
+  cb->CommandOk("single_message alice hello alice, from s2");
+  ca->WaitFor(Msg("bob", "hello alice, from s2"), "bob->alice (s2->s1)");
+  cb->CommandOk("single_message carol s2 to s3");
+  cc->WaitFor(Msg("bob", "s2 to s3"), "bob->carol (s2->s3)");
+  cc->CommandOk("single_message bob s3 to s2");
+  cb->WaitFor(Msg("carol", "s3 to s2"), "carol->bob (s3->s2)");
+  cc->CommandOk("single_message dave s3 to s1");
+  cd->WaitFor(Msg("carol", "s3 to s1"), "carol->dave (s3->s1)");
+  cd->CommandOk("single_message carol s1 to s3");
+  cc->WaitFor(Msg("dave", "s1 to s3"), "dave->carol (s1->s3)");
+
+  // An image (a few MiB, many chunks) from s1 to s2, byte-identical.
+  std::string src = c.tmp().Sub("cross-server.bin");
+  WriteFile(src, RandomBytes((3u << 20) + 12345));
+  ca->CommandOk("single_image bob " + src, kImageTimeout);
+  json img = cb->WaitFor(Like({{"type", "image"}, {"from", "alice"}}), "image at bob", kImageTimeout);
+  EXPECT_EQ(Str(img, "title"), "cross-server.bin") << img.dump();
+  EXPECT_EQ(AsU64(img["bytes"]), (3u << 20) + 12345) << img.dump();
+  std::string why;
+  EXPECT_TRUE(SameFile(src, Str(img, "path"), &why)) << why;
+
+  // A group spanning the three servers: alice (admin, s1), bob (s2),
+  // carol (s3), dave (s1).
+  json g = ca->CommandOk("create_group triad");
+  const std::uint64_t gid = AsU64(g["group_id"]);
+  const std::string G = std::to_string(gid);
+  for (const User* m : {&b, &cr, &d}) ca->CommandOk("add_member " + G + " " + m->name);
+  for (auto* cl : {cb.get(), cc.get(), cd.get()}) {
+    cl->WaitFor(Like({{"type", "group_added"}, {"group_id", gid}, {"me", true}}), "own group_added");
+    cl->WaitFor(GroupKey(gid, 1), "group key epoch 1");
+  }
+  cb->CommandOk("group_message " + G + " group hello from s2");
+  for (auto* cl : {ca.get(), cc.get(), cd.get()}) {
+    json m = cl->WaitFor(GroupMsg(gid, "bob", "group hello from s2"), "bob's group message");
+    EXPECT_EQ(AsU64(m["epoch"]), 1u) << m.dump();
+  }
+  cc->CommandOk("group_message " + G + " group hello from s3");
+  for (auto* cl : {ca.get(), cb.get(), cd.get()}) {
+    cl->WaitFor(GroupMsg(gid, "carol", "group hello from s3"), "carol's group message");
+  }
+
+  // Kick dave (on s1): he is told, the others get the epoch-2 key from the
+  // admin and keep talking.
+  json k = ca->CommandOk("kick " + G + " dave");
+  EXPECT_EQ(AsU64(k["epoch"]), 2u) << k.dump();
+  json kicked = cd->WaitFor(Like({{"type", "group_kicked"}, {"group_id", gid}, {"me", true}}), "dave kicked");
+  EXPECT_EQ(Str(kicked, "user"), "dave") << kicked.dump();
+  for (auto* cl : {cb.get(), cc.get()}) {
+    cl->WaitFor(Like({{"type", "group_kicked"}, {"group_id", gid}, {"user", "dave"}}), "kick notice");
+    cl->WaitFor(GroupKey(gid, 2), "group key epoch 2");
+  }
+  cc->CommandOk("group_message " + G + " after the kick, from s3");
+  for (auto* cl : {ca.get(), cb.get()}) {
+    json m = cl->WaitFor(GroupMsg(gid, "carol", "after the kick, from s3"), "post-kick message");
+    EXPECT_EQ(AsU64(m["epoch"]), 2u) << m.dump();
+  }
+  cb->CommandOk("group_message " + G + " after the kick, from s2");
+  for (auto* cl : {ca.get(), cc.get()}) {
+    json m = cl->WaitFor(GroupMsg(gid, "bob", "after the kick, from s2"), "post-kick message");
+    EXPECT_EQ(AsU64(m["epoch"]), 2u) << m.dump();
+  }
+  json r = cd->Command("group_message " + G + " still here?");
+  EXPECT_EQ(Str(r, "code"), "NOT_MEMBER") << r.dump();
+  json mem = cb->CommandOk("members " + G);
+  EXPECT_EQ(Names(mem["members"]), (std::vector<std::string>{"alice", "bob", "carol"}));
+
+  // Pending deliveries follow the user to another server: bob leaves s2,
+  // gets a direct and a group message while offline, and logs in on s3.
+  EXPECT_EQ(cb->Quit(), 0) << cb->Diagnostics();
+  ca->CommandOk("single_message bob while you were away");
+  cc->CommandOk("group_message " + G + " group news while bob is away");
+  ca->WaitFor(GroupMsg(gid, "carol", "group news while bob is away"), "group news at alice");
+  auto cb3 = ChatOn(c, b, s3);
+  cb3->WaitFor(Msg("alice", "while you were away"), "pending direct message on s3");
+  json gm = cb3->WaitFor(GroupMsg(gid, "carol", "group news while bob is away"), "pending group message on s3");
+  EXPECT_EQ(AsU64(gm["epoch"]), 2u) << gm.dump();
+  // And live deliveries now reach him on s3, from s1 and from s3.
+  ca->CommandOk("single_message bob now you are on s3");
+  cb3->WaitFor(Msg("alice", "now you are on s3"), "live message on s3");
+  ca->CommandOk("group_message " + G + " group to bob on s3");
+  cb3->WaitFor(GroupMsg(gid, "alice", "group to bob on s3"), "live group message on s3");
+  cc->WaitFor(GroupMsg(gid, "alice", "group to bob on s3"), "live group message at carol");
+  // Nothing twice at bob's new session.
+  cb3->CommandOk("single_message alice the end");
+  ca->WaitFor(Msg("bob", "the end"), "bob's last message");
+  int seen = 0;
+  for (const auto& j : cb3->history()) {
+    if (j.value("type", "") == "message" && Str(j, "text") == "while you were away") ++seen;
+  }
+  EXPECT_EQ(seen, 1);
+}
+
+// ------------------------------------------------------------------ 2. displacement
+
+TEST(Cluster, LoginOnAnotherServerDisplacesTheFirstSession) {
+  Cluster c;
+  c.WaitMeshFormed();
+  User a = c.Register("alice", c.At(c.server(0)));
+  User b = c.Register("bob", c.At(c.server(2)));
+  auto cb = ChatOn(c, b, c.server(2));
+  auto first = ChatOn(c, a, c.server(0));
+  BefriendChats(*first, a, *cb, b);
+
+  auto second = ChatOn(c, a, c.server(1));
+  json gone = first->WaitFor("disconnected");
+  EXPECT_NE(Str(gone, "reason").find("DISPLACED"), std::string::npos) << gone.dump();
+  // A displaced client ends; it must not fight back by reconnecting.
+  EXPECT_TRUE(first->WaitExit(kDefaultTimeout).has_value()) << first->Diagnostics();
+  for (const auto& j : first->history()) {
+    std::string t = j.value("type", "");
+    EXPECT_TRUE(t != "reconnecting" && t != "reconnected") << j.dump();
+  }
+
+  cb->CommandOk("single_message alice which one gets this?");
+  second->WaitFor(Msg("bob", "which one gets this?"), "message at the new session (s2)");
+  second->CommandOk("single_message bob from the new session");
+  cb->WaitFor(Msg("alice", "from the new session"), "reply from s2");
+  for (const auto& j : first->history()) EXPECT_NE(j.value("type", ""), "message") << j.dump();
+  EXPECT_FALSE(second->TryWaitFor(OfType("disconnected"), Millis(0)).has_value());
+
+  // And back: a login on s1 again displaces the session on s2.
+  auto third = ChatOn(c, a, c.server(0));
+  json gone2 = second->WaitFor("disconnected");
+  EXPECT_NE(Str(gone2, "reason").find("DISPLACED"), std::string::npos) << gone2.dump();
+  cb->CommandOk("single_message alice and now?");
+  third->WaitFor(Msg("bob", "and now?"), "message at the third session (s1)");
+}
+
+// ------------------------------------------------------------------ 3. secrets and garbage
+
+std::string MeshFramed(const mesh::MeshFrame& f) {
+  std::string payload, out;
+  f.SerializeToString(&payload);
+  AppendFrame(payload, &out);
+  return out;
+}
+
+TEST(Cluster, WrongSecretIsRefusedAndMeshGarbageDoesNoHarm) {
+  Cluster c;
+  c.WaitMeshFormed();
+
+  // A fourth server with another secret on the same database: every real
+  // server dials it (its id sorts last) and both sides refuse.
+  ClusterServer& rogue = c.AddServer("s4", "a-different-secret-" + RandomToken(16), false);
+  for (std::size_t i = 0; i < 3; ++i) {
+    ClusterServer& s = c.server(i);
+    EXPECT_TRUE(s.WaitLog("refused server 's4'", kDefaultTimeout)) << s.id() << " log:\n" << s.LogTail();
+    EXPECT_TRUE(rogue.WaitLog("refused server '" + s.id() + "'", kDefaultTimeout)) << "s4 log:\n"
+                                                                                      << rogue.LogTail();
+  }
+  EXPECT_TRUE(rogue.LogHas("wrong cluster secret"));
+  EXPECT_FALSE(rogue.LogHas("mesh: linked to server")) << rogue.LogTail();
+  for (std::size_t i = 0; i < 3; ++i) {
+    EXPECT_TRUE(c.server(i).LogHas("wrong cluster secret"));
+    EXPECT_FALSE(c.server(i).LogHas("mesh: linked to server s4 (")) << c.server(i).LogTail();
+  }
+
+  // Garbage on s1's mesh port.
+  ClusterServer& s1 = c.server(0);
+  ClusterServer& s2 = c.server(1);
+  RawConn silent(s1.mesh_port());  // connects and never speaks
+  {
+    RawConn junk(s1.mesh_port());
+    junk.SendBytes(RandomBytes(8192));
+    EXPECT_TRUE(junk.WaitClosed(Millis(10000))) << "random bytes: s1 kept the mesh connection open";
+  }
+  {
+    RawConn huge(s1.mesh_port());
+    huge.SendBytes(std::string("\xff\xff\xff\xf0", 4) + RandomBytes(100));
+    EXPECT_TRUE(huge.WaitClosed(Millis(10000))) << "oversized frame: s1 kept the mesh connection open";
+  }
+  {
+    RawConn bad(s1.mesh_port());
+    bad.SendFrame(std::string("\x0a\xff\xff\xff\xff\x0f not a mesh frame"));
+    EXPECT_TRUE(bad.WaitClosed(Millis(10000))) << "malformed frame: s1 kept the mesh connection open";
+  }
+  {
+    // An impostor claiming to be s2, without the secret.
+    RawConn impostor(s1.mesh_port());
+    mesh::MeshFrame hello;
+    hello.mutable_hello()->set_version(1);
+    hello.mutable_hello()->set_server_id("s2");
+    hello.mutable_hello()->set_challenge(RandomBytes(32));
+    mesh::MeshFrame auth;
+    auth.mutable_auth()->set_mac(RandomBytes(32));
+    impostor.SendBytes(MeshFramed(hello) + MeshFramed(auth));
+    EXPECT_TRUE(impostor.WaitClosed(Millis(10000))) << "impostor: s1 kept the mesh connection open";
+    EXPECT_TRUE(s1.WaitLog("refused server 's2'", Millis(5000))) << s1.LogTail();
+  }
+  {
+    // A real-looking hello, then the connection drops mid-handshake.
+    RawConn quitter(s1.mesh_port());
+    mesh::MeshFrame hello;
+    hello.mutable_hello()->set_version(1);
+    hello.mutable_hello()->set_server_id("s3");
+    hello.mutable_hello()->set_challenge(RandomBytes(32));
+    quitter.SendBytes(MeshFramed(hello));
+  }
+
+  // s1 is alive, serves clients, and still forwards to and from s2.
+  ASSERT_TRUE(s1.Running()) << s1.LogTail();
+  User a = c.Register("alice", c.At(s1));
+  User b = c.Register("bob", c.At(s2));
+  auto ca = ChatOn(c, a, s1);
+  auto cb = ChatOn(c, b, s2);
+  BefriendChats(*ca, a, *cb, b);
+  ca->CommandOk("single_message bob through the mesh after the garbage");
+  cb->WaitFor(Msg("alice", "through the mesh after the garbage"), "s1 -> s2 after garbage");
+  cb->CommandOk("single_message alice and back");
+  ca->WaitFor(Msg("bob", "and back"), "s2 -> s1 after garbage");
+  EXPECT_TRUE(s1.Running());
+  // The real links were never disturbed.
+  for (std::size_t i = 0; i < 3; ++i) {
+    EXPECT_FALSE(c.server(i).LogHas("mesh: lost server")) << c.server(i).id() << ":\n" << c.server(i).LogTail();
+  }
+}
+
+// ------------------------------------------------------------------ 4. kill -9
+
+TEST(ClusterFailover, KillNineMovesClientsToSurvivorsWithoutLoss) {
+  ClusterOptions opt;
+  opt.balancer = true;
+  opt.balancer_expire_ms = 1500;
+  Cluster c(opt);
+  c.WaitMeshFormed();
+  c.WaitRegisteredWithBalancer();
+
+  constexpr int kN = 6;
+  std::vector<User> users;
+  for (int i = 0; i < kN; ++i) {
+    users.push_back(c.Register("u" + std::to_string(i), c.At(c.server(static_cast<std::size_t>(i % 3)))));
+  }
+  std::vector<std::unique_ptr<ChatClient>> cl;
+  for (int i = 0; i < kN; ++i) cl.push_back(c.Chat(users[i], c.ViaBalancer(), /*wait_ready=*/false));
+  std::vector<std::string> where(kN);
+  std::map<std::string, int> per_server;
+  for (int i = 0; i < kN; ++i) {
+    json ready = cl[i]->WaitFor("ready");
+    where[i] = ServerIdOf(ready, *cl[i]);
+    ASSERT_NE(c.server_by_id(where[i]), nullptr) << ready.dump();
+    ++per_server[where[i]];
+  }
+  // Friends in a ring; each sends to the next.
+  for (int i = 0; i < kN; ++i) BefriendChats(*cl[i], users[i], *cl[(i + 1) % kN], users[(i + 1) % kN]);
+
+  // The victim: the server with the most clients.
+  std::string victim_id;
+  for (const auto& [id, n] : per_server) {
+    if (victim_id.empty() || n > per_server[victim_id]) victim_id = id;
+  }
+  ClusterServer& victim = *c.server_by_id(victim_id);
+  std::vector<int> moved;
+  std::cout << "[ info ] placement:";
+  for (int i = 0; i < kN; ++i) {
+    std::cout << " " << users[i].name << "@" << where[i];
+    if (where[i] == victim_id) moved.push_back(i);
+  }
+  std::cout << "; victim " << victim_id << " (" << moved.size() << " clients)\n";
+
+  struct Sent {
+    int from, to;
+    std::string text;
+    int state = 0;  // 0 awaiting result, 1 ok, 2 failed
+    std::string code;
+    bool before_kill = false;
+  };
+  std::optional<Clock::time_point> killed_at;
+  int in_flight = 0;  // sends issued before the kill, answered after the client reconnected
+  std::vector<Sent> sent;
+  std::vector<std::deque<std::size_t>> awaiting(kN);
+  std::vector<std::map<std::string, int>> received(kN);  // "from|text" -> count
+  std::vector<std::optional<Clock::time_point>> reconnected_at(kN);
+  std::vector<json> reconnected(kN);
+  std::vector<int> reconnecting(kN, 0);
+  std::vector<int> disconnected(kN, 0);
+
+  auto process = [&](int i) {
+    for (json& j : cl[i]->TakeBuffered([](const json&) { return true; })) {
+      std::string t = j.value("type", "");
+      if (t == "result" && Str(j, "cmd") == "single_message") {
+        if (awaiting[i].empty()) {
+          ADD_FAILURE() << cl[i]->label() << ": unexpected result " << j.dump();
+          continue;
+        }
+        Sent& s = sent[awaiting[i].front()];
+        awaiting[i].pop_front();
+        s.state = j.value("ok", false) ? 1 : 2;
+        s.code = Str(j, "code");
+        if (s.before_kill && reconnected_at[i]) ++in_flight;
+      } else if (t == "message") {
+        ++received[i][Str(j, "from") + "|" + Str(j, "text")];
+      } else if (t == "reconnecting") {
+        ++reconnecting[i];
+      } else if (t == "reconnected") {
+        if (!reconnected_at[i]) {
+          reconnected_at[i] = Clock::now();
+          reconnected[i] = j;
+        }
+      } else if (t == "disconnected") {
+        ++disconnected[i];
+      }
+    }
+  };
+  auto pump_all = [&](Millis each) {
+    for (int i = 0; i < kN; ++i) {
+      Pump(*cl[i], each);
+      process(i);
+    }
+  };
+  int counter = 0;
+  auto send_round = [&] {
+    for (int i = 0; i < kN; ++i) {
+      int to = (i + 1) % kN;
+      std::string text = "m-" + std::to_string(i) + "-" + std::to_string(counter);
+      sent.push_back(Sent{i, to, text, 0, "", !killed_at.has_value()});
+      awaiting[i].push_back(sent.size() - 1);
+      cl[i]->Send("single_message " + users[to].name + " " + text);
+    }
+    ++counter;
+  };
+
+  // Continuous traffic: a round of messages (one per client) about every
+  // 50 ms; kill -9 the victim right after the 16th round's sends; go on until
+  // every moved client has reconnected, then 15 more rounds.
+  const auto hard_deadline = Clock::now() + Millis(45000);
+  int rounds_after = -1;
+  for (int round = 0;; ++round) {
+    send_round();
+    if (round == 15) {
+      // Right after a round of sends: some are still in flight.
+      victim.Kill();
+      killed_at = Clock::now();
+    }
+    pump_all(Millis(8));
+    if (killed_at && rounds_after < 0 &&
+        std::all_of(moved.begin(), moved.end(), [&](int i) { return reconnected_at[i].has_value(); })) {
+      rounds_after = 0;
+    }
+    if (rounds_after >= 0 && ++rounds_after > 15) break;
+    for (int i = 0; i < kN; ++i) {
+      if (!cl[i]->process().Running()) {
+        Pump(*cl[i], Millis(100));
+        FAIL() << cl[i]->label() << " (on " << where[i] << ") exited during the failover traffic; victim "
+               << victim_id << "\n"
+               << cl[i]->Diagnostics();
+      }
+    }
+    if (Clock::now() > hard_deadline) {
+      std::string who;
+      for (int i : moved) {
+        if (!reconnected_at[i]) who += " " + cl[i]->label();
+      }
+      FAIL() << "clients of the killed server " << victim_id << " did not reconnect within 45 s:" << who << "\n"
+             << (moved.empty() ? "" : cl[moved[0]]->Diagnostics());
+    }
+  }
+
+  // Every send gets its result.
+  auto deadline = Clock::now() + Millis(30000);
+  while (std::any_of(awaiting.begin(), awaiting.end(), [](const auto& q) { return !q.empty(); })) {
+    ASSERT_LT(Clock::now(), deadline) << "some sends got no result";
+    pump_all(Millis(20));
+  }
+  // Every acknowledged message arrives.
+  auto missing = [&] {
+    std::vector<const Sent*> m;
+    for (const Sent& s : sent) {
+      if (s.state == 1 && received[s.to][users[s.from].name + "|" + s.text] == 0) m.push_back(&s);
+    }
+    return m;
+  };
+  deadline = Clock::now() + Millis(30000);
+  while (!missing().empty() && Clock::now() < deadline) pump_all(Millis(20));
+  // A marker from each sender: deliveries from one sender to one recipient
+  // keep their order, so anything duplicated would show up before it.
+  for (int i = 0; i < kN; ++i) {
+    const int to = (i + 1) % kN;
+    sent.push_back(Sent{i, to, "end-marker-" + std::to_string(i), 0, "", false});
+    awaiting[i].push_back(sent.size() - 1);
+    cl[i]->Send("single_message " + users[to].name + " " + sent.back().text);
+  }
+  for (int i = 0; i < kN; ++i) {
+    const int from = (i + kN - 1) % kN;
+    const std::string marker = users[from].name + "|end-marker-" + std::to_string(from);
+    deadline = Clock::now() + Millis(30000);
+    while (received[i][marker] == 0) {
+      ASSERT_LT(Clock::now(), deadline) << cl[i]->label() << " did not get " << marker << "\n"
+                                        << cl[i]->Diagnostics();
+      Pump(*cl[i], Millis(20));
+      process(i);
+    }
+  }
+  deadline = Clock::now() + Millis(30000);
+  while (std::any_of(awaiting.begin(), awaiting.end(), [](const auto& q) { return !q.empty(); })) {
+    ASSERT_LT(Clock::now(), deadline) << "the end markers got no result";
+    pump_all(Millis(20));
+  }
+
+  int ok = 0, failed = 0, lost = 0, duplicated = 0;
+  for (const Sent& s : sent) {
+    int n = received[s.to][users[s.from].name + "|" + s.text];
+    if (s.state == 1) {
+      ++ok;
+      if (n == 0) {
+        ++lost;
+        ADD_FAILURE() << "lost: " << users[s.from].name << " -> " << users[s.to].name << " '" << s.text
+                      << "' (send acknowledged)";
+      }
+    } else {
+      ++failed;
+    }
+    if (n > 1) {
+      ++duplicated;
+      ADD_FAILURE() << "delivered " << n << " times: " << users[s.from].name << " -> " << users[s.to].name << " '"
+                    << s.text << "'";
+    }
+  }
+  std::cout << "[ info ] failover traffic: " << sent.size() << " sends, " << ok << " ok, " << failed
+            << " failed, " << lost << " lost, " << duplicated << " duplicated; " << in_flight
+            << " sends in flight at the kill were answered after reconnecting\n";
+  for (const Sent& s : sent) {
+    if (s.state == 2) std::cout << "[ info ]   failed send " << s.text << ": " << s.code << "\n";
+  }
+
+  // The moved clients reconnected to survivors; report the times.
+  for (int i : moved) {
+    ASSERT_TRUE(reconnected_at[i].has_value());
+    const json& r = reconnected[i];
+    std::string now_on = ServerIdOf(r, *cl[i]);
+    EXPECT_NE(now_on, victim_id) << r.dump();
+    EXPECT_NE(c.server_by_id(now_on), nullptr) << r.dump();
+    auto observed = std::chrono::duration_cast<Millis>(*reconnected_at[i] - *killed_at).count();
+    std::cout << "[ info ] reconnect: " << users[i].name << " " << victim_id << " -> " << now_on
+              << ": client after_ms=" << Str(r, "after_ms") << ", kill -> reconnected seen after " << observed
+              << " ms\n";
+    ::testing::Test::RecordProperty("reconnect_ms_" + users[i].name, static_cast<int>(observed));
+    EXPECT_GE(reconnecting[i], 1) << cl[i]->label() << " reconnected without a reconnecting event";
+    where[i] = now_on;
+  }
+  for (int i = 0; i < kN; ++i) {
+    EXPECT_EQ(disconnected[i], 0) << cl[i]->label() << " reported disconnected";
+    if (where[i] != victim_id && std::find(moved.begin(), moved.end(), i) == moved.end()) {
+      EXPECT_EQ(reconnecting[i], 0) << cl[i]->label() << " (on a survivor) reconnected";
+    }
+  }
+
+  // The survivors noticed the loss.
+  for (ClusterServer* s : c.servers()) {
+    if (s == &victim) continue;
+    EXPECT_TRUE(s->WaitLog("mesh: lost server " + victim_id + ";", Millis(10000))) << s->id() << ":\n"
+                                                                                     << s->LogTail();
+  }
+
+  // Fresh messages reach the moved users on their new servers.
+  for (int i : moved) {
+    const int from = (i + kN - 1) % kN;
+    std::string text = "after-failover-to-" + users[i].name;
+    cl[from]->CommandOk("single_message " + users[i].name + " " + text);
+    cl[i]->WaitFor(Msg(users[from].name, text), "message after failover at " + where[i]);
+  }
+}
+
+// ------------------------------------------------------------------ 5. shares
+
+TEST(ClusterBalance, DeliverySharesFollowLoad) {
+  ClusterOptions opt;
+  opt.balancer = true;
+  Cluster c(opt);
+  c.WaitMeshFormed();
+  c.WaitRegisteredWithBalancer();
+
+  // Idle connections count as load (load = 1 + connections + ...): s1 gets
+  // none, s2 a few, s3 many. With these, the balancer's shares of new
+  // clients are about 73% / 24% / 2% (1/1 : 1/3 : 1/31).
+  const std::array<int, 3> kExtra = {0, 2, 30};
+  constexpr int kClients = 90;
+  constexpr int kMessages = 10;
+  const std::string kPassword = "placed-user-password";
+
+  // Accounts first, through the most loaded server.
+  {
+    RawConn reg(c.server(2).port());
+    reg.Hello();
+    for (int i = 0; i < kClients; ++i) {
+      wire::Envelope r = reg.Register("p" + std::to_string(i), kPassword);
+      ASSERT_TRUE(r.has_ok()) << Describe(r);
+    }
+  }
+  std::vector<std::unique_ptr<RawConn>> idle;
+  for (std::size_t s = 0; s < 3; ++s) {
+    for (int k = 0; k < kExtra[s]; ++k) idle.push_back(std::make_unique<RawConn>(c.server(s).port()));
+  }
+  // Servers report every 500 ms: after 1.2 s the balancer has seen at least
+  // two reports with these connections (and with the registrations' CPU
+  // time behind them).
+  std::this_thread::sleep_for(Millis(1200));
+
+  // Placement: ask the balancer for every client first (the answers are what
+  // is measured), then connect each client where it was sent.
+  std::vector<std::string> placed_on(kClients);
+  std::vector<std::uint16_t> port_of(kClients);
+  for (int i = 0; i < kClients; ++i) {
+    std::string host, sid;
+    std::uint16_t port = 0;
+    Status st = balancer::AskBalancer({c.balancer().address()}, &host, &port, &sid);
+    ASSERT_TRUE(st.ok()) << st.ToString();
+    ASSERT_NE(c.server_by_id(sid), nullptr) << sid;
+    EXPECT_EQ(port, c.server_by_id(sid)->port());
+    placed_on[i] = sid;
+    port_of[i] = port;
+  }
+  std::vector<std::unique_ptr<RawConn>> conns;
+  for (int i = 0; i < kClients; ++i) {
+    conns.push_back(std::make_unique<RawConn>(port_of[i]));
+    conns.back()->Hello();
+    wire::Envelope r = conns.back()->Login("p" + std::to_string(i), kPassword, /*receive=*/true);
+    ASSERT_TRUE(r.has_logged_in()) << Describe(r);
+  }
+
+  // One group with every placed client; p0 (the admin) sends kMessages.
+  RawConn& admin = *conns[0];
+  wire::Envelope create;
+  create.mutable_group_create()->set_name("everyone");
+  wire::Envelope created = admin.Request(create);
+  ASSERT_TRUE(created.has_ok()) << Describe(created);
+  const std::uint64_t gid = created.ok().id();
+  std::uint64_t epoch = 1;
+  for (int i = 1; i < kClients; ++i) {
+    wire::Envelope add;
+    add.mutable_group_add()->set_group_id(gid);
+    add.mutable_group_add()->mutable_user()->set_name("p" + std::to_string(i));
+    wire::Envelope r = admin.Request(add);
+    ASSERT_TRUE(r.has_ok()) << Describe(r);
+    if (r.ok().epoch() != 0) epoch = r.ok().epoch();
+  }
+  for (int m = 0; m < kMessages; ++m) {
+    wire::Envelope send;
+    auto* gs = send.mutable_group_send();
+    gs->set_group_id(gid);
+    gs->set_epoch(epoch);
+    gs->set_msg_id(RandomBytes(16));
+    gs->set_kind(wire::TEXT);
+    gs->set_chunk_index(0);
+    gs->set_chunk_count(1);
+    gs->set_nonce(RandomBytes(24));
+    gs->set_ciphertext(RandomBytes(48));
+    gs->set_signature(RandomBytes(64));
+    wire::Envelope r = admin.Request(send);
+    ASSERT_TRUE(r.has_ok()) << Describe(r);
+  }
+  // Every other member receives every group message, wherever it is.
+  std::map<std::string, std::uint64_t> received_by_server;
+  const auto deadline = Clock::now() + Millis(30000);
+  for (int i = 1; i < kClients; ++i) {
+    int got = 0;
+    while (got < kMessages) {
+      auto left = std::chrono::duration_cast<Millis>(deadline - Clock::now());
+      ASSERT_GT(left.count(), 0) << "p" << i << " on " << placed_on[i] << " got " << got << " of " << kMessages
+                                 << " group messages";
+      wire::Envelope env;
+      RawConn::Recv rr = conns[i]->Receive(&env, left);
+      ASSERT_EQ(rr, RawConn::Recv::kOk) << "p" << i << " on " << placed_on[i];
+      if (!env.has_deliver()) continue;
+      ++received_by_server[placed_on[i]];
+      wire::Event ev;
+      if (ev.ParseFromString(env.deliver().event()) && ev.has_group() && ev.group().group_id() == gid) ++got;
+    }
+  }
+
+  // Stop the servers and read their delivery counters.
+  conns.clear();
+  idle.clear();
+  std::map<std::string, int> clients;
+  for (const auto& s : placed_on) ++clients[s];
+  std::map<std::string, std::uint64_t> deliveries;
+  std::uint64_t total_deliveries = 0;
+  for (ClusterServer* s : c.servers()) {
+    EXPECT_EQ(s->Stop(), 0) << s->LogTail();
+    auto st = s->stats();
+    ASSERT_TRUE(st.has_value()) << s->id() << " printed no stats line: " << FileText(s->stdout_path());
+    deliveries[s->id()] = st->deliveries;
+    total_deliveries += st->deliveries;
+  }
+
+  std::ostringstream table;
+  table << "\n  server | extra conns | clients placed | share | deliveries | share\n"
+        << "  -------|-------------|----------------|-------|------------|------\n";
+  for (std::size_t i = 0; i < 3; ++i) {
+    const std::string id = c.server(i).id();
+    table << "  " << std::setw(6) << id << " | " << std::setw(11) << kExtra[i] << " | " << std::setw(14)
+          << clients[id] << " | " << std::setw(4) << std::fixed << std::setprecision(0)
+          << 100.0 * clients[id] / kClients << "% | " << std::setw(10) << deliveries[id] << " | " << std::setw(4)
+          << (total_deliveries ? 100.0 * static_cast<double>(deliveries[id]) / static_cast<double>(total_deliveries)
+                               : 0.0)
+          << "%\n";
+  }
+  table << "  (" << kClients << " clients placed by the balancer, one group of all of them: " << kClients - 1
+        << " adds and " << kMessages << " group messages; deliveries = Deliver frames each server pushed to its "
+        << "own clients, from its stats line)\n";
+  std::cout << "[ info ] delivery shares:" << table.str();
+  for (std::size_t i = 0; i < 3; ++i) {
+    const std::string id = c.server(i).id();
+    ::testing::Test::RecordProperty("clients_" + id, clients[id]);
+    ::testing::Test::RecordProperty("deliveries_" + id, std::to_string(deliveries[id]));
+    // The servers' counters agree with what the clients received (pushes
+    // the test had not read yet may add to the servers' side).
+    EXPECT_GE(deliveries[id], received_by_server[id]) << id;
+  }
+
+  const std::string lo = c.server(0).id(), mid = c.server(1).id(), hi = c.server(2).id();
+  EXPECT_GT(clients[lo], clients[mid]) << table.str();
+  EXPECT_GT(clients[lo], clients[hi]) << table.str();
+  EXPECT_LT(clients[hi], clients[mid]) << table.str();
+  EXPECT_GT(deliveries[lo], deliveries[mid]) << table.str();
+  EXPECT_GT(deliveries[lo], deliveries[hi]) << table.str();
+  EXPECT_LT(deliveries[hi], deliveries[mid]) << table.str();
+}
+
+}  // namespace
+}  // namespace fastchat::testing
