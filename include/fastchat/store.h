@@ -102,8 +102,12 @@ class Store {
 
   // ---- pending deliveries
   // Stores all items atomically (one transaction); seqs[i] is item i's seq.
-  // Idempotent per (recipient, dedupe_key).
-  virtual Status Enqueue(const std::vector<PendingItem>& items, std::vector<std::uint64_t>* seqs) = 0;
+  // Idempotent per (recipient, dedupe_key): an item already queued keeps its
+  // row and seq. If `fresh` is not null, (*fresh)[i] says whether item i was
+  // stored by this call (false: it was already queued), so a resend is not
+  // delivered twice.
+  virtual Status Enqueue(const std::vector<PendingItem>& items, std::vector<std::uint64_t>* seqs,
+                         std::vector<bool>* fresh) = 0;
   // Up to `limit` rows for `recipient` with seq > after_seq, in seq order.
   virtual Status FetchPending(std::uint64_t recipient, std::uint64_t after_seq, std::size_t limit,
                               std::vector<PendingRow>* rows) = 0;

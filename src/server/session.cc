@@ -100,16 +100,22 @@ struct JobResult {
   std::shared_ptr<const std::string> payload;
 };
 
-// Stores one payload for each recipient (one transaction) and records the seqs.
+// Stores one payload for each recipient (one transaction) and records the
+// deliveries to route.
 Status EnqueueFor(Store& s, const std::vector<std::uint64_t>& recipients, const std::string& dedupe,
                   const std::string& payload, JobResult* r) {
   std::vector<PendingItem> items;
   items.reserve(recipients.size());
   for (std::uint64_t u : recipients) items.push_back(PendingItem{u, dedupe, payload});
   std::vector<std::uint64_t> seqs;
-  Status st = s.Enqueue(items, &seqs);
+  std::vector<bool> fresh;
+  Status st = s.Enqueue(items, &seqs, &fresh);
   if (!st.ok()) return st;
-  for (std::size_t i = 0; i < recipients.size(); ++i) r->routed.push_back(Delivery{recipients[i], seqs[i]});
+  // A resend (same idempotency key) was routed when first stored: only new
+  // rows are pushed.
+  for (std::size_t i = 0; i < recipients.size(); ++i) {
+    if (fresh[i]) r->routed.push_back(Delivery{recipients[i], seqs[i]});
+  }
   return Status::OK();
 }
 
@@ -552,7 +558,9 @@ asio::awaitable<Status> Session::HandleLoggedIn(const wire::Envelope& env) {
           return j;
         }
         if (!(j.st = s.AddFriendRequest(me, to.id)).ok()) return j;
-        j.st = EnqueueFor(s, {to.id}, "fr/" + std::to_string(me) + "/" + std::to_string(NowMs()), *payload, &j);
+        // One undelivered request per pair: asking again (or a client resend
+        // after a lost Ok) does not show the recipient a second request.
+        j.st = EnqueueFor(s, {to.id}, "fr/" + std::to_string(me), *payload, &j);
         return j;
       };
       r = co_await server_.store.Run(std::move(job));

@@ -198,7 +198,11 @@ constexpr Statement kStatements[] = {
      "  ON CONFLICT (recipient, dedupe_key) DO NOTHING"
      "  RETURNING seq, recipient, dedupe_key"
      ")"
-     " SELECT COALESCE(i.seq, p.seq) FROM batch b"
+     // fresh: this call stored it, and this is the key's first occurrence in the batch.
+     " SELECT COALESCE(i.seq, p.seq),"
+     "        i.seq IS NOT NULL AND NOT EXISTS (SELECT 1 FROM batch e"
+     "          WHERE e.recipient = b.recipient AND e.dedupe_key = b.dedupe_key AND e.ord < b.ord)"
+     " FROM batch b"
      " LEFT JOIN inserted i ON i.recipient = b.recipient AND i.dedupe_key = b.dedupe_key"
      " LEFT JOIN pending p ON p.recipient = b.recipient AND p.dedupe_key = b.dedupe_key"
      " ORDER BY b.ord"},
@@ -927,8 +931,10 @@ Status PgStore::DeleteGroup(std::uint64_t group) {
 // insert_pending's snapshot (taken after the locks) sees every earlier
 // enqueue to its recipients, so an existing (recipient, dedupe_key) always
 // yields its seq.
-Status PgStore::Enqueue(const std::vector<PendingItem>& items, std::vector<std::uint64_t>* seqs) {
+Status PgStore::Enqueue(const std::vector<PendingItem>& items, std::vector<std::uint64_t>* seqs,
+                        std::vector<bool>* fresh) {
   seqs->clear();
+  if (fresh) fresh->clear();
   if (items.empty()) return Status::OK();
 
   std::vector<std::uint64_t> keys;
@@ -964,11 +970,14 @@ Status PgStore::Enqueue(const std::vector<PendingItem>& items, std::vector<std::
                                       std::to_string(r.rows()));
   }
   std::vector<std::uint64_t> result(items.size());
+  std::vector<bool> stored(items.size());
   for (int i = 0; i < r.rows(); ++i) {
     if (r.IsNull(i, 0)) return Status(Code::kIOError, "Enqueue: no seq for item " + std::to_string(i));
     result[i] = r.Id(i, 0);
+    stored[i] = r.Bool(i, 1);
   }
   seqs->swap(result);
+  if (fresh) fresh->swap(stored);
   return Status::OK();
 }
 

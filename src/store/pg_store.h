@@ -96,7 +96,8 @@ class PgStore final : public Store {
   Status ListGroupsOf(std::uint64_t user, std::vector<std::uint64_t>* groups) override;
   Status DeleteGroup(std::uint64_t group) override;
 
-  Status Enqueue(const std::vector<PendingItem>& items, std::vector<std::uint64_t>* seqs) override;
+  Status Enqueue(const std::vector<PendingItem>& items, std::vector<std::uint64_t>* seqs,
+                 std::vector<bool>* fresh) override;
   Status FetchPending(std::uint64_t recipient, std::uint64_t after_seq, std::size_t limit,
                       std::vector<PendingRow>* rows) override;
   Status Ack(std::uint64_t recipient, const std::vector<std::uint64_t>& seqs) override;

@@ -618,7 +618,7 @@ Status SqliteStore::DeleteGroup(std::uint64_t group) {
 
 // ---- pending deliveries
 
-Status SqliteStore::EnqueueOne(const PendingItem& item, std::uint64_t* seq) {
+Status SqliteStore::EnqueueOne(const PendingItem& item, std::uint64_t* seq, bool* fresh) {
   {
     Statement st(stmts_[kInsertPending]);
     st.BindId(1, item.recipient);
@@ -633,6 +633,7 @@ Status SqliteStore::EnqueueOne(const PendingItem& item, std::uint64_t* seq) {
     }
     if (rc == SQLITE_CONSTRAINT_FOREIGNKEY) return NoSuchUser("Enqueue");
     if (rc != SQLITE_DONE) return IOError("Enqueue");
+    *fresh = inserted;
     if (inserted) return Status::OK();
   }
   // Already queued under this (recipient, dedupe_key): report its seq.
@@ -644,18 +645,26 @@ Status SqliteStore::EnqueueOne(const PendingItem& item, std::uint64_t* seq) {
   return Status::OK();
 }
 
-Status SqliteStore::Enqueue(const std::vector<PendingItem>& items, std::vector<std::uint64_t>* seqs) {
+Status SqliteStore::Enqueue(const std::vector<PendingItem>& items, std::vector<std::uint64_t>* seqs,
+                            std::vector<bool>* fresh) {
   seqs->clear();
+  if (fresh) fresh->clear();
   if (items.empty()) return Status::OK();
   std::vector<std::uint64_t> result(items.size());
+  std::vector<bool> stored(items.size());
   Status s = InTransaction([&]() -> Status {
     for (std::size_t i = 0; i < items.size(); ++i) {
-      Status es = EnqueueOne(items[i], &result[i]);
+      bool f = false;
+      Status es = EnqueueOne(items[i], &result[i], &f);
       if (!es.ok()) return es;
+      stored[i] = f;
     }
     return Status::OK();
   });
-  if (s.ok()) seqs->swap(result);
+  if (s.ok()) {
+    seqs->swap(result);
+    if (fresh) fresh->swap(stored);
+  }
   return s;
 }
 

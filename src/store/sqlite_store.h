@@ -67,7 +67,8 @@ class SqliteStore final : public Store {
   Status ListGroupsOf(std::uint64_t user, std::vector<std::uint64_t>* groups) override;
   Status DeleteGroup(std::uint64_t group) override;
 
-  Status Enqueue(const std::vector<PendingItem>& items, std::vector<std::uint64_t>* seqs) override;
+  Status Enqueue(const std::vector<PendingItem>& items, std::vector<std::uint64_t>* seqs,
+                 std::vector<bool>* fresh) override;
   Status FetchPending(std::uint64_t recipient, std::uint64_t after_seq, std::size_t limit,
                       std::vector<PendingRow>* rows) override;
   Status Ack(std::uint64_t recipient, const std::vector<std::uint64_t>& seqs) override;
@@ -124,7 +125,7 @@ class SqliteStore final : public Store {
   // OK if the group exists, kNoSuchGroup if not.
   Status CheckGroup(std::uint64_t group, const char* context);
   Status InsertMember(std::uint64_t group, std::uint64_t user, const char* context);
-  Status EnqueueOne(const PendingItem& item, std::uint64_t* seq);
+  Status EnqueueOne(const PendingItem& item, std::uint64_t* seq, bool* fresh);
   // Collects column 0 of every row of `sql` with ?1 = `key`.
   Status ListIds(Sql sql, std::uint64_t key, const char* context, std::vector<std::uint64_t>* ids);
 

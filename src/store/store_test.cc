@@ -267,10 +267,13 @@ class StoreTest : public ::testing::TestWithParam<StoreBackend> {
     return rows;
   }
 
-  Ids Enqueue(const std::vector<PendingItem>& items) {
+  Ids Enqueue(const std::vector<PendingItem>& items, std::vector<bool>* fresh = nullptr) {
     Ids seqs;
-    EXPECT_OK(store_->Enqueue(items, &seqs));
+    EXPECT_OK(store_->Enqueue(items, &seqs, fresh));
     EXPECT_EQ(seqs.size(), items.size());
+    if (fresh) {
+      EXPECT_EQ(fresh->size(), items.size());
+    }
     return seqs;
   }
 
@@ -602,7 +605,7 @@ TEST_P(StoreTest, EnqueueAssignsIncreasingSeqs) {
 
   // An empty batch is fine and yields no seqs.
   Ids seqs = {42};
-  ASSERT_OK(store_->Enqueue({}, &seqs));
+  ASSERT_OK(store_->Enqueue({}, &seqs, nullptr));
   EXPECT_TRUE(seqs.empty());
 }
 
@@ -610,12 +613,16 @@ TEST_P(StoreTest, EnqueueIsIdempotentPerRecipientAndKey) {
   const std::uint64_t alice = NewUser("alice");
   const std::uint64_t bob = NewUser("bob");
 
-  const Ids first = Enqueue({{alice, "d/1/ab/0", "original"}});
+  std::vector<bool> fresh;
+  const Ids first = Enqueue({{alice, "d/1/ab/0", "original"}}, &fresh);
   ASSERT_EQ(first.size(), 1u);
+  EXPECT_EQ(fresh, std::vector<bool>({true}));
 
-  // Same (recipient, key), even with a different payload: same seq, no copy.
-  const Ids again = Enqueue({{alice, "d/1/ab/1", "other"}, {alice, "d/1/ab/0", "changed"}});
+  // Same (recipient, key), even with a different payload: same seq, no copy,
+  // and reported as not fresh (so the server does not deliver it again).
+  const Ids again = Enqueue({{alice, "d/1/ab/1", "other"}, {alice, "d/1/ab/0", "changed"}}, &fresh);
   ASSERT_EQ(again.size(), 2u);
+  EXPECT_EQ(fresh, std::vector<bool>({true, false}));
   EXPECT_EQ(again[1], first[0]);
   EXPECT_GT(again[0], first[0]);
   EXPECT_EQ(Count(alice), 2u);
@@ -625,8 +632,9 @@ TEST_P(StoreTest, EnqueueIsIdempotentPerRecipientAndKey) {
   EXPECT_EQ(rows[0].payload, "original");
 
   // Duplicates inside one batch collapse too.
-  const Ids dup = Enqueue({{bob, "x", "1"}, {bob, "x", "2"}});
+  const Ids dup = Enqueue({{bob, "x", "1"}, {bob, "x", "2"}}, &fresh);
   ASSERT_EQ(dup.size(), 2u);
+  EXPECT_EQ(fresh, std::vector<bool>({true, false}));
   EXPECT_EQ(dup[0], dup[1]);
   EXPECT_EQ(Count(bob), 1u);
 
@@ -643,7 +651,7 @@ TEST_P(StoreTest, EnqueueIsAtomic) {
   const std::uint64_t ghost = alice + 100;
 
   Ids seqs = {7};
-  const Status s = store_->Enqueue({{alice, "a", "1"}, {alice, "b", "2"}, {ghost, "c", "3"}}, &seqs);
+  const Status s = store_->Enqueue({{alice, "a", "1"}, {alice, "b", "2"}, {ghost, "c", "3"}}, &seqs, nullptr);
   EXPECT_EQ(s.code(), Code::kNoSuchUser) << s.ToString();
   EXPECT_TRUE(seqs.empty());
   EXPECT_EQ(Count(alice), 0u);  // nothing of the batch was stored
@@ -1013,7 +1021,7 @@ TEST_F(PgStoreTest, ConcurrentEnqueuesOfTheSameKeysAgreeOnSeqs) {
       for (int i = 0; i < kRounds; ++i) {
         const std::string key = "k" + std::to_string(i);
         std::vector<std::uint64_t> got;
-        const Status s = stores[t]->Enqueue({{bob, key, "to bob"}, {alice, key, "to alice"}}, &got);
+        const Status s = stores[t]->Enqueue({{bob, key, "to bob"}, {alice, key, "to alice"}}, &got, nullptr);
         if (!s.ok() || got.size() != 2) {
           errors[t].push_back(s);
           continue;
@@ -1054,7 +1062,7 @@ TEST_F(PgStoreTest, OneStoreIsSafeFromManyThreads) {
       std::vector<PendingItem> items;
       for (int i = 0; i < kItems; ++i) items.push_back({me, "k" + std::to_string(i), "p" + std::to_string(i)});
       std::vector<std::uint64_t> seqs;
-      s = store->Enqueue(items, &seqs);
+      s = store->Enqueue(items, &seqs, nullptr);
       if (!s.ok()) return fail(s.ToString());
       std::vector<PendingRow> rows;
       s = store->FetchPending(me, 0, 1000, &rows);
