@@ -14,6 +14,12 @@
 //   sender's msg_id) are ignored; anything that cannot be opened becomes an
 //   "undecryptable" event. After SyncDone a "ready" event is emitted (chat
 //   and listen).
+// - Chat and listen sessions survive a lost connection (not a displacement):
+//   "reconnecting", then the same server or the one the balancers name is
+//   tried with backoff for up to 60 s (else "disconnected"); after logging
+//   in again and processing the pending deliveries, "reconnected". Requests
+//   that had no answer are sent again, byte for byte (same msg_id), and
+//   requests made meanwhile wait; each command still ends exactly once.
 // - Keys and other state are re-read from the LocalStore for every use, so a
 //   one-shot process and a receiving process of the same user cooperate.
 // Single-threaded: runs on one io_context thread.
@@ -23,6 +29,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <asio/awaitable.hpp>
 
@@ -57,8 +64,11 @@ inline constexpr const char* kCodeAmbiguous = "AMBIGUOUS";
 inline constexpr const char* kCodeNoStore = "NO_STORE";
 
 struct ClientConfig {
-  std::string host = "127.0.0.1";
+  std::string host = "127.0.0.1";  // the server (unless balancers are given)
   std::string port = "7400";
+  // HOST:PORT of balancers: if not empty, every connection goes to the
+  // server they name (asked anew for each connection).
+  std::vector<std::string> balancers;
   std::filesystem::path home;       // where <name>.fcdb live
   std::string user;                 // name or id
   std::string password;
@@ -100,7 +110,8 @@ class ClientCore {
   asio::awaitable<void> WaitClosed();
   // Acknowledges what was processed, flushes, closes. Safe to call twice.
   asio::awaitable<void> Shutdown();
-  // True if the server closed the connection (or we were displaced).
+  // True if the session ended because of the server or the network (for a
+  // chat or listen session: displaced, or could not reconnect).
   bool disconnected() const;
   bool synced() const;
   // Deliveries processed in this session.

@@ -1,6 +1,9 @@
 #include "connection.h"
 
 #include <deque>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -30,6 +33,18 @@ constexpr auto kConnectTimeout = std::chrono::seconds(10);
 void LogWarn(const std::string& m) { spdlog::warn("{}", m); }
 void LogDebug(const std::string& m) { spdlog::debug("{}", m); }
 
+// Probes an idle connection after 10 s, every 5 s, and gives up after 3
+// unanswered probes; unacknowledged data gives up after 30 s.
+void EnableKeepalive(int fd) {
+  int on = 1, idle = 10, interval = 5, count = 3;
+  unsigned int user_timeout_ms = 30000;
+  ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof user_timeout_ms);
+}
+
 Status FromWireError(const wire::Error& e) {
   std::string msg = e.message();
   if (msg.empty()) msg = "server error";
@@ -41,6 +56,7 @@ struct Connection::Call {
   explicit Call(asio::io_context& ioc) : timer(ioc) {}
   std::uint64_t rid = 0;
   asio::steady_timer timer;  // expires at the deadline; cancelled on completion
+  std::chrono::milliseconds timeout{0};
   bool done = false;
   Status status;
   wire::Envelope reply;
@@ -67,6 +83,10 @@ struct Connection::Impl : std::enable_shared_from_this<Impl> {
   CloseHandler on_close;
   std::uint32_t max_frame = kDefaultMaxFrame;
   std::uint64_t max_image_bytes = 0;
+  std::string server_id;
+  std::chrono::milliseconds request_timeout{kRequestTimeout};
+  bool close_on_timeout = false;
+  std::chrono::steady_clock::time_point last_heard = std::chrono::steady_clock::now();
 
   void Enqueue(const wire::Envelope& env) {
     std::string payload;
@@ -126,6 +146,7 @@ struct Connection::Impl : std::enable_shared_from_this<Impl> {
       std::size_t n = co_await socket.async_read_some(asio::buffer(buf),
                                                       asio::redirect_error(asio::use_awaitable, ec));
       if (closed) co_return;
+      if (n > 0) last_heard = std::chrono::steady_clock::now();
       if (ec) {
         Fail(Status(Code::kIOError, ec == asio::error::eof ? std::string("server closed the connection")
                                                             : ec.message()),
@@ -189,7 +210,11 @@ Connection::~Connection() { impl_->Fail(Status(Code::kIOError, "closed"), false)
 
 void Connection::set_push_handler(PushHandler h) { impl_->on_push = std::move(h); }
 void Connection::set_close_handler(CloseHandler h) { impl_->on_close = std::move(h); }
+void Connection::set_request_timeout(std::chrono::milliseconds t) { impl_->request_timeout = t; }
+void Connection::set_close_on_timeout(bool on) { impl_->close_on_timeout = on; }
 bool Connection::closed() const { return impl_->closed; }
+const std::string& Connection::server_id() const { return impl_->server_id; }
+std::chrono::steady_clock::time_point Connection::last_heard() const { return impl_->last_heard; }
 std::uint32_t Connection::max_frame() const { return impl_->max_frame; }
 std::uint64_t Connection::max_image_bytes() const { return impl_->max_image_bytes; }
 
@@ -222,6 +247,7 @@ asio::awaitable<Status> Connection::Connect(std::string host, std::string port) 
     co_return Status(Code::kIOError, "cannot connect to " + host + ":" + port + ": " + ec.message());
   }
   self->socket.set_option(asio::ip::tcp::no_delay(true), ec);
+  EnableKeepalive(self->socket.native_handle());
 
   asio::co_spawn(self->ioc, self->Reader(self), asio::detached);
   asio::co_spawn(self->ioc, self->Writer(self), asio::detached);
@@ -234,10 +260,11 @@ asio::awaitable<Status> Connection::Connect(std::string host, std::string port) 
   if (!reply.has_hello_ok()) co_return Status(Code::kBadFrame, "unexpected reply to Hello");
   if (reply.hello_ok().max_frame() > 0) self->max_frame = reply.hello_ok().max_frame();
   self->max_image_bytes = reply.hello_ok().max_image_bytes();
+  self->server_id = reply.hello_ok().server_id();
   co_return Status::OK();
 }
 
-std::shared_ptr<Connection::Call> Connection::Start(const wire::Envelope& req) {
+std::shared_ptr<Connection::Call> Connection::Start(const wire::Envelope& req, std::chrono::milliseconds timeout) {
   auto call = std::make_shared<Call>(impl_->ioc);
   if (impl_->closed) {
     call->done = true;
@@ -256,7 +283,8 @@ std::shared_ptr<Connection::Call> Connection::Start(const wire::Envelope& req) {
     return call;
   }
   call->rid = copy.rid();
-  call->timer.expires_after(kRequestTimeout);
+  call->timeout = timeout.count() > 0 ? timeout : impl_->request_timeout;
+  call->timer.expires_after(call->timeout);
   impl_->calls[call->rid] = call;
   impl_->Enqueue(copy);
   return call;
@@ -270,8 +298,11 @@ asio::awaitable<Status> Connection::Wait(std::shared_ptr<Call> call, wire::Envel
   if (!call->done) {
     impl_->calls.erase(call->rid);
     call->done = true;
-    call->status = Status(Code::kIOError, "no reply from server within " +
-                                              std::to_string(kRequestTimeout.count()) + " s");
+    auto ms = call->timeout.count();
+    std::string why = "no reply from server within " +
+                      (ms % 1000 == 0 ? std::to_string(ms / 1000) + " s" : std::to_string(ms) + " ms");
+    call->status = Status(Code::kIOError, why);
+    if (impl_->close_on_timeout) impl_->Fail(Status(Code::kIOError, why), true);
   }
   if (reply != nullptr) *reply = std::move(call->reply);
   co_return call->status;

@@ -10,7 +10,10 @@
 //   handler in arrival order, synchronously from the reader, together with
 //   the raw frame payload.
 // - The close handler runs once, when the connection ends for any reason
-//   other than Close().
+//   other than Close() (with close_on_timeout, a request left unanswered
+//   past the request timeout ends the connection too).
+// - TCP keepalive is on, so a silently vanished server is noticed within
+//   about half a minute even when idle.
 // Single-threaded: use only from the thread running the io_context.
 #pragma once
 
@@ -51,6 +54,11 @@ class Connection {
 
   void set_push_handler(PushHandler h);
   void set_close_handler(CloseHandler h);
+  // Reply deadline of requests started from now on (default kRequestTimeout).
+  void set_request_timeout(std::chrono::milliseconds t);
+  // If set, a request that times out closes the connection (the close
+  // handler runs): a server that stops answering is treated as gone.
+  void set_close_on_timeout(bool on);
 
   // Resolves and connects (10 s limit), starts reading and writing, and does
   // the Hello/HelloOk handshake.
@@ -61,7 +69,9 @@ class Connection {
 
   // Pipelining: Start queues the request now; Wait collects its reply later.
   // Replies arrive in request order, so waiting on the oldest first is best.
-  std::shared_ptr<Call> Start(const wire::Envelope& req);
+  // `timeout` (if not zero) replaces the request timeout for this one.
+  std::shared_ptr<Call> Start(const wire::Envelope& req,
+                              std::chrono::milliseconds timeout = std::chrono::milliseconds::zero());
   asio::awaitable<Status> Wait(std::shared_ptr<Call> call, wire::Envelope* reply);
 
   // Queues a message that gets no reply (Ack); a fresh rid is set.
@@ -76,6 +86,10 @@ class Connection {
 
   std::uint32_t max_frame() const;
   std::uint64_t max_image_bytes() const;
+  // HelloOk.server_id (empty if the server sent none).
+  const std::string& server_id() const;
+  // When bytes last arrived from the server (or the connection was made).
+  std::chrono::steady_clock::time_point last_heard() const;
 
  private:
   struct Impl;

@@ -32,6 +32,7 @@
 #include "commands.h"
 #include "fastchat/crypto.h"
 #include "output.h"
+#include "reconnect.h"
 
 namespace fc = fastchat::client;
 using asio::awaitable;
@@ -60,15 +61,6 @@ bool PromptPassword(const std::string& prompt, std::string* out) {
   if (restore) tcsetattr(STDIN_FILENO, TCSAFLUSH, &old);
   std::fprintf(stderr, "\n");
   return got;
-}
-
-bool SplitServer(const std::string& s, std::string* host, std::string* port) {
-  std::size_t colon = s.rfind(':');
-  if (colon == std::string::npos || colon + 1 >= s.size()) return false;
-  *host = s.substr(0, colon);
-  *port = s.substr(colon + 1);
-  if (host->size() >= 2 && host->front() == '[' && host->back() == ']') *host = host->substr(1, host->size() - 2);
-  return !host->empty();
 }
 
 // Lines from stdin: asynchronous for pipes and terminals, plain blocking
@@ -282,7 +274,12 @@ int main(int argc, char** argv) {
   std::string server = "127.0.0.1:7400";
   std::string home, user, password, downloads, kdf = "interactive", record;
   bool json = false, verbose = false;
-  cli.add_option("--server", server, "server HOST:PORT")->envname("FASTCHAT_SERVER");
+  std::vector<std::string> balancers;
+  CLI::Option* server_opt = cli.add_option("--server", server, "server HOST:PORT")->envname("FASTCHAT_SERVER");
+  cli.add_option("--balancer", balancers,
+                 "balancer HOST:PORT to ask for a server (repeatable, or comma-separated; used unless --server "
+                 "is given)")
+      ->envname("FASTCHAT_BALANCER");
   cli.add_option("--home", home, "folder of local key stores (default $HOME/.fastchat)")->envname("FASTCHAT_HOME");
   cli.add_option("--user", user, "your user name or id")->envname("FASTCHAT_USER");
   cli.add_option("--password", password, "password (else prompted on a terminal)")->envname("FASTCHAT_PASSWORD");
@@ -311,10 +308,16 @@ int main(int argc, char** argv) {
   App app;
   app.json = json;
   fc::ClientConfig& cfg = app.cfg;
-  if (!SplitServer(server, &cfg.host, &cfg.port)) {
+  if (!fc::SplitHostPort(server, &cfg.host, &cfg.port)) {
     fc::EmitError(out, mode, fc::kCodeUsage, "--server must be HOST:PORT");
     return 1;
   }
+  std::string bad;
+  if (!fc::ParseBalancerList(balancers, &cfg.balancers, &bad)) {
+    fc::EmitError(out, mode, fc::kCodeUsage, "--balancer: " + bad);
+    return 1;
+  }
+  if (server_opt->count() > 0) cfg.balancers.clear();  // --server wins
   if (home.empty()) {
     const char* h = std::getenv("HOME");
     home = std::string(h ? h : ".") + "/.fastchat";

@@ -92,7 +92,8 @@ std::string Output::Human(const Json& e) {
   std::string type = Str(e, "type");
   if (type == "result") return HumanResult(e);
   if (type == "ready")
-    return "* logged in as " + Str(e, "user") + " (id " + Str(e, "user_id") + "), up to date";
+    return "* logged in as " + Str(e, "user") + " (id " + Str(e, "user_id") + ")" +
+           (Str(e, "server_id").empty() ? std::string() : " on " + Str(e, "server_id")) + ", up to date";
   if (type == "message") return "[" + Who(e, "from", "from_id") + "] " + Str(e, "text");
   if (type == "image")
     return "[" + Who(e, "from", "from_id") + "] sent a file \"" + Str(e, "title") + "\" (" +
@@ -126,6 +127,10 @@ std::string Output::Human(const Json& e) {
   if (type == "warning")
     return "!!! WARNING [" + Str(e, "code") + "] " + Str(e, "message");
   if (type == "disconnected") return "* disconnected: " + Str(e, "reason");
+  if (type == "reconnecting") return "* connection lost (" + Str(e, "reason") + "); reconnecting...";
+  if (type == "reconnected")
+    return "* reconnected to " + Str(e, "server_id") + " (" + Str(e, "server") + ") after " + Str(e, "after_ms") +
+           " ms; up to date";
   if (type == "decrypt") {
     std::string s = "frame seq " + Str(e, "seq") + ": ";
     s += e.value("opened", false) ? "opened" : "not opened";
