@@ -84,6 +84,12 @@ echo "PostgreSQL on 127.0.0.1:$pgport; logs in $dir. Connect clients with:"
 echo "  fastchat --balancer 127.0.0.1:$base register NAME"
 echo "  fastchat --balancer 127.0.0.1:$base --user NAME chat"
 echo "Ctrl-C stops everything."
-wait -n "${pids[@]}" || true
-echo "a cluster process exited; see the logs in $dir"
+# A server that dies (try kill -9 on one) leaves the others running: its
+# clients move to them through the balancer.
+while true; do
+  rc=0
+  wait -n || rc=$?
+  [ "$rc" -eq 127 ] && break  # nothing left to wait for
+  echo "a cluster process exited (status $rc); the others keep running (logs in $dir)"
+done
 stop
