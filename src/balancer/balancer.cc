@@ -10,6 +10,7 @@
 #include <spdlog/spdlog.h>
 
 #include "auth.h"
+#include "common/listen.h"
 #include "balancer_impl.h"
 #include "session.h"
 
@@ -93,19 +94,8 @@ Status Balancer::Start(std::uint16_t* port) {
   Impl& impl = *impl_;
   if (impl.config.cluster_secret.empty()) return Status(Code::kBadRequest, "the cluster secret is empty");
   if (!AuthInit()) return Status(Code::kInternal, "libsodium failed to initialise");
-  asio::error_code ec;
-  auto addr = asio::ip::make_address(impl.config.listen_host, ec);
-  if (ec) return Status(Code::kBadRequest, "bad listen address '" + impl.config.listen_host + "': " + ec.message());
-  asio::ip::tcp::endpoint ep(addr, impl.config.listen_port);
-  impl.acceptor.open(ep.protocol(), ec);
-  if (!ec) impl.acceptor.set_option(asio::ip::tcp::acceptor::reuse_address(true), ec);
-  if (!ec) impl.acceptor.bind(ep, ec);
-  if (!ec) impl.acceptor.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) {
-    return Status(Code::kIOError, "cannot listen on " + impl.config.listen_host + ":" +
-                                      std::to_string(impl.config.listen_port) + ": " + ec.message());
-  }
-  *port = impl.acceptor.local_endpoint().port();
+  Status listening = Listen(impl.acceptor, impl.config.listen_host, impl.config.listen_port, "clients and servers", port);
+  if (!listening.ok()) return listening;
   asio::co_spawn(impl.io, AcceptLoop(impl_), asio::detached);
   asio::co_spawn(impl.io, SweepLoop(impl_), asio::detached);
   return Status::OK();

@@ -11,6 +11,7 @@
 #include <asio/use_awaitable.hpp>
 #include <spdlog/spdlog.h>
 
+#include "common/listen.h"
 #include "fastchat/crypto.h"
 #include "fastchat/frame.h"
 #include "frame_queue.h"
@@ -124,16 +125,8 @@ Status Mesh::Start(std::uint16_t* port) {
   if (c.cluster_secret.size() < 16) {
     return Status(Code::kBadRequest, "the cluster secret must be at least 16 bytes");
   }
-  asio::error_code ec;
-  auto addr = asio::ip::make_address(c.mesh_host, ec);
-  if (ec) return Status(Code::kBadRequest, "bad mesh address '" + c.mesh_host + "'");
-  asio::ip::tcp::endpoint ep(addr, c.mesh_port);
-  acceptor_.open(ep.protocol(), ec);
-  if (!ec) acceptor_.set_option(asio::ip::tcp::acceptor::reuse_address(true), ec);
-  if (!ec) acceptor_.bind(ep, ec);
-  if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) return Status(Code::kIOError, "cannot listen for peers on " + c.mesh_host + ": " + ec.message());
-  *port = acceptor_.local_endpoint().port();
+  Status listening = Listen(acceptor_, c.mesh_host, c.mesh_port, "peers", port);
+  if (!listening.ok()) return listening;
   if (server_.config.mesh_advertise.empty()) {
     server_.config.mesh_advertise = c.mesh_host + ":" + std::to_string(*port);
   }

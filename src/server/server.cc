@@ -10,6 +10,7 @@
 #include <spdlog/spdlog.h>
 
 #include "server_impl.h"
+#include "common/listen.h"
 #include "mesh.h"
 #include "session.h"
 
@@ -68,19 +69,8 @@ Server::~Server() {
 
 Status Server::Start(std::uint16_t* port) {
   Impl& impl = *impl_;
-  asio::error_code ec;
-  auto addr = asio::ip::make_address(impl.config.listen_host, ec);
-  if (ec) return Status(Code::kBadRequest, "bad listen address '" + impl.config.listen_host + "': " + ec.message());
-  asio::ip::tcp::endpoint ep(addr, impl.config.listen_port);
-  impl.acceptor.open(ep.protocol(), ec);
-  if (!ec) impl.acceptor.set_option(asio::ip::tcp::acceptor::reuse_address(true), ec);
-  if (!ec) impl.acceptor.bind(ep, ec);
-  if (!ec) impl.acceptor.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) {
-    return Status(Code::kIOError, "cannot listen on " + impl.config.listen_host + ":" +
-                                      std::to_string(impl.config.listen_port) + ": " + ec.message());
-  }
-  *port = impl.acceptor.local_endpoint().port();
+  Status listening = Listen(impl.acceptor, impl.config.listen_host, impl.config.listen_port, "clients", port);
+  if (!listening.ok()) return listening;
   if (impl.config.mesh_enabled) {
     impl.mesh = std::make_unique<Mesh>(impl);
     std::uint16_t mesh_port = 0;
