@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstring>
 #include <utility>
+#include <vector>
 
 #include <fcntl.h>
 #include <sqlite3.h>
@@ -93,6 +94,17 @@ class Stmt {
   Status Run() {
     bool row;
     return Step(&row);
+  }
+  // Steps through every row, appending read(*this) for each to *out.
+  template <typename T, typename Read>
+  Status ReadAll(std::vector<T>* out, Read read) {
+    for (;;) {
+      bool row;
+      Status s = Step(&row);
+      if (!s.ok()) return s;
+      if (!row) return Status::OK();
+      out->push_back(read(*this));
+    }
   }
 
   std::int64_t ColInt(int i) { return sqlite3_column_int64(stmt_, i); }
@@ -474,17 +486,13 @@ Status LocalStore::RemoveFriendRequest(std::uint64_t user_id) {
 Status LocalStore::ListFriendRequests(std::vector<Contact>* out) {
   out->clear();
   Stmt st(db_, "SELECT user_id, name, received FROM friend_requests ORDER BY received, user_id");
-  for (;;) {
-    bool row;
-    Status s = st.Step(&row);
-    if (!s.ok()) return s;
-    if (!row) return Status::OK();
+  return st.ReadAll(out, [](Stmt& r) {
     Contact c;
-    c.id = st.ColU64(0);
-    c.name = st.ColStr(1);
-    c.first_seen_ms = st.ColInt(2);
-    out->push_back(std::move(c));
-  }
+    c.id = r.ColU64(0);
+    c.name = r.ColStr(1);
+    c.first_seen_ms = r.ColInt(2);
+    return c;
+  });
 }
 
 // ---------------------------------------------------------------- groups
@@ -499,12 +507,14 @@ Status LocalStore::PutGroup(const LocalGroup& g) {
 }
 
 namespace {
-void ReadGroup(Stmt& st, LocalGroup* g) {
-  g->id = st.ColU64(0);
-  g->name = st.ColStr(1);
-  g->admin_id = st.ColU64(2);
-  g->epoch = st.ColU64(3);
-  g->left = st.ColInt(4) != 0;
+LocalGroup ReadGroup(Stmt& st) {
+  LocalGroup g;
+  g.id = st.ColU64(0);
+  g.name = st.ColStr(1);
+  g.admin_id = st.ColU64(2);
+  g.epoch = st.ColU64(3);
+  g.left = st.ColInt(4) != 0;
+  return g;
 }
 }  // namespace
 
@@ -515,7 +525,7 @@ Status LocalStore::GetGroup(std::uint64_t id, LocalGroup* g) {
   Status s = st.Step(&row);
   if (!s.ok()) return s;
   if (!row) return Status(Code::kNotFound, "unknown group " + std::to_string(id));
-  ReadGroup(st, g);
+  *g = ReadGroup(st);
   return Status::OK();
 }
 
@@ -523,29 +533,13 @@ Status LocalStore::FindGroupsByName(const std::string& name, std::vector<LocalGr
   out->clear();
   Stmt st(db_, "SELECT id, name, admin_id, epoch, has_left FROM chat_groups WHERE name = ? ORDER BY id");
   st.Text(name);
-  for (;;) {
-    bool row;
-    Status s = st.Step(&row);
-    if (!s.ok()) return s;
-    if (!row) return Status::OK();
-    LocalGroup g;
-    ReadGroup(st, &g);
-    out->push_back(std::move(g));
-  }
+  return st.ReadAll(out, ReadGroup);
 }
 
 Status LocalStore::ListGroups(std::vector<LocalGroup>* out) {
   out->clear();
   Stmt st(db_, "SELECT id, name, admin_id, epoch, has_left FROM chat_groups ORDER BY id");
-  for (;;) {
-    bool row;
-    Status s = st.Step(&row);
-    if (!s.ok()) return s;
-    if (!row) return Status::OK();
-    LocalGroup g;
-    ReadGroup(st, &g);
-    out->push_back(std::move(g));
-  }
+  return st.ReadAll(out, ReadGroup);
 }
 
 Status LocalStore::SetGroupLeft(std::uint64_t id, bool left) {
