@@ -44,6 +44,15 @@ class FrameDecoder {
   // Bytes buffered but not yet returned as frames (e.g. a truncated frame).
   std::size_t buffered() const { return buf_.size() - pos_; }
 
+  // Frees the buffer's memory if nothing is buffered, so an idle connection
+  // holds none (a connection that once carried a 1 MiB frame would keep it).
+  void ReleaseIfIdle() {
+    if (buffered() == 0 && buf_.capacity() > 0) {
+      std::string().swap(buf_);
+      pos_ = 0;
+    }
+  }
+
  private:
   std::uint32_t max_frame_;
   std::string buf_;

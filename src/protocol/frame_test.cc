@@ -39,6 +39,30 @@ TEST(Frame, DecodesFramesSplitAcrossReads) {
   EXPECT_EQ(dec.buffered(), 0u);
 }
 
+TEST(Frame, ReleaseIfIdleKeepsPendingBytes) {
+  std::string stream;
+  AppendFrame(std::string(5000, 'a'), &stream);
+  AppendFrame("tail", &stream);
+  FrameDecoder dec;
+  dec.Append(stream.data(), stream.size() - 1);  // second frame incomplete
+  std::string_view p;
+  bool have = false;
+  ASSERT_TRUE(dec.Next(&p, &have).ok());
+  ASSERT_TRUE(have);
+  dec.ReleaseIfIdle();  // bytes pending: must keep them
+  dec.Append(stream.data() + stream.size() - 1, 1);
+  ASSERT_TRUE(dec.Next(&p, &have).ok());
+  ASSERT_TRUE(have);
+  EXPECT_EQ(p, "tail");
+  dec.ReleaseIfIdle();
+  EXPECT_EQ(dec.buffered(), 0u);
+  AppendFrame("again", &stream);
+  dec.Append(stream.data() + stream.size() - 9, 9);
+  ASSERT_TRUE(dec.Next(&p, &have).ok());
+  ASSERT_TRUE(have);
+  EXPECT_EQ(p, "again");
+}
+
 TEST(Frame, TruncatedFrameStaysBuffered) {
   std::string stream;
   AppendFrame("abcdef", &stream);

@@ -3,6 +3,7 @@
 
 #include <memory>
 #include <unordered_set>
+#include <vector>
 
 #include <asio/io_context.hpp>
 #include <asio/ip/tcp.hpp>
@@ -31,6 +32,9 @@ struct Server::Impl {
   asio::ip::tcp::acceptor acceptor;
   std::unordered_set<std::shared_ptr<Session>> sessions;  // every open connection
   std::unique_ptr<Mesh> mesh;                              // null unless clustered
+  // Every session reads into this one buffer (one thread; bytes are copied
+  // into the session's frame decoder before anything else runs).
+  std::vector<char> read_buffer = std::vector<char>(64 * 1024);
   std::uint64_t frames_handled = 0;
   std::uint64_t deliveries = 0;
   bool stopping = false;

@@ -24,7 +24,6 @@ namespace {
 
 using asio::use_awaitable;
 
-constexpr std::size_t kReadChunk = 16 * 1024;
 constexpr std::size_t kMaxAckSeqs = 4096;
 
 std::uint64_t NowMs() {
@@ -217,14 +216,21 @@ asio::awaitable<void> Session::WriteLoop() {
 asio::awaitable<void> Session::ReadLoop() {
   auto self = shared_from_this();
   FrameDecoder decoder(server_.config.max_frame);
-  std::array<char, kReadChunk> buf;
+  socket_.non_blocking(true);
   try {
     while (!closed_ && !out_.stopping()) {
       // Back-pressure: a peer that does not read its replies stops being read.
       co_await out_.WaitBelow(server_.config.max_queue_bytes);
       if (closed_ || out_.stopping()) break;
-      std::size_t n = co_await socket_.async_read_some(asio::buffer(buf), use_awaitable);
-      decoder.Append(buf.data(), n);
+      // Wait for readability holding no buffer, then read into the server's
+      // one shared buffer: an idle connection costs no read buffer at all.
+      co_await socket_.async_wait(asio::ip::tcp::socket::wait_read, use_awaitable);
+      asio::error_code ec;
+      std::vector<char>& shared = server_.read_buffer;
+      std::size_t n = socket_.read_some(asio::buffer(shared), ec);
+      if (ec == asio::error::would_block || ec == asio::error::try_again) continue;
+      if (ec) throw asio::system_error(ec);
+      decoder.Append(shared.data(), n);
       for (;;) {
         std::string_view payload;
         bool have = false;
@@ -244,6 +250,7 @@ asio::awaitable<void> Session::ReadLoop() {
         co_await Handle(env);
         if (closed_ || out_.stopping()) co_return;
       }
+      decoder.ReleaseIfIdle();
     }
   } catch (const std::exception& e) {
     spdlog::debug("session read ended: {}", e.what());
