@@ -11,6 +11,7 @@
 
 #include "server_impl.h"
 #include "common/listen.h"
+#include "fastchat/crypto.h"
 #include "mesh.h"
 #include "session.h"
 
@@ -61,7 +62,10 @@ asio::awaitable<void> AcceptLoop(Server::Impl& impl) {
 }  // namespace
 
 Server::Server(asio::io_context& io, ServerConfig config, std::unique_ptr<Store> store)
-    : impl_(std::make_unique<Impl>(io, std::move(config), std::move(store))) {}
+    : impl_(std::make_unique<Impl>(io, std::move(config), std::move(store))) {
+  Status st = crypto::PasswordHash(crypto::Hex(crypto::RandomBytes(16)), impl_->config.pwhash, &impl_->decoy_hash);
+  if (!st.ok()) spdlog::error("cannot make the decoy password hash: {}", st.ToString());
+}
 
 Server::~Server() {
   Stop();

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <memory>
+#include <string>
 #include <unordered_set>
 #include <vector>
 
@@ -35,6 +36,9 @@ struct Server::Impl {
   // Every session reads into this one buffer (one thread; bytes are copied
   // into the session's frame decoder before anything else runs).
   std::vector<char> read_buffer = std::vector<char>(64 * 1024);
+  // Argon2id hash of a random password at the configured cost: what an
+  // unknown user's login is checked against (see Session::HandleLogin).
+  std::string decoy_hash;
   std::uint64_t frames_handled = 0;
   std::uint64_t deliveries = 0;
   bool stopping = false;

@@ -448,13 +448,15 @@ asio::awaitable<Status> Session::HandleLogin(const wire::Envelope& env) {
   };
   Found f = co_await server_.store.Run(std::move(lookup_job));
   const Status bad(Code::kBadCredentials, "unknown user or wrong password");
-  if (f.st.code() == Code::kNoSuchUser || f.st.code() == Code::kBadRequest) co_return bad;
-  if (!f.st.ok()) co_return f.st;
-  auto verify_job = [hash = f.user.password_hash, password = m.password()]() {
-                               return crypto::PasswordVerify(hash, password);
-                             };
+  const bool known = f.st.ok();
+  if (!known && f.st.code() != Code::kNoSuchUser && f.st.code() != Code::kBadRequest) co_return f.st;
+  // An unknown user is checked against a decoy hash of the same cost, so the
+  // answer takes as long as for a wrong password (no user enumeration by timing).
+  auto verify_job = [hash = known ? f.user.password_hash : server_.decoy_hash, password = m.password()]() {
+    return crypto::PasswordVerify(hash, password);
+  };
   bool ok = co_await Offload(server_.hash_pool.get_executor(), std::move(verify_job));
-  if (!ok) co_return bad;
+  if (!ok || !known) co_return bad;
   if (closed_) co_return Status::OK();
   user_id_ = f.user.id;
   user_name_ = f.user.name;
