@@ -14,11 +14,6 @@ namespace {
 
 constexpr std::uint32_t kMaxFrame = 64 * 1024;
 
-std::string Str(const json& j, const char* key) {
-  if (!j.contains(key)) return "";
-  return j[key].is_string() ? j[key].get<std::string>() : j[key].dump();
-}
-
 class BadInput : public ::testing::Test {
  protected:
   void SetUp() override {

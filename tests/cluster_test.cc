@@ -34,31 +34,6 @@ namespace {
 
 constexpr Millis kImageTimeout{120000};
 
-std::string Str(const json& j, const char* key) {
-  if (!j.contains(key)) return "";
-  return j[key].is_string() ? j[key].get<std::string>() : j[key].dump();
-}
-
-Match Msg(const std::string& from, const std::string& text) {
-  return Like({{"type", "message"}, {"from", from}, {"text", text}});
-}
-
-Match GroupMsg(std::uint64_t gid, const std::string& from, const std::string& text) {
-  return Like({{"type", "group_message"}, {"group_id", gid}, {"from", from}, {"text", text}});
-}
-
-Match GroupKey(std::uint64_t gid, std::uint64_t epoch) {
-  return Like({{"type", "group_key"}, {"group_id", gid}, {"epoch", epoch}});
-}
-
-std::vector<std::string> Names(const json& list) {
-  std::vector<std::string> out;
-  if (!list.is_array()) return out;
-  for (const auto& e : list) out.push_back(e.value("name", ""));
-  std::sort(out.begin(), out.end());
-  return out;
-}
-
 // The server a chat client says it is connected to ("ready" and
 // "reconnected" carry server_id).
 std::string ServerIdOf(const json& event, const ChatClient& c) {

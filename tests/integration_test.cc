@@ -24,31 +24,6 @@ namespace fs = std::filesystem;
 
 constexpr Millis kBigTimeout{180000};  // 64 MiB image end to end
 
-std::string Str(const json& j, const char* key) {
-  if (!j.contains(key)) return "";
-  return j[key].is_string() ? j[key].get<std::string>() : j[key].dump();
-}
-
-Match Msg(const std::string& from, const std::string& text) {
-  return Like({{"type", "message"}, {"from", from}, {"text", text}});
-}
-
-Match GroupMsg(std::uint64_t gid, const std::string& from, const std::string& text) {
-  return Like({{"type", "group_message"}, {"group_id", gid}, {"from", from}, {"text", text}});
-}
-
-Match GroupKey(std::uint64_t gid, std::uint64_t epoch) {
-  return Like({{"type", "group_key"}, {"group_id", gid}, {"epoch", epoch}});
-}
-
-std::vector<std::string> Names(const json& list) {
-  std::vector<std::string> out;
-  if (!list.is_array()) return out;
-  for (const auto& e : list) out.push_back(e.value("name", ""));
-  std::sort(out.begin(), out.end());
-  return out;
-}
-
 // The {"type":"decrypt_summary"} line of a decrypt-frames run.
 json DecryptSummary(const RunResult& r) {
   for (const auto& j : r.lines) {

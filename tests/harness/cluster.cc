@@ -341,36 +341,10 @@ std::vector<std::string> Cluster::GlobalArgs(const User& u, const Via& via, bool
 }
 
 RunResult Cluster::Run(const User& u, const Via& via, const std::vector<std::string>& args, Millis timeout) {
-  if (!fs::exists(ClientBinary())) {
-    throw std::runtime_error("client binary not found: " + ClientBinary() + " (build target fastchat)");
-  }
-  SpawnOptions so;
   bool with_user = args.empty() || args[0] != "register";
-  so.argv = GlobalArgs(u, via, with_user);
-  for (const auto& a : args) so.argv.push_back(a);
-  so.stderr_path = tmp_.Sub("run-" + std::to_string(++counter_) + ".stderr");
-  auto p = Process::Spawn(so);
-  p->CloseStdin();
-  RunResult r;
-  r.command = p->CommandLine();
-  bool timed_out = false;
-  r.out = p->ReadToEof(timeout, &timed_out);
-  if (timed_out) {
-    p->Stop(Millis(500));
-    r.err = p->StderrTail();
-    throw std::runtime_error("one-shot command timed out\n" + r.Describe());
-  }
-  r.exit_code = p->Wait(Millis(10000)).value_or(-1);
-  r.err = p->StderrTail();
-  std::istringstream in(r.out);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.empty()) continue;
-    json j = json::parse(line, nullptr, false);
-    if (j.is_discarded() || !j.is_object()) j = json{{"type", "_raw"}, {"line", line}};
-    r.lines.push_back(std::move(j));
-  }
-  return r;
+  std::vector<std::string> argv = GlobalArgs(u, via, with_user);
+  argv.insert(argv.end(), args.begin(), args.end());
+  return RunClientOnce(std::move(argv), tmp_.Sub("run-" + std::to_string(++counter_) + ".stderr"), timeout);
 }
 
 User Cluster::Register(const std::string& name, const Via& via) {

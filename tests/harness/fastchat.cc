@@ -1,3 +1,4 @@
+#include <algorithm>
 #include "harness/fastchat.h"
 
 #include <gtest/gtest.h>
@@ -347,15 +348,13 @@ std::vector<std::string> World::GlobalArgs(const User& u, std::optional<std::str
   return a;
 }
 
-RunResult World::Run(const User& u, const std::vector<std::string>& args, Millis timeout,
-                     std::optional<std::string> login) {
+RunResult RunClientOnce(std::vector<std::string> argv, const std::string& stderr_path, Millis timeout) {
   if (!fs::exists(ClientBinary())) {
     throw std::runtime_error("client binary not found: " + ClientBinary() + " (build target fastchat)");
   }
   SpawnOptions so;
-  so.argv = GlobalArgs(u, login);
-  for (const auto& a : args) so.argv.push_back(a);
-  so.stderr_path = tmp_.Sub("run-" + std::to_string(++counter_) + ".stderr");
+  so.argv = std::move(argv);
+  so.stderr_path = stderr_path;
   auto p = Process::Spawn(so);
   p->CloseStdin();
   RunResult r;
@@ -364,7 +363,6 @@ RunResult World::Run(const User& u, const std::vector<std::string>& args, Millis
   r.out = p->ReadToEof(timeout, &timed_out);
   if (timed_out) {
     p->Stop(Millis(500));
-    r.exit_code = -1;
     r.err = p->StderrTail();
     throw std::runtime_error("one-shot command timed out\n" + r.Describe());
   }
@@ -377,6 +375,38 @@ RunResult World::Run(const User& u, const std::vector<std::string>& args, Millis
     r.lines.push_back(ParseLine(line));
   }
   return r;
+}
+
+RunResult World::Run(const User& u, const std::vector<std::string>& args, Millis timeout,
+                     std::optional<std::string> login) {
+  std::vector<std::string> argv = GlobalArgs(u, login);
+  argv.insert(argv.end(), args.begin(), args.end());
+  return RunClientOnce(std::move(argv), tmp_.Sub("run-" + std::to_string(++counter_) + ".stderr"), timeout);
+}
+
+std::string Str(const json& j, const char* key) {
+  if (!j.contains(key)) return "";
+  return j[key].is_string() ? j[key].get<std::string>() : j[key].dump();
+}
+
+Match Msg(const std::string& from, const std::string& text) {
+  return Like({{"type", "message"}, {"from", from}, {"text", text}});
+}
+
+Match GroupMsg(std::uint64_t gid, const std::string& from, const std::string& text) {
+  return Like({{"type", "group_message"}, {"group_id", gid}, {"from", from}, {"text", text}});
+}
+
+Match GroupKey(std::uint64_t gid, std::uint64_t epoch) {
+  return Like({{"type", "group_key"}, {"group_id", gid}, {"epoch", epoch}});
+}
+
+std::vector<std::string> Names(const json& list) {
+  std::vector<std::string> out;
+  if (!list.is_array()) return out;
+  for (const auto& e : list) out.push_back(e.value("name", ""));
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 json World::RunOk(const User& u, const std::vector<std::string>& args, Millis timeout) {

@@ -144,6 +144,20 @@ struct RunResult {
   std::string Describe() const;    // for failure messages
 };
 
+// Runs the client binary once with `argv` (argv[0] is the binary), stdin
+// closed, and collects its output; throws if it runs past `timeout`.
+RunResult RunClientOnce(std::vector<std::string> argv, const std::string& stderr_path, Millis timeout);
+
+// Helpers for reading client events.
+// j[key] as a string ("" if absent; non-strings dumped).
+std::string Str(const json& j, const char* key);
+// Matchers for an incoming direct message, group message and group key.
+Match Msg(const std::string& from, const std::string& text);
+Match GroupMsg(std::uint64_t gid, const std::string& from, const std::string& text);
+Match GroupKey(std::uint64_t gid, std::uint64_t epoch);
+// The sorted "name" fields of a JSON array of {id, name} objects.
+std::vector<std::string> Names(const json& list);
+
 // ------------------------------------------------------------------ world
 // One test's universe: a temp dir, a server, and the users and client
 // processes created through it. On destruction during a failing test, prints
