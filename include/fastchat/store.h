@@ -18,6 +18,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "fastchat/status.h"
@@ -60,9 +61,39 @@ struct PendingRow {
   std::string payload;
 };
 
+// Everything but the pending deliveries: what a server keeps in memory to
+// decide requests without reading the database (see server/directory.h).
+struct DirectoryState {
+  std::vector<UserRecord> users;
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> friendships;  // each pair at least once
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> requests;     // (from, to), oldest first
+  std::vector<GroupRecord> groups;
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> members;      // (group, user), join order
+};
+
 class Store {
  public:
   virtual ~Store() = default;
+
+  // ---- batches (group commit)
+  // Between BeginBatch() and CommitBatch(), calls share one transaction and
+  // CommitBatch() makes all of them durable at once (one sync to stable
+  // storage for the whole batch): when it returns OK every change made since
+  // BeginBatch() survives a crash or power loss; when it fails none of them
+  // happened. RollbackBatch() undoes the batch. Inside a batch, BeginUnit()
+  // / EndUnit(keep) bracket one request's calls so a request that fails
+  // half-way is undone alone (EndUnit(false)) without losing the others.
+  // Outside a batch every call is its own durable transaction.
+  // Implementations that cannot batch (PgStore today) make these no-ops and
+  // keep one transaction per call.
+  virtual Status BeginBatch() = 0;
+  virtual Status CommitBatch() = 0;
+  virtual void RollbackBatch() = 0;
+  virtual Status BeginUnit() = 0;
+  virtual void EndUnit(bool keep) = 0;
+
+  // The whole directory state (users, friendships, requests, groups, members).
+  virtual Status LoadDirectory(DirectoryState* out) = 0;
 
   // ---- users
   // Creates a user; kNameTaken if the name exists. Sets *id.

@@ -326,6 +326,9 @@ bool Mesh::LinkUp(const std::shared_ptr<PeerLink>& link) {
   p->set_full(true);
   server_.presence.ForEachUser([p](std::uint64_t u) { p->add_online(u); });
   link->Send(snapshot);
+  // Changes the peer announced while unlinked were missed: read the whole
+  // directory again.
+  server_.ReloadDirectory();
   return true;
 }
 
@@ -392,6 +395,16 @@ void Mesh::OnFrame(PeerLink& link, mesh::MeshFrame& frame) {
       }
       break;
     }
+    case mesh::MeshFrame::kChanged: {
+      const mesh::Changed& c = frame.changed();
+      Facts f;
+      f.user_ids.assign(c.user_ids().begin(), c.user_ids().end());
+      for (const mesh::Pair& p : c.friendships()) f.friendships.emplace_back(p.a(), p.b());
+      f.requests_to.assign(c.requests_to().begin(), c.requests_to().end());
+      f.groups.assign(c.groups().begin(), c.groups().end());
+      server_.RefreshDirectory(std::move(f));
+      break;
+    }
     case mesh::MeshFrame::kResync:
       for (std::uint64_t u : frame.resync().users()) {
         if (Session* s = server_.presence.Find(u)) s->CatchUpFromStore();
@@ -406,6 +419,24 @@ void Mesh::OnFrame(PeerLink& link, mesh::MeshFrame& frame) {
 void Mesh::Broadcast(const mesh::MeshFrame& frame) {
   std::string bytes = Framed(frame);
   for (auto& [id, link] : links_) link->out.Push(bytes);
+}
+
+void Mesh::AnnounceChanged(const Facts& changed) {
+  if (links_.empty() || (changed.user_ids.empty() && changed.user_names.empty() && changed.friendships.empty() &&
+                         changed.requests_to.empty() && changed.groups.empty())) {
+    return;
+  }
+  mesh::MeshFrame f;
+  auto* c = f.mutable_changed();
+  for (std::uint64_t u : changed.user_ids) c->add_user_ids(u);
+  for (const auto& [a, b] : changed.friendships) {
+    auto* p = c->add_friendships();
+    p->set_a(a);
+    p->set_b(b);
+  }
+  for (std::uint64_t u : changed.requests_to) c->add_requests_to(u);
+  for (std::uint64_t g : changed.groups) c->add_groups(g);
+  Broadcast(f);
 }
 
 void Mesh::UserOnline(std::uint64_t user, std::function<void()> announced) {

@@ -27,6 +27,7 @@
 
 #include "fastchat/status.h"
 #include "fastchat/store.h"
+#include "directory.h"
 #include "router.h"
 #include "server.h"
 
@@ -53,6 +54,9 @@ class Mesh {
   void UserOnline(std::uint64_t user, std::function<void()> announced);
   // A local receiving session for `user` ended.
   void UserOffline(std::uint64_t user);
+
+  // Tells every peer that these facts changed in the shared store.
+  void AnnounceChanged(const Facts& changed);
 
   // The link to the server hosting `user`'s receiving session, or null.
   PeerLink* Where(std::uint64_t user) const;

@@ -61,8 +61,56 @@ asio::awaitable<void> AcceptLoop(Server::Impl& impl) {
 
 }  // namespace
 
-Server::Server(asio::io_context& io, ServerConfig config, std::unique_ptr<Store> store)
-    : impl_(std::make_unique<Impl>(io, std::move(config), std::move(store))) {
+void Server::Impl::RefreshDirectory(Facts facts) {
+  auto job = [facts = std::move(facts)](Store& s) { return LoadFacts(s, facts); };
+  store.Submit(std::move(job), [this](FactsSnapshot snap) {
+    if (!snap.st.ok()) {
+      spdlog::error("re-reading directory facts: {}", snap.st.ToString());
+      return;
+    }
+    directory.Apply(snap);
+  });
+}
+
+void Server::Impl::ReloadDirectory() {
+  struct Loaded {
+    Status st;
+    DirectoryState state;
+  };
+  auto job = [](Store& s) {
+    Loaded l;
+    l.st = s.LoadDirectory(&l.state);
+    return l;
+  };
+  store.Submit(std::move(job), [this](Loaded l) {
+    if (!l.st.ok()) {
+      spdlog::error("re-reading the directory: {}", l.st.ToString());
+      return;
+    }
+    directory.Load(l.state);
+  });
+}
+
+asio::awaitable<void> Server::Impl::Refresh(const Facts& facts) {
+  auto job = [facts](Store& s) { return LoadFacts(s, facts); };
+  FactsSnapshot snap = co_await store.Run(std::move(job));
+  if (snap.st.ok()) {
+    directory.Apply(snap);
+  } else {
+    spdlog::error("re-reading directory facts: {}", snap.st.ToString());
+  }
+}
+
+void Server::Impl::AnnounceChanged(const Facts& changed) {
+  if (mesh) mesh->AnnounceChanged(changed);
+}
+
+Server::Server(asio::io_context& io, ServerConfig config, std::unique_ptr<Store> store) {
+  DirectoryState state;
+  const Status loaded = store->LoadDirectory(&state);
+  impl_ = std::make_unique<Impl>(io, std::move(config), std::move(store));
+  impl_->directory_loaded = loaded;
+  impl_->directory.Load(state);
   Status st = crypto::PasswordHash(crypto::Hex(crypto::RandomBytes(16)), impl_->config.pwhash, &impl_->decoy_hash);
   if (!st.ok()) spdlog::error("cannot make the decoy password hash: {}", st.ToString());
 }
@@ -73,6 +121,7 @@ Server::~Server() {
 
 Status Server::Start(std::uint16_t* port) {
   Impl& impl = *impl_;
+  if (!impl.directory_loaded.ok()) return impl.directory_loaded;
   Status listening = Listen(impl.acceptor, impl.config.listen_host, impl.config.listen_port, "clients", port);
   if (!listening.ok()) return listening;
   if (impl.config.mesh_enabled) {

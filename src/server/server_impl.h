@@ -11,7 +11,9 @@
 #include <asio/thread_pool.hpp>
 
 #include "config.h"
+#include "directory.h"
 #include "presence_table.h"
+#include "request_service.h"
 #include "router.h"
 #include "store_worker.h"
 
@@ -22,11 +24,27 @@ class Mesh;
 
 struct Server::Impl {
   Impl(asio::io_context& io_in, ServerConfig config_in, std::unique_ptr<Store> store_in)
-      : io(io_in), config(std::move(config_in)), store(std::move(store_in)), router(presence), acceptor(io_in) {}
+      : io(io_in),
+        config(std::move(config_in)),
+        store(std::move(store_in), io_in.get_executor()),
+        service(directory, config),
+        router(presence),
+        acceptor(io_in) {}
+
+  // Re-reads `facts` from the store into the directory (fire and forget).
+  void RefreshDirectory(Facts facts);
+  // Re-reads the whole directory from the store (fire and forget).
+  void ReloadDirectory();
+  // Re-reads `facts` and resumes once they are applied.
+  asio::awaitable<void> Refresh(const Facts& facts);
+  // After a write committed: tell peers what it changed (cluster only).
+  void AnnounceChanged(const Facts& changed);
 
   asio::io_context& io;
   ServerConfig config;
   StoreWorker store;
+  Directory directory;  // what requests are decided against (loaded by Server::Start)
+  RequestService service;
   asio::thread_pool hash_pool{2};  // Argon2id hashing and verification
   PresenceTable presence;
   Router router;
@@ -39,6 +57,7 @@ struct Server::Impl {
   // Argon2id hash of a random password at the configured cost: what an
   // unknown user's login is checked against (see Session::HandleLogin).
   std::string decoy_hash;
+  Status directory_loaded;  // the start-up LoadDirectory's result
   std::uint64_t frames_handled = 0;
   std::uint64_t deliveries = 0;
   bool stopping = false;

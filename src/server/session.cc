@@ -16,6 +16,7 @@
 #include "fastchat/deliver_frame.h"
 #include "fastchat/frame.h"
 #include "mesh.h"
+#include "offload.h"
 #include "server_impl.h"
 #include "validate.h"
 
@@ -24,120 +25,10 @@ namespace {
 
 using asio::use_awaitable;
 
-constexpr std::size_t kMaxAckSeqs = 4096;
-
 std::uint64_t NowMs() {
   return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
                                         std::chrono::system_clock::now().time_since_epoch())
                                         .count());
-}
-
-std::string Describe(const wire::UserRef& ref) {
-  if (ref.ref_case() == wire::UserRef::kId) return "#" + std::to_string(ref.id());
-  return ref.name();
-}
-
-// Looks a user up by ID or name inside a store job.
-Status Resolve(Store& s, const wire::UserRef& ref, UserRecord* out) {
-  Status st;
-  switch (ref.ref_case()) {
-    case wire::UserRef::kId: st = s.GetUserById(ref.id(), out); break;
-    case wire::UserRef::kName: st = s.GetUserByName(ref.name(), out); break;
-    default: return Status(Code::kBadRequest, "no user named");
-  }
-  if (st.code() == Code::kNoSuchUser) return Status(Code::kNoSuchUser, "no such user: " + Describe(ref));
-  return st;
-}
-
-Status LoadGroup(Store& s, std::uint64_t id, GroupRecord* g) {
-  Status st = s.GetGroup(id, g);
-  if (st.code() == Code::kNoSuchGroup) return Status(Code::kNoSuchGroup, "no such group: " + std::to_string(id));
-  return st;
-}
-
-Status RequireMember(Store& s, std::uint64_t group, std::uint64_t user, const char* who) {
-  bool yes = false;
-  Status st = s.IsMember(group, user, &yes);
-  if (!st.ok()) return st;
-  if (!yes) return Status(Code::kNotMember, std::string(who) + " not a member of group " + std::to_string(group));
-  return Status::OK();
-}
-
-void FillUserInfo(const UserRecord& u, wire::UserInfo* info) {
-  info->set_id(u.id);
-  info->set_name(u.name);
-  info->set_x25519_public(u.x25519_public);
-  info->set_ed25519_public(u.ed25519_public);
-}
-
-Status FillGroupInfo(Store& s, const GroupRecord& g, wire::GroupInfo* info) {
-  info->set_id(g.id);
-  info->set_name(g.name);
-  info->set_admin_id(g.admin_id);
-  info->set_epoch(g.epoch);
-  std::vector<std::uint64_t> members;
-  Status st = s.ListMembers(g.id, &members);
-  if (!st.ok()) return st;
-  for (std::uint64_t m : members) {
-    UserRecord u;
-    st = s.GetUserById(m, &u);
-    if (!st.ok()) return st;
-    FillUserInfo(u, info->add_members());
-  }
-  return Status::OK();
-}
-
-std::string Hex(const std::string& bytes) { return crypto::Hex(bytes); }
-
-// What a store job produced: deliveries to route after replying.
-struct JobResult {
-  Status st;
-  std::vector<Delivery> routed;
-  std::uint64_t id = 0;
-  std::uint64_t epoch = 0;
-  // Set when the routed event can only be built inside the job.
-  std::shared_ptr<const std::string> payload;
-};
-
-// Stores one payload for each recipient (one transaction) and records the
-// deliveries to route.
-Status EnqueueFor(Store& s, const std::vector<std::uint64_t>& recipients, const std::string& dedupe,
-                  const std::string& payload, JobResult* r) {
-  std::vector<PendingItem> items;
-  items.reserve(recipients.size());
-  for (std::uint64_t u : recipients) items.push_back(PendingItem{u, dedupe, payload});
-  std::vector<std::uint64_t> seqs;
-  std::vector<bool> fresh;
-  Status st = s.Enqueue(items, &seqs, &fresh);
-  if (!st.ok()) return st;
-  // A resend (same idempotency key) was routed when first stored: only new
-  // rows are pushed.
-  for (std::size_t i = 0; i < recipients.size(); ++i) {
-    if (fresh[i]) r->routed.push_back(Delivery{recipients[i], seqs[i]});
-  }
-  return Status::OK();
-}
-
-Status CheckCipherFields(wire::Kind kind, std::uint32_t index, std::uint32_t count, const std::string& msg_id,
-                         const std::string& nonce, const std::string& ciphertext, std::uint64_t max_image_bytes) {
-  if (msg_id.size() != crypto::kMsgIdBytes) return Status(Code::kBadRequest, "msg_id must be 16 bytes");
-  if (nonce.size() != crypto::kAeadNonceBytes) return Status(Code::kBadRequest, "nonce must be 24 bytes");
-  if (ciphertext.size() < crypto::kAeadTagBytes) return Status(Code::kBadRequest, "ciphertext too short");
-  if (ciphertext.size() > kMaxChunkCiphertext) {
-    return Status(Code::kTooLarge, "ciphertext over " + std::to_string(kMaxChunkCiphertext) + " bytes");
-  }
-  if (kind == wire::TEXT) {
-    if (index != 0 || count > 1) return Status(Code::kBadRequest, "text is a single chunk");
-  } else if (kind == wire::IMAGE) {
-    if (count == 0 || index >= count) return Status(Code::kBadRequest, "bad chunk index/count");
-    const std::uint64_t max_chunks = 1 + (max_image_bytes + kImageChunkBytes - 1) / kImageChunkBytes;
-    if (count > max_chunks) {
-      return Status(Code::kTooLarge, "image over the server's limit of " + std::to_string(max_image_bytes) + " bytes");
-    }
-  } else {
-    return Status(Code::kBadRequest, "unknown message kind");
-  }
-  return Status::OK();
 }
 
 }  // namespace
@@ -195,13 +86,6 @@ void Session::SendError(std::uint64_t rid, const Status& st) {
   SendEnvelope(env);
 }
 
-void Session::SendOk(std::uint64_t rid, std::uint64_t id, std::uint64_t epoch) {
-  wire::Envelope env;
-  env.set_rid(rid);
-  env.mutable_ok()->set_id(id);
-  env.mutable_ok()->set_epoch(epoch);
-  SendEnvelope(env);
-}
 
 asio::awaitable<void> Session::WriteLoop() {
   auto self = shared_from_this();
@@ -247,6 +131,8 @@ asio::awaitable<void> Session::ReadLoop() {
           continue;
         }
         ++server_.frames_handled;
+        if (user_id_ != 0 && writes_in_flight_ >= kMaxInFlight) co_await WaitForWriteSlots();
+        if (closed_ || out_.stopping()) co_return;
         co_await Handle(env);
         if (closed_ || out_.stopping()) co_return;
       }
@@ -345,6 +231,75 @@ void Session::Deliver(std::uint64_t seq, const std::shared_ptr<const std::string
   last_sent_seq_ = std::max(last_sent_seq_, seq);
 }
 
+// ------------------------------------------------------------------ replies
+
+void Session::Reply(std::string frame) {
+  if (reply_head_ == slots_.size()) {
+    out_.Push(std::move(frame));
+    return;
+  }
+  slots_.push_back(Slot{true, std::move(frame)});
+}
+
+void Session::FlushReplies() {
+  while (reply_head_ < slots_.size() && slots_[reply_head_].ready) {
+    out_.Push(std::move(slots_[reply_head_].frame));
+    ++reply_head_;
+  }
+  if (reply_head_ == slots_.size()) {
+    slot_base_ += slots_.size();
+    slots_.clear();
+    reply_head_ = 0;
+    if (slots_.capacity() > 64) std::vector<Slot>().swap(slots_);  // idle sessions hold nothing
+  }
+}
+
+asio::awaitable<void> Session::WaitForWriteSlots() {
+  auto self = shared_from_this();
+  while (!closed_ && writes_in_flight_ >= kMaxInFlight) {
+    if (!slot_wait_) slot_wait_ = std::make_unique<asio::steady_timer>(server_.io);
+    slot_wait_->expires_at(asio::steady_timer::time_point::max());
+    asio::error_code ec;
+    co_await slot_wait_->async_wait(asio::redirect_error(use_awaitable, ec));
+  }
+  slot_wait_.reset();
+}
+
+void Session::Dispatch(Outcome o) {
+  if (!o.write) {
+    if (!o.reply.empty()) Reply(std::move(o.reply));
+    return;
+  }
+  // The reply waits for the write; later replies queue behind it.
+  const bool reply = o.reply_after_write;
+  const std::uint64_t slot = slot_base_ + slots_.size();
+  if (reply) slots_.push_back(Slot{});
+  ++writes_in_flight_;
+  auto self = shared_from_this();
+  auto write = std::move(o.write);
+  server_.store.Submit(std::move(write), [self, slot, reply, o = std::move(o)](WriteResult r) mutable {
+    Server::Impl& srv = self->server_;
+    if (o.committed) o.committed(srv.directory, r);
+    if (r.st.ok()) {
+      srv.AnnounceChanged(o.facts);
+      if (o.event && !r.routed.empty()) srv.router.Route(r.routed, o.event);
+    } else {
+      spdlog::warn("request of user {} failed in the store: {}", self->user_id_, r.st.ToString());
+      // The directory ran ahead of a write that did not happen: read back
+      // what the store holds.
+      if (!o.facts.empty()) srv.RefreshDirectory(std::move(o.facts));
+      if (r.st.code() == Code::kIOError || r.st.code() == Code::kInternal) {
+        r.st = Status(Code::kInternal, "the server could not store that; try again");
+      }
+    }
+    --self->writes_in_flight_;
+    if (self->slot_wait_ && self->writes_in_flight_ < kMaxInFlight) self->slot_wait_->cancel();
+    if (!reply || self->closed_) return;
+    self->slots_[slot - self->slot_base_] = Slot{true, RequestService::WriteReply(o.rid, r)};
+    self->FlushReplies();
+  });
+}
+
 // ------------------------------------------------------------------ dispatch
 
 asio::awaitable<void> Session::Handle(wire::Envelope& env) {
@@ -390,7 +345,7 @@ asio::awaitable<void> Session::Handle(wire::Envelope& env) {
       if (user_id_ == 0) {
         st = Status(Code::kNotLoggedIn, "log in first");
       } else {
-        st = co_await HandleLoggedIn(env);
+        co_await HandleLoggedIn(env);
       }
   }
   if (!st.ok()) SendError(rid, st);
@@ -403,6 +358,7 @@ asio::awaitable<Status> Session::HandleRegister(const wire::Envelope& env) {
   if (m.x25519_public().size() != crypto::kKeyBytes || m.ed25519_public().size() != crypto::kKeyBytes) {
     co_return Status(Code::kBadRequest, "public keys must be 32 bytes each");
   }
+  if (server_.directory.FindUser(m.name()) != nullptr) co_return Status(Code::kNameTaken, "name taken: " + m.name());
   // Argon2id off the event loop.
   struct Hashed {
     Status st;
@@ -421,45 +377,64 @@ asio::awaitable<Status> Session::HandleRegister(const wire::Envelope& env) {
   rec.password_hash = std::move(h.hash);
   rec.x25519_public = m.x25519_public();
   rec.ed25519_public = m.ed25519_public();
-  auto create_job = [rec = std::move(rec)](Store& s) {
-    JobResult j;
+  auto create_job = [rec](Store& s) {
+    WriteResult j;
     j.st = s.CreateUser(rec, &j.id);
     if (j.st.code() == Code::kNameTaken) j.st = Status(Code::kNameTaken, "name taken: " + rec.name);
     return j;
   };
-  JobResult r = co_await server_.store.Run(std::move(create_job));
-  if (!r.st.ok()) co_return r.st;
+  WriteResult r = co_await server_.store.Run(std::move(create_job));
+  if (!r.st.ok()) {
+    if (r.st.code() == Code::kIOError || r.st.code() == Code::kInternal) {
+      spdlog::error("registering {}: {}", rec.name, r.st.ToString());
+      co_return Status(Code::kInternal, "the server could not store that; try again");
+    }
+    co_return r.st;
+  }
+  rec.id = r.id;
+  server_.directory.PutUser(rec);
+  Facts changed;
+  changed.user_ids.push_back(r.id);
+  server_.AnnounceChanged(changed);
   spdlog::info("registered user {} ({})", r.id, m.name());
-  SendOk(env.rid(), r.id);
+  Reply(RequestService::OkFrame(env.rid(), r.id));
   co_return Status::OK();
 }
 
 asio::awaitable<Status> Session::HandleLogin(const wire::Envelope& env) {
   if (user_id_ != 0) co_return Status(Code::kAlreadyLoggedIn, "this connection is already logged in");
   const wire::Login& m = env.login();
-  struct Found {
-    Status st;
-    UserRecord user;
+  auto find = [this, &m]() -> const DirUser* {
+    switch (m.user().ref_case()) {
+      case wire::UserRef::kId: return server_.directory.FindUser(m.user().id());
+      case wire::UserRef::kName: return server_.directory.FindUser(m.user().name());
+      default: return nullptr;
+    }
   };
-  auto lookup_job = [ref = m.user()](Store& s) {
-    Found r;
-    r.st = Resolve(s, ref, &r.user);
-    return r;
-  };
-  Found f = co_await server_.store.Run(std::move(lookup_job));
+  const DirUser* found = find();
+  if (found == nullptr && server_.config.mesh_enabled && m.user().ref_case() != wire::UserRef::REF_NOT_SET) {
+    // Registered on another server moments ago? Read it from the shared store.
+    Facts facts;
+    if (m.user().ref_case() == wire::UserRef::kId) facts.user_ids.push_back(m.user().id());
+    if (m.user().ref_case() == wire::UserRef::kName) facts.user_names.push_back(m.user().name());
+    co_await server_.Refresh(facts);
+    found = find();
+  }
+  const bool known = found != nullptr;
+  std::string hash = known ? found->password_hash : server_.decoy_hash;
+  const std::uint64_t id = known ? found->id : 0;
+  std::string name = known ? found->name : std::string();
   const Status bad(Code::kBadCredentials, "unknown user or wrong password");
-  const bool known = f.st.ok();
-  if (!known && f.st.code() != Code::kNoSuchUser && f.st.code() != Code::kBadRequest) co_return f.st;
   // An unknown user is checked against a decoy hash of the same cost, so the
   // answer takes as long as for a wrong password (no user enumeration by timing).
-  auto verify_job = [hash = known ? f.user.password_hash : server_.decoy_hash, password = m.password()]() {
+  auto verify_job = [hash = std::move(hash), password = m.password()]() {
     return crypto::PasswordVerify(hash, password);
   };
   bool ok = co_await Offload(server_.hash_pool.get_executor(), std::move(verify_job));
   if (!ok || !known) co_return bad;
   if (closed_) co_return Status::OK();
-  user_id_ = f.user.id;
-  user_name_ = f.user.name;
+  user_id_ = id;
+  user_name_ = std::move(name);
   wire::Envelope reply;
   reply.set_rid(env.rid());
   reply.mutable_logged_in()->set_user_id(user_id_);
@@ -487,418 +462,30 @@ asio::awaitable<Status> Session::HandleLogin(const wire::Envelope& env) {
   co_return Status::OK();
 }
 
-asio::awaitable<Status> Session::HandleLoggedIn(const wire::Envelope& env) {
-  const std::uint64_t rid = env.rid();
-  const std::uint64_t me = user_id_;
-  wire::Event event;
-  event.set_from_id(me);
-  event.set_from_name(user_name_);
-  event.set_time_ms(NowMs());
-  std::shared_ptr<const std::string> payload;
-  JobResult r;
-
-  switch (env.body_case()) {
-    case wire::Envelope::kGetUser: {
-      struct Out {
-        Status st;
-        wire::Envelope reply;
-      };
-      auto job = [ref = env.get_user().user(), rid](Store& s) {
-        Out out;
-        UserRecord u;
-        out.st = Resolve(s, ref, &u);
-        if (out.st.ok()) {
-          out.reply.set_rid(rid);
-          FillUserInfo(u, out.reply.mutable_user_info());
-        }
-        return out;
-      };
-      Out o = co_await server_.store.Run(std::move(job));
-      if (!o.st.ok()) co_return o.st;
-      SendEnvelope(o.reply);
-      co_return Status::OK();
+asio::awaitable<void> Session::HandleLoggedIn(const wire::Envelope& env) {
+  if (env.body_case() == wire::Envelope::kFetchPending) {
+    if (!receiving_) {
+      Reply(RequestService::ErrorFrame(
+          env.rid(), Status(Code::kBadRequest, "FetchPending needs a receiving session (Login.receive)")));
+      co_return;
     }
-
-    case wire::Envelope::kListFriends: {
-      struct Out {
-        Status st;
-        wire::Envelope reply;
-      };
-      auto job = [me, rid](Store& s) {
-        Out out;
-        out.reply.set_rid(rid);
-        auto* list = out.reply.mutable_friend_list();
-        std::vector<std::uint64_t> ids, reqs;
-        out.st = s.ListFriends(me, &ids);
-        if (out.st.ok()) out.st = s.ListFriendRequestsTo(me, &reqs);
-        for (std::uint64_t id : ids) {
-          UserRecord u;
-          if (!out.st.ok() || !(out.st = s.GetUserById(id, &u)).ok()) break;
-          FillUserInfo(u, list->add_friends());
-        }
-        for (std::uint64_t id : reqs) {
-          UserRecord u;
-          if (!out.st.ok() || !(out.st = s.GetUserById(id, &u)).ok()) break;
-          FillUserInfo(u, list->add_incoming_requests());
-        }
-        return out;
-      };
-      Out o = co_await server_.store.Run(std::move(job));
-      if (!o.st.ok()) co_return o.st;
-      SendEnvelope(o.reply);
-      co_return Status::OK();
-    }
-
-    case wire::Envelope::kFriendRequest: {
-      event.mutable_friend_request();
-      payload = std::make_shared<const std::string>(event.SerializeAsString());
-      auto job = [me, ref = env.friend_request().to(), payload](Store& s) {
-        JobResult j;
-        UserRecord to;
-        if (!(j.st = Resolve(s, ref, &to)).ok()) return j;
-        if (to.id == me) {
-          j.st = Status(Code::kBadRequest, "you cannot befriend yourself");
-          return j;
-        }
-        bool friends = false;
-        if (!(j.st = s.AreFriends(me, to.id, &friends)).ok()) return j;
-        if (friends) {
-          j.st = Status(Code::kAlreadyFriends, "already friends with " + to.name);
-          return j;
-        }
-        if (!(j.st = s.AddFriendRequest(me, to.id)).ok()) return j;
-        // One undelivered request per pair: asking again (or a client resend
-        // after a lost Ok) does not show the recipient a second request.
-        j.st = EnqueueFor(s, {to.id}, "fr/" + std::to_string(me), *payload, &j);
-        return j;
-      };
-      r = co_await server_.store.Run(std::move(job));
-      break;
-    }
-
-    case wire::Envelope::kFriendAnswer: {
-      const wire::FriendAnswer& m = env.friend_answer();
-      if (m.accept() && (m.nonce().size() != crypto::kBoxNonceBytes || m.wrapped_key().empty() ||
-                         m.wrapped_key().size() > 256)) {
-        co_return Status(Code::kBadRequest, "accept needs a 24-byte nonce and a wrapped key");
-      }
-      auto* a = event.mutable_friend_answer();
-      a->set_accept(m.accept());
-      a->set_nonce(m.nonce());
-      a->set_wrapped_key(m.wrapped_key());
-      payload = std::make_shared<const std::string>(event.SerializeAsString());
-      auto job = [me, ref = m.to(), accept = m.accept(), payload](Store& s) {
-        JobResult j;
-        UserRecord to;
-        if (!(j.st = Resolve(s, ref, &to)).ok()) return j;
-        j.st = s.TakeFriendRequest(to.id, me);
-        if (j.st.code() == Code::kNoSuchRequest) {
-          j.st = Status(Code::kNoSuchRequest, to.name + " has not asked to be your friend");
-        }
-        if (!j.st.ok()) return j;
-        if (accept && !(j.st = s.AddFriendship(me, to.id)).ok()) return j;
-        j.st = EnqueueFor(s, {to.id}, "fa/" + std::to_string(me) + "/" + std::to_string(NowMs()), *payload, &j);
-        return j;
-      };
-      r = co_await server_.store.Run(std::move(job));
-      break;
-    }
-
-    case wire::Envelope::kDirectSend: {
-      const wire::DirectSend& m = env.direct_send();
-      if (Status st = CheckCipherFields(m.kind(), m.chunk_index(), m.chunk_count(), m.msg_id(), m.nonce(),
-                                        m.ciphertext(), server_.config.max_image_bytes);
-          !st.ok()) {
-        co_return st;
-      }
-      auto* d = event.mutable_direct();
-      d->set_msg_id(m.msg_id());
-      d->set_kind(m.kind());
-      d->set_chunk_index(m.chunk_index());
-      d->set_chunk_count(m.chunk_count());
-      d->set_nonce(m.nonce());
-      d->set_ciphertext(m.ciphertext());
-      payload = std::make_shared<const std::string>(event.SerializeAsString());
-      std::string dedupe =
-          "d/" + std::to_string(me) + "/" + Hex(m.msg_id()) + "/" + std::to_string(m.chunk_index());
-      auto job = [me, ref = m.to(), payload, dedupe = std::move(dedupe)](Store& s) {
-        JobResult j;
-        UserRecord to;
-        if (!(j.st = Resolve(s, ref, &to)).ok()) return j;
-        bool friends = false;
-        if (to.id != me && !(j.st = s.AreFriends(me, to.id, &friends)).ok()) return j;
-        if (!friends) {
-          j.st = Status(Code::kNotFriends, to.name + " is not your friend");
-          return j;
-        }
-        j.st = EnqueueFor(s, {to.id}, dedupe, *payload, &j);
-        return j;
-      };
-      r = co_await server_.store.Run(std::move(job));
-      break;
-    }
-
-    case wire::Envelope::kGroupCreate: {
-      const std::string& name = env.group_create().name();
-      if (Status st = ValidateGroupName(name); !st.ok()) co_return st;
-      auto job = [me, name](Store& s) {
-        JobResult j;
-        j.st = s.CreateGroup(name, me, &j.id);
-        j.epoch = 1;
-        return j;
-      };
-      r = co_await server_.store.Run(std::move(job));
-      if (!r.st.ok()) co_return r.st;
-      SendOk(rid, r.id, r.epoch);
-      co_return Status::OK();
-    }
-
-    case wire::Envelope::kGroupAdd:
-    case wire::Envelope::kGroupKick:
-    case wire::Envelope::kGroupLeave: {
-      const auto body = env.body_case();
-      std::uint64_t gid = 0;
-      wire::UserRef ref;
-      if (body == wire::Envelope::kGroupAdd) {
-        gid = env.group_add().group_id();
-        ref = env.group_add().user();
-      } else if (body == wire::Envelope::kGroupKick) {
-        gid = env.group_kick().group_id();
-        ref = env.group_kick().user();
-      } else {
-        gid = env.group_leave().group_id();
-        ref.set_id(me);
-      }
-      const std::string actor = user_name_;
-      const std::uint64_t now = NowMs();
-      auto job = [me, gid, ref, body, actor, now](Store& s) {
-        JobResult j;
-        GroupRecord g;
-        if (!(j.st = LoadGroup(s, gid, &g)).ok()) return j;
-        UserRecord subject;
-        if (!(j.st = Resolve(s, ref, &subject)).ok()) return j;
-        std::vector<std::uint64_t> members;
-        if (!(j.st = s.ListMembers(gid, &members)).ok()) return j;
-        bool me_member = std::find(members.begin(), members.end(), me) != members.end();
-        bool subject_member = std::find(members.begin(), members.end(), subject.id) != members.end();
-        wire::GroupNoticeEvent::What what = wire::GroupNoticeEvent::WHAT_UNSPECIFIED;
-        std::vector<std::uint64_t> recipients;
-        if (body == wire::Envelope::kGroupLeave) {
-          if (!me_member) {
-            j.st = Status(Code::kNotMember, "you are not a member of group " + std::to_string(gid));
-            return j;
-          }
-          if (g.admin_id == me) {
-            if (members.size() > 1) {
-              j.st = Status(Code::kBadRequest, "the admin cannot leave while others remain; kick them first");
-            } else {
-              j.st = s.DeleteGroup(gid);
-            }
-            return j;
-          }
-          recipients = members;
-          if (!(j.st = s.RemoveMember(gid, me, &j.epoch)).ok()) return j;
-          what = wire::GroupNoticeEvent::LEFT;
-        } else {
-          if (g.admin_id != me) {
-            j.st = Status(Code::kNotAdmin, "only the admin of group " + std::to_string(gid) + " can do that");
-            return j;
-          }
-          if (body == wire::Envelope::kGroupAdd) {
-            if (subject_member) {
-              j.st = Status(Code::kAlreadyMember, subject.name + " is already a member");
-              return j;
-            }
-            if (!(j.st = s.AddMember(gid, subject.id)).ok()) return j;
-            recipients = members;
-            recipients.push_back(subject.id);
-            j.epoch = g.epoch;
-            what = wire::GroupNoticeEvent::ADDED;
-          } else {
-            if (!subject_member) {
-              j.st = Status(Code::kNotMember, subject.name + " is not a member of group " + std::to_string(gid));
-              return j;
-            }
-            if (subject.id == me) {
-              j.st = Status(Code::kBadRequest, "the admin cannot kick themselves");
-              return j;
-            }
-            recipients = members;
-            if (!(j.st = s.RemoveMember(gid, subject.id, &j.epoch)).ok()) return j;
-            what = wire::GroupNoticeEvent::KICKED;
-          }
-        }
-        wire::Event ev;
-        ev.set_from_id(me);
-        ev.set_from_name(actor);
-        ev.set_time_ms(now);
-        auto* n = ev.mutable_group_notice();
-        n->set_group_id(gid);
-        n->set_group_name(g.name);
-        n->set_admin_id(g.admin_id);
-        n->set_what(what);
-        n->set_subject_id(subject.id);
-        n->set_subject_name(subject.name);
-        n->set_epoch(j.epoch);
-        j.payload = std::make_shared<const std::string>(ev.SerializeAsString());
-        j.st = EnqueueFor(s, recipients,
-                          "gn/" + std::to_string(gid) + "/" + std::to_string(static_cast<int>(what)) + "/" +
-                              std::to_string(subject.id) + "/" + std::to_string(now),
-                          *j.payload, &j);
-        return j;
-      };
-      r = co_await server_.store.Run(std::move(job));
-      payload = r.payload;
-      break;
-    }
-
-    case wire::Envelope::kGroupKeySend: {
-      const wire::GroupKeySend& m = env.group_key_send();
-      if (m.nonce().size() != crypto::kBoxNonceBytes || m.wrapped_key().empty() || m.wrapped_key().size() > 256) {
-        co_return Status(Code::kBadRequest, "group key needs a 24-byte nonce and a wrapped key");
-      }
-      auto* k = event.mutable_group_key();
-      k->set_group_id(m.group_id());
-      k->set_epoch(m.epoch());
-      k->set_nonce(m.nonce());
-      k->set_wrapped_key(m.wrapped_key());
-      payload = std::make_shared<const std::string>(event.SerializeAsString());
-      auto job = [me, gid = m.group_id(), ref = m.to(), epoch = m.epoch(), payload](Store& s) {
-        JobResult j;
-        GroupRecord g;
-        if (!(j.st = LoadGroup(s, gid, &g)).ok()) return j;
-        if (g.admin_id != me) {
-          j.st = Status(Code::kNotAdmin, "only the admin hands out group keys");
-          return j;
-        }
-        UserRecord to;
-        if (!(j.st = Resolve(s, ref, &to)).ok()) return j;
-        if (!(j.st = RequireMember(s, gid, to.id, to.name.c_str())).ok()) return j;
-        if (epoch != g.epoch) {
-          j.st = Status(epoch < g.epoch ? Code::kStaleEpoch : Code::kBadRequest,
-                        "group " + std::to_string(gid) + " is at epoch " + std::to_string(g.epoch));
-          return j;
-        }
-        j.st = EnqueueFor(s, {to.id}, "gk/" + std::to_string(gid) + "/" + std::to_string(epoch), *payload, &j);
-        return j;
-      };
-      r = co_await server_.store.Run(std::move(job));
-      break;
-    }
-
-    case wire::Envelope::kGroupSend: {
-      const wire::GroupSend& m = env.group_send();
-      if (Status st = CheckCipherFields(m.kind(), m.chunk_index(), m.chunk_count(), m.msg_id(), m.nonce(),
-                                        m.ciphertext(), server_.config.max_image_bytes);
-          !st.ok()) {
-        co_return st;
-      }
-      if (m.signature().size() != crypto::kSignatureBytes) {
-        co_return Status(Code::kBadRequest, "signature must be 64 bytes");
-      }
-      auto* g = event.mutable_group();
-      g->set_group_id(m.group_id());
-      g->set_epoch(m.epoch());
-      g->set_msg_id(m.msg_id());
-      g->set_kind(m.kind());
-      g->set_chunk_index(m.chunk_index());
-      g->set_chunk_count(m.chunk_count());
-      g->set_nonce(m.nonce());
-      g->set_ciphertext(m.ciphertext());
-      g->set_signature(m.signature());
-      payload = std::make_shared<const std::string>(event.SerializeAsString());
-      std::string dedupe = "g/" + std::to_string(m.group_id()) + "/" + std::to_string(me) + "/" + Hex(m.msg_id()) +
-                           "/" + std::to_string(m.chunk_index());
-      auto job = [me, gid = m.group_id(), epoch = m.epoch(), payload, dedupe = std::move(dedupe)](Store& s) {
-            JobResult j;
-            GroupRecord grp;
-            if (!(j.st = LoadGroup(s, gid, &grp)).ok()) return j;
-            std::vector<std::uint64_t> members;
-            if (!(j.st = s.ListMembers(gid, &members)).ok()) return j;
-            if (std::find(members.begin(), members.end(), me) == members.end()) {
-              j.st = Status(Code::kNotMember, "you are not a member of group " + std::to_string(gid));
-              return j;
-            }
-            if (epoch != grp.epoch) {
-              j.st = Status(epoch < grp.epoch ? Code::kStaleEpoch : Code::kBadRequest,
-                            "group " + std::to_string(gid) + " is at epoch " + std::to_string(grp.epoch));
-              j.epoch = grp.epoch;
-              return j;
-            }
-            std::vector<std::uint64_t> others;
-            for (std::uint64_t u : members) {
-              if (u != me) others.push_back(u);
-            }
-            j.st = EnqueueFor(s, others, dedupe, *payload, &j);
-            return j;
-          };
-      r = co_await server_.store.Run(std::move(job));
-      break;
-    }
-
-    case wire::Envelope::kListGroups:
-    case wire::Envelope::kGetGroup: {
-      struct Out {
-        Status st;
-        wire::Envelope reply;
-      };
-      const bool one = env.body_case() == wire::Envelope::kGetGroup;
-      const std::uint64_t gid = one ? env.get_group().group_id() : 0;
-      auto job = [me, rid, one, gid](Store& s) {
-        Out out;
-        out.reply.set_rid(rid);
-        if (one) {
-          GroupRecord g;
-          if (!(out.st = LoadGroup(s, gid, &g)).ok()) return out;
-          if (!(out.st = RequireMember(s, gid, me, "you are")).ok()) return out;
-          out.st = FillGroupInfo(s, g, out.reply.mutable_group_info());
-          return out;
-        }
-        std::vector<std::uint64_t> ids;
-        if (!(out.st = s.ListGroupsOf(me, &ids)).ok()) return out;
-        auto* list = out.reply.mutable_group_list();
-        for (std::uint64_t id : ids) {
-          GroupRecord g;
-          if (!(out.st = s.GetGroup(id, &g)).ok()) return out;
-          if (!(out.st = FillGroupInfo(s, g, list->add_groups())).ok()) return out;
-        }
-        return out;
-      };
-      Out o = co_await server_.store.Run(std::move(job));
-      if (!o.st.ok()) co_return o.st;
-      SendEnvelope(o.reply);
-      co_return Status::OK();
-    }
-
-    case wire::Envelope::kFetchPending: {
-      if (!receiving_) co_return Status(Code::kBadRequest, "FetchPending needs a receiving session (Login.receive)");
-      SendOk(rid);
-      live_ = false;
-      last_sent_seq_ = 0;
-      StartCatchUp(true);
-      co_return Status::OK();
-    }
-
-    case wire::Envelope::kAck: {
-      const auto& seqs = env.ack().seqs();
-      if (seqs.size() > static_cast<int>(kMaxAckSeqs)) {
-        co_return Status(Code::kBadRequest, "at most " + std::to_string(kMaxAckSeqs) + " seqs per Ack");
-      }
-      std::vector<std::uint64_t> v(seqs.begin(), seqs.end());
-      auto job = [me, v = std::move(v)](Store& s) { return s.Ack(me, v); };
-      Status st = co_await server_.store.Run(std::move(job));
-      if (!st.ok()) spdlog::error("ack for user {}: {}", me, st.ToString());
-      co_return Status::OK();  // no reply to Ack
-    }
-
-    default:
-      co_return Status(Code::kUnknownType, "not a request this server handles");
+    Reply(RequestService::OkFrame(env.rid()));
+    live_ = false;
+    last_sent_seq_ = 0;
+    StartCatchUp(true);
+    co_return;
   }
-
-  if (!r.st.ok()) co_return r.st;
-  SendOk(rid, r.id, r.epoch);
-  if (payload) server_.router.Route(r.routed, payload);
-  co_return Status::OK();
+  const Caller me{user_id_, user_name_};
+  Outcome o = server_.service.Handle(me, env, NowMs());
+  if (o.state_refusal && server_.config.mesh_enabled) {
+    // Another server may have changed what this was refused on (a friendship,
+    // a membership): read those facts from the shared store and decide again.
+    const Facts facts = o.facts;
+    co_await server_.Refresh(facts);
+    if (closed_) co_return;
+    o = server_.service.Handle(me, env, NowMs());
+  }
+  Dispatch(std::move(o));
 }
 
 }  // namespace fastchat::server

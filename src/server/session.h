@@ -1,9 +1,13 @@
-// Session: one client connection.
+// Session: one client connection (the transport side of a client).
 //
-// A reader coroutine takes frames one at a time and handles each request to
-// completion before reading the next, so replies leave in request order. A
-// writer coroutine drains the write queue, gathering many queued frames into
-// one write. The queue is bounded: a receiving session whose queue passes
+// A reader coroutine decodes frames and hands each logged-in request to the
+// RequestService, which decides it at once. Requests that need a durable
+// write do not hold the reader up: the next frame is decided while the write
+// waits for its store batch, so one connection's requests share group
+// commits (at most kMaxInFlight writes outstanding per connection). Replies
+// still leave in request order: each request takes a reply slot, and slots
+// are released front first. A writer coroutine drains the write queue,
+// gathering many queued frames into one write. The queue is bounded: a receiving session whose queue passes
 // max_queue_bytes stops taking live deliveries ("lagging") and, once drained,
 // catches up from the pending store, which holds every delivery until acked.
 #pragma once
@@ -11,12 +15,14 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <asio/awaitable.hpp>
 #include <asio/ip/tcp.hpp>
 
 #include "fastchat/status.h"
 #include "frame_queue.h"
+#include "request_service.h"
 #include "server.h"
 
 namespace fastchat::wire {
@@ -27,6 +33,8 @@ namespace fastchat::server {
 
 class Session : public std::enable_shared_from_this<Session> {
  public:
+  static constexpr std::uint32_t kMaxInFlight = 256;
+
   Session(Server::Impl& server, asio::ip::tcp::socket socket);
   ~Session();
 
@@ -54,7 +62,15 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::awaitable<void> CatchUp();
   void SendEnvelope(const wire::Envelope& env);
   void SendError(std::uint64_t rid, const Status& st);
-  void SendOk(std::uint64_t rid, std::uint64_t id = 0, std::uint64_t epoch = 0);
+  // Sends a reply frame now, or queues it behind replies still waiting for
+  // their writes.
+  void Reply(std::string frame);
+  // Starts a decided request: its reply now, or its write then its reply.
+  void Dispatch(Outcome outcome);
+  // Releases ready replies from the front of the slots.
+  void FlushReplies();
+  // Resumes once fewer than kMaxInFlight writes are outstanding.
+  asio::awaitable<void> WaitForWriteSlots();
   void StartCatchUp(bool announce);
   // Stops being the user's receiving session (and tells the cluster).
   void LeavePresence();
@@ -63,7 +79,7 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::awaitable<void> Handle(wire::Envelope& env);
   asio::awaitable<Status> HandleRegister(const wire::Envelope& env);
   asio::awaitable<Status> HandleLogin(const wire::Envelope& env);
-  asio::awaitable<Status> HandleLoggedIn(const wire::Envelope& env);
+  asio::awaitable<void> HandleLoggedIn(const wire::Envelope& env);
 
   Server::Impl& server_;
   asio::ip::tcp::socket socket_;
@@ -79,6 +95,18 @@ class Session : public std::enable_shared_from_this<Session> {
   bool announce_pending_ = false;  // send SyncDone when the catch-up ends
   bool missed_ = false;            // a push was skipped while catching up
   std::uint64_t last_sent_seq_ = 0;
+
+  // Replies in request order: slots_[reply_head_..] are waiting, in order;
+  // an empty frame is a write still in flight.
+  struct Slot {
+    bool ready = false;
+    std::string frame;
+  };
+  std::vector<Slot> slots_;
+  std::size_t reply_head_ = 0;
+  std::uint64_t slot_base_ = 0;  // absolute number of slots_[0]
+  std::uint32_t writes_in_flight_ = 0;
+  std::unique_ptr<asio::steady_timer> slot_wait_;  // only while the reader waits for a slot
 };
 
 }  // namespace fastchat::server

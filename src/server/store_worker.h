@@ -1,53 +1,122 @@
-// StoreWorker: runs Store calls on one dedicated thread so the event loop
-// never blocks on the database.
+// StoreWorker: the store thread. Runs Store calls off the event loop and
+// commits them in groups.
 //
-// `co_await worker.Run([](Store& s) { ...; return result; })` runs the
-// function on the store thread and resumes the caller on its own executor
-// with the result. Calls run one at a time in submission order, so two calls
-// made in order by the event loop take effect in that order.
+// Jobs are queued in submission order. The store thread takes everything
+// queued (up to kMaxBatch jobs), runs the jobs in order inside one store
+// batch (Store::BeginBatch), each in its own unit so a failed job is undone
+// alone, and commits the batch with one sync to stable storage
+// (Store::CommitBatch). Only then are the jobs' results handed back to the
+// event loop, all in one post: a reply built from a result therefore leaves
+// after the write behind it is durable. Jobs that arrive while a batch is
+// syncing form the next batch, so under load many requests share one
+// transaction and one fdatasync (group commit).
+//
+// If the commit fails, every job of that batch gets the commit's error
+// instead of its own result (see FailWith) and none of their changes stays.
+// A job that throws is undone and fails with kInternal; the store thread
+// goes on.
+//
+// `Submit(job, done)` calls done(result) on the event loop; the coroutine
+// form is `R r = co_await worker.Run(std::move(job))` (name the job first:
+// see offload.h). A job's result type R is Status or a struct with a
+// `Status st` member: that status says whether the job succeeded.
 #pragma once
 
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
+#include <asio/any_io_executor.hpp>
+#include <asio/async_result.hpp>
 #include <asio/awaitable.hpp>
-#include <asio/executor_work_guard.hpp>
-#include <asio/io_context.hpp>
+#include <asio/post.hpp>
+#include <asio/use_awaitable.hpp>
 
 #include "fastchat/store.h"
-#include "offload.h"
 
 namespace fastchat::server {
 
+namespace store_result {
+inline const Status& Of(const Status& s) { return s; }
+template <class R>
+const Status& Of(const R& r) {
+  return r.st;
+}
+inline void Fail(Status* s, const Status& why) { *s = why; }
+template <class R>
+void Fail(R* r, const Status& why) {
+  r->st = why;
+}
+}  // namespace store_result
+
 class StoreWorker {
  public:
-  explicit StoreWorker(std::unique_ptr<Store> store)
-      : store_(std::move(store)), guard_(asio::make_work_guard(ctx_)), thread_([this] { ctx_.run(); }) {}
+  static constexpr std::size_t kMaxBatch = 1024;
 
-  ~StoreWorker() {
-    guard_.reset();
-    thread_.join();  // finishes queued calls first
-  }
+  // Results are handed back on `home` (the event loop).
+  StoreWorker(std::unique_ptr<Store> store, asio::any_io_executor home);
+  ~StoreWorker();  // runs what is queued, then joins
 
   StoreWorker(const StoreWorker&) = delete;
   StoreWorker& operator=(const StoreWorker&) = delete;
 
-  // Runs f(store) on the store thread; resumes the caller with its result.
-  // Call as `auto job = [..](Store& s) {..}; co_await worker.Run(std::move(job));`
-  // (see offload.h for why the job is named first).
-  template <class F>
-  auto Run(F&& f) -> asio::awaitable<std::invoke_result_t<std::decay_t<F>&, Store&>> {
-    Store* store = store_.get();
-    auto bound = [store, f = std::decay_t<F>(std::move(f))]() mutable { return f(*store); };
-    return Offload(ctx_.get_executor(), std::move(bound));
+  // Queues job(store) for the next batch; done(result) runs on `home` once
+  // the batch holding it has committed (or failed).
+  template <class F, class Done>
+  void Submit(F job, Done done) {
+    using R = std::invoke_result_t<F&, Store&>;
+    auto result = std::make_shared<R>();
+    Job j;
+    j.run = [job = std::move(job), result](Store& s) mutable {
+      *result = job(s);
+      return store_result::Of(*result).ok();
+    };
+    j.fail = [result](const Status& why) { store_result::Fail(result.get(), why); };
+    j.done = [done = std::move(done), result]() mutable { done(std::move(*result)); };
+    Enqueue(std::move(j));
   }
 
+  // Coroutine form of Submit.
+  template <class F>
+  auto Run(F&& f) -> asio::awaitable<std::invoke_result_t<std::decay_t<F>&, Store&>> {
+    using Fn = std::decay_t<F>;
+    using R = std::invoke_result_t<Fn&, Store&>;
+    return asio::async_initiate<const asio::use_awaitable_t<>&, void(R)>(
+        [this](auto handler, Fn fn) {
+          auto h = std::make_shared<decltype(handler)>(std::move(handler));
+          Submit(std::move(fn), [h](R r) { std::move (*h)(std::move(r)); });
+        },
+        asio::use_awaitable, Fn(std::move(f)));
+  }
+
+  // Totals for tests and stats (any thread).
+  std::uint64_t batches() const;
+  std::uint64_t jobs() const;
+
  private:
+  struct Job {
+    std::function<bool(Store&)> run;          // true if the job succeeded
+    std::function<void(const Status&)> fail;  // replaces the result with an error
+    std::function<void()> done;               // hands the result back (on home)
+  };
+  void Enqueue(Job job);
+  void Loop();
+  void RunBatch(std::vector<Job>& batch);
+
   std::unique_ptr<Store> store_;
-  asio::io_context ctx_;
-  asio::executor_work_guard<asio::io_context::executor_type> guard_;
+  asio::any_io_executor home_;
+  mutable std::mutex mu_;
+  std::condition_variable wake_;
+  std::vector<Job> queue_;
+  bool stop_ = false;
+  std::uint64_t batches_ = 0;
+  std::uint64_t jobs_ = 0;
   std::thread thread_;
 };
 

@@ -1052,6 +1052,47 @@ Status PgStore::ListServers(std::vector<ServerRecord>* out) {
   });
 }
 
+Status PgStore::LoadDirectory(DirectoryState* out) {
+  *out = DirectoryState();
+  return WithConn([&](Conn& c) -> Status {
+    // One snapshot for all five reads.
+    return c.Transaction("LoadDirectory", [&]() -> Status {
+      Status s = c.Command("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ", "LoadDirectory");
+      const Params none;
+      Result r;
+      if (s.ok()) {
+        s = c.Query("SELECT id, name, password_hash, x25519_public, ed25519_public FROM users ORDER BY id", none,
+                    "LoadDirectory: users", &r);
+      }
+      if (!s.ok()) return s;
+      for (int i = 0; i < r.rows(); ++i) {
+        UserRecord u;
+        u.id = r.Id(i, 0);
+        u.name = r.Bytes(i, 1);
+        u.password_hash = r.Bytes(i, 2);
+        u.x25519_public = r.Bytes(i, 3);
+        u.ed25519_public = r.Bytes(i, 4);
+        out->users.push_back(std::move(u));
+      }
+      s = c.Query("SELECT user_id, friend_id FROM friendships", none, "LoadDirectory: friendships", &r);
+      if (!s.ok()) return s;
+      for (int i = 0; i < r.rows(); ++i) out->friendships.emplace_back(r.Id(i, 0), r.Id(i, 1));
+      s = c.Query("SELECT from_user, to_user FROM friend_requests ORDER BY id", none, "LoadDirectory: requests", &r);
+      if (!s.ok()) return s;
+      for (int i = 0; i < r.rows(); ++i) out->requests.emplace_back(r.Id(i, 0), r.Id(i, 1));
+      s = c.Query("SELECT id, name, admin_id, epoch FROM chat_groups ORDER BY id", none, "LoadDirectory: groups", &r);
+      if (!s.ok()) return s;
+      for (int i = 0; i < r.rows(); ++i) {
+        out->groups.push_back(GroupRecord{r.Id(i, 0), r.Bytes(i, 1), r.Id(i, 2), r.Id(i, 3)});
+      }
+      s = c.Query("SELECT group_id, user_id FROM group_members ORDER BY id", none, "LoadDirectory: members", &r);
+      if (!s.ok()) return s;
+      for (int i = 0; i < r.rows(); ++i) out->members.emplace_back(r.Id(i, 0), r.Id(i, 1));
+      return Status::OK();
+    });
+  });
+}
+
 // ---- factory (declared in fastchat/store.h)
 
 Status OpenPgStore(const std::string& conninfo, std::unique_ptr<Store>* out) {

@@ -105,6 +105,14 @@ class PgStore final : public Store {
   Status UpsertServer(const ServerRecord& server) override;
   Status ListServers(std::vector<ServerRecord>* out) override;
 
+  // No batching yet: every call stays its own transaction (see store.h).
+  Status BeginBatch() override { return Status::OK(); }
+  Status CommitBatch() override { return Status::OK(); }
+  void RollbackBatch() override {}
+  Status BeginUnit() override { return Status::OK(); }
+  void EndUnit(bool) override {}
+  Status LoadDirectory(DirectoryState* out) override;
+
  private:
   class Conn;  // one libpq connection and its prepared statements
 

@@ -83,6 +83,10 @@ constexpr const char* kSql[] = {
     "BEGIN IMMEDIATE",
     "COMMIT",
     "ROLLBACK",
+    // kSavepoint, kRelease, kRollbackTo (one name: savepoints nest as a stack)
+    "SAVEPOINT sp",
+    "RELEASE sp",
+    "ROLLBACK TO sp",
     // kInsertUser
     "INSERT INTO users (name, password_hash, x25519_public, ed25519_public) VALUES (?1, ?2, ?3, ?4)"
     " ON CONFLICT (name) DO NOTHING RETURNING id",
@@ -270,7 +274,7 @@ Status SqliteStore::Init() {
     return Status(Code::kIOError, "journal_mode: cannot enable WAL (mode is '" + mode + "')");
   }
 
-  if (sqlite3_exec(db_, "PRAGMA synchronous=NORMAL", nullptr, nullptr, nullptr) != SQLITE_OK) {
+  if (sqlite3_exec(db_, "PRAGMA synchronous=FULL", nullptr, nullptr, nullptr) != SQLITE_OK) {
     return IOError("synchronous");
   }
   if (sqlite3_exec(db_, "PRAGMA foreign_keys=ON", nullptr, nullptr, nullptr) != SQLITE_OK) {
@@ -360,14 +364,104 @@ Status SqliteStore::Run(Sql sql, const char* context) {
 }
 
 Status SqliteStore::InTransaction(const std::function<Status()>& body) {
-  Status s = Run(kBegin, "begin");
+  Status s = Run(kSavepoint, "savepoint");
   if (!s.ok()) return s;
   s = body();
-  if (s.ok()) s = Run(kCommit, "commit");
-  // SQLite may already have rolled back on some errors (e.g. SQLITE_FULL).
+  if (s.ok()) s = Run(kRelease, "release");
+  if (!s.ok()) RollbackSavepoint();
+  return s;
+}
+
+void SqliteStore::RollbackSavepoint() {
+  // SQLite may already have rolled the whole transaction back on some errors
+  // (e.g. SQLITE_FULL); then there is no savepoint left.
+  if (sqlite3_get_autocommit(db_) != 0) return;
+  {
+    Statement st(stmts_[kRollbackTo]);
+    st.Step();
+  }
+  Statement st(stmts_[kRelease]);
+  st.Step();
+}
+
+// ---- batches
+
+Status SqliteStore::BeginBatch() {
+  if (in_batch_) return Status(Code::kIOError, "BeginBatch: a batch is already open");
+  Status s = Run(kBegin, "BeginBatch");
+  if (s.ok()) in_batch_ = true;
+  return s;
+}
+
+Status SqliteStore::CommitBatch() {
+  if (!in_batch_) return Status(Code::kIOError, "CommitBatch: no batch is open");
+  in_batch_ = false;
+  if (sqlite3_get_autocommit(db_) != 0) return Status(Code::kIOError, "CommitBatch: the batch was rolled back");
+  Status s = Run(kCommit, "CommitBatch");
   if (!s.ok() && sqlite3_get_autocommit(db_) == 0) {
     Statement st(stmts_[kRollback]);
     st.Step();
+  }
+  return s;
+}
+
+void SqliteStore::RollbackBatch() {
+  if (!in_batch_) return;
+  in_batch_ = false;
+  if (sqlite3_get_autocommit(db_) != 0) return;
+  Statement st(stmts_[kRollback]);
+  st.Step();
+}
+
+Status SqliteStore::BeginUnit() { return Run(kSavepoint, "BeginUnit"); }
+
+void SqliteStore::EndUnit(bool keep) {
+  if (keep) {
+    if (sqlite3_get_autocommit(db_) != 0) return;
+    if (Run(kRelease, "EndUnit").ok()) return;
+  }
+  RollbackSavepoint();
+}
+
+Status SqliteStore::LoadDirectory(DirectoryState* out) {
+  *out = DirectoryState();
+  // Run once at start: the statements are not cached.
+  auto each = [this](const char* sql, const std::function<void(const Statement&)>& row) -> Status {
+    sqlite3_stmt* raw = nullptr;
+    if (sqlite3_prepare_v2(db_, sql, -1, &raw, nullptr) != SQLITE_OK) return IOError("LoadDirectory");
+    int rc;
+    {
+      Statement st(raw);
+      while ((rc = st.Step()) == SQLITE_ROW) row(st);
+    }
+    sqlite3_finalize(raw);
+    return rc == SQLITE_DONE ? Status::OK() : IOError("LoadDirectory");
+  };
+  Status s = each("SELECT id, name, password_hash, x25519_public, ed25519_public FROM users ORDER BY id",
+                  [out](const Statement& st) {
+                    UserRecord u;
+                    ReadUserRow(st, &u);
+                    out->users.push_back(std::move(u));
+                  });
+  if (s.ok()) {
+    s = each("SELECT user_id, friend_id FROM friendships", [out](const Statement& st) {
+      out->friendships.emplace_back(st.ColumnId(0), st.ColumnId(1));
+    });
+  }
+  if (s.ok()) {
+    s = each("SELECT from_user, to_user FROM friend_requests ORDER BY id", [out](const Statement& st) {
+      out->requests.emplace_back(st.ColumnId(0), st.ColumnId(1));
+    });
+  }
+  if (s.ok()) {
+    s = each("SELECT id, name, admin_id, epoch FROM chat_groups ORDER BY id", [out](const Statement& st) {
+      out->groups.push_back(GroupRecord{st.ColumnId(0), st.ColumnText(1), st.ColumnId(2), st.ColumnId(3)});
+    });
+  }
+  if (s.ok()) {
+    s = each("SELECT group_id, user_id FROM group_members ORDER BY id", [out](const Statement& st) {
+      out->members.emplace_back(st.ColumnId(0), st.ColumnId(1));
+    });
   }
   return s;
 }

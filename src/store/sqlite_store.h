@@ -1,8 +1,8 @@
 // SqliteStore: the embedded implementation of Store on one SQLite file.
 //
 // Promises:
-//  - The file is in WAL mode with synchronous=NORMAL, foreign_keys=ON and a
-//    5 s busy timeout. (An in-memory database, path ":memory:", cannot use
+//  - The file is in WAL mode with synchronous=FULL (a committed transaction
+//    or batch survives power loss), foreign_keys=ON and a 5 s busy timeout. (An in-memory database, path ":memory:", cannot use
 //    WAL and keeps SQLite's "memory" journal instead.)
 //  - The schema is versioned in the `schema_version` table and upgraded by
 //    Open; a file written by a newer binary is refused with kIOError.
@@ -47,6 +47,13 @@ class SqliteStore final : public Store {
   SqliteStore& operator=(const SqliteStore&) = delete;
   ~SqliteStore() override;
 
+  Status BeginBatch() override;
+  Status CommitBatch() override;
+  void RollbackBatch() override;
+  Status BeginUnit() override;
+  void EndUnit(bool keep) override;
+  Status LoadDirectory(DirectoryState* out) override;
+
   Status CreateUser(const UserRecord& user, std::uint64_t* id) override;
   Status GetUserById(std::uint64_t id, UserRecord* out) override;
   Status GetUserByName(const std::string& name, UserRecord* out) override;
@@ -81,6 +88,9 @@ class SqliteStore final : public Store {
     kBegin,
     kCommit,
     kRollback,
+    kSavepoint,
+    kRelease,
+    kRollbackTo,
     kInsertUser,
     kUserById,
     kUserByName,
@@ -117,9 +127,11 @@ class SqliteStore final : public Store {
   Status Init();
   Status Migrate();
 
-  // Runs `body` between BEGIN IMMEDIATE and COMMIT; rolls back if `body`
-  // or the commit fails.
+  // Runs `body` inside a savepoint (its own transaction outside a batch, a
+  // nested one inside); undoes it if `body` fails.
   Status InTransaction(const std::function<Status()>& body);
+  // Undoes back to the innermost savepoint and drops it.
+  void RollbackSavepoint();
   // Runs a statement that returns no rows (BEGIN, COMMIT, ...).
   Status Run(Sql sql, const char* context);
   // OK if the group exists, kNoSuchGroup if not.
@@ -134,6 +146,7 @@ class SqliteStore final : public Store {
 
   sqlite3* db_;
   std::array<sqlite3_stmt*, kNumSql> stmts_{};
+  bool in_batch_ = false;
 };
 
 }  // namespace fastchat

@@ -827,6 +827,34 @@ TEST_P(StoreTest, ServerTableUpsertsAndListsById) {
   EXPECT_EQ(servers[1].heartbeat_ms, 300u);
 }
 
+// ---- the directory state a server loads at start
+
+TEST_P(StoreTest, LoadDirectoryReturnsUsersFriendsRequestsGroupsAndMembers) {
+  const std::uint64_t a = NewUser("alice"), b = NewUser("bob"), c = NewUser("carol");
+  ASSERT_OK(store_->AddFriendship(a, b));
+  ASSERT_OK(store_->AddFriendRequest(c, a));
+  ASSERT_OK(store_->AddFriendRequest(b, c));
+  const std::uint64_t g = NewGroup("team", a);
+  ASSERT_OK(store_->AddMember(g, c));
+  ASSERT_OK(store_->AddMember(g, b));
+  std::uint64_t epoch = 0;
+  ASSERT_OK(store_->RemoveMember(g, c, &epoch));
+
+  DirectoryState st;
+  ASSERT_OK(store_->LoadDirectory(&st));
+  ASSERT_EQ(st.users.size(), 3u);
+  EXPECT_EQ(st.users[1].name, "bob");
+  EXPECT_EQ(st.users[1].x25519_public, FakeKey(1));
+  EXPECT_FALSE(st.users[1].password_hash.empty());
+  std::set<std::pair<std::uint64_t, std::uint64_t>> friends(st.friendships.begin(), st.friendships.end());
+  EXPECT_TRUE(friends.count({a, b}) || friends.count({b, a}));
+  EXPECT_EQ(st.requests, (std::vector<std::pair<std::uint64_t, std::uint64_t>>{{c, a}, {b, c}}));
+  ASSERT_EQ(st.groups.size(), 1u);
+  EXPECT_EQ(st.groups[0].epoch, 2u);
+  EXPECT_EQ(st.groups[0].admin_id, a);
+  EXPECT_EQ(st.members, (std::vector<std::pair<std::uint64_t, std::uint64_t>>{{g, a}, {g, b}}));
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, StoreTest,
                          ::testing::Values(StoreBackend{"Sqlite", &MakeSqliteStore, nullptr},
                                            StoreBackend{"Postgres", &MakePgStore, &CleanupPgStore}),
@@ -881,6 +909,46 @@ TEST_F(SqliteStoreTest, UsesWalAndRecordsSchemaVersion) {
   ASSERT_OK(OpenSqliteStore(path_, &store));
   EXPECT_EQ(RawQuery("SELECT COUNT(*) FROM schema_version"), "1");
   EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "2");
+}
+
+TEST_F(SqliteStoreTest, ABatchCommitsTogetherAndAFailedUnitIsUndoneAlone) {
+  std::unique_ptr<Store> store;
+  ASSERT_OK(OpenSqliteStore(path_, &store));
+  auto user = [](const std::string& name) {
+    UserRecord u;
+    u.name = name;
+    u.password_hash = "h";
+    u.x25519_public = FakeKey(1);
+    u.ed25519_public = FakeKey(2);
+    return u;
+  };
+  std::uint64_t id = 0;
+  ASSERT_OK(store->BeginBatch());
+  ASSERT_OK(store->BeginUnit());
+  ASSERT_OK(store->CreateUser(user("a"), &id));
+  store->EndUnit(true);
+  ASSERT_OK(store->BeginUnit());
+  ASSERT_OK(store->CreateUser(user("b"), &id));
+  store->EndUnit(false);  // undone
+  ASSERT_OK(store->BeginUnit());
+  std::vector<std::uint64_t> seqs;
+  // A multi-statement call nests inside the unit.
+  ASSERT_OK(store->Enqueue({PendingItem{id - 1, "k", "p"}}, &seqs, nullptr));
+  store->EndUnit(true);
+  // Nothing is visible to another connection before the commit.
+  EXPECT_EQ(RawQuery("SELECT COUNT(*) FROM users"), "0");
+  ASSERT_OK(store->CommitBatch());
+  EXPECT_EQ(RawQuery("SELECT group_concat(name) FROM users"), "a");
+  EXPECT_EQ(RawQuery("SELECT COUNT(*) FROM pending"), "1");
+
+  // A rolled-back batch leaves nothing.
+  ASSERT_OK(store->BeginBatch());
+  ASSERT_OK(store->CreateUser(user("c"), &id));
+  store->RollbackBatch();
+  EXPECT_EQ(RawQuery("SELECT COUNT(*) FROM users"), "1");
+  // Outside a batch each call commits by itself.
+  ASSERT_OK(store->CreateUser(user("d"), &id));
+  EXPECT_EQ(RawQuery("SELECT COUNT(*) FROM users"), "2");
 }
 
 TEST_F(SqliteStoreTest, RefusesSchemaFromNewerBinary) {

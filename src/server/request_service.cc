@@ -1,0 +1,541 @@
+#include "request_service.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "fastchat.pb.h"
+#include "fastchat/crypto.h"
+#include "fastchat/frame.h"
+#include "validate.h"
+
+namespace fastchat::server {
+namespace {
+
+constexpr std::size_t kMaxAckSeqs = 4096;
+constexpr std::size_t kMaxWrappedKey = 256;
+
+std::string Frame(const wire::Envelope& env) {
+  std::string frame;
+  const std::size_t n = env.ByteSizeLong();
+  frame.resize(kFrameHeaderSize + n);
+  EncodeFrameHeader(static_cast<std::uint32_t>(n), frame.data());
+  env.SerializeToArray(frame.data() + kFrameHeaderSize, static_cast<int>(n));
+  return frame;
+}
+
+std::string Describe(const wire::UserRef& ref) {
+  if (ref.ref_case() == wire::UserRef::kId) return "#" + std::to_string(ref.id());
+  return ref.name();
+}
+
+void AddUserFact(const wire::UserRef& ref, Facts* f) {
+  if (ref.ref_case() == wire::UserRef::kId) f->user_ids.push_back(ref.id());
+  if (ref.ref_case() == wire::UserRef::kName) f->user_names.push_back(ref.name());
+}
+
+void FillUserInfo(const DirUser& u, wire::UserInfo* info) {
+  info->set_id(u.id);
+  info->set_name(u.name);
+  info->set_x25519_public(u.x25519_public);
+  info->set_ed25519_public(u.ed25519_public);
+}
+
+void FillGroupInfo(const Directory& dir, const DirGroup& g, wire::GroupInfo* info) {
+  info->set_id(g.id);
+  info->set_name(g.name);
+  info->set_admin_id(g.admin_id);
+  info->set_epoch(g.epoch);
+  for (std::uint64_t m : g.members) {
+    if (const DirUser* u = dir.FindUser(m)) FillUserInfo(*u, info->add_members());
+  }
+}
+
+Status CheckCipherFields(wire::Kind kind, std::uint32_t index, std::uint32_t count, const std::string& msg_id,
+                         const std::string& nonce, const std::string& ciphertext, std::uint64_t max_image_bytes) {
+  if (msg_id.size() != crypto::kMsgIdBytes) return Status(Code::kBadRequest, "msg_id must be 16 bytes");
+  if (nonce.size() != crypto::kAeadNonceBytes) return Status(Code::kBadRequest, "nonce must be 24 bytes");
+  if (ciphertext.size() < crypto::kAeadTagBytes) return Status(Code::kBadRequest, "ciphertext too short");
+  if (ciphertext.size() > kMaxChunkCiphertext) {
+    return Status(Code::kTooLarge, "ciphertext over " + std::to_string(kMaxChunkCiphertext) + " bytes");
+  }
+  if (kind == wire::TEXT) {
+    if (index != 0 || count > 1) return Status(Code::kBadRequest, "text is a single chunk");
+  } else if (kind == wire::IMAGE) {
+    if (count == 0 || index >= count) return Status(Code::kBadRequest, "bad chunk index/count");
+    const std::uint64_t max_chunks = 1 + (max_image_bytes + kImageChunkBytes - 1) / kImageChunkBytes;
+    if (count > max_chunks) {
+      return Status(Code::kTooLarge, "image over the server's limit of " + std::to_string(max_image_bytes) + " bytes");
+    }
+  } else {
+    return Status(Code::kBadRequest, "unknown message kind");
+  }
+  return Status::OK();
+}
+
+// Stores one payload for each recipient (idempotent on `dedupe`) and
+// records the new rows as deliveries to route.
+Status EnqueueFor(Store& s, const std::vector<std::uint64_t>& recipients, const std::string& dedupe,
+                  const std::string& payload, WriteResult* r) {
+  std::vector<PendingItem> items;
+  items.reserve(recipients.size());
+  for (std::uint64_t u : recipients) items.push_back(PendingItem{u, dedupe, payload});
+  std::vector<std::uint64_t> seqs;
+  std::vector<bool> fresh;
+  Status st = s.Enqueue(items, &seqs, &fresh);
+  if (!st.ok()) return st;
+  for (std::size_t i = 0; i < recipients.size(); ++i) {
+    if (fresh[i]) r->routed.push_back(Delivery{recipients[i], seqs[i]});
+  }
+  return Status::OK();
+}
+
+// A write that only stores `payload` for `recipients`.
+std::function<WriteResult(Store&)> EnqueueWrite(std::vector<std::uint64_t> recipients, std::string dedupe,
+                                                std::shared_ptr<const std::string> payload) {
+  return [recipients = std::move(recipients), dedupe = std::move(dedupe), payload](Store& s) {
+    WriteResult r;
+    r.st = EnqueueFor(s, recipients, dedupe, *payload, &r);
+    return r;
+  };
+}
+
+// Builds Outcomes.
+class Decision {
+ public:
+  explicit Decision(std::uint64_t rid) { out_.rid = rid; }
+
+  // A refusal by the request's own fields.
+  Outcome Refuse(Status st) {
+    out_.reply = RequestService::ErrorFrame(out_.rid, st);
+    out_.refusal = std::move(st);
+    return std::move(out_);
+  }
+  // A refusal by Directory state: worth deciding again with fresher facts.
+  Outcome RefuseByState(Status st) {
+    out_.state_refusal = true;
+    return Refuse(std::move(st));
+  }
+  Outcome Reply(const wire::Envelope& env) {
+    out_.reply = Frame(env);
+    return std::move(out_);
+  }
+  Outcome Write(std::function<WriteResult(Store&)> w, std::shared_ptr<const std::string> event = nullptr) {
+    out_.write = std::move(w);
+    out_.event = std::move(event);
+    return std::move(out_);
+  }
+  Facts& facts() { return out_.facts; }
+  Outcome& outcome() { return out_; }
+
+ private:
+  Outcome out_;
+};
+
+}  // namespace
+
+std::string RequestService::ErrorFrame(std::uint64_t rid, const Status& st) {
+  wire::Envelope env;
+  env.set_rid(rid);
+  env.mutable_error()->set_code(static_cast<wire::ErrorCode>(static_cast<int>(st.code())));
+  env.mutable_error()->set_message(st.message());
+  return Frame(env);
+}
+
+std::string RequestService::OkFrame(std::uint64_t rid, std::uint64_t id, std::uint64_t epoch) {
+  wire::Envelope env;
+  env.set_rid(rid);
+  env.mutable_ok()->set_id(id);
+  env.mutable_ok()->set_epoch(epoch);
+  return Frame(env);
+}
+
+std::string RequestService::WriteReply(std::uint64_t rid, const WriteResult& r) {
+  if (!r.st.ok()) return ErrorFrame(rid, r.st);
+  return OkFrame(rid, r.id, r.epoch);
+}
+
+Outcome RequestService::Handle(const Caller& me_caller, const wire::Envelope& env, std::uint64_t now_ms) {
+  const std::uint64_t me = me_caller.id;
+  Decision d(env.rid());
+  wire::Event event;
+  event.set_from_id(me);
+  event.set_from_name(me_caller.name);
+  event.set_time_ms(now_ms);
+  auto serialized = [&event]() { return std::make_shared<const std::string>(event.SerializeAsString()); };
+  // Looks up a user named by a request; records it as a fact either way.
+  auto find_user = [&](const wire::UserRef& ref, const DirUser** out) -> Status {
+    AddUserFact(ref, &d.facts());
+    const DirUser* u = nullptr;
+    switch (ref.ref_case()) {
+      case wire::UserRef::kId: u = dir_.FindUser(ref.id()); break;
+      case wire::UserRef::kName: u = dir_.FindUser(ref.name()); break;
+      default: return Status(Code::kBadRequest, "no user named");
+    }
+    if (u == nullptr) return Status(Code::kNoSuchUser, "no such user: " + Describe(ref));
+    *out = u;
+    return Status::OK();
+  };
+  auto find_group = [&](std::uint64_t gid, const DirGroup** out) -> Status {
+    d.facts().groups.push_back(gid);
+    const DirGroup* g = dir_.FindGroup(gid);
+    if (g == nullptr) return Status(Code::kNoSuchGroup, "no such group: " + std::to_string(gid));
+    *out = g;
+    return Status::OK();
+  };
+  // A refusal from a lookup: by state unless the request named nobody.
+  auto refuse = [&](Status st) {
+    if (st.code() == Code::kBadRequest) return d.Refuse(std::move(st));
+    return d.RefuseByState(std::move(st));
+  };
+
+  switch (env.body_case()) {
+    case wire::Envelope::kGetUser: {
+      const DirUser* u = nullptr;
+      if (Status st = find_user(env.get_user().user(), &u); !st.ok()) return refuse(std::move(st));
+      wire::Envelope reply;
+      reply.set_rid(env.rid());
+      FillUserInfo(*u, reply.mutable_user_info());
+      return d.Reply(reply);
+    }
+
+    case wire::Envelope::kListFriends: {
+      wire::Envelope reply;
+      reply.set_rid(env.rid());
+      auto* list = reply.mutable_friend_list();
+      std::vector<std::uint64_t> friends = dir_.FriendsOf(me);
+      std::sort(friends.begin(), friends.end());
+      for (std::uint64_t id : friends) {
+        if (const DirUser* u = dir_.FindUser(id)) FillUserInfo(*u, list->add_friends());
+      }
+      for (std::uint64_t id : dir_.RequestsTo(me)) {
+        if (const DirUser* u = dir_.FindUser(id)) FillUserInfo(*u, list->add_incoming_requests());
+      }
+      return d.Reply(reply);
+    }
+
+    case wire::Envelope::kFriendRequest: {
+      const DirUser* to = nullptr;
+      if (Status st = find_user(env.friend_request().to(), &to); !st.ok()) return refuse(std::move(st));
+      if (to->id == me) return d.Refuse(Status(Code::kBadRequest, "you cannot befriend yourself"));
+      d.facts().friendships.emplace_back(me, to->id);
+      d.facts().requests_to.push_back(to->id);
+      if (dir_.AreFriends(me, to->id)) {
+        return d.RefuseByState(Status(Code::kAlreadyFriends, "already friends with " + to->name));
+      }
+      dir_.AddRequest(me, to->id);
+      event.mutable_friend_request();
+      auto payload = serialized();
+      const std::uint64_t to_id = to->id;
+      return d.Write(
+          [me, to_id, payload](Store& s) {
+            WriteResult r;
+            if (!(r.st = s.AddFriendRequest(me, to_id)).ok()) return r;
+            // One undelivered request per pair: asking again (or a resend
+            // after a lost Ok) does not show the recipient a second request.
+            r.st = EnqueueFor(s, {to_id}, "fr/" + std::to_string(me), *payload, &r);
+            return r;
+          },
+          payload);
+    }
+
+    case wire::Envelope::kFriendAnswer: {
+      const wire::FriendAnswer& m = env.friend_answer();
+      if (m.accept() && (m.nonce().size() != crypto::kBoxNonceBytes || m.wrapped_key().empty() ||
+                         m.wrapped_key().size() > kMaxWrappedKey)) {
+        return d.Refuse(Status(Code::kBadRequest, "accept needs a 24-byte nonce and a wrapped key"));
+      }
+      const DirUser* to = nullptr;
+      if (Status st = find_user(m.to(), &to); !st.ok()) return refuse(std::move(st));
+      d.facts().requests_to.push_back(me);
+      d.facts().friendships.emplace_back(me, to->id);
+      if (!dir_.TakeRequest(to->id, me)) {
+        return d.RefuseByState(Status(Code::kNoSuchRequest, to->name + " has not asked to be your friend"));
+      }
+      if (m.accept()) dir_.AddFriendship(me, to->id);
+      auto* a = event.mutable_friend_answer();
+      a->set_accept(m.accept());
+      a->set_nonce(m.nonce());
+      a->set_wrapped_key(m.wrapped_key());
+      auto payload = serialized();
+      const std::uint64_t to_id = to->id;
+      const bool accept = m.accept();
+      return d.Write(
+          [me, to_id, accept, payload, now_ms](Store& s) {
+            WriteResult r;
+            r.st = s.TakeFriendRequest(to_id, me);
+            if (r.st.code() == Code::kNoSuchRequest) r.st = Status(Code::kNoSuchRequest, "no such friend request");
+            if (!r.st.ok()) return r;
+            if (accept && !(r.st = s.AddFriendship(me, to_id)).ok()) return r;
+            r.st = EnqueueFor(s, {to_id}, "fa/" + std::to_string(me) + "/" + std::to_string(now_ms), *payload, &r);
+            return r;
+          },
+          payload);
+    }
+
+    case wire::Envelope::kDirectSend: {
+      const wire::DirectSend& m = env.direct_send();
+      if (Status st = CheckCipherFields(m.kind(), m.chunk_index(), m.chunk_count(), m.msg_id(), m.nonce(),
+                                        m.ciphertext(), config_.max_image_bytes);
+          !st.ok()) {
+        return d.Refuse(std::move(st));
+      }
+      const DirUser* to = nullptr;
+      if (Status st = find_user(m.to(), &to); !st.ok()) return refuse(std::move(st));
+      d.facts().friendships.emplace_back(me, to->id);
+      if (to->id == me || !dir_.AreFriends(me, to->id)) {
+        return d.RefuseByState(Status(Code::kNotFriends, to->name + " is not your friend"));
+      }
+      auto* dm = event.mutable_direct();
+      dm->set_msg_id(m.msg_id());
+      dm->set_kind(m.kind());
+      dm->set_chunk_index(m.chunk_index());
+      dm->set_chunk_count(m.chunk_count());
+      dm->set_nonce(m.nonce());
+      dm->set_ciphertext(m.ciphertext());
+      auto payload = serialized();
+      std::string dedupe =
+          "d/" + std::to_string(me) + "/" + crypto::Hex(m.msg_id()) + "/" + std::to_string(m.chunk_index());
+      const std::uint64_t to_id = to->id;
+      d.facts() = Facts();  // changes nothing other servers keep
+      return d.Write(EnqueueWrite({to_id}, std::move(dedupe), payload), payload);
+    }
+
+    case wire::Envelope::kGroupCreate: {
+      const std::string& name = env.group_create().name();
+      if (Status st = ValidateGroupName(name); !st.ok()) return d.Refuse(std::move(st));
+      d.outcome().committed = [name, me](Directory& dir, const WriteResult& r) {
+        if (!r.st.ok()) return;
+        DirGroup g;
+        g.id = r.id;
+        g.name = name;
+        g.admin_id = me;
+        g.epoch = 1;
+        g.members = {me};
+        dir.PutGroup(std::move(g));
+      };
+      return d.Write([name, me](Store& s) {
+        WriteResult r;
+        r.st = s.CreateGroup(name, me, &r.id);
+        r.epoch = 1;
+        return r;
+      });
+    }
+
+    case wire::Envelope::kGroupAdd:
+    case wire::Envelope::kGroupKick:
+    case wire::Envelope::kGroupLeave: {
+      const auto body = env.body_case();
+      std::uint64_t gid = 0;
+      wire::UserRef ref;
+      if (body == wire::Envelope::kGroupAdd) {
+        gid = env.group_add().group_id();
+        ref = env.group_add().user();
+      } else if (body == wire::Envelope::kGroupKick) {
+        gid = env.group_kick().group_id();
+        ref = env.group_kick().user();
+      } else {
+        gid = env.group_leave().group_id();
+        ref.set_id(me);
+      }
+      const DirGroup* g = nullptr;
+      if (Status st = find_group(gid, &g); !st.ok()) return refuse(std::move(st));
+      const DirUser* subject = nullptr;
+      if (Status st = find_user(ref, &subject); !st.ok()) return refuse(std::move(st));
+      const bool me_member = g->HasMember(me);
+      const bool subject_member = g->HasMember(subject->id);
+      const std::uint64_t subject_id = subject->id;
+      const std::string subject_name = subject->name;
+      const std::string group_name = g->name;
+      const std::uint64_t admin = g->admin_id;
+      wire::GroupNoticeEvent::What what = wire::GroupNoticeEvent::WHAT_UNSPECIFIED;
+      std::vector<std::uint64_t> recipients;
+      std::uint64_t epoch = g->epoch;
+      if (body == wire::Envelope::kGroupLeave) {
+        if (!me_member) {
+          return d.RefuseByState(Status(Code::kNotMember, "you are not a member of group " + std::to_string(gid)));
+        }
+        if (admin == me) {
+          if (g->members.size() > 1) {
+            return d.RefuseByState(
+                Status(Code::kBadRequest, "the admin cannot leave while others remain; kick them first"));
+          }
+          dir_.DeleteGroup(gid);
+          return d.Write([gid](Store& s) {
+            WriteResult r;
+            r.st = s.DeleteGroup(gid);
+            return r;
+          });
+        }
+        recipients = g->members;
+        epoch = dir_.RemoveMember(gid, me);
+        what = wire::GroupNoticeEvent::LEFT;
+      } else {
+        if (admin != me) {
+          return d.RefuseByState(
+              Status(Code::kNotAdmin, "only the admin of group " + std::to_string(gid) + " can do that"));
+        }
+        if (body == wire::Envelope::kGroupAdd) {
+          if (subject_member) return d.RefuseByState(Status(Code::kAlreadyMember, subject_name + " is already a member"));
+          dir_.AddMember(gid, subject_id);
+          recipients = dir_.FindGroup(gid)->members;
+          what = wire::GroupNoticeEvent::ADDED;
+        } else {
+          if (!subject_member) {
+            return d.RefuseByState(
+                Status(Code::kNotMember, subject_name + " is not a member of group " + std::to_string(gid)));
+          }
+          if (subject_id == me) return d.Refuse(Status(Code::kBadRequest, "the admin cannot kick themselves"));
+          recipients = g->members;
+          epoch = dir_.RemoveMember(gid, subject_id);
+          what = wire::GroupNoticeEvent::KICKED;
+        }
+      }
+      auto* n = event.mutable_group_notice();
+      n->set_group_id(gid);
+      n->set_group_name(group_name);
+      n->set_admin_id(admin);
+      n->set_what(what);
+      n->set_subject_id(subject_id);
+      n->set_subject_name(subject_name);
+      n->set_epoch(epoch);
+      auto payload = serialized();
+      std::string dedupe = "gn/" + std::to_string(gid) + "/" + std::to_string(static_cast<int>(what)) + "/" +
+                           std::to_string(subject_id) + "/" + std::to_string(now_ms);
+      d.facts() = Facts();
+      d.facts().groups.push_back(gid);
+      return d.Write(
+          [gid, subject_id, what, epoch, recipients = std::move(recipients), payload,
+           dedupe = std::move(dedupe)](Store& s) {
+            WriteResult r;
+            r.epoch = epoch;
+            if (what == wire::GroupNoticeEvent::ADDED) {
+              r.st = s.AddMember(gid, subject_id);
+            } else {
+              std::uint64_t stored_epoch = 0;
+              r.st = s.RemoveMember(gid, subject_id, &stored_epoch);
+            }
+            if (!r.st.ok()) return r;
+            r.st = EnqueueFor(s, recipients, dedupe, *payload, &r);
+            return r;
+          },
+          payload);
+    }
+
+    case wire::Envelope::kGroupKeySend: {
+      const wire::GroupKeySend& m = env.group_key_send();
+      if (m.nonce().size() != crypto::kBoxNonceBytes || m.wrapped_key().empty() ||
+          m.wrapped_key().size() > kMaxWrappedKey) {
+        return d.Refuse(Status(Code::kBadRequest, "group key needs a 24-byte nonce and a wrapped key"));
+      }
+      const DirGroup* g = nullptr;
+      if (Status st = find_group(m.group_id(), &g); !st.ok()) return refuse(std::move(st));
+      if (g->admin_id != me) return d.RefuseByState(Status(Code::kNotAdmin, "only the admin hands out group keys"));
+      const DirUser* to = nullptr;
+      if (Status st = find_user(m.to(), &to); !st.ok()) return refuse(std::move(st));
+      if (!g->HasMember(to->id)) {
+        return d.RefuseByState(
+            Status(Code::kNotMember, to->name + " not a member of group " + std::to_string(m.group_id())));
+      }
+      if (m.epoch() != g->epoch) {
+        return d.RefuseByState(Status(m.epoch() < g->epoch ? Code::kStaleEpoch : Code::kBadRequest,
+                                      "group " + std::to_string(g->id) + " is at epoch " + std::to_string(g->epoch)));
+      }
+      auto* k = event.mutable_group_key();
+      k->set_group_id(m.group_id());
+      k->set_epoch(m.epoch());
+      k->set_nonce(m.nonce());
+      k->set_wrapped_key(m.wrapped_key());
+      auto payload = serialized();
+      std::string dedupe = "gk/" + std::to_string(m.group_id()) + "/" + std::to_string(m.epoch());
+      const std::uint64_t to_id = to->id;
+      d.facts() = Facts();
+      return d.Write(EnqueueWrite({to_id}, std::move(dedupe), payload), payload);
+    }
+
+    case wire::Envelope::kGroupSend: {
+      const wire::GroupSend& m = env.group_send();
+      if (Status st = CheckCipherFields(m.kind(), m.chunk_index(), m.chunk_count(), m.msg_id(), m.nonce(),
+                                        m.ciphertext(), config_.max_image_bytes);
+          !st.ok()) {
+        return d.Refuse(std::move(st));
+      }
+      if (m.signature().size() != crypto::kSignatureBytes) {
+        return d.Refuse(Status(Code::kBadRequest, "signature must be 64 bytes"));
+      }
+      const DirGroup* g = nullptr;
+      if (Status st = find_group(m.group_id(), &g); !st.ok()) return refuse(std::move(st));
+      if (!g->HasMember(me)) {
+        return d.RefuseByState(Status(Code::kNotMember, "you are not a member of group " + std::to_string(g->id)));
+      }
+      if (m.epoch() != g->epoch) {
+        return d.RefuseByState(Status(m.epoch() < g->epoch ? Code::kStaleEpoch : Code::kBadRequest,
+                                      "group " + std::to_string(g->id) + " is at epoch " + std::to_string(g->epoch)));
+      }
+      std::vector<std::uint64_t> others;
+      others.reserve(g->members.size());
+      for (std::uint64_t u : g->members) {
+        if (u != me) others.push_back(u);
+      }
+      auto* ge = event.mutable_group();
+      ge->set_group_id(m.group_id());
+      ge->set_epoch(m.epoch());
+      ge->set_msg_id(m.msg_id());
+      ge->set_kind(m.kind());
+      ge->set_chunk_index(m.chunk_index());
+      ge->set_chunk_count(m.chunk_count());
+      ge->set_nonce(m.nonce());
+      ge->set_ciphertext(m.ciphertext());
+      ge->set_signature(m.signature());
+      auto payload = serialized();
+      std::string dedupe = "g/" + std::to_string(m.group_id()) + "/" + std::to_string(me) + "/" +
+                           crypto::Hex(m.msg_id()) + "/" + std::to_string(m.chunk_index());
+      d.facts() = Facts();
+      return d.Write(EnqueueWrite(std::move(others), std::move(dedupe), payload), payload);
+    }
+
+    case wire::Envelope::kListGroups: {
+      wire::Envelope reply;
+      reply.set_rid(env.rid());
+      auto* list = reply.mutable_group_list();
+      std::vector<std::uint64_t> ids = dir_.GroupsOf(me);
+      std::sort(ids.begin(), ids.end());
+      for (std::uint64_t id : ids) {
+        const DirGroup* g = dir_.FindGroup(id);
+        if (g == nullptr) continue;
+        FillGroupInfo(dir_, *g, list->add_groups());
+      }
+      return d.Reply(reply);
+    }
+
+    case wire::Envelope::kGetGroup: {
+      const DirGroup* g = nullptr;
+      if (Status st = find_group(env.get_group().group_id(), &g); !st.ok()) return refuse(std::move(st));
+      if (!g->HasMember(me)) {
+        return d.RefuseByState(Status(Code::kNotMember, "you are not a member of group " + std::to_string(g->id)));
+      }
+      wire::Envelope reply;
+      reply.set_rid(env.rid());
+      FillGroupInfo(dir_, *g, reply.mutable_group_info());
+      return d.Reply(reply);
+    }
+
+    case wire::Envelope::kAck: {
+      const auto& seqs = env.ack().seqs();
+      if (seqs.size() > static_cast<int>(kMaxAckSeqs)) {
+        return d.Refuse(Status(Code::kBadRequest, "at most " + std::to_string(kMaxAckSeqs) + " seqs per Ack"));
+      }
+      std::vector<std::uint64_t> v(seqs.begin(), seqs.end());
+      d.outcome().reply_after_write = false;
+      return d.Write([me, v = std::move(v)](Store& s) {
+        WriteResult r;
+        r.st = s.Ack(me, v);
+        return r;
+      });
+    }
+
+    default:
+      return d.Refuse(Status(Code::kUnknownType, "not a request this server handles"));
+  }
+}
+
+}  // namespace fastchat::server

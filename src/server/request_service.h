@@ -1,0 +1,94 @@
+// RequestService: the request logic of a logged-in user, with no sockets.
+//
+// Handle() takes one decoded request and decides it at once against the
+// in-memory Directory (rules: friendship, membership, admin, epoch, sizes).
+// It returns an Outcome: either a reply to send now (a refusal, or an answer
+// read from the Directory), or a write that makes the decided change durable
+// plus the reply to send and the deliveries to route once that write has
+// committed. A decided change is applied to the Directory immediately, so the
+// next request (of this or any user) sees it even before its write commits;
+// writes commit in decision order (StoreWorker), so the store follows the
+// same history.
+//
+// Handle, like the Directory, runs on the event-loop thread; the write runs
+// on the store thread and touches only the Store it is given.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "config.h"
+#include "directory.h"
+#include "fastchat/status.h"
+#include "fastchat/store.h"
+#include "router.h"
+
+namespace fastchat::wire {
+class Envelope;
+}
+
+namespace fastchat::server {
+
+struct Caller {
+  std::uint64_t id = 0;
+  std::string name;
+};
+
+// What a write did: its status, an id it created, the group epoch to report,
+// and the stored deliveries to route (only rows new to the store: a resend
+// is not pushed twice).
+struct WriteResult {
+  Status st;
+  std::uint64_t id = 0;
+  std::uint64_t epoch = 0;
+  std::vector<Delivery> routed;
+};
+
+struct Outcome {
+  // Set when the request is answered now: a whole reply frame (maybe an
+  // Error). Empty with no write: nothing to answer (Ack).
+  std::string reply;
+  // The refusal, if `reply` is one.
+  Status refusal;
+  // True if the refusal came from Directory state (an unknown user, not
+  // friends, not a member, ...) rather than from the request itself: a
+  // server sharing its store with others decides again after Refresh(facts).
+  bool state_refusal = false;
+  // The facts the decision read (to re-read before deciding again) or, for a
+  // write, the facts it changed (for other servers to re-read).
+  Facts facts;
+
+  // Set when the request needs a durable write first.
+  std::function<WriteResult(Store&)> write;
+  // Serialized wire Event routed to the write's deliveries.
+  std::shared_ptr<const std::string> event;
+  // Runs on the event loop after the write committed (creations that only
+  // get their id from the store update the Directory here).
+  std::function<void(Directory&, const WriteResult&)> committed;
+  bool reply_after_write = true;  // false for Ack: no reply at all
+  std::uint64_t rid = 0;
+};
+
+class RequestService {
+ public:
+  RequestService(Directory& directory, const ServerConfig& config) : dir_(directory), config_(config) {}
+
+  // Decides one request of `me` (logged in). `now_ms` is the server time
+  // stamped on the events it creates.
+  Outcome Handle(const Caller& me, const wire::Envelope& env, std::uint64_t now_ms);
+
+  // Reply frames.
+  static std::string ErrorFrame(std::uint64_t rid, const Status& st);
+  static std::string OkFrame(std::uint64_t rid, std::uint64_t id = 0, std::uint64_t epoch = 0);
+  // The reply for a finished write: Ok{id, epoch} or its error.
+  static std::string WriteReply(std::uint64_t rid, const WriteResult& r);
+
+ private:
+  Directory& dir_;
+  const ServerConfig& config_;
+};
+
+}  // namespace fastchat::server

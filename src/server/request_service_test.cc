@@ -1,0 +1,276 @@
+// RequestService: requests decided against the Directory, writes run on a
+// real SQLite store, no sockets.
+#include "request_service.h"
+
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "fastchat.pb.h"
+#include "fastchat/frame.h"
+
+namespace fastchat::server {
+namespace {
+
+class RequestServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/fastchat_service_test.XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    ASSERT_TRUE(OpenSqliteStore(dir_ + "/server.db", &store_).ok());
+    alice_ = {MakeUser("alice"), "alice"};
+    bob_ = {MakeUser("bob"), "bob"};
+    carol_ = {MakeUser("carol"), "carol"};
+    DirectoryState state;
+    ASSERT_TRUE(store_->LoadDirectory(&state).ok());
+    directory_.Load(state);
+  }
+  void TearDown() override {
+    store_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+
+  std::uint64_t MakeUser(const std::string& name) {
+    UserRecord u;
+    u.name = name;
+    u.password_hash = "h";
+    u.x25519_public = std::string(32, 'x');
+    u.ed25519_public = std::string(32, 'e');
+    std::uint64_t id = 0;
+    EXPECT_TRUE(store_->CreateUser(u, &id).ok());
+    return id;
+  }
+
+  // Decides `env` for `who`.
+  Outcome Decide(const Caller& who, wire::Envelope env) {
+    env.set_rid(++rid_);
+    return service_.Handle(who, env, 1000 + rid_);
+  }
+  // Decides and, if it is a write, runs the write; returns the reply.
+  wire::Envelope Do(const Caller& who, wire::Envelope env, WriteResult* out = nullptr) {
+    Outcome o = Decide(who, std::move(env));
+    std::string frame = o.reply;
+    if (o.write) {
+      WriteResult r = o.write(*store_);
+      if (o.committed) o.committed(directory_, r);
+      frame = RequestService::WriteReply(o.rid, r);
+      if (out) *out = r;
+    }
+    wire::Envelope reply;
+    EXPECT_GE(frame.size(), kFrameHeaderSize);
+    EXPECT_TRUE(reply.ParseFromArray(frame.data() + kFrameHeaderSize, static_cast<int>(frame.size() - kFrameHeaderSize)));
+    EXPECT_EQ(reply.rid(), rid_);
+    return reply;
+  }
+
+  static wire::Envelope FriendRequest(std::uint64_t to) {
+    wire::Envelope e;
+    e.mutable_friend_request()->mutable_to()->set_id(to);
+    return e;
+  }
+  static wire::Envelope Accept(std::uint64_t requester) {
+    wire::Envelope e;
+    auto* a = e.mutable_friend_answer();
+    a->mutable_to()->set_id(requester);
+    a->set_accept(true);
+    a->set_nonce(std::string(24, 'n'));
+    a->set_wrapped_key(std::string(48, 'k'));
+    return e;
+  }
+  static wire::Envelope Dm(std::uint64_t to, char id = 'm') {
+    wire::Envelope e;
+    auto* d = e.mutable_direct_send();
+    d->mutable_to()->set_id(to);
+    d->set_msg_id(std::string(16, id));
+    d->set_kind(wire::TEXT);
+    d->set_chunk_count(1);
+    d->set_nonce(std::string(24, 'n'));
+    d->set_ciphertext(std::string(40, 'c'));
+    return e;
+  }
+  static wire::Envelope GroupSend(std::uint64_t gid, std::uint64_t epoch, char id = 'g') {
+    wire::Envelope e;
+    auto* g = e.mutable_group_send();
+    g->set_group_id(gid);
+    g->set_epoch(epoch);
+    g->set_msg_id(std::string(16, id));
+    g->set_kind(wire::TEXT);
+    g->set_chunk_count(1);
+    g->set_nonce(std::string(24, 'n'));
+    g->set_ciphertext(std::string(40, 'c'));
+    g->set_signature(std::string(64, 's'));
+    return e;
+  }
+  static wire::Envelope GroupAdd(std::uint64_t gid, std::uint64_t user) {
+    wire::Envelope e;
+    e.mutable_group_add()->set_group_id(gid);
+    e.mutable_group_add()->mutable_user()->set_id(user);
+    return e;
+  }
+  static wire::Envelope GroupKick(std::uint64_t gid, std::uint64_t user) {
+    wire::Envelope e;
+    e.mutable_group_kick()->set_group_id(gid);
+    e.mutable_group_kick()->mutable_user()->set_id(user);
+    return e;
+  }
+  std::uint64_t CreateGroup(const Caller& admin) {
+    wire::Envelope e;
+    e.mutable_group_create()->set_name("team");
+    wire::Envelope r = Do(admin, e);
+    EXPECT_TRUE(r.has_ok());
+    return r.ok().id();
+  }
+  std::uint64_t Pending(std::uint64_t user) {
+    std::uint64_t n = 0;
+    EXPECT_TRUE(store_->CountPending(user, &n).ok());
+    return n;
+  }
+  void Befriend(const Caller& a, const Caller& b) {
+    ASSERT_TRUE(Do(a, FriendRequest(b.id)).has_ok());
+    ASSERT_TRUE(Do(b, Accept(a.id)).has_ok());
+  }
+
+  std::string dir_;
+  std::unique_ptr<Store> store_;
+  Directory directory_;
+  ServerConfig config_;
+  RequestService service_{directory_, config_};
+  std::uint64_t rid_ = 0;
+  Caller alice_, bob_, carol_;
+};
+
+TEST_F(RequestServiceTest, DirectMessageToAFriendIsOneStoredDeliveryRoutedToThem) {
+  Befriend(alice_, bob_);
+  const std::uint64_t before = Pending(bob_.id);
+  WriteResult r;
+  wire::Envelope reply = Do(alice_, Dm(bob_.id), &r);
+  ASSERT_TRUE(reply.has_ok()) << reply.DebugString();
+  ASSERT_EQ(r.routed.size(), 1u);
+  EXPECT_EQ(r.routed[0].user, bob_.id);
+  EXPECT_EQ(Pending(bob_.id), before + 1);
+  // The same msg_id again: Ok, nothing new stored or routed.
+  reply = Do(alice_, Dm(bob_.id), &r);
+  EXPECT_TRUE(reply.has_ok());
+  EXPECT_TRUE(r.routed.empty());
+  EXPECT_EQ(Pending(bob_.id), before + 1);
+}
+
+TEST_F(RequestServiceTest, StrangersDmIsRefusedWithoutAWrite) {
+  Outcome o = Decide(alice_, Dm(carol_.id));
+  EXPECT_FALSE(o.write);
+  EXPECT_EQ(o.refusal.code(), Code::kNotFriends);
+  EXPECT_TRUE(o.state_refusal);  // a fresher directory could change this
+  EXPECT_EQ(Pending(carol_.id), 0u);
+}
+
+TEST_F(RequestServiceTest, UnknownUserAndMalformedFieldsAreRefused) {
+  wire::Envelope e = Dm(999999);
+  Outcome o = Decide(alice_, e);
+  EXPECT_EQ(o.refusal.code(), Code::kNoSuchUser);
+  e = Dm(bob_.id);
+  e.mutable_direct_send()->set_nonce("short");
+  o = Decide(alice_, e);
+  EXPECT_EQ(o.refusal.code(), Code::kBadRequest);
+  EXPECT_FALSE(o.state_refusal);  // the request itself is wrong
+  wire::Envelope none;
+  none.mutable_hello();
+  EXPECT_EQ(Decide(alice_, none).refusal.code(), Code::kUnknownType);
+}
+
+TEST_F(RequestServiceTest, RequestsDecidedBeforeEarlierWritesCommitSeeTheirEffects) {
+  // Pipelined: request, accept and a DM are all decided before any write
+  // runs (as when they share one store batch), then the writes run in order.
+  Outcome req = Decide(alice_, FriendRequest(bob_.id));
+  Outcome acc = Decide(bob_, Accept(alice_.id));
+  Outcome dm = Decide(alice_, Dm(bob_.id));
+  ASSERT_TRUE(req.write && acc.write && dm.write) << dm.refusal.ToString();
+  EXPECT_TRUE(req.write(*store_).st.ok());
+  EXPECT_TRUE(acc.write(*store_).st.ok());
+  WriteResult r = dm.write(*store_);
+  EXPECT_TRUE(r.st.ok()) << r.st.ToString();
+  bool friends = false;
+  ASSERT_TRUE(store_->AreFriends(alice_.id, bob_.id, &friends).ok());
+  EXPECT_TRUE(friends);
+}
+
+TEST_F(RequestServiceTest, AnsweringARequestThatWasNeverMadeIsNoSuchRequest) {
+  EXPECT_EQ(Do(bob_, Accept(alice_.id)).error().code(), wire::NO_SUCH_REQUEST);
+}
+
+TEST_F(RequestServiceTest, OnlyTheAdminAddsAndKicksAndAKickBumpsTheEpoch) {
+  const std::uint64_t gid = CreateGroup(alice_);
+  EXPECT_EQ(Do(bob_, GroupAdd(gid, carol_.id)).error().code(), wire::NOT_ADMIN);
+  wire::Envelope r = Do(alice_, GroupAdd(gid, bob_.id));
+  ASSERT_TRUE(r.has_ok());
+  EXPECT_EQ(r.ok().epoch(), 1u);
+  ASSERT_TRUE(Do(alice_, GroupAdd(gid, carol_.id)).has_ok());
+  EXPECT_EQ(Do(alice_, GroupAdd(gid, carol_.id)).error().code(), wire::ALREADY_MEMBER);
+  EXPECT_EQ(Do(bob_, GroupKick(gid, carol_.id)).error().code(), wire::NOT_ADMIN);
+  r = Do(alice_, GroupKick(gid, carol_.id));
+  ASSERT_TRUE(r.has_ok());
+  EXPECT_EQ(r.ok().epoch(), 2u);
+  // The store agrees with the directory.
+  GroupRecord g;
+  ASSERT_TRUE(store_->GetGroup(gid, &g).ok());
+  EXPECT_EQ(g.epoch, 2u);
+  std::vector<std::uint64_t> members;
+  ASSERT_TRUE(store_->ListMembers(gid, &members).ok());
+  EXPECT_EQ(members, (std::vector<std::uint64_t>{alice_.id, bob_.id}));
+}
+
+TEST_F(RequestServiceTest, GroupSendReachesEveryOtherMemberAndStaleOrKickedSendersAreRefused) {
+  const std::uint64_t gid = CreateGroup(alice_);
+  ASSERT_TRUE(Do(alice_, GroupAdd(gid, bob_.id)).has_ok());
+  ASSERT_TRUE(Do(alice_, GroupAdd(gid, carol_.id)).has_ok());
+  WriteResult r;
+  ASSERT_TRUE(Do(bob_, GroupSend(gid, 1), &r).has_ok());
+  ASSERT_EQ(r.routed.size(), 2u);
+  EXPECT_EQ(r.routed[0].user, alice_.id);
+  EXPECT_EQ(r.routed[1].user, carol_.id);
+  ASSERT_TRUE(Do(alice_, GroupKick(gid, carol_.id)).has_ok());
+  EXPECT_EQ(Do(bob_, GroupSend(gid, 1, 'h')).error().code(), wire::STALE_EPOCH);
+  EXPECT_EQ(Do(carol_, GroupSend(gid, 2, 'i')).error().code(), wire::NOT_MEMBER);
+  ASSERT_TRUE(Do(bob_, GroupSend(gid, 2, 'j'), &r).has_ok());
+  ASSERT_EQ(r.routed.size(), 1u);
+  EXPECT_EQ(r.routed[0].user, alice_.id);
+}
+
+TEST_F(RequestServiceTest, AckDeletesTheAcknowledgedRowsAndHasNoReply) {
+  Befriend(alice_, bob_);
+  WriteResult r;
+  ASSERT_TRUE(Do(alice_, Dm(bob_.id), &r).has_ok());
+  const std::uint64_t n = Pending(bob_.id);
+  wire::Envelope ack;
+  ack.mutable_ack()->add_seqs(r.routed[0].seq);
+  Outcome o = Decide(bob_, ack);
+  ASSERT_TRUE(o.write);
+  EXPECT_FALSE(o.reply_after_write);
+  EXPECT_TRUE(o.write(*store_).st.ok());
+  EXPECT_EQ(Pending(bob_.id), n - 1);
+}
+
+TEST_F(RequestServiceTest, ListsComeFromTheDirectory) {
+  Befriend(alice_, bob_);
+  ASSERT_TRUE(Do(carol_, FriendRequest(alice_.id)).has_ok());
+  wire::Envelope e;
+  e.mutable_list_friends();
+  wire::Envelope r = Do(alice_, e);
+  ASSERT_EQ(r.friend_list().friends_size(), 1);
+  EXPECT_EQ(r.friend_list().friends(0).name(), "bob");
+  ASSERT_EQ(r.friend_list().incoming_requests_size(), 1);
+  EXPECT_EQ(r.friend_list().incoming_requests(0).name(), "carol");
+  const std::uint64_t gid = CreateGroup(alice_);
+  ASSERT_TRUE(Do(alice_, GroupAdd(gid, bob_.id)).has_ok());
+  wire::Envelope lg;
+  lg.mutable_list_groups();
+  r = Do(bob_, lg);
+  ASSERT_EQ(r.group_list().groups_size(), 1);
+  EXPECT_EQ(r.group_list().groups(0).members_size(), 2);
+  EXPECT_EQ(r.group_list().groups(0).admin_id(), alice_.id);
+}
+
+}  // namespace
+}  // namespace fastchat::server

@@ -1,0 +1,231 @@
+// StoreWorker: group commit, per-job undo, failed commits, throwing jobs.
+// Real SQLite files under a forwarding store that counts (and can break)
+// batch commits.
+#include "store_worker.h"
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <future>
+#include <stdexcept>
+#include <string>
+#include <thread>
+
+#include <asio/executor_work_guard.hpp>
+#include <asio/io_context.hpp>
+#include <asio/steady_timer.hpp>
+#include <gtest/gtest.h>
+
+#include "store/forwarding_store.h"
+
+namespace fastchat::server {
+namespace {
+
+// Counts batch commits; can make them slow (standing in for fdatasync) or
+// fail (standing in for a full disk), in which case the batch is undone.
+class WatchedStore : public ForwardingStore {
+ public:
+  using ForwardingStore::ForwardingStore;
+  Status BeginBatch() override {
+    ++begun;
+    return ForwardingStore::BeginBatch();
+  }
+  Status CommitBatch() override {
+    std::this_thread::sleep_for(std::chrono::milliseconds(sync_delay_ms.load()));
+    if (fail_commits) {
+      inner().RollbackBatch();
+      return Status(Code::kIOError, "disk full (injected)");
+    }
+    Status s = ForwardingStore::CommitBatch();
+    if (s.ok()) ++committed;
+    return s;
+  }
+  std::atomic<int> begun{0};
+  std::atomic<int> committed{0};
+  std::atomic<int> sync_delay_ms{0};
+  std::atomic<bool> fail_commits{false};
+};
+
+struct Made {
+  Status st;
+  std::uint64_t id = 0;
+  int batch = 0;  // the batch the job ran in (WatchedStore::begun then)
+};
+
+class StoreWorkerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/fastchat_worker_test.XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    std::unique_ptr<Store> sqlite;
+    ASSERT_TRUE(OpenSqliteStore(dir_ + "/server.db", &sqlite).ok());
+    auto watched = std::make_unique<WatchedStore>(std::move(sqlite));
+    store_ = watched.get();
+    worker_ = std::make_unique<StoreWorker>(std::move(watched), io_.get_executor());
+  }
+  void TearDown() override {
+    worker_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+
+  // A job that registers `name`.
+  auto MakeUser(std::string name) {
+    WatchedStore* w = store_;
+    return [w, name = std::move(name)](Store& s) {
+      Made m;
+      UserRecord u;
+      u.name = name;
+      u.password_hash = "h";
+      u.x25519_public = std::string(32, 'x');
+      u.ed25519_public = std::string(32, 'e');
+      m.st = s.CreateUser(u, &m.id);
+      m.batch = w->begun.load();
+      return m;
+    };
+  }
+
+  // Runs the event loop until `done()` or 10 s.
+  template <class Pred>
+  void RunUntil(Pred done) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (!done() && std::chrono::steady_clock::now() < deadline) {
+      io_.run_for(std::chrono::milliseconds(5));
+    }
+  }
+
+  std::size_t UserCount() {
+    struct Loaded {
+      Status st;
+      DirectoryState state;
+    };
+    bool got = false;
+    std::size_t n = 0;
+    worker_->Submit(
+        [](Store& s) {
+          Loaded l;
+          l.st = s.LoadDirectory(&l.state);
+          return l;
+        },
+        [&](Loaded l) {
+          EXPECT_TRUE(l.st.ok()) << l.st.ToString();
+          n = l.state.users.size();
+          got = true;
+        });
+    RunUntil([&] { return got; });
+    return n;
+  }
+
+  std::string dir_;
+  asio::io_context io_;
+  asio::executor_work_guard<asio::io_context::executor_type> guard_ = asio::make_work_guard(io_);
+  WatchedStore* store_ = nullptr;
+  std::unique_ptr<StoreWorker> worker_;
+};
+
+TEST_F(StoreWorkerTest, JobsQueuedDuringASyncShareTheNextCommitAndAnswerOnlyAfterIt) {
+  store_->sync_delay_ms = 20;  // each commit "syncs" for 20 ms
+  constexpr int kJobs = 200;
+  int done = 0;
+  int answered_before_commit = 0;
+  for (int i = 0; i < kJobs; ++i) {
+    worker_->Submit(MakeUser("u" + std::to_string(i)), [&](Made m) {
+      EXPECT_TRUE(m.st.ok()) << m.st.ToString();
+      // The batch this job ran in must have committed before we hear of it.
+      if (store_->committed.load() < m.batch) ++answered_before_commit;
+      ++done;
+    });
+  }
+  RunUntil([&] { return done == kJobs; });
+  ASSERT_EQ(done, kJobs);
+  EXPECT_EQ(answered_before_commit, 0);
+  // 200 requests, a handful of commits (not 200).
+  EXPECT_LE(worker_->batches(), 5u) << "batches: " << worker_->batches();
+  EXPECT_EQ(worker_->jobs(), static_cast<std::uint64_t>(kJobs));
+  EXPECT_EQ(store_->committed.load(), static_cast<int>(worker_->batches()));
+  EXPECT_EQ(UserCount(), static_cast<std::size_t>(kJobs));
+}
+
+TEST_F(StoreWorkerTest, FailedCommitFailsEveryJobOfTheBatchAndKeepsNothing) {
+  store_->fail_commits = true;
+  int failed = 0;
+  for (int i = 0; i < 10; ++i) {
+    worker_->Submit(MakeUser("lost" + std::to_string(i)), [&](Made m) {
+      EXPECT_EQ(m.st.code(), Code::kIOError) << m.st.ToString();
+      ++failed;
+    });
+  }
+  RunUntil([&] { return failed == 10; });
+  EXPECT_EQ(failed, 10);
+  store_->fail_commits = false;
+  EXPECT_EQ(UserCount(), 0u);
+  // The worker goes on after a failed commit.
+  bool ok = false;
+  worker_->Submit(MakeUser("after"), [&](Made m) { ok = m.st.ok(); });
+  RunUntil([&] { return ok; });
+  EXPECT_TRUE(ok);
+  EXPECT_EQ(UserCount(), 1u);
+}
+
+TEST_F(StoreWorkerTest, AFailedJobIsUndoneAloneInsideItsBatch) {
+  // Hold the store thread so the next three jobs form one batch.
+  std::promise<void> gate;
+  std::shared_future<void> opened = gate.get_future().share();
+  int finished = 0;
+  worker_->Submit(
+      [opened](Store&) {
+        opened.wait();
+        return Status::OK();
+      },
+      [&](Status) { ++finished; });
+  while (store_->begun.load() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  Made a, b, c;
+  worker_->Submit(MakeUser("a"), [&](Made m) { a = m; ++finished; });
+  auto half_done = [make = MakeUser("b")](Store& s) mutable {
+    Made m = make(s);  // writes b ...
+    m.st = Status(Code::kNotFriends, "refused after writing");  // ... then fails
+    return m;
+  };
+  worker_->Submit(half_done, [&](Made m) { b = m; ++finished; });
+  worker_->Submit(MakeUser("c"), [&](Made m) { c = m; ++finished; });
+  gate.set_value();
+  RunUntil([&] { return finished == 4; });
+  ASSERT_EQ(finished, 4);
+  EXPECT_EQ(worker_->batches(), 2u);
+  EXPECT_TRUE(a.st.ok());
+  EXPECT_EQ(b.st.code(), Code::kNotFriends);
+  EXPECT_TRUE(c.st.ok());
+  EXPECT_EQ(a.batch, c.batch);
+  EXPECT_EQ(UserCount(), 2u);  // a and c; b's write was undone
+}
+
+TEST_F(StoreWorkerTest, AThrowingJobFailsWithInternalAndTheWorkerGoesOn) {
+  Status thrown;
+  bool got = false;
+  worker_->Submit(
+      [](Store& s) -> Status {
+        UserRecord u;
+        u.name = "ghost";
+        u.password_hash = "h";
+        u.x25519_public = std::string(32, 'x');
+        u.ed25519_public = std::string(32, 'e');
+        std::uint64_t id = 0;
+        Status st = s.CreateUser(u, &id);
+        if (st.ok()) throw std::runtime_error("out of memory (injected)");
+        return st;
+      },
+      [&](Status st) {
+        thrown = st;
+        got = true;
+      });
+  bool ok = false;
+  worker_->Submit(MakeUser("alive"), [&](Made m) { ok = m.st.ok(); });
+  RunUntil([&] { return got && ok; });
+  EXPECT_EQ(thrown.code(), Code::kInternal);
+  EXPECT_TRUE(ok);
+  EXPECT_EQ(UserCount(), 1u);  // the throwing job's user was undone
+}
+
+}  // namespace
+}  // namespace fastchat::server

@@ -1,0 +1,74 @@
+// ForwardingStore: a Store that passes every call to another Store. Derive
+// from it to watch or break one call (tests count batch commits and inject
+// commit failures this way) without writing out the rest.
+#pragma once
+
+#include <memory>
+#include <utility>
+
+#include "fastchat/store.h"
+
+namespace fastchat {
+
+class ForwardingStore : public Store {
+ public:
+  explicit ForwardingStore(std::unique_ptr<Store> inner) : inner_(std::move(inner)) {}
+  Store& inner() { return *inner_; }
+
+  Status BeginBatch() override { return inner_->BeginBatch(); }
+  Status CommitBatch() override { return inner_->CommitBatch(); }
+  void RollbackBatch() override { inner_->RollbackBatch(); }
+  Status BeginUnit() override { return inner_->BeginUnit(); }
+  void EndUnit(bool keep) override { inner_->EndUnit(keep); }
+  Status LoadDirectory(DirectoryState* out) override { return inner_->LoadDirectory(out); }
+  Status CreateUser(const UserRecord& user, std::uint64_t* id) override { return inner_->CreateUser(user, id); }
+  Status GetUserById(std::uint64_t id, UserRecord* out) override { return inner_->GetUserById(id, out); }
+  Status GetUserByName(const std::string& name, UserRecord* out) override { return inner_->GetUserByName(name, out); }
+  Status AddFriendRequest(std::uint64_t from, std::uint64_t to) override { return inner_->AddFriendRequest(from, to); }
+  Status TakeFriendRequest(std::uint64_t from, std::uint64_t to) override { return inner_->TakeFriendRequest(from, to); }
+  Status ListFriendRequestsTo(std::uint64_t to, std::vector<std::uint64_t>* from) override {
+    return inner_->ListFriendRequestsTo(to, from);
+  }
+  Status AddFriendship(std::uint64_t a, std::uint64_t b) override { return inner_->AddFriendship(a, b); }
+  Status AreFriends(std::uint64_t a, std::uint64_t b, bool* yes) override { return inner_->AreFriends(a, b, yes); }
+  Status ListFriends(std::uint64_t user, std::vector<std::uint64_t>* friends) override {
+    return inner_->ListFriends(user, friends);
+  }
+  Status CreateGroup(const std::string& name, std::uint64_t admin, std::uint64_t* id) override {
+    return inner_->CreateGroup(name, admin, id);
+  }
+  Status GetGroup(std::uint64_t id, GroupRecord* out) override { return inner_->GetGroup(id, out); }
+  Status AddMember(std::uint64_t group, std::uint64_t user) override { return inner_->AddMember(group, user); }
+  Status RemoveMember(std::uint64_t group, std::uint64_t user, std::uint64_t* new_epoch) override {
+    return inner_->RemoveMember(group, user, new_epoch);
+  }
+  Status IsMember(std::uint64_t group, std::uint64_t user, bool* yes) override {
+    return inner_->IsMember(group, user, yes);
+  }
+  Status ListMembers(std::uint64_t group, std::vector<std::uint64_t>* members) override {
+    return inner_->ListMembers(group, members);
+  }
+  Status ListGroupsOf(std::uint64_t user, std::vector<std::uint64_t>* groups) override {
+    return inner_->ListGroupsOf(user, groups);
+  }
+  Status DeleteGroup(std::uint64_t group) override { return inner_->DeleteGroup(group); }
+  Status Enqueue(const std::vector<PendingItem>& items, std::vector<std::uint64_t>* seqs,
+                 std::vector<bool>* fresh) override {
+    return inner_->Enqueue(items, seqs, fresh);
+  }
+  Status FetchPending(std::uint64_t recipient, std::uint64_t after_seq, std::size_t limit,
+                      std::vector<PendingRow>* rows) override {
+    return inner_->FetchPending(recipient, after_seq, limit, rows);
+  }
+  Status Ack(std::uint64_t recipient, const std::vector<std::uint64_t>& seqs) override {
+    return inner_->Ack(recipient, seqs);
+  }
+  Status CountPending(std::uint64_t recipient, std::uint64_t* n) override { return inner_->CountPending(recipient, n); }
+  Status UpsertServer(const ServerRecord& s) override { return inner_->UpsertServer(s); }
+  Status ListServers(std::vector<ServerRecord>* out) override { return inner_->ListServers(out); }
+
+ private:
+  std::unique_ptr<Store> inner_;
+};
+
+}  // namespace fastchat
