@@ -192,3 +192,70 @@ TEST_F(Protocol, NewReceivingSessionDisplacesTheOldOne) {
 
 }  // namespace
 }  // namespace fastchat::testing
+
+namespace fastchat::testing {
+namespace {
+
+// A group message is one entry of the group's log: every other member gets
+// it with Deliver.group_id, acknowledges it cumulatively with Ack.groups, and
+// gets again at its next login whatever it did not acknowledge.
+TEST_F(Protocol, GroupMessagesCarryTheGroupAndAreAcknowledgedCumulatively) {
+  Register("alice");
+  Register("bob");
+  auto a = Login("alice", false);
+  wire::Envelope create;
+  create.mutable_group_create()->set_name("team");
+  wire::Envelope created = a->Request(create);
+  ASSERT_TRUE(created.has_ok()) << Describe(created);
+  const std::uint64_t gid = created.ok().id();
+  wire::Envelope add;
+  add.mutable_group_add()->set_group_id(gid);
+  add.mutable_group_add()->mutable_user()->set_name("bob");
+  ASSERT_TRUE(a->Request(add).has_ok());
+  auto send = [&](int i) {
+    wire::Envelope env;
+    auto* g = env.mutable_group_send();
+    g->set_group_id(gid);
+    g->set_epoch(1);
+    g->set_msg_id(RandomBytes(16));
+    g->set_kind(wire::TEXT);
+    g->set_chunk_count(1);
+    g->set_nonce(RandomBytes(24));
+    g->set_ciphertext("message " + std::to_string(i) + RandomBytes(20));
+    g->set_signature(RandomBytes(64));
+    wire::Envelope r = a->Request(env);
+    ASSERT_TRUE(r.has_ok()) << Describe(r);
+  };
+  for (int i = 0; i < 3; ++i) send(i);
+
+  std::vector<wire::Deliver> group;
+  {
+    auto b = Login("bob", true);
+    for (const wire::Deliver& d : UntilSyncDone(*b)) {
+      if (EventOf(d).has_group()) group.push_back(d);
+    }
+    ASSERT_EQ(group.size(), 3u);
+    for (const wire::Deliver& d : group) EXPECT_EQ(d.group_id(), gid);
+    // Acknowledge the second: the first goes with it, the third stays.
+    wire::Envelope ack;
+    auto* g = ack.mutable_ack()->add_groups();
+    g->set_group_id(gid);
+    g->set_seq(group[1].seq());
+    ASSERT_TRUE(b->Send(ack));
+    // A live one arrives with its group too.
+    send(3);
+    wire::Envelope live = b->Expect();
+    ASSERT_TRUE(live.has_deliver()) << Describe(live);
+    EXPECT_EQ(live.deliver().group_id(), gid);
+  }
+  auto b2 = Login("bob", true);
+  std::vector<std::uint64_t> again;
+  for (const wire::Deliver& d : UntilSyncDone(*b2)) {
+    if (EventOf(d).has_group()) again.push_back(d.seq());
+  }
+  ASSERT_EQ(again.size(), 2u);
+  EXPECT_EQ(again[0], group[2].seq());
+}
+
+}  // namespace
+}  // namespace fastchat::testing

@@ -13,6 +13,7 @@ namespace fastchat {
 // Frame header + Envelope/Deliver tags and lengths for a Deliver carrying
 // `seq` and an event of `event_len` bytes. Appending the event bytes yields a
 // complete frame that parses as Envelope{rid: 0, deliver: {seq, event}}.
-std::string DeliverFramePrefix(std::uint64_t seq, std::size_t event_len);
+// `group_id` non-zero marks an entry of that group's log (Deliver.group_id).
+std::string DeliverFramePrefix(std::uint64_t seq, std::size_t event_len, std::uint64_t group_id = 0);
 
 }  // namespace fastchat

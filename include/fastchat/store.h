@@ -59,6 +59,7 @@ struct ServerRecord {
 struct PendingRow {
   std::uint64_t seq = 0;
   std::string payload;
+  std::uint64_t group_id = 0;  // non-zero: an entry of this group's log (AppendGroup)
 };
 
 // Everything but the pending deliveries: what a server keeps in memory to
@@ -139,13 +140,41 @@ class Store {
   // delivered twice.
   virtual Status Enqueue(const std::vector<PendingItem>& items, std::vector<std::uint64_t>* seqs,
                          std::vector<bool>* fresh) = 0;
-  // Up to `limit` rows for `recipient` with seq > after_seq, in seq order.
+  // Up to `limit` rows for `recipient` with seq > after_seq, in seq order:
+  // the recipient's own pending rows merged with the entries of the logs of
+  // the groups it has a cursor in (entries after its cursor, up to the
+  // cursor's end, not its own messages; those rows carry group_id).
   virtual Status FetchPending(std::uint64_t recipient, std::uint64_t after_seq, std::size_t limit,
                               std::vector<PendingRow>* rows) = 0;
   // Deletes the named rows of `recipient` (others' rows are untouched).
   virtual Status Ack(std::uint64_t recipient, const std::vector<std::uint64_t>& seqs) = 0;
   // Number of rows waiting for `recipient`.
   virtual Status CountPending(std::uint64_t recipient, std::uint64_t* n) = 0;
+
+  // ---- group logs (a group message is stored once)
+  // Pending seqs and group-log seqs come from one counter, so one
+  // recipient's merged stream (FetchPending) is in seq order.
+  // Every member has a cursor in each of its groups: AddMember (and
+  // CreateGroup, for the admin) starts it at the newest seq, so a member
+  // gets what is sent after joining; RemoveMember ends it at the newest seq,
+  // so a removed member still gets what was sent before, and nothing after.
+  //
+  // Appends one message of `sender` to `group`'s log (idempotent per
+  // (group, dedupe_key): a repeat yields the existing seq with *fresh =
+  // false). `members` are the group's members other than the sender (a
+  // shared store serialises their streams with it). If the sender had
+  // acknowledged everything before it, its own cursor moves past its message.
+  virtual Status AppendGroup(std::uint64_t group, std::uint64_t sender, const std::vector<std::uint64_t>& members,
+                             const std::string& dedupe_key, const std::string& payload, std::uint64_t* seq,
+                             bool* fresh) = 0;
+  // Acknowledges every entry of `group`'s log up to `seq` for `user`
+  // (cumulative; a cursor never moves back).
+  virtual Status AckGroup(std::uint64_t user, std::uint64_t group, std::uint64_t seq) = 0;
+  // Deletes the log entries of `group` that every cursor has passed, and the
+  // cursors of removed members that have collected what they were owed.
+  virtual Status TrimGroup(std::uint64_t group) = 0;
+  // Number of entries in `group`'s log.
+  virtual Status CountGroupLog(std::uint64_t group, std::uint64_t* n) = 0;
 
   // ---- cluster membership (the seed's server table)
   // Inserts or replaces the row of server `s.id`.

@@ -142,10 +142,16 @@ awaitable<Outcome> ClientCore::Impl::CallOnce(const wire::Envelope& req, wire::E
 }
 
 void ClientCore::Impl::FlushAcks() {
-  if (acks.empty() || !CanSend() || conn->closed()) return;
+  if (PendingAcks() == 0 || !CanSend() || conn->closed()) return;
   wire::Envelope env;
   for (std::uint64_t seq : acks) env.mutable_ack()->add_seqs(seq);
+  for (const auto& [group, seq] : group_acks) {
+    auto* g = env.mutable_ack()->add_groups();
+    g->set_group_id(group);
+    g->set_seq(seq);
+  }
   acks.clear();
+  group_acks.clear();
   conn->Post(env);
 }
 
@@ -371,6 +377,7 @@ awaitable<void> ClientCore::Impl::Reconnect(std::string reason) {
     }
     if (left.count() <= 0) break;
     inbox.clear();  // the new server sends everything unacknowledged again
+    group_ack_held.clear();
     std::shared_ptr<Connection> c;
     std::string where;
     Outcome o = co_await Attempt(&c, &where);

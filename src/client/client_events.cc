@@ -38,9 +38,9 @@ awaitable<void> ClientCore::Impl::ProcessLoop() {
     wire::Envelope env = std::move(inbox.front());
     inbox.pop_front();
     if (env.has_deliver()) {
-      bool go_on = co_await ProcessDeliver(env.deliver().seq(), env.deliver().event());
+      bool go_on = co_await ProcessDeliver(env.deliver().seq(), env.deliver().event(), env.deliver().group_id());
       if (!go_on) co_return;
-      if (acks.size() >= kAckBatch) FlushAcks();
+      if (PendingAcks() >= kAckBatch) FlushAcks();
     } else if (env.has_sync_done()) {
       FlushAcks();
       if (catching_up && link_up) {
@@ -61,7 +61,17 @@ awaitable<void> ClientCore::Impl::ProcessLoop() {
   }
 }
 
-awaitable<bool> ClientCore::Impl::ProcessDeliver(std::uint64_t seq, const std::string& bytes) {
+void ClientCore::Impl::AckLater(std::uint64_t seq, std::uint64_t group_id) {
+  if (group_id == 0) {
+    acks.push_back(seq);
+  } else if (group_ack_held.count(group_id) == 0) {
+    std::uint64_t& newest = group_acks[group_id];
+    if (seq > newest) newest = seq;
+  }
+}
+
+awaitable<bool> ClientCore::Impl::ProcessDeliver(std::uint64_t seq, const std::string& bytes,
+                                                 std::uint64_t group_id) {
   bool seen = false;
   Status s = store->SeenSeq(seq, &seen);
   if (!s.ok()) {
@@ -69,7 +79,7 @@ awaitable<bool> ClientCore::Impl::ProcessDeliver(std::uint64_t seq, const std::s
     co_return true;
   }
   if (seen) {
-    acks.push_back(seq);
+    AckLater(seq, group_id);
     co_return true;
   }
   wire::Event ev;
@@ -97,6 +107,11 @@ awaitable<bool> ClientCore::Impl::ProcessDeliver(std::uint64_t seq, const std::s
     // Transport or local storage trouble: leave it unacknowledged so the
     // server delivers it again.
     LogWarn("seq " + std::to_string(seq) + " not processed: " + o.code + ": " + o.message);
+    if (group_id != 0) {
+      // A later cumulative ack would acknowledge this one too.
+      group_ack_held.insert(group_id);
+      group_acks.erase(group_id);
+    }
     co_return !(over || stopping);
   }
   s = store->MarkSeq(seq);
@@ -104,7 +119,7 @@ awaitable<bool> ClientCore::Impl::ProcessDeliver(std::uint64_t seq, const std::s
     LogWarn("seq " + std::to_string(seq) + ": " + s.ToString());
     co_return true;
   }
-  acks.push_back(seq);
+  AckLater(seq, group_id);
   ++processed;
   co_return true;
 }

@@ -27,7 +27,9 @@
 #include <deque>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -109,7 +111,14 @@ struct ClientCore::Impl {
 
   std::deque<wire::Envelope> inbox;
   asio::steady_timer inbox_wake;
+  // Processed deliveries not yet acknowledged: one-by-one seqs, and the
+  // newest processed seq per group log (cumulative acks).
   std::vector<std::uint64_t> acks;
+  std::map<std::uint64_t, std::uint64_t> group_acks;
+  // Group logs with a delivery this session could not process: their
+  // cumulative ack must not pass it, so they are not acknowledged again
+  // until the next session (the server sends them again).
+  std::set<std::uint64_t> group_ack_held;
   Latch synced;  // set on the first SyncDone, or when the session ends
   Latch closed;
   bool sync_done = false;
@@ -280,7 +289,10 @@ struct ClientCore::Impl {
 
   awaitable<void> ProcessLoop();
   // Returns false if processing must stop (connection lost).
-  awaitable<bool> ProcessDeliver(std::uint64_t seq, const std::string& bytes);
+  awaitable<bool> ProcessDeliver(std::uint64_t seq, const std::string& bytes, std::uint64_t group_id);
+  // Records a processed delivery for the next Ack.
+  void AckLater(std::uint64_t seq, std::uint64_t group_id);
+  std::size_t PendingAcks() const { return acks.size() + group_acks.size(); }
   Json Base(const char* type, std::uint64_t seq, const wire::Event& ev);
   Json GroupBase(const char* type, std::uint64_t seq, const wire::Event& ev, std::uint64_t gid,
                  std::uint64_t epoch);

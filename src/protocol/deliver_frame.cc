@@ -9,6 +9,7 @@ namespace {
 constexpr std::uint32_t kEnvelopeDeliverField = 62;
 constexpr std::uint32_t kDeliverSeqField = 1;
 constexpr std::uint32_t kDeliverEventField = 2;
+constexpr std::uint32_t kDeliverGroupField = 3;
 constexpr std::uint32_t kVarint = 0;
 constexpr std::uint32_t kLengthDelimited = 2;
 
@@ -33,8 +34,10 @@ std::uint32_t Tag(std::uint32_t field, std::uint32_t wire_type) { return (field 
 
 }  // namespace
 
-std::string DeliverFramePrefix(std::uint64_t seq, std::size_t event_len) {
-  const std::size_t inner = VarintSize(Tag(kDeliverSeqField, kVarint)) + VarintSize(seq) +
+std::string DeliverFramePrefix(std::uint64_t seq, std::size_t event_len, std::uint64_t group_id) {
+  // Fields may come in any order; the event goes last so its bytes can follow.
+  const std::size_t group = group_id == 0 ? 0 : VarintSize(Tag(kDeliverGroupField, kVarint)) + VarintSize(group_id);
+  const std::size_t inner = VarintSize(Tag(kDeliverSeqField, kVarint)) + VarintSize(seq) + group +
                             VarintSize(Tag(kDeliverEventField, kLengthDelimited)) +
                             VarintSize(event_len) + event_len;
   const std::size_t outer = VarintSize(Tag(kEnvelopeDeliverField, kLengthDelimited)) + VarintSize(inner) + inner;
@@ -47,6 +50,10 @@ std::string DeliverFramePrefix(std::uint64_t seq, std::size_t event_len) {
   PutVarint(inner, &out);
   PutVarint(Tag(kDeliverSeqField, kVarint), &out);
   PutVarint(seq, &out);
+  if (group_id != 0) {
+    PutVarint(Tag(kDeliverGroupField, kVarint), &out);
+    PutVarint(group_id, &out);
+  }
   PutVarint(Tag(kDeliverEventField, kLengthDelimited), &out);
   PutVarint(event_len, &out);
   return out;

@@ -391,7 +391,7 @@ void Mesh::OnFrame(PeerLink& link, mesh::MeshFrame& frame) {
       mesh::Forward* fw = frame.mutable_forward();
       auto event = std::make_shared<const std::string>(std::move(*fw->mutable_event()));
       for (const mesh::Target& t : fw->targets()) {
-        if (Session* s = server_.presence.Find(t.user())) s->Deliver(t.seq(), event);
+        if (Session* s = server_.presence.Find(t.user())) s->Deliver(t.seq(), event, fw->group_id());
       }
       break;
     }
@@ -501,6 +501,7 @@ void Mesh::Forward(PeerLink* link, const std::vector<Delivery>& targets,
     t->set_seq(d.seq);
   }
   fw->set_event(*event);
+  fw->set_group_id(targets.empty() ? 0 : targets.front().group_id);
   link->Send(f);
 }
 

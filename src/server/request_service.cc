@@ -490,7 +490,21 @@ Outcome RequestService::Handle(const Caller& me_caller, const wire::Envelope& en
       std::string dedupe = "g/" + std::to_string(m.group_id()) + "/" + std::to_string(me) + "/" +
                            crypto::Hex(m.msg_id()) + "/" + std::to_string(m.chunk_index());
       d.facts() = Facts();
-      return d.Write(EnqueueWrite(std::move(others), std::move(dedupe), payload), payload);
+      const std::uint64_t gid = g->id;
+      // Stored once in the group's log; each member reads it after its cursor.
+      return d.Write(
+          [gid, me, others = std::move(others), payload, dedupe = std::move(dedupe)](Store& s) {
+            WriteResult r;
+            std::uint64_t seq = 0;
+            bool fresh = false;
+            r.st = s.AppendGroup(gid, me, others, dedupe, *payload, &seq, &fresh);
+            if (r.st.ok() && fresh) {
+              r.routed.reserve(others.size());
+              for (std::uint64_t u : others) r.routed.push_back(Delivery{u, seq, gid});
+            }
+            return r;
+          },
+          payload);
     }
 
     case wire::Envelope::kListGroups: {
@@ -520,15 +534,25 @@ Outcome RequestService::Handle(const Caller& me_caller, const wire::Envelope& en
     }
 
     case wire::Envelope::kAck: {
-      const auto& seqs = env.ack().seqs();
-      if (seqs.size() > static_cast<int>(kMaxAckSeqs)) {
-        return d.Refuse(Status(Code::kBadRequest, "at most " + std::to_string(kMaxAckSeqs) + " seqs per Ack"));
+      const wire::Ack& ack = env.ack();
+      if (ack.seqs_size() + ack.groups_size() > static_cast<int>(kMaxAckSeqs)) {
+        return d.Refuse(Status(Code::kBadRequest, "at most " + std::to_string(kMaxAckSeqs) + " acks per Ack"));
       }
-      std::vector<std::uint64_t> v(seqs.begin(), seqs.end());
+      std::vector<std::uint64_t> v(ack.seqs().begin(), ack.seqs().end());
+      std::vector<std::pair<std::uint64_t, std::uint64_t>> groups;
+      for (const wire::GroupAck& g : ack.groups()) {
+        if (g.group_id() != 0) groups.emplace_back(g.group_id(), g.seq());
+      }
       d.outcome().reply_after_write = false;
-      return d.Write([me, v = std::move(v)](Store& s) {
+      // Acked group logs may now be trimmed (the server batches that).
+      for (const auto& [gid, seq] : groups) d.outcome().acked_groups.push_back(gid);
+      return d.Write([me, v = std::move(v), groups = std::move(groups)](Store& s) {
         WriteResult r;
-        r.st = s.Ack(me, v);
+        if (!v.empty()) r.st = s.Ack(me, v);
+        for (const auto& [gid, seq] : groups) {
+          if (!r.st.ok()) break;
+          r.st = s.AckGroup(me, gid, seq);
+        }
         return r;
       });
     }

@@ -230,6 +230,11 @@ TEST_F(RequestServiceTest, GroupSendReachesEveryOtherMemberAndStaleOrKickedSende
   ASSERT_EQ(r.routed.size(), 2u);
   EXPECT_EQ(r.routed[0].user, alice_.id);
   EXPECT_EQ(r.routed[1].user, carol_.id);
+  EXPECT_EQ(r.routed[0].group_id, gid);  // one log entry, read by both
+  EXPECT_EQ(r.routed[0].seq, r.routed[1].seq);
+  std::uint64_t entries = 0;
+  ASSERT_TRUE(store_->CountGroupLog(gid, &entries).ok());
+  EXPECT_EQ(entries, 1u);
   ASSERT_TRUE(Do(alice_, GroupKick(gid, carol_.id)).has_ok());
   EXPECT_EQ(Do(bob_, GroupSend(gid, 1, 'h')).error().code(), wire::STALE_EPOCH);
   EXPECT_EQ(Do(carol_, GroupSend(gid, 2, 'i')).error().code(), wire::NOT_MEMBER);

@@ -21,6 +21,7 @@ class Mesh;
 struct Delivery {
   std::uint64_t user = 0;
   std::uint64_t seq = 0;
+  std::uint64_t group_id = 0;  // non-zero: an entry of this group's log
 };
 
 class Router {

@@ -22,7 +22,7 @@ void Router::Route(const std::vector<Delivery>& deliveries, const std::shared_pt
   std::vector<std::pair<PeerLink*, std::vector<Delivery>>> remote;
   for (const Delivery& d : deliveries) {
     if (Session* s = presence_.Find(d.user)) {
-      s->Deliver(d.seq, event);
+      s->Deliver(d.seq, event, d.group_id);
       continue;
     }
     if (!mesh_) continue;
@@ -39,6 +39,37 @@ void Router::Route(const std::vector<Delivery>& deliveries, const std::shared_pt
 }
 
 namespace {
+
+constexpr std::size_t kTrimsPerRound = 256;
+
+// Once a second, drops group-log entries that every member has acknowledged
+// (for the groups acknowledged since the last round).
+asio::awaitable<void> TrimLoop(Server::Impl& impl) {
+  asio::steady_timer& timer = impl.trim_timer;
+  while (!impl.stopping) {
+    timer.expires_after(std::chrono::seconds(1));
+    asio::error_code ec;
+    co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    if (impl.stopping) co_return;
+    std::vector<std::uint64_t> groups;
+    for (auto it = impl.trim_due.begin(); it != impl.trim_due.end() && groups.size() < kTrimsPerRound;) {
+      groups.push_back(*it);
+      it = impl.trim_due.erase(it);
+    }
+    if (groups.empty()) continue;
+    auto job = [groups = std::move(groups)](Store& s) {
+      Status st;
+      for (std::uint64_t g : groups) {
+        st = s.TrimGroup(g);
+        if (!st.ok()) break;
+      }
+      return st;
+    };
+    impl.store.Submit(std::move(job), [](Status st) {
+      if (!st.ok()) spdlog::warn("trimming group logs: {}", st.ToString());
+    });
+  }
+}
 
 asio::awaitable<void> AcceptLoop(Server::Impl& impl) {
   for (;;) {
@@ -134,6 +165,7 @@ Status Server::Start(std::uint16_t* port) {
                  impl.config.mesh_host, mesh_port, impl.config.mesh_advertise);
   }
   asio::co_spawn(impl.io, AcceptLoop(impl), asio::detached);
+  asio::co_spawn(impl.io, TrimLoop(impl), asio::detached);
   return Status::OK();
 }
 
@@ -151,6 +183,7 @@ void Server::Stop() {
   impl.stopping = true;
   asio::error_code ec;
   impl.acceptor.close(ec);
+  impl.trim_timer.cancel();
   if (impl.mesh) impl.mesh->Stop();
   // Close() erases from the set, so close a snapshot.
   std::vector<std::shared_ptr<Session>> all(impl.sessions.begin(), impl.sessions.end());

@@ -8,6 +8,7 @@
 
 #include <asio/io_context.hpp>
 #include <asio/ip/tcp.hpp>
+#include <asio/steady_timer.hpp>
 #include <asio/thread_pool.hpp>
 
 #include "config.h"
@@ -57,6 +58,9 @@ struct Server::Impl {
   // Argon2id hash of a random password at the configured cost: what an
   // unknown user's login is checked against (see Session::HandleLogin).
   std::string decoy_hash;
+  // Group logs acknowledged since the last trim (trimmed once a second).
+  std::unordered_set<std::uint64_t> trim_due;
+  asio::steady_timer trim_timer{io};
   Status directory_loaded;  // the start-up LoadDirectory's result
   std::uint64_t frames_handled = 0;
   std::uint64_t deliveries = 0;

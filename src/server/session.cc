@@ -189,7 +189,7 @@ asio::awaitable<void> Session::CatchUp() {
     for (PendingRow& row : f.rows) {
       if (row.seq <= last_sent_seq_) continue;
       auto event = std::make_shared<const std::string>(std::move(row.payload));
-      out_.Push(DeliverFramePrefix(row.seq, event->size()), event);
+      out_.Push(DeliverFramePrefix(row.seq, event->size(), row.group_id), event);
       ++server_.deliveries;
       last_sent_seq_ = row.seq;
     }
@@ -209,7 +209,7 @@ void Session::CatchUpFromStore() {
   StartCatchUp(false);
 }
 
-void Session::Deliver(std::uint64_t seq, const std::shared_ptr<const std::string>& event) {
+void Session::Deliver(std::uint64_t seq, const std::shared_ptr<const std::string>& event, std::uint64_t group_id) {
   if (closed_ || !receiving_) return;
   if (!live_) {
     missed_ = true;  // CatchUp reads the store again before going live
@@ -226,7 +226,7 @@ void Session::Deliver(std::uint64_t seq, const std::shared_ptr<const std::string
     StartCatchUp(false);
     return;
   }
-  out_.Push(DeliverFramePrefix(seq, event->size()), event);
+  out_.Push(DeliverFramePrefix(seq, event->size(), group_id), event);
   ++server_.deliveries;
   last_sent_seq_ = std::max(last_sent_seq_, seq);
 }
@@ -282,6 +282,7 @@ void Session::Dispatch(Outcome o) {
     if (o.committed) o.committed(srv.directory, r);
     if (r.st.ok()) {
       srv.AnnounceChanged(o.facts);
+      srv.trim_due.insert(o.acked_groups.begin(), o.acked_groups.end());
       if (o.event && !r.routed.empty()) srv.router.Route(r.routed, o.event);
     } else {
       spdlog::warn("request of user {} failed in the store: {}", self->user_id_, r.st.ToString());

@@ -46,7 +46,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void CloseWith(const Status& why);
 
   // A stored delivery for this session's user (receiving sessions only).
-  void Deliver(std::uint64_t seq, const std::shared_ptr<const std::string>& event);
+  void Deliver(std::uint64_t seq, const std::shared_ptr<const std::string>& event, std::uint64_t group_id = 0);
 
   // Stops live pushes and reads new deliveries from the store (used when a
   // mesh link could not carry them).

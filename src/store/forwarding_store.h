@@ -64,6 +64,16 @@ class ForwardingStore : public Store {
     return inner_->Ack(recipient, seqs);
   }
   Status CountPending(std::uint64_t recipient, std::uint64_t* n) override { return inner_->CountPending(recipient, n); }
+  Status AppendGroup(std::uint64_t group, std::uint64_t sender, const std::vector<std::uint64_t>& members,
+                     const std::string& dedupe_key, const std::string& payload, std::uint64_t* seq,
+                     bool* fresh) override {
+    return inner_->AppendGroup(group, sender, members, dedupe_key, payload, seq, fresh);
+  }
+  Status AckGroup(std::uint64_t user, std::uint64_t group, std::uint64_t seq) override {
+    return inner_->AckGroup(user, group, seq);
+  }
+  Status TrimGroup(std::uint64_t group) override { return inner_->TrimGroup(group); }
+  Status CountGroupLog(std::uint64_t group, std::uint64_t* n) override { return inner_->CountGroupLog(group, n); }
   Status UpsertServer(const ServerRecord& s) override { return inner_->UpsertServer(s); }
   Status ListServers(std::vector<ServerRecord>* out) override { return inner_->ListServers(out); }
 

@@ -81,6 +81,37 @@ CREATE TABLE servers (
   heartbeat_ms BIGINT NOT NULL
 );
 )sql"},
+    // Group messages stored once per group; members read them after their
+    // cursor. group_log.seq draws from pending.seq's identity sequence, so
+    // both share one counter (named through pg_get_serial_sequence, which
+    // qualifies it with this schema).
+    {3, R"sql(
+CREATE TABLE group_log (
+  seq        BIGINT PRIMARY KEY,
+  group_id   BIGINT NOT NULL,
+  sender     BIGINT NOT NULL,
+  dedupe_key TEXT NOT NULL,
+  payload    BYTEA NOT NULL,
+  CONSTRAINT group_log_key_key UNIQUE (group_id, dedupe_key)
+);
+CREATE INDEX group_log_by_group ON group_log (group_id, seq);
+ALTER TABLE group_log ALTER COLUMN payload SET STORAGE EXTERNAL;
+DO $$
+BEGIN
+  EXECUTE format('ALTER TABLE group_log ALTER COLUMN seq SET DEFAULT nextval(%L::regclass)',
+                 pg_get_serial_sequence('pending', 'seq'));
+END
+$$;
+CREATE TABLE group_cursors (
+  group_id  BIGINT NOT NULL,
+  user_id   BIGINT NOT NULL,
+  acked_seq BIGINT NOT NULL,
+  until_seq BIGINT,
+  CONSTRAINT group_cursors_pkey PRIMARY KEY (group_id, user_id)
+);
+CREATE INDEX group_cursors_by_user ON group_cursors (user_id, group_id);
+INSERT INTO group_cursors (group_id, user_id, acked_seq) SELECT group_id, user_id, 0 FROM group_members;
+)sql"},
 };
 
 constexpr int kLatestVersion = kMigrations[std::size(kMigrations) - 1].version;
@@ -100,12 +131,10 @@ enum Sql : int {
   kInsertFriendship,
   kFriendshipExists,
   kFriendsOf,
-  kInsertGroup,
+  kCreateGroup,
   kGroupById,
-  kGroupExists,
-  kInsertMember,
-  kDeleteMember,
-  kBumpEpoch,
+  kAddMember,
+  kRemoveMember,
   kIsMember,
   kMembersOf,
   kGroupsOf,
@@ -115,6 +144,12 @@ enum Sql : int {
   kFetchPending,
   kDeletePending,
   kCountPending,
+  kAppendGroup,
+  kGroupLogSeqByKey,
+  kAckGroup,
+  kTrimCursors,
+  kTrimLog,
+  kCountGroupLog,
   kUpsertServer,
   kListServers,
   kNumSql,
@@ -124,6 +159,13 @@ struct Statement {
   const char* name;  // server-side name, visible in pg_prepared_statements
   const char* sql;
 };
+
+// The newest seq drawn so far, by any session (pending rows and group-log
+// entries share pending.seq's sequence): a cursor set to it covers exactly
+// what is sent from now on. pg_sequence_last_value is NULL while the
+// sequence has never been drawn from (its last_value column would then
+// claim 1).
+#define FASTCHAT_NEWEST_SEQ "COALESCE(pg_sequence_last_value(pg_get_serial_sequence('pending', 'seq')::regclass), 0)"
 
 constexpr Statement kStatements[] = {
     {"insert_user",
@@ -149,19 +191,52 @@ constexpr Statement kStatements[] = {
      "SELECT 1 FROM friendships WHERE user_id = $1::bigint AND friend_id = $2::bigint"},
     {"friends_of",
      "SELECT friend_id FROM friendships WHERE user_id = $1::bigint ORDER BY friend_id"},
-    {"insert_group",
-     "INSERT INTO chat_groups (name, admin_id, epoch) VALUES ($1::text, $2::bigint, 1) RETURNING id"},
+    // The group, its admin as only member, and the admin's cursor starting
+    // at the newest seq: one statement. Row: the group's id.
+    {"create_group",
+     "WITH g AS ("
+     "  INSERT INTO chat_groups (name, admin_id, epoch) VALUES ($1::text, $2::bigint, 1) RETURNING id"
+     "), m AS ("
+     "  INSERT INTO group_members (group_id, user_id) SELECT id, $2::bigint FROM g"
+     "), c AS ("
+     "  INSERT INTO group_cursors (group_id, user_id, acked_seq, until_seq)"
+     "  SELECT id, $2::bigint, " FASTCHAT_NEWEST_SEQ ", NULL FROM g"
+     ")"
+     " SELECT id FROM g"},
     {"group_by_id",
      "SELECT id, name, admin_id, epoch FROM chat_groups WHERE id = $1::bigint"},
-    {"group_exists",
-     "SELECT 1 FROM chat_groups WHERE id = $1::bigint"},
-    {"insert_member",
-     "INSERT INTO group_members (group_id, user_id) VALUES ($1::bigint, $2::bigint)"
-     " ON CONFLICT (group_id, user_id) DO NOTHING RETURNING id"},
-    {"delete_member",
-     "DELETE FROM group_members WHERE group_id = $1::bigint AND user_id = $2::bigint RETURNING id"},
-    {"bump_epoch",
-     "UPDATE chat_groups SET epoch = epoch + 1 WHERE id = $1::bigint RETURNING epoch"},
+    // Row: (group exists, member added). A new member's cursor starts at the
+    // newest seq; a returning member's (it still has a cursor from before
+    // its removal) restarts there. A group deleted concurrently fails on
+    // group_members_group_fk (kNoSuchGroup).
+    {"add_member",
+     "WITH g AS ("
+     "  SELECT id FROM chat_groups WHERE id = $1::bigint"
+     "), m AS ("
+     "  INSERT INTO group_members (group_id, user_id) SELECT id, $2::bigint FROM g"
+     "  ON CONFLICT (group_id, user_id) DO NOTHING RETURNING group_id"
+     "), c AS ("
+     "  INSERT INTO group_cursors (group_id, user_id, acked_seq, until_seq)"
+     "  SELECT group_id, $2::bigint, " FASTCHAT_NEWEST_SEQ ", NULL FROM m"
+     "  ON CONFLICT (group_id, user_id) DO UPDATE SET acked_seq = excluded.acked_seq, until_seq = NULL"
+     ")"
+     " SELECT EXISTS (SELECT 1 FROM g), EXISTS (SELECT 1 FROM m)"},
+    // Row: (group exists, member removed, new epoch or NULL). The cursor
+    // ends at the newest seq: still owed what was sent before, nothing
+    // after. A NULL epoch after a removal: the group was deleted meanwhile.
+    {"remove_member",
+     "WITH g AS ("
+     "  SELECT id FROM chat_groups WHERE id = $1::bigint"
+     "), d AS ("
+     "  DELETE FROM group_members WHERE group_id = $1::bigint AND user_id = $2::bigint RETURNING id"
+     "), c AS ("
+     "  UPDATE group_cursors SET until_seq = " FASTCHAT_NEWEST_SEQ
+     "  WHERE group_id = $1::bigint AND user_id = $2::bigint AND EXISTS (SELECT 1 FROM d)"
+     "), e AS ("
+     "  UPDATE chat_groups SET epoch = epoch + 1 WHERE id = $1::bigint AND EXISTS (SELECT 1 FROM d)"
+     "  RETURNING epoch"
+     ")"
+     " SELECT EXISTS (SELECT 1 FROM g), EXISTS (SELECT 1 FROM d), (SELECT epoch FROM e)"},
     // No row: no such group. Otherwise one boolean.
     {"is_member",
      "SELECT EXISTS (SELECT 1 FROM group_members m WHERE m.group_id = g.id AND m.user_id = $2::bigint)"
@@ -172,11 +247,20 @@ constexpr Statement kStatements[] = {
      " WHERE g.id = $1::bigint ORDER BY m.id"},
     {"groups_of",
      "SELECT group_id FROM group_members WHERE user_id = $1::bigint ORDER BY group_id"},
-    // Memberships go with it (ON DELETE CASCADE).
+    // Memberships go with it (ON DELETE CASCADE); its cursors and log are
+    // deleted here. No row: no such group.
     {"delete_group",
-     "DELETE FROM chat_groups WHERE id = $1::bigint RETURNING id"},
-    // $1: the batch's lock keys, ascending and distinct (see Enqueue), taken
-    // in array order so that two batches never wait on each other in a cycle.
+     "WITH g AS ("
+     "  DELETE FROM chat_groups WHERE id = $1::bigint RETURNING id"
+     "), c AS ("
+     "  DELETE FROM group_cursors WHERE group_id = $1::bigint AND EXISTS (SELECT 1 FROM g)"
+     "), l AS ("
+     "  DELETE FROM group_log WHERE group_id = $1::bigint AND EXISTS (SELECT 1 FROM g)"
+     ")"
+     " SELECT id FROM g"},
+    // $1: the lock keys of the users whose streams a write touches,
+    // ascending and distinct (see LockKeys), taken in array order so that
+    // two writers never wait on each other in a cycle.
     {"lock_recipients",
      "SELECT pg_advisory_xact_lock(hashtext('fastchat.pending:' || current_schema()), k::integer)"
      " FROM unnest($1::bigint[]) AS u (k)"},
@@ -206,13 +290,59 @@ constexpr Statement kStatements[] = {
      " LEFT JOIN inserted i ON i.recipient = b.recipient AND i.dedupe_key = b.dedupe_key"
      " LEFT JOIN pending p ON p.recipient = b.recipient AND p.dedupe_key = b.dedupe_key"
      " ORDER BY b.ord"},
+    // The recipient's own rows (group_id 0) merged with the entries of the
+    // logs of the groups it has a cursor in: after the cursor, up to its end,
+    // not its own messages.
     {"fetch_pending",
-     "SELECT seq, payload FROM pending WHERE recipient = $1::bigint AND seq > $2::bigint"
+     "SELECT seq, payload, 0::bigint AS group_id FROM pending WHERE recipient = $1::bigint AND seq > $2::bigint"
+     " UNION ALL"
+     " SELECT l.seq, l.payload, l.group_id FROM group_cursors c"
+     " JOIN group_log l ON l.group_id = c.group_id AND l.seq > GREATEST(c.acked_seq, $2::bigint)"
+     "  AND (c.until_seq IS NULL OR l.seq <= c.until_seq)"
+     " WHERE c.user_id = $1::bigint AND l.sender <> $1::bigint"
      " ORDER BY seq LIMIT $3::bigint"},
     {"delete_pending",
      "DELETE FROM pending WHERE recipient = $1::bigint AND seq = ANY ($2::bigint[])"},
     {"count_pending",
      "SELECT count(*) FROM pending WHERE recipient = $1::bigint"},
+    // $1 group, $2 sender, $3 dedupe key, $4 payload. One row: (seq, fresh).
+    // A new entry draws its seq from the shared sequence (the column
+    // default) and moves the sender's cursor past it if the sender had
+    // acknowledged every earlier entry of the log (all subqueries read the
+    // snapshot from before the insert). A key already in the log yields its
+    // seq with fresh = false; no row at all if it was inserted by a
+    // transaction that committed after this statement's snapshot was taken
+    // (then ask group_log_seq_by_key).
+    {"append_group",
+     "WITH ins AS ("
+     "  INSERT INTO group_log (group_id, sender, dedupe_key, payload)"
+     "  VALUES ($1::bigint, $2::bigint, $3::text, $4::bytea)"
+     "  ON CONFLICT (group_id, dedupe_key) DO NOTHING RETURNING seq"
+     "), adv AS ("
+     "  UPDATE group_cursors c SET acked_seq = i.seq FROM ins i"
+     "  WHERE c.group_id = $1::bigint AND c.user_id = $2::bigint AND c.until_seq IS NULL"
+     "    AND c.acked_seq >= (SELECT COALESCE(max(l.seq), 0) FROM group_log l"
+     "                        WHERE l.group_id = $1::bigint AND l.seq < i.seq)"
+     ")"
+     " SELECT seq, true FROM ins"
+     " UNION ALL"
+     " SELECT seq, false FROM group_log"
+     " WHERE group_id = $1::bigint AND dedupe_key = $3::text AND NOT EXISTS (SELECT 1 FROM ins)"},
+    {"group_log_seq_by_key",
+     "SELECT seq FROM group_log WHERE group_id = $1::bigint AND dedupe_key = $2::text"},
+    // $1 group, $2 user, $3 seq: cumulative, never moves back.
+    {"ack_group",
+     "UPDATE group_cursors SET acked_seq = GREATEST(acked_seq, $3::bigint)"
+     " WHERE group_id = $1::bigint AND user_id = $2::bigint"},
+    // Removed members' cursors that have collected all they were owed.
+    {"trim_cursors",
+     "DELETE FROM group_cursors WHERE group_id = $1::bigint AND until_seq IS NOT NULL AND acked_seq >= until_seq"},
+    // Entries every remaining cursor has passed (none while no cursor is left).
+    {"trim_log",
+     "DELETE FROM group_log WHERE group_id = $1::bigint"
+     " AND seq <= (SELECT min(acked_seq) FROM group_cursors WHERE group_id = $1::bigint)"},
+    {"count_group_log",
+     "SELECT count(*) FROM group_log WHERE group_id = $1::bigint"},
     {"upsert_server",
      "INSERT INTO servers (id, mesh_address, heartbeat_ms) VALUES ($1::text, $2::text, $3::bigint)"
      " ON CONFLICT (id) DO UPDATE SET mesh_address = excluded.mesh_address, heartbeat_ms = excluded.heartbeat_ms"},
@@ -220,6 +350,8 @@ constexpr Statement kStatements[] = {
      "SELECT id, mesh_address, heartbeat_ms FROM servers ORDER BY id"},
 };
 static_assert(std::size(kStatements) == kNumSql, "kStatements must match Sql");
+
+#undef FASTCHAT_NEWEST_SEQ
 
 // Type OIDs of array elements (fixed in PostgreSQL's catalog, pg_type.dat).
 constexpr std::uint32_t kByteaOid = 17;
@@ -269,6 +401,19 @@ class ArrayBuilder {
  private:
   std::string buf_;
 };
+
+// lock_recipients' parameter: the advisory lock keys of `users` (ids folded
+// into int4 range), ascending and distinct, as a bigint[].
+std::string LockKeys(const std::vector<std::uint64_t>& users) {
+  std::vector<std::uint64_t> keys;
+  keys.reserve(users.size());
+  for (std::uint64_t user : users) keys.push_back(user % kLockKeyModulus);
+  std::sort(keys.begin(), keys.end());
+  keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+  ArrayBuilder key_array(kInt8Oid, keys.size());
+  for (std::uint64_t k : keys) key_array.AddInt64(k);
+  return key_array.Finish();
+}
 
 // The parameters of one statement, all in binary format. Bytes() points
 // into the caller's string, which must outlive the statement; integers and
@@ -508,17 +653,6 @@ class PgStore::Conn {
       PQclear(PQexec(pg_, "ROLLBACK"));
     }
     return s;
-  }
-
-  // OK if the group exists, kNoSuchGroup if not.
-  Status CheckGroup(std::uint64_t group, const char* context) {
-    Params p;
-    p.Id(group);
-    Result r;
-    Status s = Exec(kGroupExists, p, context, &r);
-    if (!s.ok()) return s;
-    if (r.rows() == 0) return Status(Code::kNoSuchGroup, std::string(context) + ": no such group");
-    return Status::OK();
   }
 
   // Collects column 0 of every row of `sql` with $1 = `key`.
@@ -796,24 +930,17 @@ Status PgStore::ListFriends(std::uint64_t user, std::vector<std::uint64_t>* frie
 // ---- groups
 
 Status PgStore::CreateGroup(const std::string& name, std::uint64_t admin, std::uint64_t* id) {
-  std::uint64_t new_id = 0;
-  Status s = WithConn([&](Conn& c) {
-    return c.Transaction("CreateGroup", [&]() -> Status {
-      Params p;
-      p.Bytes(name);
-      p.Id(admin);
-      Result r;
-      Status ts = c.Exec(kInsertGroup, p, "CreateGroup", &r);
-      if (!ts.ok()) return ts;
-      new_id = r.Id(0, 0);
-      Params m;
-      m.Id(new_id);
-      m.Id(admin);
-      return c.Exec(kInsertMember, m, "CreateGroup", nullptr);
-    });
+  return WithConn([&](Conn& c) -> Status {
+    Params p;
+    p.Bytes(name);
+    p.Id(admin);
+    Result r;
+    Status s = c.Exec(kCreateGroup, p, "CreateGroup", &r);
+    if (!s.ok()) return s;
+    if (r.rows() != 1) return Status(Code::kIOError, "CreateGroup: no id returned");
+    *id = r.Id(0, 0);
+    return Status::OK();
   });
-  if (s.ok()) *id = new_id;
-  return s;
 }
 
 Status PgStore::GetGroup(std::uint64_t id, GroupRecord* out) {
@@ -832,48 +959,37 @@ Status PgStore::GetGroup(std::uint64_t id, GroupRecord* out) {
   });
 }
 
-// No transaction needed: if the group is deleted between the check and the
-// insert, the insert fails on group_members_group_fk, also kNoSuchGroup.
 Status PgStore::AddMember(std::uint64_t group, std::uint64_t user) {
   return WithConn([&](Conn& c) -> Status {
-    Status s = c.CheckGroup(group, "AddMember");
-    if (!s.ok()) return s;
     Params p;
     p.Id(group);
     p.Id(user);
     Result r;
-    s = c.Exec(kInsertMember, p, "AddMember", &r);
+    Status s = c.Exec(kAddMember, p, "AddMember", &r);
     if (!s.ok()) return s;
-    if (r.rows() == 0) return Status(Code::kAlreadyMember, "AddMember: already a member");
+    if (r.rows() != 1) return Status(Code::kIOError, "AddMember: no result row");
+    if (!r.Bool(0, 0)) return Status(Code::kNoSuchGroup, "AddMember: no such group");
+    if (!r.Bool(0, 1)) return Status(Code::kAlreadyMember, "AddMember: already a member");
     return Status::OK();
   });
 }
 
 Status PgStore::RemoveMember(std::uint64_t group, std::uint64_t user, std::uint64_t* new_epoch) {
-  std::uint64_t epoch = 0;
-  Status s = WithConn([&](Conn& c) {
-    return c.Transaction("RemoveMember", [&]() -> Status {
-      Status ts = c.CheckGroup(group, "RemoveMember");
-      if (!ts.ok()) return ts;
-      Params p;
-      p.Id(group);
-      p.Id(user);
-      Result r;
-      ts = c.Exec(kDeleteMember, p, "RemoveMember", &r);
-      if (!ts.ok()) return ts;
-      if (r.rows() == 0) return Status(Code::kNotMember, "RemoveMember: not a member");
-      Params g;
-      g.Id(group);
-      ts = c.Exec(kBumpEpoch, g, "RemoveMember: bump epoch", &r);
-      if (!ts.ok()) return ts;
-      // Deleted by someone else since the check.
-      if (r.rows() == 0) return Status(Code::kNoSuchGroup, "RemoveMember: no such group");
-      epoch = r.Id(0, 0);
-      return Status::OK();
-    });
+  return WithConn([&](Conn& c) -> Status {
+    Params p;
+    p.Id(group);
+    p.Id(user);
+    Result r;
+    Status s = c.Exec(kRemoveMember, p, "RemoveMember", &r);
+    if (!s.ok()) return s;
+    if (r.rows() != 1) return Status(Code::kIOError, "RemoveMember: no result row");
+    if (!r.Bool(0, 0)) return Status(Code::kNoSuchGroup, "RemoveMember: no such group");
+    if (!r.Bool(0, 1)) return Status(Code::kNotMember, "RemoveMember: not a member");
+    // Deleted by someone else since the statement's snapshot.
+    if (r.IsNull(0, 2)) return Status(Code::kNoSuchGroup, "RemoveMember: no such group");
+    *new_epoch = r.Id(0, 2);
+    return Status::OK();
   });
-  if (s.ok()) *new_epoch = epoch;
-  return s;
 }
 
 Status PgStore::IsMember(std::uint64_t group, std::uint64_t user, bool* yes) {
@@ -937,15 +1053,11 @@ Status PgStore::Enqueue(const std::vector<PendingItem>& items, std::vector<std::
   if (fresh) fresh->clear();
   if (items.empty()) return Status::OK();
 
-  std::vector<std::uint64_t> keys;
-  keys.reserve(items.size());
-  for (const PendingItem& item : items) keys.push_back(item.recipient % kLockKeyModulus);
-  std::sort(keys.begin(), keys.end());
-  keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
-  ArrayBuilder key_array(kInt8Oid, keys.size());
-  for (std::uint64_t k : keys) key_array.AddInt64(k);
+  std::vector<std::uint64_t> recipient_ids;
+  recipient_ids.reserve(items.size());
+  for (const PendingItem& item : items) recipient_ids.push_back(item.recipient);
   Params lock;
-  lock.Owned(key_array.Finish());
+  lock.Owned(LockKeys(recipient_ids));
 
   ArrayBuilder recipients(kInt8Oid, items.size());
   ArrayBuilder dedupe_keys(kTextOid, items.size());
@@ -1000,6 +1112,7 @@ Status PgStore::FetchPending(std::uint64_t recipient, std::uint64_t after_seq, s
       PendingRow row;
       row.seq = r.Id(i, 0);
       row.payload = r.Bytes(i, 1);
+      row.group_id = r.Id(i, 2);
       rows->push_back(std::move(row));
     }
     return Status::OK();
@@ -1048,6 +1161,82 @@ Status PgStore::ListServers(std::vector<ServerRecord>* out) {
     Status s = c.Exec(kListServers, none, "ListServers", &r);
     if (!s.ok()) return s;
     for (int i = 0; i < r.rows(); ++i) out->push_back(ServerRecord{r.Bytes(i, 0), r.Bytes(i, 1), r.Id(i, 2)});
+    return Status::OK();
+  });
+}
+
+// ---- group logs
+
+// One round trip: lock_recipients and append_group, pipelined into one
+// implicit transaction, as in Enqueue. The locks cover the members (whose
+// streams get the entry) and the sender (whose cursor append_group may move
+// past every earlier entry: any earlier entry by another member, which
+// holds the sender's lock until it commits, is then visible). So a
+// member's own rows and group entries commit in seq order, and a repeated
+// (group, dedupe_key) from the same sender finds the first one committed.
+Status PgStore::AppendGroup(std::uint64_t group, std::uint64_t sender, const std::vector<std::uint64_t>& members,
+                            const std::string& dedupe_key, const std::string& payload, std::uint64_t* seq,
+                            bool* fresh) {
+  std::vector<std::uint64_t> users = members;
+  users.push_back(sender);
+  Params lock;
+  lock.Owned(LockKeys(users));
+  Params append;
+  append.Id(group);
+  append.Id(sender);
+  append.Bytes(dedupe_key);
+  append.Bytes(payload);
+  return WithConn([&](Conn& c) -> Status {
+    Result r;
+    Status s = c.ExecPipelined({{kLockRecipients, &lock}, {kAppendGroup, &append}}, "AppendGroup", &r);
+    if (!s.ok()) return s;
+    if (r.rows() == 1) {
+      *seq = r.Id(0, 0);
+      *fresh = r.Bool(0, 1);
+      return Status::OK();
+    }
+    // The key was committed by another writer after append_group's snapshot
+    // (its insert waited for that writer): read it with a fresh snapshot.
+    Params key;
+    key.Id(group);
+    key.Bytes(dedupe_key);
+    s = c.Exec(kGroupLogSeqByKey, key, "AppendGroup: existing seq", &r);
+    if (!s.ok()) return s;
+    if (r.rows() != 1) return Status(Code::kIOError, "AppendGroup: no seq for the entry");
+    *seq = r.Id(0, 0);
+    *fresh = false;
+    return Status::OK();
+  });
+}
+
+Status PgStore::AckGroup(std::uint64_t user, std::uint64_t group, std::uint64_t seq) {
+  return WithConn([&](Conn& c) -> Status {
+    Params p;
+    p.Id(group);
+    p.Id(user);
+    p.Id(seq);
+    return c.Exec(kAckGroup, p, "AckGroup", nullptr);
+  });
+}
+
+// trim_cursors then trim_log, pipelined: one round trip, one implicit
+// transaction, and trim_log's snapshot sees the cursors left.
+Status PgStore::TrimGroup(std::uint64_t group) {
+  Params p;
+  p.Id(group);
+  return WithConn([&](Conn& c) {
+    return c.ExecPipelined({{kTrimCursors, &p}, {kTrimLog, &p}}, "TrimGroup", nullptr);
+  });
+}
+
+Status PgStore::CountGroupLog(std::uint64_t group, std::uint64_t* n) {
+  return WithConn([&](Conn& c) -> Status {
+    Params p;
+    p.Id(group);
+    Result r;
+    Status s = c.Exec(kCountGroupLog, p, "CountGroupLog", &r);
+    if (!s.ok()) return s;
+    *n = r.Id(0, 0);
     return Status::OK();
   });
 }

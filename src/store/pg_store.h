@@ -31,19 +31,34 @@
 //    kIOError.
 //  - User, group and friend-request ids and pending seqs come from identity
 //    sequences: unique across all servers sharing the schema and never
-//    reused.
-//  - Each operation is atomic: one statement, or one transaction for
-//    CreateGroup and RemoveMember. (AddMember checks the group, then
-//    inserts; a group deleted in between still yields kNoSuchGroup, through
-//    the foreign key.)
+//    reused. Group-log seqs are drawn from the pending seq sequence too (the
+//    column default of group_log.seq), so one recipient's own rows and group
+//    entries share one counter and FetchPending merges them in seq order.
+//  - Each operation is atomic: one statement, or one implicit transaction of
+//    pipelined statements for Enqueue, AppendGroup and TrimGroup.
+//    CreateGroup, AddMember, RemoveMember and DeleteGroup are one statement
+//    each, cursors included (a group deleted while AddMember runs yields
+//    kNoSuchGroup through the foreign key).
+//  - Group cursors: AddMember and CreateGroup start the member's cursor at
+//    the newest seq drawn by any session (the sequence's last value, 0 if
+//    none yet); re-adding a removed member restarts its cursor there.
+//    RemoveMember ends the cursor at the newest seq drawn. The newest seq
+//    drawn may belong to a write that has not committed yet: such an entry
+//    counts as sent before the join or the removal.
 //  - Enqueue stores a whole batch with one multi-row statement (arrays +
 //    unnest), pipelined behind a per-recipient advisory lock in the same
-//    implicit transaction: one round trip. Because the lock is held from
-//    before a seq is drawn until commit, a recipient's seqs become visible in
-//    increasing order even with several writers, so "fetch after the last seq
-//    seen" never skips a row. (Advisory keys used: the two-int4 pairs
+//    implicit transaction: one round trip. AppendGroup does the same with
+//    the locks of `members` and of the sender (its cursor may move past the
+//    entry), then inserts into the log and moves the sender's cursor in one
+//    statement; only a dedupe key committed by a concurrent writer after
+//    that statement's snapshot costs a second round trip to read its seq.
+//    Because the locks are held from before a seq is drawn until commit, a
+//    recipient's seqs (own rows and entries of the logs it reads, as long as
+//    the caller names it among `members`) become visible in increasing order
+//    even with several writers, so "fetch after the last seq seen" never
+//    skips a row. (Advisory keys used: the two-int4 pairs
 //    (hashtext('fastchat.migrate'), hashtext(schema)) and
-//    (hashtext('fastchat.pending:' || schema), recipient mod 2^31-1).)
+//    (hashtext('fastchat.pending:' || schema), user id mod 2^31-1).)
 //  - Text values (names, password hashes, dedupe keys) are PostgreSQL TEXT:
 //    they must be valid in the database encoding and contain no NUL byte;
 //    otherwise the call fails with kIOError.
@@ -104,6 +119,13 @@ class PgStore final : public Store {
   Status CountPending(std::uint64_t recipient, std::uint64_t* n) override;
   Status UpsertServer(const ServerRecord& server) override;
   Status ListServers(std::vector<ServerRecord>* out) override;
+
+  Status AppendGroup(std::uint64_t group, std::uint64_t sender, const std::vector<std::uint64_t>& members,
+                     const std::string& dedupe_key, const std::string& payload, std::uint64_t* seq,
+                     bool* fresh) override;
+  Status AckGroup(std::uint64_t user, std::uint64_t group, std::uint64_t seq) override;
+  Status TrimGroup(std::uint64_t group) override;
+  Status CountGroupLog(std::uint64_t group, std::uint64_t* n) override;
 
   // No batching yet: every call stays its own transaction (see store.h).
   Status BeginBatch() override { return Status::OK(); }

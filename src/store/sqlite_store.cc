@@ -72,6 +72,28 @@ CREATE TABLE servers (
   heartbeat_ms INTEGER NOT NULL
 );
 )sql"},
+    // Group messages stored once per group; members read them after their
+    // cursor. Seqs share one counter with pending (SqliteStore::next_seq_).
+    {3, R"sql(
+CREATE TABLE group_log (
+  seq        INTEGER PRIMARY KEY,
+  group_id   INTEGER NOT NULL,
+  sender     INTEGER NOT NULL,
+  dedupe_key TEXT NOT NULL,
+  payload    BLOB NOT NULL,
+  UNIQUE (group_id, dedupe_key)
+);
+CREATE INDEX group_log_by_group ON group_log (group_id, seq);
+CREATE TABLE group_cursors (
+  group_id  INTEGER NOT NULL,
+  user_id   INTEGER NOT NULL,
+  acked_seq INTEGER NOT NULL,
+  until_seq INTEGER,
+  PRIMARY KEY (group_id, user_id)
+);
+CREATE INDEX group_cursors_by_user ON group_cursors (user_id, group_id);
+INSERT INTO group_cursors (group_id, user_id, acked_seq) SELECT group_id, user_id, 0 FROM group_members;
+)sql"},
 };
 
 constexpr int kLatestVersion = kMigrations[std::size(kMigrations) - 1].version;
@@ -129,16 +151,51 @@ constexpr const char* kSql[] = {
     // kDeleteGroup
     "DELETE FROM chat_groups WHERE id = ?1",
     // kInsertPending
-    "INSERT INTO pending (recipient, dedupe_key, payload) VALUES (?1, ?2, ?3)"
+    "INSERT INTO pending (recipient, dedupe_key, payload, seq) VALUES (?1, ?2, ?3, ?4)"
     " ON CONFLICT (recipient, dedupe_key) DO NOTHING RETURNING seq",
     // kPendingSeqByKey
     "SELECT seq FROM pending WHERE recipient = ?1 AND dedupe_key = ?2",
-    // kFetchPending
-    "SELECT seq, payload FROM pending WHERE recipient = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+    // kFetchPending: own rows merged with the logs of the recipient's groups
+    "SELECT seq, payload, 0 FROM pending WHERE recipient = ?1 AND seq > ?2"
+    " UNION ALL"
+    " SELECT l.seq, l.payload, l.group_id FROM group_cursors c"
+    " JOIN group_log l ON l.group_id = c.group_id AND l.seq > max(c.acked_seq, ?2)"
+    "  AND (c.until_seq IS NULL OR l.seq <= c.until_seq)"
+    " WHERE c.user_id = ?1 AND l.sender != ?1"
+    " ORDER BY 1 LIMIT ?3",
     // kDeletePending
     "DELETE FROM pending WHERE recipient = ?1 AND seq = ?2",
     // kCountPending
     "SELECT COUNT(*) FROM pending WHERE recipient = ?1",
+    // kInsertGroupLog
+    "INSERT INTO group_log (seq, group_id, sender, dedupe_key, payload) VALUES (?1, ?2, ?3, ?4, ?5)"
+    " ON CONFLICT (group_id, dedupe_key) DO NOTHING RETURNING seq",
+    // kGroupLogSeqByKey
+    "SELECT seq FROM group_log WHERE group_id = ?1 AND dedupe_key = ?2",
+    // kAdvanceSenderCursor: past its own message ?3 if it had acked everything before
+    "UPDATE group_cursors SET acked_seq = ?3 WHERE group_id = ?1 AND user_id = ?2 AND until_seq IS NULL"
+    " AND acked_seq >= (SELECT COALESCE(MAX(seq), 0) FROM group_log WHERE group_id = ?1 AND seq < ?3)",
+    // kStartCursor
+    "INSERT INTO group_cursors (group_id, user_id, acked_seq, until_seq) VALUES (?1, ?2, ?3, NULL)"
+    " ON CONFLICT (group_id, user_id) DO UPDATE SET acked_seq = excluded.acked_seq, until_seq = NULL",
+    // kEndCursor
+    "UPDATE group_cursors SET until_seq = ?3 WHERE group_id = ?1 AND user_id = ?2",
+    // kAckGroup
+    "UPDATE group_cursors SET acked_seq = max(acked_seq, ?3) WHERE group_id = ?1 AND user_id = ?2",
+    // kTrimCursors
+    "DELETE FROM group_cursors WHERE group_id = ?1 AND until_seq IS NOT NULL AND acked_seq >= until_seq",
+    // kTrimLog
+    "DELETE FROM group_log WHERE group_id = ?1"
+    " AND seq <= (SELECT MIN(acked_seq) FROM group_cursors WHERE group_id = ?1)",
+    // kDeleteCursorsOf, kDeleteLogOf
+    "DELETE FROM group_cursors WHERE group_id = ?1",
+    "DELETE FROM group_log WHERE group_id = ?1",
+    // kCountGroupLog
+    "SELECT COUNT(*) FROM group_log WHERE group_id = ?1",
+    // kLastSeq: the newest seq drawn so far
+    "SELECT max(COALESCE((SELECT MAX(seq) FROM pending), 0),"
+    " COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'pending'), 0),"
+    " COALESCE((SELECT MAX(seq) FROM group_log), 0))",
     // kUpsertServer
     "INSERT INTO servers (id, mesh_address, heartbeat_ms) VALUES (?1, ?2, ?3)"
     " ON CONFLICT (id) DO UPDATE SET mesh_address = excluded.mesh_address, heartbeat_ms = excluded.heartbeat_ms",
@@ -289,6 +346,9 @@ Status SqliteStore::Init() {
       return IOError(kSql[i]);
     }
   }
+  Statement st(stmts_[kLastSeq]);
+  if (st.Step() != SQLITE_ROW) return IOError("last seq");
+  next_seq_ = st.ColumnId(0);
   return Status::OK();
 }
 
@@ -606,7 +666,9 @@ Status SqliteStore::CreateGroup(const std::string& name, std::uint64_t admin, st
       if (rc == SQLITE_CONSTRAINT_FOREIGNKEY) return NoSuchUser("CreateGroup");
       if (rc != SQLITE_DONE) return IOError("CreateGroup");
     }
-    return InsertMember(new_id, admin, "CreateGroup");
+    Status ms = InsertMember(new_id, admin, "CreateGroup");
+    if (!ms.ok()) return ms;
+    return StartCursor(new_id, admin, "CreateGroup");
   });
   if (s.ok()) *id = new_id;
   return s;
@@ -622,6 +684,15 @@ Status SqliteStore::GetGroup(std::uint64_t id, GroupRecord* out) {
   out->name = st.ColumnText(1);
   out->admin_id = st.ColumnId(2);
   out->epoch = st.ColumnId(3);
+  return Status::OK();
+}
+
+Status SqliteStore::StartCursor(std::uint64_t group, std::uint64_t user, const char* context) {
+  Statement st(stmts_[kStartCursor]);
+  st.BindId(1, group);
+  st.BindId(2, user);
+  st.BindId(3, next_seq_);
+  if (st.Step() != SQLITE_DONE) return IOError(context);
   return Status::OK();
 }
 
@@ -642,7 +713,9 @@ Status SqliteStore::AddMember(std::uint64_t group, std::uint64_t user) {
   return InTransaction([&]() -> Status {
     Status s = CheckGroup(group, "AddMember");
     if (!s.ok()) return s;
-    return InsertMember(group, user, "AddMember");
+    s = InsertMember(group, user, "AddMember");
+    if (!s.ok()) return s;
+    return StartCursor(group, user, "AddMember");
   });
 }
 
@@ -657,6 +730,14 @@ Status SqliteStore::RemoveMember(std::uint64_t group, std::uint64_t user, std::u
       st.BindId(2, user);
       if (st.Step() != SQLITE_DONE) return IOError("RemoveMember");
       if (sqlite3_changes(db_) == 0) return Status(Code::kNotMember, "RemoveMember: not a member");
+    }
+    {
+      // Still owed what was sent before now; nothing after.
+      Statement st(stmts_[kEndCursor]);
+      st.BindId(1, group);
+      st.BindId(2, user);
+      st.BindId(3, next_seq_);
+      if (st.Step() != SQLITE_DONE) return IOError("RemoveMember: cursor");
     }
     Statement st(stmts_[kBumpEpoch]);
     st.BindId(1, group);
@@ -703,9 +784,11 @@ Status SqliteStore::DeleteGroup(std::uint64_t group) {
       st.BindId(1, group);
       if (st.Step() != SQLITE_DONE) return IOError("DeleteGroup: members");
     }
-    Statement st(stmts_[kDeleteGroup]);
-    st.BindId(1, group);
-    if (st.Step() != SQLITE_DONE) return IOError("DeleteGroup");
+    for (Sql sql : {kDeleteCursorsOf, kDeleteLogOf, kDeleteGroup}) {
+      Statement st(stmts_[sql]);
+      st.BindId(1, group);
+      if (st.Step() != SQLITE_DONE) return IOError("DeleteGroup");
+    }
     return Status::OK();
   });
 }
@@ -718,11 +801,13 @@ Status SqliteStore::EnqueueOne(const PendingItem& item, std::uint64_t* seq, bool
     st.BindId(1, item.recipient);
     st.BindText(2, item.dedupe_key);
     st.BindBlob(3, item.payload);
+    st.BindId(4, next_seq_ + 1);
     int rc = st.Step();
     bool inserted = false;
     if (rc == SQLITE_ROW) {
       inserted = true;
       *seq = st.ColumnId(0);
+      next_seq_ = *seq;
       rc = st.Step();
     }
     if (rc == SQLITE_CONSTRAINT_FOREIGNKEY) return NoSuchUser("Enqueue");
@@ -777,6 +862,7 @@ Status SqliteStore::FetchPending(std::uint64_t recipient, std::uint64_t after_se
     PendingRow row;
     row.seq = st.ColumnId(0);
     row.payload = st.ColumnBlob(1);
+    row.group_id = st.ColumnId(2);
     rows->push_back(std::move(row));
   }
   if (rc != SQLITE_DONE) {
@@ -803,6 +889,73 @@ Status SqliteStore::CountPending(std::uint64_t recipient, std::uint64_t* n) {
   Statement st(stmts_[kCountPending]);
   st.BindId(1, recipient);
   if (st.Step() != SQLITE_ROW) return IOError("CountPending");
+  *n = st.ColumnId(0);
+  return Status::OK();
+}
+
+// ---- group logs
+
+Status SqliteStore::AppendGroup(std::uint64_t group, std::uint64_t sender, const std::vector<std::uint64_t>&,
+                                const std::string& dedupe_key, const std::string& payload, std::uint64_t* seq,
+                                bool* fresh) {
+  return InTransaction([&]() -> Status {
+    {
+      Statement st(stmts_[kInsertGroupLog]);
+      st.BindId(1, next_seq_ + 1);
+      st.BindId(2, group);
+      st.BindId(3, sender);
+      st.BindText(4, dedupe_key);
+      st.BindBlob(5, payload);
+      int rc = st.Step();
+      if (rc == SQLITE_ROW) {
+        *seq = st.ColumnId(0);
+        next_seq_ = *seq;
+        *fresh = true;
+        rc = st.Step();
+        if (rc != SQLITE_DONE) return IOError("AppendGroup");
+        Statement adv(stmts_[kAdvanceSenderCursor]);
+        adv.BindId(1, group);
+        adv.BindId(2, sender);
+        adv.BindId(3, *seq);
+        if (adv.Step() != SQLITE_DONE) return IOError("AppendGroup: sender cursor");
+        return Status::OK();
+      }
+      if (rc != SQLITE_DONE) return IOError("AppendGroup");
+    }
+    Statement st(stmts_[kGroupLogSeqByKey]);
+    st.BindId(1, group);
+    st.BindText(2, dedupe_key);
+    if (st.Step() != SQLITE_ROW) return IOError("AppendGroup: existing seq");
+    *seq = st.ColumnId(0);
+    *fresh = false;
+    return Status::OK();
+  });
+}
+
+Status SqliteStore::AckGroup(std::uint64_t user, std::uint64_t group, std::uint64_t seq) {
+  Statement st(stmts_[kAckGroup]);
+  st.BindId(1, group);
+  st.BindId(2, user);
+  st.BindId(3, seq);
+  if (st.Step() != SQLITE_DONE) return IOError("AckGroup");
+  return Status::OK();
+}
+
+Status SqliteStore::TrimGroup(std::uint64_t group) {
+  return InTransaction([&]() -> Status {
+    for (Sql sql : {kTrimCursors, kTrimLog}) {
+      Statement st(stmts_[sql]);
+      st.BindId(1, group);
+      if (st.Step() != SQLITE_DONE) return IOError("TrimGroup");
+    }
+    return Status::OK();
+  });
+}
+
+Status SqliteStore::CountGroupLog(std::uint64_t group, std::uint64_t* n) {
+  Statement st(stmts_[kCountGroupLog]);
+  st.BindId(1, group);
+  if (st.Step() != SQLITE_ROW) return IOError("CountGroupLog");
   *n = st.ColumnId(0);
   return Status::OK();
 }

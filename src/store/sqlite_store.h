@@ -80,6 +80,12 @@ class SqliteStore final : public Store {
                       std::vector<PendingRow>* rows) override;
   Status Ack(std::uint64_t recipient, const std::vector<std::uint64_t>& seqs) override;
   Status CountPending(std::uint64_t recipient, std::uint64_t* n) override;
+  Status AppendGroup(std::uint64_t group, std::uint64_t sender, const std::vector<std::uint64_t>& members,
+                     const std::string& dedupe_key, const std::string& payload, std::uint64_t* seq,
+                     bool* fresh) override;
+  Status AckGroup(std::uint64_t user, std::uint64_t group, std::uint64_t seq) override;
+  Status TrimGroup(std::uint64_t group) override;
+  Status CountGroupLog(std::uint64_t group, std::uint64_t* n) override;
   Status UpsertServer(const ServerRecord& s) override;
   Status ListServers(std::vector<ServerRecord>* out) override;
 
@@ -115,6 +121,18 @@ class SqliteStore final : public Store {
     kFetchPending,
     kDeletePending,
     kCountPending,
+    kInsertGroupLog,
+    kGroupLogSeqByKey,
+    kAdvanceSenderCursor,
+    kStartCursor,
+    kEndCursor,
+    kAckGroup,
+    kTrimCursors,
+    kTrimLog,
+    kDeleteCursorsOf,
+    kDeleteLogOf,
+    kCountGroupLog,
+    kLastSeq,
     kUpsertServer,
     kListServers,
     kNumSql,
@@ -137,6 +155,8 @@ class SqliteStore final : public Store {
   // OK if the group exists, kNoSuchGroup if not.
   Status CheckGroup(std::uint64_t group, const char* context);
   Status InsertMember(std::uint64_t group, std::uint64_t user, const char* context);
+  // Starts (or restarts) `user`'s cursor in `group` at the newest seq.
+  Status StartCursor(std::uint64_t group, std::uint64_t user, const char* context);
   Status EnqueueOne(const PendingItem& item, std::uint64_t* seq, bool* fresh);
   // Collects column 0 of every row of `sql` with ?1 = `key`.
   Status ListIds(Sql sql, std::uint64_t key, const char* context, std::vector<std::uint64_t>* ids);
@@ -147,6 +167,9 @@ class SqliteStore final : public Store {
   sqlite3* db_;
   std::array<sqlite3_stmt*, kNumSql> stmts_{};
   bool in_batch_ = false;
+  // The newest seq drawn (pending and group logs share it). A rolled-back
+  // write leaves a gap; seqs only grow.
+  std::uint64_t next_seq_ = 0;
 };
 
 }  // namespace fastchat

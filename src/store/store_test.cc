@@ -827,6 +827,134 @@ TEST_P(StoreTest, ServerTableUpsertsAndListsById) {
   EXPECT_EQ(servers[1].heartbeat_ms, 300u);
 }
 
+// ---- group logs: a group message is stored once
+
+class GroupLogTest : public StoreTest {
+ protected:
+  std::uint64_t Append(std::uint64_t group, std::uint64_t sender, const std::string& key, const std::string& payload,
+                       bool* fresh_out = nullptr) {
+    std::uint64_t seq = 0;
+    bool fresh = false;
+    std::vector<std::uint64_t> members;
+    EXPECT_OK(store_->ListMembers(group, &members));
+    std::erase(members, sender);
+    EXPECT_OK(store_->AppendGroup(group, sender, members, key, payload, &seq, &fresh));
+    if (fresh_out) *fresh_out = fresh;
+    return seq;
+  }
+  std::uint64_t LogSize(std::uint64_t group) {
+    std::uint64_t n = 0;
+    EXPECT_OK(store_->CountGroupLog(group, &n));
+    return n;
+  }
+  std::vector<std::string> Payloads(std::uint64_t user) {
+    std::vector<std::string> out;
+    for (const PendingRow& r : FetchAll(user)) out.push_back(r.payload);
+    return out;
+  }
+};
+
+TEST_P(GroupLogTest, AMessageIsStoredOnceAndReadByEveryOtherMember) {
+  const std::uint64_t a = NewUser("alice"), b = NewUser("bob"), c = NewUser("carol");
+  const std::uint64_t g = NewGroup("team", a);
+  ASSERT_OK(store_->AddMember(g, b));
+  ASSERT_OK(store_->AddMember(g, c));
+  bool fresh = false;
+  const std::uint64_t s1 = Append(g, a, "k1", "hello", &fresh);
+  EXPECT_TRUE(fresh);
+  EXPECT_EQ(LogSize(g), 1u);
+  for (std::uint64_t u : {b, c}) {
+    const std::vector<PendingRow> rows = FetchAll(u);
+    ASSERT_EQ(rows.size(), 1u);
+    EXPECT_EQ(rows[0].seq, s1);
+    EXPECT_EQ(rows[0].group_id, g);
+    EXPECT_EQ(rows[0].payload, "hello");
+  }
+  EXPECT_TRUE(FetchAll(a).empty());  // not the sender's own
+  // A resend is the same entry.
+  EXPECT_EQ(Append(g, a, "k1", "hello", &fresh), s1);
+  EXPECT_FALSE(fresh);
+  EXPECT_EQ(LogSize(g), 1u);
+}
+
+TEST_P(GroupLogTest, JoinersGetWhatComesAfterAndRemovedMembersWhatCameBefore) {
+  const std::uint64_t a = NewUser("alice"), b = NewUser("bob"), c = NewUser("carol");
+  const std::uint64_t g = NewGroup("team", a);
+  ASSERT_OK(store_->AddMember(g, b));
+  Append(g, a, "k1", "before carol");
+  ASSERT_OK(store_->AddMember(g, c));
+  Append(g, a, "k2", "with carol");
+  std::uint64_t epoch = 0;
+  ASSERT_OK(store_->RemoveMember(g, b, &epoch));
+  Append(g, a, "k3", "after bob");
+  EXPECT_EQ(Payloads(b), (std::vector<std::string>{"before carol", "with carol"}));
+  EXPECT_EQ(Payloads(c), (std::vector<std::string>{"with carol", "after bob"}));
+}
+
+TEST_P(GroupLogTest, CursorsAreCumulativeAndTrimKeepsWhatSomeoneStillNeeds) {
+  const std::uint64_t a = NewUser("alice"), b = NewUser("bob"), c = NewUser("carol");
+  const std::uint64_t g = NewGroup("team", a);
+  ASSERT_OK(store_->AddMember(g, b));
+  ASSERT_OK(store_->AddMember(g, c));
+  Append(g, a, "k1", "one");
+  const std::uint64_t s2 = Append(g, a, "k2", "two");
+  ASSERT_OK(store_->AckGroup(b, g, s2));  // acknowledges both
+  EXPECT_TRUE(FetchAll(b).empty());
+  EXPECT_EQ(Payloads(c), (std::vector<std::string>{"one", "two"}));
+  ASSERT_OK(store_->AckGroup(b, g, 1));  // never moves back
+  EXPECT_TRUE(FetchAll(b).empty());
+  ASSERT_OK(store_->TrimGroup(g));
+  EXPECT_EQ(LogSize(g), 2u);  // carol has not acknowledged
+  ASSERT_OK(store_->AckGroup(c, g, s2));
+  ASSERT_OK(store_->TrimGroup(g));
+  EXPECT_EQ(LogSize(g), 0u);  // the sender's own cursor moved past its messages
+}
+
+TEST_P(GroupLogTest, ARemovedMembersCursorHoldsTheLogUntilItCollected) {
+  const std::uint64_t a = NewUser("alice"), b = NewUser("bob");
+  const std::uint64_t g = NewGroup("team", a);
+  ASSERT_OK(store_->AddMember(g, b));
+  const std::uint64_t s1 = Append(g, a, "k1", "owed");
+  std::uint64_t epoch = 0;
+  ASSERT_OK(store_->RemoveMember(g, b, &epoch));
+  ASSERT_OK(store_->TrimGroup(g));
+  EXPECT_EQ(LogSize(g), 1u);
+  EXPECT_EQ(Payloads(b), (std::vector<std::string>{"owed"}));
+  ASSERT_OK(store_->AckGroup(b, g, s1));
+  ASSERT_OK(store_->TrimGroup(g));
+  EXPECT_EQ(LogSize(g), 0u);
+}
+
+TEST_P(GroupLogTest, OwnRowsAndGroupEntriesMergeInSeqOrder) {
+  const std::uint64_t a = NewUser("alice"), b = NewUser("bob");
+  const std::uint64_t g = NewGroup("team", a);
+  ASSERT_OK(store_->AddMember(g, b));
+  Enqueue({{b, "d1", "dm one"}});
+  Append(g, a, "k1", "group one");
+  Enqueue({{b, "d2", "dm two"}});
+  const std::vector<PendingRow> rows = FetchAll(b);
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_EQ(rows[0].payload, "dm one");
+  EXPECT_EQ(rows[1].payload, "group one");
+  EXPECT_EQ(rows[2].payload, "dm two");
+  EXPECT_LT(rows[0].seq, rows[1].seq);
+  EXPECT_LT(rows[1].seq, rows[2].seq);
+  std::vector<PendingRow> page;
+  ASSERT_OK(store_->FetchPending(b, rows[0].seq, 1, &page));  // paging spans both
+  ASSERT_EQ(page.size(), 1u);
+  EXPECT_EQ(page[0].payload, "group one");
+  ASSERT_OK(store_->DeleteGroup(g));
+  EXPECT_EQ(LogSize(g), 0u);
+  EXPECT_EQ(FetchAll(b).size(), 2u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, GroupLogTest,
+                         ::testing::Values(StoreBackend{"Sqlite", &MakeSqliteStore, nullptr},
+                                           StoreBackend{"Postgres", &MakePgStore, &CleanupPgStore}),
+                         [](const ::testing::TestParamInfo<StoreBackend>& backend) {
+                           return std::string(backend.param.name);
+                         });
+
 // ---- the directory state a server loads at start
 
 TEST_P(StoreTest, LoadDirectoryReturnsUsersFriendsRequestsGroupsAndMembers) {
@@ -901,14 +1029,14 @@ TEST_F(SqliteStoreTest, UsesWalAndRecordsSchemaVersion) {
   std::unique_ptr<Store> store;
   ASSERT_OK(OpenSqliteStore(path_, &store));
   EXPECT_EQ(RawQuery("PRAGMA journal_mode"), "wal");
-  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "2");
+  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "3");
   EXPECT_EQ(RawQuery("SELECT COUNT(*) FROM schema_version"), "1");
   store.reset();
 
   // Reopening an up-to-date file changes nothing.
   ASSERT_OK(OpenSqliteStore(path_, &store));
   EXPECT_EQ(RawQuery("SELECT COUNT(*) FROM schema_version"), "1");
-  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "2");
+  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "3");
 }
 
 TEST_F(SqliteStoreTest, ABatchCommitsTogetherAndAFailedUnitIsUndoneAlone) {
@@ -1058,7 +1186,7 @@ TEST_F(PgStoreTest, ConcurrentOpensMigrateOnce) {
   for (std::thread& th : threads) th.join();
   for (int t = 0; t < kStores; ++t) EXPECT_TRUE(results[t].ok()) << results[t].ToString();
   EXPECT_EQ(PgAdmin("SELECT count(*) FROM " + schema_ + ".schema_version"), "1");
-  EXPECT_EQ(PgAdmin("SELECT version FROM " + schema_ + ".schema_version"), "2");
+  EXPECT_EQ(PgAdmin("SELECT version FROM " + schema_ + ".schema_version"), "3");
   // The tables went into the schema named by search_path, not elsewhere.
   const std::string tables =
       " AND tablename IN ('schema_version', 'users', 'friend_requests', 'friendships', 'chat_groups',"
