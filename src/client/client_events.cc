@@ -262,6 +262,7 @@ awaitable<Outcome> ClientCore::Impl::OnGroupNotice(std::uint64_t seq, const wire
   if (n.admin_id() != 0) g.admin_id = n.admin_id();
   g.epoch = std::max(g.epoch, n.epoch());
   bool about_me = n.subject_id() == me().user_id;
+  for (std::uint64_t id : n.more_subject_ids()) about_me = about_me || id == me().user_id;
   const char* type = "group_added";
   if (n.what() == wire::GroupNoticeEvent::ADDED) {
     if (about_me) g.left = false;
@@ -287,6 +288,14 @@ awaitable<Outcome> ClientCore::Impl::OnGroupNotice(std::uint64_t seq, const wire
             {"me", about_me},
             {"from", ContactName(ev.from_id(), ev.from_name())},
             {"from_id", ev.from_id()}};
+  if (n.more_subject_ids_size() > 0) {
+    Json more = Json::array();
+    for (int i = 0; i < n.more_subject_ids_size(); ++i) {
+      more.push_back(Json{{"user_id", n.more_subject_ids(i)},
+                          {"user", i < n.more_subject_names_size() ? n.more_subject_names(i) : std::string()}});
+    }
+    e["more"] = more;
+  }
   Emit(e);
   // A member left a group I administer: rotate to the new epoch.
   if (n.what() == wire::GroupNoticeEvent::LEFT && !about_me && g.admin_id == me().user_id && !g.left) {

@@ -13,6 +13,7 @@ namespace {
 
 constexpr std::size_t kMaxAckSeqs = 4096;
 constexpr std::size_t kMaxWrappedKey = 256;
+constexpr std::size_t kMaxAddsPerRequest = 1000;
 
 std::string Frame(const wire::Envelope& env) {
   std::string frame;
@@ -326,29 +327,39 @@ Outcome RequestService::Handle(const Caller& me_caller, const wire::Envelope& en
     case wire::Envelope::kGroupLeave: {
       const auto body = env.body_case();
       std::uint64_t gid = 0;
-      wire::UserRef ref;
+      std::vector<const wire::UserRef*> refs;
+      wire::UserRef self_ref;
       if (body == wire::Envelope::kGroupAdd) {
         gid = env.group_add().group_id();
-        ref = env.group_add().user();
+        refs.push_back(&env.group_add().user());
+        for (const wire::UserRef& r : env.group_add().more_users()) refs.push_back(&r);
+        if (refs.size() > kMaxAddsPerRequest) {
+          return d.Refuse(Status(Code::kBadRequest, "at most " + std::to_string(kMaxAddsPerRequest) +
+                                                        " users per GroupAdd"));
+        }
       } else if (body == wire::Envelope::kGroupKick) {
         gid = env.group_kick().group_id();
-        ref = env.group_kick().user();
+        refs.push_back(&env.group_kick().user());
       } else {
         gid = env.group_leave().group_id();
-        ref.set_id(me);
+        self_ref.set_id(me);
+        refs.push_back(&self_ref);
       }
       const DirGroup* g = nullptr;
       if (Status st = find_group(gid, &g); !st.ok()) return refuse(std::move(st));
-      const DirUser* subject = nullptr;
-      if (Status st = find_user(ref, &subject); !st.ok()) return refuse(std::move(st));
+      std::vector<const DirUser*> subjects;
+      for (const wire::UserRef* ref : refs) {
+        const DirUser* u = nullptr;
+        if (Status st = find_user(*ref, &u); !st.ok()) return refuse(std::move(st));
+        subjects.push_back(u);
+      }
       const bool me_member = g->HasMember(me);
-      const bool subject_member = g->HasMember(subject->id);
-      const std::uint64_t subject_id = subject->id;
-      const std::string subject_name = subject->name;
       const std::string group_name = g->name;
       const std::uint64_t admin = g->admin_id;
       wire::GroupNoticeEvent::What what = wire::GroupNoticeEvent::WHAT_UNSPECIFIED;
-      std::vector<std::uint64_t> recipients;
+      std::vector<std::uint64_t> recipients;  // who reads the notice
+      std::vector<std::uint64_t> subject_ids;
+      for (const DirUser* u : subjects) subject_ids.push_back(u->id);
       std::uint64_t epoch = g->epoch;
       if (body == wire::Envelope::kGroupLeave) {
         if (!me_member) {
@@ -375,18 +386,27 @@ Outcome RequestService::Handle(const Caller& me_caller, const wire::Envelope& en
               Status(Code::kNotAdmin, "only the admin of group " + std::to_string(gid) + " can do that"));
         }
         if (body == wire::Envelope::kGroupAdd) {
-          if (subject_member) return d.RefuseByState(Status(Code::kAlreadyMember, subject_name + " is already a member"));
-          dir_.AddMember(gid, subject_id);
+          for (std::size_t i = 0; i < subjects.size(); ++i) {
+            if (g->HasMember(subjects[i]->id)) {
+              return d.RefuseByState(Status(Code::kAlreadyMember, subjects[i]->name + " is already a member"));
+            }
+            if (std::find(subject_ids.begin(), subject_ids.begin() + static_cast<std::ptrdiff_t>(i),
+                          subjects[i]->id) != subject_ids.begin() + static_cast<std::ptrdiff_t>(i)) {
+              return d.Refuse(Status(Code::kBadRequest, subjects[i]->name + " is named twice"));
+            }
+          }
+          for (std::uint64_t u : subject_ids) dir_.AddMember(gid, u);
           recipients = dir_.FindGroup(gid)->members;
           what = wire::GroupNoticeEvent::ADDED;
         } else {
-          if (!subject_member) {
+          const DirUser* subject = subjects.front();
+          if (!g->HasMember(subject->id)) {
             return d.RefuseByState(
-                Status(Code::kNotMember, subject_name + " is not a member of group " + std::to_string(gid)));
+                Status(Code::kNotMember, subject->name + " is not a member of group " + std::to_string(gid)));
           }
-          if (subject_id == me) return d.Refuse(Status(Code::kBadRequest, "the admin cannot kick themselves"));
+          if (subject->id == me) return d.Refuse(Status(Code::kBadRequest, "the admin cannot kick themselves"));
           recipients = g->members;
-          epoch = dir_.RemoveMember(gid, subject_id);
+          epoch = dir_.RemoveMember(gid, subject->id);
           what = wire::GroupNoticeEvent::KICKED;
         }
       }
@@ -395,27 +415,42 @@ Outcome RequestService::Handle(const Caller& me_caller, const wire::Envelope& en
       n->set_group_name(group_name);
       n->set_admin_id(admin);
       n->set_what(what);
-      n->set_subject_id(subject_id);
-      n->set_subject_name(subject_name);
+      n->set_subject_id(subjects.front()->id);
+      n->set_subject_name(subjects.front()->name);
+      for (std::size_t i = 1; i < subjects.size(); ++i) {
+        n->add_more_subject_ids(subjects[i]->id);
+        n->add_more_subject_names(subjects[i]->name);
+      }
       n->set_epoch(epoch);
       auto payload = serialized();
-      std::string dedupe = "gn/" + std::to_string(gid) + "/" + std::to_string(static_cast<int>(what)) + "/" +
-                           std::to_string(subject_id) + "/" + std::to_string(now_ms);
+      std::string dedupe = "gn/" + std::to_string(static_cast<int>(what)) + "/" + std::to_string(subject_ids.front()) +
+                           "/" + std::to_string(now_ms);
       d.facts() = Facts();
       d.facts().groups.push_back(gid);
+      // The notice is one entry of the group's log, from no member (so the
+      // actor reads it too): added members join first and read it; a removed
+      // member's cursor ends after it.
       return d.Write(
-          [gid, subject_id, what, epoch, recipients = std::move(recipients), payload,
+          [gid, subject_ids = std::move(subject_ids), what, epoch, recipients = std::move(recipients), payload,
            dedupe = std::move(dedupe)](Store& s) {
             WriteResult r;
             r.epoch = epoch;
-            if (what == wire::GroupNoticeEvent::ADDED) {
-              r.st = s.AddMember(gid, subject_id);
-            } else {
-              std::uint64_t stored_epoch = 0;
-              r.st = s.RemoveMember(gid, subject_id, &stored_epoch);
+            const bool added = what == wire::GroupNoticeEvent::ADDED;
+            if (added) {
+              for (std::uint64_t u : subject_ids) {
+                if (!(r.st = s.AddMember(gid, u)).ok()) return r;
+              }
             }
-            if (!r.st.ok()) return r;
-            r.st = EnqueueFor(s, recipients, dedupe, *payload, &r);
+            std::uint64_t seq = 0;
+            bool fresh = false;
+            if (!(r.st = s.AppendGroup(gid, 0, recipients, dedupe, *payload, &seq, &fresh)).ok()) return r;
+            if (!added) {
+              std::uint64_t stored_epoch = 0;
+              if (!(r.st = s.RemoveMember(gid, subject_ids.front(), &stored_epoch)).ok()) return r;
+            }
+            if (fresh) {
+              for (std::uint64_t u : recipients) r.routed.push_back(Delivery{u, seq, gid});
+            }
             return r;
           },
           payload);

@@ -225,6 +225,8 @@ TEST_F(RequestServiceTest, GroupSendReachesEveryOtherMemberAndStaleOrKickedSende
   const std::uint64_t gid = CreateGroup(alice_);
   ASSERT_TRUE(Do(alice_, GroupAdd(gid, bob_.id)).has_ok());
   ASSERT_TRUE(Do(alice_, GroupAdd(gid, carol_.id)).has_ok());
+  std::uint64_t before = 0, entries = 0;
+  ASSERT_TRUE(store_->CountGroupLog(gid, &before).ok());  // the two ADDED notices
   WriteResult r;
   ASSERT_TRUE(Do(bob_, GroupSend(gid, 1), &r).has_ok());
   ASSERT_EQ(r.routed.size(), 2u);
@@ -232,9 +234,8 @@ TEST_F(RequestServiceTest, GroupSendReachesEveryOtherMemberAndStaleOrKickedSende
   EXPECT_EQ(r.routed[1].user, carol_.id);
   EXPECT_EQ(r.routed[0].group_id, gid);  // one log entry, read by both
   EXPECT_EQ(r.routed[0].seq, r.routed[1].seq);
-  std::uint64_t entries = 0;
   ASSERT_TRUE(store_->CountGroupLog(gid, &entries).ok());
-  EXPECT_EQ(entries, 1u);
+  EXPECT_EQ(entries, before + 1);
   ASSERT_TRUE(Do(alice_, GroupKick(gid, carol_.id)).has_ok());
   EXPECT_EQ(Do(bob_, GroupSend(gid, 1, 'h')).error().code(), wire::STALE_EPOCH);
   EXPECT_EQ(Do(carol_, GroupSend(gid, 2, 'i')).error().code(), wire::NOT_MEMBER);
@@ -255,6 +256,33 @@ TEST_F(RequestServiceTest, AckDeletesTheAcknowledgedRowsAndHasNoReply) {
   EXPECT_FALSE(o.reply_after_write);
   EXPECT_TRUE(o.write(*store_).st.ok());
   EXPECT_EQ(Pending(bob_.id), n - 1);
+}
+
+TEST_F(RequestServiceTest, OneGroupAddAddsManyMembersWithOneNoticeEntry) {
+  const std::uint64_t gid = CreateGroup(alice_);
+  wire::Envelope add = GroupAdd(gid, bob_.id);
+  add.mutable_group_add()->add_more_users()->set_name("carol");
+  WriteResult r;
+  ASSERT_TRUE(Do(alice_, add, &r).has_ok());
+  std::uint64_t entries = 0;
+  ASSERT_TRUE(store_->CountGroupLog(gid, &entries).ok());
+  EXPECT_EQ(entries, 1u);
+  ASSERT_EQ(r.routed.size(), 3u);  // the admin and both new members read it
+  EXPECT_EQ(directory_.FindGroup(gid)->members, (std::vector<std::uint64_t>{alice_.id, bob_.id, carol_.id}));
+  std::vector<std::uint64_t> members;
+  ASSERT_TRUE(store_->ListMembers(gid, &members).ok());
+  EXPECT_EQ(members.size(), 3u);
+  std::vector<PendingRow> rows;
+  ASSERT_TRUE(store_->FetchPending(carol_.id, 0, 10, &rows).ok());
+  ASSERT_EQ(rows.size(), 1u);
+  wire::Event ev;
+  ASSERT_TRUE(ev.ParseFromString(rows[0].payload));
+  EXPECT_EQ(ev.group_notice().subject_id(), bob_.id);
+  ASSERT_EQ(ev.group_notice().more_subject_ids_size(), 1);
+  EXPECT_EQ(ev.group_notice().more_subject_ids(0), carol_.id);
+  // Naming someone twice, or a member, is refused.
+  wire::Envelope again = GroupAdd(gid, bob_.id);
+  EXPECT_EQ(Do(alice_, again).error().code(), wire::ALREADY_MEMBER);
 }
 
 TEST_F(RequestServiceTest, ListsComeFromTheDirectory) {
