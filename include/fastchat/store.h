@@ -164,9 +164,12 @@ class Store {
   // false). `members` are the group's members other than the sender (a
   // shared store serialises their streams with it). If the sender had
   // acknowledged everything before it, its own cursor moves past its message.
+  // If `readers` is not null it gets who reads the entry as the store has it
+  // (every current member but the sender), for routing when other servers
+  // change the group too.
   virtual Status AppendGroup(std::uint64_t group, std::uint64_t sender, const std::vector<std::uint64_t>& members,
                              const std::string& dedupe_key, const std::string& payload, std::uint64_t* seq,
-                             bool* fresh) = 0;
+                             bool* fresh, std::vector<std::uint64_t>* readers) = 0;
   // Acknowledges every entry of `group`'s log up to `seq` for `user`
   // (cumulative; a cursor never moves back).
   virtual Status AckGroup(std::uint64_t user, std::uint64_t group, std::uint64_t seq) = 0;

@@ -432,7 +432,7 @@ Outcome RequestService::Handle(const Caller& me_caller, const wire::Envelope& en
       // member's cursor ends after it.
       return d.Write(
           [gid, subject_ids = std::move(subject_ids), what, epoch, recipients = std::move(recipients), payload,
-           dedupe = std::move(dedupe)](Store& s) {
+           dedupe = std::move(dedupe), shared = shared_store_](Store& s) {
             WriteResult r;
             r.epoch = epoch;
             const bool added = what == wire::GroupNoticeEvent::ADDED;
@@ -443,13 +443,18 @@ Outcome RequestService::Handle(const Caller& me_caller, const wire::Envelope& en
             }
             std::uint64_t seq = 0;
             bool fresh = false;
-            if (!(r.st = s.AppendGroup(gid, 0, recipients, dedupe, *payload, &seq, &fresh)).ok()) return r;
+            std::vector<std::uint64_t> readers;
+            if (!(r.st = s.AppendGroup(gid, 0, recipients, dedupe, *payload, &seq, &fresh,
+                                       shared ? &readers : nullptr))
+                     .ok()) {
+              return r;
+            }
             if (!added) {
               std::uint64_t stored_epoch = 0;
               if (!(r.st = s.RemoveMember(gid, subject_ids.front(), &stored_epoch)).ok()) return r;
             }
             if (fresh) {
-              for (std::uint64_t u : recipients) r.routed.push_back(Delivery{u, seq, gid});
+              for (std::uint64_t u : shared ? readers : recipients) r.routed.push_back(Delivery{u, seq, gid});
             }
             return r;
           },
@@ -528,14 +533,19 @@ Outcome RequestService::Handle(const Caller& me_caller, const wire::Envelope& en
       const std::uint64_t gid = g->id;
       // Stored once in the group's log; each member reads it after its cursor.
       return d.Write(
-          [gid, me, others = std::move(others), payload, dedupe = std::move(dedupe)](Store& s) {
+          [gid, me, others = std::move(others), payload, dedupe = std::move(dedupe),
+           shared = shared_store_](Store& s) {
             WriteResult r;
             std::uint64_t seq = 0;
             bool fresh = false;
-            r.st = s.AppendGroup(gid, me, others, dedupe, *payload, &seq, &fresh);
+            std::vector<std::uint64_t> readers;
+            r.st = s.AppendGroup(gid, me, others, dedupe, *payload, &seq, &fresh, shared ? &readers : nullptr);
             if (r.st.ok() && fresh) {
-              r.routed.reserve(others.size());
-              for (std::uint64_t u : others) r.routed.push_back(Delivery{u, seq, gid});
+              // With other servers changing the group too, route to the
+              // members the store has; alone, this server's list is exact.
+              const std::vector<std::uint64_t>& to = shared ? readers : others;
+              r.routed.reserve(to.size());
+              for (std::uint64_t u : to) r.routed.push_back(Delivery{u, seq, gid});
             }
             return r;
           },

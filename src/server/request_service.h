@@ -75,7 +75,10 @@ struct Outcome {
 
 class RequestService {
  public:
-  RequestService(Directory& directory, const ServerConfig& config) : dir_(directory), config_(config) {}
+  // `shared_store`: other servers write the same store (a cluster), so
+  // group deliveries are routed to the members the store has at write time.
+  RequestService(Directory& directory, const ServerConfig& config, bool shared_store = false)
+      : dir_(directory), config_(config), shared_store_(shared_store) {}
 
   // Decides one request of `me` (logged in). `now_ms` is the server time
   // stamped on the events it creates.
@@ -90,6 +93,7 @@ class RequestService {
  private:
   Directory& dir_;
   const ServerConfig& config_;
+  bool shared_store_;
 };
 
 }  // namespace fastchat::server

@@ -28,7 +28,7 @@ struct Server::Impl {
       : io(io_in),
         config(std::move(config_in)),
         store(std::move(store_in), io_in.get_executor()),
-        service(directory, config),
+        service(directory, config, config.mesh_enabled),
         router(presence),
         acceptor(io_in) {}
 

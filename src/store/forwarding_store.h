@@ -66,8 +66,8 @@ class ForwardingStore : public Store {
   Status CountPending(std::uint64_t recipient, std::uint64_t* n) override { return inner_->CountPending(recipient, n); }
   Status AppendGroup(std::uint64_t group, std::uint64_t sender, const std::vector<std::uint64_t>& members,
                      const std::string& dedupe_key, const std::string& payload, std::uint64_t* seq,
-                     bool* fresh) override {
-    return inner_->AppendGroup(group, sender, members, dedupe_key, payload, seq, fresh);
+                     bool* fresh, std::vector<std::uint64_t>* readers) override {
+    return inner_->AppendGroup(group, sender, members, dedupe_key, payload, seq, fresh, readers);
   }
   Status AckGroup(std::uint64_t user, std::uint64_t group, std::uint64_t seq) override {
     return inner_->AckGroup(user, group, seq);

@@ -145,6 +145,7 @@ enum Sql : int {
   kDeletePending,
   kCountPending,
   kAppendGroup,
+  kLockGroup,
   kGroupLogSeqByKey,
   kAckGroup,
   kTrimCursors,
@@ -323,11 +324,21 @@ constexpr Statement kStatements[] = {
      "  WHERE c.group_id = $1::bigint AND c.user_id = $2::bigint AND c.until_seq IS NULL"
      "    AND c.acked_seq >= (SELECT COALESCE(max(l.seq), 0) FROM group_log l"
      "                        WHERE l.group_id = $1::bigint AND l.seq < i.seq)"
+     "), readers AS ("
+     "  SELECT COALESCE(string_agg(user_id::text, ','), '') AS ids FROM group_cursors"
+     "  WHERE group_id = $1::bigint AND until_seq IS NULL AND user_id <> $2::bigint"
      ")"
-     " SELECT seq, true FROM ins"
+     " SELECT seq, true, (SELECT ids FROM readers) FROM ins"
      " UNION ALL"
-     " SELECT seq, false FROM group_log"
+     " SELECT seq, false, (SELECT ids FROM readers) FROM group_log"
      " WHERE group_id = $1::bigint AND dedupe_key = $3::text AND NOT EXISTS (SELECT 1 FROM ins)"},
+    // Locks the streams of every current member of group $1 and of the
+    // users in $2 (lock keys, ascending), in ascending key order.
+    {"lock_group",
+     "SELECT pg_advisory_xact_lock(hashtext('fastchat.pending:' || current_schema()), k::integer)"
+     " FROM (SELECT k FROM (SELECT user_id % 2147483647 AS k FROM group_cursors"
+     "                      WHERE group_id = $1::bigint AND until_seq IS NULL"
+     "                      UNION SELECT unnest($2::bigint[])) AS u ORDER BY k) AS o"},
     {"group_log_seq_by_key",
      "SELECT seq FROM group_log WHERE group_id = $1::bigint AND dedupe_key = $2::text"},
     // $1 group, $2 user, $3 seq: cumulative, never moves back.
@@ -1176,10 +1187,14 @@ Status PgStore::ListServers(std::vector<ServerRecord>* out) {
 // (group, dedupe_key) from the same sender finds the first one committed.
 Status PgStore::AppendGroup(std::uint64_t group, std::uint64_t sender, const std::vector<std::uint64_t>& members,
                             const std::string& dedupe_key, const std::string& payload, std::uint64_t* seq,
-                            bool* fresh) {
+                            bool* fresh, std::vector<std::uint64_t>* readers) {
+  // The members as the store has them are locked too (this server's list
+  // may be a moment old).
+  if (readers != nullptr) readers->clear();
   std::vector<std::uint64_t> users = members;
   users.push_back(sender);
   Params lock;
+  lock.Id(group);
   lock.Owned(LockKeys(users));
   Params append;
   append.Id(group);
@@ -1188,11 +1203,22 @@ Status PgStore::AppendGroup(std::uint64_t group, std::uint64_t sender, const std
   append.Bytes(payload);
   return WithConn([&](Conn& c) -> Status {
     Result r;
-    Status s = c.ExecPipelined({{kLockRecipients, &lock}, {kAppendGroup, &append}}, "AppendGroup", &r);
+    Status s = c.ExecPipelined({{kLockGroup, &lock}, {kAppendGroup, &append}}, "AppendGroup", &r);
     if (!s.ok()) return s;
     if (r.rows() == 1) {
       *seq = r.Id(0, 0);
       *fresh = r.Bool(0, 1);
+      if (readers != nullptr) {
+        readers->clear();
+        const std::string ids = r.Bytes(0, 2);
+        std::size_t pos = 0;
+        while (pos < ids.size()) {
+          std::size_t end = ids.find(',', pos);
+          if (end == std::string::npos) end = ids.size();
+          readers->push_back(std::stoull(ids.substr(pos, end - pos)));
+          pos = end + 1;
+        }
+      }
       return Status::OK();
     }
     // The key was committed by another writer after append_group's snapshot

@@ -190,6 +190,8 @@ constexpr const char* kSql[] = {
     // kDeleteCursorsOf, kDeleteLogOf
     "DELETE FROM group_cursors WHERE group_id = ?1",
     "DELETE FROM group_log WHERE group_id = ?1",
+    // kGroupReaders
+    "SELECT user_id FROM group_cursors WHERE group_id = ?1 AND until_seq IS NULL AND user_id != ?2",
     // kCountGroupLog
     "SELECT COUNT(*) FROM group_log WHERE group_id = ?1",
     // kLastSeq: the newest seq drawn so far
@@ -897,7 +899,16 @@ Status SqliteStore::CountPending(std::uint64_t recipient, std::uint64_t* n) {
 
 Status SqliteStore::AppendGroup(std::uint64_t group, std::uint64_t sender, const std::vector<std::uint64_t>&,
                                 const std::string& dedupe_key, const std::string& payload, std::uint64_t* seq,
-                                bool* fresh) {
+                                bool* fresh, std::vector<std::uint64_t>* readers) {
+  if (readers != nullptr) {
+    readers->clear();
+    Statement st(stmts_[kGroupReaders]);
+    st.BindId(1, group);
+    st.BindId(2, sender);
+    int rc;
+    while ((rc = st.Step()) == SQLITE_ROW) readers->push_back(st.ColumnId(0));
+    if (rc != SQLITE_DONE) return IOError("AppendGroup: readers");
+  }
   return InTransaction([&]() -> Status {
     {
       Statement st(stmts_[kInsertGroupLog]);

@@ -82,7 +82,7 @@ class SqliteStore final : public Store {
   Status CountPending(std::uint64_t recipient, std::uint64_t* n) override;
   Status AppendGroup(std::uint64_t group, std::uint64_t sender, const std::vector<std::uint64_t>& members,
                      const std::string& dedupe_key, const std::string& payload, std::uint64_t* seq,
-                     bool* fresh) override;
+                     bool* fresh, std::vector<std::uint64_t>* readers) override;
   Status AckGroup(std::uint64_t user, std::uint64_t group, std::uint64_t seq) override;
   Status TrimGroup(std::uint64_t group) override;
   Status CountGroupLog(std::uint64_t group, std::uint64_t* n) override;
@@ -131,6 +131,7 @@ class SqliteStore final : public Store {
     kTrimLog,
     kDeleteCursorsOf,
     kDeleteLogOf,
+    kGroupReaders,
     kCountGroupLog,
     kLastSeq,
     kUpsertServer,

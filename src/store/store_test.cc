@@ -838,7 +838,11 @@ class GroupLogTest : public StoreTest {
     std::vector<std::uint64_t> members;
     EXPECT_OK(store_->ListMembers(group, &members));
     std::erase(members, sender);
-    EXPECT_OK(store_->AppendGroup(group, sender, members, key, payload, &seq, &fresh));
+    std::vector<std::uint64_t> readers;
+    EXPECT_OK(store_->AppendGroup(group, sender, members, key, payload, &seq, &fresh, &readers));
+    std::sort(readers.begin(), readers.end());
+    std::sort(members.begin(), members.end());
+    EXPECT_EQ(readers, members);  // every member but the sender
     if (fresh_out) *fresh_out = fresh;
     return seq;
   }
