@@ -5,7 +5,7 @@ PKGS=(g++ cmake ninja-build ccache pkg-config
       libasio-dev libsodium-dev libprotobuf-dev protobuf-compiler
       libsqlite3-dev libpq-dev postgresql
       libcli11-dev libspdlog-dev nlohmann-json3-dev
-      libgtest-dev libgmock-dev libbenchmark-dev)
+      libgtest-dev libgmock-dev libbenchmark-dev libjemalloc-dev)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

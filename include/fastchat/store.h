@@ -187,7 +187,10 @@ class Store {
 };
 
 // Opens (creating if needed) a SQLite store at `path` in WAL mode.
-Status OpenSqliteStore(const std::string& path, std::unique_ptr<Store>* out);
+// `exclusive`: this process is the file's only user (the server): SQLite
+// then takes its file lock once instead of on every transaction, and no
+// other connection can open the file while the store is open.
+Status OpenSqliteStore(const std::string& path, std::unique_ptr<Store>* out, bool exclusive = false);
 
 // Opens a PostgreSQL store (libpq conninfo or URI), creating/migrating the schema.
 Status OpenPgStore(const std::string& conninfo, std::unique_ptr<Store>* out);

@@ -138,7 +138,7 @@ int main(int argc, char** argv) {
     std::error_code fs_ec;
     auto parent = std::filesystem::path(config.db_path).parent_path();
     if (!parent.empty()) std::filesystem::create_directories(parent, fs_ec);
-    st = fastchat::OpenSqliteStore(config.db_path, &store);
+    st = fastchat::OpenSqliteStore(config.db_path, &store, /*exclusive=*/true);
   }
   if (!st.ok()) {
     std::cerr << "error: opening the store (" << store_name << "): " << st.ToString() << "\n";

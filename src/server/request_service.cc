@@ -298,6 +298,7 @@ Outcome RequestService::Handle(const Caller& me_caller, const wire::Envelope& en
           "d/" + std::to_string(me) + "/" + crypto::Hex(m.msg_id()) + "/" + std::to_string(m.chunk_index());
       const std::uint64_t to_id = to->id;
       d.facts() = Facts();  // changes nothing other servers keep
+      d.outcome().single_call = true;
       return d.Write(EnqueueWrite({to_id}, std::move(dedupe), payload), payload);
     }
 
@@ -489,6 +490,7 @@ Outcome RequestService::Handle(const Caller& me_caller, const wire::Envelope& en
       std::string dedupe = "gk/" + std::to_string(m.group_id()) + "/" + std::to_string(m.epoch());
       const std::uint64_t to_id = to->id;
       d.facts() = Facts();
+      d.outcome().single_call = true;
       return d.Write(EnqueueWrite({to_id}, std::move(dedupe), payload), payload);
     }
 
@@ -530,6 +532,7 @@ Outcome RequestService::Handle(const Caller& me_caller, const wire::Envelope& en
       std::string dedupe = "g/" + std::to_string(m.group_id()) + "/" + std::to_string(me) + "/" +
                            crypto::Hex(m.msg_id()) + "/" + std::to_string(m.chunk_index());
       d.facts() = Facts();
+      d.outcome().single_call = true;
       const std::uint64_t gid = g->id;
       // Stored once in the group's log; each member reads it after its cursor.
       return d.Write(
@@ -589,6 +592,7 @@ Outcome RequestService::Handle(const Caller& me_caller, const wire::Envelope& en
         if (g.group_id() != 0) groups.emplace_back(g.group_id(), g.seq());
       }
       d.outcome().reply_after_write = false;
+      d.outcome().single_call = true;  // acks are idempotent: a partial one is harmless
       // Acked group logs may now be trimmed (the server batches that).
       for (const auto& [gid, seq] : groups) d.outcome().acked_groups.push_back(gid);
       return d.Write([me, v = std::move(v), groups = std::move(groups)](Store& s) {

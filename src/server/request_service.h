@@ -69,6 +69,7 @@ struct Outcome {
   // get their id from the store update the Directory here).
   std::function<void(Directory&, const WriteResult&)> committed;
   bool reply_after_write = true;  // false for Ack: no reply at all
+  bool single_call = false;       // the write is one store call (needs no unit of its own)
   std::vector<std::uint64_t> acked_groups;  // Ack: group logs whose cursors moved
   std::uint64_t rid = 0;
 };

@@ -277,6 +277,7 @@ void Session::Dispatch(Outcome o) {
   ++writes_in_flight_;
   auto self = shared_from_this();
   auto write = std::move(o.write);
+  const bool own_unit = !o.single_call;
   server_.store.Submit(std::move(write), [self, slot, reply, o = std::move(o)](WriteResult r) mutable {
     Server::Impl& srv = self->server_;
     if (o.committed) o.committed(srv.directory, r);
@@ -298,7 +299,7 @@ void Session::Dispatch(Outcome o) {
     if (!reply || self->closed_) return;
     self->slots_[slot - self->slot_base_] = Slot{true, RequestService::WriteReply(o.rid, r)};
     self->FlushReplies();
-  });
+  }, own_unit);
 }
 
 // ------------------------------------------------------------------ dispatch

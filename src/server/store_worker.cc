@@ -67,7 +67,7 @@ void StoreWorker::RunBatch(std::vector<Job>& batch) {
   Store& store = *store_;
   const bool batched = store.BeginBatch().ok();  // if not, each job is its own transaction
   for (Job& job : batch) {
-    const bool unit = store.BeginUnit().ok();
+    const bool unit = job.unit && store.BeginUnit().ok();
     bool ok = false;
     try {
       ok = job.run(store);

@@ -57,7 +57,7 @@ void Fail(R* r, const Status& why) {
 
 class StoreWorker {
  public:
-  static constexpr std::size_t kMaxBatch = 1024;
+  static constexpr std::size_t kMaxBatch = 4096;
 
   // Results are handed back on `home` (the event loop).
   StoreWorker(std::unique_ptr<Store> store, asio::any_io_executor home);
@@ -67,9 +67,11 @@ class StoreWorker {
   StoreWorker& operator=(const StoreWorker&) = delete;
 
   // Queues job(store) for the next batch; done(result) runs on `home` once
-  // the batch holding it has committed (or failed).
+  // the batch holding it has committed (or failed). `own_unit` false: the
+  // job makes at most one store call (atomic by itself), so it needs no
+  // unit of its own to be undone alone.
   template <class F, class Done>
-  void Submit(F job, Done done) {
+  void Submit(F job, Done done, bool own_unit = true) {
     using R = std::invoke_result_t<F&, Store&>;
     auto result = std::make_shared<R>();
     Job j;
@@ -79,6 +81,7 @@ class StoreWorker {
     };
     j.fail = [result](const Status& why) { store_result::Fail(result.get(), why); };
     j.done = [done = std::move(done), result]() mutable { done(std::move(*result)); };
+    j.unit = own_unit;
     Enqueue(std::move(j));
   }
 
@@ -104,6 +107,7 @@ class StoreWorker {
     std::function<bool(Store&)> run;          // true if the job succeeded
     std::function<void(const Status&)> fail;  // replaces the result with an error
     std::function<void()> done;               // hands the result back (on home)
+    bool unit = true;                         // run inside its own savepoint
   };
   void Enqueue(Job job);
   void Loop();

@@ -287,7 +287,11 @@ Status NoSuchUser(const char* context) {
 
 // ---- lifecycle
 
-Status SqliteStore::Open(const std::string& path, std::unique_ptr<SqliteStore>* out) {
+Status SqliteStore::Open(const std::string& path, std::unique_ptr<SqliteStore>* out, bool exclusive) {
+  // No global memory statistics: they take a process-wide mutex on every
+  // allocation. Only possible before SQLite initialises; harmless after.
+  static const int no_memstatus = sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+  (void)no_memstatus;
   sqlite3* db = nullptr;
   const int rc = sqlite3_open_v2(path.c_str(), &db,
                                  SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
@@ -298,7 +302,7 @@ Status SqliteStore::Open(const std::string& path, std::unique_ptr<SqliteStore>* 
     return Status(Code::kIOError, std::move(msg));
   }
   std::unique_ptr<SqliteStore> store(new SqliteStore(db));
-  Status s = store->Init();
+  Status s = store->Init(exclusive);
   if (!s.ok()) return s;
   *out = std::move(store);
   return Status::OK();
@@ -311,9 +315,17 @@ SqliteStore::~SqliteStore() {
   sqlite3_close(db_);
 }
 
-Status SqliteStore::Init() {
+Status SqliteStore::Init(bool exclusive) {
   sqlite3_extended_result_codes(db_, 1);
   if (sqlite3_busy_timeout(db_, 5000) != SQLITE_OK) return IOError("busy_timeout");
+  // Set before WAL so the WAL index lives in heap memory, not a -shm file.
+  if (exclusive && sqlite3_exec(db_, "PRAGMA locking_mode=EXCLUSIVE", nullptr, nullptr, nullptr) != SQLITE_OK) {
+    return IOError("locking_mode");
+  }
+  // 64 MiB of page cache: the pending tables' hot pages stay in memory.
+  if (sqlite3_exec(db_, "PRAGMA cache_size=-65536", nullptr, nullptr, nullptr) != SQLITE_OK) {
+    return IOError("cache_size");
+  }
 
   // journal_mode answers with the mode actually in effect.
   sqlite3_stmt* raw = nullptr;
@@ -993,9 +1005,9 @@ Status SqliteStore::ListServers(std::vector<ServerRecord>* out) {
 
 // ---- factory (declared in fastchat/store.h)
 
-Status OpenSqliteStore(const std::string& path, std::unique_ptr<Store>* out) {
+Status OpenSqliteStore(const std::string& path, std::unique_ptr<Store>* out, bool exclusive) {
   std::unique_ptr<SqliteStore> store;
-  Status s = SqliteStore::Open(path, &store);
+  Status s = SqliteStore::Open(path, &store, exclusive);
   if (!s.ok()) return s;
   *out = std::move(store);
   return Status::OK();

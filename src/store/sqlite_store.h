@@ -41,7 +41,7 @@ class SqliteStore final : public Store {
  public:
   // Opens (creating if needed) the database at `path` and brings its schema
   // up to date.
-  static Status Open(const std::string& path, std::unique_ptr<SqliteStore>* out);
+  static Status Open(const std::string& path, std::unique_ptr<SqliteStore>* out, bool exclusive = false);
 
   SqliteStore(const SqliteStore&) = delete;
   SqliteStore& operator=(const SqliteStore&) = delete;
@@ -143,7 +143,7 @@ class SqliteStore final : public Store {
   explicit SqliteStore(sqlite3* db);
 
   // Sets the connection pragmas, migrates the schema, prepares statements.
-  Status Init();
+  Status Init(bool exclusive);
   Status Migrate();
 
   // Runs `body` inside a savepoint (its own transaction outside a batch, a
