@@ -148,6 +148,9 @@ class Store {
                               std::vector<PendingRow>* rows) = 0;
   // Deletes the named rows of `recipient` (others' rows are untouched).
   virtual Status Ack(std::uint64_t recipient, const std::vector<std::uint64_t>& seqs) = 0;
+  // Ack for many recipients at once: deletes each (recipient, seq) row.
+  // (The default calls Ack once per recipient.)
+  virtual Status AckMany(const std::vector<std::pair<std::uint64_t, std::uint64_t>>& recipient_seqs);
   // Number of rows waiting for `recipient`.
   virtual Status CountPending(std::uint64_t recipient, std::uint64_t* n) = 0;
 

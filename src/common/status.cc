@@ -1,6 +1,22 @@
 #include "fastchat/status.h"
+#include "fastchat/store.h"
 
 namespace fastchat {
+
+// (Store's one non-pure method lives here, with the other small shared code.)
+Status Store::AckMany(const std::vector<std::pair<std::uint64_t, std::uint64_t>>& recipient_seqs) {
+  std::size_t i = 0;
+  while (i < recipient_seqs.size()) {
+    const std::uint64_t recipient = recipient_seqs[i].first;
+    std::vector<std::uint64_t> seqs;
+    for (; i < recipient_seqs.size() && recipient_seqs[i].first == recipient; ++i) {
+      seqs.push_back(recipient_seqs[i].second);
+    }
+    Status s = Ack(recipient, seqs);
+    if (!s.ok()) return s;
+  }
+  return Status::OK();
+}
 
 const char* CodeName(Code code) {
   switch (code) {

@@ -90,16 +90,6 @@ Status EnqueueFor(Store& s, const std::vector<std::uint64_t>& recipients, const 
   return Status::OK();
 }
 
-// A write that only stores `payload` for `recipients`.
-std::function<WriteResult(Store&)> EnqueueWrite(std::vector<std::uint64_t> recipients, std::string dedupe,
-                                                std::shared_ptr<const std::string> payload) {
-  return [recipients = std::move(recipients), dedupe = std::move(dedupe), payload](Store& s) {
-    WriteResult r;
-    r.st = EnqueueFor(s, recipients, dedupe, *payload, &r);
-    return r;
-  };
-}
-
 // Builds Outcomes.
 class Decision {
  public:
@@ -148,6 +138,17 @@ std::string RequestService::OkFrame(std::uint64_t rid, std::uint64_t id, std::ui
   env.mutable_ok()->set_id(id);
   env.mutable_ok()->set_epoch(epoch);
   return Frame(env);
+}
+
+WriteResult RequestService::EnqueueResult(const std::vector<std::uint64_t>& recipients, const Status& st,
+                                         const std::vector<std::uint64_t>& seqs, const std::vector<bool>& fresh) {
+  WriteResult r;
+  r.st = st;
+  if (!st.ok()) return r;
+  for (std::size_t i = 0; i < recipients.size() && i < seqs.size(); ++i) {
+    if (fresh[i]) r.routed.push_back(Delivery{recipients[i], seqs[i]});
+  }
+  return r;
 }
 
 std::string RequestService::WriteReply(std::uint64_t rid, const WriteResult& r) {
@@ -298,8 +299,9 @@ Outcome RequestService::Handle(const Caller& me_caller, const wire::Envelope& en
           "d/" + std::to_string(me) + "/" + crypto::Hex(m.msg_id()) + "/" + std::to_string(m.chunk_index());
       const std::uint64_t to_id = to->id;
       d.facts() = Facts();  // changes nothing other servers keep
-      d.outcome().single_call = true;
-      return d.Write(EnqueueWrite({to_id}, std::move(dedupe), payload), payload);
+      d.outcome().enqueue.push_back(PendingItem{to_id, std::move(dedupe), *payload});
+      d.outcome().event = payload;
+      return std::move(d.outcome());
     }
 
     case wire::Envelope::kGroupCreate: {
@@ -490,8 +492,9 @@ Outcome RequestService::Handle(const Caller& me_caller, const wire::Envelope& en
       std::string dedupe = "gk/" + std::to_string(m.group_id()) + "/" + std::to_string(m.epoch());
       const std::uint64_t to_id = to->id;
       d.facts() = Facts();
-      d.outcome().single_call = true;
-      return d.Write(EnqueueWrite({to_id}, std::move(dedupe), payload), payload);
+      d.outcome().enqueue.push_back(PendingItem{to_id, std::move(dedupe), *payload});
+      d.outcome().event = payload;
+      return std::move(d.outcome());
     }
 
     case wire::Envelope::kGroupSend: {
@@ -593,6 +596,11 @@ Outcome RequestService::Handle(const Caller& me_caller, const wire::Envelope& en
       }
       d.outcome().reply_after_write = false;
       d.outcome().single_call = true;  // acks are idempotent: a partial one is harmless
+      if (groups.empty()) {
+        d.outcome().ack_only = true;
+        d.outcome().ack_seqs = std::move(v);
+        return std::move(d.outcome());
+      }
       // Acked group logs may now be trimmed (the server batches that).
       for (const auto& [gid, seq] : groups) d.outcome().acked_groups.push_back(gid);
       return d.Write([me, v = std::move(v), groups = std::move(groups)](Store& s) {

@@ -61,8 +61,14 @@ struct Outcome {
   // write, the facts it changed (for other servers to re-read).
   Facts facts;
 
-  // Set when the request needs a durable write first.
+  // Set when the request needs a durable write first: either `write`, or
+  // (for the common case the store merges across requests) `enqueue`: the
+  // pending rows to store, routed once stored.
   std::function<WriteResult(Store&)> write;
+  std::vector<PendingItem> enqueue;
+  // Ack of per-recipient rows only: no reply, merged across requests.
+  bool ack_only = false;
+  std::vector<std::uint64_t> ack_seqs;
   // Serialized wire Event routed to the write's deliveries.
   std::shared_ptr<const std::string> event;
   // Runs on the event loop after the write committed (creations that only
@@ -90,6 +96,9 @@ class RequestService {
   static std::string OkFrame(std::uint64_t rid, std::uint64_t id = 0, std::uint64_t epoch = 0);
   // The reply for a finished write: Ok{id, epoch} or its error.
   static std::string WriteReply(std::uint64_t rid, const WriteResult& r);
+  // What an `enqueue` write did, from Store::Enqueue's answer.
+  static WriteResult EnqueueResult(const std::vector<std::uint64_t>& recipients, const Status& st,
+                                   const std::vector<std::uint64_t>& seqs, const std::vector<bool>& fresh);
 
  private:
   Directory& dir_;

@@ -53,8 +53,8 @@ class RequestServiceTest : public ::testing::Test {
   wire::Envelope Do(const Caller& who, wire::Envelope env, WriteResult* out = nullptr) {
     Outcome o = Decide(who, std::move(env));
     std::string frame = o.reply;
-    if (o.write) {
-      WriteResult r = o.write(*store_);
+    if (o.write || !o.enqueue.empty()) {
+      WriteResult r = RunWrite(o);
       if (o.committed) o.committed(directory_, r);
       frame = RequestService::WriteReply(o.rid, r);
       if (out) *out = r;
@@ -64,6 +64,16 @@ class RequestServiceTest : public ::testing::Test {
     EXPECT_TRUE(reply.ParseFromArray(frame.data() + kFrameHeaderSize, static_cast<int>(frame.size() - kFrameHeaderSize)));
     EXPECT_EQ(reply.rid(), rid_);
     return reply;
+  }
+
+  // Runs an outcome's write, whichever form it has.
+  WriteResult RunWrite(Outcome& o) {
+    if (o.write) return o.write(*store_);
+    std::vector<std::uint64_t> recipients, seqs;
+    for (const PendingItem& i : o.enqueue) recipients.push_back(i.recipient);
+    std::vector<bool> fresh;
+    Status st = store_->Enqueue(o.enqueue, &seqs, &fresh);
+    return RequestService::EnqueueResult(recipients, st, seqs, fresh);
   }
 
   static wire::Envelope FriendRequest(std::uint64_t to) {
@@ -161,6 +171,7 @@ TEST_F(RequestServiceTest, DirectMessageToAFriendIsOneStoredDeliveryRoutedToThem
 TEST_F(RequestServiceTest, StrangersDmIsRefusedWithoutAWrite) {
   Outcome o = Decide(alice_, Dm(carol_.id));
   EXPECT_FALSE(o.write);
+  EXPECT_TRUE(o.enqueue.empty());
   EXPECT_EQ(o.refusal.code(), Code::kNotFriends);
   EXPECT_TRUE(o.state_refusal);  // a fresher directory could change this
   EXPECT_EQ(Pending(carol_.id), 0u);
@@ -186,10 +197,10 @@ TEST_F(RequestServiceTest, RequestsDecidedBeforeEarlierWritesCommitSeeTheirEffec
   Outcome req = Decide(alice_, FriendRequest(bob_.id));
   Outcome acc = Decide(bob_, Accept(alice_.id));
   Outcome dm = Decide(alice_, Dm(bob_.id));
-  ASSERT_TRUE(req.write && acc.write && dm.write) << dm.refusal.ToString();
-  EXPECT_TRUE(req.write(*store_).st.ok());
-  EXPECT_TRUE(acc.write(*store_).st.ok());
-  WriteResult r = dm.write(*store_);
+  ASSERT_TRUE(req.write && acc.write && !dm.enqueue.empty()) << dm.refusal.ToString();
+  EXPECT_TRUE(RunWrite(req).st.ok());
+  EXPECT_TRUE(RunWrite(acc).st.ok());
+  WriteResult r = RunWrite(dm);
   EXPECT_TRUE(r.st.ok()) << r.st.ToString();
   bool friends = false;
   ASSERT_TRUE(store_->AreFriends(alice_.id, bob_.id, &friends).ok());
@@ -252,9 +263,10 @@ TEST_F(RequestServiceTest, AckDeletesTheAcknowledgedRowsAndHasNoReply) {
   wire::Envelope ack;
   ack.mutable_ack()->add_seqs(r.routed[0].seq);
   Outcome o = Decide(bob_, ack);
-  ASSERT_TRUE(o.write);
-  EXPECT_FALSE(o.reply_after_write);
-  EXPECT_TRUE(o.write(*store_).st.ok());
+  ASSERT_TRUE(o.ack_only);
+  EXPECT_TRUE(o.reply.empty());
+  EXPECT_EQ(o.ack_seqs, (std::vector<std::uint64_t>{r.routed[0].seq}));
+  EXPECT_TRUE(store_->AckMany({{bob_.id, o.ack_seqs[0]}}).ok());
   EXPECT_EQ(Pending(bob_.id), n - 1);
 }
 

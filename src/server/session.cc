@@ -266,7 +266,11 @@ asio::awaitable<void> Session::WaitForWriteSlots() {
 }
 
 void Session::Dispatch(Outcome o) {
-  if (!o.write) {
+  if (o.ack_only) {
+    server_.store.SubmitAck(user_id_, std::move(o.ack_seqs));
+    return;
+  }
+  if (!o.write && o.enqueue.empty()) {
     if (!o.reply.empty()) Reply(std::move(o.reply));
     return;
   }
@@ -276,30 +280,47 @@ void Session::Dispatch(Outcome o) {
   if (reply) slots_.push_back(Slot{});
   ++writes_in_flight_;
   auto self = shared_from_this();
+  if (!o.enqueue.empty()) {
+    std::vector<std::uint64_t> recipients;
+    recipients.reserve(o.enqueue.size());
+    for (const PendingItem& item : o.enqueue) recipients.push_back(item.recipient);
+    std::vector<PendingItem> items = std::move(o.enqueue);
+    server_.store.SubmitEnqueue(
+        std::move(items), [self, slot, reply, recipients = std::move(recipients), o = std::move(o)](
+                              const Status& st, std::vector<std::uint64_t> seqs, std::vector<bool> fresh) mutable {
+          self->Finished(slot, reply, o, RequestService::EnqueueResult(recipients, st, seqs, fresh));
+        });
+    return;
+  }
   auto write = std::move(o.write);
   const bool own_unit = !o.single_call;
-  server_.store.Submit(std::move(write), [self, slot, reply, o = std::move(o)](WriteResult r) mutable {
-    Server::Impl& srv = self->server_;
-    if (o.committed) o.committed(srv.directory, r);
-    if (r.st.ok()) {
-      srv.AnnounceChanged(o.facts);
-      srv.trim_due.insert(o.acked_groups.begin(), o.acked_groups.end());
-      if (o.event && !r.routed.empty()) srv.router.Route(r.routed, o.event);
-    } else {
-      spdlog::warn("request of user {} failed in the store: {}", self->user_id_, r.st.ToString());
-      // The directory ran ahead of a write that did not happen: read back
-      // what the store holds.
-      if (!o.facts.empty()) srv.RefreshDirectory(std::move(o.facts));
-      if (r.st.code() == Code::kIOError || r.st.code() == Code::kInternal) {
-        r.st = Status(Code::kInternal, "the server could not store that; try again");
-      }
+  server_.store.Submit(
+      std::move(write),
+      [self, slot, reply, o = std::move(o)](WriteResult r) mutable { self->Finished(slot, reply, o, std::move(r)); },
+      own_unit);
+}
+
+void Session::Finished(std::uint64_t slot, bool reply, Outcome& o, WriteResult r) {
+  Server::Impl& srv = server_;
+  if (o.committed) o.committed(srv.directory, r);
+  if (r.st.ok()) {
+    srv.AnnounceChanged(o.facts);
+    srv.trim_due.insert(o.acked_groups.begin(), o.acked_groups.end());
+    if (o.event && !r.routed.empty()) srv.router.Route(r.routed, o.event);
+  } else {
+    spdlog::warn("request of user {} failed in the store: {}", user_id_, r.st.ToString());
+    // The directory ran ahead of a write that did not happen: read back
+    // what the store holds.
+    if (!o.facts.empty()) srv.RefreshDirectory(std::move(o.facts));
+    if (r.st.code() == Code::kIOError || r.st.code() == Code::kInternal) {
+      r.st = Status(Code::kInternal, "the server could not store that; try again");
     }
-    --self->writes_in_flight_;
-    if (self->slot_wait_ && self->writes_in_flight_ < kMaxInFlight) self->slot_wait_->cancel();
-    if (!reply || self->closed_) return;
-    self->slots_[slot - self->slot_base_] = Slot{true, RequestService::WriteReply(o.rid, r)};
-    self->FlushReplies();
-  }, own_unit);
+  }
+  --writes_in_flight_;
+  if (slot_wait_ && writes_in_flight_ < kMaxInFlight) slot_wait_->cancel();
+  if (!reply || closed_) return;
+  slots_[slot - slot_base_] = Slot{true, RequestService::WriteReply(o.rid, r)};
+  FlushReplies();
 }
 
 // ------------------------------------------------------------------ dispatch

@@ -67,6 +67,9 @@ class Session : public std::enable_shared_from_this<Session> {
   void Reply(std::string frame);
   // Starts a decided request: its reply now, or its write then its reply.
   void Dispatch(Outcome outcome);
+  // A write of this session's finished (committed or failed): routes its
+  // deliveries and fills its reply slot.
+  void Finished(std::uint64_t slot, bool reply, Outcome& o, WriteResult r);
   // Releases ready replies from the front of the slots.
   void FlushReplies();
   // Resumes once fewer than kMaxInFlight writes are outstanding.

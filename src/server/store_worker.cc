@@ -1,6 +1,7 @@
 #include "store_worker.h"
 
 #include <exception>
+#include <tuple>
 
 #include <spdlog/spdlog.h>
 
@@ -38,6 +39,73 @@ std::uint64_t StoreWorker::jobs() const {
   return jobs_;
 }
 
+void StoreWorker::SubmitEnqueue(std::vector<PendingItem> items, EnqueueDone done) {
+  Job j;
+  j.kind = Job::Kind::kEnqueue;
+  j.items = std::move(items);
+  j.enqueued = std::make_shared<EnqueueDone>(std::move(done));
+  Enqueue(std::move(j));
+}
+
+void StoreWorker::SubmitAck(std::uint64_t user, std::vector<std::uint64_t> seqs) {
+  Job j;
+  j.kind = Job::Kind::kAck;
+  j.user = user;
+  j.seqs = std::move(seqs);
+  Enqueue(std::move(j));
+}
+
+void StoreWorker::RunMerged(std::vector<Job>& batch, std::size_t* i) {
+  Store& store = *store_;
+  const Job::Kind kind = batch[*i].kind;
+  std::size_t end = *i;
+  while (end < batch.size() && batch[end].kind == kind) ++end;
+  if (kind == Job::Kind::kAck) {
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> acks;
+    for (std::size_t k = *i; k < end; ++k) {
+      for (std::uint64_t seq : batch[k].seqs) acks.emplace_back(batch[k].user, seq);
+    }
+    Status st = store.AckMany(acks);
+    if (!st.ok()) spdlog::error("acks of {} requests failed: {}", end - *i, st.ToString());
+    *i = end;
+    return;
+  }
+  std::vector<PendingItem> items;
+  for (std::size_t k = *i; k < end; ++k) {
+    for (PendingItem& item : batch[k].items) items.push_back(std::move(item));
+  }
+  std::vector<std::uint64_t> seqs;
+  std::vector<bool> fresh;
+  Status st;
+  try {
+    st = store.Enqueue(items, &seqs, &fresh);
+  } catch (const std::exception& e) {
+    spdlog::error("store enqueue failed: {}", e.what());
+    st = Status(Code::kInternal, "internal error");
+  }
+  // Hand each job its share of the results (failures: every job of the run).
+  std::size_t at = 0;
+  for (std::size_t k = *i; k < end; ++k) {
+    Job& job = batch[k];
+    const std::size_t n = job.items.size();
+    auto result = std::make_shared<std::tuple<Status, std::vector<std::uint64_t>, std::vector<bool>>>();
+    if (st.ok()) {
+      std::get<1>(*result).assign(seqs.begin() + static_cast<std::ptrdiff_t>(at),
+                                  seqs.begin() + static_cast<std::ptrdiff_t>(at + n));
+      std::get<2>(*result).assign(fresh.begin() + static_cast<std::ptrdiff_t>(at),
+                                  fresh.begin() + static_cast<std::ptrdiff_t>(at + n));
+    } else {
+      std::get<0>(*result) = st;
+    }
+    at += n;
+    job.fail = [result](const Status& why) { std::get<0>(*result) = why; };
+    job.done = [result, enqueued = job.enqueued]() {
+      (*enqueued)(std::get<0>(*result), std::move(std::get<1>(*result)), std::move(std::get<2>(*result)));
+    };
+  }
+  *i = end;
+}
+
 void StoreWorker::Loop() {
   std::vector<Job> batch;
   for (;;) {
@@ -66,7 +134,12 @@ void StoreWorker::Loop() {
 void StoreWorker::RunBatch(std::vector<Job>& batch) {
   Store& store = *store_;
   const bool batched = store.BeginBatch().ok();  // if not, each job is its own transaction
-  for (Job& job : batch) {
+  for (std::size_t i = 0; i < batch.size();) {
+    if (batch[i].kind != Job::Kind::kRun) {
+      RunMerged(batch, &i);
+      continue;
+    }
+    Job& job = batch[i++];
     const bool unit = job.unit && store.BeginUnit().ok();
     bool ok = false;
     try {
@@ -80,12 +153,16 @@ void StoreWorker::RunBatch(std::vector<Job>& batch) {
   Status commit = batched ? store.CommitBatch() : Status::OK();
   if (!commit.ok()) {
     spdlog::error("store batch of {} requests not committed: {}", batch.size(), commit.ToString());
-    for (Job& job : batch) job.fail(commit);
+    for (Job& job : batch) {
+      if (job.fail) job.fail(commit);
+    }
   }
   // One hop back to the event loop for the whole batch.
   std::vector<std::function<void()>> done;
   done.reserve(batch.size());
-  for (Job& job : batch) done.push_back(std::move(job.done));
+  for (Job& job : batch) {
+    if (job.done) done.push_back(std::move(job.done));
+  }
   asio::post(home_, [done = std::move(done)]() mutable {
     for (auto& d : done) d();
   });

@@ -85,6 +85,15 @@ class StoreWorker {
     Enqueue(std::move(j));
   }
 
+  // Stores `items` (Store::Enqueue); done(status, seqs, fresh) runs on
+  // `home` after the commit. The items of consecutive enqueues in one batch
+  // go to the store in one Enqueue call (one statement on PostgreSQL).
+  using EnqueueDone = std::function<void(const Status&, std::vector<std::uint64_t>, std::vector<bool>)>;
+  void SubmitEnqueue(std::vector<PendingItem> items, EnqueueDone done);
+  // Deletes acknowledged rows of `user` (Store::Ack); consecutive acks in
+  // one batch go to the store in one AckMany call. No answer.
+  void SubmitAck(std::uint64_t user, std::vector<std::uint64_t> seqs);
+
   // Coroutine form of Submit.
   template <class F>
   auto Run(F&& f) -> asio::awaitable<std::invoke_result_t<std::decay_t<F>&, Store&>> {
@@ -108,7 +117,15 @@ class StoreWorker {
     std::function<void(const Status&)> fail;  // replaces the result with an error
     std::function<void()> done;               // hands the result back (on home)
     bool unit = true;                         // run inside its own savepoint
+    // Set instead of `run` for the jobs merged across a batch:
+    enum class Kind { kRun, kEnqueue, kAck } kind = Kind::kRun;
+    std::vector<PendingItem> items;             // kEnqueue
+    std::shared_ptr<EnqueueDone> enqueued;      // kEnqueue
+    std::uint64_t user = 0;                     // kAck
+    std::vector<std::uint64_t> seqs;            // kAck
   };
+  // Runs batch[*i] and the following jobs of the same merged kind; advances *i.
+  void RunMerged(std::vector<Job>& batch, std::size_t* i);
   void Enqueue(Job job);
   void Loop();
   void RunBatch(std::vector<Job>& batch);

@@ -227,5 +227,54 @@ TEST_F(StoreWorkerTest, AThrowingJobFailsWithInternalAndTheWorkerGoesOn) {
   EXPECT_EQ(UserCount(), 1u);  // the throwing job's user was undone
 }
 
+TEST_F(StoreWorkerTest, ConsecutiveEnqueuesAndAcksOfABatchAreMergedYetAnsweredOneByOne) {
+  std::uint64_t alice = 0, bob = 0;
+  worker_->Submit(MakeUser("alice"), [&](Made m) { alice = m.id; });
+  worker_->Submit(MakeUser("bob"), [&](Made m) { bob = m.id; });
+  RunUntil([&] { return alice != 0 && bob != 0; });
+  std::promise<void> gate;
+  std::shared_future<void> opened = gate.get_future().share();
+  worker_->Submit([opened](Store&) { opened.wait(); return Status::OK(); }, [](Status) {});
+  const int begun = store_->begun.load();
+  while (store_->begun.load() == begun) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  std::vector<std::vector<std::uint64_t>> seqs(3);
+  std::vector<Status> sts(3);
+  int answered = 0;
+  for (int i = 0; i < 3; ++i) {
+    std::vector<PendingItem> items{{bob, "k" + std::to_string(i), "p"}};
+    if (i == 1) items.push_back({alice, "k1", "p"});
+    worker_->SubmitEnqueue(std::move(items), [&, i](const Status& st, std::vector<std::uint64_t> s, std::vector<bool>) {
+      sts[i] = st;
+      seqs[i] = std::move(s);
+      ++answered;
+    });
+  }
+  gate.set_value();
+  RunUntil([&] { return answered == 3; });
+  ASSERT_EQ(answered, 3);
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(sts[i].ok()) << sts[i].ToString();
+  ASSERT_EQ(seqs[0].size(), 1u);
+  ASSERT_EQ(seqs[1].size(), 2u);
+  ASSERT_EQ(seqs[2].size(), 1u);
+  EXPECT_LT(seqs[0][0], seqs[1][0]);
+  EXPECT_LT(seqs[1][1], seqs[2][0]);
+  EXPECT_EQ(store_->begun.load(), begun + 2);  // the gate's batch, then one for the three enqueues
+  // Acks, merged too.
+  worker_->SubmitAck(bob, {seqs[0][0], seqs[2][0]});
+  worker_->SubmitAck(alice, {seqs[1][1]});
+  std::uint64_t left_bob = 99, left_alice = 99;
+  bool counted = false;
+  worker_->Submit(
+      [&](Store& s) {
+        Status st = s.CountPending(bob, &left_bob);
+        if (st.ok()) st = s.CountPending(alice, &left_alice);
+        return st;
+      },
+      [&](Status) { counted = true; });
+  RunUntil([&] { return counted; });
+  EXPECT_EQ(left_bob, 1u);
+  EXPECT_EQ(left_alice, 0u);
+}
+
 }  // namespace
 }  // namespace fastchat::server

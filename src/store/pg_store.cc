@@ -143,6 +143,7 @@ enum Sql : int {
   kInsertPending,
   kFetchPending,
   kDeletePending,
+  kDeletePendingMany,
   kCountPending,
   kAppendGroup,
   kLockGroup,
@@ -304,6 +305,9 @@ constexpr Statement kStatements[] = {
      " ORDER BY seq LIMIT $3::bigint"},
     {"delete_pending",
      "DELETE FROM pending WHERE recipient = $1::bigint AND seq = ANY ($2::bigint[])"},
+    {"delete_pending_many",
+     "DELETE FROM pending p USING unnest($1::bigint[], $2::bigint[]) AS a (recipient, seq)"
+     " WHERE p.recipient = a.recipient AND p.seq = a.seq"},
     {"count_pending",
      "SELECT count(*) FROM pending WHERE recipient = $1::bigint"},
     // $1 group, $2 sender, $3 dedupe key, $4 payload. One row: (seq, fresh).
@@ -653,13 +657,37 @@ class PgStore::Conn {
     return status;
   }
 
+  bool InTransaction() const { return PQtransactionStatus(pg_) != PQTRANS_IDLE; }
+
+  // COMMIT, which PostgreSQL turns into a ROLLBACK without an error when an
+  // earlier statement failed: that is reported as the failure it is.
+  Status Commit(const char* context) {
+    if (PQtransactionStatus(pg_) == PQTRANS_INERROR) {
+      PQclear(PQexec(pg_, "ROLLBACK"));
+      return Status(Code::kIOError, std::string(context) + ": the transaction failed and was rolled back");
+    }
+    return Command("COMMIT", context);
+  }
+
   // Runs `body` between BEGIN and COMMIT; rolls back if `body` or the
-  // commit fails.
+  // commit fails. Inside a transaction already (a batch), it runs inside a
+  // savepoint instead.
   Status Transaction(const char* context, const std::function<Status()>& body) {
+    if (InTransaction()) {
+      Status s = Command("SAVEPOINT tx", context);
+      if (!s.ok()) return s;
+      s = body();
+      if (s.ok()) s = Command("RELEASE SAVEPOINT tx", context);
+      if (!s.ok()) {
+        PQclear(PQexec(pg_, "ROLLBACK TO SAVEPOINT tx"));
+        PQclear(PQexec(pg_, "RELEASE SAVEPOINT tx"));
+      }
+      return s;
+    }
     Status s = Command("BEGIN", context);
     if (!s.ok()) return s;
     s = body();
-    if (s.ok()) s = Command("COMMIT", context);
+    if (s.ok()) s = Commit(context);
     if (!s.ok() && PQstatus(pg_) == CONNECTION_OK && PQtransactionStatus(pg_) != PQTRANS_IDLE) {
       PQclear(PQexec(pg_, "ROLLBACK"));
     }
@@ -778,8 +806,15 @@ void PgStore::Release(Conn* conn) {
   idle_cv_.notify_one();
 }
 
+namespace {
+// The batch this thread has open, if any (a batch belongs to its thread).
+thread_local const PgStore* tl_batch_store = nullptr;
+thread_local PgStore::Conn* tl_batch_conn = nullptr;
+}  // namespace
+
 template <typename Body>
 Status PgStore::WithConn(Body&& body) {
+  if (tl_batch_store == this) return body(*tl_batch_conn);
   Conn* conn = nullptr;
   Status s = Acquire(&conn);
   if (!s.ok()) return s;
@@ -1140,6 +1175,20 @@ Status PgStore::Ack(std::uint64_t recipient, const std::vector<std::uint64_t>& s
   return WithConn([&](Conn& c) { return c.Exec(kDeletePending, p, "Ack", nullptr); });
 }
 
+Status PgStore::AckMany(const std::vector<std::pair<std::uint64_t, std::uint64_t>>& recipient_seqs) {
+  if (recipient_seqs.empty()) return Status::OK();
+  ArrayBuilder recipients(kInt8Oid, recipient_seqs.size());
+  ArrayBuilder seqs(kInt8Oid, recipient_seqs.size());
+  for (const auto& [r, s] : recipient_seqs) {
+    recipients.AddInt64(r);
+    seqs.AddInt64(s);
+  }
+  Params p;
+  p.Owned(recipients.Finish());
+  p.Owned(seqs.Finish());
+  return WithConn([&](Conn& c) { return c.Exec(kDeletePendingMany, p, "AckMany", nullptr); });
+}
+
 Status PgStore::CountPending(std::uint64_t recipient, std::uint64_t* n) {
   return WithConn([&](Conn& c) -> Status {
     Params p;
@@ -1267,12 +1316,61 @@ Status PgStore::CountGroupLog(std::uint64_t group, std::uint64_t* n) {
   });
 }
 
+// ---- batches: one transaction on one connection, one WAL flush at COMMIT
+
+Status PgStore::BeginBatch() {
+  if (tl_batch_store == this) return Status(Code::kIOError, "BeginBatch: a batch is already open");
+  Conn* conn = nullptr;
+  Status s = Acquire(&conn);
+  if (!s.ok()) return s;
+  s = conn->Command("BEGIN", "BeginBatch");
+  if (!s.ok()) {
+    Release(conn);
+    return s;
+  }
+  tl_batch_store = this;
+  tl_batch_conn = conn;
+  return Status::OK();
+}
+
+Status PgStore::CommitBatch() {
+  if (tl_batch_store != this) return Status(Code::kIOError, "CommitBatch: no batch is open");
+  Conn* conn = tl_batch_conn;
+  tl_batch_store = nullptr;
+  tl_batch_conn = nullptr;
+  Status s = conn->Commit("CommitBatch");
+  Release(conn);  // rolls back whatever a failed commit left
+  return s;
+}
+
+void PgStore::RollbackBatch() {
+  if (tl_batch_store != this) return;
+  Conn* conn = tl_batch_conn;
+  tl_batch_store = nullptr;
+  tl_batch_conn = nullptr;
+  Release(conn);  // Tidy() rolls the open transaction back
+}
+
+Status PgStore::BeginUnit() {
+  if (tl_batch_store != this) return Status::OK();  // each call is its own transaction
+  return tl_batch_conn->Command("SAVEPOINT unit", "BeginUnit");
+}
+
+void PgStore::EndUnit(bool keep) {
+  if (tl_batch_store != this) return;
+  Conn* c = tl_batch_conn;
+  if (keep && c->Command("RELEASE SAVEPOINT unit", "EndUnit").ok()) return;
+  c->Command("ROLLBACK TO SAVEPOINT unit", "EndUnit");
+  c->Command("RELEASE SAVEPOINT unit", "EndUnit");
+}
+
 Status PgStore::LoadDirectory(DirectoryState* out) {
   *out = DirectoryState();
   return WithConn([&](Conn& c) -> Status {
-    // One snapshot for all five reads.
+    // One snapshot for all five reads (inside a batch, the batch's).
+    const bool own = !c.InTransaction();
     return c.Transaction("LoadDirectory", [&]() -> Status {
-      Status s = c.Command("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ", "LoadDirectory");
+      Status s = own ? c.Command("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ", "LoadDirectory") : Status::OK();
       const Params none;
       Result r;
       if (s.ok()) {

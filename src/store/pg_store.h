@@ -126,17 +126,25 @@ class PgStore final : public Store {
   Status AckGroup(std::uint64_t user, std::uint64_t group, std::uint64_t seq) override;
   Status TrimGroup(std::uint64_t group) override;
   Status CountGroupLog(std::uint64_t group, std::uint64_t* n) override;
+  Status AckMany(const std::vector<std::pair<std::uint64_t, std::uint64_t>>& recipient_seqs) override;
 
-  // No batching yet: every call stays its own transaction (see store.h).
-  Status BeginBatch() override { return Status::OK(); }
-  Status CommitBatch() override { return Status::OK(); }
-  void RollbackBatch() override {}
-  Status BeginUnit() override { return Status::OK(); }
-  void EndUnit(bool) override {}
+  // A batch is one transaction on one pooled connection, held by the thread
+  // that began it (its calls use that connection; other threads' calls use
+  // the rest of the pool): one WAL flush at CommitBatch for the whole batch.
+  // Units are savepoints. A statement that fails inside a batch outside a
+  // unit aborts the whole batch (PostgreSQL's rule), so CommitBatch then
+  // fails and nothing of the batch stays.
+  Status BeginBatch() override;
+  Status CommitBatch() override;
+  void RollbackBatch() override;
+  Status BeginUnit() override;
+  void EndUnit(bool keep) override;
   Status LoadDirectory(DirectoryState* out) override;
 
- private:
+ public:
   class Conn;  // one libpq connection and its prepared statements
+
+ private:
 
   PgStore(std::string conninfo, int pool_size);
 

@@ -959,6 +959,51 @@ INSTANTIATE_TEST_SUITE_P(Backends, GroupLogTest,
                            return std::string(backend.param.name);
                          });
 
+TEST_P(StoreTest, AckManyDeletesEachNamedRowOfEachRecipient) {
+  const std::uint64_t a = NewUser("alice"), b = NewUser("bob");
+  const Ids sa = Enqueue({{a, "1", "x"}, {a, "2", "y"}});
+  const Ids sb = Enqueue({{b, "1", "z"}});
+  ASSERT_OK(store_->AckMany({{a, sa[1]}, {b, sb[0]}, {b, sa[0]}}));  // the last names a's row as b's: kept
+  EXPECT_EQ(Count(a), 1u);
+  EXPECT_EQ(Count(b), 0u);
+}
+
+// ---- batches (group commit)
+
+TEST_P(StoreTest, ABatchKeepsItsUnitsThatSucceededAndARolledBackBatchNothing) {
+  const std::uint64_t a = NewUser("alice");
+  ASSERT_OK(store_->BeginBatch());
+  ASSERT_OK(store_->BeginUnit());
+  const std::uint64_t b = NewUser("bob");
+  store_->EndUnit(true);
+  ASSERT_OK(store_->BeginUnit());
+  NewUser("carol");
+  store_->EndUnit(false);  // undone alone
+  ASSERT_OK(store_->BeginUnit());
+  ASSERT_OK(store_->AddFriendship(a, b));
+  Enqueue({{b, "k", "p"}});
+  store_->EndUnit(true);
+  ASSERT_OK(store_->CommitBatch());
+  DirectoryState st;
+  ASSERT_OK(store_->LoadDirectory(&st));
+  ASSERT_EQ(st.users.size(), 2u);
+  EXPECT_EQ(st.users[1].name, "bob");
+  EXPECT_TRUE(AreFriends(a, b));
+  EXPECT_EQ(Count(b), 1u);
+
+  ASSERT_OK(store_->BeginBatch());
+  NewUser("dave");
+  store_->RollbackBatch();
+  ASSERT_OK(store_->LoadDirectory(&st));
+  EXPECT_EQ(st.users.size(), 2u);
+  // Reading the directory inside a batch sees the batch's own changes.
+  ASSERT_OK(store_->BeginBatch());
+  NewUser("erin");
+  ASSERT_OK(store_->LoadDirectory(&st));
+  EXPECT_EQ(st.users.size(), 3u);
+  ASSERT_OK(store_->CommitBatch());
+}
+
 // ---- the directory state a server loads at start
 
 TEST_P(StoreTest, LoadDirectoryReturnsUsersFriendsRequestsGroupsAndMembers) {
