@@ -21,7 +21,8 @@ void FrameQueue::Push(std::string head, std::shared_ptr<const std::string> body)
   if (stopping()) return;
   Frame f{std::move(head), std::move(body)};
   bytes_ += f.size();
-  frames_.push_back(std::move(f));
+  if (!frames_) frames_ = std::make_unique<std::deque<Frame>>();
+  frames_->push_back(std::move(f));
   more_.cancel_one();
 }
 
@@ -39,15 +40,18 @@ void FrameQueue::StopAfterFlush() {
 asio::awaitable<void> FrameQueue::Run(asio::ip::tcp::socket& socket) {
   std::vector<asio::const_buffer> bufs;
   while (!stop_) {
-    if (frames_.empty()) {
+    if (!frames_ || frames_->empty()) {
       if (stop_after_flush_) break;
+      // Idle: hold no queue and no gather buffer while waiting.
+      frames_.reset();
+      std::vector<asio::const_buffer>().swap(bufs);
       asio::error_code ec;
       co_await more_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
       continue;
     }
     bufs.clear();
     std::size_t n = 0, total = 0;
-    for (const Frame& f : frames_) {
+    for (const Frame& f : *frames_) {
       if (n == kMaxGatherFrames || (n > 0 && total >= kMaxGatherBytes)) break;
       bufs.emplace_back(f.head.data(), f.head.size());
       if (f.body) bufs.emplace_back(f.body->data(), f.body->size());
@@ -58,8 +62,8 @@ asio::awaitable<void> FrameQueue::Run(asio::ip::tcp::socket& socket) {
     co_await asio::async_write(socket, bufs, asio::use_awaitable);
     if (stop_) break;
     for (std::size_t i = 0; i < n; ++i) {
-      bytes_ -= frames_.front().size();
-      frames_.pop_front();
+      bytes_ -= frames_->front().size();
+      frames_->pop_front();
     }
     drained_.cancel();
   }

@@ -45,7 +45,10 @@ class FrameQueue {
     std::shared_ptr<const std::string> body;
     std::size_t size() const { return head.size() + (body ? body->size() : 0); }
   };
-  std::deque<Frame> frames_;
+  // Allocated while frames wait and freed once all are written: an idle
+  // connection holds no queue (an empty std::deque still costs ~600 bytes).
+  // A deque because queued frames must not move while a write gathers them.
+  std::unique_ptr<std::deque<Frame>> frames_;
   std::size_t bytes_ = 0;
   bool stop_ = false;
   bool stop_after_flush_ = false;
