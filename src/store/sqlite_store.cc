@@ -322,6 +322,11 @@ Status SqliteStore::Init(bool exclusive) {
   if (exclusive && sqlite3_exec(db_, "PRAGMA locking_mode=EXCLUSIVE", nullptr, nullptr, nullptr) != SQLITE_OK) {
     return IOError("locking_mode");
   }
+  // Savepoint journals in memory: a batch's large savepoints (merged
+  // enqueues) otherwise spill to a temporary file, write by write.
+  if (sqlite3_exec(db_, "PRAGMA temp_store=MEMORY", nullptr, nullptr, nullptr) != SQLITE_OK) {
+    return IOError("temp_store");
+  }
   // 64 MiB of page cache: the pending tables' hot pages stay in memory.
   if (sqlite3_exec(db_, "PRAGMA cache_size=-65536", nullptr, nullptr, nullptr) != SQLITE_OK) {
     return IOError("cache_size");
