@@ -1,0 +1,164 @@
+// fastchat-microbench: Google Benchmark timings of the per-message building
+// blocks (framing, protobuf, crypto). See docs/performance.md.
+#include <benchmark/benchmark.h>
+
+#include <string>
+#include <string_view>
+
+#include "fastchat.pb.h"
+#include "fastchat/crypto.h"
+#include "fastchat/deliver_frame.h"
+#include "fastchat/frame.h"
+
+namespace {
+
+using namespace fastchat;
+
+std::string DirectSendPayload() {
+  wire::Envelope env;
+  env.set_rid(12345);
+  auto* d = env.mutable_direct_send();
+  d->mutable_to()->set_id(4242);
+  d->set_msg_id(crypto::RandomBytes(crypto::kMsgIdBytes));
+  d->set_kind(wire::TEXT);
+  d->set_chunk_index(0);
+  d->set_chunk_count(1);
+  d->set_nonce(crypto::RandomBytes(crypto::kAeadNonceBytes));
+  d->set_ciphertext(crypto::RandomBytes(100));
+  return env.SerializeAsString();
+}
+
+// AppendFrame of one DirectSend-sized payload.
+void BM_FrameEncode(benchmark::State& state) {
+  const std::string payload = DirectSendPayload();
+  std::string out;
+  for (auto _ : state) {
+    out.clear();
+    for (int i = 0; i < 1000; ++i) AppendFrame(payload, &out);
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.SetItemsProcessed(state.iterations() * 1000);
+  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(out.size()));
+}
+BENCHMARK(BM_FrameEncode);
+
+// FrameDecoder over a buffer of 1000 frames fed in 64 KiB reads.
+void BM_FrameDecode(benchmark::State& state) {
+  const std::string payload = DirectSendPayload();
+  std::string buf;
+  for (int i = 0; i < 1000; ++i) AppendFrame(payload, &buf);
+  const std::size_t chunk = static_cast<std::size_t>(state.range(0));
+  for (auto _ : state) {
+    FrameDecoder dec;
+    std::size_t frames = 0;
+    for (std::size_t off = 0; off < buf.size(); off += chunk) {
+      dec.Append(buf.data() + off, std::min(chunk, buf.size() - off));
+      for (;;) {
+        std::string_view p;
+        bool have = false;
+        if (!dec.Next(&p, &have).ok() || !have) break;
+        benchmark::DoNotOptimize(p.data());
+        ++frames;
+      }
+    }
+    if (frames != 1000) state.SkipWithError("lost frames");
+  }
+  state.SetItemsProcessed(state.iterations() * 1000);
+  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(buf.size()));
+}
+BENCHMARK(BM_FrameDecode)->Arg(4096)->Arg(65536);
+
+void BM_DeliverFramePrefix(benchmark::State& state) {
+  std::uint64_t seq = 1000000;
+  for (auto _ : state) {
+    std::string p = DeliverFramePrefix(seq++, 190);
+    benchmark::DoNotOptimize(p.data());
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_DeliverFramePrefix);
+
+void BM_EnvelopeSerializeDirectSend(benchmark::State& state) {
+  wire::Envelope env;
+  env.ParseFromString(DirectSendPayload());
+  std::string out;
+  for (auto _ : state) {
+    out.clear();
+    env.SerializeToString(&out);
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_EnvelopeSerializeDirectSend);
+
+void BM_EnvelopeParseDirectSend(benchmark::State& state) {
+  const std::string payload = DirectSendPayload();
+  wire::Envelope env;
+  for (auto _ : state) {
+    if (!env.ParseFromString(payload)) state.SkipWithError("parse failed");
+    benchmark::DoNotOptimize(env.direct_send().ciphertext().data());
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_EnvelopeParseDirectSend);
+
+void BM_AeadEncrypt100(benchmark::State& state) {
+  const std::string key = crypto::NewSymmetricKey();
+  const std::string plain(100, 'x');
+  const std::string ad(64, 'a');
+  std::string nonce, ct;
+  for (auto _ : state) {
+    if (!crypto::AeadEncrypt(plain, ad, key, &nonce, &ct).ok()) state.SkipWithError("encrypt failed");
+    benchmark::DoNotOptimize(ct.data());
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_AeadEncrypt100);
+
+void BM_AeadDecrypt100(benchmark::State& state) {
+  const std::string key = crypto::NewSymmetricKey();
+  const std::string plain(100, 'x');
+  const std::string ad(64, 'a');
+  std::string nonce, ct, out;
+  crypto::AeadEncrypt(plain, ad, key, &nonce, &ct);
+  for (auto _ : state) {
+    if (!crypto::AeadDecrypt(ct, ad, nonce, key, &out).ok()) state.SkipWithError("decrypt failed");
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_AeadDecrypt100);
+
+// Signed message as in a GroupSend: AD (~73 B) + nonce + 116 B ciphertext.
+void BM_Ed25519Sign(benchmark::State& state) {
+  const crypto::SignKeyPair kp = crypto::NewSignKeyPair();
+  const std::string msg(73 + 24 + 116, 'm');
+  for (auto _ : state) {
+    std::string sig = crypto::Sign(msg, kp.secret_key);
+    benchmark::DoNotOptimize(sig.data());
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_Ed25519Sign);
+
+void BM_Ed25519Verify(benchmark::State& state) {
+  const crypto::SignKeyPair kp = crypto::NewSignKeyPair();
+  const std::string msg(73 + 24 + 116, 'm');
+  const std::string sig = crypto::Sign(msg, kp.secret_key);
+  for (auto _ : state) {
+    if (!crypto::Verify(msg, sig, kp.public_key)) state.SkipWithError("verify failed");
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_Ed25519Verify);
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (!fastchat::crypto::Init()) return 1;
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
