@@ -36,6 +36,7 @@ struct Options {
   long messages = 0;                 // offline: messages per sender (0 = send for --duration)
   bool encrypt = true;
   bool verify_signatures = false;    // group: receivers check Ed25519 signatures
+  bool batch_add = false;            // group: add members with one GroupAdd per 1000 (more_users)
   std::string json_file;
   int sources = 1;                   // idle: source addresses 127.0.0.1..127.0.0.N
   int concurrency = 256;             // connections set up at once

@@ -38,6 +38,10 @@
 
 namespace fastchat::bench {
 namespace {
+constexpr std::size_t kAddsPerRequest = 1000;  // the server's limit per GroupAdd
+}  // namespace
+
+namespace {
 
 constexpr std::uint32_t kMagic = 0x31424346;  // "FCB1" little-endian
 constexpr std::size_t kHeaderBytes = 24;       // magic u32, sender u32, counter u64, send_ns i64
@@ -254,6 +258,7 @@ class Engine {
   void Record(RecvStream& s, std::uint64_t counter, std::int64_t send_ns);
   void SendMsg(int sender, std::int64_t t);
   void OnSendDone(User& u, const Pending& p, bool ok, const std::string& code);
+  void SendGroupKey(Conn* c, const User& u, const Group& g, std::int32_t gi, const User& m);
   bool ReadHeader(const std::string& plain, const User& s, std::uint64_t* counter, std::int64_t* send_ns);
   bool DecodeDirect(const User& r, const User& s, const wire::Event& ev, std::uint64_t* counter,
                     std::int64_t* send_ns);
@@ -903,7 +908,21 @@ void Engine::OnReply(Conn* c, const Pending& p, const wire::Envelope& env) {
       group_by_id_[g.id] = p.arg;
       ++group_creates_ok_;
       // Every member, pipelined on the admin's connection; each member's key
-      // follows its GroupAdd's Ok.
+      // follows its GroupAdd's Ok. --batch-add: one GroupAdd names up to
+      // kAddsPerRequest members (counter = the first one's index in the group).
+      if (o_.batch_add) {
+        for (std::size_t k = 1; k < g.members.size(); k += kAddsPerRequest) {
+          out_env_.Clear();
+          auto* add = out_env_.mutable_group_add();
+          add->set_group_id(g.id);
+          add->mutable_user()->set_id(users_[static_cast<std::size_t>(g.members[k])].id);
+          for (std::size_t j = k + 1; j < std::min(g.members.size(), k + kAddsPerRequest); ++j) {
+            add->add_more_users()->set_id(users_[static_cast<std::size_t>(g.members[j])].id);
+          }
+          Send(c, Req::kGroupAdd, out_env_, p.arg, k);
+        }
+        break;
+      }
       for (std::size_t k = 1; k < g.members.size(); ++k) {
         out_env_.Clear();
         auto* add = out_env_.mutable_group_add();
@@ -918,25 +937,14 @@ void Engine::OnReply(Conn* c, const Pending& p, const wire::Envelope& env) {
       ++group_adds_ok_;
       t_last_add_ok_ = now_;
       if (env.ok().epoch() != 0) g.epoch = env.ok().epoch();
-      const User& m = users_[p.counter];
-      std::string plain;
-      PutU64(&plain, g.id);
-      PutU64(&plain, g.epoch);
-      plain += g.key;
-      std::string nonce, wrapped;
-      Status s = crypto::BoxSeal(plain, m.box.public_key, u.box.secret_key, &nonce, &wrapped);
-      if (!s.ok()) {
-        Fail("BoxSeal: " + s.ToString());
+      if (o_.batch_add) {
+        const std::size_t end = std::min(g.members.size(), static_cast<std::size_t>(p.counter) + kAddsPerRequest);
+        for (std::size_t k = p.counter; k < end; ++k) {
+          SendGroupKey(c, u, g, p.arg, users_[static_cast<std::size_t>(g.members[k])]);
+        }
         break;
       }
-      out_env_.Clear();
-      auto* ks = out_env_.mutable_group_key_send();
-      ks->set_group_id(g.id);
-      ks->mutable_to()->set_id(m.id);
-      ks->set_epoch(g.epoch);
-      ks->set_nonce(nonce);
-      ks->set_wrapped_key(wrapped);
-      Send(c, Req::kGroupKeySend, out_env_, p.arg);
+      SendGroupKey(c, u, g, p.arg, users_[p.counter]);
       break;
     }
     case Req::kGroupKeySend:
@@ -945,6 +953,27 @@ void Engine::OnReply(Conn* c, const Pending& p, const wire::Envelope& env) {
     case Req::kSend:
       break;
   }
+}
+
+void Engine::SendGroupKey(Conn* c, const User& u, const Group& g, std::int32_t gi, const User& m) {
+  std::string plain;
+  PutU64(&plain, g.id);
+  PutU64(&plain, g.epoch);
+  plain += g.key;
+  std::string nonce, wrapped;
+  Status s = crypto::BoxSeal(plain, m.box.public_key, u.box.secret_key, &nonce, &wrapped);
+  if (!s.ok()) {
+    Fail("BoxSeal: " + s.ToString());
+    return;
+  }
+  out_env_.Clear();
+  auto* ks = out_env_.mutable_group_key_send();
+  ks->set_group_id(g.id);
+  ks->mutable_to()->set_id(m.id);
+  ks->set_epoch(g.epoch);
+  ks->set_nonce(nonce);
+  ks->set_wrapped_key(wrapped);
+  Send(c, Req::kGroupKeySend, out_env_, gi);
 }
 
 void Engine::OnPush(Conn* c, const wire::Envelope& env) {
@@ -1296,13 +1325,22 @@ bool Engine::MakeFriends(const std::vector<int>& requesters) {
 bool Engine::MakeGroups() {
   Log("groups: " + std::to_string(groups_.size()) + " x " + std::to_string(groups_.empty() ? 0 : groups_[0].members.size()));
   const std::int64_t t0 = NowNs();
-  std::size_t want_adds = 0;
+  std::size_t want_adds = 0, want_keys = 0;
   std::uint64_t want_notices = 0;
   for (std::size_t gi = 0; gi < groups_.size(); ++gi) {
     Group& g = groups_[gi];
     const std::uint64_t s = g.members.size();
-    want_adds += s - 1;
-    want_notices += (s - 1) * (s + 2) / 2;  // add #j reaches the j earlier members and the new one
+    want_keys += s - 1;
+    if (o_.batch_add) {
+      // One notice per GroupAdd, read by every member after it (admin included).
+      for (std::uint64_t k = 1; k < s; k += kAddsPerRequest) {
+        ++want_adds;
+        want_notices += std::min<std::uint64_t>(s, k + kAddsPerRequest);
+      }
+    } else {
+      want_adds += s - 1;
+      want_notices += (s - 1) * (s + 2) / 2;  // add #j reaches the j earlier members and the new one
+    }
     out_env_.Clear();
     out_env_.mutable_group_create()->set_name("bench-" + prefix_ + "-" + std::to_string(gi));
     Send(users_[static_cast<std::size_t>(g.members[0])].conn, Req::kGroupCreate, out_env_, static_cast<std::int32_t>(gi));
@@ -1312,10 +1350,10 @@ bool Engine::MakeGroups() {
   LoopEnd e = Loop(
       [&] {
         if (t_acked == 0 && group_creates_ok_ == groups_.size() && group_adds_ok_ == want_adds &&
-            group_keys_ok_ == want_adds) {
+            group_keys_ok_ == want_keys) {
           t_acked = now_;
         }
-        return t_acked != 0 && group_keys_seen_ == want_adds && notices_seen_ == want_notices;
+        return t_acked != 0 && group_keys_seen_ == want_keys && notices_seen_ == want_notices;
       },
       o_.setup_timeout, "groups");
   if (e == LoopEnd::kStalled) {

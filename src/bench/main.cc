@@ -41,6 +41,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_flag("--no-encrypt", no_encrypt, "send random bytes instead of real AEAD ciphertexts and signatures");
   app.add_flag("--verify-signatures", o.verify_signatures, "group: receivers verify every Ed25519 signature");
+  app.add_flag("--batch-add", o.batch_add, "group: build groups with one GroupAdd per 1000 members (one notice each)");
   app.add_option("--json", o.json_file, "also write every number to this JSON file");
   app.add_option("--sources", o.sources, "connect from source addresses 127.0.0.1..127.0.0.N (more than 28k connections)")
       ->capture_default_str();
