@@ -803,12 +803,7 @@ Status SqliteStore::DeleteGroup(std::uint64_t group) {
       st.BindId(1, group);
       if (st.Step() != SQLITE_DONE) return IOError("DeleteGroup: members");
     }
-    for (Sql sql : {kDeleteCursorsOf, kDeleteLogOf, kDeleteGroup}) {
-      Statement st(stmts_[sql]);
-      st.BindId(1, group);
-      if (st.Step() != SQLITE_DONE) return IOError("DeleteGroup");
-    }
-    return Status::OK();
+    return RunEach({kDeleteCursorsOf, kDeleteLogOf, kDeleteGroup}, group, "DeleteGroup");
   });
 }
 
@@ -905,10 +900,23 @@ Status SqliteStore::Ack(std::uint64_t recipient, const std::vector<std::uint64_t
 }
 
 Status SqliteStore::CountPending(std::uint64_t recipient, std::uint64_t* n) {
-  Statement st(stmts_[kCountPending]);
-  st.BindId(1, recipient);
-  if (st.Step() != SQLITE_ROW) return IOError("CountPending");
+  return Count(kCountPending, recipient, "CountPending", n);
+}
+
+Status SqliteStore::Count(Sql sql, std::uint64_t key, const char* context, std::uint64_t* n) {
+  Statement st(stmts_[sql]);
+  st.BindId(1, key);
+  if (st.Step() != SQLITE_ROW) return IOError(context);
   *n = st.ColumnId(0);
+  return Status::OK();
+}
+
+Status SqliteStore::RunEach(std::initializer_list<Sql> sqls, std::uint64_t key, const char* context) {
+  for (Sql sql : sqls) {
+    Statement st(stmts_[sql]);
+    st.BindId(1, key);
+    if (st.Step() != SQLITE_DONE) return IOError(context);
+  }
   return Status::OK();
 }
 
@@ -970,22 +978,11 @@ Status SqliteStore::AckGroup(std::uint64_t user, std::uint64_t group, std::uint6
 }
 
 Status SqliteStore::TrimGroup(std::uint64_t group) {
-  return InTransaction([&]() -> Status {
-    for (Sql sql : {kTrimCursors, kTrimLog}) {
-      Statement st(stmts_[sql]);
-      st.BindId(1, group);
-      if (st.Step() != SQLITE_DONE) return IOError("TrimGroup");
-    }
-    return Status::OK();
-  });
+  return InTransaction([&]() { return RunEach({kTrimCursors, kTrimLog}, group, "TrimGroup"); });
 }
 
 Status SqliteStore::CountGroupLog(std::uint64_t group, std::uint64_t* n) {
-  Statement st(stmts_[kCountGroupLog]);
-  st.BindId(1, group);
-  if (st.Step() != SQLITE_ROW) return IOError("CountGroupLog");
-  *n = st.ColumnId(0);
-  return Status::OK();
+  return Count(kCountGroupLog, group, "CountGroupLog", n);
 }
 
 Status SqliteStore::UpsertServer(const ServerRecord& s) {

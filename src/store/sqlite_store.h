@@ -25,6 +25,7 @@
 #include <array>
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <vector>
@@ -159,6 +160,10 @@ class SqliteStore final : public Store {
   // Starts (or restarts) `user`'s cursor in `group` at the newest seq.
   Status StartCursor(std::uint64_t group, std::uint64_t user, const char* context);
   Status EnqueueOne(const PendingItem& item, std::uint64_t* seq, bool* fresh);
+  // Column 0 of the one row of `sql` with ?1 = `key` (a COUNT).
+  Status Count(Sql sql, std::uint64_t key, const char* context, std::uint64_t* n);
+  // Runs each of `sqls` (no result rows) with ?1 = `key`.
+  Status RunEach(std::initializer_list<Sql> sqls, std::uint64_t key, const char* context);
   // Collects column 0 of every row of `sql` with ?1 = `key`.
   Status ListIds(Sql sql, std::uint64_t key, const char* context, std::vector<std::uint64_t>* ids);
 
