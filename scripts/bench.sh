@@ -61,7 +61,9 @@ cleanup() {
 trap cleanup EXIT
 
 # shellcheck disable=SC2086
-"$server_bin" --listen 127.0.0.1:0 --db "$tmp/server.db" --pwhash min --log-level warn ${SERVER_ARGS:-} \
+# fastchat-bench speaks plain TCP: the server runs with --insecure-plain-tcp
+# (set PLAIN_ARGS= for a server binary older than TLS, which lacks the flag).
+"$server_bin" --listen 127.0.0.1:0 --db "$tmp/server.db" --pwhash min --log-level warn ${PLAIN_ARGS---insecure-plain-tcp} ${SERVER_ARGS:-} \
   >"$tmp/server.out" 2>"$tmp/server.err" &
 server_pid=$!
 port=""

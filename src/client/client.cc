@@ -182,6 +182,7 @@ void ClientCore::Impl::OnPush(wire::Envelope& env, std::string_view raw) {
 
 std::shared_ptr<Connection> ClientCore::Impl::NewConnection(bool session) {
   auto c = std::make_shared<Connection>(ioc);
+  c->set_tls(cfg.tls);
   if (session) {
     Connection* raw = c.get();
     c->set_push_handler([this](wire::Envelope& env, std::string_view bytes) { OnPush(env, bytes); });

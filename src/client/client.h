@@ -35,6 +35,7 @@
 
 #include "fastchat/crypto.h"
 #include "fastchat/status.h"
+#include "server_trust.h"
 #include "output.h"
 
 namespace asio {
@@ -75,6 +76,7 @@ struct ClientConfig {
   std::filesystem::path downloads;  // empty: <home>/downloads/<name>
   crypto::PwhashCost kdf = crypto::PwhashCost::Interactive();
   std::filesystem::path record;     // empty: do not record Deliver frames
+  TlsTrust tls;                     // how servers are checked (server_trust.h)
 };
 
 enum class SessionMode {

@@ -21,6 +21,8 @@
 
 #include "fastchat.pb.h"
 #include "fastchat/frame.h"
+#include "net/stream.h"
+#include "net/tls.h"
 
 namespace fastchat::client {
 
@@ -63,14 +65,15 @@ struct Connection::Call {
 };
 
 struct Connection::Impl : std::enable_shared_from_this<Impl> {
-  explicit Impl(asio::io_context& c) : ioc(c), socket(c), write_wake(c) {}
+  explicit Impl(asio::io_context& c) : ioc(c), stream(std::make_unique<net::Stream>(asio::ip::tcp::socket(c))), write_wake(c) {}
 
   void WakeDrainers() {
     for (asio::steady_timer* t : drain_waiters) t->cancel();
   }
 
   asio::io_context& ioc;
-  asio::ip::tcp::socket socket;
+  std::unique_ptr<net::Stream> stream;  // replaced by a TLS stream once connected
+  TlsTrust trust;
   std::deque<std::string> outq;
   bool writing = false;
   asio::steady_timer write_wake;  // cancelled when outq gets a frame
@@ -101,9 +104,7 @@ struct Connection::Impl : std::enable_shared_from_this<Impl> {
   void Fail(const Status& why, bool notify) {
     if (closed) return;
     closed = true;
-    std::error_code ec;
-    socket.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
-    socket.close(ec);
+    stream->Close();
     auto pending = std::move(calls);
     calls.clear();
     for (auto& [rid, call] : pending) {
@@ -143,8 +144,12 @@ struct Connection::Impl : std::enable_shared_from_this<Impl> {
     std::vector<char> buf(64 * 1024);
     for (;;) {
       std::error_code ec;
-      std::size_t n = co_await socket.async_read_some(asio::buffer(buf),
-                                                      asio::redirect_error(asio::use_awaitable, ec));
+      std::size_t n = 0;
+      try {
+        n = co_await stream->ReadSome(asio::buffer(buf));
+      } catch (const asio::system_error& e) {
+        ec = e.code();
+      }
       if (closed) co_return;
       if (n > 0) last_heard = std::chrono::steady_clock::now();
       if (ec) {
@@ -192,7 +197,11 @@ struct Connection::Impl : std::enable_shared_from_this<Impl> {
       }
       writing = true;
       std::error_code ec;
-      co_await asio::async_write(socket, asio::buffer(buf), asio::redirect_error(asio::use_awaitable, ec));
+      try {
+        co_await stream->Write(asio::buffer(buf));
+      } catch (const asio::system_error& e) {
+        ec = e.code();
+      }
       writing = false;
       WakeDrainers();
       if (closed) co_return;
@@ -212,6 +221,7 @@ void Connection::set_push_handler(PushHandler h) { impl_->on_push = std::move(h)
 void Connection::set_close_handler(CloseHandler h) { impl_->on_close = std::move(h); }
 void Connection::set_request_timeout(std::chrono::milliseconds t) { impl_->request_timeout = t; }
 void Connection::set_close_on_timeout(bool on) { impl_->close_on_timeout = on; }
+void Connection::set_tls(TlsTrust trust) { impl_->trust = std::move(trust); }
 bool Connection::closed() const { return impl_->closed; }
 const std::string& Connection::server_id() const { return impl_->server_id; }
 std::chrono::steady_clock::time_point Connection::last_heard() const { return impl_->last_heard; }
@@ -231,23 +241,45 @@ asio::awaitable<Status> Connection::Connect(std::string host, std::string port) 
   deadline->async_wait([self, timed_out](std::error_code ec) {
     if (ec) return;
     *timed_out = true;
-    std::error_code ignored;
-    self->socket.close(ignored);
+    self->stream->Close();
   });
 
   std::error_code ec;
   asio::ip::tcp::resolver resolver(self->ioc);
   auto endpoints =
       co_await resolver.async_resolve(host, port, asio::redirect_error(asio::use_awaitable, ec));
-  if (!ec) co_await asio::async_connect(self->socket, endpoints, asio::redirect_error(asio::use_awaitable, ec));
-  deadline->cancel();
+  if (!ec)
+    co_await asio::async_connect(self->stream->socket(), endpoints, asio::redirect_error(asio::use_awaitable, ec));
   if (*timed_out) ec = asio::error::timed_out;
+  const std::string where = (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + port;
   if (ec) {
+    deadline->cancel();
     self->closed = true;
-    co_return Status(Code::kIOError, "cannot connect to " + host + ":" + port + ": " + ec.message());
+    co_return Status(Code::kIOError, "cannot connect to " + where + ": " + ec.message());
   }
-  self->socket.set_option(asio::ip::tcp::no_delay(true), ec);
-  EnableKeepalive(self->socket.native_handle());
+  self->stream->socket().set_option(asio::ip::tcp::no_delay(true), ec);
+  EnableKeepalive(self->stream->socket().native_handle());
+  if (!self->trust.plain) {
+    // TLS under the same deadline, then the server's identity.
+    std::shared_ptr<net::TlsContext> ctx;
+    Status s = net::MakeClientTls(self->trust.ca_file, &ctx);
+    if (s.ok()) {
+      self->stream = std::make_unique<net::Stream>(std::move(self->stream->socket()), ctx);
+      s = co_await self->stream->Handshake(net::Stream::Role::kClient, host);
+      if (*timed_out) s = Status(Code::kIOError, "TLS handshake with " + where + " timed out");
+    }
+    std::string notice;
+    if (s.ok()) s = CheckServerIdentity(self->trust, where, self->stream->PeerFingerprint(), &notice);
+    if (!s.ok()) {
+      deadline->cancel();
+      self->closed = true;
+      self->stream->Close();
+      if (s.code() == Code::kIOError) s = Status(Code::kIOError, "cannot connect to " + where + ": " + s.message());
+      co_return s;
+    }
+    if (!notice.empty()) LogWarn(notice);
+  }
+  deadline->cancel();
 
   asio::co_spawn(self->ioc, self->Reader(self), asio::detached);
   asio::co_spawn(self->ioc, self->Writer(self), asio::detached);

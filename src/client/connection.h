@@ -27,6 +27,7 @@
 #include <asio/awaitable.hpp>
 
 #include "fastchat/status.h"
+#include "server_trust.h"
 
 namespace asio {
 class io_context;
@@ -60,7 +61,12 @@ class Connection {
   // handler runs): a server that stops answering is treated as gone.
   void set_close_on_timeout(bool on);
 
-  // Resolves and connects (10 s limit), starts reading and writing, and does
+  // How the server's TLS certificate is checked (default: TLS, trust on
+  // first use with no file, i.e. refused unless pinned). Before Connect.
+  void set_tls(TlsTrust trust);
+
+  // Resolves and connects (10 s limit), does the TLS handshake and checks the
+  // server's identity (server_trust.h), starts reading and writing, and does
   // the Hello/HelloOk handshake.
   asio::awaitable<Status> Connect(std::string host, std::string port);
 

@@ -31,6 +31,7 @@
 #include "client.h"
 #include "commands.h"
 #include "fastchat/crypto.h"
+#include "net/tls.h"
 #include "output.h"
 #include "reconnect.h"
 
@@ -288,6 +289,16 @@ int main(int argc, char** argv) {
   cli.add_option("--kdf", kdf, "Argon2id cost for the local key store: min|interactive|moderate");
   cli.add_option("--record", record, "append every received Deliver frame to FILE");
   cli.add_flag("-v,--verbose", verbose, "log details to stderr");
+  std::string tls_pin, tls_ca;
+  bool plain_tcp = false;
+  cli.add_option("--tls-pin", tls_pin,
+                 "accept only the server certificate with this SHA-256 fingerprint (fastchat-server prints it)")
+      ->envname("FASTCHAT_TLS_PIN");
+  cli.add_option("--tls-ca", tls_ca, "verify the server's certificate chain and name against this CA file (PEM)")
+      ->envname("FASTCHAT_TLS_CA");
+  cli.add_flag("--insecure-plain-tcp", plain_tcp,
+               "no TLS: your password and metadata cross the network in clear (for a server started with "
+               "--insecure-plain-tcp; tests only)");
   cli.footer("\n" + fc::HelpText());
   CLI11_PARSE(cli, argc, argv);
   if (verbose) spdlog::set_level(spdlog::level::debug);
@@ -323,6 +334,23 @@ int main(int argc, char** argv) {
     home = std::string(h ? h : ".") + "/.fastchat";
   }
   cfg.home = home;
+  cfg.tls.plain = plain_tcp;
+  cfg.tls.ca_file = tls_ca;
+  if (!tls_pin.empty() && !fastchat::net::ParseFingerprint(tls_pin, &cfg.tls.pin)) {
+    fc::EmitError(out, mode, fc::kCodeUsage, "--tls-pin wants a SHA-256 fingerprint (64 hex digits)");
+    return 1;
+  }
+  if (plain_tcp && (!tls_pin.empty() || !tls_ca.empty())) {
+    fc::EmitError(out, mode, fc::kCodeUsage, "--insecure-plain-tcp cannot be combined with --tls-pin or --tls-ca");
+    return 1;
+  }
+  // Trust on first use, per HOST:PORT, unless pinned or CA-verified.
+  cfg.tls.known_servers = (std::filesystem::path(home) / "known_servers").string();
+  {
+    std::error_code ec;
+    if (!std::filesystem::exists(home, ec) && std::filesystem::create_directories(home, ec))
+      std::filesystem::permissions(home, std::filesystem::perms::owner_all, ec);
+  }
   cfg.user = user;
   cfg.downloads = downloads;
   cfg.record = record;

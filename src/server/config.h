@@ -1,10 +1,16 @@
 // ServerConfig: every setting of fastchat-server, from flags or a config file.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "fastchat/crypto.h"
+
+namespace fastchat::net {
+class TlsContext;
+}
 
 namespace fastchat::server {
 
@@ -18,6 +24,13 @@ struct ServerConfig {
   std::uint64_t max_image_bytes = 128ull << 20;       // bytes per image
   std::size_t max_queue_bytes = 8u << 20;             // per-connection write queue before it lags
   std::size_t sync_page_rows = 64;                    // pending rows fetched per store call
+
+  // TLS for client connections and mesh links; null only with the explicit
+  // --insecure-plain-tcp flag (tests, benchmarks behind a TLS proxy).
+  std::shared_ptr<net::TlsContext> tls;
+  // Client TLS context for dialling peers (mesh); null when tls is null.
+  std::shared_ptr<net::TlsContext> peer_tls;
+  std::chrono::milliseconds tls_handshake_timeout{10000};  // a client must finish its TLS handshake by then
 
   // Cluster (all off unless mesh_enabled).
   bool mesh_enabled = false;

@@ -37,7 +37,7 @@ void FrameQueue::StopAfterFlush() {
   more_.cancel();
 }
 
-asio::awaitable<void> FrameQueue::Run(asio::ip::tcp::socket& socket) {
+asio::awaitable<void> FrameQueue::Run(net::Stream& stream) {
   std::vector<asio::const_buffer> bufs;
   while (!stop_) {
     if (!frames_ || frames_->empty()) {
@@ -59,7 +59,7 @@ asio::awaitable<void> FrameQueue::Run(asio::ip::tcp::socket& socket) {
       ++n;
     }
     // Deque elements do not move when others are pushed, so the buffers stay valid.
-    co_await asio::async_write(socket, bufs, asio::use_awaitable);
+    co_await stream.Write(bufs);
     if (stop_) break;
     for (std::size_t i = 0; i < n; ++i) {
       bytes_ -= frames_->front().size();

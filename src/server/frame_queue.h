@@ -13,8 +13,9 @@
 #include <string>
 
 #include <asio/awaitable.hpp>
-#include <asio/ip/tcp.hpp>
 #include <asio/steady_timer.hpp>
+
+#include "net/stream.h"
 
 namespace fastchat::server {
 
@@ -29,7 +30,7 @@ class FrameQueue {
 
   // Writes frames until Stop(), or until empty after StopAfterFlush().
   // Throws asio::system_error on a socket error.
-  asio::awaitable<void> Run(asio::ip::tcp::socket& socket);
+  asio::awaitable<void> Run(net::Stream& stream);
   // Ends Run() now; queued frames are dropped.
   void Stop();
   // Ends Run() once everything queued so far is written; later pushes are dropped.

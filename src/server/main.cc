@@ -17,6 +17,7 @@
 #include "config.h"
 #include "fastchat/crypto.h"
 #include "fastchat/store.h"
+#include "net/tls.h"
 #include "server.h"
 
 namespace {
@@ -86,7 +87,36 @@ int main(int argc, char** argv) {
                  "HOST:PORT other servers should dial (default: the --mesh-listen address)");
   app.add_option("--cluster-secret", config.cluster_secret, "secret shared by the servers of a cluster (>= 16 bytes)");
   app.add_option("--cluster-secret-file", secret_file, "read the cluster secret from this file");
+  std::string tls_cert, tls_key;
+  bool plain_tcp = false;
+  app.add_option("--tls-cert", tls_cert,
+                 "TLS certificate chain (PEM); default: server.crt beside the database, created self-signed "
+                 "on first start");
+  app.add_option("--tls-key", tls_key, "TLS private key (PEM); default: --tls-cert with the extension .key");
+  std::uint32_t tls_handshake_ms = 10000;
+  app.add_option("--tls-handshake-timeout-ms", tls_handshake_ms,
+                 "a client connection that has not finished its TLS handshake by then is closed")
+      ->capture_default_str();
+  app.add_flag("--insecure-plain-tcp", plain_tcp,
+               "no TLS on the client and mesh ports: passwords and metadata cross the network in clear "
+               "(tests and benchmarks only)");
+  std::string gen_cert, gen_key, gen_name = "localhost";
+  CLI::App* gen = app.add_subcommand("gen-cert", "create a self-signed TLS certificate and key, print the fingerprint");
+  gen->add_option("--cert", gen_cert, "certificate file to create (PEM)")->required();
+  gen->add_option("--key", gen_key, "key file to create (PEM, mode 0600)")->required();
+  gen->add_option("--name", gen_name, "host name the certificate names")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+
+  if (gen->parsed()) {
+    std::string fp;
+    fastchat::Status gs = fastchat::net::GenerateSelfSigned(gen_cert, gen_key, gen_name, &fp);
+    if (!gs.ok()) {
+      std::cerr << "error: " << gs.ToString() << "\n";
+      return 1;
+    }
+    std::cout << "wrote " << gen_cert << " and " << gen_key << "\nSHA-256 fingerprint: " << fp << std::endl;
+    return 0;
+  }
 
   auto logger = spdlog::stderr_color_mt("fastchat-server");
   spdlog::set_default_logger(logger);
@@ -145,6 +175,30 @@ int main(int argc, char** argv) {
     return 1;
   }
 
+  std::string fingerprint;
+  config.tls_handshake_timeout = std::chrono::milliseconds(tls_handshake_ms);
+  if (plain_tcp) {
+    spdlog::warn("--insecure-plain-tcp: no TLS; passwords and metadata cross the network in clear");
+  } else {
+    namespace fs = std::filesystem;
+    if (tls_cert.empty()) {
+      fs::path dir = pg.empty() ? fs::path(config.db_path).parent_path() : fs::path("fastchat-data");
+      std::error_code fs_ec;
+      if (!dir.empty()) fs::create_directories(dir, fs_ec);
+      tls_cert = (dir / "server.crt").string();
+    }
+    if (tls_key.empty()) tls_key = fs::path(tls_cert).replace_extension(".key").string();
+    bool created = false;
+    st = fastchat::net::LoadOrCreateServerTls(tls_cert, tls_key, config.server_id, &config.tls, &fingerprint,
+                                              &created);
+    if (st.ok()) st = fastchat::net::MakeClientTls("", &config.peer_tls);
+    if (!st.ok()) {
+      std::cerr << "error: TLS: " << st.ToString() << "\n";
+      return 1;
+    }
+    if (created) spdlog::info("created a self-signed TLS certificate {} (key {})", tls_cert, tls_key);
+  }
+
   asio::io_context io(1);
   std::uint16_t port = 0;
   {
@@ -155,8 +209,14 @@ int main(int argc, char** argv) {
       return 1;
     }
     std::cout << "fastchat-server listening on " << config.listen_host << ":" << port << std::endl;
-    std::cout << "connect a client with: fastchat --server " << config.listen_host << ":" << port
-              << " register NAME" << std::endl;
+    if (plain_tcp) {
+      std::cout << "connect a client with: fastchat --server " << config.listen_host << ":" << port
+                << " --insecure-plain-tcp register NAME" << std::endl;
+    } else {
+      std::cout << "TLS certificate SHA-256 fingerprint: " << fingerprint << std::endl;
+      std::cout << "connect a client with: fastchat --server " << config.listen_host << ":" << port
+                << " --tls-pin " << fingerprint << " register NAME" << std::endl;
+    }
     spdlog::info("store {}, pwhash {}, max frame {} bytes", store_name, pwhash, config.max_frame);
 
     std::unique_ptr<fastchat::balancer::BalancerReporter> reporter;

@@ -48,9 +48,11 @@ std::string Framed(const mesh::MeshFrame& f) {
   return out;
 }
 
-// What each side MACs: role || their challenge || my id || their id.
+// What each side MACs: role || their challenge || my id || their id ||
+// the TLS channel binding (both ends of one TLS session share it; a relay
+// between two sessions does not, so a relayed MAC fails).
 std::string AuthMessage(std::string_view role, const std::string& challenge, const std::string& from,
-                        const std::string& to) {
+                        const std::string& to, const std::string& binding) {
   std::string m(role);
   m += '|';
   m += challenge;
@@ -58,6 +60,8 @@ std::string AuthMessage(std::string_view role, const std::string& challenge, con
   m += from;
   m += '|';
   m += to;
+  m += '|';
+  m += binding;
   return m;
 }
 
@@ -73,15 +77,13 @@ bool SplitHostPort(const std::string& s, std::string* host, std::string* port) {
 
 // One connection to another server.
 struct PeerLink {
-  PeerLink(asio::ip::tcp::socket s, const asio::any_io_executor& ex)
-      : socket(std::move(s)), out(ex), decoder(kMaxMeshFrame) {}
+  PeerLink(asio::ip::tcp::socket s, std::shared_ptr<net::TlsContext> tls, const asio::any_io_executor& ex)
+      : stream(std::move(s), std::move(tls)), out(ex), decoder(kMaxMeshFrame) {}
 
   void Close() {
     if (closed) return;
     closed = true;
-    asio::error_code ec;
-    socket.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
-    socket.close(ec);
+    stream.Close();
     out.Stop();
   }
 
@@ -96,14 +98,14 @@ struct PeerLink {
         last_rx = Clock::now();
         co_return frame->ParseFromArray(payload.data(), static_cast<int>(payload.size()));
       }
-      std::size_t n = co_await socket.async_read_some(asio::buffer(buf), use_awaitable);
+      std::size_t n = co_await stream.ReadSome(asio::buffer(buf));
       decoder.Append(buf.data(), n);
     }
   }
 
   void Send(const mesh::MeshFrame& f) { out.Push(Framed(f)); }
 
-  asio::ip::tcp::socket socket;
+  net::Stream stream;
   FrameQueue out;
   FrameDecoder decoder;
   std::array<char, 16 * 1024> buf{};
@@ -154,7 +156,7 @@ asio::awaitable<void> Mesh::AcceptLoop() {
       continue;
     }
     socket.set_option(asio::ip::tcp::no_delay(true), ec);
-    auto link = std::make_shared<PeerLink>(std::move(socket), server_.io.get_executor());
+    auto link = std::make_shared<PeerLink>(std::move(socket), server_.config.tls, server_.io.get_executor());
     asio::co_spawn(server_.io, RunLink(link, /*dialer=*/false, ""), asio::detached);
   }
 }
@@ -205,7 +207,7 @@ asio::awaitable<void> Mesh::Dial(ServerRecord peer) {
     asio::ip::tcp::socket socket(server_.io);
     co_await asio::async_connect(socket, endpoints, use_awaitable);
     socket.set_option(asio::ip::tcp::no_delay(true));
-    auto link = std::make_shared<PeerLink>(std::move(socket), server_.io.get_executor());
+    auto link = std::make_shared<PeerLink>(std::move(socket), server_.config.peer_tls, server_.io.get_executor());
     dialing_.erase(peer.id);
     auto run = RunLink(link, /*dialer=*/true, peer.id);  // named: see offload.h
     co_await std::move(run);
@@ -219,14 +221,24 @@ asio::awaitable<void> Mesh::Dial(ServerRecord peer) {
 asio::awaitable<void> Mesh::RunLink(std::shared_ptr<PeerLink> link, bool dialer, std::string expected_id) {
   all_.insert(link);
   asio::error_code ec;
-  link->remote = link->socket.remote_endpoint(ec).address().to_string();
+  link->remote = link->stream.socket().remote_endpoint(ec).address().to_string();
   const std::string my_id = server_.config.server_id;
-  asio::co_spawn(server_.io, WriteLink(link), asio::detached);
   // Handshake watchdog: an unauthenticated link gets a few seconds.
   auto watchdog = std::make_shared<asio::steady_timer>(server_.io, kHandshakeTimeout);
   watchdog->async_wait([link](const asio::error_code& e) {
     if (!e && !link->authed) link->Close();
   });
+  // TLS first (its certificate is not checked: the cluster-secret MAC below,
+  // bound to this TLS session, is what admits a peer).
+  Status tls = co_await link->stream.Handshake(dialer ? net::Stream::Role::kClient : net::Stream::Role::kServer);
+  if (!tls.ok() || link->closed) {
+    if (!stopping_) spdlog::info("mesh: link from {} failed: {}", link->remote, tls.ok() ? "closed" : tls.ToString());
+    link->Close();
+    all_.erase(link);
+    co_return;
+  }
+  const std::string binding = link->stream.ChannelBinding("EXPORTER-fastchat-mesh");
+  asio::co_spawn(server_.io, WriteLink(link), asio::detached);
   try {
     const std::string my_challenge = crypto::RandomBytes(32);
     mesh::MeshFrame hello;
@@ -249,12 +261,12 @@ asio::awaitable<void> Mesh::RunLink(std::shared_ptr<PeerLink> link, bool dialer,
     const std::string my_role = dialer ? "dial" : "accept";
     const std::string their_role = dialer ? "accept" : "dial";
     mesh::MeshFrame auth;
-    auth.mutable_auth()->set_mac(crypto::Mac(AuthMessage(my_role, their_challenge, my_id, their_id), mac_key_));
+    auth.mutable_auth()->set_mac(crypto::Mac(AuthMessage(my_role, their_challenge, my_id, their_id, binding), mac_key_));
     link->Send(auth);
 
     f.Clear();
     if (!co_await link->Read(&f) || !f.has_auth()) throw std::runtime_error("expected PeerAuth");
-    if (!crypto::MacVerify(f.auth().mac(), AuthMessage(their_role, my_challenge, their_id, my_id), mac_key_)) {
+    if (!crypto::MacVerify(f.auth().mac(), AuthMessage(their_role, my_challenge, their_id, my_id, binding), mac_key_)) {
       spdlog::warn("mesh: refused server '{}' from {}: wrong cluster secret", their_id, link->remote);
       // Let our own PeerAuth reach the peer first, so it can log the refusal too.
       link->out.StopAfterFlush();
@@ -289,7 +301,7 @@ asio::awaitable<void> Mesh::RunLink(std::shared_ptr<PeerLink> link, bool dialer,
 
 asio::awaitable<void> Mesh::WriteLink(std::shared_ptr<PeerLink> link) {
   try {
-    co_await link->out.Run(link->socket);
+    co_await link->out.Run(link->stream);
   } catch (const std::exception&) {
   }
   link->Close();

@@ -34,7 +34,9 @@ std::uint64_t NowMs() {
 }  // namespace
 
 Session::Session(Server::Impl& server, asio::ip::tcp::socket socket)
-    : server_(server), socket_(std::move(socket)), out_(server.io.get_executor()) {}
+    : server_(server),
+      stream_(std::move(socket), server.config.tls),
+      out_(server.io.get_executor()) {}
 
 Session::~Session() = default;
 
@@ -48,9 +50,7 @@ void Session::Close() {
   if (closed_) return;
   closed_ = true;
   live_ = false;
-  asio::error_code ec;
-  socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
-  socket_.close(ec);
+  stream_.Close();
   out_.Stop();
   LeavePresence();
   auto self = shared_from_this();  // keep alive past the erase below
@@ -90,31 +90,67 @@ void Session::SendError(std::uint64_t rid, const Status& st) {
 asio::awaitable<void> Session::WriteLoop() {
   auto self = shared_from_this();
   try {
-    co_await out_.Run(socket_);
+    co_await out_.Run(stream_);
   } catch (const std::exception& e) {
     spdlog::debug("session write ended: {}", e.what());
   }
   Close();
 }
 
+asio::awaitable<Status> Session::TlsHandshake() {
+  // The deadline closes the socket, which fails the handshake.
+  auto expired = std::make_shared<bool>(false);
+  asio::steady_timer deadline(server_.io, server_.config.tls_handshake_timeout);
+  auto self = shared_from_this();
+  deadline.async_wait([self, expired](const asio::error_code& ec) {
+    if (ec) return;
+    *expired = true;
+    self->stream_.Close();
+  });
+  Status st = co_await stream_.Handshake(net::Stream::Role::kServer);
+  deadline.cancel();
+  if (*expired) co_return Status(Code::kIOError, "TLS handshake not finished within the deadline");
+  co_return st;
+}
+
 asio::awaitable<void> Session::ReadLoop() {
   auto self = shared_from_this();
   FrameDecoder decoder(server_.config.max_frame);
-  socket_.non_blocking(true);
+  if (stream_.tls()) {
+    Status hs = co_await TlsHandshake();
+    if (!hs.ok()) {
+      spdlog::debug("closing connection: {}", hs.ToString());
+      Close();
+      co_return;
+    }
+    tls_read_buffer_ = std::make_unique<char[]>(kTlsReadBuffer);
+  } else {
+    stream_.socket().non_blocking(true);
+  }
   try {
     while (!closed_ && !out_.stopping()) {
       // Back-pressure: a peer that does not read its replies stops being read.
       co_await out_.WaitBelow(server_.config.max_queue_bytes);
       if (closed_ || out_.stopping()) break;
-      // Wait for readability holding no buffer, then read into the server's
-      // one shared buffer: an idle connection costs no read buffer at all.
-      co_await socket_.async_wait(asio::ip::tcp::socket::wait_read, use_awaitable);
-      asio::error_code ec;
-      std::vector<char>& shared = server_.read_buffer;
-      std::size_t n = socket_.read_some(asio::buffer(shared), ec);
-      if (ec == asio::error::would_block || ec == asio::error::try_again) continue;
-      if (ec) throw asio::system_error(ec);
-      decoder.Append(shared.data(), n);
+      const char* data = nullptr;
+      std::size_t n = 0;
+      if (stream_.tls()) {
+        // TLS decrypts into the session's own buffer (a shared one could be
+        // overwritten by another session's read before this one resumes).
+        n = co_await stream_.ReadSome(asio::buffer(tls_read_buffer_.get(), kTlsReadBuffer));
+        data = tls_read_buffer_.get();
+      } else {
+        // Wait for readability holding no buffer, then read into the server's
+        // one shared buffer: an idle connection costs no read buffer at all.
+        co_await stream_.socket().async_wait(asio::ip::tcp::socket::wait_read, use_awaitable);
+        asio::error_code ec;
+        std::vector<char>& shared = server_.read_buffer;
+        n = stream_.socket().read_some(asio::buffer(shared), ec);
+        if (ec == asio::error::would_block || ec == asio::error::try_again) continue;
+        if (ec) throw asio::system_error(ec);
+        data = shared.data();
+      }
+      decoder.Append(data, n);
       for (;;) {
         std::string_view payload;
         bool have = false;

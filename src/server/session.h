@@ -20,6 +20,8 @@
 #include <asio/awaitable.hpp>
 #include <asio/ip/tcp.hpp>
 
+#include "net/stream.h"
+
 #include "fastchat/status.h"
 #include "frame_queue.h"
 #include "request_service.h"
@@ -34,6 +36,7 @@ namespace fastchat::server {
 class Session : public std::enable_shared_from_this<Session> {
  public:
   static constexpr std::uint32_t kMaxInFlight = 256;
+  static constexpr std::size_t kTlsReadBuffer = 16 * 1024;  // one TLS record
 
   Session(Server::Impl& server, asio::ip::tcp::socket socket);
   ~Session();
@@ -84,8 +87,12 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::awaitable<Status> HandleLogin(const wire::Envelope& env);
   asio::awaitable<void> HandleLoggedIn(const wire::Envelope& env);
 
+  // TLS: the handshake, with the configured deadline.
+  asio::awaitable<Status> TlsHandshake();
+
   Server::Impl& server_;
-  asio::ip::tcp::socket socket_;
+  net::Stream stream_;
+  std::unique_ptr<char[]> tls_read_buffer_;  // TLS sessions only: decrypted bytes land here
   FrameQueue out_;
   bool closed_ = false;
   bool handshaken_ = false;

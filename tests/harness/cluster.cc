@@ -164,7 +164,8 @@ ClusterServer::ClusterServer(const std::string& dir, ClusterServerOptions option
   SpawnOptions so;
   so.argv = {ServerBinary(),  "--server-id",      options_.id,     "--pg",     options_.conninfo,
              "--listen",      "127.0.0.1:0",      "--mesh-listen", "127.0.0.1:0", "--cluster-secret",
-             options_.secret, "--pwhash",         "min",           "--log-level", "info"};
+             options_.secret, "--pwhash",         "min",           "--log-level", "info",
+             "--tls-cert",    dir + "/server-" + options_.id + ".crt"};
   if (!options_.balancer.empty()) {
     so.argv.push_back("--balancer");
     so.argv.push_back(options_.balancer);

@@ -327,6 +327,11 @@ World::~World() {
   }
 }
 
+void World::RouteClients(std::string address, std::vector<std::string> extra_args) {
+  address_ = std::move(address);
+  client_extra_args_ = std::move(extra_args);
+}
+
 User World::MakeUser(const std::string& name) {
   User u;
   u.name = name;
@@ -340,6 +345,7 @@ std::vector<std::string> World::GlobalArgs(const User& u, std::optional<std::str
   std::vector<std::string> a = {ClientBinary(), "--server", address_, "--home",   u.home,
                                 "--password",   u.password, "--downloads", u.downloads, "--json",
                                 "--kdf",        "min"};
+  a.insert(a.end(), client_extra_args_.begin(), client_extra_args_.end());
   std::string who = login ? *login : u.name;
   if (!who.empty()) {
     a.push_back("--user");

@@ -170,6 +170,9 @@ class World {
   ServerProcess& server() { return *server_; }
   TempDir& tmp() { return tmp_; }
   const std::string& server_address() const { return address_; }
+  // Clients made from now on dial `address` (e.g. a Relay) and get
+  // `extra_args` among their global options.
+  void RouteClients(std::string address, std::vector<std::string> extra_args = {});
   // Stops the server (SIGTERM, or SIGKILL if `crash`) and starts a new one
   // on the same database; later clients use its new port.
   void RestartServer(bool crash);
@@ -203,6 +206,7 @@ class World {
   ServerOptions options_;
   std::unique_ptr<ServerProcess> server_;
   std::string address_;
+  std::vector<std::string> client_extra_args_;
   int counter_ = 0;
   std::vector<std::string> stderr_files_;
 };

@@ -7,9 +7,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <stdexcept>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 namespace fastchat::testing {
 
@@ -19,10 +23,20 @@ std::string BodyName(const wire::Envelope& env) {
   const auto* f = wire::Envelope::descriptor()->FindFieldByNumber(static_cast<int>(env.body_case()));
   return f != nullptr ? f->name() : "(unknown body)";
 }
+
+SSL_CTX* ClientContext() {
+  static SSL_CTX* ctx = [] {
+    SSL_CTX* c = SSL_CTX_new(TLS_client_method());
+    SSL_CTX_set_min_proto_version(c, TLS1_3_VERSION);
+    SSL_CTX_set_verify(c, SSL_VERIFY_NONE, nullptr);
+    return c;
+  }();
+  return ctx;
+}
 }  // namespace
 
 
-RawConn::RawConn(std::uint16_t port) {
+RawConn::RawConn(std::uint16_t port, Transport transport) {
   fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd_ < 0) throw std::runtime_error(std::string("socket: ") + std::strerror(errno));
   sockaddr_in addr{};
@@ -37,15 +51,35 @@ RawConn::RawConn(std::uint16_t port) {
   }
   int one = 1;
   ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (transport == Transport::kTls) {
+    ssl_ = SSL_new(ClientContext());
+    SSL_set_fd(ssl_, fd_);
+    if (SSL_connect(ssl_) != 1) {
+      char err[256] = "";
+      ERR_error_string_n(ERR_get_error(), err, sizeof err);
+      SSL_free(ssl_);
+      ::close(fd_);
+      fd_ = -1;
+      ssl_ = nullptr;
+      throw std::runtime_error("TLS handshake with port " + std::to_string(port) + " failed: " + err);
+    }
+  }
 }
 
 RawConn::~RawConn() {
+  if (ssl_ != nullptr) SSL_free(ssl_);
   if (fd_ >= 0) ::close(fd_);
 }
 
 bool RawConn::SendBytes(std::string_view bytes) {
   std::size_t off = 0;
   while (off < bytes.size()) {
+    if (ssl_ != nullptr) {
+      int n = SSL_write(ssl_, bytes.data() + off, static_cast<int>(std::min<std::size_t>(bytes.size() - off, 1 << 20)));
+      if (n <= 0) return false;
+      off += static_cast<std::size_t>(n);
+      continue;
+    }
     ssize_t n = ::send(fd_, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
     if (n < 0) {
       if (errno == EINTR) continue;
@@ -93,15 +127,24 @@ RawConn::Recv RawConn::ReceiveFromSocket(wire::Envelope* env, Millis timeout) {
     if (closed_) return Recv::kClosed;
     auto left = std::chrono::duration_cast<Millis>(deadline - Clock::now()).count();
     if (left <= 0) return Recv::kTimeout;
-    pollfd pfd{fd_, POLLIN, 0};
-    int n = ::poll(&pfd, 1, static_cast<int>(left));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      throw std::runtime_error(std::string("poll: ") + std::strerror(errno));
+    if (ssl_ == nullptr || SSL_pending(ssl_) == 0) {
+      pollfd pfd{fd_, POLLIN, 0};
+      int n = ::poll(&pfd, 1, static_cast<int>(left));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        throw std::runtime_error(std::string("poll: ") + std::strerror(errno));
+      }
+      if (n == 0) return Recv::kTimeout;
     }
-    if (n == 0) return Recv::kTimeout;
     char buf[65536];
-    ssize_t r = ::recv(fd_, buf, sizeof buf, 0);
+    ssize_t r;
+    if (ssl_ != nullptr) {
+      int got = SSL_read(ssl_, buf, sizeof buf);
+      r = got > 0 ? got : (SSL_get_error(ssl_, got) == SSL_ERROR_ZERO_RETURN ? 0 : -1);
+      if (r < 0) errno = ECONNRESET;
+    } else {
+      r = ::recv(fd_, buf, sizeof buf, 0);
+    }
     if (r < 0) {
       if (errno == EINTR || errno == EAGAIN) continue;
       closed_ = true;  // ECONNRESET and friends

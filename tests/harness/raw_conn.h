@@ -1,5 +1,7 @@
 // Test harness: a blocking TCP connection speaking raw frames, for poking the
-// server with well-formed and malformed input.
+// server with well-formed and malformed input. TLS by default (the server's
+// default), certificate not checked; kPlain for --insecure-plain-tcp servers
+// and for showing that a default server refuses plain TCP.
 #pragma once
 
 #include <cstdint>
@@ -11,12 +13,15 @@
 #include "fastchat/frame.h"
 #include "harness/process.h"
 
+typedef struct ssl_st SSL;
+
 namespace fastchat::testing {
 
 class RawConn {
  public:
-  // Connects to 127.0.0.1:port. Throws on failure.
-  explicit RawConn(std::uint16_t port);
+  enum class Transport { kTls, kPlain };
+  // Connects to 127.0.0.1:port (and does the TLS handshake). Throws on failure.
+  explicit RawConn(std::uint16_t port, Transport transport = Transport::kTls);
   ~RawConn();
   RawConn(const RawConn&) = delete;
   RawConn& operator=(const RawConn&) = delete;
@@ -54,6 +59,7 @@ class RawConn {
   Recv ReceiveFromSocket(wire::Envelope* env, Millis timeout);
 
   int fd_ = -1;
+  SSL* ssl_ = nullptr;
   std::uint64_t rid_ = 1000;
   FrameDecoder decoder_{1u << 30};
   bool closed_ = false;

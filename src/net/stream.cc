@@ -1,0 +1,133 @@
+#include "stream.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include <asio/read.hpp>
+#include <asio/redirect_error.hpp>
+#include <asio/ssl/host_name_verification.hpp>
+#include <asio/ssl/stream.hpp>
+#include <asio/use_awaitable.hpp>
+#include <asio/write.hpp>
+#include <openssl/ssl.h>
+
+#include "tls_context.h"
+
+namespace fastchat::net {
+namespace {
+constexpr std::size_t kMaxCoalesce = 64 * 1024;
+}  // namespace
+
+struct Stream::Tls {
+  Tls(asio::ip::tcp::socket s, std::shared_ptr<TlsContext> c) : ctx(std::move(c)), stream(std::move(s), ctx->ctx) {}
+  std::shared_ptr<TlsContext> ctx;
+  asio::ssl::stream<asio::ip::tcp::socket> stream;
+};
+
+Stream::Stream(asio::ip::tcp::socket socket) : socket_(std::move(socket)) {}
+
+Stream::Stream(asio::ip::tcp::socket socket, std::shared_ptr<TlsContext> ctx)
+    : socket_(socket.get_executor()) {
+  if (ctx) {
+    tls_ = std::make_unique<Tls>(std::move(socket), std::move(ctx));
+  } else {
+    socket_ = std::move(socket);
+  }
+}
+
+Stream::~Stream() = default;
+
+asio::ip::tcp::socket& Stream::socket() { return tls_ ? tls_->stream.next_layer() : socket_; }
+
+asio::awaitable<Status> Stream::Handshake(Role role, std::string server_name) {
+  if (!tls_) co_return Status::OK();
+  SSL* ssl = tls_->stream.native_handle();
+  if (role == Role::kClient && !server_name.empty()) {
+    SSL_ctrl(ssl, SSL_CTRL_SET_TLSEXT_HOSTNAME, TLSEXT_NAMETYPE_host_name, server_name.data());
+    if (tls_->ctx->verify_chain) tls_->stream.set_verify_callback(asio::ssl::host_name_verification(server_name));
+  }
+  asio::error_code ec;
+  co_await tls_->stream.async_handshake(
+      role == Role::kClient ? asio::ssl::stream_base::client : asio::ssl::stream_base::server,
+      asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) {
+    std::string why = ec.message();
+    if (role == Role::kClient && tls_->ctx->verify_chain) {
+      long v = SSL_get_verify_result(ssl);
+      if (v != X509_V_OK) why = std::string("certificate not trusted: ") + X509_verify_cert_error_string(v);
+    }
+    co_return Status(Code::kIOError, "TLS handshake failed: " + why);
+  }
+  co_return Status::OK();
+}
+
+std::string Stream::PeerFingerprint() const {
+  if (!tls_) return {};
+  X509* cert = SSL_get0_peer_certificate(tls_->stream.native_handle());
+  if (cert == nullptr) return {};
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (X509_digest(cert, EVP_sha256(), md, &len) != 1) return {};
+  static const char* digits = "0123456789abcdef";
+  std::string out;
+  for (unsigned int i = 0; i < len; ++i) {
+    out.push_back(digits[md[i] >> 4]);
+    out.push_back(digits[md[i] & 15]);
+  }
+  return out;
+}
+
+std::string Stream::ChannelBinding(const std::string& label) const {
+  if (!tls_) return {};
+  std::string out(32, '\0');
+  if (SSL_export_keying_material(tls_->stream.native_handle(), reinterpret_cast<unsigned char*>(out.data()),
+                                 out.size(), label.data(), label.size(), nullptr, 0, 0) != 1)
+    return {};
+  return out;
+}
+
+asio::awaitable<std::size_t> Stream::ReadSome(asio::mutable_buffer buf) {
+  if (tls_) co_return co_await tls_->stream.async_read_some(buf, asio::use_awaitable);
+  co_return co_await socket_.async_read_some(buf, asio::use_awaitable);
+}
+
+asio::awaitable<void> Stream::Write(asio::const_buffer buf) {
+  if (tls_) {
+    co_await asio::async_write(tls_->stream, buf, asio::use_awaitable);
+  } else {
+    co_await asio::async_write(socket_, buf, asio::use_awaitable);
+  }
+}
+
+asio::awaitable<void> Stream::Write(const std::vector<asio::const_buffer>& bufs) {
+  if (!tls_) {
+    co_await asio::async_write(socket_, bufs, asio::use_awaitable);
+    co_return;
+  }
+  // An SSL stream writes one buffer per record: coalesce small ones so a
+  // burst of frames becomes a few large records and a few syscalls.
+  std::string staging;
+  std::size_t i = 0;
+  while (i < bufs.size()) {
+    if (bufs[i].size() >= kMaxCoalesce) {
+      co_await asio::async_write(tls_->stream, bufs[i], asio::use_awaitable);
+      ++i;
+      continue;
+    }
+    staging.clear();
+    while (i < bufs.size() && staging.size() + bufs[i].size() <= kMaxCoalesce) {
+      staging.append(static_cast<const char*>(bufs[i].data()), bufs[i].size());
+      ++i;
+    }
+    co_await asio::async_write(tls_->stream, asio::buffer(staging), asio::use_awaitable);
+  }
+}
+
+void Stream::Close() {
+  asio::error_code ec;
+  asio::ip::tcp::socket& s = socket();
+  s.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
+  s.close(ec);
+}
+
+}  // namespace fastchat::net

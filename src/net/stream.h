@@ -1,0 +1,73 @@
+// Stream: one connected TCP socket, with or without TLS on top; what every
+// FastChat connection (server session, client, mesh link, balancer link)
+// reads and writes through.
+//
+// Promises:
+// - A plain Stream is the socket itself; a TLS Stream does nothing until
+//   Handshake() has succeeded.
+// - One ReadSome and one Write may be outstanding at once (full duplex);
+//   neither may be started twice concurrently.
+// - Write writes every buffer, in order; on TLS it coalesces them into
+//   records of up to 64 KiB so a burst of small frames costs few syscalls.
+// - Errors are thrown as asio::system_error (as Asio's use_awaitable does).
+// Single-threaded: use from the thread running its executor.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <asio/awaitable.hpp>
+#include <asio/buffer.hpp>
+#include <asio/ip/tcp.hpp>
+
+#include "fastchat/status.h"
+
+namespace fastchat::net {
+
+class TlsContext;
+
+class Stream {
+ public:
+  enum class Role { kClient, kServer };
+
+  // Plain TCP.
+  explicit Stream(asio::ip::tcp::socket socket);
+  // TLS over `socket` using `ctx` (kept alive by the Stream); plain TCP if
+  // ctx is null.
+  Stream(asio::ip::tcp::socket socket, std::shared_ptr<TlsContext> ctx);
+  ~Stream();
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+
+  bool tls() const { return tls_ != nullptr; }
+  // The TCP socket under any TLS (for options, endpoints, waits, close).
+  asio::ip::tcp::socket& socket();
+
+  // The TLS handshake; OK at once on a plain stream. A client sends
+  // `server_name` (SNI) and, with a CA-verifying context, checks the
+  // certificate names it. Never throws.
+  asio::awaitable<Status> Handshake(Role role, std::string server_name = {});
+
+  // SHA-256 fingerprint of the peer's certificate (tls.h); empty if none.
+  std::string PeerFingerprint() const;
+  // 32 bytes of TLS keying material (RFC 8446 exporter, `label`) that both
+  // ends share only if no one sits between them; empty on plain TCP. Mixed
+  // into the cluster-secret MACs so a relayed challenge fails.
+  std::string ChannelBinding(const std::string& label) const;
+
+  asio::awaitable<std::size_t> ReadSome(asio::mutable_buffer buf);
+  asio::awaitable<void> Write(const std::vector<asio::const_buffer>& bufs);
+  asio::awaitable<void> Write(asio::const_buffer buf);
+
+  // Shuts down and closes the socket (no TLS close_notify: it could block).
+  void Close();
+
+ private:
+  struct Tls;
+  asio::ip::tcp::socket socket_;
+  std::unique_ptr<Tls> tls_;
+};
+
+}  // namespace fastchat::net
