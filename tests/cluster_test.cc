@@ -22,7 +22,7 @@
 #include <thread>
 #include <vector>
 
-#include "balancer/balancer_client.h"
+#include "balancer_query.h"
 #include "fastchat.pb.h"
 #include "fastchat/frame.h"
 #include "harness/cluster.h"
@@ -31,6 +31,7 @@
 
 namespace fastchat::testing {
 namespace {
+
 
 constexpr Millis kImageTimeout{120000};
 
@@ -584,7 +585,13 @@ TEST(ClusterBalance, DeliverySharesFollowLoad) {
   for (int i = 0; i < kClients; ++i) {
     std::string host, sid;
     std::uint16_t port = 0;
-    Status st = balancer::AskBalancer({c.balancer().address()}, &host, &port, &sid);
+    client::TlsTrust tofu;  // what the client does: TLS, trust on first use
+    tofu.known_servers = c.tmp().path() + "/known-balancers";
+    client::Assignment got;
+    Status st = client::AskBalancersNow({c.balancer().address()}, tofu, &got);
+    host = got.host;
+    port = got.port;
+    sid = got.server_id;
     ASSERT_TRUE(st.ok()) << st.ToString();
     ASSERT_NE(c.server_by_id(sid), nullptr) << sid;
     EXPECT_EQ(port, c.server_by_id(sid)->port());

@@ -21,6 +21,9 @@ namespace fastchat::balancer {
 inline constexpr std::size_t kChallengeBytes = 32;
 inline constexpr std::size_t kAuthKeyBytes = 32;
 inline constexpr std::size_t kAuthMacBytes = 32;
+// TLS exporter label of the channel binding appended to the challenge before
+// it is MACed (net::Stream::ChannelBinding; empty on plain TCP).
+inline constexpr const char* kBalancerBindingLabel = "EXPORTER-fastchat-balancer";
 inline constexpr std::size_t kMaxServerIdBytes = 64;
 inline constexpr std::string_view kAuthContext = "fastchat-balancer-auth-v1";
 

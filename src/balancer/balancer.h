@@ -14,6 +14,7 @@
 #include <string>
 
 #include "fastchat/status.h"
+#include "net/tls.h"
 
 namespace asio {
 class io_context;
@@ -33,6 +34,8 @@ struct BalancerConfig {
   std::size_t max_connections = 10000;
   // Replies queued for a peer that does not read; over this the peer is dropped.
   std::size_t max_queue_bytes = 1u << 20;
+  // TLS server context (net/tls.h); null: plain TCP (tests only).
+  std::shared_ptr<net::TlsContext> tls;
 };
 
 class Balancer {

@@ -1,6 +1,7 @@
 // End-to-end tests of fastchat-balancer: the real program on loopback, fake
 // chat servers (BalancerReporter, or raw frames when a test needs a server
-// that misbehaves or falls silent) and AskBalancer as the client.
+// that misbehaves or falls silent) and the client's AskBalancersNow (plain
+// TCP) as the client.
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -29,7 +30,7 @@
 
 #include "auth.h"
 #include "balancer.pb.h"
-#include "balancer_client.h"
+#include "balancer_query.h"
 #include "fastchat/frame.h"
 #include "load.h"
 #include "reporter.h"
@@ -63,7 +64,10 @@ class BalancerProcess {
     const std::string bin = std::string(bin_dir) + "/src/balancer/fastchat-balancer";
     log_path_ = ::testing::TempDir() + "balancer-" + std::to_string(::getpid()) + "-" +
                 std::to_string(counter_++) + ".log";
-    std::vector<std::string> args = {bin, "--listen", listen, "--cluster-secret", kSecret, "--log-level", "debug"};
+    // Plain TCP: these tests speak the balancer protocol with raw sockets and
+    // plain reporters; TLS on balancer links is tested in tests/cluster_test.cc.
+    std::vector<std::string> args = {bin,       "--listen",    listen, "--cluster-secret", kSecret,
+                                     "--log-level", "debug", "--insecure-plain-tcp"};
     args.insert(args.end(), extra_args.begin(), extra_args.end());
 
     int out[2];
@@ -259,9 +263,16 @@ struct Assignment {
   std::string server_id;
 };
 
-Assignment Ask(const std::vector<std::string>& balancers, std::chrono::milliseconds timeout = kDefaultAskTimeout) {
+Assignment Ask(const std::vector<std::string>& balancers,
+               std::chrono::milliseconds timeout = client::kDefaultAskTimeout) {
   Assignment a;
-  a.st = AskBalancer(balancers, &a.host, &a.port, &a.server_id, timeout);
+  client::TlsTrust plain;
+  plain.plain = true;
+  client::Assignment got;
+  a.st = client::AskBalancersNow(balancers, plain, &got, timeout);
+  a.host = got.host;
+  a.port = got.port;
+  a.server_id = got.server_id;
   return a;
 }
 

@@ -1,5 +1,6 @@
 // fastchat-balancer: tells FastChat clients which chat server to use.
 #include <csignal>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -12,6 +13,7 @@
 
 #include "address.h"
 #include "balancer.h"
+#include "net/tls.h"
 
 namespace {
 
@@ -55,6 +57,12 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
       ->capture_default_str()
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
+  std::string tls_cert = "fastchat-data/balancer.crt", tls_key;
+  bool plain_tcp = false;
+  app.add_option("--tls-cert", tls_cert, "TLS certificate chain (PEM); created self-signed if it and the key are missing")
+      ->capture_default_str();
+  app.add_option("--tls-key", tls_key, "TLS private key (PEM); default: --tls-cert with the extension .key");
+  app.add_flag("--insecure-plain-tcp", plain_tcp, "no TLS: reports and answers cross the network in clear (tests only)");
   CLI11_PARSE(app, argc, argv);
 
   auto logger = spdlog::stderr_color_mt("fastchat-balancer");
@@ -74,6 +82,23 @@ int main(int argc, char** argv) {
     return 2;
   }
   config.expire_after = std::chrono::milliseconds(expire_ms);
+  std::string fingerprint;
+  if (plain_tcp) {
+    spdlog::warn("--insecure-plain-tcp: no TLS; load reports and server addresses cross the network in clear");
+  } else {
+    namespace fs = std::filesystem;
+    std::error_code fs_ec;
+    if (fs::path(tls_cert).has_parent_path()) fs::create_directories(fs::path(tls_cert).parent_path(), fs_ec);
+    if (tls_key.empty()) tls_key = fs::path(tls_cert).replace_extension(".key").string();
+    bool created = false;
+    fastchat::Status tst =
+        fastchat::net::LoadOrCreateServerTls(tls_cert, tls_key, "fastchat-balancer", &config.tls, &fingerprint, &created);
+    if (!tst.ok()) {
+      std::cerr << "error: TLS: " << tst.ToString() << "\n";
+      return 1;
+    }
+    if (created) spdlog::info("created a self-signed TLS certificate {} (key {})", tls_cert, tls_key);
+  }
 
   asio::io_context io(1);
   {
@@ -86,6 +111,7 @@ int main(int argc, char** argv) {
     }
     std::cout << "fastchat-balancer listening on " << fastchat::balancer::FormatHostPort(config.listen_host, port)
               << std::endl;
+    if (!plain_tcp) std::cout << "TLS certificate SHA-256 fingerprint: " << fingerprint << std::endl;
     spdlog::info("servers expire after {} ms without a report", expire_ms);
 
     asio::signal_set signals(io, SIGINT, SIGTERM);

@@ -25,6 +25,7 @@
 #include "balancer.pb.h"
 #include "fastchat/frame.h"
 #include "load.h"
+#include "net/stream.h"
 
 namespace fastchat::balancer {
 namespace {
@@ -57,12 +58,17 @@ struct Conn : std::enable_shared_from_this<Conn> {
     broken = true;
     why = reason;
     asio::error_code ec;
-    socket.close(ec);
+    if (stream) {
+      stream->Close();
+    } else {
+      socket.close(ec);
+    }
     resolver.cancel();
     tick.cancel();
   }
 
-  asio::ip::tcp::socket socket;
+  asio::ip::tcp::socket socket;          // until connected
+  std::unique_ptr<net::Stream> stream;   // once connected (TLS unless options.tls is null)
   asio::ip::tcp::resolver resolver;
   asio::steady_timer deadline;
   asio::steady_timer tick;
@@ -96,7 +102,12 @@ asio::awaitable<Status> ReadEnvelope(Conn& c, Envelope* env) {
     }
     char buf[4096];
     asio::error_code ec;
-    std::size_t n = co_await c.socket.async_read_some(asio::buffer(buf), asio::redirect_error(use_awaitable, ec));
+    std::size_t n = 0;
+    try {
+      n = co_await c.stream->ReadSome(asio::buffer(buf));
+    } catch (const asio::system_error& e) {
+      ec = e.code();
+    }
     if (c.broken) co_return Status(Code::kIOError, c.why);
     if (ec == asio::error::eof) co_return Status(Code::kIOError, "balancer closed the connection");
     if (ec) co_return Status(Code::kIOError, ec.message());
@@ -108,7 +119,11 @@ asio::awaitable<Status> WriteEnvelope(Conn& c, const Envelope& env) {
   std::string frame;
   AppendFrame(env.SerializeAsString(), &frame);
   asio::error_code ec;
-  co_await asio::async_write(c.socket, asio::buffer(frame), asio::redirect_error(use_awaitable, ec));
+  try {
+    co_await c.stream->Write(asio::buffer(frame));
+  } catch (const asio::system_error& e) {
+    ec = e.code();
+  }
   if (c.broken) co_return Status(Code::kIOError, c.why);
   if (ec) co_return Status(Code::kIOError, ec.message());
   co_return Status::OK();
@@ -265,6 +280,13 @@ asio::awaitable<Status> BalancerReporter::Impl::RunConn(Link& link, std::shared_
   if (ec) co_return Status(Code::kIOError, "connecting: " + ec.message());
   c->socket.set_option(asio::ip::tcp::no_delay(true), ec);
   SetUserTimeout(c->socket, std::max<std::chrono::milliseconds>(options.report_interval * 6, std::chrono::seconds(3)));
+  c->stream = std::make_unique<net::Stream>(std::move(c->socket), options.tls);
+  // TLS, still under the connect deadline. The balancer's certificate is not
+  // checked: the MAC below is bound to this TLS session, so a relay fails.
+  Status tls = co_await c->stream->Handshake(net::Stream::Role::kClient, link.host);
+  if (c->broken) co_return Status(Code::kIOError, "TLS handshake: " + c->why);
+  if (!tls.ok()) co_return tls;
+  const std::string binding = c->stream->ChannelBinding(kBalancerBindingLabel);
 
   // Handshake, still under the connect deadline.
   Envelope in;
@@ -275,7 +297,7 @@ asio::awaitable<Status> BalancerReporter::Impl::RunConn(Link& link, std::shared_
   }
   Envelope auth;
   auth.mutable_server_auth()->set_server_id(server_id);
-  auth.mutable_server_auth()->set_mac(AuthMac(key, in.hello().challenge(), server_id));
+  auth.mutable_server_auth()->set_mac(AuthMac(key, in.hello().challenge() + binding, server_id));
   st = co_await WriteEnvelope(*c, auth);
   if (!st.ok()) co_return st;
   in.Clear();

@@ -26,6 +26,8 @@
 #include <string>
 #include <vector>
 
+#include "net/tls.h"
+
 namespace asio {
 class io_context;
 }
@@ -43,6 +45,8 @@ struct ReporterOptions {
   std::chrono::milliseconds connect_timeout{2000};  // also bounds the handshake
   std::chrono::milliseconds min_backoff{100};
   std::chrono::milliseconds max_backoff{5000};
+  // TLS client context for the links (net/tls.h); null: plain TCP.
+  std::shared_ptr<net::TlsContext> tls;
 };
 
 class BalancerReporter {

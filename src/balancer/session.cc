@@ -35,20 +35,35 @@ const char* BodyName(Envelope::BodyCase c) {
 
 Session::Session(Balancer::Impl& balancer, asio::ip::tcp::socket socket, std::uint64_t id)
     : balancer_(balancer),
-      socket_(std::move(socket)),
+      stream_(std::move(socket), balancer.config.tls),
       id_(id),
       decoder_(balancer.config.max_frame),
       write_signal_(balancer.io),
       last_activity_(Clock::now()) {
   write_signal_.expires_at(asio::steady_timer::time_point::max());
   asio::error_code ec;
-  auto ep = socket_.remote_endpoint(ec);
+  auto ep = stream_.socket().remote_endpoint(ec);
   peer_ = ec ? std::string("?") : FormatHostPort(ep.address().to_string(), ep.port());
 }
 
 Session::~Session() = default;
 
 void Session::Start() {
+  auto self = shared_from_this();
+  asio::co_spawn(balancer_.io, [self]() { return self->Run(); }, asio::detached);
+}
+
+asio::awaitable<void> Session::Run() {
+  // TLS first (bounded by the idle sweep: a silent handshake is closed after
+  // idle_timeout), then the Hello with its challenge.
+  Status tls = co_await stream_.Handshake(net::Stream::Role::kServer);
+  if (closed_) co_return;
+  if (!tls.ok()) {
+    spdlog::debug("{}: {}", peer_, tls.ToString());
+    Close();
+    co_return;
+  }
+  binding_ = stream_.ChannelBinding(kBalancerBindingLabel);
   challenge_ = NewChallenge();
   Envelope hello;
   hello.mutable_hello()->set_version(1);
@@ -62,9 +77,7 @@ void Session::Start() {
 void Session::Close() {
   if (closed_) return;
   closed_ = true;
-  asio::error_code ec;
-  socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
-  socket_.close(ec);
+  stream_.Close();
   write_signal_.cancel();
   if (!server_id_.empty() && balancer_.table.Remove(server_id_, id_)) {
     spdlog::info("server '{}' disconnected ({}): no longer assigned", server_id_, peer_);
@@ -77,7 +90,12 @@ asio::awaitable<void> Session::ReadLoop() {
   std::array<char, kReadChunk> buf;
   for (;;) {
     asio::error_code ec;
-    std::size_t n = co_await socket_.async_read_some(asio::buffer(buf), asio::redirect_error(use_awaitable, ec));
+    std::size_t n = 0;
+    try {
+      n = co_await stream_.ReadSome(asio::buffer(buf));
+    } catch (const asio::system_error& e) {
+      ec = e.code();
+    }
     if (closed_) co_return;
     if (ec) {
       Close();
@@ -121,7 +139,11 @@ asio::awaitable<void> Session::WriteLoop() {
     queue_.clear();
     queued_bytes_ = 0;
     asio::error_code ec;
-    co_await asio::async_write(socket_, asio::buffer(batch), asio::redirect_error(use_awaitable, ec));
+    try {
+      co_await stream_.Write(asio::buffer(batch));
+    } catch (const asio::system_error& e) {
+      ec = e.code();
+    }
     if (ec) {
       Close();
       co_return;
@@ -157,7 +179,7 @@ void Session::HandleAuth(const Envelope& env) {
     CloseWith(BAD_REQUEST, "server_id must be 1-64 printable ASCII characters");
     return;
   }
-  if (!AuthVerify(balancer_.auth_key, challenge_, auth.server_id(), auth.mac())) {
+  if (!AuthVerify(balancer_.auth_key, challenge_ + binding_, auth.server_id(), auth.mac())) {
     spdlog::warn("refused server '{}' from {}: wrong cluster secret", auth.server_id(), peer_);
     CloseWith(BAD_CREDENTIALS, "wrong cluster secret");
     return;

@@ -20,6 +20,7 @@
 #include "balancer.h"
 #include "balancer.pb.h"
 #include "fastchat/frame.h"
+#include "net/stream.h"
 #include "server_table.h"
 
 namespace fastchat::balancer {
@@ -38,6 +39,8 @@ class Session : public std::enable_shared_from_this<Session> {
   const std::string& peer() const { return peer_; }
 
  private:
+  // The TLS handshake, the Hello, then the read and write loops.
+  asio::awaitable<void> Run();
   asio::awaitable<void> ReadLoop();
   asio::awaitable<void> WriteLoop();
 
@@ -52,7 +55,8 @@ class Session : public std::enable_shared_from_this<Session> {
   void CloseWith(ErrorCode code, const std::string& message);
 
   Balancer::Impl& balancer_;
-  asio::ip::tcp::socket socket_;
+  net::Stream stream_;
+  std::string binding_;  // TLS channel binding, mixed into the ServerAuth MAC
   const std::uint64_t id_;
   std::string peer_;
   std::string challenge_;

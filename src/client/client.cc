@@ -16,7 +16,7 @@
 #include <asio/use_awaitable.hpp>
 #include <spdlog/spdlog.h>
 
-#include "balancer/balancer_client.h"
+#include "balancer_query.h"
 #include "client_impl.h"
 #include "fastchat/frame.h"
 #include "reconnect.h"
@@ -45,7 +45,6 @@ constexpr std::chrono::seconds kHeartbeatTimeout{10};
 // ===================================================================== requests
 
 ClientCore::Impl::~Impl() {
-  if (asker.joinable()) asker.join();
   if (record != nullptr) std::fclose(record);
 }
 
@@ -193,39 +192,12 @@ std::shared_ptr<Connection> ClientCore::Impl::NewConnection(bool session) {
 }
 
 awaitable<Status> ClientCore::Impl::AskBalancers(std::string* host, std::string* port, std::string* sid) {
-  struct Answer {
-    Status status;
-    std::string host;
-    std::uint16_t port = 0;
-    std::string server_id;
-    bool done = false;
-  };
-  auto answer = std::make_shared<Answer>();
-  auto wake = std::make_shared<asio::steady_timer>(ioc, asio::steady_timer::time_point::max());
-  if (asker.joinable()) asker.join();
-  std::vector<std::string> list = cfg.balancers;
-  asio::io_context* ctx = &ioc;
-  asker = std::thread([answer, wake, list, ctx]() {
-    std::string h, id;
-    std::uint16_t p = 0;
-    Status st = balancer::AskBalancer(list, &h, &p, &id);
-    asio::post(*ctx, [answer, wake, st, h, p, id]() {
-      answer->status = st;
-      answer->host = h;
-      answer->port = p;
-      answer->server_id = id;
-      answer->done = true;
-      wake->cancel();
-    });
-  });
-  while (!answer->done) {
-    std::error_code ec;
-    co_await wake->async_wait(asio::redirect_error(asio::use_awaitable, ec));
-  }
-  if (!answer->status.ok()) co_return Status(answer->status.code(), "balancer: " + answer->status.message());
-  *host = answer->host;
-  *port = std::to_string(answer->port);
-  *sid = answer->server_id;
+  Assignment a;
+  Status st = co_await client::AskBalancers(ioc, cfg.balancers, cfg.tls, &a);
+  if (!st.ok()) co_return Status(st.code(), "balancer: " + st.message());
+  *host = a.host;
+  *port = std::to_string(a.port);
+  *sid = a.server_id;
   co_return Status::OK();
 }
 

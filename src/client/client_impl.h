@@ -142,7 +142,6 @@ struct ClientCore::Impl {
   std::string server_addr;   // host:port of `conn`
   std::uint64_t max_image_bytes = 0;
   Signal link_signal;        // link_up, over or stopping changed
-  std::thread asker;         // the blocking balancer query, off the io thread
 
   const Identity& me() const { return store->identity(); }
 

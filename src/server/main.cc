@@ -227,11 +227,15 @@ int main(int argc, char** argv) {
         std::cerr << "error: listening on a wildcard address: give --advertise HOST:PORT for the balancer\n";
         return 2;
       }
+      fastchat::balancer::ReporterOptions ropts;
+      ropts.tls = config.peer_tls;  // null with --insecure-plain-tcp
       reporter = std::make_unique<fastchat::balancer::BalancerReporter>(
-          io, balancers, config.server_id, advertise, config.cluster_secret, [&meter, &server] {
+          io, balancers, config.server_id, advertise, config.cluster_secret,
+          [&meter, &server] {
             fastchat::server::Server::Stats s = server.stats();
             return meter.Sample(s.connections, s.frames_handled);
-          });
+          },
+          ropts);
       reporter->Start();
       spdlog::info("reporting load to {} balancer(s) as {} at {}", balancers.size(), config.server_id, advertise);
     }

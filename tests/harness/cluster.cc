@@ -224,7 +224,8 @@ BalancerProcess::BalancerProcess(const std::string& dir, const std::string& secr
   }
   SpawnOptions so;
   so.argv = {BalancerBinary(), "--listen", "127.0.0.1:0", "--cluster-secret", secret,
-             "--expire-ms",    std::to_string(expire_ms), "--log-level", "info"};
+             "--expire-ms",    std::to_string(expire_ms), "--log-level", "info",
+             "--tls-cert",     dir + "/balancer.crt"};
   std::string out = dir + "/balancer.stdout";
   stderr_path_ = dir + "/balancer.stderr";
   so.stdout_path = out;
