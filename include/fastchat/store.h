@@ -182,6 +182,22 @@ class Store {
   // Number of entries in `group`'s log.
   virtual Status CountGroupLog(std::uint64_t group, std::uint64_t* n) = 0;
 
+  // ---- session tokens: a login by token instead of password. Only a hash
+  // of each token is kept (the token itself is 32 random bytes).
+  static constexpr std::size_t kMaxTokensPerUser = 32;
+  // Records a token of `user` valid until expires_ms. Drops the user's
+  // tokens expired at now_ms and all but the newest kMaxTokensPerUser.
+  virtual Status AddSessionToken(const std::string& token_hash, std::uint64_t user, std::uint64_t expires_ms,
+                                 std::uint64_t now_ms) = 0;
+  // Sets *user to the owner of the token if it exists and expires after
+  // now_ms; kNotFound otherwise.
+  virtual Status CheckSessionToken(const std::string& token_hash, std::uint64_t now_ms, std::uint64_t* user) = 0;
+  // Forgets one token (logout). OK if it did not exist.
+  virtual Status RevokeSessionToken(const std::string& token_hash) = 0;
+  // Replaces the user's password hash and forgets every token of the user.
+  // kNoSuchUser if there is no such user. Run it inside a unit.
+  virtual Status SetPassword(std::uint64_t user, const std::string& password_hash) = 0;
+
   // ---- cluster membership (the seed's server table)
   // Inserts or replaces the row of server `s.id`.
   virtual Status UpsertServer(const ServerRecord& s) = 0;

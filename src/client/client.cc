@@ -244,10 +244,25 @@ awaitable<Outcome> ClientCore::Impl::LoginOn(std::shared_ptr<Connection> c) {
   wire::Envelope req, reply;
   auto* l = req.mutable_login();
   l->mutable_user()->set_id(me().user_id);
-  l->set_password(cfg.password);
   l->set_receive(mode != SessionMode::kOneShot);
+  // Reconnects log in with the session token from the first login (no
+  // Argon2id on the server); a refused token falls back to the password.
+  const bool by_token = !session_token.empty();
+  if (by_token)
+    l->set_token(session_token);
+  else
+    l->set_password(cfg.password);
   Status s = co_await c->Request(req, &reply);
+  if (by_token && s.code() == Code::kBadCredentials) {
+    LogDebug("session token refused (" + s.message() + "); logging in with the password");
+    session_token.clear();
+    l->clear_token();
+    l->set_password(cfg.password);
+    s = co_await c->Request(req, &reply);
+  }
   if (!s.ok()) co_return Outcome::From(s);
+  if (reply.has_logged_in() && !reply.logged_in().session_token().empty())
+    session_token = reply.logged_in().session_token();
   if (!reply.has_logged_in()) co_return Err("BAD_FRAME", "unexpected reply to Login");
   if (reply.logged_in().user_id() != me().user_id)
     co_return Err("STORE_MISMATCH", "the server knows this account under another id");

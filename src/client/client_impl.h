@@ -106,6 +106,7 @@ struct ClientCore::Impl {
   // The current connection. Requests in flight hold their own reference, so
   // a lost connection lives on until they have seen it fail.
   std::shared_ptr<Connection> conn;
+  std::string session_token;  // from the last password login: reconnects use it
   SessionMode mode = SessionMode::kOneShot;
   std::filesystem::path downloads;
 

@@ -31,6 +31,7 @@ struct ServerConfig {
   // Client TLS context for dialling peers (mesh); null when tls is null.
   std::shared_ptr<net::TlsContext> peer_tls;
   std::chrono::milliseconds tls_handshake_timeout{10000};  // a client must finish its TLS handshake by then
+  std::chrono::hours session_token_ttl{24 * 30};           // a session token's life from its issue
 
   // Cluster (all off unless mesh_enabled).
   bool mesh_enabled = false;

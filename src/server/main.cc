@@ -66,8 +66,10 @@ int main(int argc, char** argv) {
                  "(the cluster store; servers of one cluster share it)");
   app.add_option("--server-id", config.server_id, "this server's name in the cluster and in HelloOk")
       ->capture_default_str();
-  app.add_option("--pwhash", pwhash, "Argon2id cost for password hashes: interactive, moderate, or min (tests only)")
-      ->capture_default_str();
+  app.add_option("--pwhash", pwhash,
+                 "Argon2id cost for password hashes: interactive, moderate, or min (tests only); the last one given wins")
+      ->capture_default_str()
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   app.add_option("--max-frame", config.max_frame, "largest frame accepted, bytes")->capture_default_str();
   app.add_option("--max-image-bytes", config.max_image_bytes, "largest image accepted, bytes")
       ->capture_default_str();
@@ -93,6 +95,10 @@ int main(int argc, char** argv) {
                  "TLS certificate chain (PEM); default: server.crt beside the database, created self-signed "
                  "on first start");
   app.add_option("--tls-key", tls_key, "TLS private key (PEM); default: --tls-cert with the extension .key");
+  std::uint32_t token_days = 30;
+  app.add_option("--session-token-days", token_days, "a session token (login without password) expires after this")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 3650u));
   std::uint32_t tls_handshake_ms = 10000;
   app.add_option("--tls-handshake-timeout-ms", tls_handshake_ms,
                  "a client connection that has not finished its TLS handshake by then is closed")
@@ -177,6 +183,7 @@ int main(int argc, char** argv) {
 
   std::string fingerprint;
   config.tls_handshake_timeout = std::chrono::milliseconds(tls_handshake_ms);
+  config.session_token_ttl = std::chrono::hours(24) * token_days;
   if (plain_tcp) {
     spdlog::warn("--insecure-plain-tcp: no TLS; passwords and metadata cross the network in clear");
   } else {

@@ -400,6 +400,12 @@ asio::awaitable<void> Session::Handle(wire::Envelope& env) {
     case wire::Envelope::kLogin:
       st = co_await HandleLogin(env);
       break;
+    case wire::Envelope::kLogout:
+      st = co_await HandleLogout(env);
+      break;
+    case wire::Envelope::kChangePassword:
+      st = co_await HandleChangePassword(env);
+      break;
     default:
       if (user_id_ == 0) {
         st = Status(Code::kNotLoggedIn, "log in first");
@@ -460,9 +466,7 @@ asio::awaitable<Status> Session::HandleRegister(const wire::Envelope& env) {
   co_return Status::OK();
 }
 
-asio::awaitable<Status> Session::HandleLogin(const wire::Envelope& env) {
-  if (user_id_ != 0) co_return Status(Code::kAlreadyLoggedIn, "this connection is already logged in");
-  const wire::Login& m = env.login();
+asio::awaitable<Status> Session::CheckPassword(const wire::Login& m, std::uint64_t* id_out, std::string* name_out) {
   auto find = [this, &m]() -> const DirUser* {
     switch (m.user().ref_case()) {
       case wire::UserRef::kId: return server_.directory.FindUser(m.user().id());
@@ -491,6 +495,86 @@ asio::awaitable<Status> Session::HandleLogin(const wire::Envelope& env) {
   };
   bool ok = co_await Offload(server_.hash_pool.get_executor(), std::move(verify_job));
   if (!ok || !known) co_return bad;
+  *id_out = id;
+  *name_out = std::move(name);
+  co_return Status::OK();
+}
+
+asio::awaitable<Status> Session::CheckToken(const wire::Login& m, std::uint64_t* id, std::string* name) {
+  const Status bad(Code::kBadCredentials, "unknown, expired or revoked session token");
+  if (!m.password().empty()) co_return Status(Code::kBadRequest, "give a password or a token, not both");
+  if (m.token().size() != kSessionTokenBytes) co_return bad;
+  struct Checked {
+    Status st;
+    std::uint64_t user = 0;
+  };
+  const std::string hash = crypto::Hash(m.token());
+  const std::uint64_t now = NowMs();
+  auto job = [hash, now](Store& s) {
+    Checked c;
+    c.st = s.CheckSessionToken(hash, now, &c.user);
+    return c;
+  };
+  Checked c = co_await server_.store.Run(std::move(job));
+  if (c.st.code() == Code::kNotFound) co_return bad;
+  if (!c.st.ok()) {
+    spdlog::error("checking a session token: {}", c.st.ToString());
+    co_return Status(Code::kInternal, "the server could not check that token; try again");
+  }
+  const DirUser* u = server_.directory.FindUser(c.user);
+  if (u == nullptr && server_.config.mesh_enabled) {
+    Facts facts;
+    facts.user_ids.push_back(c.user);
+    co_await server_.Refresh(facts);
+    u = server_.directory.FindUser(c.user);
+  }
+  if (u == nullptr) co_return bad;
+  const bool matches = m.user().ref_case() == wire::UserRef::REF_NOT_SET ||
+                       (m.user().ref_case() == wire::UserRef::kId && m.user().id() == u->id) ||
+                       (m.user().ref_case() == wire::UserRef::kName && m.user().name() == u->name);
+  if (!matches) co_return bad;
+  *id = u->id;
+  *name = u->name;
+  token_hash_ = hash;
+  co_return Status::OK();
+}
+
+asio::awaitable<void> Session::IssueToken(wire::LoggedIn* reply) {
+  const std::string token = crypto::RandomBytes(kSessionTokenBytes);
+  const std::string hash = crypto::Hash(token);
+  const std::uint64_t now = NowMs();
+  const std::uint64_t expires =
+      now + static_cast<std::uint64_t>(
+                std::chrono::duration_cast<std::chrono::milliseconds>(server_.config.session_token_ttl).count());
+  const std::uint64_t user = user_id_;
+  auto job = [hash, user, expires, now](Store& s) {
+    WriteResult r;
+    r.st = s.AddSessionToken(hash, user, expires, now);
+    return r;
+  };
+  WriteResult w = co_await server_.store.Run(std::move(job));
+  if (!w.st.ok()) {
+    spdlog::warn("storing a session token for user {}: {}", user, w.st.ToString());
+    co_return;
+  }
+  token_hash_ = hash;
+  reply->set_session_token(token);
+  reply->set_token_expires_ms(expires);
+}
+
+asio::awaitable<Status> Session::HandleLogin(const wire::Envelope& env) {
+  if (user_id_ != 0) co_return Status(Code::kAlreadyLoggedIn, "this connection is already logged in");
+  const wire::Login& m = env.login();
+  std::uint64_t id = 0;
+  std::string name;
+  const bool by_token = !m.token().empty();
+  Status checked;
+  if (by_token) {
+    checked = co_await CheckToken(m, &id, &name);
+  } else {
+    checked = co_await CheckPassword(m, &id, &name);
+  }
+  if (!checked.ok()) co_return checked;
   if (closed_) co_return Status::OK();
   user_id_ = id;
   user_name_ = std::move(name);
@@ -498,6 +582,8 @@ asio::awaitable<Status> Session::HandleLogin(const wire::Envelope& env) {
   reply.set_rid(env.rid());
   reply.mutable_logged_in()->set_user_id(user_id_);
   reply.mutable_logged_in()->set_name(user_name_);
+  if (!by_token) co_await IssueToken(reply.mutable_logged_in());
+  if (closed_) co_return Status::OK();
   SendEnvelope(reply);
   if (m.receive()) {
     receiving_ = true;
@@ -518,6 +604,88 @@ asio::awaitable<Status> Session::HandleLogin(const wire::Envelope& env) {
     }
   }
   spdlog::debug("user {} logged in (receive={})", user_id_, m.receive());
+  co_return Status::OK();
+}
+
+asio::awaitable<Status> Session::HandleLogout(const wire::Envelope& env) {
+  if (user_id_ == 0) co_return Status(Code::kNotLoggedIn, "log in first");
+  if (!token_hash_.empty()) {
+    auto job = [hash = token_hash_](Store& s) {
+      WriteResult r;
+      r.st = s.RevokeSessionToken(hash);
+      return r;
+    };
+    WriteResult w = co_await server_.store.Run(std::move(job));
+    if (!w.st.ok()) {
+      spdlog::error("revoking a session token of user {}: {}", user_id_, w.st.ToString());
+      co_return Status(Code::kInternal, "the server could not revoke the token; try again");
+    }
+    token_hash_.clear();
+  }
+  spdlog::info("user {} logged out", user_id_);
+  Reply(RequestService::OkFrame(env.rid()));
+  LeavePresence();
+  out_.StopAfterFlush();
+  co_return Status::OK();
+}
+
+asio::awaitable<Status> Session::HandleChangePassword(const wire::Envelope& env) {
+  if (user_id_ == 0) co_return Status(Code::kNotLoggedIn, "log in first");
+  const wire::ChangePassword& m = env.change_password();
+  if (Status st = ValidatePassword(m.new_password()); !st.ok()) co_return st;
+  const DirUser* me = server_.directory.FindUser(user_id_);
+  if (me == nullptr) co_return Status(Code::kNoSuchUser, "this account is gone");
+  struct Hashed {
+    bool old_ok = false;
+    Status st;
+    std::string hash;
+  };
+  const crypto::PwhashCost cost = server_.config.pwhash;
+  auto hash_job = [current = me->password_hash, old_pw = m.old_password(), new_pw = m.new_password(), cost]() {
+    Hashed h;
+    h.old_ok = crypto::PasswordVerify(current, old_pw);
+    if (h.old_ok) h.st = crypto::PasswordHash(new_pw, cost, &h.hash);
+    return h;
+  };
+  Hashed h = co_await Offload(server_.hash_pool.get_executor(), std::move(hash_job));
+  if (!h.old_ok) {
+    spdlog::warn("user {}: password change refused (wrong current password)", user_id_);
+    co_return Status(Code::kBadCredentials, "the current password is wrong");
+  }
+  if (!h.st.ok()) co_return h.st;
+  const std::uint64_t user = user_id_;
+  auto set_job = [user, hash = h.hash](Store& s) {
+    WriteResult r;
+    r.st = s.SetPassword(user, hash);
+    return r;
+  };
+  WriteResult w = co_await server_.store.Run(std::move(set_job));
+  if (!w.st.ok()) {
+    spdlog::error("changing the password of user {}: {}", user, w.st.ToString());
+    co_return Status(Code::kInternal, "the server could not store that; try again");
+  }
+  if (const DirUser* again = server_.directory.FindUser(user); again != nullptr) {
+    UserRecord rec;
+    rec.id = again->id;
+    rec.name = again->name;
+    rec.password_hash = h.hash;
+    rec.x25519_public = again->x25519_public;
+    rec.ed25519_public = again->ed25519_public;
+    server_.directory.PutUser(rec);
+  }
+  Facts changed;
+  changed.user_ids.push_back(user);
+  server_.AnnounceChanged(changed);
+  spdlog::info("user {} changed their password; every session token revoked", user);
+  token_hash_.clear();
+  wire::Envelope reply;
+  reply.set_rid(env.rid());
+  reply.mutable_logged_in()->set_user_id(user_id_);
+  reply.mutable_logged_in()->set_name(user_name_);
+  co_await IssueToken(reply.mutable_logged_in());
+  std::string frame;
+  AppendFrame(reply.SerializeAsString(), &frame);
+  Reply(std::move(frame));  // in order behind replies still waiting for writes
   co_return Status::OK();
 }
 

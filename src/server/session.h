@@ -29,6 +29,8 @@
 
 namespace fastchat::wire {
 class Envelope;
+class Login;
+class LoggedIn;
 }
 
 namespace fastchat::server {
@@ -37,6 +39,7 @@ class Session : public std::enable_shared_from_this<Session> {
  public:
   static constexpr std::uint32_t kMaxInFlight = 256;
   static constexpr std::size_t kTlsReadBuffer = 16 * 1024;  // one TLS record
+  static constexpr std::size_t kSessionTokenBytes = 32;
 
   Session(Server::Impl& server, asio::ip::tcp::socket socket);
   ~Session();
@@ -85,6 +88,14 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::awaitable<void> Handle(wire::Envelope& env);
   asio::awaitable<Status> HandleRegister(const wire::Envelope& env);
   asio::awaitable<Status> HandleLogin(const wire::Envelope& env);
+  // Password login: Argon2id. Token login: one store read. Sets *id, *name.
+  asio::awaitable<Status> CheckPassword(const wire::Login& m, std::uint64_t* id, std::string* name);
+  asio::awaitable<Status> CheckToken(const wire::Login& m, std::uint64_t* id, std::string* name);
+  // Creates and stores a session token for the logged-in user; fills the
+  // LoggedIn reply's token fields (left empty if the store fails).
+  asio::awaitable<void> IssueToken(wire::LoggedIn* reply);
+  asio::awaitable<Status> HandleLogout(const wire::Envelope& env);
+  asio::awaitable<Status> HandleChangePassword(const wire::Envelope& env);
   asio::awaitable<void> HandleLoggedIn(const wire::Envelope& env);
 
   // TLS: the handshake, with the configured deadline.
@@ -99,6 +110,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   std::uint64_t user_id_ = 0;  // 0 until login
   std::string user_name_;
+  std::string token_hash_;     // hash of the token this session logged in with or was issued
   bool receiving_ = false;
   bool live_ = false;           // receiving and caught up: take live deliveries
   bool catching_up_ = false;    // a CatchUp coroutine is running

@@ -77,6 +77,14 @@ class ForwardingStore : public Store {
   }
   Status TrimGroup(std::uint64_t group) override { return inner_->TrimGroup(group); }
   Status CountGroupLog(std::uint64_t group, std::uint64_t* n) override { return inner_->CountGroupLog(group, n); }
+  Status AddSessionToken(const std::string& h, std::uint64_t u, std::uint64_t e, std::uint64_t n) override {
+    return inner_->AddSessionToken(h, u, e, n);
+  }
+  Status CheckSessionToken(const std::string& h, std::uint64_t n, std::uint64_t* u) override {
+    return inner_->CheckSessionToken(h, n, u);
+  }
+  Status RevokeSessionToken(const std::string& h) override { return inner_->RevokeSessionToken(h); }
+  Status SetPassword(std::uint64_t u, const std::string& h) override { return inner_->SetPassword(u, h); }
   Status UpsertServer(const ServerRecord& s) override { return inner_->UpsertServer(s); }
   Status ListServers(std::vector<ServerRecord>* out) override { return inner_->ListServers(out); }
 

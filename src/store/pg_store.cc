@@ -112,6 +112,15 @@ CREATE TABLE group_cursors (
 CREATE INDEX group_cursors_by_user ON group_cursors (user_id, group_id);
 INSERT INTO group_cursors (group_id, user_id, acked_seq) SELECT group_id, user_id, 0 FROM group_members;
 )sql"},
+    // Session tokens, by hash.
+    {4, R"sql(
+CREATE TABLE session_tokens (
+  token_hash BYTEA PRIMARY KEY,
+  user_id    BIGINT NOT NULL,
+  expires_ms BIGINT NOT NULL
+);
+CREATE INDEX session_tokens_by_user ON session_tokens (user_id, expires_ms);
+)sql"},
 };
 
 constexpr int kLatestVersion = kMigrations[std::size(kMigrations) - 1].version;
@@ -154,6 +163,11 @@ enum Sql : int {
   kCountGroupLog,
   kUpsertServer,
   kListServers,
+  kInsertToken,
+  kPruneTokens,
+  kCheckToken,
+  kRevokeToken,
+  kSetPassword,
   kNumSql,
 };
 
@@ -363,6 +377,21 @@ constexpr Statement kStatements[] = {
      " ON CONFLICT (id) DO UPDATE SET mesh_address = excluded.mesh_address, heartbeat_ms = excluded.heartbeat_ms"},
     {"list_servers",
      "SELECT id, mesh_address, heartbeat_ms FROM servers ORDER BY id"},
+    {"insert_token",
+     "INSERT INTO session_tokens (token_hash, user_id, expires_ms) VALUES ($1::bytea, $2::bigint, $3::bigint)"},
+    // Expired tokens, and all but the newest $3.
+    {"prune_tokens",
+     "DELETE FROM session_tokens WHERE user_id = $1::bigint AND (expires_ms <= $2::bigint OR token_hash NOT IN"
+     " (SELECT token_hash FROM session_tokens WHERE user_id = $1::bigint ORDER BY expires_ms DESC LIMIT $3::bigint))"},
+    {"check_token",
+     "SELECT user_id FROM session_tokens WHERE token_hash = $1::bytea AND expires_ms > $2::bigint"},
+    {"revoke_token",
+     "DELETE FROM session_tokens WHERE token_hash = $1::bytea"},
+    // One statement: the new hash and no tokens, together.
+    {"set_password",
+     "WITH u AS (UPDATE users SET password_hash = $2::text WHERE id = $1::bigint RETURNING id),"
+     " d AS (DELETE FROM session_tokens WHERE user_id IN (SELECT id FROM u))"
+     " SELECT id FROM u"},
 };
 static_assert(std::size(kStatements) == kNumSql, "kStatements must match Sql");
 
@@ -1221,6 +1250,60 @@ Status PgStore::ListServers(std::vector<ServerRecord>* out) {
     Status s = c.Exec(kListServers, none, "ListServers", &r);
     if (!s.ok()) return s;
     for (int i = 0; i < r.rows(); ++i) out->push_back(ServerRecord{r.Bytes(i, 0), r.Bytes(i, 1), r.Id(i, 2)});
+    return Status::OK();
+  });
+}
+
+// ---- session tokens
+
+Status PgStore::AddSessionToken(const std::string& token_hash, std::uint64_t user, std::uint64_t expires_ms,
+                                std::uint64_t now_ms) {
+  return WithConn([&](Conn& c) -> Status {
+    Params p;
+    p.Bytes(token_hash);
+    p.Id(user);
+    p.Id(expires_ms);
+    Status s = c.Exec(kInsertToken, p, "AddSessionToken", nullptr);
+    if (!s.ok()) return s;
+    Params q;
+    q.Id(user);
+    q.Id(now_ms);
+    q.Id(kMaxTokensPerUser);
+    return c.Exec(kPruneTokens, q, "AddSessionToken (prune)", nullptr);
+  });
+}
+
+Status PgStore::CheckSessionToken(const std::string& token_hash, std::uint64_t now_ms, std::uint64_t* user) {
+  return WithConn([&](Conn& c) -> Status {
+    Params p;
+    p.Bytes(token_hash);
+    p.Id(now_ms);
+    Result r;
+    Status s = c.Exec(kCheckToken, p, "CheckSessionToken", &r);
+    if (!s.ok()) return s;
+    if (r.rows() == 0) return Status(Code::kNotFound, "no such session token");
+    *user = r.Id(0, 0);
+    return Status::OK();
+  });
+}
+
+Status PgStore::RevokeSessionToken(const std::string& token_hash) {
+  return WithConn([&](Conn& c) -> Status {
+    Params p;
+    p.Bytes(token_hash);
+    return c.Exec(kRevokeToken, p, "RevokeSessionToken", nullptr);
+  });
+}
+
+Status PgStore::SetPassword(std::uint64_t user, const std::string& password_hash) {
+  return WithConn([&](Conn& c) -> Status {
+    Params p;
+    p.Id(user);
+    p.Bytes(password_hash);
+    Result r;
+    Status s = c.Exec(kSetPassword, p, "SetPassword", &r);
+    if (!s.ok()) return s;
+    if (r.rows() == 0) return Status(Code::kNoSuchUser, "SetPassword: no such user");
     return Status::OK();
   });
 }

@@ -117,6 +117,11 @@ class PgStore final : public Store {
                       std::vector<PendingRow>* rows) override;
   Status Ack(std::uint64_t recipient, const std::vector<std::uint64_t>& seqs) override;
   Status CountPending(std::uint64_t recipient, std::uint64_t* n) override;
+  Status AddSessionToken(const std::string& token_hash, std::uint64_t user, std::uint64_t expires_ms,
+                         std::uint64_t now_ms) override;
+  Status CheckSessionToken(const std::string& token_hash, std::uint64_t now_ms, std::uint64_t* user) override;
+  Status RevokeSessionToken(const std::string& token_hash) override;
+  Status SetPassword(std::uint64_t user, const std::string& password_hash) override;
   Status UpsertServer(const ServerRecord& server) override;
   Status ListServers(std::vector<ServerRecord>* out) override;
 

@@ -94,6 +94,15 @@ CREATE TABLE group_cursors (
 CREATE INDEX group_cursors_by_user ON group_cursors (user_id, group_id);
 INSERT INTO group_cursors (group_id, user_id, acked_seq) SELECT group_id, user_id, 0 FROM group_members;
 )sql"},
+    // Session tokens, by hash.
+    {4, R"sql(
+CREATE TABLE session_tokens (
+  token_hash BLOB PRIMARY KEY,
+  user_id    INTEGER NOT NULL,
+  expires_ms INTEGER NOT NULL
+);
+CREATE INDEX session_tokens_by_user ON session_tokens (user_id, expires_ms);
+)sql"},
 };
 
 constexpr int kLatestVersion = kMigrations[std::size(kMigrations) - 1].version;
@@ -203,6 +212,19 @@ constexpr const char* kSql[] = {
     " ON CONFLICT (id) DO UPDATE SET mesh_address = excluded.mesh_address, heartbeat_ms = excluded.heartbeat_ms",
     // kListServers
     "SELECT id, mesh_address, heartbeat_ms FROM servers ORDER BY id",
+    // kInsertToken
+    "INSERT INTO session_tokens (token_hash, user_id, expires_ms) VALUES (?1, ?2, ?3)",
+    // kPruneTokens: expired ones, and all but the newest ?3
+    "DELETE FROM session_tokens WHERE user_id = ?1 AND (expires_ms <= ?2 OR token_hash NOT IN"
+    " (SELECT token_hash FROM session_tokens WHERE user_id = ?1 ORDER BY expires_ms DESC LIMIT ?3))",
+    // kCheckToken
+    "SELECT user_id FROM session_tokens WHERE token_hash = ?1 AND expires_ms > ?2",
+    // kRevokeToken
+    "DELETE FROM session_tokens WHERE token_hash = ?1",
+    // kRevokeUserTokens
+    "DELETE FROM session_tokens WHERE user_id = ?1",
+    // kSetPassword
+    "UPDATE users SET password_hash = ?2 WHERE id = ?1 RETURNING id",
 };
 static_assert(std::size(kSql) == SqliteStore::kNumSql, "kSql must match SqliteStore::Sql");
 
@@ -1002,6 +1024,58 @@ Status SqliteStore::ListServers(std::vector<ServerRecord>* out) {
     out->push_back(ServerRecord{st.ColumnText(0), st.ColumnText(1), st.ColumnId(2)});
   }
   if (rc != SQLITE_DONE) return IOError("ListServers");
+  return Status::OK();
+}
+
+// ---- session tokens
+
+Status SqliteStore::AddSessionToken(const std::string& token_hash, std::uint64_t user, std::uint64_t expires_ms,
+                                    std::uint64_t now_ms) {
+  {
+    Statement st(stmts_[kInsertToken]);
+    st.BindBlob(1, token_hash);
+    st.BindId(2, user);
+    st.BindId(3, expires_ms);
+    if (st.Step() != SQLITE_DONE) return IOError("AddSessionToken");
+  }
+  Statement prune(stmts_[kPruneTokens]);
+  prune.BindId(1, user);
+  prune.BindId(2, now_ms);
+  prune.BindId(3, kMaxTokensPerUser);
+  if (prune.Step() != SQLITE_DONE) return IOError("AddSessionToken (prune)");
+  return Status::OK();
+}
+
+Status SqliteStore::CheckSessionToken(const std::string& token_hash, std::uint64_t now_ms, std::uint64_t* user) {
+  Statement st(stmts_[kCheckToken]);
+  st.BindBlob(1, token_hash);
+  st.BindId(2, now_ms);
+  const int rc = st.Step();
+  if (rc == SQLITE_DONE) return Status(Code::kNotFound, "no such session token");
+  if (rc != SQLITE_ROW) return IOError("CheckSessionToken");
+  *user = st.ColumnId(0);
+  return Status::OK();
+}
+
+Status SqliteStore::RevokeSessionToken(const std::string& token_hash) {
+  Statement st(stmts_[kRevokeToken]);
+  st.BindBlob(1, token_hash);
+  if (st.Step() != SQLITE_DONE) return IOError("RevokeSessionToken");
+  return Status::OK();
+}
+
+Status SqliteStore::SetPassword(std::uint64_t user, const std::string& password_hash) {
+  {
+    Statement st(stmts_[kSetPassword]);
+    st.BindId(1, user);
+    st.BindText(2, password_hash);
+    const int rc = st.Step();
+    if (rc == SQLITE_DONE) return NoSuchUser("SetPassword");
+    if (rc != SQLITE_ROW) return IOError("SetPassword");
+  }
+  Statement st(stmts_[kRevokeUserTokens]);
+  st.BindId(1, user);
+  if (st.Step() != SQLITE_DONE) return IOError("SetPassword (revoke tokens)");
   return Status::OK();
 }
 

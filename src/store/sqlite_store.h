@@ -87,6 +87,11 @@ class SqliteStore final : public Store {
   Status AckGroup(std::uint64_t user, std::uint64_t group, std::uint64_t seq) override;
   Status TrimGroup(std::uint64_t group) override;
   Status CountGroupLog(std::uint64_t group, std::uint64_t* n) override;
+  Status AddSessionToken(const std::string& token_hash, std::uint64_t user, std::uint64_t expires_ms,
+                         std::uint64_t now_ms) override;
+  Status CheckSessionToken(const std::string& token_hash, std::uint64_t now_ms, std::uint64_t* user) override;
+  Status RevokeSessionToken(const std::string& token_hash) override;
+  Status SetPassword(std::uint64_t user, const std::string& password_hash) override;
   Status UpsertServer(const ServerRecord& s) override;
   Status ListServers(std::vector<ServerRecord>* out) override;
 
@@ -137,6 +142,12 @@ class SqliteStore final : public Store {
     kLastSeq,
     kUpsertServer,
     kListServers,
+    kInsertToken,
+    kPruneTokens,
+    kCheckToken,
+    kRevokeToken,
+    kRevokeUserTokens,
+    kSetPassword,
     kNumSql,
   };
 

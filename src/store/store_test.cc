@@ -376,6 +376,48 @@ TEST_P(StoreTest, ValuesAreBoundNotInterpolated) {
 
 // ---- friends
 
+TEST_P(StoreTest, SessionTokensExpireAreRevokedAndDieWithAPasswordChange) {
+  const std::uint64_t alice = NewUser("alice");
+  const std::uint64_t bob = NewUser("bob");
+  const std::string t1(32, '\x01'), t2(32, '\x02'), tb(32, '\x03'), unknown(32, '\x09');
+  ASSERT_OK(store_->AddSessionToken(t1, alice, /*expires=*/1000, /*now=*/100));
+  ASSERT_OK(store_->AddSessionToken(t2, alice, 2000, 100));
+  ASSERT_OK(store_->AddSessionToken(tb, bob, 2000, 100));
+  std::uint64_t who = 0;
+  ASSERT_OK(store_->CheckSessionToken(t1, 500, &who));
+  EXPECT_EQ(who, alice);
+  EXPECT_CODE(Code::kNotFound, store_->CheckSessionToken(t1, 1000, &who));  // expired
+  EXPECT_CODE(Code::kNotFound, store_->CheckSessionToken(unknown, 500, &who));
+  ASSERT_OK(store_->RevokeSessionToken(t2));
+  EXPECT_CODE(Code::kNotFound, store_->CheckSessionToken(t2, 500, &who));
+  ASSERT_OK(store_->RevokeSessionToken(t2));  // again: fine
+
+  ASSERT_OK(store_->AddSessionToken(t2, alice, 3000, 100));
+  ASSERT_OK(store_->SetPassword(alice, "new-hash"));
+  EXPECT_CODE(Code::kNotFound, store_->CheckSessionToken(t2, 500, &who));
+  ASSERT_OK(store_->CheckSessionToken(tb, 500, &who));  // bob's is untouched
+  EXPECT_EQ(who, bob);
+  UserRecord got;
+  ASSERT_OK(store_->GetUserById(alice, &got));
+  EXPECT_EQ(got.password_hash, "new-hash");
+  EXPECT_CODE(Code::kNoSuchUser, store_->SetPassword(999999, "x"));
+}
+
+TEST_P(StoreTest, AUserKeepsAtMostTheNewestTokens) {
+  const std::uint64_t alice = NewUser("alice");
+  const std::size_t n = Store::kMaxTokensPerUser + 5;
+  for (std::size_t i = 0; i < n; ++i)
+    ASSERT_OK(store_->AddSessionToken(std::string(31, 'k') + static_cast<char>(i), alice, 10000 + i, 100));
+  std::size_t live = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    std::uint64_t who = 0;
+    if (store_->CheckSessionToken(std::string(31, 'k') + static_cast<char>(i), 200, &who).ok()) ++live;
+  }
+  EXPECT_EQ(live, Store::kMaxTokensPerUser);
+  std::uint64_t who = 0;  // the newest survives
+  ASSERT_OK(store_->CheckSessionToken(std::string(31, 'k') + static_cast<char>(n - 1), 200, &who));
+}
+
 TEST_P(StoreTest, FriendRequestsAreIdempotentAndListedOldestFirst) {
   const std::uint64_t alice = NewUser("alice");
   const std::uint64_t bob = NewUser("bob");
@@ -1078,14 +1120,14 @@ TEST_F(SqliteStoreTest, UsesWalAndRecordsSchemaVersion) {
   std::unique_ptr<Store> store;
   ASSERT_OK(OpenSqliteStore(path_, &store));
   EXPECT_EQ(RawQuery("PRAGMA journal_mode"), "wal");
-  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "3");
+  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "4");
   EXPECT_EQ(RawQuery("SELECT COUNT(*) FROM schema_version"), "1");
   store.reset();
 
   // Reopening an up-to-date file changes nothing.
   ASSERT_OK(OpenSqliteStore(path_, &store));
   EXPECT_EQ(RawQuery("SELECT COUNT(*) FROM schema_version"), "1");
-  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "3");
+  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "4");
 }
 
 TEST_F(SqliteStoreTest, ABatchCommitsTogetherAndAFailedUnitIsUndoneAlone) {
@@ -1235,7 +1277,7 @@ TEST_F(PgStoreTest, ConcurrentOpensMigrateOnce) {
   for (std::thread& th : threads) th.join();
   for (int t = 0; t < kStores; ++t) EXPECT_TRUE(results[t].ok()) << results[t].ToString();
   EXPECT_EQ(PgAdmin("SELECT count(*) FROM " + schema_ + ".schema_version"), "1");
-  EXPECT_EQ(PgAdmin("SELECT version FROM " + schema_ + ".schema_version"), "3");
+  EXPECT_EQ(PgAdmin("SELECT version FROM " + schema_ + ".schema_version"), "4");
   // The tables went into the schema named by search_path, not elsewhere.
   const std::string tables =
       " AND tablename IN ('schema_version', 'users', 'friend_requests', 'friendships', 'chat_groups',"
