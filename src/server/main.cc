@@ -77,7 +77,8 @@ int main(int argc, char** argv) {
   std::string mesh_listen, secret_file, advertise;
   std::vector<std::string> balancers;
   app.add_option("--balancer", balancers,
-                 "cluster mode: report load to this balancer (HOST:PORT; repeat for several)");
+                 "cluster mode: report load to this balancer (HOST:PORT; repeat for several)")
+      ->allow_extra_args(false);  // one value per --balancer
   app.add_option("--advertise", advertise,
                  "HOST:PORT the balancer hands to clients (default: the --listen address)");
   app.add_option("--mesh-listen", mesh_listen,
