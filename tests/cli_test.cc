@@ -1,7 +1,9 @@
 // Command lines and settings of the three programs (fastchat,
 // fastchat-server, fastchat-balancer), run as real processes: options that
-// can be repeated take one value each.
+// can be repeated take one value each; the cluster secret file is read the
+// same way by the server and the balancer.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <string>
 #include <vector>
@@ -93,6 +95,43 @@ TEST(Cli, ServerBalancerTakesOneValueEach) {
                             "--cluster-secret", kSecret, "--balancer", kNoOne1, kNoOne2});
   EXPECT_NE(e.code, 0);
   EXPECT_TRUE(Has(e.out + e.err, "not expected: " + std::string(kNoOne2))) << e.out << e.err;
+}
+
+TEST(Cli, ServerAndBalancerReadOneSecretFileAlike) {
+  TempDir tmp("fastchat-cli");
+  const std::string secret = "cli-secret-" + RandomToken(20);
+  const std::string file = tmp.Sub("cluster.secret");
+  WriteFile(file, secret + "\n");
+  ASSERT_EQ(::chmod(file.c_str(), 0600), 0);
+
+  BalancerProcess balancer(tmp.Sub("balancer", true), "", 1500, {"--cluster-secret-file", file});
+  // One server reads the file; another is given the secret, without the
+  // newline, on the command line. The balancer accepts both, so the two
+  // programs read the same bytes from the file, without its newline.
+  ServerOptions o;
+  o.log_level = "info";
+  o.extra_args = {"--server-id", "from-file", "--cluster-secret-file", file, "--balancer", balancer.address()};
+  ServerProcess from_file(tmp.Sub("from-file", true), o);
+  o.extra_args = {"--server-id", "from-args", "--cluster-secret", secret, "--balancer", balancer.address()};
+  ServerProcess from_args(tmp.Sub("from-args", true), o);
+  EXPECT_TRUE(WaitForFileText(from_file.log_path(), "registered with balancer", kDefaultTimeout))
+      << from_file.StderrTail() << "\nbalancer:\n" << balancer.LogTail();
+  EXPECT_TRUE(WaitForFileText(from_args.log_path(), "registered with balancer", kDefaultTimeout))
+      << from_args.StderrTail() << "\nbalancer:\n" << balancer.LogTail();
+  // Only the command-line secret is warned about.
+  EXPECT_TRUE(Has(FileText(from_args.log_path()), "visible to every local user in the process list"));
+  EXPECT_FALSE(Has(FileText(from_file.log_path()), "process list"));
+  EXPECT_FALSE(Has(FileText(balancer.log_path()), "process list"));
+
+  // Readable by others: both programs refuse to start, saying why.
+  ASSERT_EQ(::chmod(file.c_str(), 0644), 0);
+  Ended b = RunToExit(tmp, {BalancerBinary(), "--listen", "127.0.0.1:0", "--cluster-secret-file", file});
+  EXPECT_EQ(b.code, 2) << b.out << b.err;
+  EXPECT_TRUE(Has(b.err, "chmod 600 " + file)) << b.err;
+  Ended s = RunToExit(tmp, {ServerBinary(), "--db", tmp.Sub("refused.db"), "--listen", "127.0.0.1:0",
+                            "--cluster-secret-file", file, "--balancer", balancer.address()});
+  EXPECT_EQ(s.code, 2) << s.out << s.err;
+  EXPECT_TRUE(Has(s.err, "chmod 600 " + file)) << s.err;
 }
 
 }  // namespace

@@ -3,7 +3,6 @@
 
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 
 #include <CLI/CLI.hpp>
@@ -14,6 +13,7 @@
 
 #include "balancer/load_meter.h"
 #include "balancer/reporter.h"
+#include "common/secret_file.h"
 #include "config.h"
 #include "fastchat/crypto.h"
 #include "fastchat/store.h"
@@ -85,24 +85,22 @@ int main(int argc, char** argv) {
                  "cluster mode: HOST:PORT where other servers connect to this one (port 0 picks one)");
   app.add_option("--mesh-advertise", config.mesh_advertise,
                  "HOST:PORT other servers should dial (default: the --mesh-listen address)");
-  app.add_option("--cluster-secret", config.cluster_secret, "secret shared by the servers of a cluster (>= 16 bytes)");
-  app.add_option("--cluster-secret-file", secret_file, "read the cluster secret from this file");
+  auto* secret_opt = app.add_option("--cluster-secret", config.cluster_secret,
+                                    "secret shared by the servers of a cluster (>= 16 bytes; visible to other "
+                                    "local users on the command line: prefer --cluster-secret-file)");
+  app.add_option("--cluster-secret-file", secret_file,
+                 "read the cluster secret from this file (mode 600; one trailing newline is not part of it)")
+      ->excludes(secret_opt);
   CLI11_PARSE(app, argc, argv);
 
   auto logger = spdlog::stderr_color_mt("fastchat-server");
   spdlog::set_default_logger(logger);
   spdlog::set_level(spdlog::level::from_str(log_level));
+  if (fastchat::FlagOnCommandLine(argc, argv, "--cluster-secret")) spdlog::warn(fastchat::kSecretOnCommandLineWarning);
 
   if (!ParseHostPort(listen, &config.listen_host, &config.listen_port)) {
     std::cerr << "error: --listen wants HOST:PORT, got '" << listen << "'\n";
     return 2;
-  }
-  if (!secret_file.empty()) {
-    std::ifstream in(secret_file);
-    if (!in || !std::getline(in, config.cluster_secret)) {
-      std::cerr << "error: cannot read the cluster secret from " << secret_file << "\n";
-      return 2;
-    }
   }
   if (!mesh_listen.empty()) {
     config.mesh_enabled = true;
@@ -111,9 +109,12 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  if ((config.mesh_enabled || !balancers.empty()) && config.cluster_secret.size() < 16) {
-    std::cerr << "error: cluster mode needs --cluster-secret or --cluster-secret-file (at least 16 bytes)\n";
-    return 2;
+  // Cluster mode needs the secret; one given without it is checked all the same.
+  if (config.mesh_enabled || !balancers.empty() || !secret_file.empty() || !config.cluster_secret.empty()) {
+    if (fastchat::Status st = fastchat::LoadClusterSecret(secret_file, &config.cluster_secret); !st.ok()) {
+      std::cerr << "error: " << st.message() << "\n";
+      return 2;
+    }
   }
   if (!fastchat::crypto::PwhashCost::Parse(pwhash, &config.pwhash)) {
     std::cerr << "error: --pwhash must be interactive, moderate or min\n";
