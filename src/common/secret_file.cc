@@ -5,17 +5,12 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstdio>
 #include <cstring>
+
+#include "common/private_files.h"
 
 namespace fastchat {
 namespace {
-
-std::string Octal(unsigned mode) {
-  char buf[8];
-  std::snprintf(buf, sizeof buf, "%04o", mode & 07777u);
-  return buf;
-}
 
 Status SystemError(const std::string& what, const std::string& path) {
   return Status(Code::kIOError, what + " " + path + ": " + std::strerror(errno));
@@ -39,7 +34,7 @@ Status ReadSecretFile(const std::string& path, std::string* out) {
   }
   if ((st.st_mode & 077) != 0) {
     return Status(Code::kBadRequest, "the secret file " + path + " may be read or changed by other users (mode " +
-                                         Octal(st.st_mode) + "); make it the owner's only: chmod 600 " + path);
+                                         ModeString(st.st_mode) + "); make it the owner's only: chmod 600 " + path);
   }
   std::string data;
   char buf[4096];

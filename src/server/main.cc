@@ -1,5 +1,6 @@
 // fastchat-server: the FastChat chat server.
 #include <sys/resource.h>
+#include <sys/stat.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -13,6 +14,7 @@
 
 #include "balancer/load_meter.h"
 #include "balancer/reporter.h"
+#include "common/private_files.h"
 #include "common/secret_file.h"
 #include "config.h"
 #include "fastchat/crypto.h"
@@ -48,6 +50,9 @@ void RaiseFileLimit() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // What this server creates (its data folder, its database files) is its
+  // own user's only, whatever umask it was started with.
+  ::umask(077);
   using fastchat::server::ServerConfig;
   ServerConfig config;
   std::string listen = "127.0.0.1:7400";
@@ -137,10 +142,13 @@ int main(int argc, char** argv) {
     st = fastchat::OpenPgStore(pg, &store);
   } else {
     store_name = config.db_path;
-    std::error_code fs_ec;
-    auto parent = std::filesystem::path(config.db_path).parent_path();
-    if (!parent.empty()) std::filesystem::create_directories(parent, fs_ec);
-    st = fastchat::OpenSqliteStore(config.db_path, &store, /*exclusive=*/true);
+    st = fastchat::MakePrivateDirs(std::filesystem::path(config.db_path).parent_path().string());
+    // Database files others may read (made before this version, or by
+    // hand) become owner-only.
+    if (st.ok()) {
+      st = fastchat::MakeDatabaseOwnerOnly(config.db_path, [](const std::string& line) { spdlog::warn("{}", line); });
+    }
+    if (st.ok()) st = fastchat::OpenSqliteStore(config.db_path, &store, /*exclusive=*/true);
   }
   if (!st.ok()) {
     std::cerr << "error: opening the store (" << store_name << "): " << st.ToString() << "\n";

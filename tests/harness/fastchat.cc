@@ -75,7 +75,7 @@ std::uint64_t AsU64(const json& v) {
 
 // ------------------------------------------------------------------ server
 ServerProcess::ServerProcess(const std::string& dir, const ServerOptions& options)
-    : dir_(dir), db_path_(dir + "/server.db") {
+    : dir_(dir), db_path_(options.db_path.empty() ? dir + "/server.db" : options.db_path) {
   SpawnOptions so;
   so.argv = {ServerBinary(), "--listen", "127.0.0.1:0", "--db", db_path_, "--pwhash", "min",
              "--log-level", options.log_level};

@@ -26,13 +26,15 @@ struct ServerOptions {
   std::optional<std::uint64_t> max_image_bytes;
   std::optional<std::uint32_t> max_frame;
   std::string log_level = "warn";
+  std::string db_path;  // empty: <dir>/server.db
   std::vector<std::string> extra_args;
 };
 
 class ServerProcess {
  public:
-  // Starts fastchat-server on 127.0.0.1:0 with its database in `dir` and
-  // waits for its "listening on" line. Throws on failure.
+  // Starts fastchat-server on 127.0.0.1:0 with its database in `dir` (or
+  // at options.db_path) and its output in `dir`, and waits for its
+  // "listening on" line. Throws on failure.
   ServerProcess(const std::string& dir, const ServerOptions& options);
   ~ServerProcess();
 
