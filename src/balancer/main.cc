@@ -1,9 +1,7 @@
 // fastchat-balancer: tells FastChat clients which chat server to use.
 #include <csignal>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
-#include <sstream>
 
 #include <CLI/CLI.hpp>
 #include <asio/io_context.hpp>
@@ -13,26 +11,8 @@
 
 #include "address.h"
 #include "balancer.h"
+#include "common/secret_file.h"
 #include "net/tls.h"
-
-namespace {
-
-// The file's contents without trailing whitespace (a final newline is not
-// part of the secret).
-bool ReadSecretFile(const std::string& path, std::string* secret) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return false;
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  *secret = ss.str();
-  while (!secret->empty() && (secret->back() == '\n' || secret->back() == '\r' || secret->back() == ' ' ||
-                              secret->back() == '\t')) {
-    secret->pop_back();
-  }
-  return true;
-}
-
-}  // namespace
 
 int main(int argc, char** argv) {
   fastchat::balancer::BalancerConfig config;
@@ -46,10 +26,11 @@ int main(int argc, char** argv) {
   app.add_option("--listen", listen, "address and port to listen on (port 0 picks a free one)")
       ->capture_default_str();
   auto* secret_opt = app.add_option("--cluster-secret", config.cluster_secret,
-                                    "secret shared by the balancers and servers of the cluster "
-                                    "(visible to other local users; prefer --cluster-secret-file)");
+                                    "secret shared by the balancers and servers of the cluster (>= 16 bytes; "
+                                    "visible to other local users on the command line: prefer "
+                                    "--cluster-secret-file)");
   app.add_option("--cluster-secret-file", secret_file,
-                 "read the cluster secret from this file (trailing whitespace is ignored)")
+                 "read the cluster secret from this file (mode 600; one trailing newline is not part of it)")
       ->excludes(secret_opt);
   app.add_option("--expire-ms", expire_ms, "stop assigning a server after this long without a report")
       ->capture_default_str()
@@ -68,17 +49,14 @@ int main(int argc, char** argv) {
   auto logger = spdlog::stderr_color_mt("fastchat-balancer");
   spdlog::set_default_logger(logger);
   spdlog::set_level(spdlog::level::from_str(log_level));
+  if (fastchat::FlagOnCommandLine(argc, argv, "--cluster-secret")) spdlog::warn(fastchat::kSecretOnCommandLineWarning);
 
   if (!fastchat::balancer::ParseHostPort(listen, &config.listen_host, &config.listen_port)) {
     std::cerr << "error: --listen wants HOST:PORT, got '" << listen << "'\n";
     return 2;
   }
-  if (!secret_file.empty() && !ReadSecretFile(secret_file, &config.cluster_secret)) {
-    std::cerr << "error: cannot read --cluster-secret-file " << secret_file << "\n";
-    return 2;
-  }
-  if (config.cluster_secret.empty()) {
-    std::cerr << "error: a cluster secret is required (--cluster-secret-file or --cluster-secret)\n";
+  if (fastchat::Status st = fastchat::LoadClusterSecret(secret_file, &config.cluster_secret); !st.ok()) {
+    std::cerr << "error: " << st.message() << "\n";
     return 2;
   }
   config.expire_after = std::chrono::milliseconds(expire_ms);

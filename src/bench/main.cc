@@ -18,11 +18,14 @@ int main(int argc, char** argv) {
   // A later flag overrides an earlier one (scripts pass defaults, then the user's).
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   app.add_option("--server", o.servers, "HOST:PORT of a server (repeat for a cluster; users spread round-robin)")
-      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
+      ->allow_extra_args(false);  // one value per flag: repeat it
   app.add_option("--server-pid", o.server_pids, "server process to measure (CPU from /proc/PID/stat, VmRSS); repeatable")
-      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
+      ->allow_extra_args(false);  // one value per flag: repeat it
   app.add_option("--db-pid", o.db_pids, "database process to measure, with its child processes; repeatable")
-      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
+      ->allow_extra_args(false);  // one value per flag: repeat it
   app.add_option("--workload", o.workload, "dm | group | offline | login | idle")
       ->check(CLI::IsMember({"dm", "group", "offline", "login", "idle"}))
       ->capture_default_str();

@@ -1,14 +1,13 @@
 #include "local_store.h"
 
-#include <cerrno>
 #include <chrono>
-#include <cstring>
 #include <utility>
 #include <vector>
 
-#include <fcntl.h>
 #include <sqlite3.h>
-#include <unistd.h>
+#include <spdlog/spdlog.h>
+
+#include "common/private_files.h"
 
 namespace fastchat::client {
 
@@ -230,25 +229,18 @@ Status LocalStore::GetMeta(const char* key, std::string* value) {
 Status LocalStore::Create(const std::filesystem::path& path, const Identity& id,
                           std::string_view password, crypto::PwhashCost cost,
                           std::unique_ptr<LocalStore>* out) {
-  std::error_code ec;
-  if (path.has_parent_path() && !std::filesystem::exists(path.parent_path(), ec)) {
-    std::filesystem::create_directories(path.parent_path(), ec);
-    if (ec) return Status(Code::kIOError, "cannot create " + path.parent_path().string() + ": " + ec.message());
-    // A new home holds key stores: keep it private.
-    std::filesystem::permissions(path.parent_path(), std::filesystem::perms::owner_all,
-                                 std::filesystem::perm_options::replace, ec);
-  }
-  // Create the file ourselves: exclusively, readable by the owner only
-  // (SQLite gives the -wal/-shm files the same mode).
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    if (errno == EEXIST) return Status(Code::kNameTaken, "local store " + path.string() + " already exists");
-    return Status(Code::kIOError, "cannot create " + path.string() + ": " + std::strerror(errno));
-  }
-  ::close(fd);
+  // A new home (and any folder made for it) holds key stores: owner-only.
+  Status s = MakePrivateDirs(path.parent_path().string());
+  if (!s.ok()) return s;
+  // Create the file ourselves: exclusively, owner-only (SQLite gives the
+  // -wal/-shm files the same mode).
+  bool created = false;
+  s = CreatePrivateFile(path.string(), &created);
+  if (!s.ok()) return s;
+  if (!created) return Status(Code::kNameTaken, "local store " + path.string() + " already exists");
 
   sqlite3* db;
-  Status s = OpenDb(path, false, &db);
+  s = OpenDb(path, false, &db);
   if (!s.ok()) return s;
   std::unique_ptr<LocalStore> store(new LocalStore(db, path));
   s = store->Exec(kSchema);
@@ -294,8 +286,12 @@ Status LocalStore::Open(const std::filesystem::path& path, std::string_view pass
   std::error_code ec;
   if (!std::filesystem::exists(path, ec))
     return Status(Code::kNotFound, "no local store " + path.string());
+  // It holds the user's keys: a store others may read (made by hand, or
+  // copied in) becomes owner-only.
+  Status s = MakeDatabaseOwnerOnly(path.string(), [](const std::string& line) { spdlog::warn("{}", line); });
+  if (!s.ok()) return s;
   sqlite3* db;
-  Status s = OpenDb(path, false, &db);
+  s = OpenDb(path, false, &db);
   if (!s.ok()) return s;
   std::unique_ptr<LocalStore> store(new LocalStore(db, path));
   s = store->Exec(kSchema);  // idempotent; adds tables of newer versions

@@ -74,11 +74,15 @@ class LocalStore {
   LocalStore& operator=(const LocalStore&) = delete;
 
   // Creates a new store at `path` (which must not exist) holding `id`,
-  // sealing the secret keys under a key derived from `password`.
+  // sealing the secret keys under a key derived from `password`. The file
+  // is made with mode 0600 and any folder made for it with 0700, whatever
+  // the umask (SQLite gives the -wal and -shm files the file's mode).
   static Status Create(const std::filesystem::path& path, const Identity& id,
                        std::string_view password, crypto::PwhashCost cost,
                        std::unique_ptr<LocalStore>* out);
-  // Opens an existing store; kBadCredentials for a wrong password.
+  // Opens an existing store; kBadCredentials for a wrong password. A store
+  // file (or its -wal, -shm) that others may access is made 0600 first,
+  // with a warning in the log.
   static Status Open(const std::filesystem::path& path, std::string_view password,
                      std::unique_ptr<LocalStore>* out);
   // Reads the user id and name of a store without the password.

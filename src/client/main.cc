@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "client.h"
+#include "common/private_files.h"
 #include "commands.h"
 #include "fastchat/crypto.h"
 #include "net/tls.h"
@@ -277,10 +278,13 @@ int main(int argc, char** argv) {
   bool json = false, verbose = false;
   std::vector<std::string> balancers;
   CLI::Option* server_opt = cli.add_option("--server", server, "server HOST:PORT")->envname("FASTCHAT_SERVER");
+  // One value per --balancer (repeat it for several): a list option would
+  // otherwise take the command words after it as more balancers.
   cli.add_option("--balancer", balancers,
                  "balancer HOST:PORT to ask for a server (repeatable, or comma-separated; used unless --server "
                  "is given)")
-      ->envname("FASTCHAT_BALANCER");
+      ->envname("FASTCHAT_BALANCER")
+      ->allow_extra_args(false);
   cli.add_option("--home", home, "folder of local key stores (default $HOME/.fastchat)")->envname("FASTCHAT_HOME");
   cli.add_option("--user", user, "your user name or id")->envname("FASTCHAT_USER");
   cli.add_option("--password", password, "password (else prompted on a terminal)")->envname("FASTCHAT_PASSWORD");
@@ -346,11 +350,7 @@ int main(int argc, char** argv) {
   }
   // Trust on first use, per HOST:PORT, unless pinned or CA-verified.
   cfg.tls.known_servers = (std::filesystem::path(home) / "known_servers").string();
-  {
-    std::error_code ec;
-    if (!std::filesystem::exists(home, ec) && std::filesystem::create_directories(home, ec))
-      std::filesystem::permissions(home, std::filesystem::perms::owner_all, ec);
-  }
+  (void)fastchat::MakePrivateDirs(home);  // folders it creates are 0700; a failure shows when the file is written
   cfg.user = user;
   cfg.downloads = downloads;
   cfg.record = record;

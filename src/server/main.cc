@@ -1,9 +1,9 @@
 // fastchat-server: the FastChat chat server.
 #include <sys/resource.h>
+#include <sys/stat.h>
 
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 
 #include <CLI/CLI.hpp>
@@ -14,6 +14,8 @@
 
 #include "balancer/load_meter.h"
 #include "balancer/reporter.h"
+#include "common/private_files.h"
+#include "common/secret_file.h"
 #include "config.h"
 #include "fastchat/crypto.h"
 #include "fastchat/store.h"
@@ -49,6 +51,9 @@ void RaiseFileLimit() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // What this server creates (its data folder, its database files) is its
+  // own user's only, whatever umask it was started with.
+  ::umask(077);
   using fastchat::server::ServerConfig;
   ServerConfig config;
   std::string listen = "127.0.0.1:7400";
@@ -80,15 +85,20 @@ int main(int argc, char** argv) {
   std::string mesh_listen, secret_file, advertise;
   std::vector<std::string> balancers;
   app.add_option("--balancer", balancers,
-                 "cluster mode: report load to this balancer (HOST:PORT; repeat for several)");
+                 "cluster mode: report load to this balancer (HOST:PORT; repeat for several)")
+      ->allow_extra_args(false);  // one value per --balancer
   app.add_option("--advertise", advertise,
                  "HOST:PORT the balancer hands to clients (default: the --listen address)");
   app.add_option("--mesh-listen", mesh_listen,
                  "cluster mode: HOST:PORT where other servers connect to this one (port 0 picks one)");
   app.add_option("--mesh-advertise", config.mesh_advertise,
                  "HOST:PORT other servers should dial (default: the --mesh-listen address)");
-  app.add_option("--cluster-secret", config.cluster_secret, "secret shared by the servers of a cluster (>= 16 bytes)");
-  app.add_option("--cluster-secret-file", secret_file, "read the cluster secret from this file");
+  auto* secret_opt = app.add_option("--cluster-secret", config.cluster_secret,
+                                    "secret shared by the servers of a cluster (>= 16 bytes; visible to other "
+                                    "local users on the command line: prefer --cluster-secret-file)");
+  app.add_option("--cluster-secret-file", secret_file,
+                 "read the cluster secret from this file (mode 600; one trailing newline is not part of it)")
+      ->excludes(secret_opt);
   std::string tls_cert, tls_key;
   bool plain_tcp = false;
   app.add_option("--tls-cert", tls_cert,
@@ -127,17 +137,11 @@ int main(int argc, char** argv) {
   auto logger = spdlog::stderr_color_mt("fastchat-server");
   spdlog::set_default_logger(logger);
   spdlog::set_level(spdlog::level::from_str(log_level));
+  if (fastchat::FlagOnCommandLine(argc, argv, "--cluster-secret")) spdlog::warn(fastchat::kSecretOnCommandLineWarning);
 
   if (!ParseHostPort(listen, &config.listen_host, &config.listen_port)) {
     std::cerr << "error: --listen wants HOST:PORT, got '" << listen << "'\n";
     return 2;
-  }
-  if (!secret_file.empty()) {
-    std::ifstream in(secret_file);
-    if (!in || !std::getline(in, config.cluster_secret)) {
-      std::cerr << "error: cannot read the cluster secret from " << secret_file << "\n";
-      return 2;
-    }
   }
   if (!mesh_listen.empty()) {
     config.mesh_enabled = true;
@@ -146,9 +150,12 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  if ((config.mesh_enabled || !balancers.empty()) && config.cluster_secret.size() < 16) {
-    std::cerr << "error: cluster mode needs --cluster-secret or --cluster-secret-file (at least 16 bytes)\n";
-    return 2;
+  // Cluster mode needs the secret; one given without it is checked all the same.
+  if (config.mesh_enabled || !balancers.empty() || !secret_file.empty() || !config.cluster_secret.empty()) {
+    if (fastchat::Status st = fastchat::LoadClusterSecret(secret_file, &config.cluster_secret); !st.ok()) {
+      std::cerr << "error: " << st.message() << "\n";
+      return 2;
+    }
   }
   if (!fastchat::crypto::PwhashCost::Parse(pwhash, &config.pwhash)) {
     std::cerr << "error: --pwhash must be interactive, moderate or min\n";
@@ -171,10 +178,13 @@ int main(int argc, char** argv) {
     st = fastchat::OpenPgStore(pg, &store);
   } else {
     store_name = config.db_path;
-    std::error_code fs_ec;
-    auto parent = std::filesystem::path(config.db_path).parent_path();
-    if (!parent.empty()) std::filesystem::create_directories(parent, fs_ec);
-    st = fastchat::OpenSqliteStore(config.db_path, &store, /*exclusive=*/true);
+    st = fastchat::MakePrivateDirs(std::filesystem::path(config.db_path).parent_path().string());
+    // Database files others may read (made before this version, or by
+    // hand) become owner-only.
+    if (st.ok()) {
+      st = fastchat::MakeDatabaseOwnerOnly(config.db_path, [](const std::string& line) { spdlog::warn("{}", line); });
+    }
+    if (st.ok()) st = fastchat::OpenSqliteStore(config.db_path, &store, /*exclusive=*/true);
   }
   if (!st.ok()) {
     std::cerr << "error: opening the store (" << store_name << "): " << st.ToString() << "\n";

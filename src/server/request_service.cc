@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "client_error.h"
 #include "fastchat.pb.h"
 #include "fastchat/crypto.h"
 #include "fastchat/frame.h"
@@ -124,7 +125,8 @@ class Decision {
 
 }  // namespace
 
-std::string RequestService::ErrorFrame(std::uint64_t rid, const Status& st) {
+std::string RequestService::ErrorFrame(std::uint64_t rid, const Status& failure) {
+  const Status st = ClientError(failure);
   wire::Envelope env;
   env.set_rid(rid);
   env.mutable_error()->set_code(static_cast<wire::ErrorCode>(static_cast<int>(st.code())));

@@ -91,7 +91,7 @@ class RequestService {
   // stamped on the events it creates.
   Outcome Handle(const Caller& me, const wire::Envelope& env, std::uint64_t now_ms);
 
-  // Reply frames.
+  // Reply frames. An Error says what ClientError(st) lets a client see.
   static std::string ErrorFrame(std::uint64_t rid, const Status& st);
   static std::string OkFrame(std::uint64_t rid, std::uint64_t id = 0, std::uint64_t epoch = 0);
   // The reply for a finished write: Ok{id, epoch} or its error.

@@ -11,6 +11,7 @@
 #include <asio/use_awaitable.hpp>
 #include <spdlog/spdlog.h>
 
+#include "client_error.h"
 #include "fastchat.pb.h"
 #include "fastchat/crypto.h"
 #include "fastchat/deliver_frame.h"
@@ -79,11 +80,7 @@ void Session::SendEnvelope(const wire::Envelope& env) {
 }
 
 void Session::SendError(std::uint64_t rid, const Status& st) {
-  wire::Envelope env;
-  env.set_rid(rid);
-  env.mutable_error()->set_code(static_cast<wire::ErrorCode>(static_cast<int>(st.code())));
-  env.mutable_error()->set_message(st.message());
-  SendEnvelope(env);
+  out_.Push(RequestService::ErrorFrame(rid, st));
 }
 
 
@@ -209,8 +206,7 @@ asio::awaitable<void> Session::CatchUp() {
     Fetched f = co_await server_.store.Run(std::move(job));
     if (closed_ || !receiving_) break;
     if (!f.st.ok()) {
-      spdlog::error("fetching pending for user {}: {}", user_id_, f.st.ToString());
-      CloseWith(Status(Code::kInternal, "could not read pending deliveries"));
+      CloseWith(StoreFailure(f.st, "fetching pending deliveries of user " + std::to_string(user_id_)));
       break;
     }
     if (f.rows.empty()) {
@@ -344,13 +340,12 @@ void Session::Finished(std::uint64_t slot, bool reply, Outcome& o, WriteResult r
     srv.trim_due.insert(o.acked_groups.begin(), o.acked_groups.end());
     if (o.event && !r.routed.empty()) srv.router.Route(r.routed, o.event);
   } else {
-    spdlog::warn("request of user {} failed in the store: {}", user_id_, r.st.ToString());
     // The directory ran ahead of a write that did not happen: read back
     // what the store holds.
     if (!o.facts.empty()) srv.RefreshDirectory(std::move(o.facts));
-    if (r.st.code() == Code::kIOError || r.st.code() == Code::kInternal) {
-      r.st = Status(Code::kInternal, "the server could not store that; try again");
-    }
+    r.st = StoreFailure(r.st, "request of user " + std::to_string(user_id_) + " failed in the store");
+    // A reply logs it with its incident id (ClientError); without one, here.
+    if (!reply || closed_) spdlog::warn("{}", r.st.ToString());
   }
   --writes_in_flight_;
   if (slot_wait_ && writes_in_flight_ < kMaxInFlight) slot_wait_->cancel();
@@ -449,13 +444,7 @@ asio::awaitable<Status> Session::HandleRegister(const wire::Envelope& env) {
     return j;
   };
   WriteResult r = co_await server_.store.Run(std::move(create_job));
-  if (!r.st.ok()) {
-    if (r.st.code() == Code::kIOError || r.st.code() == Code::kInternal) {
-      spdlog::error("registering {}: {}", rec.name, r.st.ToString());
-      co_return Status(Code::kInternal, "the server could not store that; try again");
-    }
-    co_return r.st;
-  }
+  if (!r.st.ok()) co_return StoreFailure(r.st, "registering " + rec.name);
   rec.id = r.id;
   server_.directory.PutUser(rec);
   Facts changed;

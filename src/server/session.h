@@ -67,6 +67,8 @@ class Session : public std::enable_shared_from_this<Session> {
   // goes live. Sends SyncDone at the end if one was asked for.
   asio::awaitable<void> CatchUp();
   void SendEnvelope(const wire::Envelope& env);
+  // Sends Error{ClientError(st)} now (an internal failure's text stays in
+  // the log).
   void SendError(std::uint64_t rid, const Status& st);
   // Sends a reply frame now, or queues it behind replies still waiting for
   // their writes.

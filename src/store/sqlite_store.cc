@@ -8,6 +8,8 @@
 #include <string>
 #include <utility>
 
+#include "common/private_files.h"
+
 namespace fastchat {
 
 namespace {
@@ -314,6 +316,13 @@ Status SqliteStore::Open(const std::string& path, std::unique_ptr<SqliteStore>* 
   // allocation. Only possible before SQLite initialises; harmless after.
   static const int no_memstatus = sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
   (void)no_memstatus;
+  // A new database file is made here, owner-only; SQLite gives its -wal,
+  // -shm and -journal files the database file's mode.
+  if (!path.empty() && path != ":memory:") {
+    bool created = false;
+    Status s = CreatePrivateFile(path, &created);
+    if (!s.ok()) return s;
+  }
   sqlite3* db = nullptr;
   const int rc = sqlite3_open_v2(path.c_str(), &db,
                                  SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,

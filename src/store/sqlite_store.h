@@ -6,6 +6,9 @@
 //    WAL and keeps SQLite's "memory" journal instead.)
 //  - The schema is versioned in the `schema_version` table and upgraded by
 //    Open; a file written by a newer binary is refused with kIOError.
+//  - Open creates a missing database file with mode 0600 (owner only),
+//    whatever the umask; SQLite gives the -wal, -shm and -journal files it
+//    makes the database file's mode. An existing file keeps its mode.
 //  - Every statement is prepared once, at Open, and uses bound parameters.
 //  - Multi-statement operations (Enqueue, Ack, AddFriendship, CreateGroup,
 //    AddMember, RemoveMember, DeleteGroup) run in one transaction: either all

@@ -218,14 +218,16 @@ std::optional<ClusterServer::Stats> ClusterServer::stats() const {
 }
 
 // ------------------------------------------------------------------ BalancerProcess
-BalancerProcess::BalancerProcess(const std::string& dir, const std::string& secret, int expire_ms) {
+BalancerProcess::BalancerProcess(const std::string& dir, const std::string& secret, int expire_ms,
+                                 const std::vector<std::string>& extra_args) {
   if (!fs::exists(BalancerBinary())) {
     throw std::runtime_error("balancer binary not found: " + BalancerBinary() + " (build target fastchat-balancer)");
   }
   SpawnOptions so;
-  so.argv = {BalancerBinary(), "--listen", "127.0.0.1:0", "--cluster-secret", secret,
-             "--expire-ms",    std::to_string(expire_ms), "--log-level", "info",
-             "--tls-cert",     dir + "/balancer.crt"};
+  so.argv = {BalancerBinary(), "--listen", "127.0.0.1:0", "--expire-ms", std::to_string(expire_ms), "--log-level",
+             "info", "--tls-cert", dir + "/balancer.crt"};
+  if (!secret.empty()) so.argv.insert(so.argv.end(), {"--cluster-secret", secret});
+  so.argv.insert(so.argv.end(), extra_args.begin(), extra_args.end());
   std::string out = dir + "/balancer.stdout";
   stderr_path_ = dir + "/balancer.stderr";
   so.stdout_path = out;

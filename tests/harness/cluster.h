@@ -109,7 +109,9 @@ class ClusterServer {
 // A fastchat-balancer on 127.0.0.1:0.
 class BalancerProcess {
  public:
-  BalancerProcess(const std::string& dir, const std::string& secret, int expire_ms);
+  // `secret` goes in --cluster-secret unless empty; `extra_args` follow.
+  BalancerProcess(const std::string& dir, const std::string& secret, int expire_ms,
+                  const std::vector<std::string>& extra_args = {});
   ~BalancerProcess();
 
   std::uint16_t port() const { return port_; }

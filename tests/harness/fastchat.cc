@@ -75,10 +75,10 @@ std::uint64_t AsU64(const json& v) {
 
 // ------------------------------------------------------------------ server
 ServerProcess::ServerProcess(const std::string& dir, const ServerOptions& options)
-    : dir_(dir), db_path_(dir + "/server.db") {
+    : dir_(dir), db_path_(options.db_path.empty() ? dir + "/server.db" : options.db_path) {
   SpawnOptions so;
   so.argv = {ServerBinary(), "--listen", "127.0.0.1:0", "--db", db_path_, "--pwhash", "min",
-             "--log-level", "warn"};
+             "--log-level", options.log_level};
   if (options.max_image_bytes) {
     so.argv.push_back("--max-image-bytes");
     so.argv.push_back(std::to_string(*options.max_image_bytes));
@@ -354,12 +354,14 @@ std::vector<std::string> World::GlobalArgs(const User& u, std::optional<std::str
   return a;
 }
 
-RunResult RunClientOnce(std::vector<std::string> argv, const std::string& stderr_path, Millis timeout) {
+RunResult RunClientOnce(std::vector<std::string> argv, const std::string& stderr_path, Millis timeout,
+                        std::vector<std::pair<std::string, std::string>> env) {
   if (!fs::exists(ClientBinary())) {
     throw std::runtime_error("client binary not found: " + ClientBinary() + " (build target fastchat)");
   }
   SpawnOptions so;
   so.argv = std::move(argv);
+  so.env = std::move(env);
   so.stderr_path = stderr_path;
   auto p = Process::Spawn(so);
   p->CloseStdin();

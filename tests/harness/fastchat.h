@@ -25,13 +25,16 @@ using json = nlohmann::json;
 struct ServerOptions {
   std::optional<std::uint64_t> max_image_bytes;
   std::optional<std::uint32_t> max_frame;
+  std::string log_level = "warn";
+  std::string db_path;  // empty: <dir>/server.db
   std::vector<std::string> extra_args;
 };
 
 class ServerProcess {
  public:
-  // Starts fastchat-server on 127.0.0.1:0 with its database in `dir` and
-  // waits for its "listening on" line. Throws on failure.
+  // Starts fastchat-server on 127.0.0.1:0 with its database in `dir` (or
+  // at options.db_path) and its output in `dir`, and waits for its
+  // "listening on" line. Throws on failure.
   ServerProcess(const std::string& dir, const ServerOptions& options);
   ~ServerProcess();
 
@@ -46,6 +49,7 @@ class ServerProcess {
   // SIGKILL (a crash) and reap.
   void Kill();
   std::string StderrTail() const { return proc_->StderrTail(); }
+  const std::string& log_path() const { return proc_->stderr_path(); }
 
  private:
   std::string dir_;
@@ -145,8 +149,10 @@ struct RunResult {
 };
 
 // Runs the client binary once with `argv` (argv[0] is the binary), stdin
-// closed, and collects its output; throws if it runs past `timeout`.
-RunResult RunClientOnce(std::vector<std::string> argv, const std::string& stderr_path, Millis timeout);
+// closed, and `env` added to the environment, and collects its output;
+// throws if it runs past `timeout`.
+RunResult RunClientOnce(std::vector<std::string> argv, const std::string& stderr_path, Millis timeout,
+                        std::vector<std::pair<std::string, std::string>> env = {});
 
 // Helpers for reading client events.
 // j[key] as a string ("" if absent; non-strings dumped).
