@@ -5,6 +5,7 @@
 #include <string>
 
 #include "fastchat/crypto.h"
+#include "peer_limits.h"
 
 namespace fastchat::server {
 
@@ -18,6 +19,7 @@ struct ServerConfig {
   std::uint64_t max_image_bytes = 128ull << 20;       // bytes per image
   std::size_t max_queue_bytes = 8u << 20;             // per-connection write queue before it lags
   std::size_t sync_page_rows = 64;                    // pending rows fetched per store call
+  Limits limits;  // bounds and deadlines of what peers can make the server hold (peer_limits.h)
 
   // Cluster (all off unless mesh_enabled).
   bool mesh_enabled = false;
