@@ -25,6 +25,10 @@ namespace {
 
 using asio::use_awaitable;
 
+Millis MsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration_cast<Millis>(std::chrono::steady_clock::now() - start);
+}
+
 std::uint64_t NowMs() {
   return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
                                         std::chrono::system_clock::now().time_since_epoch())
@@ -40,14 +44,16 @@ Session::~Session() = default;
 
 void Session::Start() {
   auto self = shared_from_this();
-  asio::co_spawn(server_.io, [self]() { return self->ReadLoop(); }, asio::detached);
   asio::co_spawn(server_.io, [self]() { return self->WriteLoop(); }, asio::detached);
+  if (!Admit()) return;  // refused: the writer sends why, then closes
+  asio::co_spawn(server_.io, [self]() { return self->ReadLoop(); }, asio::detached);
 }
 
 void Session::Close() {
   if (closed_) return;
   closed_ = true;
   live_ = false;
+  ForgetLimits();
   asio::error_code ec;
   socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
   socket_.close(ec);
@@ -57,10 +63,13 @@ void Session::Close() {
   server_.sessions.erase(self);
 }
 
-void Session::CloseWith(const Status& why) {
+void Session::CloseWith(const Status& why, std::uint32_t retry_after_ms) {
   if (closed_) return;
   LeavePresence();
-  SendError(0, why);
+  LeavePrelogin();
+  if (!out_.stopping()) closing_since_ = std::chrono::steady_clock::now();
+  if (why.code() == Code::kDisplaced) out_.DropUnsent();
+  SendError(0, why, retry_after_ms);
   out_.StopAfterFlush();
 }
 
@@ -78,12 +87,8 @@ void Session::SendEnvelope(const wire::Envelope& env) {
   out_.Push(std::move(frame));
 }
 
-void Session::SendError(std::uint64_t rid, const Status& st) {
-  wire::Envelope env;
-  env.set_rid(rid);
-  env.mutable_error()->set_code(static_cast<wire::ErrorCode>(static_cast<int>(st.code())));
-  env.mutable_error()->set_message(st.message());
-  SendEnvelope(env);
+void Session::SendError(std::uint64_t rid, const Status& st, std::uint32_t retry_after_ms) {
+  out_.Push(RequestService::ErrorFrame(rid, st, retry_after_ms));
 }
 
 
@@ -99,21 +104,24 @@ asio::awaitable<void> Session::WriteLoop() {
 
 asio::awaitable<void> Session::ReadLoop() {
   auto self = shared_from_this();
-  FrameDecoder decoder(server_.config.max_frame);
+  FrameDecoder decoder(FrameLimit());
   socket_.non_blocking(true);
   try {
     while (!closed_ && !out_.stopping()) {
       // Back-pressure: a peer that does not read its replies stops being read.
-      co_await out_.WaitBelow(server_.config.max_queue_bytes);
+      co_await out_.WaitBelow(QueueLimit());
       if (closed_ || out_.stopping()) break;
       // Wait for readability holding no buffer, then read into the server's
       // one shared buffer: an idle connection costs no read buffer at all.
+      waiting_for_peer_ = true;
       co_await socket_.async_wait(asio::ip::tcp::socket::wait_read, use_awaitable);
+      waiting_for_peer_ = false;
       asio::error_code ec;
       std::vector<char>& shared = server_.read_buffer;
       std::size_t n = socket_.read_some(asio::buffer(shared), ec);
       if (ec == asio::error::would_block || ec == asio::error::try_again) continue;
       if (ec) throw asio::system_error(ec);
+      HeardFromPeer();
       decoder.Append(shared.data(), n);
       for (;;) {
         std::string_view payload;
@@ -125,6 +133,7 @@ asio::awaitable<void> Session::ReadLoop() {
           co_return;
         }
         if (!have) break;
+        last_frame_ = last_bytes_;
         wire::Envelope env;
         if (!env.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
           SendError(0, Status(Code::kBadFrame, "frame is not a valid Envelope"));
@@ -135,6 +144,7 @@ asio::awaitable<void> Session::ReadLoop() {
         if (closed_ || out_.stopping()) co_return;
         co_await Handle(env);
         if (closed_ || out_.stopping()) co_return;
+        decoder.set_max_frame(FrameLimit());  // larger once logged in
       }
       decoder.ReleaseIfIdle();
     }
@@ -353,11 +363,16 @@ asio::awaitable<void> Session::Handle(wire::Envelope& env) {
     SendEnvelope(reply);
     co_return;
   }
-  Status st;
+  Refusal st;
   switch (body) {
     case wire::Envelope::kHello:
       st = Status(Code::kBadRequest, "already said Hello");
       break;
+    case wire::Envelope::kPing:
+      Pong(rid);
+      break;
+    case wire::Envelope::kPong:
+      break;  // being heard from was the point
     case wire::Envelope::kRegister:
       st = co_await HandleRegister(env);
       break;
@@ -371,10 +386,11 @@ asio::awaitable<void> Session::Handle(wire::Envelope& env) {
         co_await HandleLoggedIn(env);
       }
   }
-  if (!st.ok()) SendError(rid, st);
+  if (st.retry_after_ms > 0) server_.refusals.Add(st.status.message());
+  if (!st.ok()) SendError(rid, st.status, st.retry_after_ms);
 }
 
-asio::awaitable<Status> Session::HandleRegister(const wire::Envelope& env) {
+asio::awaitable<Refusal> Session::HandleRegister(const wire::Envelope& env) {
   const wire::Register& m = env.register_();
   if (Status st = ValidateUserName(m.name()); !st.ok()) co_return st;
   if (Status st = ValidatePassword(m.password()); !st.ok()) co_return st;
@@ -382,6 +398,11 @@ asio::awaitable<Status> Session::HandleRegister(const wire::Envelope& env) {
     co_return Status(Code::kBadRequest, "public keys must be 32 bytes each");
   }
   if (server_.directory.FindUser(m.name()) != nullptr) co_return Status(Code::kNameTaken, "name taken: " + m.name());
+  if (Refusal r = server_.rates.TakeRegistration(source_); !r.ok()) co_return r;
+  if (Refusal busy = server_.hashes.Enter(); !busy.ok()) {
+    server_.rates.GiveRegistration(source_);
+    co_return busy;
+  }
   // Argon2id off the event loop.
   struct Hashed {
     Status st;
@@ -393,7 +414,9 @@ asio::awaitable<Status> Session::HandleRegister(const wire::Envelope& env) {
     r.st = crypto::PasswordHash(password, cost, &r.hash);
     return r;
   };
+  const auto hash_start = std::chrono::steady_clock::now();
   Hashed h = co_await Offload(server_.hash_pool.get_executor(), std::move(hash_job));
+  server_.hashes.Leave(MsSince(hash_start));
   if (!h.st.ok()) co_return h.st;
   UserRecord rec;
   rec.name = m.name();
@@ -424,7 +447,7 @@ asio::awaitable<Status> Session::HandleRegister(const wire::Envelope& env) {
   co_return Status::OK();
 }
 
-asio::awaitable<Status> Session::HandleLogin(const wire::Envelope& env) {
+asio::awaitable<Refusal> Session::HandleLogin(const wire::Envelope& env) {
   if (user_id_ != 0) co_return Status(Code::kAlreadyLoggedIn, "this connection is already logged in");
   const wire::Login& m = env.login();
   auto find = [this, &m]() -> const DirUser* {
@@ -448,16 +471,32 @@ asio::awaitable<Status> Session::HandleLogin(const wire::Envelope& env) {
   const std::uint64_t id = known ? found->id : 0;
   std::string name = known ? found->name : std::string();
   const Status bad(Code::kBadCredentials, "unknown user or wrong password");
+  // Failed logins are limited per account and per source, and Argon2id work
+  // is queued only so deep: both are checked before any hashing. An unknown
+  // account is counted by the name or id asked for, like a known one.
+  const std::string account = known ? "#" + std::to_string(id) : m.user().SerializeAsString();
+  if (Refusal r = server_.rates.BeginLogin(source_, account); !r.ok()) co_return r;
+  if (Refusal busy = server_.hashes.Enter(); !busy.ok()) {
+    server_.rates.EndLogin(source_, account, /*failed=*/false);
+    co_return busy;
+  }
   // An unknown user is checked against a decoy hash of the same cost, so the
   // answer takes as long as for a wrong password (no user enumeration by timing).
   auto verify_job = [hash = std::move(hash), password = m.password()]() {
     return crypto::PasswordVerify(hash, password);
   };
+  const auto hash_start = std::chrono::steady_clock::now();
   bool ok = co_await Offload(server_.hash_pool.get_executor(), std::move(verify_job));
-  if (!ok || !known) co_return bad;
-  if (closed_) co_return Status::OK();
+  server_.hashes.Leave(MsSince(hash_start));
+  server_.rates.EndLogin(source_, account, /*failed=*/!ok || !known);
+  if (!ok || !known) {
+    LogFailedLogin(env, known);
+    co_return bad;
+  }
+  if (closed_ || out_.stopping()) co_return Status::OK();  // closed (a deadline, ...) while hashing
   user_id_ = id;
   user_name_ = std::move(name);
+  LeavePrelogin();
   wire::Envelope reply;
   reply.set_rid(env.rid());
   reply.mutable_logged_in()->set_user_id(user_id_);
@@ -496,6 +535,10 @@ asio::awaitable<void> Session::HandleLoggedIn(const wire::Envelope& env) {
     live_ = false;
     last_sent_seq_ = 0;
     StartCatchUp(true);
+    co_return;
+  }
+  if (Refusal r = CheckSendRate(env); !r.ok()) {
+    Reply(RequestService::ErrorFrame(env.rid(), r.status, r.retry_after_ms));
     co_return;
   }
   const Caller me{user_id_, user_name_};

@@ -15,8 +15,10 @@ namespace fastchat::testing {
 
 class RawConn {
  public:
-  // Connects to 127.0.0.1:port. Throws on failure.
-  explicit RawConn(std::uint16_t port);
+  // Connects to 127.0.0.1:port, from the local address `source` (e.g.
+  // "127.0.0.2": any 127/8 address is this machine) or, if empty, whichever
+  // the system picks. Throws on failure.
+  explicit RawConn(std::uint16_t port, const std::string& source = "");
   ~RawConn();
   RawConn(const RawConn&) = delete;
   RawConn& operator=(const RawConn&) = delete;
@@ -64,5 +66,8 @@ class RawConn {
 std::string ErrorName(const wire::Envelope& env);
 // Short text form of an envelope, for failure messages.
 std::string Describe(const wire::Envelope& env);
+// A Hello (version 1, rid `rid`) whose serialized size is exactly `size`
+// bytes, padded with its agent string: a frame of a chosen size.
+wire::Envelope HelloOfSize(std::size_t size, std::uint64_t rid);
 
 }  // namespace fastchat::testing
