@@ -16,7 +16,8 @@
 #
 # Environment: BUILD_DIR (default build/default), NO_BUILD=1 to skip the
 # build, SERVER_BIN / BENCH_BIN to use other binaries, SERVER_ARGS for extra
-# fastchat-server flags, KEEP_TMP=1 to keep the server's folder and logs.
+# fastchat-server flags (the per-source and per-user limits are off unless
+# given here), KEEP_TMP=1 to keep the server's folder and logs.
 # Exit status: fastchat-bench's (non-zero on lost/duplicated/out-of-order
 # messages or a failed run).
 set -euo pipefail
@@ -60,11 +61,17 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# shellcheck disable=SC2086
+# Every simulated user comes from this machine, as fast as it can: the limits
+# meant for one person per address (registrations, failed logins and
+# connections per source, sends per user, the password-check queue, group
+# size) are off. SERVER_ARGS may set them again.
+no_limits=(--registrations-per-ip 0 --login-failures-per-ip 0 --max-connections-per-ip 0
+  --max-unauth-connections 0 --max-hash-queue 0 --sends-per-second 0 --max-group-members 0)
 # fastchat-bench speaks plain TCP: the server runs with --insecure-plain-tcp
 # (set PLAIN_ARGS= for a server binary older than TLS, which lacks the flag).
-"$server_bin" --listen 127.0.0.1:0 --db "$tmp/server.db" --pwhash min --log-level warn ${PLAIN_ARGS---insecure-plain-tcp} ${SERVER_ARGS:-} \
-  >"$tmp/server.out" 2>"$tmp/server.err" &
+# shellcheck disable=SC2086
+"$server_bin" --listen 127.0.0.1:0 --db "$tmp/server.db" --pwhash min --log-level warn "${no_limits[@]}" \
+  ${PLAIN_ARGS---insecure-plain-tcp} ${SERVER_ARGS:-} >"$tmp/server.out" 2>"$tmp/server.err" &
 server_pid=$!
 port=""
 for _ in $(seq 100); do

@@ -143,13 +143,7 @@ TEST_F(BadInput, FrameExactlyAtTheLimitIsAccepted) {
   auto c = Greeted();
   // An Envelope of exactly kMaxFrame bytes: a second Hello with a long
   // agent string (any reply but FRAME_TOO_LARGE or a close is fine).
-  wire::Envelope env;
-  env.set_rid(7);
-  env.mutable_hello()->set_version(1);
-  for (std::size_t len = kMaxFrame; len > 0; --len) {
-    env.mutable_hello()->set_agent(std::string(len, 'a'));
-    if (env.ByteSizeLong() <= kMaxFrame) break;
-  }
+  wire::Envelope env = HelloOfSize(kMaxFrame, 7);
   ASSERT_EQ(env.ByteSizeLong(), kMaxFrame);
   ASSERT_TRUE(c->Send(env));
   wire::Envelope r = c->Expect();

@@ -41,6 +41,10 @@ class FrameDecoder {
   // the decoder is then unusable (the stream cannot be resynchronised).
   Status Next(std::string_view* payload, bool* have);
 
+  // Changes the limit for the frames not yet returned (e.g. larger once a
+  // peer has logged in).
+  void set_max_frame(std::uint32_t max_frame) { max_frame_ = max_frame; }
+
   // Bytes buffered but not yet returned as frames (e.g. a truncated frame).
   std::size_t buffered() const { return buf_.size() - pos_; }
 

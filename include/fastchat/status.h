@@ -34,6 +34,9 @@ enum class Code : int {
   kInternal = 20,
   kHandshakeRequired = 21,
   kAlreadyLoggedIn = 22,
+  kBusy = 23,
+  kRateLimited = 24,
+  kLimitReached = 25,
   // Codes below never go on the wire.
   kIOError = 100,
   kCorruption = 101,  // stored data failed an integrity check

@@ -987,6 +987,13 @@ void Engine::OnPush(Conn* c, const wire::Envelope& env) {
     OnDeliver(u, in_event_);
     return;
   }
+  if (env.has_ping()) {
+    // Keepalive: the server drops a silent connection that does not answer.
+    wire::Envelope pong;
+    pong.mutable_pong();
+    Post(c, pong);
+    return;
+  }
   if (env.has_sync_done()) {
     u.t_synced = now_;
     if (!u.session_done && session_login_) {

@@ -34,8 +34,8 @@ constexpr std::chrono::seconds kAttemptTimeout{10};
 // A first connection through the balancers keeps trying this long (the
 // balancer may still name a server that has just gone).
 constexpr std::chrono::milliseconds kInitialDialFor{10000};
-// A receiving session that has heard nothing for this long asks the server
-// something small, and takes no answer within kHeartbeatTimeout as a lost
+// A receiving session that has heard nothing for this long sends the server
+// a Ping, and takes no answer within kHeartbeatTimeout as a lost
 // connection (a hung server still answers TCP keepalives).
 constexpr std::chrono::seconds kHeartbeatEvery{20};
 constexpr std::chrono::seconds kHeartbeatTimeout{10};
@@ -164,7 +164,7 @@ void ClientCore::Impl::OnPush(wire::Envelope& env, std::string_view raw) {
     }
   } else if (env.has_error()) {
     Code code = static_cast<Code>(static_cast<int>(env.error().code()));
-    displaced = std::string(CodeName(code)) + ": " + env.error().message();
+    displaced = ErrorStatus(env.error()).ToString();
     if (code == Code::kDisplaced) was_displaced = true;
     LogInfo("server: " + displaced);
     return;
@@ -336,7 +336,7 @@ awaitable<void> ClientCore::Impl::Heartbeat() {
     std::shared_ptr<Connection> c = conn;
     if (!link_up || !c || c->closed() || Clock::now() - c->last_heard() < kHeartbeatEvery) continue;
     wire::Envelope req, reply;
-    req.mutable_get_user()->mutable_user()->set_id(me().user_id);
+    req.mutable_ping();
     std::shared_ptr<Connection::Call> call =
         c->Start(req, std::chrono::duration_cast<std::chrono::milliseconds>(kHeartbeatTimeout));
     Status s = co_await c->Wait(call, &reply);

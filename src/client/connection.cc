@@ -47,11 +47,35 @@ void EnableKeepalive(int fd) {
   ::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof user_timeout_ms);
 }
 
-Status FromWireError(const wire::Error& e) {
+// "250 ms", "1.5 s", "20 s", "3 min 20 s".
+std::string RetryText(std::uint32_t ms) {
+  if (ms < 1000) return std::to_string(ms) + " ms";
+  if (ms < 10000) {
+    const std::uint32_t tenths = (ms + 50) / 100;
+    return std::to_string(tenths / 10) + "." + std::to_string(tenths % 10) + " s";
+  }
+  const std::uint32_t s = (ms + 999) / 1000;
+  if (s < 120) return std::to_string(s) + " s";
+  return std::to_string(s / 60) + " min" + (s % 60 ? " " + std::to_string(s % 60) + " s" : std::string());
+}
+
+}  // namespace
+
+Status ErrorStatus(const wire::Error& e) {
   std::string msg = e.message();
   if (msg.empty()) msg = "server error";
+  if (e.retry_after_ms() > 0) msg += "; try again in " + RetryText(e.retry_after_ms());
   return Status(static_cast<Code>(static_cast<int>(e.code())), msg);
 }
+
+namespace {
+
+// The server refuses this connection (BUSY, RATE_LIMITED, LIMIT_REACHED in
+// a push) and closes it: requests still open end with this, not "closed".
+bool IsRefusal(const wire::Error& e) {
+  return e.code() == wire::BUSY || e.code() == wire::RATE_LIMITED || e.code() == wire::LIMIT_REACHED;
+}
+
 }  // namespace
 
 struct Connection::Call {
@@ -90,6 +114,7 @@ struct Connection::Impl : std::enable_shared_from_this<Impl> {
   std::chrono::milliseconds request_timeout{kRequestTimeout};
   bool close_on_timeout = false;
   std::chrono::steady_clock::time_point last_heard = std::chrono::steady_clock::now();
+  Status refused;  // a refusal pushed by the server just before it closes
 
   void Enqueue(const wire::Envelope& env) {
     std::string payload;
@@ -109,7 +134,7 @@ struct Connection::Impl : std::enable_shared_from_this<Impl> {
     calls.clear();
     for (auto& [rid, call] : pending) {
       call->done = true;
-      call->status = Status(Code::kIOError, "connection closed: " + why.message());
+      call->status = !refused.ok() ? refused : Status(Code::kIOError, "connection closed: " + why.message());
       call->timer.cancel();
     }
     outq.clear();
@@ -119,14 +144,23 @@ struct Connection::Impl : std::enable_shared_from_this<Impl> {
   }
 
   void Dispatch(wire::Envelope& env, std::string_view raw) {
+    if (env.has_ping()) {
+      // Keepalive: answer at once, with the same rid.
+      wire::Envelope pong;
+      pong.set_rid(env.rid());
+      pong.mutable_pong();
+      Enqueue(pong);
+      return;
+    }
     if (env.rid() == 0) {
+      if (env.has_error() && IsRefusal(env.error())) refused = ErrorStatus(env.error());
       if (on_push) on_push(env, raw);
       return;
     }
     auto it = calls.find(env.rid());
     if (it == calls.end()) {
       if (env.has_error())
-        LogWarn("server error for rid " + std::to_string(env.rid()) + ": " + FromWireError(env.error()).ToString());
+        LogWarn("server error for rid " + std::to_string(env.rid()) + ": " + ErrorStatus(env.error()).ToString());
       else
         LogDebug("reply for unknown rid " + std::to_string(env.rid()));
       return;
@@ -134,7 +168,7 @@ struct Connection::Impl : std::enable_shared_from_this<Impl> {
     std::shared_ptr<Call> call = std::move(it->second);
     calls.erase(it);
     call->done = true;
-    call->status = env.has_error() ? FromWireError(env.error()) : Status::OK();
+    call->status = env.has_error() ? ErrorStatus(env.error()) : Status::OK();
     call->reply = std::move(env);
     call->timer.cancel();
   }

@@ -8,7 +8,10 @@
 //   An Error reply becomes a non-OK Status carrying the wire code.
 // - Pushes (rid 0: Deliver, SyncDone, Error{DISPLACED}) are handed to the push
 //   handler in arrival order, synchronously from the reader, together with
-//   the raw frame payload.
+//   the raw frame payload. A Ping is answered with a Pong at once.
+// - When the server refuses the connection (an Error push of BUSY,
+//   RATE_LIMITED or LIMIT_REACHED, then the close), requests still open end
+//   with that refusal rather than a bare "connection closed".
 // - The close handler runs once, when the connection ends for any reason
 //   other than Close() (with close_on_timeout, a request left unanswered
 //   past the request timeout ends the connection too).
@@ -35,9 +38,14 @@ class io_context;
 
 namespace fastchat::wire {
 class Envelope;
+class Error;
 }  // namespace fastchat::wire
 
 namespace fastchat::client {
+
+// The Status an Error frame stands for: its code, and its message followed
+// by "; try again in 1.5 s" when it carries a retry time.
+Status ErrorStatus(const wire::Error& e);
 
 class Connection {
  public:

@@ -43,6 +43,9 @@ const char* CodeName(Code code) {
     case Code::kInternal: return "INTERNAL";
     case Code::kHandshakeRequired: return "HANDSHAKE_REQUIRED";
     case Code::kAlreadyLoggedIn: return "ALREADY_LOGGED_IN";
+    case Code::kBusy: return "BUSY";
+    case Code::kRateLimited: return "RATE_LIMITED";
+    case Code::kLimitReached: return "LIMIT_REACHED";
     case Code::kIOError: return "IO_ERROR";
     case Code::kCorruption: return "CORRUPTION";
     case Code::kCryptoFailed: return "CRYPTO_FAILED";

@@ -99,9 +99,14 @@ asio::awaitable<void> Stream::Write(asio::const_buffer buf) {
   }
 }
 
-asio::awaitable<void> Stream::Write(const std::vector<asio::const_buffer>& bufs) {
+asio::awaitable<void> Stream::Write(const std::vector<asio::const_buffer>& bufs,
+                                    const std::function<void()>& progressed) {
   if (!tls_) {
-    co_await asio::async_write(socket_, bufs, asio::use_awaitable);
+    auto condition = [&progressed](const asio::error_code& ec, std::size_t written) {
+      if (written > 0 && progressed) progressed();
+      return asio::transfer_all()(ec, written);
+    };
+    co_await asio::async_write(socket_, bufs, condition, asio::use_awaitable);
     co_return;
   }
   // An SSL stream writes one buffer per record: coalesce small ones so a
@@ -111,6 +116,7 @@ asio::awaitable<void> Stream::Write(const std::vector<asio::const_buffer>& bufs)
   while (i < bufs.size()) {
     if (bufs[i].size() >= kMaxCoalesce) {
       co_await asio::async_write(tls_->stream, bufs[i], asio::use_awaitable);
+      if (progressed) progressed();
       ++i;
       continue;
     }
@@ -120,6 +126,7 @@ asio::awaitable<void> Stream::Write(const std::vector<asio::const_buffer>& bufs)
       ++i;
     }
     co_await asio::async_write(tls_->stream, asio::buffer(staging), asio::use_awaitable);
+    if (progressed) progressed();
   }
 }
 

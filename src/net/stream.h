@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -58,7 +59,10 @@ class Stream {
   std::string ChannelBinding(const std::string& label) const;
 
   asio::awaitable<std::size_t> ReadSome(asio::mutable_buffer buf);
-  asio::awaitable<void> Write(const std::vector<asio::const_buffer>& bufs);
+  // `progressed` (if set) runs whenever some bytes have been written (the
+  // write-stall deadline watches it).
+  asio::awaitable<void> Write(const std::vector<asio::const_buffer>& bufs,
+                              const std::function<void()>& progressed = {});
   asio::awaitable<void> Write(asio::const_buffer buf);
 
   // Shuts down and closes the socket (no TLS close_notify: it could block).

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "fastchat/crypto.h"
+#include "peer_limits.h"
 
 namespace fastchat::net {
 class TlsContext;
@@ -24,6 +25,7 @@ struct ServerConfig {
   std::uint64_t max_image_bytes = 128ull << 20;       // bytes per image
   std::size_t max_queue_bytes = 8u << 20;             // per-connection write queue before it lags
   std::size_t sync_page_rows = 64;                    // pending rows fetched per store call
+  Limits limits;  // bounds and deadlines of what peers can make the server hold (peer_limits.h)
 
   // TLS for client connections and mesh links; null only with the explicit
   // --insecure-plain-tcp flag (tests, benchmarks behind a TLS proxy).

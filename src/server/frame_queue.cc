@@ -2,6 +2,7 @@
 
 #include <vector>
 
+#include <asio/completion_condition.hpp>
 #include <asio/redirect_error.hpp>
 #include <asio/use_awaitable.hpp>
 #include <asio/write.hpp>
@@ -20,10 +21,20 @@ FrameQueue::FrameQueue(const asio::any_io_executor& ex) : more_(ex), drained_(ex
 void FrameQueue::Push(std::string head, std::shared_ptr<const std::string> body) {
   if (stopping()) return;
   Frame f{std::move(head), std::move(body)};
+  if (bytes_ == 0) last_progress_ = std::chrono::steady_clock::now();
   bytes_ += f.size();
   if (!frames_) frames_ = std::make_unique<std::deque<Frame>>();
   frames_->push_back(std::move(f));
   more_.cancel_one();
+}
+
+void FrameQueue::DropUnsent() {
+  if (!frames_) return;
+  while (frames_->size() > writing_) {
+    bytes_ -= frames_->back().size();
+    frames_->pop_back();
+  }
+  drained_.cancel();
 }
 
 void FrameQueue::Stop() {
@@ -58,8 +69,11 @@ asio::awaitable<void> FrameQueue::Run(net::Stream& stream) {
       total += f.size();
       ++n;
     }
-    // Deque elements do not move when others are pushed, so the buffers stay valid.
-    co_await stream.Write(bufs);
+    // Deque elements do not move when others are pushed (or dropped behind
+    // the `writing_` frames), so the buffers stay valid.
+    writing_ = n;
+    co_await stream.Write(bufs, [this] { last_progress_ = std::chrono::steady_clock::now(); });
+    writing_ = 0;
     if (stop_) break;
     for (std::size_t i = 0; i < n; ++i) {
       bytes_ -= frames_->front().size();

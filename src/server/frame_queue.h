@@ -7,6 +7,7 @@
 // go to many connections without being copied. Used from one thread only.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <deque>
 #include <memory>
@@ -27,6 +28,12 @@ class FrameQueue {
   // stopping.
   void Push(std::string head, std::shared_ptr<const std::string> body = nullptr);
   std::size_t bytes() const { return bytes_; }
+  // When bytes last left (or, if none since, when the queue stopped being
+  // empty): a queue holding bytes since long ago is stalled.
+  std::chrono::steady_clock::time_point last_progress() const { return last_progress_; }
+  // Drops the queued frames that are not being written right now (a
+  // connection being closed whose pushes are in the store anyway).
+  void DropUnsent();
 
   // Writes frames until Stop(), or until empty after StopAfterFlush().
   // Throws asio::system_error on a socket error.
@@ -51,6 +58,8 @@ class FrameQueue {
   // A deque because queued frames must not move while a write gathers them.
   std::unique_ptr<std::deque<Frame>> frames_;
   std::size_t bytes_ = 0;
+  std::size_t writing_ = 0;  // frames at the front taken by the write in progress
+  std::chrono::steady_clock::time_point last_progress_;
   bool stop_ = false;
   bool stop_after_flush_ = false;
   asio::steady_timer more_;     // wakes Run() when frames arrive or on stop

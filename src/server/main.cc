@@ -19,6 +19,7 @@
 #include "config.h"
 #include "fastchat/crypto.h"
 #include "fastchat/store.h"
+#include "limit_flags.h"
 #include "net/tls.h"
 #include "server.h"
 
@@ -82,6 +83,7 @@ int main(int argc, char** argv) {
                  "per-connection write queue size before live deliveries pause")
       ->capture_default_str();
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")->capture_default_str();
+  fastchat::server::AddLimitFlags(app, &config.limits);
   std::string mesh_listen, secret_file, advertise;
   std::vector<std::string> balancers;
   app.add_option("--balancer", balancers,
@@ -165,7 +167,15 @@ int main(int argc, char** argv) {
     std::cerr << "error: --max-frame must be between 4096 and 67108864\n";
     return 2;
   }
+  if (std::string bad = fastchat::server::CheckLimits(config.limits, config.max_frame); !bad.empty()) {
+    std::cerr << "error: " << bad << "\n";
+    return 2;
+  }
   RaiseFileLimit();
+  if (rlimit files{}; getrlimit(RLIMIT_NOFILE, &files) == 0) {
+    std::string lowered = fastchat::server::FitToFileLimit(&config.limits, files.rlim_cur);
+    if (!lowered.empty()) spdlog::info("{}", lowered);
+  }
   if (!fastchat::crypto::Init()) {
     std::cerr << "error: libsodium failed to initialise\n";
     return 1;

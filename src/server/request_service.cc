@@ -125,12 +125,13 @@ class Decision {
 
 }  // namespace
 
-std::string RequestService::ErrorFrame(std::uint64_t rid, const Status& failure) {
+std::string RequestService::ErrorFrame(std::uint64_t rid, const Status& failure, std::uint32_t retry_after_ms) {
   const Status st = ClientError(failure);
   wire::Envelope env;
   env.set_rid(rid);
   env.mutable_error()->set_code(static_cast<wire::ErrorCode>(static_cast<int>(st.code())));
   env.mutable_error()->set_message(st.message());
+  if (retry_after_ms > 0) env.mutable_error()->set_retry_after_ms(retry_after_ms);
   return Frame(env);
 }
 
@@ -151,6 +152,13 @@ WriteResult RequestService::EnqueueResult(const std::vector<std::uint64_t>& reci
     if (fresh[i]) r.routed.push_back(Delivery{recipients[i], seqs[i]});
   }
   return r;
+}
+
+Status RequestService::CheckGroupsOf(std::uint64_t user, const std::string& who) const {
+  const std::size_t max = config_.limits.max_groups_per_user;
+  if (max == 0 || dir_.GroupsOf(user).size() < max) return Status::OK();
+  return Status(Code::kLimitReached, who + " in " + std::to_string(dir_.GroupsOf(user).size()) +
+                                         " groups, the most this server allows");
 }
 
 std::string RequestService::WriteReply(std::uint64_t rid, const WriteResult& r) {
@@ -309,6 +317,7 @@ Outcome RequestService::Handle(const Caller& me_caller, const wire::Envelope& en
     case wire::Envelope::kGroupCreate: {
       const std::string& name = env.group_create().name();
       if (Status st = ValidateGroupName(name); !st.ok()) return d.Refuse(std::move(st));
+      if (Status st = CheckGroupsOf(me, "you are"); !st.ok()) return d.Refuse(std::move(st));
       d.outcome().committed = [name, me](Directory& dir, const WriteResult& r) {
         if (!r.st.ok()) return;
         DirGroup g;
@@ -399,6 +408,16 @@ Outcome RequestService::Handle(const Caller& me_caller, const wire::Envelope& en
                           subjects[i]->id) != subject_ids.begin() + static_cast<std::ptrdiff_t>(i)) {
               return d.Refuse(Status(Code::kBadRequest, subjects[i]->name + " is named twice"));
             }
+          }
+          const std::size_t max_members = config_.limits.max_group_members;
+          if (max_members > 0 && g->members.size() + subjects.size() > max_members) {
+            return d.RefuseByState(Status(Code::kLimitReached,
+                                          "group " + std::to_string(gid) + " would have " +
+                                              std::to_string(g->members.size() + subjects.size()) +
+                                              " members; this server allows " + std::to_string(max_members)));
+          }
+          for (const DirUser* u : subjects) {
+            if (Status st = CheckGroupsOf(u->id, u->name + " is"); !st.ok()) return d.Refuse(std::move(st));
           }
           for (std::uint64_t u : subject_ids) dir_.AddMember(gid, u);
           recipients = dir_.FindGroup(gid)->members;

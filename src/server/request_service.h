@@ -91,8 +91,9 @@ class RequestService {
   // stamped on the events it creates.
   Outcome Handle(const Caller& me, const wire::Envelope& env, std::uint64_t now_ms);
 
-  // Reply frames. An Error says what ClientError(st) lets a client see.
-  static std::string ErrorFrame(std::uint64_t rid, const Status& st);
+  // Reply frames. An Error says what ClientError(st) lets a client see;
+  // retry_after_ms goes with BUSY / RATE_LIMITED / LIMIT_REACHED.
+  static std::string ErrorFrame(std::uint64_t rid, const Status& st, std::uint32_t retry_after_ms = 0);
   static std::string OkFrame(std::uint64_t rid, std::uint64_t id = 0, std::uint64_t epoch = 0);
   // The reply for a finished write: Ok{id, epoch} or its error.
   static std::string WriteReply(std::uint64_t rid, const WriteResult& r);
@@ -101,6 +102,10 @@ class RequestService {
                                    const std::vector<std::uint64_t>& seqs, const std::vector<bool>& fresh);
 
  private:
+  // LIMIT_REACHED if `user` is in max_groups_per_user groups already
+  // (`who`: "you are", "bob is").
+  Status CheckGroupsOf(std::uint64_t user, const std::string& who) const;
+
   Directory& dir_;
   const ServerConfig& config_;
   bool shared_store_;

@@ -297,6 +297,42 @@ TEST_F(RequestServiceTest, OneGroupAddAddsManyMembersWithOneNoticeEntry) {
   EXPECT_EQ(Do(alice_, again).error().code(), wire::ALREADY_MEMBER);
 }
 
+TEST_F(RequestServiceTest, AGroupGrowsToItsLimitAndNoFurther) {
+  config_.limits.max_group_members = 2;
+  const std::uint64_t gid = CreateGroup(alice_);
+  ASSERT_TRUE(Do(alice_, GroupAdd(gid, bob_.id)).has_ok());
+  wire::Envelope r = Do(alice_, GroupAdd(gid, carol_.id));
+  ASSERT_TRUE(r.has_error());
+  EXPECT_EQ(r.error().code(), wire::LIMIT_REACHED);
+  EXPECT_NE(r.error().message().find("would have 3 members"), std::string::npos) << r.error().message();
+  EXPECT_EQ(directory_.FindGroup(gid)->members.size(), 2u);
+  // One GroupAdd naming several counts them all, and adds none if over.
+  ASSERT_TRUE(Do(alice_, GroupKick(gid, bob_.id)).has_ok());
+  wire::Envelope two = GroupAdd(gid, bob_.id);
+  two.mutable_group_add()->add_more_users()->set_id(carol_.id);
+  EXPECT_EQ(Do(alice_, two).error().code(), wire::LIMIT_REACHED);
+  EXPECT_EQ(directory_.FindGroup(gid)->members, (std::vector<std::uint64_t>{alice_.id}));
+}
+
+TEST_F(RequestServiceTest, GroupsPerUserCountCreatingAndBeingAdded) {
+  config_.limits.max_groups_per_user = 2;
+  CreateGroup(alice_);
+  CreateGroup(alice_);
+  wire::Envelope third;
+  third.mutable_group_create()->set_name("third");
+  wire::Envelope r = Do(alice_, third);
+  ASSERT_TRUE(r.has_error());
+  EXPECT_EQ(r.error().code(), wire::LIMIT_REACHED);
+  EXPECT_NE(r.error().message().find("you are in 2 groups"), std::string::npos) << r.error().message();
+  // Nobody can push alice past the limit either.
+  const std::uint64_t bobs = CreateGroup(bob_);
+  r = Do(bob_, GroupAdd(bobs, alice_.id));
+  EXPECT_EQ(r.error().code(), wire::LIMIT_REACHED);
+  EXPECT_NE(r.error().message().find("alice is in 2 groups"), std::string::npos) << r.error().message();
+  EXPECT_FALSE(directory_.FindGroup(bobs)->HasMember(alice_.id));
+  ASSERT_TRUE(Do(bob_, GroupAdd(bobs, carol_.id)).has_ok());
+}
+
 TEST_F(RequestServiceTest, ListsComeFromTheDirectory) {
   Befriend(alice_, bob_);
   ASSERT_TRUE(Do(carol_, FriendRequest(alice_.id)).has_ok());

@@ -166,6 +166,7 @@ Status Server::Start(std::uint16_t* port) {
   }
   asio::co_spawn(impl.io, AcceptLoop(impl), asio::detached);
   asio::co_spawn(impl.io, TrimLoop(impl), asio::detached);
+  asio::co_spawn(impl.io, SweepLoop(impl), asio::detached);
   return Status::OK();
 }
 
@@ -184,6 +185,7 @@ void Server::Stop() {
   asio::error_code ec;
   impl.acceptor.close(ec);
   impl.trim_timer.cancel();
+  impl.sweep_timer.cancel();
   if (impl.mesh) impl.mesh->Stop();
   // Close() erases from the set, so close a snapshot.
   std::vector<std::shared_ptr<Session>> all(impl.sessions.begin(), impl.sessions.end());

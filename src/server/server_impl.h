@@ -1,6 +1,7 @@
 // Server internals shared by server.cc and session.cc. Not a public header.
 #pragma once
 
+#include <list>
 #include <memory>
 #include <string>
 #include <unordered_set>
@@ -13,7 +14,9 @@
 
 #include "config.h"
 #include "directory.h"
+#include "peer_limits.h"
 #include "presence_table.h"
+#include "rate_limiter.h"
 #include "request_service.h"
 #include "router.h"
 #include "store_worker.h"
@@ -46,7 +49,8 @@ struct Server::Impl {
   StoreWorker store;
   Directory directory;  // what requests are decided against (loaded by Server::Start)
   RequestService service;
-  asio::thread_pool hash_pool{2};  // Argon2id hashing and verification
+  static constexpr std::size_t kHashThreads = 2;
+  asio::thread_pool hash_pool{kHashThreads};  // Argon2id hashing and verification
   PresenceTable presence;
   Router router;
   asio::ip::tcp::acceptor acceptor;
@@ -61,7 +65,18 @@ struct Server::Impl {
   // Group logs acknowledged since the last trim (trimmed once a second).
   std::unordered_set<std::uint64_t> trim_due;
   asio::steady_timer trim_timer{io};
+  // Limits (peer_limits.h, session_limits.cc): connections admitted, rate tables,
+  // the Argon2id queue, the connections not logged in yet (oldest first), and
+  // the timer of the sweep that checks every connection's deadlines.
+  ConnectionCounts connections{config.limits};
+  RateLimiter rates{config.limits};
+  HashQueue hashes{kHashThreads, config.limits.max_hash_queue};
+  std::list<Session*> prelogin;
+  asio::steady_timer sweep_timer{io};
+  EventTally refusals;        // logged once a second by the sweep
+  EventTally deadline_closes;
   Status directory_loaded;  // the start-up LoadDirectory's result
+  std::size_t refusing_tls = 0;  // refused TLS connections still handshaking (Session::kMaxRefusingTls)
   std::uint64_t frames_handled = 0;
   std::uint64_t deliveries = 0;
   bool stopping = false;

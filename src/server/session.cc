@@ -26,6 +26,10 @@ namespace {
 
 using asio::use_awaitable;
 
+Millis MsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration_cast<Millis>(std::chrono::steady_clock::now() - start);
+}
+
 std::uint64_t NowMs() {
   return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
                                         std::chrono::system_clock::now().time_since_epoch())
@@ -43,14 +47,38 @@ Session::~Session() = default;
 
 void Session::Start() {
   auto self = shared_from_this();
+  const bool admitted = Admit();  // refused: CloseWith has queued why
+  if (!stream_.tls()) {
+    asio::co_spawn(server_.io, [self]() { return self->WriteLoop(); }, asio::detached);
+    if (admitted) asio::co_spawn(server_.io, [self]() { return self->ReadLoop(); }, asio::detached);
+    return;
+  }
+  // TLS: the reader handshakes first and only then starts the writer (no
+  // write may overlap the handshake). A refused connection is told why
+  // inside TLS too, but only so many at once: past that it is just closed.
+  if (!admitted) {
+    if (server_.refusing_tls >= kMaxRefusingTls) {
+      Close();
+      return;
+    }
+    ++server_.refusing_tls;
+    refusing_tls_ = true;
+  }
   asio::co_spawn(server_.io, [self]() { return self->ReadLoop(); }, asio::detached);
-  asio::co_spawn(server_.io, [self]() { return self->WriteLoop(); }, asio::detached);
+}
+
+void Session::DoneRefusing() {
+  if (!refusing_tls_) return;
+  refusing_tls_ = false;
+  --server_.refusing_tls;
 }
 
 void Session::Close() {
   if (closed_) return;
   closed_ = true;
   live_ = false;
+  DoneRefusing();
+  ForgetLimits();
   stream_.Close();
   out_.Stop();
   LeavePresence();
@@ -58,10 +86,13 @@ void Session::Close() {
   server_.sessions.erase(self);
 }
 
-void Session::CloseWith(const Status& why) {
+void Session::CloseWith(const Status& why, std::uint32_t retry_after_ms) {
   if (closed_) return;
   LeavePresence();
-  SendError(0, why);
+  LeavePrelogin();
+  if (!out_.stopping()) closing_since_ = std::chrono::steady_clock::now();
+  if (why.code() == Code::kDisplaced) out_.DropUnsent();
+  SendError(0, why, retry_after_ms);
   out_.StopAfterFlush();
 }
 
@@ -79,8 +110,8 @@ void Session::SendEnvelope(const wire::Envelope& env) {
   out_.Push(std::move(frame));
 }
 
-void Session::SendError(std::uint64_t rid, const Status& st) {
-  out_.Push(RequestService::ErrorFrame(rid, st));
+void Session::SendError(std::uint64_t rid, const Status& st, std::uint32_t retry_after_ms) {
+  out_.Push(RequestService::ErrorFrame(rid, st, retry_after_ms));
 }
 
 
@@ -112,14 +143,17 @@ asio::awaitable<Status> Session::TlsHandshake() {
 
 asio::awaitable<void> Session::ReadLoop() {
   auto self = shared_from_this();
-  FrameDecoder decoder(server_.config.max_frame);
+  FrameDecoder decoder(FrameLimit());
   if (stream_.tls()) {
     Status hs = co_await TlsHandshake();
-    if (!hs.ok()) {
+    DoneRefusing();
+    if (!hs.ok() || closed_) {
       spdlog::debug("closing connection: {}", hs.ToString());
       Close();
       co_return;
     }
+    asio::co_spawn(server_.io, [self]() { return self->WriteLoop(); }, asio::detached);
+    if (out_.stopping()) co_return;  // refused or pushed out meanwhile: the writer says why, then closes
     tls_read_buffer_ = std::make_unique<char[]>(kTlsReadBuffer);
   } else {
     stream_.socket().non_blocking(true);
@@ -127,19 +161,23 @@ asio::awaitable<void> Session::ReadLoop() {
   try {
     while (!closed_ && !out_.stopping()) {
       // Back-pressure: a peer that does not read its replies stops being read.
-      co_await out_.WaitBelow(server_.config.max_queue_bytes);
+      co_await out_.WaitBelow(QueueLimit());
       if (closed_ || out_.stopping()) break;
       const char* data = nullptr;
       std::size_t n = 0;
       if (stream_.tls()) {
         // TLS decrypts into the session's own buffer (a shared one could be
         // overwritten by another session's read before this one resumes).
+        waiting_for_peer_ = true;
         n = co_await stream_.ReadSome(asio::buffer(tls_read_buffer_.get(), kTlsReadBuffer));
+        waiting_for_peer_ = false;
         data = tls_read_buffer_.get();
       } else {
         // Wait for readability holding no buffer, then read into the server's
         // one shared buffer: an idle connection costs no read buffer at all.
+        waiting_for_peer_ = true;
         co_await stream_.socket().async_wait(asio::ip::tcp::socket::wait_read, use_awaitable);
+        waiting_for_peer_ = false;
         asio::error_code ec;
         std::vector<char>& shared = server_.read_buffer;
         n = stream_.socket().read_some(asio::buffer(shared), ec);
@@ -147,6 +185,7 @@ asio::awaitable<void> Session::ReadLoop() {
         if (ec) throw asio::system_error(ec);
         data = shared.data();
       }
+      HeardFromPeer();
       decoder.Append(data, n);
       for (;;) {
         std::string_view payload;
@@ -158,6 +197,7 @@ asio::awaitable<void> Session::ReadLoop() {
           co_return;
         }
         if (!have) break;
+        last_frame_ = last_bytes_;
         wire::Envelope env;
         if (!env.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
           SendError(0, Status(Code::kBadFrame, "frame is not a valid Envelope"));
@@ -168,6 +208,7 @@ asio::awaitable<void> Session::ReadLoop() {
         if (closed_ || out_.stopping()) co_return;
         co_await Handle(env);
         if (closed_ || out_.stopping()) co_return;
+        decoder.set_max_frame(FrameLimit());  // larger once logged in
       }
       decoder.ReleaseIfIdle();
     }
@@ -384,11 +425,16 @@ asio::awaitable<void> Session::Handle(wire::Envelope& env) {
     SendEnvelope(reply);
     co_return;
   }
-  Status st;
+  Refusal st;
   switch (body) {
     case wire::Envelope::kHello:
       st = Status(Code::kBadRequest, "already said Hello");
       break;
+    case wire::Envelope::kPing:
+      Pong(rid);
+      break;
+    case wire::Envelope::kPong:
+      break;  // being heard from was the point
     case wire::Envelope::kRegister:
       st = co_await HandleRegister(env);
       break;
@@ -408,10 +454,11 @@ asio::awaitable<void> Session::Handle(wire::Envelope& env) {
         co_await HandleLoggedIn(env);
       }
   }
-  if (!st.ok()) SendError(rid, st);
+  if (st.retry_after_ms > 0) server_.refusals.Add(st.status.message());
+  if (!st.ok()) SendError(rid, st.status, st.retry_after_ms);
 }
 
-asio::awaitable<Status> Session::HandleRegister(const wire::Envelope& env) {
+asio::awaitable<Refusal> Session::HandleRegister(const wire::Envelope& env) {
   const wire::Register& m = env.register_();
   if (Status st = ValidateUserName(m.name()); !st.ok()) co_return st;
   if (Status st = ValidatePassword(m.password()); !st.ok()) co_return st;
@@ -419,6 +466,11 @@ asio::awaitable<Status> Session::HandleRegister(const wire::Envelope& env) {
     co_return Status(Code::kBadRequest, "public keys must be 32 bytes each");
   }
   if (server_.directory.FindUser(m.name()) != nullptr) co_return Status(Code::kNameTaken, "name taken: " + m.name());
+  if (Refusal r = server_.rates.TakeRegistration(source_); !r.ok()) co_return r;
+  if (Refusal busy = server_.hashes.Enter(); !busy.ok()) {
+    server_.rates.GiveRegistration(source_);
+    co_return busy;
+  }
   // Argon2id off the event loop.
   struct Hashed {
     Status st;
@@ -430,7 +482,9 @@ asio::awaitable<Status> Session::HandleRegister(const wire::Envelope& env) {
     r.st = crypto::PasswordHash(password, cost, &r.hash);
     return r;
   };
+  const auto hash_start = std::chrono::steady_clock::now();
   Hashed h = co_await Offload(server_.hash_pool.get_executor(), std::move(hash_job));
+  server_.hashes.Leave(MsSince(hash_start));
   if (!h.st.ok()) co_return h.st;
   UserRecord rec;
   rec.name = m.name();
@@ -455,7 +509,9 @@ asio::awaitable<Status> Session::HandleRegister(const wire::Envelope& env) {
   co_return Status::OK();
 }
 
-asio::awaitable<Status> Session::CheckPassword(const wire::Login& m, std::uint64_t* id_out, std::string* name_out) {
+asio::awaitable<Refusal> Session::CheckPassword(const wire::Envelope& env, std::uint64_t* id_out,
+                                                std::string* name_out) {
+  const wire::Login& m = env.login();
   auto find = [this, &m]() -> const DirUser* {
     switch (m.user().ref_case()) {
       case wire::UserRef::kId: return server_.directory.FindUser(m.user().id());
@@ -477,13 +533,28 @@ asio::awaitable<Status> Session::CheckPassword(const wire::Login& m, std::uint64
   const std::uint64_t id = known ? found->id : 0;
   std::string name = known ? found->name : std::string();
   const Status bad(Code::kBadCredentials, "unknown user or wrong password");
+  // Failed logins are limited per account and per source, and Argon2id work
+  // is queued only so deep: both are checked before any hashing. An unknown
+  // account is counted by the name or id asked for, like a known one.
+  const std::string account = known ? "#" + std::to_string(id) : m.user().SerializeAsString();
+  if (Refusal r = server_.rates.BeginLogin(source_, account); !r.ok()) co_return r;
+  if (Refusal busy = server_.hashes.Enter(); !busy.ok()) {
+    server_.rates.EndLogin(source_, account, /*failed=*/false);
+    co_return busy;
+  }
   // An unknown user is checked against a decoy hash of the same cost, so the
   // answer takes as long as for a wrong password (no user enumeration by timing).
   auto verify_job = [hash = std::move(hash), password = m.password()]() {
     return crypto::PasswordVerify(hash, password);
   };
+  const auto hash_start = std::chrono::steady_clock::now();
   bool ok = co_await Offload(server_.hash_pool.get_executor(), std::move(verify_job));
-  if (!ok || !known) co_return bad;
+  server_.hashes.Leave(MsSince(hash_start));
+  server_.rates.EndLogin(source_, account, /*failed=*/!ok || !known);
+  if (!ok || !known) {
+    LogFailedLogin(env, known);
+    co_return bad;
+  }
   *id_out = id;
   *name_out = std::move(name);
   co_return Status::OK();
@@ -551,22 +622,23 @@ asio::awaitable<void> Session::IssueToken(wire::LoggedIn* reply) {
   reply->set_token_expires_ms(expires);
 }
 
-asio::awaitable<Status> Session::HandleLogin(const wire::Envelope& env) {
+asio::awaitable<Refusal> Session::HandleLogin(const wire::Envelope& env) {
   if (user_id_ != 0) co_return Status(Code::kAlreadyLoggedIn, "this connection is already logged in");
   const wire::Login& m = env.login();
   std::uint64_t id = 0;
   std::string name;
   const bool by_token = !m.token().empty();
-  Status checked;
+  Refusal checked;
   if (by_token) {
     checked = co_await CheckToken(m, &id, &name);
   } else {
-    checked = co_await CheckPassword(m, &id, &name);
+    checked = co_await CheckPassword(env, &id, &name);
   }
   if (!checked.ok()) co_return checked;
-  if (closed_) co_return Status::OK();
+  if (closed_ || out_.stopping()) co_return Status::OK();  // closed (a deadline, ...) while checking
   user_id_ = id;
   user_name_ = std::move(name);
+  LeavePrelogin();
   wire::Envelope reply;
   reply.set_rid(env.rid());
   reply.mutable_logged_in()->set_user_id(user_id_);
@@ -689,6 +761,10 @@ asio::awaitable<void> Session::HandleLoggedIn(const wire::Envelope& env) {
     live_ = false;
     last_sent_seq_ = 0;
     StartCatchUp(true);
+    co_return;
+  }
+  if (Refusal r = CheckSendRate(env); !r.ok()) {
+    Reply(RequestService::ErrorFrame(env.rid(), r.status, r.retry_after_ms));
     co_return;
   }
   const Caller me{user_id_, user_name_};

@@ -10,9 +10,15 @@
 // gathering many queued frames into one write. The queue is bounded: a receiving session whose queue passes
 // max_queue_bytes stops taking live deliveries ("lagging") and, once drained,
 // catches up from the pending store, which holds every delivery until acked.
+//
+// Limits (session_limits.cc, peer_limits.h): a connection is admitted or refused
+// when it starts; before login it has deadlines and a small frame limit;
+// logged in, it is pinged when silent and dropped when it stops reading;
+// logins, registrations and sends are rate-limited.
 #pragma once
 
 #include <cstdint>
+#include <list>
 #include <memory>
 #include <string>
 #include <vector>
@@ -24,6 +30,7 @@
 
 #include "fastchat/status.h"
 #include "frame_queue.h"
+#include "peer_limits.h"
 #include "request_service.h"
 #include "server.h"
 
@@ -40,6 +47,9 @@ class Session : public std::enable_shared_from_this<Session> {
   static constexpr std::uint32_t kMaxInFlight = 256;
   static constexpr std::size_t kTlsReadBuffer = 16 * 1024;  // one TLS record
   static constexpr std::size_t kSessionTokenBytes = 32;
+  // Refused TLS connections kept open at once to be told why (each until its
+  // handshake ends, at most the handshake deadline); more are just closed.
+  static constexpr std::size_t kMaxRefusingTls = 256;
 
   Session(Server::Impl& server, asio::ip::tcp::socket socket);
   ~Session();
@@ -48,8 +58,9 @@ class Session : public std::enable_shared_from_this<Session> {
   void Start();
   // Closes the connection; the coroutines end and the server forgets it.
   void Close();
-  // Sends a serialized Error push then closes (e.g. DISPLACED).
-  void CloseWith(const Status& why);
+  // Sends a serialized Error push then closes (e.g. DISPLACED); a displaced
+  // session first drops what it had queued (the store has it all).
+  void CloseWith(const Status& why, std::uint32_t retry_after_ms = 0);
 
   // A stored delivery for this session's user (receiving sessions only).
   void Deliver(std::uint64_t seq, const std::shared_ptr<const std::string>& event, std::uint64_t group_id = 0);
@@ -60,6 +71,11 @@ class Session : public std::enable_shared_from_this<Session> {
 
   std::uint64_t user_id() const { return user_id_; }
 
+  // This connection's deadlines at `now` (peer_limits.h, CheckLiveness).
+  Verdict CheckDeadlines(SteadyTime now) const;
+  // Carries out a verdict: pings, or closes the connection.
+  void Enforce(const Verdict& verdict, SteadyTime now);
+
  private:
   asio::awaitable<void> ReadLoop();
   asio::awaitable<void> WriteLoop();
@@ -68,8 +84,8 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::awaitable<void> CatchUp();
   void SendEnvelope(const wire::Envelope& env);
   // Sends Error{ClientError(st)} now (an internal failure's text stays in
-  // the log).
-  void SendError(std::uint64_t rid, const Status& st);
+  // the log); retry_after_ms goes with BUSY / RATE_LIMITED / LIMIT_REACHED.
+  void SendError(std::uint64_t rid, const Status& st, std::uint32_t retry_after_ms = 0);
   // Sends a reply frame now, or queues it behind replies still waiting for
   // their writes.
   void Reply(std::string frame);
@@ -88,10 +104,11 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // One request. Returns after its reply has been queued.
   asio::awaitable<void> Handle(wire::Envelope& env);
-  asio::awaitable<Status> HandleRegister(const wire::Envelope& env);
-  asio::awaitable<Status> HandleLogin(const wire::Envelope& env);
-  // Password login: Argon2id. Token login: one store read. Sets *id, *name.
-  asio::awaitable<Status> CheckPassword(const wire::Login& m, std::uint64_t* id, std::string* name);
+  asio::awaitable<Refusal> HandleRegister(const wire::Envelope& env);
+  asio::awaitable<Refusal> HandleLogin(const wire::Envelope& env);
+  // Password login: Argon2id (rate-limited, queued). Token login: one store
+  // read. Set *id, *name.
+  asio::awaitable<Refusal> CheckPassword(const wire::Envelope& env, std::uint64_t* id, std::string* name);
   asio::awaitable<Status> CheckToken(const wire::Login& m, std::uint64_t* id, std::string* name);
   // Creates and stores a session token for the logged-in user; fills the
   // LoggedIn reply's token fields (left empty if the store fails).
@@ -102,6 +119,28 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // TLS: the handshake, with the configured deadline.
   asio::awaitable<Status> TlsHandshake();
+  // No longer one of the refused TLS connections being told why.
+  void DoneRefusing();
+
+  // ---- limits (session_limits.cc)
+  // Counts this connection in, closing the oldest not-logged-in one if there
+  // are too many; false if refused (its Error frame is queued, then it closes).
+  bool Admit();
+  // No longer among the connections waiting to log in.
+  void LeavePrelogin();
+  // Closing: no longer counted at all.
+  void ForgetLimits();
+  // The largest frame and write queue accepted now (smaller before login).
+  std::uint32_t FrameLimit() const;
+  std::size_t QueueLimit() const;
+  // Bytes arrived from the peer.
+  void HeardFromPeer();
+  // The answer to a Ping.
+  void Pong(std::uint64_t rid);
+  // RATE_LIMITED if `env` is a send over this user's rate.
+  Refusal CheckSendRate(const wire::Envelope& env);
+  // Logs a failed login (warn: source and account).
+  void LogFailedLogin(const wire::Envelope& env, bool known);
 
   Server::Impl& server_;
   net::Stream stream_;
@@ -112,6 +151,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   std::uint64_t user_id_ = 0;  // 0 until login
   std::string user_name_;
+  bool refusing_tls_ = false;  // refused, kept for its handshake to say why (counted in refusing_tls)
   std::string token_hash_;     // hash of the token this session logged in with or was issued
   bool receiving_ = false;
   bool live_ = false;           // receiving and caught up: take live deliveries
@@ -131,6 +171,23 @@ class Session : public std::enable_shared_from_this<Session> {
   std::uint64_t slot_base_ = 0;  // absolute number of slots_[0]
   std::uint32_t writes_in_flight_ = 0;
   std::unique_ptr<asio::steady_timer> slot_wait_;  // only while the reader waits for a slot
+
+  // Limits.
+  std::string source_;             // SourceKey of the peer
+  bool admitted_ = false;          // counted in server_.connections
+  bool in_prelogin_ = false;       // in server_.prelogin (at prelogin_)
+  bool waiting_for_peer_ = false;  // the reader waits for the peer's bytes
+  bool ping_outstanding_ = false;
+  std::list<Session*>::iterator prelogin_;
+  SteadyTime accepted_;
+  SteadyTime last_frame_;
+  SteadyTime last_bytes_;
+  SteadyTime ping_sent_;
+  SteadyTime closing_since_;
 };
+
+// Checks every session's deadlines, and expires rate buckets, every
+// second (more often when a deadline is under 4 s), until the server stops.
+asio::awaitable<void> SweepLoop(Server::Impl& server);
 
 }  // namespace fastchat::server

@@ -166,6 +166,9 @@ ClusterServer::ClusterServer(const std::string& dir, ClusterServerOptions option
              "--listen",      "127.0.0.1:0",      "--mesh-listen", "127.0.0.1:0", "--cluster-secret",
              options_.secret, "--pwhash",         "min",           "--log-level", "info",
              "--tls-cert",    dir + "/server-" + options_.id + ".crt"};
+  // Every test client comes from 127.0.0.1: no per-source limits on
+  // registrations and connections (tests/limits_test.cc tests those).
+  for (const char* a : {"--registrations-per-ip", "0", "--max-connections-per-ip", "0"}) so.argv.push_back(a);
   if (!options_.balancer.empty()) {
     so.argv.push_back("--balancer");
     so.argv.push_back(options_.balancer);

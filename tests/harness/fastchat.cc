@@ -77,7 +77,7 @@ std::uint64_t AsU64(const json& v) {
 ServerProcess::ServerProcess(const std::string& dir, const ServerOptions& options)
     : dir_(dir), db_path_(options.db_path.empty() ? dir + "/server.db" : options.db_path) {
   SpawnOptions so;
-  so.argv = {ServerBinary(), "--listen", "127.0.0.1:0", "--db", db_path_, "--pwhash", "min",
+  so.argv = {ServerBinary(), "--listen", "127.0.0.1:0", "--db", db_path_, "--pwhash", options.pwhash,
              "--log-level", options.log_level};
   if (options.max_image_bytes) {
     so.argv.push_back("--max-image-bytes");
@@ -87,7 +87,9 @@ ServerProcess::ServerProcess(const std::string& dir, const ServerOptions& option
     so.argv.push_back("--max-frame");
     so.argv.push_back(std::to_string(*options.max_frame));
   }
+  for (const auto& a : options.limit_args) so.argv.push_back(a);
   for (const auto& a : options.extra_args) so.argv.push_back(a);
+  so.argv.insert(so.argv.begin(), options.wrapper.begin(), options.wrapper.end());
   if (const char* wrap = std::getenv("FASTCHAT_SERVER_WRAPPER"); wrap != nullptr && *wrap != '\0') {
     std::istringstream words(wrap);
     std::vector<std::string> prefix;

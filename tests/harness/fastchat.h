@@ -23,10 +23,16 @@ using json = nlohmann::json;
 
 // ------------------------------------------------------------------ server
 struct ServerOptions {
+  std::string pwhash = "min";  // --pwhash
+  // Put before the server's command line (e.g. {"sh", "-c", "ulimit -n 200; exec \"$0\" \"$@\""}).
+  std::vector<std::string> wrapper;
   std::optional<std::uint64_t> max_image_bytes;
   std::optional<std::uint32_t> max_frame;
   std::string log_level = "warn";
   std::string db_path;  // empty: <dir>/server.db
+  // Limits relaxed for tests of other things: every test client registers
+  // from 127.0.0.1. Tests of limits set their own (tests/limits_test.cc).
+  std::vector<std::string> limit_args = {"--registrations-per-ip", "0"};
   std::vector<std::string> extra_args;
 };
 
@@ -44,11 +50,12 @@ class ServerProcess {
   const std::string& dir() const { return dir_; }
 
   bool Running() { return proc_->Running(); }
+  pid_t pid() const { return proc_->pid(); }
   // SIGTERM and wait; returns the exit code.
   int Stop();
   // SIGKILL (a crash) and reap.
   void Kill();
-  std::string StderrTail() const { return proc_->StderrTail(); }
+  std::string StderrTail(std::size_t max = 6000) const { return proc_->StderrTail(max); }
   const std::string& log_path() const { return proc_->stderr_path(); }
 
  private:

@@ -36,9 +36,22 @@ SSL_CTX* ClientContext() {
 }  // namespace
 
 
-RawConn::RawConn(std::uint16_t port, Transport transport) {
+RawConn::RawConn(std::uint16_t port, Transport transport) : RawConn(port, "", transport) {}
+
+RawConn::RawConn(std::uint16_t port, const std::string& source, Transport transport) {
   fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd_ < 0) throw std::runtime_error(std::string("socket: ") + std::strerror(errno));
+  if (!source.empty()) {
+    sockaddr_in local{};
+    local.sin_family = AF_INET;
+    if (::inet_pton(AF_INET, source.c_str(), &local.sin_addr) != 1 ||
+        ::bind(fd_, reinterpret_cast<sockaddr*>(&local), sizeof local) != 0) {
+      int e = errno;
+      ::close(fd_);
+      fd_ = -1;
+      throw std::runtime_error("bind to " + source + ": " + std::strerror(e));
+    }
+  }
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(port);
@@ -125,7 +138,8 @@ RawConn::Recv RawConn::ReceiveFromSocket(wire::Envelope* env, Millis timeout) {
       return Recv::kOk;
     }
     if (closed_) return Recv::kClosed;
-    auto left = std::chrono::duration_cast<Millis>(deadline - Clock::now()).count();
+    // Rounded up: a 1 ms timeout still polls once.
+    auto left = std::chrono::ceil<Millis>(deadline - Clock::now()).count();
     if (left <= 0) return Recv::kTimeout;
     if (ssl_ == nullptr || SSL_pending(ssl_) == 0) {
       pollfd pfd{fd_, POLLIN, 0};
@@ -254,6 +268,17 @@ void RawConn::ShutdownWrite() { ::shutdown(fd_, SHUT_WR); }
 std::string ErrorName(const wire::Envelope& env) {
   if (!env.has_error()) return "(not an Error: " + Describe(env) + ")";
   return wire::ErrorCode_Name(env.error().code());
+}
+
+wire::Envelope HelloOfSize(std::size_t size, std::uint64_t rid) {
+  wire::Envelope env;
+  env.set_rid(rid);
+  env.mutable_hello()->set_version(1);
+  for (std::size_t len = size; len > 0; --len) {
+    env.mutable_hello()->set_agent(std::string(len, 'a'));
+    if (env.ByteSizeLong() <= size) break;
+  }
+  return env;
 }
 
 std::string Describe(const wire::Envelope& env) {

@@ -20,8 +20,12 @@ namespace fastchat::testing {
 class RawConn {
  public:
   enum class Transport { kTls, kPlain };
-  // Connects to 127.0.0.1:port (and does the TLS handshake). Throws on failure.
-  explicit RawConn(std::uint16_t port, Transport transport = Transport::kTls);
+  // Connects to 127.0.0.1:port, from the local address `source` (e.g.
+  // "127.0.0.2": any 127/8 address is this machine) or, if empty, whichever
+  // the system picks, and does the TLS handshake (unless kPlain). Throws on
+  // failure.
+  explicit RawConn(std::uint16_t port, const std::string& source = "", Transport transport = Transport::kTls);
+  RawConn(std::uint16_t port, Transport transport);
   ~RawConn();
   RawConn(const RawConn&) = delete;
   RawConn& operator=(const RawConn&) = delete;
@@ -70,5 +74,8 @@ class RawConn {
 std::string ErrorName(const wire::Envelope& env);
 // Short text form of an envelope, for failure messages.
 std::string Describe(const wire::Envelope& env);
+// A Hello (version 1, rid `rid`) whose serialized size is exactly `size`
+// bytes, padded with its agent string: a frame of a chosen size.
+wire::Envelope HelloOfSize(std::size_t size, std::uint64_t rid);
 
 }  // namespace fastchat::testing
