@@ -16,7 +16,9 @@
 #
 # Environment: BUILD_DIR (default build/default), NO_BUILD=1 to skip the
 # build, SERVER_BIN / BENCH_BIN to use other binaries, SERVER_ARGS for extra
-# fastchat-server flags, KEEP_TMP=1 to keep the server's folder and logs.
+# fastchat-server flags, KEEP_TMP=1 to keep the server's folder and logs,
+# TLS=1 to run the server with TLS on its client port (its default: no
+# --insecure-plain-tcp) and the bench with --tls.
 # Exit status: fastchat-bench's (non-zero on lost/duplicated/out-of-order
 # messages or a failed run).
 set -euo pipefail
@@ -60,10 +62,18 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# By default the server runs with --insecure-plain-tcp and the bench speaks
+# plain TCP (set PLAIN_ARGS= for a server binary older than TLS, which lacks
+# the flag). TLS=1: the server keeps its default TLS (a self-signed
+# certificate created beside the db) and the bench runs with --tls.
+plain_args="${PLAIN_ARGS---insecure-plain-tcp}"
+tls_args=()
+if [[ -n "${TLS:-}" && "${TLS}" != 0 ]]; then
+  plain_args=""
+  tls_args=(--tls)
+fi
 # shellcheck disable=SC2086
-# fastchat-bench speaks plain TCP: the server runs with --insecure-plain-tcp
-# (set PLAIN_ARGS= for a server binary older than TLS, which lacks the flag).
-"$server_bin" --listen 127.0.0.1:0 --db "$tmp/server.db" --pwhash min --log-level warn ${PLAIN_ARGS---insecure-plain-tcp} ${SERVER_ARGS:-} \
+"$server_bin" --listen 127.0.0.1:0 --db "$tmp/server.db" --pwhash min --log-level warn $plain_args ${SERVER_ARGS:-} \
   >"$tmp/server.out" 2>"$tmp/server.err" &
 server_pid=$!
 port=""
@@ -78,10 +88,10 @@ if [[ -z "$port" ]]; then
   cat "$tmp/server.err" >&2
   exit 1
 fi
-echo "fastchat-server pid $server_pid on 127.0.0.1:$port (db in $tmp)" >&2
+echo "fastchat-server pid $server_pid on 127.0.0.1:$port (db in $tmp${tls_args:+, TLS})" >&2
 
 set +e
-"$bench_bin" --server "127.0.0.1:$port" --server-pid "$server_pid" "${args[@]}" "$@"
+"$bench_bin" --server "127.0.0.1:$port" --server-pid "$server_pid" "${tls_args[@]}" "${args[@]}" "$@"
 rc=$?
 set -e
 if ! kill -0 "$server_pid" 2>/dev/null; then
