@@ -17,7 +17,9 @@
 # Environment: BUILD_DIR (default build/default), NO_BUILD=1 to skip the
 # build, SERVER_BIN / BENCH_BIN to use other binaries, SERVER_ARGS for extra
 # fastchat-server flags (the per-source and per-user limits are off unless
-# given here), KEEP_TMP=1 to keep the server's folder and logs.
+# given here), KEEP_TMP=1 to keep the server's folder and logs, TLS=1 to run
+# the server with TLS on its client port (its default: no
+# --insecure-plain-tcp) and the bench with --tls.
 # Exit status: fastchat-bench's (non-zero on lost/duplicated/out-of-order
 # messages or a failed run).
 set -euo pipefail
@@ -67,11 +69,19 @@ trap cleanup EXIT
 # size) are off. SERVER_ARGS may set them again.
 no_limits=(--registrations-per-ip 0 --login-failures-per-ip 0 --max-connections-per-ip 0
   --max-unauth-connections 0 --max-hash-queue 0 --sends-per-second 0 --max-group-members 0)
-# fastchat-bench speaks plain TCP: the server runs with --insecure-plain-tcp
-# (set PLAIN_ARGS= for a server binary older than TLS, which lacks the flag).
+# By default the server runs with --insecure-plain-tcp and the bench speaks
+# plain TCP (set PLAIN_ARGS= for a server binary older than TLS, which lacks
+# the flag). TLS=1: the server keeps its default TLS (a self-signed
+# certificate created beside the db) and the bench runs with --tls.
+plain_args="${PLAIN_ARGS---insecure-plain-tcp}"
+tls_args=()
+if [[ -n "${TLS:-}" && "${TLS}" != 0 ]]; then
+  plain_args=""
+  tls_args=(--tls)
+fi
 # shellcheck disable=SC2086
 "$server_bin" --listen 127.0.0.1:0 --db "$tmp/server.db" --pwhash min --log-level warn "${no_limits[@]}" \
-  ${PLAIN_ARGS---insecure-plain-tcp} ${SERVER_ARGS:-} >"$tmp/server.out" 2>"$tmp/server.err" &
+  $plain_args ${SERVER_ARGS:-} >"$tmp/server.out" 2>"$tmp/server.err" &
 server_pid=$!
 port=""
 for _ in $(seq 100); do
@@ -85,10 +95,10 @@ if [[ -z "$port" ]]; then
   cat "$tmp/server.err" >&2
   exit 1
 fi
-echo "fastchat-server pid $server_pid on 127.0.0.1:$port (db in $tmp)" >&2
+echo "fastchat-server pid $server_pid on 127.0.0.1:$port (db in $tmp${tls_args:+, TLS})" >&2
 
 set +e
-"$bench_bin" --server "127.0.0.1:$port" --server-pid "$server_pid" "${args[@]}" "$@"
+"$bench_bin" --server "127.0.0.1:$port" --server-pid "$server_pid" "${tls_args[@]}" "${args[@]}" "$@"
 rc=$?
 set -e
 if ! kill -0 "$server_pid" 2>/dev/null; then

@@ -35,6 +35,7 @@ struct Options {
   double drain = 5;                  // stop after this long without progress while draining
   long messages = 0;                 // offline: messages per sender (0 = send for --duration)
   bool encrypt = true;
+  bool tls = false;                  // TLS 1.3 to the servers (certificate not verified)
   bool verify_signatures = false;    // group: receivers check Ed25519 signatures
   bool batch_add = false;            // group: add members with one GroupAdd per 1000 (more_users)
   std::string json_file;
@@ -136,6 +137,7 @@ struct Results {
   int users = 0;
   int senders = 0;
   int servers = 0;
+  std::string tls_cipher;      // --tls: version and cipher of the first handshake
 
   // Ordered (name, value) pairs: setup timings and workload-specific numbers.
   std::vector<std::pair<std::string, double>> metrics;

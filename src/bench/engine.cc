@@ -9,6 +9,13 @@
 //
 // Replies come back in request order on a connection (docs/protocol.md), so
 // each connection keeps a FIFO of the requests awaiting one.
+//
+// With --tls every connection runs OpenSSL directly on its non-blocking fd
+// (TLS 1.3 only, certificate not verified): the handshake starts when the
+// TCP connect completes and is driven by epoll events; SSL_write in partial
+// write mode replaces send(), SSL_read until WANT_READ replaces recv(); a
+// WANT_READ from a write or WANT_WRITE from a read waits for the other
+// event. Plain connections (c->ssl null) take the original paths.
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -18,9 +25,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
 #include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <deque>
@@ -148,7 +160,28 @@ struct Conn {
   std::deque<Pending> pending;
   std::uint64_t next_rid = 1;
   std::vector<std::uint64_t> acks;
+  // --tls (null/false on plain connections)
+  SSL* ssl = nullptr;             // created when the TCP connect completes
+  bool handshaking = false;       // SSL_do_handshake not finished
+  bool write_blocked = false;     // the last SSL_write wants the socket writable
+  bool write_wants_read = false;  // the last SSL_write wants the socket readable
+  bool read_wants_write = false;  // the last SSL_read wants the socket writable
+  std::int64_t t_tcp = 0;         // TCP connect completed (handshake latency)
 };
+
+// A write that stopped part-way: drop what was written once it passes 1 MiB.
+void CompactOut(Conn* c) {
+  if (c->out_pos > (1u << 20)) {
+    c->out.erase(0, c->out_pos);
+    c->out_pos = 0;
+  }
+}
+// Everything written: empty the buffer, giving back a big one.
+void ClearOut(Conn* c) {
+  c->out.clear();
+  c->out_pos = 0;
+  if (c->out.capacity() > (1u << 20)) std::string().swap(c->out);
+}
 
 // One sender's messages as seen by one receiver, plus a message held back
 // by --inject-reorder.
@@ -206,8 +239,10 @@ class Engine {
   Engine(const Options& o, Results* r) : o_(o), r_(r), scratch_(kScratch) {}
   ~Engine() {
     for (auto& c : conns_) {
+      if (c->ssl != nullptr) SSL_free(c->ssl);
       if (!c->closed && c->fd >= 0) ::close(c->fd);
     }
+    if (ssl_ctx_ != nullptr) SSL_CTX_free(ssl_ctx_);
     if (ep_ >= 0) ::close(ep_);
   }
   bool Run();
@@ -224,6 +259,15 @@ class Engine {
   void Flush(Conn* c);
   void FlushDirty();
   void SetWantOut(Conn* c, bool on);
+  // --tls
+  bool InitTls();
+  void StartTls(Conn* c);
+  void TlsHandshake(Conn* c);
+  void OnTlsIo(Conn* c, std::uint32_t events);
+  void ReadTls(Conn* c);
+  void FlushTls(Conn* c);
+  void TlsInterest(Conn* c) { SetWantOut(c, c->write_blocked || c->read_wants_write); }
+  void PostAcks(Conn* c);
   void Post(Conn* c, wire::Envelope& env);  // no reply expected (Ack)
   void Send(Conn* c, Req type, wire::Envelope& env, std::int32_t arg = 0, std::uint64_t counter = 0,
             std::int64_t t = 0);
@@ -283,6 +327,9 @@ class Engine {
   const Options& o_;
   Results* r_;
   int ep_ = -1;
+  SSL_CTX* ssl_ctx_ = nullptr;  // --tls
+  std::uint64_t tls_handshakes_ = 0;
+  Histogram tls_handshake_ns_;  // TCP connected -> handshake done
   bool failed_ = false;
   std::vector<std::pair<std::string, int>> errors_;  // distinct messages, how often
   std::vector<sockaddr_storage> addrs_;
@@ -394,6 +441,7 @@ bool Engine::Init() {
     addr_lens_.push_back(res->ai_addrlen);
     freeaddrinfo(res);
   }
+  if (o_.tls && !InitTls()) return false;
   ep_ = epoll_create1(EPOLL_CLOEXEC);
   if (ep_ < 0) {
     Fail(std::string("epoll_create1: ") + std::strerror(errno));
@@ -464,7 +512,19 @@ Conn* Engine::Connect(int user) {
 
 void Engine::CloseConn(Conn* c, bool flush, const char* why) {
   if (c->closed) return;
-  if (flush && !c->connecting && c->out_pos < c->out.size()) {
+  if (c->ssl != nullptr) {
+    if (flush && !c->handshaking) {
+      // Best effort: the last Acks, then close_notify.
+      if (c->out_pos < c->out.size()) {
+        SSL_write(c->ssl, c->out.data() + c->out_pos,
+                  static_cast<int>(std::min<std::size_t>(c->out.size() - c->out_pos, INT_MAX)));
+      }
+      SSL_shutdown(c->ssl);
+    }
+    ERR_clear_error();
+    SSL_free(c->ssl);
+    c->ssl = nullptr;
+  } else if (flush && !c->connecting && c->out_pos < c->out.size()) {
     // Best effort: the last Acks.
     ssize_t n = ::send(c->fd, c->out.data() + c->out_pos, c->out.size() - c->out_pos, MSG_NOSIGNAL);
     (void)n;
@@ -507,6 +567,10 @@ void Engine::SetWantOut(Conn* c, bool on) {
 
 void Engine::Flush(Conn* c) {
   if (c->closed || c->connecting) return;
+  if (c->ssl != nullptr) {
+    FlushTls(c);
+    return;
+  }
   while (c->out_pos < c->out.size()) {
     ssize_t n = ::send(c->fd, c->out.data() + c->out_pos, c->out.size() - c->out_pos, MSG_NOSIGNAL);
     if (n > 0) {
@@ -515,19 +579,14 @@ void Engine::Flush(Conn* c) {
     }
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      if (c->out_pos > (1u << 20)) {
-        c->out.erase(0, c->out_pos);
-        c->out_pos = 0;
-      }
+      CompactOut(c);
       SetWantOut(c, true);
       return;
     }
     CloseConn(c, false, "write failed");
     return;
   }
-  c->out.clear();
-  c->out_pos = 0;
-  if (c->out.capacity() > (1u << 20)) std::string().swap(c->out);
+  ClearOut(c);
   SetWantOut(c, false);
 }
 
@@ -572,8 +631,15 @@ void Engine::OnIo(Conn* c, std::uint32_t events) {
       return;
     }
     c->connecting = false;
+    if (ssl_ctx_ != nullptr) {
+      StartTls(c);
+      return;
+    }
     Flush(c);
     if (c->closed) return;
+  } else if (c->ssl != nullptr) {
+    OnTlsIo(c, events);
+    return;
   } else if (events & EPOLLOUT) {
     Flush(c);
     if (c->closed) return;
@@ -582,6 +648,11 @@ void Engine::OnIo(Conn* c, std::uint32_t events) {
 }
 
 void Engine::OnReadable(Conn* c) {
+  if (c->ssl != nullptr) {
+    ReadTls(c);
+    PostAcks(c);
+    return;
+  }
   for (int i = 0; i < 4 && !c->closed; ++i) {
     ssize_t n = ::recv(c->fd, scratch_.data(), scratch_.size(), 0);
     if (n > 0) {
@@ -595,6 +666,10 @@ void Engine::OnReadable(Conn* c) {
     CloseConn(c, false, n == 0 ? "closed by the server" : "read failed");
     return;
   }
+  PostAcks(c);
+}
+
+void Engine::PostAcks(Conn* c) {
   if (!c->closed && !c->acks.empty()) {
     // One Ack frame for everything this read delivered.
     for (std::size_t i = 0; i < c->acks.size(); i += kMaxAckSeqs) {
@@ -607,6 +682,145 @@ void Engine::OnReadable(Conn* c) {
     }
     c->acks.clear();
   }
+}
+
+// ------------------------------------------------------------------ TLS
+
+std::string TlsErrors() {
+  std::string out;
+  for (unsigned long e = ERR_get_error(); e != 0; e = ERR_get_error()) {
+    char buf[256];
+    ERR_error_string_n(e, buf, sizeof buf);
+    if (!out.empty()) out += "; ";
+    out += buf;
+  }
+  if (out.empty()) out = errno != 0 ? std::strerror(errno) : "connection closed";
+  return out;
+}
+
+bool Engine::InitTls() {
+  // OpenSSL writes to the socket with write(2), not send(MSG_NOSIGNAL): a
+  // connection the server dropped must not kill the bench with SIGPIPE.
+  std::signal(SIGPIPE, SIG_IGN);
+  ssl_ctx_ = SSL_CTX_new(TLS_client_method());
+  if (ssl_ctx_ == nullptr) {
+    Fail("SSL_CTX_new: " + TlsErrors());
+    return false;
+  }
+  SSL_CTX_set_min_proto_version(ssl_ctx_, TLS1_3_VERSION);
+  SSL_CTX_set_max_proto_version(ssl_ctx_, TLS1_3_VERSION);
+  // A load generator: the server's certificate is not checked (--help says so).
+  SSL_CTX_set_verify(ssl_ctx_, SSL_VERIFY_NONE, nullptr);
+  // SSL_write returns after each record; the out buffer may move between retries.
+  SSL_CTX_set_mode(ssl_ctx_, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  // The server closes without close_notify: EOF reads as a normal close.
+  SSL_CTX_set_options(ssl_ctx_, SSL_OP_IGNORE_UNEXPECTED_EOF);
+  // One recv per buffer of records instead of two per record (header, body).
+  SSL_CTX_set_read_ahead(ssl_ctx_, 1);
+  return true;
+}
+
+void Engine::StartTls(Conn* c) {
+  c->ssl = SSL_new(ssl_ctx_);
+  if (c->ssl == nullptr || SSL_set_fd(c->ssl, c->fd) != 1) {
+    Fail("SSL_new: " + TlsErrors());
+    CloseConn(c, false, "TLS set-up failed");
+    return;
+  }
+  SSL_set_connect_state(c->ssl);
+  c->handshaking = true;
+  c->t_tcp = NowNs();
+  TlsHandshake(c);
+}
+
+void Engine::TlsHandshake(Conn* c) {
+  ERR_clear_error();
+  const int rc = SSL_do_handshake(c->ssl);
+  if (rc == 1) {
+    c->handshaking = false;
+    ++tls_handshakes_;
+    tls_handshake_ns_.Record(NowNs() - c->t_tcp);
+    if (r_->tls_cipher.empty()) r_->tls_cipher = std::string(SSL_get_version(c->ssl)) + " " + SSL_get_cipher_name(c->ssl);
+    FlushTls(c);  // the requests queued while connecting
+    if (!c->closed) OnReadable(c);  // records that came with the handshake's last flight
+    return;
+  }
+  const int err = SSL_get_error(c->ssl, rc);
+  if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
+    SetWantOut(c, err == SSL_ERROR_WANT_WRITE);
+    return;
+  }
+  Fail("TLS handshake with " + o_.servers[static_cast<std::size_t>(users_[static_cast<std::size_t>(c->user)].server)] +
+       " failed: " + TlsErrors() + " (a server started with --insecure-plain-tcp?)");
+  CloseConn(c, false, "TLS handshake failed");
+}
+
+void Engine::OnTlsIo(Conn* c, std::uint32_t events) {
+  if (c->handshaking) {
+    TlsHandshake(c);
+    return;
+  }
+  const bool readable = (events & (EPOLLIN | EPOLLERR | EPOLLHUP)) != 0;
+  const bool writable = (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) != 0;
+  if (c->write_wants_read ? readable : writable) {
+    FlushTls(c);
+    if (c->closed) return;
+  }
+  if (c->read_wants_write ? writable : readable) OnReadable(c);
+}
+
+// SSL_read until WANT_READ: OpenSSL may hold decrypted bytes or whole
+// read-ahead records that epoll cannot see, so stop only when it needs the
+// socket. Decrypted bytes are gathered in scratch_ and consumed per fill.
+void Engine::ReadTls(Conn* c) {
+  std::size_t have = 0;
+  for (;;) {
+    ERR_clear_error();
+    const int n = SSL_read(c->ssl, scratch_.data() + have, static_cast<int>(scratch_.size() - have));
+    const int err = n > 0 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, n);
+    if (n > 0) have += static_cast<std::size_t>(n);
+    if (have > 0 && (have == scratch_.size() || n <= 0)) {
+      now_ = NowNs();
+      Consume(c, scratch_.data(), have);
+      have = 0;
+      if (c->closed) return;
+    }
+    if (n > 0) continue;
+    if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
+      c->read_wants_write = err == SSL_ERROR_WANT_WRITE;
+      TlsInterest(c);
+      return;
+    }
+    CloseConn(c, false, err == SSL_ERROR_ZERO_RETURN ? "closed by the server" : "TLS read failed");
+    return;
+  }
+}
+
+void Engine::FlushTls(Conn* c) {
+  if (c->closed || c->connecting || c->handshaking) return;
+  while (c->out_pos < c->out.size()) {
+    ERR_clear_error();
+    const int n = SSL_write(c->ssl, c->out.data() + c->out_pos,
+                            static_cast<int>(std::min<std::size_t>(c->out.size() - c->out_pos, INT_MAX)));
+    if (n > 0) {
+      c->out_pos += static_cast<std::size_t>(n);
+      continue;
+    }
+    const int err = SSL_get_error(c->ssl, n);
+    if (err == SSL_ERROR_WANT_WRITE || err == SSL_ERROR_WANT_READ) {
+      // Retried later with the same bytes at out_pos (perhaps more after them).
+      CompactOut(c);
+      c->write_blocked = err == SSL_ERROR_WANT_WRITE;
+      c->write_wants_read = err == SSL_ERROR_WANT_READ;
+      TlsInterest(c);
+      return;
+    }
+    CloseConn(c, false, "TLS write failed");
+    return;
+  }
+  ClearOut(c);
+  c->write_blocked = c->write_wants_read = false;
+  TlsInterest(c);
 }
 
 void Engine::Consume(Conn* c, const char* p, std::size_t n) {
@@ -1697,6 +1911,11 @@ bool Engine::RunIdle() {
 
 bool Engine::Run() {
   bool ok = RunWorkload();
+  if (o_.tls) {
+    Metric("tls_handshakes", static_cast<double>(tls_handshakes_));
+    Metric("tls_handshake_p50_ms", static_cast<double>(tls_handshake_ns_.Percentile(0.5)) / 1e6);
+    Metric("tls_handshake_p99_ms", static_cast<double>(tls_handshake_ns_.Percentile(0.99)) / 1e6);
+  }
   for (const auto& [msg, n] : errors_) r_->errors.push_back(n > 1 ? msg + " (x" + std::to_string(n) + ")" : msg);
   return ok && r_->ok;
 }

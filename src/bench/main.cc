@@ -43,6 +43,10 @@ int main(int argc, char** argv) {
   app.add_option("--messages", o.messages, "offline: messages per sender (0 = send for --duration)")
       ->capture_default_str();
   app.add_flag("--no-encrypt", no_encrypt, "send random bytes instead of real AEAD ciphertexts and signatures");
+  app.add_flag("--tls", o.tls,
+               "connect with TLS 1.3, as the server's client port speaks by default (start it without "
+               "--insecure-plain-tcp). The server's certificate is NOT verified: this is a load generator, "
+               "not a client");
   app.add_flag("--verify-signatures", o.verify_signatures, "group: receivers verify every Ed25519 signature");
   app.add_flag("--batch-add", o.batch_add, "group: build groups with one GroupAdd per 1000 members (one notice each)");
   app.add_option("--json", o.json_file, "also write every number to this JSON file");

@@ -278,6 +278,9 @@ void Report(const Results& r) {
   std::ostringstream t;
   t << "fastchat-bench  workload=" << o.workload << "  servers=" << r.servers << "  users=" << r.users;
   if (grp) t << "  groups=" << o.groups << "x" << o.group_size << "  senders/group=" << o.senders;
+  t << "\n  transport=" << (o.tls ? "TLS (" + (r.tls_cipher.empty() ? std::string("no handshake") : r.tls_cipher) +
+                                        "; server certificate not verified)"
+                                  : std::string("plain TCP"));
   const bool msgs = o.workload == "dm" || grp || o.workload == "offline";
   if (msgs) {
   t << "\n  encrypted=" << (o.encrypt ? "yes (XChaCha20-Poly1305" : "NO (--no-encrypt: random bytes")
@@ -356,10 +359,12 @@ void Report(const Results& r) {
                      {"window", o.window},     {"rate", o.rate},         {"duration_s", o.duration},
                      {"warmup_s", o.warmup},   {"drain_idle_s", o.drain}, {"messages_per_sender", o.messages},
                      {"sources", o.sources},   {"concurrency", o.concurrency},
-                     {"verify_signatures", o.verify_signatures}, {"prefix", o.prefix},
+                     {"verify_signatures", o.verify_signatures}, {"tls", o.tls}, {"prefix", o.prefix},
                      {"inject_loss", o.inject_loss}, {"inject_dup", o.inject_dup},
                      {"inject_reorder", o.inject_reorder}};
   j["encrypted"] = o.encrypt;
+  j["tls"] = o.tls;
+  j["tls_cipher"] = r.tls_cipher;  // "" without --tls
   j["window_s"] = r.window_s;  // the window CPU and (for message workloads) throughput were measured over
   j["ok"] = ExitCode(r) == 0;
   j["run_failed"] = !r.ok;
