@@ -53,7 +53,14 @@ asio::awaitable<Status> AskOne(asio::io_context& ioc, const std::string& addr, c
   std::string host;
   std::uint16_t port = 0;
   if (!balancer::ParseHostPort(addr, &host, &port) || port == 0) co_return Status(Code::kBadRequest, "not host:port");
-  auto stream = std::make_shared<net::Stream>(asio::ip::tcp::socket(ioc));
+  // TLS unless plain: the stream is made before connecting, so the deadline
+  // closes the one stream this exchange uses.
+  std::shared_ptr<net::TlsContext> ctx;
+  if (!trust.plain) {
+    Status st = net::MakeClientTls(trust.ca_file, &ctx);
+    if (!st.ok()) co_return st;
+  }
+  auto stream = std::make_shared<net::Stream>(asio::ip::tcp::socket(ioc), ctx);
   auto expired = std::make_shared<bool>(false);
   asio::steady_timer deadline(ioc, timeout);
   deadline.async_wait([stream, expired](const asio::error_code& ec) {
@@ -73,17 +80,7 @@ asio::awaitable<Status> AskOne(asio::io_context& ioc, const std::string& addr, c
   if (!ec) co_await asio::async_connect(stream->socket(), endpoints, asio::redirect_error(asio::use_awaitable, ec));
   if (ec || *expired) co_return timed(Status(Code::kIOError, "connecting: " + ec.message()));
   if (!trust.plain) {
-    std::shared_ptr<net::TlsContext> ctx;
-    Status st = net::MakeClientTls(trust.ca_file, &ctx);
-    if (!st.ok()) co_return st;
-    auto tls = std::make_shared<net::Stream>(std::move(stream->socket()), ctx);
-    stream.swap(tls);
-    // The deadline's lambda holds the old (now empty) stream: close the new
-    // one on expiry too.
-    deadline.async_wait([stream, expired](const asio::error_code& e) {
-      if (!e) stream->Close();
-    });
-    st = co_await stream->Handshake(net::Stream::Role::kClient, host);
+    Status st = co_await stream->Handshake(net::Stream::Role::kClient, host);
     if (!st.ok()) co_return timed(st);
     std::string notice;
     st = CheckServerIdentity(trust, (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" +

@@ -268,6 +268,16 @@ asio::awaitable<Status> Connection::Connect(std::string host, std::string port) 
   std::shared_ptr<Impl> self = impl_;
   if (self->started) co_return Status(Code::kInternal, "already connected");
   self->started = true;
+  if (!self->trust.plain) {
+    // TLS from the start: the deadline below closes the one stream in use.
+    std::shared_ptr<net::TlsContext> ctx;
+    Status s = net::MakeClientTls(self->trust.ca_file, &ctx);
+    if (!s.ok()) {
+      self->closed = true;
+      co_return s;
+    }
+    self->stream = std::make_unique<net::Stream>(asio::ip::tcp::socket(self->ioc), std::move(ctx));
+  }
 
   // Connect with a deadline: the timer closes the socket if it fires first.
   auto deadline = std::make_shared<asio::steady_timer>(self->ioc, kConnectTimeout);
@@ -295,13 +305,8 @@ asio::awaitable<Status> Connection::Connect(std::string host, std::string port) 
   EnableKeepalive(self->stream->socket().native_handle());
   if (!self->trust.plain) {
     // TLS under the same deadline, then the server's identity.
-    std::shared_ptr<net::TlsContext> ctx;
-    Status s = net::MakeClientTls(self->trust.ca_file, &ctx);
-    if (s.ok()) {
-      self->stream = std::make_unique<net::Stream>(std::move(self->stream->socket()), ctx);
-      s = co_await self->stream->Handshake(net::Stream::Role::kClient, host);
-      if (*timed_out) s = Status(Code::kIOError, "TLS handshake with " + where + " timed out");
-    }
+    Status s = co_await self->stream->Handshake(net::Stream::Role::kClient, host);
+    if (*timed_out) s = Status(Code::kIOError, "TLS handshake with " + where + " timed out");
     std::string notice;
     if (s.ok()) s = CheckServerIdentity(self->trust, where, self->stream->PeerFingerprint(), &notice);
     if (!s.ok()) {

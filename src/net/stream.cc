@@ -66,18 +66,7 @@ asio::awaitable<Status> Stream::Handshake(Role role, std::string server_name) {
 
 std::string Stream::PeerFingerprint() const {
   if (!tls_) return {};
-  X509* cert = SSL_get0_peer_certificate(tls_->stream.native_handle());
-  if (cert == nullptr) return {};
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  if (X509_digest(cert, EVP_sha256(), md, &len) != 1) return {};
-  static const char* digits = "0123456789abcdef";
-  std::string out;
-  for (unsigned int i = 0; i < len; ++i) {
-    out.push_back(digits[md[i] >> 4]);
-    out.push_back(digits[md[i] & 15]);
-  }
-  return out;
+  return CertFingerprint(SSL_get0_peer_certificate(tls_->stream.native_handle()));
 }
 
 std::string Stream::ChannelBinding(const std::string& label) const {

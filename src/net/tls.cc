@@ -52,13 +52,6 @@ struct FileCloser {
   void operator()(FILE* f) const { std::fclose(f); }
 };
 
-Status CertFingerprint(X509* cert, std::string* out) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  if (X509_digest(cert, EVP_sha256(), md, &len) != 1) return Status(Code::kInternal, OpensslError("X509_digest"));
-  *out = Hex(md, len);
-  return Status::OK();
-}
 
 void TlsOnly13(asio::ssl::context& ctx) {
   SSL_CTX_set_min_proto_version(ctx.native_handle(), TLS1_3_VERSION);
@@ -70,7 +63,21 @@ void TlsOnly13(asio::ssl::context& ctx) {
   SSL_CTX_set_num_tickets(ctx.native_handle(), 0);
 }
 
+// The status form, for the functions below.
+Status Fingerprint(X509* cert, std::string* out) {
+  *out = CertFingerprint(cert);
+  if (out->empty()) return Status(Code::kInternal, OpensslError("X509_digest"));
+  return Status::OK();
+}
+
 }  // namespace
+
+std::string CertFingerprint(X509* cert) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (cert == nullptr || X509_digest(cert, EVP_sha256(), md, &len) != 1) return {};
+  return Hex(md, len);
+}
 
 Status MakeServerTls(const std::string& cert_file, const std::string& key_file, std::shared_ptr<TlsContext>* out,
                      std::string* fingerprint) {
@@ -84,7 +91,7 @@ Status MakeServerTls(const std::string& cert_file, const std::string& key_file, 
   if (SSL_CTX_check_private_key(ctx) != 1)
     return Status(Code::kIOError, "TLS key " + key_file + " mismatches certificate " + cert_file);
   if (fingerprint != nullptr) {
-    Status st = CertFingerprint(SSL_CTX_get0_certificate(ctx), fingerprint);
+    Status st = Fingerprint(SSL_CTX_get0_certificate(ctx), fingerprint);
     if (!st.ok()) return st;
   }
   *out = std::move(t);
@@ -160,7 +167,7 @@ Status GenerateSelfSigned(const std::string& cert_file, const std::string& key_f
   }
   if (std::rename(tmp.c_str(), cert_file.c_str()) != 0)
     return Status(Code::kIOError, "renaming " + tmp + ": " + std::strerror(errno));
-  if (fingerprint != nullptr) return CertFingerprint(cert.get(), fingerprint);
+  if (fingerprint != nullptr) return Fingerprint(cert.get(), fingerprint);
   return Status::OK();
 }
 
@@ -188,7 +195,7 @@ Status FileFingerprint(const std::string& cert_file, std::string* fingerprint) {
   if (!f) return Status(Code::kIOError, "cannot open " + cert_file + ": " + std::strerror(errno));
   std::unique_ptr<X509, X509Deleter> cert(PEM_read_X509(f.get(), nullptr, nullptr, nullptr));
   if (!cert) return Status(Code::kIOError, OpensslError("reading certificate " + cert_file));
-  return CertFingerprint(cert.get(), fingerprint);
+  return Fingerprint(cert.get(), fingerprint);
 }
 
 bool ParseFingerprint(std::string_view text, std::string* out) {

@@ -1,6 +1,8 @@
 // TlsContext's definition: for tls.cc and stream.cc only (pulls in OpenSSL).
 #pragma once
 
+#include <string>
+
 #include <asio/ssl/context.hpp>
 
 namespace fastchat::net {
@@ -11,5 +13,9 @@ class TlsContext {
   asio::ssl::context ctx;
   bool verify_chain = false;  // client: the chain and host name are checked
 };
+
+// SHA-256 of the certificate's DER bytes, 64 lowercase hex digits (tls.h);
+// empty if it cannot be computed.
+std::string CertFingerprint(X509* cert);
 
 }  // namespace fastchat::net

@@ -577,10 +577,7 @@ asio::awaitable<Status> Session::CheckToken(const wire::Login& m, std::uint64_t*
   };
   Checked c = co_await server_.store.Run(std::move(job));
   if (c.st.code() == Code::kNotFound) co_return bad;
-  if (!c.st.ok()) {
-    spdlog::error("checking a session token: {}", c.st.ToString());
-    co_return Status(Code::kInternal, "the server could not check that token; try again");
-  }
+  if (!c.st.ok()) co_return StoreFailure(c.st, "checking a session token");
   const DirUser* u = server_.directory.FindUser(c.user);
   if (u == nullptr && server_.config.mesh_enabled) {
     Facts facts;
@@ -677,10 +674,7 @@ asio::awaitable<Status> Session::HandleLogout(const wire::Envelope& env) {
       return r;
     };
     WriteResult w = co_await server_.store.Run(std::move(job));
-    if (!w.st.ok()) {
-      spdlog::error("revoking a session token of user {}: {}", user_id_, w.st.ToString());
-      co_return Status(Code::kInternal, "the server could not revoke the token; try again");
-    }
+    if (!w.st.ok()) co_return StoreFailure(w.st, "revoking a session token");
     token_hash_.clear();
   }
   spdlog::info("user {} logged out", user_id_);
@@ -721,10 +715,7 @@ asio::awaitable<Status> Session::HandleChangePassword(const wire::Envelope& env)
     return r;
   };
   WriteResult w = co_await server_.store.Run(std::move(set_job));
-  if (!w.st.ok()) {
-    spdlog::error("changing the password of user {}: {}", user, w.st.ToString());
-    co_return Status(Code::kInternal, "the server could not store that; try again");
-  }
+  if (!w.st.ok()) co_return StoreFailure(w.st, "changing a password");
   if (const DirUser* again = server_.directory.FindUser(user); again != nullptr) {
     UserRecord rec;
     rec.id = again->id;
