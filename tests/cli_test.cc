@@ -97,6 +97,19 @@ TEST(Cli, ServerBalancerTakesOneValueEach) {
   EXPECT_TRUE(Has(e.out + e.err, "not expected: " + std::string(kNoOne2))) << e.out << e.err;
 }
 
+TEST(Cli, ServerServesMetricsOnLoopbackOnly) {
+  TempDir tmp("fastchat-cli");
+  for (const char* where : {"0.0.0.0:0", "192.0.2.1:9464"}) {
+    Ended e = RunToExit(tmp, {ServerBinary(), "--db", tmp.Sub("m.db"), "--listen", "127.0.0.1:0", "--pwhash", "min",
+                              "--insecure-plain-tcp", "--metrics-listen", where});
+    EXPECT_EQ(e.code, 2) << where;
+    EXPECT_TRUE(Has(e.err, "metrics are served on a loopback address only")) << where << ": " << e.out << e.err;
+  }
+  Ended bad = RunToExit(tmp, {ServerBinary(), "--db", tmp.Sub("m.db"), "--metrics-listen", "localhost"});
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_TRUE(Has(bad.err, "--metrics-listen wants HOST:PORT")) << bad.err;
+}
+
 TEST(Cli, ServerAndBalancerReadOneSecretFileAlike) {
   TempDir tmp("fastchat-cli");
   const std::string secret = "cli-secret-" + RandomToken(20);

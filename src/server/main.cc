@@ -20,6 +20,7 @@
 #include "fastchat/crypto.h"
 #include "fastchat/store.h"
 #include "limit_flags.h"
+#include "metrics_endpoint.h"
 #include "net/tls.h"
 #include "server.h"
 
@@ -118,6 +119,9 @@ int main(int argc, char** argv) {
   app.add_flag("--insecure-plain-tcp", plain_tcp,
                "no TLS on the client and mesh ports: passwords and metadata cross the network in clear "
                "(tests and benchmarks only)");
+  std::string metrics_listen;
+  app.add_option("--metrics-listen", metrics_listen,
+                 "serve Prometheus metrics at http://HOST:PORT/metrics (a loopback address only; default: off)");
   std::string gen_cert, gen_key, gen_name = "localhost";
   CLI::App* gen = app.add_subcommand("gen-cert", "create a self-signed TLS certificate and key, print the fingerprint");
   gen->add_option("--cert", gen_cert, "certificate file to create (PEM)")->required();
@@ -143,6 +147,12 @@ int main(int argc, char** argv) {
 
   if (!ParseHostPort(listen, &config.listen_host, &config.listen_port)) {
     std::cerr << "error: --listen wants HOST:PORT, got '" << listen << "'\n";
+    return 2;
+  }
+  std::string metrics_host;
+  std::uint16_t metrics_port = 0;
+  if (!metrics_listen.empty() && !ParseHostPort(metrics_listen, &metrics_host, &metrics_port)) {
+    std::cerr << "error: --metrics-listen wants HOST:PORT, got '" << metrics_listen << "'\n";
     return 2;
   }
   if (!mesh_listen.empty()) {
@@ -245,6 +255,18 @@ int main(int argc, char** argv) {
                 << " --tls-pin " << fingerprint << " register NAME" << std::endl;
     }
     spdlog::info("store {}, pwhash {}, max frame {} bytes", store_name, pwhash, config.max_frame);
+    fastchat::server::MetricsEndpoint metrics(io, [&server] { return server.MetricsText(); });
+    if (!metrics_listen.empty()) {
+      std::uint16_t bound = 0;
+      st = metrics.Start(metrics_host, metrics_port, &bound);
+      if (!st.ok()) {
+        std::cerr << "error: " << st.message() << "\n";
+        return 2;
+      }
+      const bool v6 = metrics_host.find(':') != std::string::npos;
+      std::cout << "metrics at http://" << (v6 ? "[" + metrics_host + "]" : metrics_host) << ":" << bound
+                << "/metrics" << std::endl;
+    }
 
     std::unique_ptr<fastchat::balancer::BalancerReporter> reporter;
     fastchat::balancer::LoadMeter meter;
@@ -271,6 +293,7 @@ int main(int argc, char** argv) {
     signals.async_wait([&](const asio::error_code&, int sig) {
       spdlog::info("signal {}: shutting down", sig);
       if (reporter) reporter->Stop();
+      metrics.Stop();
       server.Stop();
       io.stop();
     });

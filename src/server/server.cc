@@ -13,6 +13,7 @@
 #include "common/listen.h"
 #include "fastchat/crypto.h"
 #include "mesh.h"
+#include "prometheus_text.h"
 #include "session.h"
 
 namespace fastchat::server {
@@ -83,6 +84,7 @@ asio::awaitable<void> AcceptLoop(Server::Impl& impl) {
       co_await t.async_wait(asio::redirect_error(asio::use_awaitable, ec));
       continue;
     }
+    ++impl.metrics.accepted;
     socket.set_option(asio::ip::tcp::no_delay(true), ec);
     auto session = std::make_shared<Session>(impl, std::move(socket));
     impl.sessions.insert(session);
@@ -174,8 +176,83 @@ Server::Stats Server::stats() const {
   Stats s;
   s.connections = static_cast<std::uint32_t>(impl_->sessions.size());
   s.frames_handled = impl_->frames_handled;
-  s.deliveries = impl_->deliveries;
+  s.deliveries = impl_->metrics.deliveries_live + impl_->metrics.deliveries_from_store;
   return s;
+}
+
+std::string Server::MetricsText() const {
+  const Impl& impl = *impl_;
+  const ServerMetrics& m = impl.metrics;
+  PrometheusText t;
+  std::size_t logged_in = 0, queued = 0;
+  for (const std::shared_ptr<Session>& s : impl.sessions) {
+    if (s->user_id() != 0) ++logged_in;
+    queued += s->queued_bytes();
+  }
+  const std::string server_id = impl.config.server_id;
+  t.Family("fastchat_server_info", "gauge", "This server: its id in the cluster (value always 1).");
+  t.Sample("fastchat_server_info", {{"server_id", server_id}}, 1);
+
+  t.Family("fastchat_connections", "gauge", "Client connections open now, by state.");
+  t.Sample("fastchat_connections", {{"state", "before_login"}}, static_cast<double>(impl.sessions.size() - logged_in));
+  t.Sample("fastchat_connections", {{"state", "logged_in"}}, static_cast<double>(logged_in));
+  t.Family("fastchat_receiving_users", "gauge", "Users with a receiving session on this server.");
+  t.Sample("fastchat_receiving_users", static_cast<double>(impl.presence.size()));
+  t.Family("fastchat_connections_accepted_total", "counter", "Client connections accepted (before admission).");
+  t.Sample("fastchat_connections_accepted_total", static_cast<double>(m.accepted));
+  t.Family("fastchat_queue_bytes", "gauge", "Bytes queued to client connections and not yet written.");
+  t.Sample("fastchat_queue_bytes", static_cast<double>(queued));
+
+  t.Family("fastchat_logins_total", "counter", "Logins by method and result.");
+  static constexpr const char* kResults[ServerMetrics::kLoginResults] = {"ok", "bad_credentials", "refused"};
+  for (int r = 0; r < ServerMetrics::kLoginResults; ++r) {
+    t.Sample("fastchat_logins_total", {{"method", "password"}, {"result", kResults[r]}},
+             static_cast<double>(m.password_logins[r]));
+    t.Sample("fastchat_logins_total", {{"method", "token"}, {"result", kResults[r]}},
+             static_cast<double>(m.token_logins[r]));
+  }
+  t.Family("fastchat_registrations_total", "counter", "Registrations by result.");
+  t.Sample("fastchat_registrations_total", {{"result", "ok"}}, static_cast<double>(m.registrations_ok));
+  t.Sample("fastchat_registrations_total", {{"result", "refused"}}, static_cast<double>(m.registrations_refused));
+
+  t.Family("fastchat_requests_total", "counter", "Client frames handled.");
+  t.Sample("fastchat_requests_total", static_cast<double>(impl.frames_handled));
+  t.Family("fastchat_deliveries_total", "counter",
+           "Messages and events queued to local receiving sessions: live, or read back from the store.");
+  t.Sample("fastchat_deliveries_total", {{"path", "live"}}, static_cast<double>(m.deliveries_live));
+  t.Sample("fastchat_deliveries_total", {{"path", "store"}}, static_cast<double>(m.deliveries_from_store));
+
+  t.Family("fastchat_limit_rejections_total", "counter",
+           "Connections and requests refused over a limit, by the code they were answered with.");
+  t.Sample("fastchat_limit_rejections_total", {{"code", "BUSY"}}, static_cast<double>(m.refused_busy));
+  t.Sample("fastchat_limit_rejections_total", {{"code", "RATE_LIMITED"}}, static_cast<double>(m.refused_rate_limited));
+  t.Sample("fastchat_limit_rejections_total", {{"code", "LIMIT_REACHED"}},
+           static_cast<double>(m.refused_limit_reached));
+  t.Family("fastchat_deadline_closes_total", "counter", "Connections closed at a deadline.");
+  t.Sample("fastchat_deadline_closes_total", {{"when", "before_login"}},
+           static_cast<double>(m.deadline_closes_before_login));
+  t.Sample("fastchat_deadline_closes_total", {{"when", "logged_in"}}, static_cast<double>(m.deadline_closes_logged_in));
+  t.Family("fastchat_password_hash_jobs", "gauge", "Argon2id jobs running or waiting.");
+  t.Sample("fastchat_password_hash_jobs", static_cast<double>(impl.hashes.jobs()));
+
+  const StoreWorker::Stats st = impl.store.stats();
+  t.Family("fastchat_store_batches_total", "counter", "Store batches committed or failed (one transaction, one sync).");
+  t.Sample("fastchat_store_batches_total", {{"result", "ok"}}, static_cast<double>(st.batches - st.failed_commits));
+  t.Sample("fastchat_store_batches_total", {{"result", "failed"}}, static_cast<double>(st.failed_commits));
+  t.Family("fastchat_store_jobs_total", "counter", "Store jobs (requests' writes and reads) run in batches.");
+  t.Sample("fastchat_store_jobs_total", static_cast<double>(st.jobs));
+  t.Family("fastchat_store_queued_jobs", "gauge", "Store jobs waiting for the next batch.");
+  t.Sample("fastchat_store_queued_jobs", static_cast<double>(st.queued));
+  t.WriteHistogram("fastchat_store_batch_jobs", "Jobs per store batch.", st.batch_jobs);
+  t.WriteHistogram("fastchat_store_batch_seconds", "Time per store batch, from its first job to the end of its sync.",
+                   st.batch_seconds);
+
+  if (impl.mesh) {
+    t.Family("fastchat_mesh_links", "gauge", "Authenticated links to other servers of the cluster.");
+    t.Sample("fastchat_mesh_links", static_cast<double>(impl.mesh->link_count()));
+  }
+  t.WriteProcessMetrics();
+  return t.text();
 }
 
 void Server::Stop() {

@@ -38,6 +38,11 @@ class Server {
   };
   Stats stats() const;
 
+  // The server's metrics in the Prometheus text format (connections, logins,
+  // deliveries, queued bytes, store batches, limit rejections, process
+  // figures): the body of a /metrics answer. Event-loop thread only.
+  std::string MetricsText() const;
+
   struct Impl;
 
  private:

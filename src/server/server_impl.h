@@ -19,6 +19,7 @@
 #include "rate_limiter.h"
 #include "request_service.h"
 #include "router.h"
+#include "server_metrics.h"
 #include "store_worker.h"
 
 namespace fastchat::server {
@@ -78,8 +79,15 @@ struct Server::Impl {
   Status directory_loaded;  // the start-up LoadDirectory's result
   std::size_t refusing_tls = 0;  // refused TLS connections still handshaking (Session::kMaxRefusingTls)
   std::uint64_t frames_handled = 0;
-  std::uint64_t deliveries = 0;
+  ServerMetrics metrics;  // totals for /metrics (Server::MetricsText)
   bool stopping = false;
+
+  // A connection or request refused over a limit: counted for /metrics and
+  // in the once-a-second log line.
+  void NoteRefusal(const Status& why) {
+    refusals.Add(why.message());
+    metrics.CountRefusal(why.code());
+  }
 };
 
 }  // namespace fastchat::server

@@ -263,7 +263,7 @@ asio::awaitable<void> Session::CatchUp() {
       if (row.seq <= last_sent_seq_) continue;
       auto event = std::make_shared<const std::string>(std::move(row.payload));
       out_.Push(DeliverFramePrefix(row.seq, event->size(), row.group_id), event);
-      ++server_.deliveries;
+      ++server_.metrics.deliveries_from_store;
       last_sent_seq_ = row.seq;
     }
   }
@@ -300,7 +300,7 @@ void Session::Deliver(std::uint64_t seq, const std::shared_ptr<const std::string
     return;
   }
   out_.Push(DeliverFramePrefix(seq, event->size(), group_id), event);
-  ++server_.deliveries;
+  ++server_.metrics.deliveries_live;
   last_sent_seq_ = std::max(last_sent_seq_, seq);
 }
 
@@ -339,6 +339,7 @@ asio::awaitable<void> Session::WaitForWriteSlots() {
 }
 
 void Session::Dispatch(Outcome o) {
+  if (!o.refusal.ok()) server_.metrics.CountRefusal(o.refusal.code());  // a group or membership limit
   if (o.ack_only) {
     server_.store.SubmitAck(user_id_, std::move(o.ack_seqs));
     return;
@@ -437,9 +438,11 @@ asio::awaitable<void> Session::Handle(wire::Envelope& env) {
       break;  // being heard from was the point
     case wire::Envelope::kRegister:
       st = co_await HandleRegister(env);
+      server_.metrics.CountRegistration(st.status);
       break;
     case wire::Envelope::kLogin:
       st = co_await HandleLogin(env);
+      server_.metrics.CountLogin(!env.login().token().empty(), st.status);
       break;
     case wire::Envelope::kLogout:
       st = co_await HandleLogout(env);
@@ -454,7 +457,7 @@ asio::awaitable<void> Session::Handle(wire::Envelope& env) {
         co_await HandleLoggedIn(env);
       }
   }
-  if (st.retry_after_ms > 0) server_.refusals.Add(st.status.message());
+  if (st.retry_after_ms > 0) server_.NoteRefusal(st.status);
   if (!st.ok()) SendError(rid, st.status, st.retry_after_ms);
 }
 
@@ -755,6 +758,7 @@ asio::awaitable<void> Session::HandleLoggedIn(const wire::Envelope& env) {
     co_return;
   }
   if (Refusal r = CheckSendRate(env); !r.ok()) {
+    server_.NoteRefusal(r.status);
     Reply(RequestService::ErrorFrame(env.rid(), r.status, r.retry_after_ms));
     co_return;
   }

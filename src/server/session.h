@@ -70,6 +70,8 @@ class Session : public std::enable_shared_from_this<Session> {
   void CatchUpFromStore();
 
   std::uint64_t user_id() const { return user_id_; }
+  // Bytes queued to this connection and not yet written.
+  std::size_t queued_bytes() const { return out_.bytes(); }
 
   // This connection's deadlines at `now` (peer_limits.h, CheckLiveness).
   Verdict CheckDeadlines(SteadyTime now) const;

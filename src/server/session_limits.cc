@@ -30,7 +30,7 @@ bool Session::Admit() {
   const Limits& limits = server_.config.limits;
   Refusal r = server_.connections.Admit(source_);
   if (!r.ok()) {
-    server_.refusals.Add(r.status.message());
+    server_.NoteRefusal(r.status);
     CloseWith(r.status, r.retry_after_ms);
     return false;
   }
@@ -40,7 +40,7 @@ bool Session::Admit() {
     // client that logs in at once.
     Session* oldest = server_.prelogin.front();
     const Status why(Code::kBusy, "the server has too many connections waiting to log in; this was the oldest");
-    server_.refusals.Add(why.message());
+    server_.NoteRefusal(why);
     oldest->CloseWith(why, 1000);
   }
   prelogin_ = server_.prelogin.insert(server_.prelogin.end(), this);
@@ -148,13 +148,16 @@ void Session::Enforce(const Verdict& v, SteadyTime now) {
       return;
     }
     case Verdict::kCloseWithError:
+      ++server_.metrics.deadline_closes_before_login;
       server_.deadline_closes.Add(v.why.message());
       CloseWith(v.why);
       return;
     case Verdict::kDrop:
       if (user_id_ != 0) {
+        ++server_.metrics.deadline_closes_logged_in;
         spdlog::warn("dropping a connection of user {}: {}", user_id_, v.why.message());
       } else {
+        ++server_.metrics.deadline_closes_before_login;
         server_.deadline_closes.Add(v.why.message());
       }
       Close();

@@ -1,5 +1,6 @@
 #include "store_worker.h"
 
+#include <chrono>
 #include <exception>
 #include <tuple>
 
@@ -31,12 +32,19 @@ void StoreWorker::Enqueue(Job job) {
 
 std::uint64_t StoreWorker::batches() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return batches_;
+  return stats_.batches;
 }
 
 std::uint64_t StoreWorker::jobs() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return jobs_;
+  return stats_.jobs;
+}
+
+StoreWorker::Stats StoreWorker::stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  Stats s = stats_;
+  s.queued = queue_.size();
+  return s;
 }
 
 void StoreWorker::SubmitEnqueue(std::vector<PendingItem> items, EnqueueDone done) {
@@ -121,17 +129,22 @@ void StoreWorker::Loop() {
         queue_.erase(queue_.begin(), queue_.begin() + kMaxBatch);
       }
     }
-    RunBatch(batch);
+    const auto start = std::chrono::steady_clock::now();
+    const bool committed = RunBatch(batch);
+    const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      ++batches_;
-      jobs_ += batch.size();
+      ++stats_.batches;
+      stats_.jobs += batch.size();
+      if (!committed) ++stats_.failed_commits;
+      stats_.batch_jobs.Observe(static_cast<double>(batch.size()));
+      stats_.batch_seconds.Observe(took.count());
     }
     batch.clear();
   }
 }
 
-void StoreWorker::RunBatch(std::vector<Job>& batch) {
+bool StoreWorker::RunBatch(std::vector<Job>& batch) {
   Store& store = *store_;
   const bool batched = store.BeginBatch().ok();  // if not, each job is its own transaction
   for (std::size_t i = 0; i < batch.size();) {
@@ -166,6 +179,7 @@ void StoreWorker::RunBatch(std::vector<Job>& batch) {
   asio::post(home_, [done = std::move(done)]() mutable {
     for (auto& d : done) d();
   });
+  return commit.ok();
 }
 
 }  // namespace fastchat::server

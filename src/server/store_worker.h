@@ -39,6 +39,7 @@
 #include <asio/use_awaitable.hpp>
 
 #include "fastchat/store.h"
+#include "histogram.h"
 
 namespace fastchat::server {
 
@@ -111,6 +112,21 @@ class StoreWorker {
   std::uint64_t batches() const;
   std::uint64_t jobs() const;
 
+  // What the store thread has done, for /metrics (a copy, any thread):
+  // batches run, jobs in them, batches whose commit failed, the jobs
+  // waiting now, and per batch its job count and its time (from the first
+  // job to the end of the commit's sync).
+  struct Stats {
+    std::uint64_t batches = 0;
+    std::uint64_t jobs = 0;
+    std::uint64_t failed_commits = 0;
+    std::size_t queued = 0;
+    Histogram batch_jobs{{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096}};
+    Histogram batch_seconds{{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
+                             2.5, 10}};
+  };
+  Stats stats() const;
+
  private:
   struct Job {
     std::function<bool(Store&)> run;          // true if the job succeeded
@@ -128,7 +144,8 @@ class StoreWorker {
   void RunMerged(std::vector<Job>& batch, std::size_t* i);
   void Enqueue(Job job);
   void Loop();
-  void RunBatch(std::vector<Job>& batch);
+  // Returns false if the batch's commit failed.
+  bool RunBatch(std::vector<Job>& batch);
 
   std::unique_ptr<Store> store_;
   asio::any_io_executor home_;
@@ -136,8 +153,7 @@ class StoreWorker {
   std::condition_variable wake_;
   std::vector<Job> queue_;
   bool stop_ = false;
-  std::uint64_t batches_ = 0;
-  std::uint64_t jobs_ = 0;
+  Stats stats_;  // guarded by mu_
   std::thread thread_;
 };
 

@@ -139,12 +139,27 @@ TEST_F(StoreWorkerTest, JobsQueuedDuringASyncShareTheNextCommitAndAnswerOnlyAfte
   }
   RunUntil([&] { return done == kJobs; });
   ASSERT_EQ(done, kJobs);
+  const StoreWorker::Stats st = worker_->stats();  // before UserCount() runs a job of its own
   EXPECT_EQ(answered_before_commit, 0);
   // 200 requests, a handful of commits (not 200).
   EXPECT_LE(worker_->batches(), 5u) << "batches: " << worker_->batches();
   EXPECT_EQ(worker_->jobs(), static_cast<std::uint64_t>(kJobs));
   EXPECT_EQ(store_->committed.load(), static_cast<int>(worker_->batches()));
   EXPECT_EQ(UserCount(), static_cast<std::size_t>(kJobs));
+  // What /metrics shows: every batch's size and time, the sync included.
+  EXPECT_GE(st.batches, 1u);
+  EXPECT_LE(st.batches, 5u);
+  EXPECT_EQ(st.jobs, static_cast<std::uint64_t>(kJobs));
+  EXPECT_EQ(st.failed_commits, 0u);
+  EXPECT_EQ(st.batch_jobs.count(), st.batches);
+  EXPECT_DOUBLE_EQ(st.batch_jobs.sum(), kJobs);
+  EXPECT_EQ(st.batch_seconds.count(), st.batches);
+  EXPECT_GE(st.batch_seconds.sum(), 0.020 * static_cast<double>(st.batches));
+  std::uint64_t big = 0;  // batches of more than 16 jobs (buckets past le=16)
+  for (std::size_t i = 0; i < st.batch_jobs.counts().size(); ++i) {
+    if (i >= st.batch_jobs.bounds().size() || st.batch_jobs.bounds()[i] > 16) big += st.batch_jobs.counts()[i];
+  }
+  EXPECT_GE(big, 1u);
 }
 
 TEST_F(StoreWorkerTest, FailedCommitFailsEveryJobOfTheBatchAndKeepsNothing) {
@@ -158,6 +173,8 @@ TEST_F(StoreWorkerTest, FailedCommitFailsEveryJobOfTheBatchAndKeepsNothing) {
   }
   RunUntil([&] { return failed == 10; });
   EXPECT_EQ(failed, 10);
+  EXPECT_GE(worker_->stats().failed_commits, 1u);
+  EXPECT_EQ(worker_->stats().failed_commits, worker_->batches());
   store_->fail_commits = false;
   EXPECT_EQ(UserCount(), 0u);
   // The worker goes on after a failed commit.

@@ -74,6 +74,13 @@ std::uint64_t AsU64(const json& v) {
 }
 
 // ------------------------------------------------------------------ server
+std::string ServerProcess::StdoutText() const {
+  std::ifstream f(stdout_path_, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
 ServerProcess::ServerProcess(const std::string& dir, const ServerOptions& options)
     : dir_(dir), db_path_(options.db_path.empty() ? dir + "/server.db" : options.db_path) {
   SpawnOptions so;
@@ -99,6 +106,7 @@ ServerProcess::ServerProcess(const std::string& dir, const ServerOptions& option
   static int n = 0;
   std::string tag = std::to_string(++n);
   so.stdout_path = dir + "/server-" + tag + ".stdout";
+  stdout_path_ = so.stdout_path;
   so.stderr_path = dir + "/server-" + tag + ".stderr";
   if (!fs::exists(ServerBinary())) {
     throw std::runtime_error("server binary not found: " + ServerBinary() +

@@ -57,10 +57,13 @@ class ServerProcess {
   void Kill();
   std::string StderrTail(std::size_t max = 6000) const { return proc_->StderrTail(max); }
   const std::string& log_path() const { return proc_->stderr_path(); }
+  // The server's standard output so far.
+  std::string StdoutText() const;
 
  private:
   std::string dir_;
   std::string db_path_;
+  std::string stdout_path_;
   std::uint16_t port_ = 0;
   std::unique_ptr<Process> proc_;
 };

@@ -1,0 +1,60 @@
+// ServerMetrics: the event loop's running totals behind the /metrics
+// endpoint (Server::MetricsText renders them with the gauges it reads at
+// scrape time). Plain counters: only the event-loop thread touches them.
+#pragma once
+
+#include <cstdint>
+
+#include "fastchat/status.h"
+
+namespace fastchat::server {
+
+struct ServerMetrics {
+  std::uint64_t accepted = 0;  // connections accepted (before admission)
+
+  // Logins by method and outcome: ok, bad credentials (wrong password,
+  // unknown user, bad token), refused (rate limited, busy, malformed, ...).
+  enum LoginResult { kLoginOk, kLoginBadCredentials, kLoginRefused, kLoginResults };
+  std::uint64_t password_logins[kLoginResults] = {};
+  std::uint64_t token_logins[kLoginResults] = {};
+  std::uint64_t registrations_ok = 0;
+  std::uint64_t registrations_refused = 0;
+
+  // Deliver frames queued to local sessions: pushed live, or read back from
+  // the store (catch-up after login or lag).
+  std::uint64_t deliveries_live = 0;
+  std::uint64_t deliveries_from_store = 0;
+
+  // Refusals over a limit, by the code they were answered with.
+  std::uint64_t refused_busy = 0;
+  std::uint64_t refused_rate_limited = 0;
+  std::uint64_t refused_limit_reached = 0;
+
+  // Connections closed at a deadline: before login (hello, login, idle) and
+  // logged in (write stall, unanswered ping).
+  std::uint64_t deadline_closes_before_login = 0;
+  std::uint64_t deadline_closes_logged_in = 0;
+
+  void CountLogin(bool by_token, const Status& st) {
+    std::uint64_t* row = by_token ? token_logins : password_logins;
+    if (st.ok()) {
+      ++row[kLoginOk];
+    } else if (st.code() == Code::kBadCredentials) {
+      ++row[kLoginBadCredentials];
+    } else {
+      ++row[kLoginRefused];
+    }
+  }
+  void CountRegistration(const Status& st) { ++(st.ok() ? registrations_ok : registrations_refused); }
+  // Counts `code` if it is a limit's (BUSY, RATE_LIMITED, LIMIT_REACHED).
+  void CountRefusal(Code code) {
+    switch (code) {
+      case Code::kBusy: ++refused_busy; break;
+      case Code::kRateLimited: ++refused_rate_limited; break;
+      case Code::kLimitReached: ++refused_limit_reached; break;
+      default: break;
+    }
+  }
+};
+
+}  // namespace fastchat::server
