@@ -298,6 +298,37 @@ TEST(Cluster, WrongSecretIsRefusedAndMeshGarbageDoesNoHarm) {
   }
 }
 
+TEST(Cluster, MeshBoundsLinksWaitingToAuthenticate) {
+  Cluster c;
+  c.WaitMeshFormed();
+  ClusterServer& s1 = c.server(0);
+  // From one address, 8 links may wait to authenticate; more are closed at
+  // once (a plain TCP connect: the server waits for a TLS handshake that
+  // never comes, for at most the 5 s handshake deadline).
+  std::vector<std::unique_ptr<RawConn>> flood;
+  for (int i = 0; i < 20; ++i) flood.push_back(std::make_unique<RawConn>(s1.mesh_port(), "127.0.0.2", RawConn::Transport::kPlain));
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));  // well before the 5 s deadline
+  int closed_at_once = 0;
+  for (auto& conn : flood) {
+    if (conn->WaitClosed(Millis(50))) ++closed_at_once;
+  }
+  EXPECT_EQ(closed_at_once, 12) << "20 links from one address, 8 may wait";
+  // Before authentication a frame may be 4 KiB: a 64 KiB header is refused
+  // at once, not held until the handshake deadline.
+  {
+    RawConn big(s1.mesh_port());
+    const auto t0 = std::chrono::steady_clock::now();
+    big.SendBytes(std::string("\x00\x01\x00\x00", 4) + RandomBytes(1000));
+    EXPECT_TRUE(big.WaitClosed(Millis(10000)));
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(2500))
+        << "a 64 KiB frame before authentication was held";
+  }
+  // Meanwhile a real server joins and links to s1 (from 127.0.0.1).
+  ClusterServer& s4 = c.AddServer("s4", c.secret(), false);
+  EXPECT_TRUE(s1.WaitLog("mesh: linked to server s4", kDefaultTimeout)) << s1.LogTail();
+  EXPECT_TRUE(s4.Running());
+}
+
 // ------------------------------------------------------------------ 4. kill -9
 
 TEST(ClusterFailover, KillNineMovesClientsToSurvivorsWithoutLoss) {

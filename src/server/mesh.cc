@@ -33,6 +33,14 @@ constexpr auto kLinkDeadAfter = std::chrono::milliseconds(4000);
 constexpr auto kDiscoverEvery = std::chrono::milliseconds(1000);
 constexpr std::uint64_t kServerFreshMs = 5000;
 constexpr std::uint32_t kMaxMeshFrame = 4u << 20;
+// Before authentication only PeerHello and PeerAuth (well under 200 bytes)
+// may arrive: a stranger on the mesh port pins at most this much.
+constexpr std::uint32_t kMaxHandshakeFrame = 4096;
+// Accepted links not yet authenticated (each for at most kHandshakeTimeout),
+// in all and from one address: a flood from one address cannot take the
+// slots a real peer needs.
+constexpr std::size_t kMaxHandshakingLinks = 64;
+constexpr std::size_t kMaxHandshakingPerSource = 8;
 constexpr std::size_t kMaxLinkQueue = 64u << 20;
 constexpr auto kAnnounceTimeout = std::chrono::milliseconds(1000);
 
@@ -78,7 +86,7 @@ bool SplitHostPort(const std::string& s, std::string* host, std::string* port) {
 // One connection to another server.
 struct PeerLink {
   PeerLink(asio::ip::tcp::socket s, std::shared_ptr<net::TlsContext> tls, const asio::any_io_executor& ex)
-      : stream(std::move(s), std::move(tls)), out(ex), decoder(kMaxMeshFrame) {}
+      : stream(std::move(s), std::move(tls)), out(ex), decoder(kMaxHandshakeFrame) {}
 
   void Close() {
     if (closed) return;
@@ -146,6 +154,30 @@ void Mesh::Stop() {
   for (auto& l : all) l->Close();
 }
 
+// An accepted link's place among the unauthenticated ones, given back when
+// it authenticates or ends.
+struct Mesh::HandshakeSlot {
+  HandshakeSlot(Mesh& m, std::string from) : mesh(m), alive(m.life_), source(std::move(from)) {
+    ++mesh.handshaking_;
+    ++mesh.handshaking_from_[source];
+  }
+  ~HandshakeSlot() { Release(); }
+  HandshakeSlot(const HandshakeSlot&) = delete;
+  HandshakeSlot& operator=(const HandshakeSlot&) = delete;
+  void Release() {
+    if (!held) return;
+    held = false;
+    if (alive.expired()) return;  // a coroutine frame destroyed after the Mesh
+    --mesh.handshaking_;
+    auto it = mesh.handshaking_from_.find(source);
+    if (--it->second == 0) mesh.handshaking_from_.erase(it);
+  }
+  Mesh& mesh;
+  std::weak_ptr<int> alive;
+  std::string source;
+  bool held = true;
+};
+
 asio::awaitable<void> Mesh::AcceptLoop() {
   while (!stopping_) {
     asio::error_code ec;
@@ -153,11 +185,26 @@ asio::awaitable<void> Mesh::AcceptLoop() {
     if (stopping_) break;
     if (ec) {
       spdlog::warn("mesh accept failed: {}", ec.message());
+      asio::steady_timer t(server_.io, std::chrono::milliseconds(50));
+      co_await t.async_wait(asio::redirect_error(use_awaitable, ec));
+      continue;
+    }
+    const std::string source = socket.remote_endpoint(ec).address().to_string();
+    if (ec || handshaking_ >= kMaxHandshakingLinks) {
+      server_.NoteRefusal(Status(Code::kBusy, "mesh: too many links waiting to authenticate; closed one"));
+      socket.close(ec);
+      continue;
+    }
+    if (auto it = handshaking_from_.find(source);
+        it != handshaking_from_.end() && it->second >= kMaxHandshakingPerSource) {
+      server_.NoteRefusal(Status(Code::kBusy, "mesh: too many links waiting to authenticate from " + source));
+      socket.close(ec);
       continue;
     }
     socket.set_option(asio::ip::tcp::no_delay(true), ec);
     auto link = std::make_shared<PeerLink>(std::move(socket), server_.config.tls, server_.io.get_executor());
-    asio::co_spawn(server_.io, RunLink(link, /*dialer=*/false, ""), asio::detached);
+    auto slot = std::make_shared<HandshakeSlot>(*this, source);
+    asio::co_spawn(server_.io, RunLink(link, /*dialer=*/false, "", std::move(slot)), asio::detached);
   }
 }
 
@@ -218,7 +265,8 @@ asio::awaitable<void> Mesh::Dial(ServerRecord peer) {
   dialing_.erase(peer.id);
 }
 
-asio::awaitable<void> Mesh::RunLink(std::shared_ptr<PeerLink> link, bool dialer, std::string expected_id) {
+asio::awaitable<void> Mesh::RunLink(std::shared_ptr<PeerLink> link, bool dialer, std::string expected_id,
+                                    std::shared_ptr<HandshakeSlot> slot) {
   all_.insert(link);
   asio::error_code ec;
   link->remote = link->stream.socket().remote_endpoint(ec).address().to_string();
@@ -275,7 +323,9 @@ asio::awaitable<void> Mesh::RunLink(std::shared_ptr<PeerLink> link, bool dialer,
     }
     link->peer_id = their_id;
     link->authed = true;
+    link->decoder.set_max_frame(kMaxMeshFrame);
     watchdog->cancel();
+    if (slot) slot->Release();
     if (!LinkUp(link)) {
       link->Close();
       all_.erase(link);

@@ -69,7 +69,11 @@ class Mesh {
   asio::awaitable<void> AcceptLoop();
   asio::awaitable<void> DiscoveryLoop();
   asio::awaitable<void> Dial(ServerRecord peer);
-  asio::awaitable<void> RunLink(std::shared_ptr<PeerLink> link, bool dialer, std::string expected_id);
+  struct HandshakeSlot;
+  // `slot`: an accepted link's place among the unauthenticated ones (null
+  // for links this server dialled).
+  asio::awaitable<void> RunLink(std::shared_ptr<PeerLink> link, bool dialer, std::string expected_id,
+                                std::shared_ptr<HandshakeSlot> slot = nullptr);
   asio::awaitable<void> WriteLink(std::shared_ptr<PeerLink> link);
   asio::awaitable<void> KeepAlive(std::shared_ptr<PeerLink> link);
   bool LinkUp(const std::shared_ptr<PeerLink>& link);
@@ -91,6 +95,9 @@ class Mesh {
   std::unordered_map<std::string, std::shared_ptr<PeerLink>> links_;  // authenticated links by peer id
   std::unordered_set<std::string> dialing_;
   std::unordered_set<std::shared_ptr<PeerLink>> all_;  // every open link, authenticated or not
+  std::shared_ptr<int> life_ = std::make_shared<int>(0);  // expires with the Mesh
+  std::size_t handshaking_ = 0;                          // accepted links not authenticated yet
+  std::unordered_map<std::string, std::size_t> handshaking_from_;  // ... by source address
   std::unordered_map<std::uint64_t, PeerLink*> remote_users_;
   std::unordered_map<std::uint64_t, PendingAnnounce> announces_;
   std::uint64_t next_token_ = 0;
