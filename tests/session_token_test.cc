@@ -169,5 +169,88 @@ TEST(SessionToken, APasswordChangeRevokesEveryTokenAndTheOldPassword) {
   EXPECT_EQ(ErrorName(anon.Request(change)), "NOT_LOGGED_IN");
 }
 
+TEST(SessionToken, WrongCurrentPasswordsInAChangeCountAsFailedLogins) {
+  // A stolen token must not become a way to guess the password.
+  ServerOptions o;
+  o.limit_args = {"--registrations-per-ip", "0", "--login-failures-per-account", "2"};
+  World w(o);
+  {
+    RawConn c(w.server().port());
+    c.Hello();
+    ASSERT_TRUE(c.Register("fay", "fay-password").has_ok());
+  }
+  const std::string token = PasswordLoginToken(w.server().port(), "fay", "fay-password");
+  RawConn thief(w.server().port());
+  thief.Hello();
+  ASSERT_TRUE(TokenLogin(thief, token).has_logged_in());
+  wire::Envelope guess;
+  guess.mutable_change_password()->set_new_password("thief-chosen-password");
+  std::vector<std::string> answers;
+  for (int i = 0; i < 3; ++i) {
+    guess.mutable_change_password()->set_old_password("guess-" + std::to_string(i));
+    answers.push_back(ErrorName(thief.Request(guess)));
+  }
+  EXPECT_EQ(answers, (std::vector<std::string>{"BAD_CREDENTIALS", "BAD_CREDENTIALS", "RATE_LIMITED"}));
+  // Even the right password is refused until the account's failures drain.
+  guess.mutable_change_password()->set_old_password("fay-password");
+  EXPECT_EQ(ErrorName(thief.Request(guess)), "RATE_LIMITED");
+}
+
+TEST(SessionToken, ClientChangesThePasswordOnTheServerAndInItsKeyStore) {
+  World w;
+  User a = w.Register("alice");
+  User b = w.Register("bob");
+  {
+    auto ca = w.Chat(a);
+    auto cb = w.Chat(b);
+    w.MakeFriends(*ca, a, *cb, b);  // alice's key store now holds a friend key
+    ca->Quit();
+    cb->Quit();
+  }
+  RunResult same = w.Run(a, {"--new-password", a.password, "change_password"});
+  EXPECT_EQ(same.code(), "USAGE") << same.Describe();
+
+  const std::string old_password = a.password;
+  json r = w.RunOk(a, {"--new-password", "alice-second-password", "change_password"});
+  EXPECT_EQ(Str(r, "server"), "changed");
+  // The old password opens neither the key store nor the account.
+  RunResult old_local = w.Run(a, {"friends"});
+  EXPECT_EQ(old_local.code(), "BAD_CREDENTIALS") << old_local.Describe();
+  {
+    RawConn c(w.server().port());
+    c.Hello();
+    EXPECT_EQ(ErrorName(c.Login("alice", old_password, false)), "BAD_CREDENTIALS");
+  }
+  a.password = "alice-second-password";
+  w.RunOk(a, {"single_message", "bob", "after the change"});  // the re-sealed friend key still works
+  auto cb = w.Chat(b);
+  cb->WaitFor(Msg("alice", "after the change"), "bob receives alice's message");
+  cb->Quit();
+
+  // The server's half done by someone else (or a run whose local half
+  // failed): running it again with the same passwords finishes the local half.
+  {
+    RawConn c(w.server().port());
+    c.Hello();
+    ASSERT_TRUE(c.Login("alice", "alice-second-password", false).has_logged_in());
+    wire::Envelope change;
+    change.mutable_change_password()->set_old_password("alice-second-password");
+    change.mutable_change_password()->set_new_password("alice-third-password");
+    ASSERT_TRUE(c.Request(change).has_logged_in());
+  }
+  json again = w.RunOk(a, {"--new-password", "alice-third-password", "change_password"});
+  EXPECT_EQ(Str(again, "server"), "already changed");
+  a.password = "alice-third-password";
+  json friends = w.RunOk(a, {"friends"});
+  EXPECT_EQ(Names(friends["friends"]), std::vector<std::string>{"bob"});
+
+  // A wrong current password changes nothing.
+  User wrong = a;
+  wrong.password = "not-alice-password";
+  RunResult refused = w.Run(wrong, {"--new-password", "whatever-password", "change_password"});
+  EXPECT_EQ(refused.code(), "BAD_CREDENTIALS") << refused.Describe();
+  w.RunOk(a, {"friends"});
+}
+
 }  // namespace
 }  // namespace fastchat::testing

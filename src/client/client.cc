@@ -466,6 +466,48 @@ awaitable<Outcome> ClientCore::ProbeLogin() {
   co_return Outcome::From(s);
 }
 
+awaitable<Outcome> ClientCore::ChangePassword(std::string new_password, Json* result) {
+  Impl& m = *impl_;
+  if (new_password == m.cfg.password) co_return Err(kCodeUsage, "the new password is the current one");
+  const std::string current = m.cfg.password;
+  Outcome o = co_await Login(SessionMode::kOneShot);
+  if (o.ok()) {
+    wire::Envelope req, reply;
+    req.mutable_change_password()->set_old_password(current);
+    req.mutable_change_password()->set_new_password(new_password);
+    o = co_await m.CallOnce(req, &reply);
+    if (o.code == kReplyLost) {
+      co_return Err(kReplyLost, "the connection broke before the server answered; run change_password again with "
+                                "the same passwords to finish");
+    }
+    if (!o.ok()) co_return o;
+    if (reply.has_logged_in()) m.session_token = reply.logged_in().session_token();
+    (*result)["server"] = "changed";
+  } else if (o.code == "BAD_CREDENTIALS") {
+    // The local store opened with the current password but the server
+    // refused it: an earlier change may have done the server's half.
+    m.cfg.password = new_password;
+    Outcome probe = co_await ProbeLogin();
+    if (!probe.ok()) {
+      m.cfg.password = current;
+      co_return o;
+    }
+    (*result)["server"] = "already changed";
+  } else {
+    co_return o;
+  }
+  m.cfg.password = new_password;
+  Status s = m.store->ChangePassword(new_password, m.cfg.kdf);
+  if (!s.ok()) {
+    co_return Err(CodeName(s.code()),
+                  "the server takes the new password now, but the local key store could not be re-sealed (" +
+                      s.message() + "); it still opens with the old password: run change_password again with "
+                                    "the same passwords to finish");
+  }
+  (*result)["user"] = m.me().name;
+  co_return Outcome::OK();
+}
+
 Outcome ClientCore::OpenStore() {
   Impl& m = *impl_;
   if (m.cfg.user.empty()) return Err(kCodeUsage, "no user given (--user or FASTCHAT_USER)");

@@ -102,6 +102,14 @@ class ClientCore {
   // Without a local store: asks the server whether config.user and the
   // password are valid (send-only login), so a bad login reads as such.
   asio::awaitable<Outcome> ProbeLogin();
+  // Changes the password of config.user, on the server and in the local key
+  // store (OpenStore first, no Login): logs in with the current password,
+  // asks the server to change it (which revokes every session token), then
+  // re-seals the local store under the new one. If the server already takes
+  // the new password (an earlier run whose local half failed or whose reply
+  // was lost), only the local store is re-sealed. Sets result["server"] to
+  // "changed" or "already changed".
+  asio::awaitable<Outcome> ChangePassword(std::string new_password, Json* result);
   // Connects and logs in (receiving unless kOneShot); receiving sessions start
   // processing deliveries.
   asio::awaitable<Outcome> Login(SessionMode mode);

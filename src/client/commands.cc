@@ -144,7 +144,7 @@ std::string HelpText() {
     h += line + "  " + s.help + "\n";
   }
   h += "  \\q                                quit (interactive mode)\n";
-  h += "Session modes: register NAME | chat | listen | pending | decrypt-frames FILE";
+  h += "Session modes: register NAME | chat | listen | pending | change_password | decrypt-frames FILE";
   return h;
 }
 

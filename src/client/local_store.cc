@@ -134,16 +134,19 @@ std::string GroupLabel(std::uint64_t gid, std::uint64_t epoch) {
   return "group/" + std::to_string(gid) + "/" + std::to_string(epoch);
 }
 
+// Best effort: overwrites key material before its memory is freed.
+void Wipe(std::string* s) {
+  volatile char* p = s->data();
+  for (std::size_t i = 0; i < s->size(); ++i) p[i] = 0;
+}
+
 }  // namespace
 
 LocalStore::LocalStore(sqlite3* db, std::filesystem::path path) : db_(db), path_(std::move(path)) {}
 
 LocalStore::~LocalStore() {
   // Best effort: wipe key material from memory.
-  for (std::string* s : {&master_key_, &identity_.x25519_secret, &identity_.ed25519_secret}) {
-    volatile char* p = s->data();
-    for (std::size_t i = 0; i < s->size(); ++i) p[i] = 0;
-  }
+  for (std::string* s : {&master_key_, &identity_.x25519_secret, &identity_.ed25519_secret}) Wipe(s);
   sqlite3_close(db_);
 }
 
@@ -277,6 +280,7 @@ Status LocalStore::Create(const std::filesystem::path& path, const Identity& id,
   s = store->Commit();
   if (!s.ok()) return s;
   store->identity_ = id;
+  store->salt_ = salt;
   *out = std::move(store);
   return Status::OK();
 }
@@ -325,7 +329,92 @@ Status LocalStore::Open(const std::filesystem::path& path, std::string_view pass
   if (!s.ok()) return Status(Code::kBadCredentials, "wrong password for local store " + path.string());
   s = store->Unseal("identity/ed25519", sealed_ed, &id.ed25519_secret);
   if (!s.ok()) return s;
+  store->salt_ = salt;
   *out = std::move(store);
+  return Status::OK();
+}
+
+Status LocalStore::StillOurKey() {
+  std::string salt;
+  Status s = GetMeta("salt", &salt);
+  if (!s.ok()) return s;
+  if (salt != salt_) {
+    return Status(Code::kBadCredentials,
+                  "the local store's password was changed by another process: start this client again");
+  }
+  return Status::OK();
+}
+
+Status LocalStore::ChangePassword(std::string_view new_password, crypto::PwhashCost cost) {
+  std::string salt = crypto::RandomBytes(crypto::kSaltBytes);
+  std::string new_key;
+  Status s = crypto::DeriveKey(new_password, salt, cost, &new_key);
+  if (!s.ok()) return s;
+  // One write transaction (BEGIN IMMEDIATE): no other process writes a key
+  // sealed the old way in between, and a crash leaves the old password.
+  s = Begin();
+  if (!s.ok()) return s;
+  s = StillOurKey();
+  struct Sealed {
+    std::string table;  // friend_keys or group_keys
+    std::uint64_t a = 0, b = 0;
+    std::string label, value;
+  };
+  std::vector<Sealed> rows;
+  if (s.ok()) {
+    Stmt st(db_, "SELECT user_id, sealed FROM friend_keys");
+    s = st.ReadAll(&rows, [](Stmt& r) {
+      return Sealed{"friend_keys", r.ColU64(0), 0, FriendLabel(r.ColU64(0)), r.ColStr(1)};
+    });
+  }
+  if (s.ok()) {
+    Stmt st(db_, "SELECT group_id, epoch, sealed FROM group_keys");
+    s = st.ReadAll(&rows, [](Stmt& r) {
+      return Sealed{"group_keys", r.ColU64(0), r.ColU64(1), GroupLabel(r.ColU64(0), r.ColU64(1)), r.ColStr(2)};
+    });
+  }
+  // Every secret opened with the old key and sealed with the new one.
+  const std::string old_key = master_key_;
+  auto reseal = [&](const std::string& label, std::string* value) {
+    std::string plain;
+    master_key_ = old_key;
+    Status r = Unseal(label, *value, &plain);
+    master_key_ = new_key;
+    if (r.ok()) r = Seal(label, plain, value);
+    Wipe(&plain);
+    return r;
+  };
+  for (Sealed& row : rows) {
+    if (!s.ok()) break;
+    s = reseal(row.label, &row.value);
+    if (!s.ok()) break;
+    Stmt up(db_, row.table == "friend_keys" ? "UPDATE friend_keys SET sealed = ? WHERE user_id = ?"
+                                             : "UPDATE group_keys SET sealed = ? WHERE group_id = ? AND epoch = ?");
+    up.Blob(row.value).U64(row.a);
+    if (row.table == "group_keys") up.U64(row.b);
+    s = up.Run();
+  }
+  std::string sealed_x, sealed_ed;
+  if (s.ok()) {
+    master_key_ = new_key;
+    s = Seal("identity/x25519", identity_.x25519_secret, &sealed_x);
+  }
+  if (s.ok()) s = Seal("identity/ed25519", identity_.ed25519_secret, &sealed_ed);
+  if (s.ok()) s = SetMeta("salt", salt, true);
+  if (s.ok()) s = SetMeta("kdf_ops", std::to_string(cost.opslimit), false);
+  if (s.ok()) s = SetMeta("kdf_mem", std::to_string(cost.memlimit), false);
+  if (s.ok()) s = SetMeta("x25519_secret", sealed_x, true);
+  if (s.ok()) s = SetMeta("ed25519_secret", sealed_ed, true);
+  if (s.ok()) s = Commit();
+  if (!s.ok()) {
+    Rollback();
+    master_key_ = old_key;
+    Wipe(&new_key);
+    return s;
+  }
+  Wipe(&master_key_);
+  master_key_ = std::move(new_key);
+  salt_ = std::move(salt);
   return Status::OK();
 }
 
@@ -444,9 +533,14 @@ Status LocalStore::PutFriendKey(std::uint64_t user_id, std::string_view key) {
   std::string sealed;
   Status s = Seal(FriendLabel(user_id), key, &sealed);
   if (!s.ok()) return s;
-  Stmt st(db_, "INSERT OR REPLACE INTO friend_keys(user_id, sealed, created) VALUES(?,?,?)");
-  st.U64(user_id).Blob(sealed).Int(NowMs());
-  return st.Run();
+  // Only while the store is still sealed under our key (see ChangePassword).
+  Stmt st(db_,
+          "INSERT OR REPLACE INTO friend_keys(user_id, sealed, created) "
+          "SELECT ?,?,? WHERE (SELECT v FROM meta WHERE k = 'salt') = ?");
+  st.U64(user_id).Blob(sealed).Int(NowMs()).Blob(salt_);
+  s = st.Run();
+  if (!s.ok()) return s;
+  return sqlite3_changes(db_) == 1 ? Status::OK() : StillOurKey();
 }
 
 Status LocalStore::GetFriendKey(std::uint64_t user_id, std::string* key) {
@@ -549,10 +643,16 @@ Status LocalStore::PutGroupKey(std::uint64_t group_id, std::uint64_t epoch, std:
   std::string sealed;
   Status s = Seal(GroupLabel(group_id, epoch), key, &sealed);
   if (!s.ok()) return s;
-  Stmt st(db_, "INSERT OR IGNORE INTO group_keys(group_id, epoch, sealed) VALUES(?,?,?)");
-  st.U64(group_id).U64(epoch).Blob(sealed);
+  Stmt st(db_,
+          "INSERT OR IGNORE INTO group_keys(group_id, epoch, sealed) "
+          "SELECT ?,?,? WHERE (SELECT v FROM meta WHERE k = 'salt') = ?");
+  st.U64(group_id).U64(epoch).Blob(sealed).Blob(salt_);
   s = st.Run();
   if (!s.ok()) return s;
+  if (sqlite3_changes(db_) == 0) {
+    s = StillOurKey();  // not inserted: the key was there already, or the password changed
+    if (!s.ok()) return s;
+  }
   if (key_out == nullptr) return Status::OK();
   return GetGroupKey(group_id, epoch, key_out);
 }

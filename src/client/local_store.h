@@ -95,6 +95,14 @@ class LocalStore {
 
   const Identity& identity() const { return identity_; }
 
+  // Re-seals every secret (own keys, friend keys, group keys) under a key
+  // derived from `new_password` with a new salt, in one transaction: after
+  // it, only the new password opens the store; if it fails, only the old
+  // one does. Another process still holding the old key cannot write keys
+  // sealed with it any more: its PutFriendKey/PutGroupKey fail with
+  // kBadCredentials ("changed by another process").
+  Status ChangePassword(std::string_view new_password, crypto::PwhashCost cost);
+
   // ---- transactions (BEGIN IMMEDIATE; not nestable)
   Status Begin();
   Status Commit();
@@ -152,10 +160,13 @@ class LocalStore {
   Status Unseal(const std::string& label, std::string_view sealed, std::string* plaintext) const;
   Status SetMeta(const char* key, std::string_view value, bool blob);
   Status GetMeta(const char* key, std::string* value);
+  // OK while the file's salt is the one this object opened it with.
+  Status StillOurKey();
 
   sqlite3* db_;
   std::filesystem::path path_;
   std::string master_key_;
+  std::string salt_;  // of master_key_
   Identity identity_;
 };
 

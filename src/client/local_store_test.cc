@@ -58,6 +58,54 @@ TEST_F(LocalStoreTest, WrongPasswordIsBadCredentials) {
   EXPECT_EQ(st.code(), Code::kBadCredentials) << st.ToString();
 }
 
+TEST_F(LocalStoreTest, ChangePasswordResealsEverySecretUnderTheNewPasswordOnly) {
+  const std::string friend_key(32, 'f'), group_key(32, 'g'), group_key2(32, 'h');
+  ASSERT_TRUE(store_->PutFriendKey(7, friend_key).ok());
+  std::string got;
+  ASSERT_TRUE(store_->PutGroupKey(3, 1, group_key, &got).ok());
+  ASSERT_TRUE(store_->PutGroupKey(3, 2, group_key2, &got).ok());
+  ASSERT_TRUE(store_->ChangePassword("pw-new", crypto::PwhashCost::Min()).ok());
+  // This handle goes on working with the new key.
+  ASSERT_TRUE(store_->GetFriendKey(7, &got).ok());
+  EXPECT_EQ(got, friend_key);
+  ASSERT_TRUE(store_->PutFriendKey(8, std::string(32, 'e')).ok());
+  store_.reset();
+
+  std::unique_ptr<LocalStore> old_pw;
+  EXPECT_EQ(LocalStore::Open(path_, "pw-alice", &old_pw).code(), Code::kBadCredentials);
+  std::unique_ptr<LocalStore> s;
+  ASSERT_TRUE(LocalStore::Open(path_, "pw-new", &s).ok());
+  EXPECT_EQ(s->identity().x25519_secret, id_.x25519_secret);
+  EXPECT_EQ(s->identity().ed25519_secret, id_.ed25519_secret);
+  ASSERT_TRUE(s->GetFriendKey(7, &got).ok());
+  EXPECT_EQ(got, friend_key);
+  ASSERT_TRUE(s->GetFriendKey(8, &got).ok());
+  EXPECT_EQ(got, std::string(32, 'e'));
+  ASSERT_TRUE(s->GetGroupKey(3, 1, &got).ok());
+  EXPECT_EQ(got, group_key);
+  std::uint64_t epoch = 0;
+  ASSERT_TRUE(s->LatestGroupKey(3, &epoch, &got).ok());
+  EXPECT_EQ(epoch, 2u);
+  EXPECT_EQ(got, group_key2);
+}
+
+TEST_F(LocalStoreTest, AProcessHoldingTheOldKeyCannotWriteKeysAfterAChange) {
+  std::unique_ptr<LocalStore> other;  // a second process of the same user, opened before the change
+  ASSERT_TRUE(LocalStore::Open(path_, "pw-alice", &other).ok());
+  ASSERT_TRUE(store_->ChangePassword("pw-new", crypto::PwhashCost::Min()).ok());
+  Status st = other->PutFriendKey(9, std::string(32, 'x'));
+  EXPECT_EQ(st.code(), Code::kBadCredentials) << st.ToString();
+  std::string got;
+  st = other->PutGroupKey(4, 1, std::string(32, 'y'), &got);
+  EXPECT_EQ(st.code(), Code::kBadCredentials) << st.ToString();
+  other.reset();
+  store_.reset();
+  std::unique_ptr<LocalStore> s;
+  ASSERT_TRUE(LocalStore::Open(path_, "pw-new", &s).ok());
+  EXPECT_EQ(s->GetFriendKey(9, &got).code(), Code::kNotFound);  // nothing sealed the old way got in
+  EXPECT_EQ(s->GetGroupKey(4, 1, &got).code(), Code::kNotFound);
+}
+
 TEST_F(LocalStoreTest, CreateRefusesAnExistingFile) {
   std::unique_ptr<LocalStore> s;
   EXPECT_EQ(LocalStore::Create(path_, id_, "pw", crypto::PwhashCost::Min(), &s).code(), Code::kNameTaken);

@@ -129,18 +129,23 @@ struct App {
     });
   }
 
+  // Emits cmd's result line (ok with the `extra` fields, or the error) and sets rc.
+  void Finish(const std::string& cmd, const fc::Outcome& o, const fc::Json& extra) {
+    if (!o.ok()) {
+      fc::EmitError(*out, cmd, o.code, o.message);
+      rc = 1;
+      return;
+    }
+    fc::Json r = {{"type", "result"}, {"cmd", cmd}, {"ok", true}};
+    for (auto it = extra.begin(); it != extra.end(); ++it) r[it.key()] = it.value();
+    out->Emit(r);
+    rc = 0;
+  }
+
   awaitable<void> Register(std::string name) {
     fc::Json extra = fc::Json::object();
     fc::Outcome o = co_await core->Register(name, &extra);
-    if (!o.ok()) {
-      fc::EmitError(*out, "register", o.code, o.message);
-      rc = 1;
-    } else {
-      fc::Json r = {{"type", "result"}, {"cmd", "register"}, {"ok", true}};
-      for (auto it = extra.begin(); it != extra.end(); ++it) r[it.key()] = it.value();
-      out->Emit(r);
-      rc = 0;
-    }
+    Finish("register", o, extra);
     co_await core->Shutdown();
   }
 
@@ -168,6 +173,14 @@ struct App {
       bool ok = co_await fc::RunCommand(*core, *out, cmd);
       rc = ok ? 0 : 1;
     }
+    co_await core->Shutdown();
+  }
+
+  awaitable<void> ChangePassword(std::string new_password) {
+    fc::Outcome o = core->OpenStore();
+    fc::Json extra = fc::Json::object();
+    if (o.ok()) o = co_await core->ChangePassword(std::move(new_password), &extra);
+    Finish("change_password", o, extra);
     co_await core->Shutdown();
   }
 
@@ -288,6 +301,9 @@ int main(int argc, char** argv) {
   cli.add_option("--home", home, "folder of local key stores (default $HOME/.fastchat)")->envname("FASTCHAT_HOME");
   cli.add_option("--user", user, "your user name or id")->envname("FASTCHAT_USER");
   cli.add_option("--password", password, "password (else prompted on a terminal)")->envname("FASTCHAT_PASSWORD");
+  std::string new_password;
+  cli.add_option("--new-password", new_password, "change_password: the new password (else prompted twice on a terminal)")
+      ->envname("FASTCHAT_NEW_PASSWORD");
   cli.add_option("--downloads", downloads, "where received files go (default <home>/downloads/<name>)");
   cli.add_flag("--json", json, "JSON lines on stdout");
   cli.add_option("--kdf", kdf, "Argon2id cost for the local key store: min|interactive|moderate");
@@ -372,6 +388,11 @@ int main(int argc, char** argv) {
                     mode == "register" ? "usage: fastchat register NAME" : "usage: fastchat decrypt-frames FILE");
       return 1;
     }
+  } else if (mode == "change_password") {
+    if (rest.size() != 1) {
+      fc::EmitError(out, mode, fc::kCodeUsage, "usage: fastchat --user NAME change_password (no arguments)");
+      return 1;
+    }
   } else if (session) {
     if (rest.size() != 1) {
       fc::EmitError(out, mode, fc::kCodeUsage, "usage: fastchat " + mode + " (no arguments)");
@@ -396,6 +417,18 @@ int main(int argc, char** argv) {
     }
   }
   cfg.password = password;
+  if (mode == "change_password" && new_password.empty()) {
+    std::string again;
+    if (!isatty(STDIN_FILENO) || !PromptPassword("New password for " + cfg.user + ": ", &new_password) ||
+        !PromptPassword("New password again: ", &again)) {
+      fc::EmitError(out, mode, fc::kCodeUsage, "no new password: use --new-password or FASTCHAT_NEW_PASSWORD");
+      return 1;
+    }
+    if (again != new_password) {
+      fc::EmitError(out, mode, fc::kCodeUsage, "the two new passwords differ");
+      return 1;
+    }
+  }
 
   app.out = std::make_unique<fc::Output>(json);
   app.core = std::make_unique<fc::ClientCore>(app.ioc, app.cfg, app.out.get());
@@ -408,6 +441,8 @@ int main(int argc, char** argv) {
     rc = app.Run(app.Listen());
   else if (mode == "pending")
     rc = app.Run(app.Pending());
+  else if (mode == "change_password")
+    rc = app.Run(app.ChangePassword(new_password));
   else if (mode == "decrypt-frames")
     rc = app.Run(app.DecryptFrames(rest[1]));
   else

@@ -687,7 +687,7 @@ asio::awaitable<Status> Session::HandleLogout(const wire::Envelope& env) {
   co_return Status::OK();
 }
 
-asio::awaitable<Status> Session::HandleChangePassword(const wire::Envelope& env) {
+asio::awaitable<Refusal> Session::HandleChangePassword(const wire::Envelope& env) {
   if (user_id_ == 0) co_return Status(Code::kNotLoggedIn, "log in first");
   const wire::ChangePassword& m = env.change_password();
   if (Status st = ValidatePassword(m.new_password()); !st.ok()) co_return st;
@@ -698,6 +698,14 @@ asio::awaitable<Status> Session::HandleChangePassword(const wire::Envelope& env)
     Status st;
     std::string hash;
   };
+  // A stolen session token must not become a way to guess the password:
+  // wrong current passwords count as failed logins of the account.
+  const std::string account = "#" + std::to_string(user_id_);
+  if (Refusal r = server_.rates.BeginLogin(source_, account); !r.ok()) co_return r;
+  if (Refusal busy = server_.hashes.Enter(); !busy.ok()) {
+    server_.rates.EndLogin(source_, account, /*failed=*/false);
+    co_return busy;
+  }
   const crypto::PwhashCost cost = server_.config.pwhash;
   auto hash_job = [current = me->password_hash, old_pw = m.old_password(), new_pw = m.new_password(), cost]() {
     Hashed h;
@@ -705,7 +713,10 @@ asio::awaitable<Status> Session::HandleChangePassword(const wire::Envelope& env)
     if (h.old_ok) h.st = crypto::PasswordHash(new_pw, cost, &h.hash);
     return h;
   };
+  const auto hash_start = std::chrono::steady_clock::now();
   Hashed h = co_await Offload(server_.hash_pool.get_executor(), std::move(hash_job));
+  server_.hashes.Leave(MsSince(hash_start));
+  server_.rates.EndLogin(source_, account, /*failed=*/!h.old_ok);
   if (!h.old_ok) {
     spdlog::warn("user {}: password change refused (wrong current password)", user_id_);
     co_return Status(Code::kBadCredentials, "the current password is wrong");

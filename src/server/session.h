@@ -116,7 +116,10 @@ class Session : public std::enable_shared_from_this<Session> {
   // LoggedIn reply's token fields (left empty if the store fails).
   asio::awaitable<void> IssueToken(wire::LoggedIn* reply);
   asio::awaitable<Status> HandleLogout(const wire::Envelope& env);
-  asio::awaitable<Status> HandleChangePassword(const wire::Envelope& env);
+  // Checks the current password like a login (the same per-account and
+  // per-source failure limits, the same Argon2id queue), then stores the new
+  // hash and revokes every session token of the user.
+  asio::awaitable<Refusal> HandleChangePassword(const wire::Envelope& env);
   asio::awaitable<void> HandleLoggedIn(const wire::Envelope& env);
 
   // TLS: the handshake, with the configured deadline.
