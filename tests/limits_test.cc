@@ -756,7 +756,9 @@ TEST_F(LimitsTest, SendsPerUserAreLimitedOthersSendOn) {
   wire::Envelope r = fast.a().Request(Dm(fast.b_name(), 'f', 10));
   EXPECT_EQ(ErrorName(r), "RATE_LIMITED") << Describe(r);
   EXPECT_NE(r.error().message().find("sending too fast"), std::string::npos) << Describe(r);
-  EXPECT_GT(r.error().retry_after_ms(), 100u);
+  // The next token comes within 200 ms (5 a second), sooner the longer the
+  // nine sends above took on a loaded machine.
+  EXPECT_GT(r.error().retry_after_ms(), 0u);
   EXPECT_LE(r.error().retry_after_ms(), 200u);
   // Queries are not sends.
   wire::Envelope lf;
