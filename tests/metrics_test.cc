@@ -3,23 +3,17 @@
 // store batches), the format is Prometheus text, and the endpoint's own
 // bounds hold (loopback only, GET /metrics only, request head size,
 // connections at once, deadline).
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
 
 #include <chrono>
-#include <map>
-#include <regex>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "harness/fastchat.h"
-#include "harness/process.h"
+#include "harness/metrics_scrape.h"
 #include "harness/raw_conn.h"
 
 namespace fastchat::testing {
@@ -30,87 +24,6 @@ ServerOptions WithMetrics(std::vector<std::string> more = {}) {
   o.extra_args = {"--metrics-listen", "127.0.0.1:0"};
   for (auto& a : more) o.extra_args.push_back(a);
   return o;
-}
-
-std::uint16_t MetricsPort(const ServerProcess& server) {
-  static const std::regex kLine(R"(metrics at http://127\.0\.0\.1:([0-9]+)/metrics)");
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (std::chrono::steady_clock::now() < deadline) {
-    std::smatch m;
-    const std::string out = server.StdoutText();
-    if (std::regex_search(out, m, kLine)) return static_cast<std::uint16_t>(std::stoi(m[1]));
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  throw std::runtime_error("no 'metrics at' line on the server's stdout: " + server.StdoutText());
-}
-
-int Dial(std::uint16_t port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-    if (fd >= 0) ::close(fd);
-    throw std::runtime_error("cannot connect to the metrics port");
-  }
-  timeval tv{10, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  return fd;
-}
-
-// Reads until the peer closes (or 10 s pass); the whole answer.
-std::string ReadAll(int fd) {
-  std::string out;
-  char buf[4096];
-  for (;;) {
-    ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n <= 0) break;
-    out.append(buf, static_cast<std::size_t>(n));
-  }
-  return out;
-}
-
-std::string Http(std::uint16_t port, const std::string& request) {
-  int fd = Dial(port);
-  std::size_t sent = 0;
-  while (sent < request.size()) {
-    ssize_t n = ::send(fd, request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
-    if (n <= 0) break;  // the server may answer and close before reading it all
-    sent += static_cast<std::size_t>(n);
-  }
-  std::string answer = ReadAll(fd);
-  ::close(fd);
-  return answer;
-}
-
-std::string Body(const std::string& answer) {
-  auto at = answer.find("\r\n\r\n");
-  return at == std::string::npos ? "" : answer.substr(at + 4);
-}
-
-// Every sample line: "name{labels}" -> value.
-std::map<std::string, double> Parse(const std::string& body) {
-  std::map<std::string, double> out;
-  std::istringstream in(body);
-  for (std::string line; std::getline(in, line);) {
-    if (line.empty() || line[0] == '#') continue;
-    auto sp = line.rfind(' ');
-    out[line.substr(0, sp)] = std::stod(line.substr(sp + 1));
-  }
-  return out;
-}
-
-double Get(const std::map<std::string, double>& m, const std::string& series) {
-  auto it = m.find(series);
-  if (it == m.end()) throw std::runtime_error("no series " + series);
-  return it->second;
-}
-
-std::map<std::string, double> Scrape(std::uint16_t port) {
-  const std::string answer = Http(port, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n");
-  if (answer.rfind("HTTP/1.1 200 OK\r\n", 0) != 0) throw std::runtime_error("scrape failed: " + answer);
-  return Parse(Body(answer));
 }
 
 TEST(Metrics, CountWhatTheServerDid) {
@@ -161,18 +74,18 @@ TEST(Metrics, CountWhatTheServerDid) {
 TEST(Metrics, AnswersOnlyGetMetricsAndBoundsTheRequest) {
   World w(WithMetrics());
   const std::uint16_t port = MetricsPort(w.server());
-  const std::string ok = Http(port, "GET /metrics HTTP/1.0\r\n\r\n");
+  const std::string ok = HttpExchange(port, "GET /metrics HTTP/1.0\r\n\r\n");
   EXPECT_EQ(ok.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << ok;
   EXPECT_NE(ok.find("Content-Type: text/plain; version=0.0.4"), std::string::npos);
-  EXPECT_NE(Body(ok).find("# TYPE fastchat_logins_total counter\n"), std::string::npos);
-  const std::string head = Http(port, "HEAD /metrics HTTP/1.1\r\n\r\n");
+  EXPECT_NE(HttpBody(ok).find("# TYPE fastchat_logins_total counter\n"), std::string::npos);
+  const std::string head = HttpExchange(port, "HEAD /metrics HTTP/1.1\r\n\r\n");
   EXPECT_EQ(head.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << head;
-  EXPECT_EQ(Body(head), "");
-  EXPECT_EQ(Http(port, "GET / HTTP/1.1\r\n\r\n").rfind("HTTP/1.1 404 ", 0), 0u);
-  EXPECT_EQ(Http(port, "POST /metrics HTTP/1.1\r\n\r\n").rfind("HTTP/1.1 405 ", 0), 0u);
-  EXPECT_EQ(Http(port, "hello\r\n\r\n").rfind("HTTP/1.1 400 ", 0), 0u);
+  EXPECT_EQ(HttpBody(head), "");
+  EXPECT_EQ(HttpExchange(port, "GET / HTTP/1.1\r\n\r\n").rfind("HTTP/1.1 404 ", 0), 0u);
+  EXPECT_EQ(HttpExchange(port, "POST /metrics HTTP/1.1\r\n\r\n").rfind("HTTP/1.1 405 ", 0), 0u);
+  EXPECT_EQ(HttpExchange(port, "hello\r\n\r\n").rfind("HTTP/1.1 400 ", 0), 0u);
   const std::string huge = "GET /metrics HTTP/1.1\r\nX-Filler: " + std::string(20000, 'a') + "\r\n\r\n";
-  EXPECT_EQ(Http(port, huge).rfind("HTTP/1.1 431 ", 0), 0u);
+  EXPECT_EQ(HttpExchange(port, huge).rfind("HTTP/1.1 431 ", 0), 0u);
   EXPECT_TRUE(w.server().Running());
 }
 
@@ -181,16 +94,16 @@ TEST(Metrics, BoundsConnectionsAndClosesSilentOnesAtTheDeadline) {
   const std::uint16_t port = MetricsPort(w.server());
   // 16 silent connections are held; the 17th is closed at once.
   std::vector<int> held;
-  for (int i = 0; i < 16; ++i) held.push_back(Dial(port));
+  for (int i = 0; i < 16; ++i) held.push_back(DialLoopback(port));
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   const auto t0 = std::chrono::steady_clock::now();
-  int extra = Dial(port);
-  EXPECT_EQ(ReadAll(extra), "");
+  int extra = DialLoopback(port);
+  EXPECT_EQ(ReadUntilClosed(extra), "");
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(2));
   ::close(extra);
   // The held ones end at the 5 s deadline with nothing said.
   for (int fd : held) {
-    EXPECT_EQ(ReadAll(fd), "");
+    EXPECT_EQ(ReadUntilClosed(fd), "");
     ::close(fd);
   }
   const auto took = std::chrono::steady_clock::now() - t0;
