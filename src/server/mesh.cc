@@ -468,9 +468,15 @@ void Mesh::OnFrame(PeerLink& link, mesh::MeshFrame& frame) {
       break;
     }
     case mesh::MeshFrame::kResync:
-      for (std::uint64_t u : frame.resync().users()) {
-        if (Session* s = server_.presence.Find(u)) s->CatchUpFromStore();
+    {
+      // seqs (parallel to users) say where each user's store read starts;
+      // without them, everything pending is read again.
+      const mesh::Resync& r = frame.resync();
+      const bool have_seqs = r.seqs_size() == r.users_size();
+      for (int i = 0; i < r.users_size(); ++i) {
+        if (Session* s = server_.presence.Find(r.users(i))) s->CatchUpFromStore(have_seqs ? r.seqs(i) : 0);
       }
+    }
       break;
     default:
       spdlog::warn("mesh: unexpected frame from {}; closing the link", link.peer_id);
@@ -551,7 +557,10 @@ void Mesh::Forward(PeerLink* link, const std::vector<Delivery>& targets,
   if (link->out.bytes() > kMaxLinkQueue) {
     // The peer is not keeping up: its recipients read from the store instead.
     mesh::MeshFrame r;
-    for (const Delivery& d : targets) r.mutable_resync()->add_users(d.user);
+    for (const Delivery& d : targets) {
+      r.mutable_resync()->add_users(d.user);
+      r.mutable_resync()->add_seqs(d.seq);
+    }
     link->Send(r);
     return;
   }

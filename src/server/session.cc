@@ -233,10 +233,14 @@ asio::awaitable<void> Session::CatchUp() {
     Status st;
     std::vector<PendingRow> rows;
   };
+  // Where this pass reads from: past the last row sent, but below any row
+  // missed meanwhile (CatchUpCursor).
+  std::uint64_t read_after = cursor_.last_sent();
   while (!closed_ && receiving_) {
     co_await out_.WaitBelow(server_.config.max_queue_bytes / 2);
     if (closed_ || !receiving_) break;
-    const std::uint64_t user = user_id_, after = last_sent_seq_;
+    read_after = cursor_.ReadAfter(read_after);
+    const std::uint64_t user = user_id_, after = read_after;
     missed_ = false;
     const std::size_t limit = server_.config.sync_page_rows;
     auto job = [user, after, limit](Store& s) {
@@ -259,12 +263,17 @@ asio::awaitable<void> Session::CatchUp() {
       live_ = true;
       break;
     }
+    // Rows below the highest sent may be repeats of live pushes (after a
+    // rewind); clients drop repeats by seq. A page stops at the queue limit
+    // (a page of image chunks is ~16 MiB); the rest is read again once the
+    // queue has drained.
     for (PendingRow& row : f.rows) {
-      if (row.seq <= last_sent_seq_) continue;
       auto event = std::make_shared<const std::string>(std::move(row.payload));
       out_.Push(DeliverFramePrefix(row.seq, event->size(), row.group_id), event);
       ++server_.metrics.deliveries_from_store;
-      last_sent_seq_ = row.seq;
+      cursor_.Sent(row.seq);
+      read_after = row.seq;
+      if (out_.bytes() >= server_.config.max_queue_bytes) break;
     }
   }
   catching_up_ = false;
@@ -276,16 +285,22 @@ asio::awaitable<void> Session::CatchUp() {
   }
 }
 
-void Session::CatchUpFromStore() {
+void Session::CatchUpFromStore(std::uint64_t seq) {
   if (closed_ || !receiving_) return;
   live_ = false;
+  if (seq == 0) {
+    cursor_.Restart();
+  } else {
+    cursor_.Missed(seq);
+  }
   StartCatchUp(false);
 }
 
 void Session::Deliver(std::uint64_t seq, const std::shared_ptr<const std::string>& event, std::uint64_t group_id) {
   if (closed_ || !receiving_) return;
   if (!live_) {
-    missed_ = true;  // CatchUp reads the store again before going live
+    missed_ = true;  // CatchUp reads the store again before going live ...
+    cursor_.Missed(seq);  // ... from below this row if it arrived out of order
     return;
   }
   // No "seq <= last sent" filter here: in a cluster, forwards from different
@@ -296,12 +311,13 @@ void Session::Deliver(std::uint64_t seq, const std::shared_ptr<const std::string
   if (out_.bytes() + event->size() > server_.config.max_queue_bytes) {
     // Lagging: stop live pushes; catch up from the store once drained.
     live_ = false;
+    cursor_.Missed(seq);
     StartCatchUp(false);
     return;
   }
   out_.Push(DeliverFramePrefix(seq, event->size(), group_id), event);
   ++server_.metrics.deliveries_live;
-  last_sent_seq_ = std::max(last_sent_seq_, seq);
+  cursor_.Sent(seq);
 }
 
 // ------------------------------------------------------------------ replies
@@ -762,9 +778,21 @@ asio::awaitable<void> Session::HandleLoggedIn(const wire::Envelope& env) {
           env.rid(), Status(Code::kBadRequest, "FetchPending needs a receiving session (Login.receive)")));
       co_return;
     }
+    // Re-reads everything pending from the store: metered.
+    const SteadyTime now = std::chrono::steady_clock::now();
+    if (last_fetch_pending_ != SteadyTime{} && now - last_fetch_pending_ < kFetchPendingEvery) {
+      const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(kFetchPendingEvery -
+                                                                              (now - last_fetch_pending_));
+      const Status why(Code::kRateLimited, "FetchPending re-reads everything pending: at most one every " +
+                                               std::to_string(kFetchPendingEvery.count()) + " s");
+      server_.NoteRefusal(why);
+      Reply(RequestService::ErrorFrame(env.rid(), why, static_cast<std::uint32_t>(std::max<long long>(1, wait.count()))));
+      co_return;
+    }
+    last_fetch_pending_ = now;
     Reply(RequestService::OkFrame(env.rid()));
     live_ = false;
-    last_sent_seq_ = 0;
+    cursor_.Restart();
     StartCatchUp(true);
     co_return;
   }

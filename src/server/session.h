@@ -29,6 +29,7 @@
 #include "net/stream.h"
 
 #include "fastchat/status.h"
+#include "catch_up_cursor.h"
 #include "frame_queue.h"
 #include "peer_limits.h"
 #include "request_service.h"
@@ -50,6 +51,9 @@ class Session : public std::enable_shared_from_this<Session> {
   // Refused TLS connections kept open at once to be told why (each until its
   // handshake ends, at most the handshake deadline); more are just closed.
   static constexpr std::size_t kMaxRefusingTls = 256;
+  // A FetchPending re-reads everything pending from the store: at most one
+  // per this long per session (more are RATE_LIMITED).
+  static constexpr std::chrono::seconds kFetchPendingEvery{5};
 
   Session(Server::Impl& server, asio::ip::tcp::socket socket);
   ~Session();
@@ -65,9 +69,9 @@ class Session : public std::enable_shared_from_this<Session> {
   // A stored delivery for this session's user (receiving sessions only).
   void Deliver(std::uint64_t seq, const std::shared_ptr<const std::string>& event, std::uint64_t group_id = 0);
 
-  // Stops live pushes and reads new deliveries from the store (used when a
-  // mesh link could not carry them).
-  void CatchUpFromStore();
+  // Stops live pushes and reads deliveries from the store from `seq` on
+  // (0: everything pending), for deliveries a mesh link could not carry.
+  void CatchUpFromStore(std::uint64_t seq);
 
   std::uint64_t user_id() const { return user_id_; }
   // Bytes queued to this connection and not yet written.
@@ -81,8 +85,8 @@ class Session : public std::enable_shared_from_this<Session> {
  private:
   asio::awaitable<void> ReadLoop();
   asio::awaitable<void> WriteLoop();
-  // Sends pending deliveries after last_sent_seq_ until none are left, then
-  // goes live. Sends SyncDone at the end if one was asked for.
+  // Sends pending deliveries from where cursor_ says until none are left,
+  // at most max_queue_bytes queued at a time, then goes live. Sends SyncDone at the end if one was asked for.
   asio::awaitable<void> CatchUp();
   void SendEnvelope(const wire::Envelope& env);
   // Sends Error{ClientError(st)} now (an internal failure's text stays in
@@ -163,7 +167,8 @@ class Session : public std::enable_shared_from_this<Session> {
   bool catching_up_ = false;    // a CatchUp coroutine is running
   bool announce_pending_ = false;  // send SyncDone when the catch-up ends
   bool missed_ = false;            // a push was skipped while catching up
-  std::uint64_t last_sent_seq_ = 0;
+  CatchUpCursor cursor_;           // where the next read of the store starts
+  SteadyTime last_fetch_pending_{};  // the last FetchPending honoured (one per kFetchPendingEvery)
 
   // Replies in request order: slots_[reply_head_..] are waiting, in order;
   // an empty frame is a write still in flight.
