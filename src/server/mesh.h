@@ -28,6 +28,7 @@
 #include "fastchat/status.h"
 #include "fastchat/store.h"
 #include "directory.h"
+#include "remote_presence.h"
 #include "router.h"
 #include "server.h"
 
@@ -91,7 +92,7 @@ class Mesh {
   std::unordered_map<std::string, std::shared_ptr<PeerLink>> links_;  // authenticated links by peer id
   std::unordered_set<std::string> dialing_;
   std::unordered_set<std::shared_ptr<PeerLink>> all_;  // every open link, authenticated or not
-  std::unordered_map<std::uint64_t, PeerLink*> remote_users_;
+  RemotePresence<PeerLink> remote_users_;
   std::unordered_map<std::uint64_t, PendingAnnounce> announces_;
   std::uint64_t next_token_ = 0;
 };
