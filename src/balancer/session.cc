@@ -22,15 +22,6 @@ using Clock = ServerTable::Clock;
 
 constexpr std::size_t kReadChunk = 4096;
 
-const char* BodyName(Envelope::BodyCase c) {
-  switch (c) {
-    case Envelope::kHello: return "Hello";
-    case Envelope::kAuthOk: return "AuthOk";
-    case Envelope::kServerAssignment: return "ServerAssignment";
-    default: return "this frame";
-  }
-}
-
 }  // namespace
 
 Session::Session(Balancer::Impl& balancer, asio::ip::tcp::socket socket, std::uint64_t id)
@@ -63,11 +54,13 @@ asio::awaitable<void> Session::Run() {
     Close();
     co_return;
   }
-  binding_ = stream_.ChannelBinding(kBalancerBindingLabel);
-  challenge_ = NewChallenge();
+  const std::string challenge = NewChallenge();
+  protocol_ = std::make_unique<PeerProtocol>(
+      PeerProtocol::Shared{balancer_.table, balancer_.auth_key, balancer_.rng}, id_, peer_, challenge,
+      stream_.ChannelBinding(kBalancerBindingLabel));
   Envelope hello;
   hello.mutable_hello()->set_version(1);
-  hello.mutable_hello()->set_challenge(challenge_);
+  hello.mutable_hello()->set_challenge(challenge);
   Send(hello);
   auto self = shared_from_this();
   asio::co_spawn(balancer_.io, [self]() { return self->ReadLoop(); }, asio::detached);
@@ -79,8 +72,8 @@ void Session::Close() {
   closed_ = true;
   stream_.Close();
   write_signal_.cancel();
-  if (!server_id_.empty() && balancer_.table.Remove(server_id_, id_)) {
-    spdlog::info("server '{}' disconnected ({}): no longer assigned", server_id_, peer_);
+  if (protocol_ != nullptr && !protocol_->server_id().empty() && balancer_.table.Remove(protocol_->server_id(), id_)) {
+    spdlog::info("server '{}' disconnected ({}): no longer assigned", protocol_->server_id(), peer_);
   }
   auto self = shared_from_this();  // keep alive past the erase
   balancer_.sessions.erase(self);
@@ -152,97 +145,9 @@ asio::awaitable<void> Session::WriteLoop() {
 }
 
 void Session::Handle(std::string_view payload) {
-  Envelope env;
-  if (!env.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
-    SendError(BAD_FRAME, "frame does not parse as fastchat.balancer.Envelope");
-    return;
-  }
-  switch (env.body_case()) {
-    case Envelope::kServerAuth: HandleAuth(env); break;
-    case Envelope::kServerReport: HandleReport(env); break;
-    case Envelope::kGetServer: HandleGetServer(); break;
-    case Envelope::kError: break;  // never answer an error with an error
-    case Envelope::BODY_NOT_SET: SendError(UNKNOWN_TYPE, "frame has no known body"); break;
-    default: SendError(BAD_REQUEST, std::string("the balancer does not accept ") + BodyName(env.body_case())); break;
-  }
-}
-
-void Session::HandleAuth(const Envelope& env) {
-  const ServerAuth& auth = env.server_auth();
-  if (auth_tried_) {
-    SendError(BAD_REQUEST, "ServerAuth may be sent only once per connection");
-    return;
-  }
-  auth_tried_ = true;
-  if (!ValidServerId(auth.server_id())) {
-    spdlog::warn("refused server from {}: invalid server_id", peer_);
-    CloseWith(BAD_REQUEST, "server_id must be 1-64 printable ASCII characters");
-    return;
-  }
-  if (!AuthVerify(balancer_.auth_key, challenge_ + binding_, auth.server_id(), auth.mac())) {
-    spdlog::warn("refused server '{}' from {}: wrong cluster secret", auth.server_id(), peer_);
-    CloseWith(BAD_CREDENTIALS, "wrong cluster secret");
-    return;
-  }
-  server_id_ = auth.server_id();
-  spdlog::info("server '{}' authenticated from {}", server_id_, peer_);
-  Envelope reply;
-  reply.mutable_auth_ok()->set_expire_ms(static_cast<std::uint32_t>(balancer_.config.expire_after.count()));
-  Send(reply);
-}
-
-void Session::HandleReport(const Envelope& env) {
-  if (server_id_.empty()) {
-    SendError(NOT_AUTHENTICATED, "send ServerAuth before ServerReport");
-    return;
-  }
-  const ServerReport& r = env.server_report();
-  if (r.server_id() != server_id_) {
-    SendError(BAD_REQUEST, "this connection authenticated as '" + server_id_ + "'");
-    return;
-  }
-  LoadReport report;
-  report.server_id = server_id_;
-  report.client_address = r.client_address();
-  report.connections = r.connections();
-  report.cpu_percent = r.cpu_percent();
-  report.msgs_per_sec = r.msgs_per_sec();
-  report.load = r.load();
-  // Two live connections taking turns to report different addresses for one
-  // id: two servers share a name, and clients go to either. Say so, once.
-  const ServerTable::Entry* before = balancer_.table.Find(server_id_);
-  if (before != nullptr && before->owner != id_ && !warned_conflict_ &&
-      report.client_address != FormatHostPort(before->host, before->port)) {
-    spdlog::warn("server id '{}' is reported from two connections with different addresses; "
-                 "is it configured on two servers?", server_id_);
-    warned_conflict_ = true;
-  }
-  bool added = false;
-  Status st = balancer_.table.Update(report, id_, Clock::now(), &added);
-  if (!st.ok()) {
-    SendError(BAD_REQUEST, st.message());
-    return;
-  }
-  if (added) {
-    const ServerTable::Entry* e = balancer_.table.Find(server_id_);
-    spdlog::info("server '{}' is live at {} (load {:.2f})", server_id_, FormatHostPort(e->host, e->port), e->load);
-  }
-}
-
-void Session::HandleGetServer() {
-  ExpireServers(balancer_);
-  std::uniform_real_distribution<double> uniform(0.0, 1.0);
-  const ServerTable::Entry* e = balancer_.table.Pick(uniform(balancer_.rng));
-  if (e == nullptr) {
-    SendError(NO_SERVER, "no chat server is available");
-    return;
-  }
-  Envelope reply;
-  ServerAssignment* a = reply.mutable_server_assignment();
-  a->set_server_id(e->server_id);
-  a->set_host(e->host);
-  a->set_port(e->port);
-  Send(reply);
+  PeerProtocol::Result r = protocol_->OnFrame(payload, Clock::now());
+  for (const Envelope& env : r.replies) Send(env);
+  if (r.close_after) CloseAfterFlush();
 }
 
 void Session::Send(const Envelope& env) {
@@ -268,6 +173,10 @@ void Session::SendError(ErrorCode code, const std::string& message) {
 
 void Session::CloseWith(ErrorCode code, const std::string& message) {
   SendError(code, message);
+  CloseAfterFlush();
+}
+
+void Session::CloseAfterFlush() {
   close_after_flush_ = true;
   write_signal_.cancel_one();
 }

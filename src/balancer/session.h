@@ -21,6 +21,7 @@
 #include "balancer.pb.h"
 #include "fastchat/frame.h"
 #include "net/stream.h"
+#include "peer_protocol.h"
 #include "server_table.h"
 
 namespace fastchat::balancer {
@@ -45,30 +46,27 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::awaitable<void> WriteLoop();
 
   void Handle(std::string_view payload);
-  void HandleAuth(const Envelope& env);
-  void HandleReport(const Envelope& env);
-  void HandleGetServer();
 
   void Send(const Envelope& env);
   void SendError(ErrorCode code, const std::string& message);
   // Sends an error, then closes once it is written.
   void CloseWith(ErrorCode code, const std::string& message);
+  // Closes once everything queued is written.
+  void CloseAfterFlush();
 
   Balancer::Impl& balancer_;
   net::Stream stream_;
-  std::string binding_;  // TLS channel binding, mixed into the ServerAuth MAC
   const std::uint64_t id_;
   std::string peer_;
-  std::string challenge_;
+  // What the frames say, from the Hello on (its challenge and the TLS
+  // channel binding go into the ServerAuth MAC).
+  std::unique_ptr<PeerProtocol> protocol_;
   FrameDecoder decoder_;
   asio::steady_timer write_signal_;
   std::deque<std::string> queue_;
   std::size_t queued_bytes_ = 0;
   bool closed_ = false;
   bool close_after_flush_ = false;
-  bool auth_tried_ = false;
-  bool warned_conflict_ = false;
-  std::string server_id_;  // set once authenticated
   ServerTable::Clock::time_point last_activity_;
 };
 

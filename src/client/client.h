@@ -151,8 +151,11 @@ class ClientCore {
   // Asks the server to resend pending deliveries (receiving sessions).
   asio::awaitable<Outcome> FetchPending(Json* result);
 
- private:
+  // The session's state (client_impl.h). Named here, not private, so that
+  // fuzz/client_fuzz.cc can run a receiving session against a played server.
   struct Impl;
+
+ private:
   std::unique_ptr<Impl> impl_;
 };
 

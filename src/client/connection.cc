@@ -115,6 +115,7 @@ struct Connection::Impl : std::enable_shared_from_this<Impl> {
   bool close_on_timeout = false;
   std::chrono::steady_clock::time_point last_heard = std::chrono::steady_clock::now();
   Status refused;  // a refusal pushed by the server just before it closes
+  FrameDecoder decoder{kMaxIncomingFrame};
 
   void Enqueue(const wire::Envelope& env) {
     std::string payload;
@@ -174,7 +175,6 @@ struct Connection::Impl : std::enable_shared_from_this<Impl> {
   }
 
   asio::awaitable<void> Reader(std::shared_ptr<Impl> /*keep_alive*/) {
-    FrameDecoder decoder(kMaxIncomingFrame);
     std::vector<char> buf(64 * 1024);
     for (;;) {
       std::error_code ec;
@@ -192,24 +192,32 @@ struct Connection::Impl : std::enable_shared_from_this<Impl> {
              true);
         co_return;
       }
-      decoder.Append(buf.data(), n);
-      for (;;) {
-        std::string_view payload;
-        bool have = false;
-        Status s = decoder.Next(&payload, &have);
-        if (!s.ok()) {
-          Fail(s, true);
-          co_return;
-        }
-        if (!have) break;
-        wire::Envelope env;
-        if (!env.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
-          LogWarn("dropping unparsable frame of " + std::to_string(payload.size()) + " bytes");
-          continue;
-        }
-        Dispatch(env, payload);
-        if (closed) co_return;
+      Receive(std::string_view(buf.data(), n));
+      if (closed) co_return;
+    }
+  }
+
+  // Bytes from the server: every whole frame in them is parsed and
+  // dispatched; an over-limit frame ends the connection.
+  void Receive(std::string_view bytes) {
+    if (closed) return;
+    decoder.Append(bytes.data(), bytes.size());
+    for (;;) {
+      std::string_view payload;
+      bool have = false;
+      Status s = decoder.Next(&payload, &have);
+      if (!s.ok()) {
+        Fail(s, true);
+        return;
       }
+      if (!have) break;
+      wire::Envelope env;
+      if (!env.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
+        LogWarn("dropping unparsable frame of " + std::to_string(payload.size()) + " bytes");
+        continue;
+      }
+      Dispatch(env, payload);
+      if (closed) return;
     }
   }
 
@@ -263,6 +271,7 @@ std::uint32_t Connection::max_frame() const { return impl_->max_frame; }
 std::uint64_t Connection::max_image_bytes() const { return impl_->max_image_bytes; }
 
 void Connection::Close() { impl_->Fail(Status(Code::kIOError, "closed by client"), false); }
+void Connection::Receive(std::string_view bytes) { impl_->Receive(bytes); }
 
 asio::awaitable<Status> Connection::Connect(std::string host, std::string port) {
   std::shared_ptr<Impl> self = impl_;

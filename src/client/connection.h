@@ -94,6 +94,11 @@ class Connection {
   // Waits until every queued frame has been written (or the connection ends).
   asio::awaitable<void> Drain();
 
+  // Handles bytes read from the server (the reader calls this for each
+  // read): whole frames are dispatched as the promises above say. Tests and
+  // fuzz/client_fuzz.cc call it directly to play a server without a socket.
+  void Receive(std::string_view bytes);
+
   // Closes the socket; outstanding requests fail with kIOError.
   void Close();
   bool closed() const;

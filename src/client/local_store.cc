@@ -154,6 +154,11 @@ std::filesystem::path LocalStore::PathFor(const std::filesystem::path& home, con
   return home / (name + ".fcdb");
 }
 
+namespace {
+constexpr std::uint64_t kMaxKdfOps = 4;             // crypto_pwhash_OPSLIMIT_SENSITIVE
+constexpr std::size_t kMaxKdfMem = std::size_t{1} << 30;  // crypto_pwhash_MEMLIMIT_SENSITIVE
+}  // namespace
+
 Status LocalStore::OpenDb(const std::filesystem::path& path, bool create, sqlite3** db) {
   *db = nullptr;
   int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX;
@@ -322,6 +327,15 @@ Status LocalStore::Open(const std::filesystem::path& path, std::string_view pass
     cost.memlimit = static_cast<std::size_t>(std::stoull(mem));
   } catch (const std::exception&) {
     return Status(Code::kCorruption, "local store: bad meta values");
+  }
+  // The cost is read before the password is checked, so anyone who can write
+  // the file sets it: only costs from Min to libsodium's "sensitive" (4
+  // passes, 1 GiB; the client makes at most "moderate") are run, not hours
+  // of hashing or terabytes of memory.
+  const crypto::PwhashCost min = crypto::PwhashCost::Min();
+  if (cost.opslimit < min.opslimit || cost.opslimit > kMaxKdfOps || cost.memlimit < min.memlimit ||
+      cost.memlimit > kMaxKdfMem) {
+    return Status(Code::kCorruption, "local store: key derivation cost out of range");
   }
   s = crypto::DeriveKey(password, salt, cost, &store->master_key_);
   if (!s.ok()) return s;

@@ -106,6 +106,36 @@ TEST_F(LocalStoreTest, AProcessHoldingTheOldKeyCannotWriteKeysAfterAChange) {
   EXPECT_EQ(s->GetGroupKey(4, 1, &got).code(), Code::kNotFound);
 }
 
+// Found writing fuzz/local_store_fuzz.cc: the key derivation cost comes from
+// the file and was run as found, so a file someone wrote without the
+// password made Open hash for hours (kdf_ops) or ask for terabytes
+// (kdf_mem) before it could say "wrong password".
+TEST_F(LocalStoreTest, AKeyDerivationCostOutOfRangeIsCorruptionNotRun) {
+  store_.reset();
+  for (auto [key, value] : {std::pair<const char*, const char*>{"kdf_ops", "4294967295"},
+                            {"kdf_ops", "0"},
+                            {"kdf_mem", "1099511627776"},
+                            {"kdf_mem", "-1"}}) {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+    std::string sql = std::string("UPDATE meta SET v = '") + value + "' WHERE k = '" + key + "'";
+    ASSERT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK);
+    sqlite3_close(db);
+    std::unique_ptr<LocalStore> s;
+    Status st = LocalStore::Open(path_, "pw-alice", &s);
+    EXPECT_EQ(st.code(), Code::kCorruption) << key << "=" << value << ": " << st.ToString();
+    // Put the real cost back for the next case.
+    ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+    const crypto::PwhashCost min = crypto::PwhashCost::Min();
+    sql = "UPDATE meta SET v = '" + std::to_string(key == std::string("kdf_ops") ? min.opslimit : min.memlimit) +
+          "' WHERE k = '" + key + "'";
+    ASSERT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK);
+    sqlite3_close(db);
+  }
+  std::unique_ptr<LocalStore> s;
+  EXPECT_TRUE(LocalStore::Open(path_, "pw-alice", &s).ok());
+}
+
 TEST_F(LocalStoreTest, CreateRefusesAnExistingFile) {
   std::unique_ptr<LocalStore> s;
   EXPECT_EQ(LocalStore::Create(path_, id_, "pw", crypto::PwhashCost::Min(), &s).code(), Code::kNameTaken);

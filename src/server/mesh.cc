@@ -16,6 +16,7 @@
 #include "fastchat/frame.h"
 #include "frame_queue.h"
 #include "mesh.pb.h"
+#include "mesh_inbox.h"
 #include "server_impl.h"
 #include "session.h"
 
@@ -122,7 +123,6 @@ struct PeerLink {
   bool authed = false;
   bool closed = false;
   Clock::time_point last_rx = Clock::now();
-  std::unordered_set<std::uint64_t> users;  // announced by this peer
 };
 
 Mesh::Mesh(Server::Impl& server)
@@ -398,11 +398,8 @@ void Mesh::LinkDown(PeerLink* link) {
   if (!link->authed) return;
   auto it = links_.find(link->peer_id);
   if (it == links_.end() || it->second.get() != link) return;
-  for (std::uint64_t u : link->users) {
-    auto r = remote_users_.find(u);
-    if (r != remote_users_.end() && r->second == link) remote_users_.erase(r);
-  }
-  spdlog::info("mesh: lost server {}; dropped its {} online users", link->peer_id, link->users.size());
+  const std::size_t dropped = remote_users_.Drop(link);
+  spdlog::info("mesh: lost server {}; dropped its {} online users", link->peer_id, dropped);
   const std::string gone = link->peer_id;
   links_.erase(it);
   std::vector<std::uint64_t> tokens;
@@ -411,76 +408,29 @@ void Mesh::LinkDown(PeerLink* link) {
 }
 
 void Mesh::OnFrame(PeerLink& link, mesh::MeshFrame& frame) {
-  switch (frame.body_case()) {
-    case mesh::MeshFrame::kPing:
-      break;
-    case mesh::MeshFrame::kPresence: {
-      const mesh::Presence& p = frame.presence();
-      if (p.full()) {
-        for (std::uint64_t u : link.users) {
-          auto r = remote_users_.find(u);
-          if (r != remote_users_.end() && r->second == &link) remote_users_.erase(r);
-        }
-        link.users.clear();
-      }
-      for (std::uint64_t u : p.offline()) {
-        link.users.erase(u);
-        auto r = remote_users_.find(u);
-        if (r != remote_users_.end() && r->second == &link) remote_users_.erase(r);
-      }
-      for (std::uint64_t u : p.online()) {
-        link.users.insert(u);
-        remote_users_[u] = &link;
-        // A login announced elsewhere displaces the session here (a full
-        // snapshot after a link comes back is not a new login).
-        if (!p.full()) {
-          if (Session* local = server_.presence.Find(u)) {
-            local->CloseWith(Status(Code::kDisplaced, "you logged in from somewhere else"));
-          }
-        }
-      }
-      if (p.ack_token() != 0) {
-        mesh::MeshFrame ack;
-        ack.mutable_presence_ack()->set_token(p.ack_token());
-        link.Send(ack);
-      }
-      break;
+  MeshInput in = ReadMeshFrame(remote_users_, &link, frame);
+  if (in.unexpected) {
+    spdlog::warn("mesh: unexpected frame from {}; closing the link", link.peer_id);
+    link.Close();
+    return;
+  }
+  for (std::uint64_t u : in.displace) {
+    if (Session* local = server_.presence.Find(u)) {
+      local->CloseWith(Status(Code::kDisplaced, "you logged in from somewhere else"));
     }
-    case mesh::MeshFrame::kPresenceAck:
-      Acked(frame.presence_ack().token(), link.peer_id);
-      break;
-    case mesh::MeshFrame::kForward: {
-      mesh::Forward* fw = frame.mutable_forward();
-      auto event = std::make_shared<const std::string>(std::move(*fw->mutable_event()));
-      for (const mesh::Target& t : fw->targets()) {
-        if (Session* s = server_.presence.Find(t.user())) s->Deliver(t.seq(), event, fw->group_id());
-      }
-      break;
-    }
-    case mesh::MeshFrame::kChanged: {
-      const mesh::Changed& c = frame.changed();
-      Facts f;
-      f.user_ids.assign(c.user_ids().begin(), c.user_ids().end());
-      for (const mesh::Pair& p : c.friendships()) f.friendships.emplace_back(p.a(), p.b());
-      f.requests_to.assign(c.requests_to().begin(), c.requests_to().end());
-      f.groups.assign(c.groups().begin(), c.groups().end());
-      server_.RefreshDirectory(std::move(f));
-      break;
-    }
-    case mesh::MeshFrame::kResync:
-    {
-      // seqs (parallel to users) say where each user's store read starts;
-      // without them, everything pending is read again.
-      const mesh::Resync& r = frame.resync();
-      const bool have_seqs = r.seqs_size() == r.users_size();
-      for (int i = 0; i < r.users_size(); ++i) {
-        if (Session* s = server_.presence.Find(r.users(i))) s->CatchUpFromStore(have_seqs ? r.seqs(i) : 0);
-      }
-    }
-      break;
-    default:
-      spdlog::warn("mesh: unexpected frame from {}; closing the link", link.peer_id);
-      link.Close();
+  }
+  if (in.ack_token != 0) {
+    mesh::MeshFrame ack;
+    ack.mutable_presence_ack()->set_token(in.ack_token);
+    link.Send(ack);
+  }
+  if (in.acked) Acked(in.acked_token, link.peer_id);
+  for (const auto& [user, seq] : in.deliver) {
+    if (Session* s = server_.presence.Find(user)) s->Deliver(seq, in.event, in.group_id);
+  }
+  if (in.refresh) server_.RefreshDirectory(std::move(in.changed));
+  for (const auto& [user, seq] : in.resync) {
+    if (Session* s = server_.presence.Find(user)) s->CatchUpFromStore(seq);
   }
 }
 
@@ -547,8 +497,7 @@ void Mesh::UserOffline(std::uint64_t user) {
 }
 
 PeerLink* Mesh::Where(std::uint64_t user) const {
-  auto it = remote_users_.find(user);
-  return it == remote_users_.end() ? nullptr : it->second;
+  return remote_users_.Where(user);
 }
 
 void Mesh::Forward(PeerLink* link, const std::vector<Delivery>& targets,

@@ -28,6 +28,7 @@
 #include "fastchat/status.h"
 #include "fastchat/store.h"
 #include "directory.h"
+#include "remote_presence.h"
 #include "router.h"
 #include "server.h"
 
@@ -98,7 +99,7 @@ class Mesh {
   std::shared_ptr<int> life_ = std::make_shared<int>(0);  // expires with the Mesh
   std::size_t handshaking_ = 0;                          // accepted links not authenticated yet
   std::unordered_map<std::string, std::size_t> handshaking_from_;  // ... by source address
-  std::unordered_map<std::uint64_t, PeerLink*> remote_users_;
+  RemotePresence<PeerLink> remote_users_;
   std::unordered_map<std::uint64_t, PendingAnnounce> announces_;
   std::uint64_t next_token_ = 0;
 };

@@ -103,7 +103,7 @@ class StoreWorker {
     return asio::async_initiate<const asio::use_awaitable_t<>&, void(R)>(
         [this](auto handler, Fn fn) {
           auto h = std::make_shared<decltype(handler)>(std::move(handler));
-          Submit(std::move(fn), [h](R r) { std::move (*h)(std::move(r)); });
+          this->Submit(std::move(fn), [h](R r) { std::move (*h)(std::move(r)); });
         },
         asio::use_awaitable, Fn(std::move(f)));
   }
