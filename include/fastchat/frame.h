@@ -25,8 +25,12 @@ void EncodeFrameHeader(std::uint32_t len, char out[kFrameHeaderSize]);
 // Reads a 4-byte big-endian header.
 std::uint32_t DecodeFrameHeader(const char in[kFrameHeaderSize]);
 
-// Appends header + payload to *out.
+// Appends header + payload to *out. A payload the 4-byte header cannot
+// describe (over 4 GiB - 1) throws std::length_error: it is never written
+// with a truncated length.
 void AppendFrame(std::string_view payload, std::string* out);
+// Throws std::length_error unless `len` fits the 4-byte header.
+void CheckFrameLength(std::size_t len);
 
 // Incremental decoder. Feed bytes with Append(); pull whole frames with Next().
 class FrameDecoder {

@@ -41,6 +41,7 @@ std::string DeliverFramePrefix(std::uint64_t seq, std::size_t event_len, std::ui
                             VarintSize(Tag(kDeliverEventField, kLengthDelimited)) +
                             VarintSize(event_len) + event_len;
   const std::size_t outer = VarintSize(Tag(kEnvelopeDeliverField, kLengthDelimited)) + VarintSize(inner) + inner;
+  CheckFrameLength(outer);
   std::string out;
   out.reserve(kFrameHeaderSize + 24);
   char hdr[kFrameHeaderSize];

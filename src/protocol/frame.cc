@@ -1,5 +1,9 @@
 #include "fastchat/frame.h"
 
+#include <limits>
+#include <stdexcept>
+#include <string>
+
 namespace fastchat {
 
 void EncodeFrameHeader(std::uint32_t len, char out[kFrameHeaderSize]) {
@@ -14,7 +18,14 @@ std::uint32_t DecodeFrameHeader(const char in[kFrameHeaderSize]) {
   return (b(0) << 24) | (b(1) << 16) | (b(2) << 8) | b(3);
 }
 
+void CheckFrameLength(std::size_t len) {
+  if (len > std::numeric_limits<std::uint32_t>::max()) {
+    throw std::length_error("frame payload of " + std::to_string(len) + " bytes does not fit a 4-byte length");
+  }
+}
+
 void AppendFrame(std::string_view payload, std::string* out) {
+  CheckFrameLength(payload.size());
   char hdr[kFrameHeaderSize];
   EncodeFrameHeader(static_cast<std::uint32_t>(payload.size()), hdr);
   out->append(hdr, kFrameHeaderSize);

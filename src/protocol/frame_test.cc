@@ -2,7 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <stdexcept>
+
 #include "fastchat.pb.h"
+#include "fastchat/deliver_frame.h"
 
 namespace fastchat {
 namespace {
@@ -87,6 +90,17 @@ TEST(Frame, RejectsOversizedHeaderBeforeBuffering) {
   EXPECT_FALSE(have);
 }
 
+TEST(Frame, APayloadOverFourGiBIsRefusedNotTruncated) {
+  // Only the size is looked at before refusing: no 4 GiB buffer is needed.
+  const char byte = 'x';
+  const std::string_view huge(&byte, (std::size_t{1} << 32) + 5);
+  std::string out;
+  EXPECT_THROW(AppendFrame(huge, &out), std::length_error);
+  EXPECT_TRUE(out.empty());  // before: a header saying 5 bytes
+  EXPECT_THROW(DeliverFramePrefix(1, std::size_t{1} << 32), std::length_error);
+  EXPECT_NO_THROW(CheckFrameLength(0xffffffffu));
+}
+
 TEST(Frame, EnvelopeRoundTripAndGarbageRejected) {
   wire::Envelope env;
   env.set_rid(7);
@@ -105,7 +119,6 @@ TEST(Frame, EnvelopeRoundTripAndGarbageRejected) {
 }  // namespace
 }  // namespace fastchat
 
-#include "fastchat/deliver_frame.h"
 
 namespace fastchat {
 namespace {
