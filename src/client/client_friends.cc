@@ -207,21 +207,32 @@ awaitable<Outcome> ClientCore::Decline(std::string user, Json* result) {
 
 awaitable<Outcome> ClientCore::Friends(Json* result) {
   Impl& m = *impl_;
-  wire::Envelope req, reply;
-  req.mutable_list_friends();
-  Outcome o = co_await m.Call(req, &reply);
-  if (!o.ok()) co_return o;
-  if (!reply.has_friend_list()) co_return Err("BAD_FRAME", "unexpected reply to ListFriends");
   Json friends = Json::array(), requests = Json::array();
-  for (const auto& f : reply.friend_list().friends()) {
-    Contact c;
-    m.PinUser(f, &c);
-    friends.push_back(Json{{"id", f.id()}, {"name", f.name()}});
-  }
-  for (const auto& f : reply.friend_list().incoming_requests()) {
-    Contact c;
-    m.PinUser(f, &c);
-    requests.push_back(Json{{"id", f.id()}, {"name", f.name()}});
+  std::uint64_t after_friend = 0, after_request = 0;
+  for (;;) {  // page by page
+    wire::Envelope req, reply;
+    req.mutable_list_friends()->set_after_friend(after_friend);
+    req.mutable_list_friends()->set_after_request(after_request);
+    Outcome o = co_await m.Call(req, &reply);
+    if (!o.ok()) co_return o;
+    if (!reply.has_friend_list()) co_return Err("BAD_FRAME", "unexpected reply to ListFriends");
+    const wire::FriendList& page = reply.friend_list();
+    for (const auto& f : page.friends()) {
+      Contact c;
+      m.PinUser(f, &c);
+      friends.push_back(Json{{"id", f.id()}, {"name", f.name()}});
+    }
+    for (const auto& f : page.incoming_requests()) {
+      Contact c;
+      m.PinUser(f, &c);
+      requests.push_back(Json{{"id", f.id()}, {"name", f.name()}});
+    }
+    // A page must move on (a server that repeats itself would loop forever).
+    if (!page.more() || (page.next_after_friend() <= after_friend && page.next_after_request() <= after_request)) {
+      break;
+    }
+    after_friend = page.next_after_friend();
+    after_request = page.next_after_request();
   }
   (*result)["friends"] = std::move(friends);
   (*result)["requests"] = std::move(requests);

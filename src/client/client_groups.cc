@@ -14,15 +14,30 @@ namespace fastchat::client {
 
 // ===================================================================== groups
 
+awaitable<Outcome> ClientCore::Impl::ListAllGroups(std::vector<wire::GroupInfo>* groups) {
+  groups->clear();
+  std::uint64_t after = 0;
+  for (;;) {
+    wire::Envelope req, reply;
+    req.mutable_list_groups()->set_after(after);
+    Outcome o = co_await Call(req, &reply);
+    if (!o.ok()) co_return o;
+    if (!reply.has_group_list()) co_return Err("BAD_FRAME", "unexpected reply to ListGroups");
+    const wire::GroupList& page = reply.group_list();
+    for (const auto& gi : page.groups()) groups->push_back(gi);
+    // A page must move on (a server that repeats itself would loop forever).
+    if (!page.more() || page.next_after() <= after) co_return Outcome::OK();
+    after = page.next_after();
+  }
+}
+
 awaitable<Outcome> ClientCore::Impl::FindUnknownGroup(std::string name, std::uint64_t* gid,
                                                       std::uint64_t* epoch) {
   *gid = 0;
-  wire::Envelope req, reply;
-  req.mutable_list_groups();
-  Outcome o = co_await Call(req, &reply);
+  std::vector<wire::GroupInfo> groups;
+  Outcome o = co_await ListAllGroups(&groups);
   if (!o.ok()) co_return o;
-  if (!reply.has_group_list()) co_return Err("BAD_FRAME", "unexpected reply to ListGroups");
-  for (const auto& gi : reply.group_list().groups()) {
+  for (const auto& gi : groups) {
     LocalGroup known;
     if (gi.name() != name || gi.admin_id() != me().user_id || store->GetGroup(gi.id(), &known).ok()) continue;
     if (gi.id() > *gid) {
@@ -59,12 +74,11 @@ awaitable<Outcome> ClientCore::Impl::ResolveGroup(std::string arg, LocalGroup* g
   }
   if (active.size() > 1) co_return ambiguous(active);
   // Not known locally: ask the server for my groups.
-  wire::Envelope req, reply;
-  req.mutable_list_groups();
-  Outcome o = co_await Call(req, &reply);
-  if (o.ok() && reply.has_group_list()) {
+  std::vector<wire::GroupInfo> groups;
+  Outcome o = co_await ListAllGroups(&groups);
+  if (o.ok()) {
     std::vector<LocalGroup> found;
-    for (const auto& gi : reply.group_list().groups()) {
+    for (const auto& gi : groups) {
       LocalGroup lg{gi.id(), gi.name(), gi.admin_id(), gi.epoch(), false};
       store->PutGroup(lg);
       if (gi.name() == arg) found.push_back(lg);
@@ -99,12 +113,29 @@ awaitable<Outcome> ClientCore::Impl::TargetGroupAndUser(std::string group, std::
 }
 
 awaitable<Outcome> ClientCore::Impl::RefreshGroup(std::uint64_t gid, wire::GroupInfo* info) {
-  wire::Envelope req, reply;
-  req.mutable_get_group()->set_group_id(gid);
-  Outcome o = co_await Call(req, &reply);
-  if (!o.ok()) co_return o;
-  if (!reply.has_group_info()) co_return Err("BAD_FRAME", "unexpected reply to GetGroup");
-  *info = reply.group_info();
+  info->Clear();
+  std::uint64_t after = 0;
+  for (bool first = true;; first = false) {
+    wire::Envelope req, reply;
+    req.mutable_get_group()->set_group_id(gid);
+    req.mutable_get_group()->set_after_member(after);
+    Outcome o = co_await Call(req, &reply);
+    if (!o.ok()) co_return o;
+    if (!reply.has_group_info()) co_return Err("BAD_FRAME", "unexpected reply to GetGroup");
+    wire::GroupInfo* page = reply.mutable_group_info();
+    // A page must move on (a server that repeats itself would loop forever).
+    const bool more = page->more_members() && page->next_after_member() > after;
+    const std::uint64_t next = page->next_after_member();
+    if (first) {
+      info->Swap(page);
+    } else {
+      for (auto& member : *page->mutable_members()) *info->add_members() = std::move(member);
+    }
+    if (!more) break;
+    after = next;
+  }
+  info->clear_more_members();
+  info->clear_next_after_member();
   LocalGroup lg{info->id(), info->name(), info->admin_id(), info->epoch(), false};
   Status s = store->PutGroup(lg);
   if (!s.ok()) co_return Outcome::From(s);
@@ -365,21 +396,19 @@ awaitable<Outcome> ClientCore::Kick(std::string group, std::string user, Json* r
 
 awaitable<Outcome> ClientCore::Groups(Json* result) {
   Impl& m = *impl_;
-  wire::Envelope req, reply;
-  req.mutable_list_groups();
-  Outcome o = co_await m.Call(req, &reply);
+  std::vector<wire::GroupInfo> groups;
+  Outcome o = co_await m.ListAllGroups(&groups);
   if (!o.ok()) co_return o;
-  if (!reply.has_group_list()) co_return Err("BAD_FRAME", "unexpected reply to ListGroups");
   Json list = Json::array();
   std::vector<LocalGroup> local;
   m.store->ListGroups(&local);
-  for (const auto& gi : reply.group_list().groups()) {
+  for (const auto& gi : groups) {
     m.store->PutGroup(LocalGroup{gi.id(), gi.name(), gi.admin_id(), gi.epoch(), false});
     list.push_back(Json{{"id", gi.id()}, {"name", gi.name()}, {"admin_id", gi.admin_id()}, {"epoch", gi.epoch()}});
   }
   for (const auto& lg : local) {
-    bool listed = std::any_of(reply.group_list().groups().begin(), reply.group_list().groups().end(),
-                              [&](const wire::GroupInfo& gi) { return gi.id() == lg.id; });
+    bool listed =
+        std::any_of(groups.begin(), groups.end(), [&](const wire::GroupInfo& gi) { return gi.id() == lg.id; });
     if (!listed && !lg.left) m.store->SetGroupLeft(lg.id, true);
   }
   (*result)["groups"] = std::move(list);

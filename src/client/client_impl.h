@@ -247,6 +247,8 @@ struct ClientCore::Impl {
   // After a GroupCreate whose answer was lost: a group named `name` that I
   // administer and this store does not know (the newest such), or *gid = 0.
   awaitable<Outcome> FindUnknownGroup(std::string name, std::uint64_t* gid, std::uint64_t* epoch);
+  // Every group I am in (ListGroups, page by page; no members).
+  awaitable<Outcome> ListAllGroups(std::vector<wire::GroupInfo>* groups);
   // Resolves GROUP: digits are an id; otherwise a name known locally (or, if
   // none, in the server's list of my groups).
   awaitable<Outcome> ResolveGroup(std::string arg, LocalGroup* g);
@@ -255,7 +257,8 @@ struct ClientCore::Impl {
   // TargetGroup, then LookUpUser (a member to add or to kick).
   awaitable<Outcome> TargetGroupAndUser(std::string group, std::string user, LocalGroup* g,
                                         wire::UserInfo* info, Json* result);
-  // GetGroup; updates the local record and pins the members' keys.
+  // GetGroup (page by page: every member); updates the local record and
+  // pins the members' keys.
   awaitable<Outcome> RefreshGroup(std::uint64_t gid, wire::GroupInfo* info);
   std::string GroupNameOf(std::uint64_t gid);
   // Sends (admin) the key of `epoch` to each of `members` except me. Emits a

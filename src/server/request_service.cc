@@ -42,15 +42,45 @@ void FillUserInfo(const DirUser& u, wire::UserInfo* info) {
   info->set_ed25519_public(u.ed25519_public);
 }
 
-void FillGroupInfo(const Directory& dir, const DirGroup& g, wire::GroupInfo* info) {
+void FillGroupHead(const DirGroup& g, wire::GroupInfo* info) {
   info->set_id(g.id);
   info->set_name(g.name);
   info->set_admin_id(g.admin_id);
   info->set_epoch(g.epoch);
-  for (std::uint64_t m : g.members) {
-    if (const DirUser* u = dir.FindUser(m)) FillUserInfo(*u, info->add_members());
-  }
 }
+
+// ListPage: fills one page of a list reply, in ascending id order after a
+// cursor, until the next entry would take the page past its byte budget (at
+// least one entry per page, so a page always moves on).
+class ListPage {
+ public:
+  explicit ListPage(std::size_t budget) : budget_(budget) {}
+  // Adds the entries of `ids` (sorted copy) after `after` with add(id)
+  // (which returns the bytes it added, 0 for an id it skipped). Returns
+  // false if the page filled up first; *next is then the last id added.
+  template <class Add>
+  bool Fill(std::vector<std::uint64_t> ids, std::uint64_t after, Add add, std::uint64_t* next) {
+    std::sort(ids.begin(), ids.end());
+    for (auto it = std::upper_bound(ids.begin(), ids.end(), after); it != ids.end(); ++it) {
+      if (full_ || (used_ > 0 && used_ >= budget_)) {
+        full_ = true;
+        return false;
+      }
+      used_ += add(*it);
+      *next = *it;
+    }
+    return true;
+  }
+  bool full() const { return full_; }
+
+ private:
+  std::size_t budget_;
+  std::size_t used_ = 0;
+  bool full_ = false;
+};
+
+// Bytes of `m` in its list (a repeated field: tag, length, body).
+std::size_t EntryBytes(const google::protobuf::MessageLite& m) { return m.ByteSizeLong() + 6; }
 
 Status CheckCipherFields(wire::Kind kind, std::uint32_t index, std::uint32_t count, const std::string& msg_id,
                          const std::string& nonce, const std::string& ciphertext, std::uint64_t max_image_bytes) {
@@ -214,13 +244,25 @@ Outcome RequestService::Handle(const Caller& me_caller, const wire::Envelope& en
       wire::Envelope reply;
       reply.set_rid(env.rid());
       auto* list = reply.mutable_friend_list();
-      std::vector<std::uint64_t> friends = dir_.FriendsOf(me);
-      std::sort(friends.begin(), friends.end());
-      for (std::uint64_t id : friends) {
-        if (const DirUser* u = dir_.FindUser(id)) FillUserInfo(*u, list->add_friends());
+      const wire::ListFriends& q = env.list_friends();
+      ListPage page(ListBudget());
+      std::uint64_t next_friend = q.after_friend(), next_request = q.after_request();
+      auto into = [this](auto* repeated) {
+        return [this, repeated](std::uint64_t id) -> std::size_t {
+          const DirUser* u = dir_.FindUser(id);
+          if (u == nullptr) return 0;
+          wire::UserInfo* info = repeated->Add();
+          FillUserInfo(*u, info);
+          return EntryBytes(*info);
+        };
+      };
+      if (page.Fill(dir_.FriendsOf(me), q.after_friend(), into(list->mutable_friends()), &next_friend)) {
+        page.Fill(dir_.RequestsTo(me), q.after_request(), into(list->mutable_incoming_requests()), &next_request);
       }
-      for (std::uint64_t id : dir_.RequestsTo(me)) {
-        if (const DirUser* u = dir_.FindUser(id)) FillUserInfo(*u, list->add_incoming_requests());
+      if (page.full()) {
+        list->set_more(true);
+        list->set_next_after_friend(next_friend);
+        list->set_next_after_request(next_request);
       }
       return d.Reply(reply);
     }
@@ -583,12 +625,18 @@ Outcome RequestService::Handle(const Caller& me_caller, const wire::Envelope& en
       wire::Envelope reply;
       reply.set_rid(env.rid());
       auto* list = reply.mutable_group_list();
-      std::vector<std::uint64_t> ids = dir_.GroupsOf(me);
-      std::sort(ids.begin(), ids.end());
-      for (std::uint64_t id : ids) {
+      ListPage page(ListBudget());
+      std::uint64_t next = env.list_groups().after();
+      auto add = [this, list](std::uint64_t id) -> std::size_t {
         const DirGroup* g = dir_.FindGroup(id);
-        if (g == nullptr) continue;
-        FillGroupInfo(dir_, *g, list->add_groups());
+        if (g == nullptr) return 0;
+        wire::GroupInfo* info = list->add_groups();
+        FillGroupHead(*g, info);  // members: GetGroup
+        return EntryBytes(*info);
+      };
+      if (!page.Fill(dir_.GroupsOf(me), env.list_groups().after(), add, &next)) {
+        list->set_more(true);
+        list->set_next_after(next);
       }
       return d.Reply(reply);
     }
@@ -601,7 +649,21 @@ Outcome RequestService::Handle(const Caller& me_caller, const wire::Envelope& en
       }
       wire::Envelope reply;
       reply.set_rid(env.rid());
-      FillGroupInfo(dir_, *g, reply.mutable_group_info());
+      wire::GroupInfo* info = reply.mutable_group_info();
+      FillGroupHead(*g, info);
+      ListPage page(ListBudget());
+      std::uint64_t next = env.get_group().after_member();
+      auto add = [this, info](std::uint64_t id) -> std::size_t {
+        const DirUser* u = dir_.FindUser(id);
+        if (u == nullptr) return 0;
+        wire::UserInfo* m = info->add_members();
+        FillUserInfo(*u, m);
+        return EntryBytes(*m);
+      };
+      if (!page.Fill(g->members, env.get_group().after_member(), add, &next)) {
+        info->set_more_members(true);
+        info->set_next_after_member(next);
+      }
       return d.Reply(reply);
     }
 

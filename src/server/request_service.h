@@ -14,6 +14,7 @@
 // on the store thread and touches only the Store it is given.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -102,6 +103,9 @@ class RequestService {
                                    const std::vector<std::uint64_t>& seqs, const std::vector<bool>& fresh);
 
  private:
+  // Bytes of entries one page of a list reply may hold: half the frame
+  // limit, at most 256 KiB (clients read frames of 1 MiB by default).
+  std::size_t ListBudget() const { return std::min<std::size_t>(config_.max_frame / 2, 256 * 1024); }
   // LIMIT_REACHED if `user` is in max_groups_per_user groups already
   // (`who`: "you are", "bob is").
   Status CheckGroupsOf(std::uint64_t user, const std::string& who) const;

@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <set>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -349,8 +350,88 @@ TEST_F(RequestServiceTest, ListsComeFromTheDirectory) {
   lg.mutable_list_groups();
   r = Do(bob_, lg);
   ASSERT_EQ(r.group_list().groups_size(), 1);
-  EXPECT_EQ(r.group_list().groups(0).members_size(), 2);
+  EXPECT_EQ(r.group_list().groups(0).members_size(), 0);  // members: GetGroup
   EXPECT_EQ(r.group_list().groups(0).admin_id(), alice_.id);
+  EXPECT_FALSE(r.group_list().more());
+}
+
+TEST_F(RequestServiceTest, ListsComeInPagesThatFitTheFrameLimit) {
+  // Lists used to be one reply of any size (friends, requests, groups with
+  // every member): past the client's frame limit they could not be read.
+  config_.max_frame = 4096;  // pages of at most 2 KiB of entries
+  config_.limits.max_groups_per_user = 0;
+  std::vector<Caller> others;
+  for (int i = 0; i < 90; ++i) {
+    const std::string name = "user" + std::to_string(i);
+    others.push_back({MakeUser(name), name});
+  }
+  DirectoryState state;
+  ASSERT_TRUE(store_->LoadDirectory(&state).ok());
+  directory_.Load(state);
+  std::set<std::uint64_t> want_friends, want_requests, want_groups, want_members{alice_.id};
+  for (int i = 0; i < 60; ++i) {
+    Befriend(alice_, others[i]);
+    want_friends.insert(others[i].id);
+  }
+  for (int i = 60; i < 90; ++i) {
+    ASSERT_TRUE(Do(others[i], FriendRequest(alice_.id)).has_ok());
+    want_requests.insert(others[i].id);
+  }
+  for (int i = 0; i < 120; ++i) want_groups.insert(CreateGroup(alice_));
+  const std::uint64_t big = *want_groups.begin();
+  for (int i = 0; i < 60; ++i) {
+    ASSERT_TRUE(Do(alice_, GroupAdd(big, others[i].id)).has_ok());
+    want_members.insert(others[i].id);
+  }
+  // Each page is one frame within the limit; asking on from its cursors
+  // gets every entry exactly once.
+  auto ask = [&](wire::Envelope e, int* pages) {
+    e.set_rid(++rid_);
+    Outcome o = service_.Handle(alice_, e, 1);
+    EXPECT_LE(o.reply.size(), config_.max_frame + kFrameHeaderSize);
+    wire::Envelope r;
+    EXPECT_TRUE(r.ParseFromArray(o.reply.data() + kFrameHeaderSize, static_cast<int>(o.reply.size() - kFrameHeaderSize)));
+    ++*pages;
+    return r;
+  };
+  std::multiset<std::uint64_t> friends, requests, groups, members;
+  int friend_pages = 0, group_pages = 0, member_pages = 0;
+  wire::Envelope lf;
+  lf.mutable_list_friends();
+  for (;;) {
+    wire::Envelope r = ask(lf, &friend_pages);
+    for (const auto& u : r.friend_list().friends()) friends.insert(u.id());
+    for (const auto& u : r.friend_list().incoming_requests()) requests.insert(u.id());
+    if (!r.friend_list().more()) break;
+    lf.mutable_list_friends()->set_after_friend(r.friend_list().next_after_friend());
+    lf.mutable_list_friends()->set_after_request(r.friend_list().next_after_request());
+    ASSERT_LT(friend_pages, 100);
+  }
+  wire::Envelope lg;
+  lg.mutable_list_groups();
+  for (;;) {
+    wire::Envelope r = ask(lg, &group_pages);
+    for (const auto& g : r.group_list().groups()) groups.insert(g.id());
+    if (!r.group_list().more()) break;
+    lg.mutable_list_groups()->set_after(r.group_list().next_after());
+    ASSERT_LT(group_pages, 100);
+  }
+  wire::Envelope gg;
+  gg.mutable_get_group()->set_group_id(big);
+  for (;;) {
+    wire::Envelope r = ask(gg, &member_pages);
+    for (const auto& u : r.group_info().members()) members.insert(u.id());
+    if (!r.group_info().more_members()) break;
+    gg.mutable_get_group()->set_after_member(r.group_info().next_after_member());
+    ASSERT_LT(member_pages, 100);
+  }
+  EXPECT_EQ(friends, std::multiset<std::uint64_t>(want_friends.begin(), want_friends.end()));
+  EXPECT_EQ(requests, std::multiset<std::uint64_t>(want_requests.begin(), want_requests.end()));
+  EXPECT_EQ(groups, std::multiset<std::uint64_t>(want_groups.begin(), want_groups.end()));
+  EXPECT_EQ(members, std::multiset<std::uint64_t>(want_members.begin(), want_members.end()));
+  EXPECT_GE(friend_pages, 3);
+  EXPECT_GE(group_pages, 2);
+  EXPECT_GE(member_pages, 2);
 }
 
 }  // namespace
