@@ -2,7 +2,6 @@
 
 #include <gtest/gtest.h>
 
-#include "address.h"
 
 namespace fastchat::balancer {
 namespace {
@@ -44,24 +43,6 @@ TEST(AuthTest, ServerIds) {
   EXPECT_FALSE(ValidServerId(std::string(kMaxServerIdBytes + 1, 'x')));
   EXPECT_FALSE(ValidServerId("a\nb"));
   EXPECT_FALSE(ValidServerId("caf\xc3\xa9"));
-}
-
-TEST(AddressTest, ParseAndFormat) {
-  std::string host;
-  std::uint16_t port = 1;
-  ASSERT_TRUE(ParseHostPort("127.0.0.1:7300", &host, &port));
-  EXPECT_EQ(host, "127.0.0.1");
-  EXPECT_EQ(port, 7300);
-  ASSERT_TRUE(ParseHostPort("[::1]:0", &host, &port));
-  EXPECT_EQ(host, "::1");
-  EXPECT_EQ(port, 0);
-  ASSERT_TRUE(ParseHostPort("chat.example.org:65535", &host, &port));
-  EXPECT_EQ(port, 65535);
-  for (const char* bad : {"", "x", "x:", ":1", "x:-1", "x:65536", "x:1a", "::1:7300", "[]:1", "x:123456"}) {
-    EXPECT_FALSE(ParseHostPort(bad, &host, &port)) << bad;
-  }
-  EXPECT_EQ(FormatHostPort("127.0.0.1", 7300), "127.0.0.1:7300");
-  EXPECT_EQ(FormatHostPort("::1", 7300), "[::1]:7300");
 }
 
 }  // namespace

@@ -9,7 +9,7 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
-#include "address.h"
+#include "common/host_port.h"
 #include "balancer.h"
 #include "common/secret_file.h"
 #include "net/tls.h"
@@ -51,7 +51,7 @@ int main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::from_str(log_level));
   if (fastchat::FlagOnCommandLine(argc, argv, "--cluster-secret")) spdlog::warn(fastchat::kSecretOnCommandLineWarning);
 
-  if (!fastchat::balancer::ParseHostPort(listen, &config.listen_host, &config.listen_port)) {
+  if (!fastchat::ParseHostPort(listen, &config.listen_host, &config.listen_port)) {
     std::cerr << "error: --listen wants HOST:PORT, got '" << listen << "'\n";
     return 2;
   }
@@ -87,7 +87,7 @@ int main(int argc, char** argv) {
       std::cerr << "error: " << st.ToString() << "\n";
       return 1;
     }
-    std::cout << "fastchat-balancer listening on " << fastchat::balancer::FormatHostPort(config.listen_host, port)
+    std::cout << "fastchat-balancer listening on " << fastchat::FormatHostPort(config.listen_host, port)
               << std::endl;
     if (!plain_tcp) std::cout << "TLS certificate SHA-256 fingerprint: " << fingerprint << std::endl;
     spdlog::info("servers expire after {} ms without a report", expire_ms);

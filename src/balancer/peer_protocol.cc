@@ -2,7 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
-#include "address.h"
+#include "common/host_port.h"
 #include "auth.h"
 
 namespace fastchat::balancer {

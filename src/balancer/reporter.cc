@@ -20,7 +20,7 @@
 #include <asio/write.hpp>
 #include <spdlog/spdlog.h>
 
-#include "address.h"
+#include "common/host_port.h"
 #include "auth.h"
 #include "balancer.pb.h"
 #include "fastchat/frame.h"

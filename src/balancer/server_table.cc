@@ -1,6 +1,6 @@
 #include "server_table.h"
 
-#include "address.h"
+#include "common/host_port.h"
 #include "load.h"
 
 namespace fastchat::balancer {

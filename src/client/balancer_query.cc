@@ -12,7 +12,7 @@
 #include <asio/use_awaitable.hpp>
 
 #include "balancer.pb.h"
-#include "balancer/address.h"
+#include "common/host_port.h"
 #include "fastchat/frame.h"
 #include "net/stream.h"
 #include "net/tls.h"
@@ -52,7 +52,7 @@ asio::awaitable<Status> AskOne(asio::io_context& ioc, const std::string& addr, c
                                std::chrono::milliseconds timeout, Assignment* out) {
   std::string host;
   std::uint16_t port = 0;
-  if (!balancer::ParseHostPort(addr, &host, &port) || port == 0) co_return Status(Code::kBadRequest, "not host:port");
+  if (!ParseHostPort(addr, &host, &port) || port == 0) co_return Status(Code::kBadRequest, "not host:port");
   // TLS unless plain: the stream is made before connecting, so the deadline
   // closes the one stream this exchange uses.
   std::shared_ptr<net::TlsContext> ctx;

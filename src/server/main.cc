@@ -14,6 +14,7 @@
 
 #include "balancer/load_meter.h"
 #include "balancer/reporter.h"
+#include "common/host_port.h"
 #include "common/private_files.h"
 #include "common/secret_file.h"
 #include "config.h"
@@ -25,21 +26,6 @@
 #include "server.h"
 
 namespace {
-
-bool ParseHostPort(const std::string& s, std::string* host, std::uint16_t* port) {
-  auto colon = s.rfind(':');
-  if (colon == std::string::npos) return false;
-  *host = s.substr(0, colon);
-  if (host->size() >= 2 && host->front() == '[' && host->back() == ']') *host = host->substr(1, host->size() - 2);
-  try {
-    unsigned long p = std::stoul(s.substr(colon + 1));
-    if (p > 65535) return false;
-    *port = static_cast<std::uint16_t>(p);
-  } catch (...) {
-    return false;
-  }
-  return !host->empty();
-}
 
 // Each client is one socket: use every file descriptor the hard limit allows.
 void RaiseFileLimit() {
@@ -145,19 +131,19 @@ int main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::from_str(log_level));
   if (fastchat::FlagOnCommandLine(argc, argv, "--cluster-secret")) spdlog::warn(fastchat::kSecretOnCommandLineWarning);
 
-  if (!ParseHostPort(listen, &config.listen_host, &config.listen_port)) {
+  if (!fastchat::ParseHostPort(listen, &config.listen_host, &config.listen_port)) {
     std::cerr << "error: --listen wants HOST:PORT, got '" << listen << "'\n";
     return 2;
   }
   std::string metrics_host;
   std::uint16_t metrics_port = 0;
-  if (!metrics_listen.empty() && !ParseHostPort(metrics_listen, &metrics_host, &metrics_port)) {
+  if (!metrics_listen.empty() && !fastchat::ParseHostPort(metrics_listen, &metrics_host, &metrics_port)) {
     std::cerr << "error: --metrics-listen wants HOST:PORT, got '" << metrics_listen << "'\n";
     return 2;
   }
   if (!mesh_listen.empty()) {
     config.mesh_enabled = true;
-    if (!ParseHostPort(mesh_listen, &config.mesh_host, &config.mesh_port)) {
+    if (!fastchat::ParseHostPort(mesh_listen, &config.mesh_host, &config.mesh_port)) {
       std::cerr << "error: --mesh-listen wants HOST:PORT, got '" << mesh_listen << "'\n";
       return 2;
     }
@@ -263,15 +249,13 @@ int main(int argc, char** argv) {
         std::cerr << "error: " << st.message() << "\n";
         return 2;
       }
-      const bool v6 = metrics_host.find(':') != std::string::npos;
-      std::cout << "metrics at http://" << (v6 ? "[" + metrics_host + "]" : metrics_host) << ":" << bound
-                << "/metrics" << std::endl;
+      std::cout << "metrics at http://" << fastchat::FormatHostPort(metrics_host, bound) << "/metrics" << std::endl;
     }
 
     std::unique_ptr<fastchat::balancer::BalancerReporter> reporter;
     fastchat::balancer::LoadMeter meter;
     if (!balancers.empty()) {
-      if (advertise.empty()) advertise = config.listen_host + ":" + std::to_string(port);
+      if (advertise.empty()) advertise = fastchat::FormatHostPort(config.listen_host, port);
       if (advertise.rfind("0.0.0.0:", 0) == 0 || advertise.rfind("[::]:", 0) == 0) {
         std::cerr << "error: listening on a wildcard address: give --advertise HOST:PORT for the balancer\n";
         return 2;

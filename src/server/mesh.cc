@@ -11,6 +11,7 @@
 #include <asio/use_awaitable.hpp>
 #include <spdlog/spdlog.h>
 
+#include "common/host_port.h"
 #include "common/listen.h"
 #include "fastchat/crypto.h"
 #include "fastchat/frame.h"
@@ -74,13 +75,6 @@ std::string AuthMessage(std::string_view role, const std::string& challenge, con
   return m;
 }
 
-bool SplitHostPort(const std::string& s, std::string* host, std::string* port) {
-  auto colon = s.rfind(':');
-  if (colon == std::string::npos || colon == 0 || colon + 1 == s.size()) return false;
-  *host = s.substr(0, colon);
-  *port = s.substr(colon + 1);
-  return true;
-}
 
 }  // namespace
 
@@ -138,7 +132,7 @@ Status Mesh::Start(std::uint16_t* port) {
   Status listening = Listen(acceptor_, c.mesh_host, c.mesh_port, "peers", port);
   if (!listening.ok()) return listening;
   if (server_.config.mesh_advertise.empty()) {
-    server_.config.mesh_advertise = c.mesh_host + ":" + std::to_string(*port);
+    server_.config.mesh_advertise = FormatHostPort(c.mesh_host, *port);
   }
   asio::co_spawn(server_.io, AcceptLoop(), asio::detached);
   asio::co_spawn(server_.io, DiscoveryLoop(), asio::detached);
@@ -244,13 +238,16 @@ asio::awaitable<void> Mesh::DiscoveryLoop() {
 }
 
 asio::awaitable<void> Mesh::Dial(ServerRecord peer) {
-  std::string host, port;
+  std::string host;
   try {
-    if (!SplitHostPort(peer.mesh_address, &host, &port)) {
+    // "[::1]:7001" too: brackets around an IPv6 host are not part of it.
+    std::uint16_t port = 0;
+    if (!ParseHostPort(peer.mesh_address, &host, &port) || port == 0) {
       throw std::runtime_error("bad mesh address '" + peer.mesh_address + "'");
     }
     asio::ip::tcp::resolver resolver(server_.io);
-    auto endpoints = co_await resolver.async_resolve(host, port, use_awaitable);
+    const std::string service = std::to_string(port);
+    auto endpoints = co_await resolver.async_resolve(host, service, use_awaitable);
     asio::ip::tcp::socket socket(server_.io);
     co_await asio::async_connect(socket, endpoints, use_awaitable);
     socket.set_option(asio::ip::tcp::no_delay(true));

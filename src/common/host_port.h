@@ -1,5 +1,5 @@
-// Address: "host:port" strings as used on the command line and in
-// ServerReport.client_address. IPv6 hosts are written in brackets
+// HostPort: "host:port" strings as used on the command line, in
+// ServerReport.client_address and in mesh addresses. IPv6 hosts are written in brackets
 // ("[::1]:7400"); ParseHostPort strips them and FormatHostPort adds them.
 #pragma once
 
@@ -7,7 +7,7 @@
 #include <string>
 #include <string_view>
 
-namespace fastchat::balancer {
+namespace fastchat {
 
 // Splits "host:port". Returns false for a missing, empty or over-255-byte
 // host, a missing port, or a port that is not a decimal number in
@@ -17,4 +17,4 @@ bool ParseHostPort(std::string_view s, std::string* host, std::uint16_t* port);
 // "host:port", with brackets around a host containing ':'.
 std::string FormatHostPort(std::string_view host, std::uint16_t port);
 
-}  // namespace fastchat::balancer
+}  // namespace fastchat

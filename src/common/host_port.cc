@@ -1,6 +1,6 @@
-#include "address.h"
+#include "common/host_port.h"
 
-namespace fastchat::balancer {
+namespace fastchat {
 
 bool ParseHostPort(std::string_view s, std::string* host, std::uint16_t* port) {
   auto colon = s.rfind(':');
@@ -38,4 +38,4 @@ std::string FormatHostPort(std::string_view host, std::uint16_t port) {
   return out;
 }
 
-}  // namespace fastchat::balancer
+}  // namespace fastchat
