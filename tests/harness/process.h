@@ -26,7 +26,7 @@ inline constexpr Millis kDefaultTimeout{20000};
 // own (UBSan's: to its stderr, then a file even if the test gave none), and
 // a report fails the current test once the child is reaped (Wait, Stop or
 // the destructor), whatever its exit status. (And a program's memory use
-// there is the sanitizer allocator's: it keeps freed memory in quarantine.)
+// there is mostly the sanitizer's: shadow memory, freed memory held back.)
 bool IsSanitizerBuild();
 
 // Directory holding the build tree (env FASTCHAT_BIN_DIR, set by ctest;
