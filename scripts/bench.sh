@@ -21,7 +21,8 @@
 # the server with TLS on its client port (its default: no
 # --insecure-plain-tcp) and the bench with --tls.
 # Exit status: fastchat-bench's (non-zero on lost/duplicated/out-of-order
-# messages or a failed run).
+# messages or a failed run), or 1 if the server exits during the run or
+# with a non-zero status (e.g. a sanitizer finding) when stopped at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -105,5 +106,19 @@ if ! kill -0 "$server_pid" 2>/dev/null; then
   echo "fastchat-server exited during the run:" >&2
   tail -n 20 "$tmp/server.err" >&2
   rc=1
+else
+  # A server that does not stop cleanly on SIGTERM (in a sanitizer build:
+  # one with a leak or any other finding) fails the run too.
+  kill -TERM "$server_pid"
+  for _ in $(seq 300); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$server_pid" 2>/dev/null || true
+  server_rc=0
+  wait "$server_pid" || server_rc=$?
+  server_pid=""
+  if [[ "$server_rc" -ne 0 ]]; then
+    echo "fastchat-server exited with status $server_rc on SIGTERM:" >&2
+    tail -n 60 "$tmp/server.err" >&2
+    rc=1
+  fi
 fi
 exit "$rc"

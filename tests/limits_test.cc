@@ -438,7 +438,12 @@ TEST_F(LimitsTest, SlowlorisBeforeLoginIsBoundedAndARealClientIsServed) {
   // 40 waiting at most (+ the listener, the 2 legit connections, a few closing).
   EXPECT_LE(peak_sockets, sockets0 + 40 + 10);
   // 40 x 60 KB of partial frames; far from the 12 MB that 200 would pin.
-  EXPECT_LT(peak_rss - rss0, 10 * 1024);
+  // (Not in a sanitizer build: there RSS measures the sanitizer, its shadow
+  // memory and an allocator that holds freed memory back (ASan's quarantine
+  // grew it by 140 MB here); the socket bound above still holds there.)
+  if (!IsSanitizerBuild()) {
+    EXPECT_LT(peak_rss - rss0, 10 * 1024);
+  }
 
   int busy = 0, idle = 0;
   for (auto& c : loris) {

@@ -251,8 +251,11 @@ TEST_F(StoreWorkerTest, ConsecutiveEnqueuesAndAcksOfABatchAreMergedYetAnsweredOn
   RunUntil([&] { return alice != 0 && bob != 0; });
   std::promise<void> gate;
   std::shared_future<void> opened = gate.get_future().share();
-  worker_->Submit([opened](Store&) { opened.wait(); return Status::OK(); }, [](Status) {});
+  // Read before submitting: the store thread may begin the gate's batch
+  // before this thread reads the count, and then waiting for it to change
+  // would wait forever (it did under ASan).
   const int begun = store_->begun.load();
+  worker_->Submit([opened](Store&) { opened.wait(); return Status::OK(); }, [](Status) {});
   while (store_->begun.load() == begun) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   std::vector<std::vector<std::uint64_t>> seqs(3);
   std::vector<Status> sts(3);

@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -18,6 +19,8 @@
 #include <sstream>
 #include <stdexcept>
 #include <thread>
+
+#include <gtest/gtest.h>
 
 extern char** environ;
 
@@ -35,7 +38,72 @@ void IgnoreSigpipeOnce() {
   throw std::runtime_error(what + ": " + std::strerror(errno));
 }
 
+// Sanitizer builds: each child writes its ASan, LSan and TSan reports to a
+// folder of its own instead of its stderr (which tests may send to
+// /dev/null), and its stderr goes to a file (there, unless the test names
+// one). Once the child is reaped, any report in the folder, or a UBSan
+// "runtime error:" in its stderr, fails the current test with the report in
+// the failure message, whatever the child's exit status (tests often do not
+// check it: a client expected to fail, a server stopped with SIGTERM).
+// UBSan is read from stderr because GCC's shared UBSan runtime beside ASan's
+// ignores log_path (libasan's __sanitizer_set_report_path interposes it).
+#ifdef FASTCHAT_SANITIZED
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
+
+// The folder for all children of this test program, made on first use and
+// removed at exit if nothing was left in it.
+const std::string& SanitizerReportRoot() {
+  static const std::string root = [] {
+    const char* base = std::getenv("TMPDIR");
+    std::string tmpl =
+        std::string(base != nullptr && *base != '\0' ? base : "/tmp") + "/fastchat-sanitizer-XXXXXX";
+    std::vector<char> buf(tmpl.begin(), tmpl.end());
+    buf.push_back('\0');
+    if (::mkdtemp(buf.data()) == nullptr) Fail("mkdtemp " + tmpl);
+    std::string dir = buf.data();
+    static const std::string to_remove = dir;
+    std::atexit([] {
+      std::error_code ec;
+      fs::remove(to_remove, ec);  // only if empty
+    });
+    return dir;
+  }();
+  return root;
+}
+
+std::string FileContents(const fs::path& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+// Fails the current test once with every report in `dir` (a child may write
+// several: its own and a descendant's) and any UBSan report in the child's
+// stderr file `stderr_path`, then removes `dir`.
+void ReportSanitizerFindings(const std::string& dir, const std::string& stderr_path, const std::string& command) {
+  std::error_code ec;
+  std::string reports;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    if (entry.path().filename() == "stderr") continue;
+    reports += "--- " + entry.path().filename().string() + ":\n" + FileContents(entry.path());
+  }
+  const std::string err = FileContents(stderr_path);
+  if (auto at = err.find(": runtime error: "); at != std::string::npos) {
+    std::size_t line = err.rfind('\n', at);
+    line = line == std::string::npos ? 0 : line + 1;
+    reports += "--- UBSan, in stderr " + stderr_path + ":\n" + err.substr(line, 8000);
+  }
+  if (!reports.empty()) ADD_FAILURE() << "sanitizer report from a child process of: " << command << "\n" << reports;
+  fs::remove_all(dir, ec);
+}
+
 }  // namespace
+
+bool IsSanitizerBuild() { return kSanitized; }
 
 std::string BinDir() {
   if (const char* env = std::getenv("FASTCHAT_BIN_DIR"); env != nullptr && *env != '\0') {
@@ -82,6 +150,14 @@ std::string TempDir::Sub(std::string_view name, bool mkdir) const {
 std::unique_ptr<Process> Process::Spawn(const SpawnOptions& o) {
   IgnoreSigpipeOnce();
   if (o.argv.empty()) throw std::runtime_error("Spawn: empty argv");
+  std::string report_dir;  // sanitizer builds: this child's reports
+  if (kSanitized) {
+    static std::atomic<unsigned> spawned{0};
+    report_dir = SanitizerReportRoot() + "/" + std::to_string(++spawned);
+    std::error_code ec;
+    fs::create_directory(report_dir, ec);
+    if (ec) throw std::runtime_error("mkdir " + report_dir + ": " + ec.message());
+  }
 
   int in[2] = {-1, -1};
   int out[2] = {-1, -1};
@@ -98,7 +174,9 @@ std::unique_ptr<Process> Process::Spawn(const SpawnOptions& o) {
     posix_spawn_file_actions_addopen(&fa, 1, o.stdout_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
                                      0644);
   }
-  std::string err_path = o.stderr_path.empty() ? "/dev/null" : o.stderr_path;
+  std::string err_path = !o.stderr_path.empty() ? o.stderr_path
+                         : kSanitized           ? report_dir + "/stderr"
+                                                : "/dev/null";
   posix_spawn_file_actions_addopen(&fa, 2, err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   if (!o.cwd.empty()) posix_spawn_file_actions_addchdir_np(&fa, o.cwd.c_str());
 
@@ -126,6 +204,25 @@ std::unique_ptr<Process> Process::Spawn(const SpawnOptions& o) {
     if (!overridden) env_strings.emplace_back(kv);
   }
   for (const auto& [k, v] : o.env) env_strings.push_back(k + "=" + v);
+  if (kSanitized) {
+    // The last log_path in an options variable wins; each runtime reads its
+    // own variable (ASan and LSan: ASAN_OPTIONS, UBSan: UBSAN_OPTIONS, TSan:
+    // TSAN_OPTIONS) and gets its own file name. Other options (the test
+    // preset's) are kept.
+    for (const char* var : {"ASAN_OPTIONS", "UBSAN_OPTIONS", "TSAN_OPTIONS"}) {
+      std::string prefix = std::string(var) + "=";
+      std::string name(var, std::string_view(var).find('_'));  // ASAN, UBSAN, TSAN
+      std::string value;
+      for (auto it = env_strings.begin(); it != env_strings.end(); ++it) {
+        if (it->rfind(prefix, 0) == 0) {
+          value = it->substr(prefix.size()) + ":";
+          env_strings.erase(it);
+          break;
+        }
+      }
+      env_strings.push_back(prefix + value + "log_path=" + report_dir + "/" + name);
+    }
+  }
   std::vector<char*> envp;
   for (auto& s : env_strings) envp.push_back(s.data());
   envp.push_back(nullptr);
@@ -145,6 +242,10 @@ std::unique_ptr<Process> Process::Spawn(const SpawnOptions& o) {
     ::close(in[1]);
     if (out_pipe) ::close(out[0]);
     errno = rc;
+    if (!report_dir.empty()) {
+      std::error_code ec;
+      fs::remove_all(report_dir, ec);
+    }
     Fail("posix_spawnp " + args[0]);
   }
 
@@ -155,6 +256,8 @@ std::unique_ptr<Process> Process::Spawn(const SpawnOptions& o) {
   p->stdout_eof_ = !out_pipe;
   p->argv_ = o.argv;
   p->stderr_path_ = o.stderr_path;
+  p->sanitizer_report_dir_ = std::move(report_dir);
+  p->sanitizer_stderr_path_ = std::move(err_path);
   return p;
 }
 
@@ -283,15 +386,24 @@ std::optional<int> Process::Wait(Millis timeout) {
       } else {
         continue;
       }
+      Reaped();
       return exit_code_;
     }
     if (r < 0 && errno != EINTR) {
       exit_code_ = -1;
+      Reaped();
       return exit_code_;
     }
     if (Clock::now() >= deadline) return std::nullopt;
     std::this_thread::sleep_for(Millis(3));
   }
+}
+
+void Process::Reaped() {
+  if (sanitizer_report_dir_.empty()) return;
+  std::string dir = std::move(sanitizer_report_dir_);
+  sanitizer_report_dir_.clear();
+  ReportSanitizerFindings(dir, sanitizer_stderr_path_, CommandLine());
 }
 
 bool Process::Running() { return !Wait(Millis(0)).has_value(); }

@@ -21,6 +21,14 @@ using Millis = std::chrono::milliseconds;
 // things work and fail (rather than hang) when they don't.
 inline constexpr Millis kDefaultTimeout{20000};
 
+// True in a sanitizer build (the asan and tsan presets). Then every child
+// started by Process::Spawn writes its sanitizer reports to a folder of its
+// own (UBSan's: to its stderr, then a file even if the test gave none), and
+// a report fails the current test once the child is reaped (Wait, Stop or
+// the destructor), whatever its exit status. (And a program's memory use
+// there is mostly the sanitizer's: shadow memory, freed memory held back.)
+bool IsSanitizerBuild();
+
 // Directory holding the build tree (env FASTCHAT_BIN_DIR, set by ctest;
 // otherwise derived from this executable's location: <build>/tests/<exe>).
 std::string BinDir();
@@ -102,6 +110,12 @@ class Process {
   std::optional<int> exit_code_;
   std::vector<std::string> argv_;
   std::string stderr_path_;
+  // Sanitizer builds: where the child writes its sanitizer reports (empty
+  // once checked, and in other builds), and its stderr file.
+  std::string sanitizer_report_dir_;
+  std::string sanitizer_stderr_path_;
+
+  void Reaped();  // the child is gone: fail the test on its sanitizer reports
 };
 
 // Reads a whole file (binary). Throws if it cannot be opened.

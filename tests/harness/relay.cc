@@ -74,6 +74,9 @@ void Relay::Run() {
       break;
     }
     if (fds[0].revents != 0) break;
+    // Only the pairs polled above have entries in fds; one accepted now is
+    // polled from the next round on.
+    const std::size_t polled = pairs.size();
     if (fds[1].revents & POLLIN) {
       int in = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
       if (in >= 0) {
@@ -85,8 +88,8 @@ void Relay::Run() {
         }
       }
     }
-    std::vector<std::pair<int, int>> alive;
-    for (std::size_t i = 0; i < pairs.size(); ++i) {
+    std::vector<std::pair<int, int>> alive(pairs.begin() + static_cast<std::ptrdiff_t>(polled), pairs.end());
+    for (std::size_t i = 0; i < polled; ++i) {
       auto [a, b] = pairs[i];
       bool dead = false;
       for (int k = 0; k < 2 && !dead; ++k) {
