@@ -340,7 +340,10 @@ Status LocalStore::Open(const std::filesystem::path& path, std::string_view pass
   s = crypto::DeriveKey(password, salt, cost, &store->master_key_);
   if (!s.ok()) return s;
   s = store->Unseal("identity/x25519", sealed_x, &id.x25519_secret);
-  if (!s.ok()) return Status(Code::kBadCredentials, "wrong password for local store " + path.string());
+  if (!s.ok()) {
+    spdlog::info("the password does not open the local store {}", path.string());
+    return Status(Code::kBadCredentials, kBadCredentialsMessage);
+  }
   s = store->Unseal("identity/ed25519", sealed_ed, &id.ed25519_secret);
   if (!s.ok()) return s;
   store->salt_ = salt;

@@ -80,7 +80,8 @@ class LocalStore {
   static Status Create(const std::filesystem::path& path, const Identity& id,
                        std::string_view password, crypto::PwhashCost cost,
                        std::unique_ptr<LocalStore>* out);
-  // Opens an existing store; kBadCredentials for a wrong password. A store
+  // Opens an existing store; kBadCredentials (with kBadCredentialsMessage,
+  // as the server says it) for a wrong password. A store
   // file (or its -wal, -shm) that others may access is made 0600 first,
   // with a warning in the log.
   static Status Open(const std::filesystem::path& path, std::string_view password,
