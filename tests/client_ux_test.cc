@@ -1,5 +1,5 @@
 // The client as a user meets it (issue 8), with real server and client
-// processes: one wording for a wrong password.
+// processes: file names in any script, and one wording for a wrong password.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -14,10 +14,67 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// alice and bob, registered, each in a chat, and friends.
+struct Friends {
+  World w;
+  User a = w.Register("alice");
+  User b = w.Register("bob");
+  std::unique_ptr<ChatClient> ca = w.Chat(a);
+  std::unique_ptr<ChatClient> cb = w.Chat(b);
+  Friends() { w.MakeFriends(*ca, a, *cb, b); }
+};
+
 // `argv` without its "--json".
 std::vector<std::string> Human(std::vector<std::string> argv) {
   argv.erase(std::remove(argv.begin(), argv.end(), "--json"), argv.end());
   return argv;
+}
+
+// ------------------------------------------------------------------ file names
+
+TEST(Images, TitlesKeepEveryLetterAndLoseOnlyWhatIsUnsafe) {
+  Friends f;
+  World& w = f.w;
+  const User& a = f.a;
+  const User& b = f.b;
+  ChatClient& cb = *f.cb;
+
+  std::string long_cyrillic;
+  for (int i = 0; i < 120; ++i) long_cyrillic += "я";  // 240 bytes: a name a file can have
+  std::string cut;
+  for (int i = 0; i < 98; ++i) cut += "я";  // 196 bytes + ".jpg": the 200-byte limit
+  struct Case {
+    std::string title;
+    std::string saved;  // the file name it must arrive as
+    bool valid_utf8 = true;
+  };
+  const std::vector<Case> cases = {
+      {"Привет мир.jpg", "received_Привет мир.jpg"},
+      {"日本語 ☃ (2).png", "received_日本語 ☃ (2).png"},
+      {"invoice\xe2\x80\xae" "gpj.exe", "received_invoice_gpj.exe"},    // U+202E would show "invoiceexe.jpg"
+      {"bad\xff" "name.jpg", "received_bad_name.jpg", false},           // not UTF-8
+      {"tab\there\x1b[31m\xc2\x9b.txt", "received_tab_here_[31m_.txt"},  // C0, ESC, C1
+      {".hidden Ünïcode", "received_hidden Ünïcode"},
+      {long_cyrillic + ".jpg", "received_" + cut + ".jpg"},
+  };
+  fs::create_directories(w.tmp().Sub("src"));
+  for (const auto& c : cases) {
+    SCOPED_TRACE("title: " + c.title);
+    std::string src = w.tmp().Sub("src/") + c.title;
+    std::string content = "content of " + c.title + "\n" + RandomBytes(3000);
+    WriteFile(src, content);
+    RunResult r = w.Run(a, {"single_image", "bob", src});
+    ASSERT_TRUE(r.ok()) << r.Describe();
+    json img = cb.WaitFor(Like({{"type", "image"}, {"from", "alice"}}), "image");
+    std::string path = Str(img, "path");
+    EXPECT_EQ(fs::path(path).filename().string(), c.saved) << img.dump();
+    EXPECT_EQ(fs::path(path).parent_path(), fs::path(b.downloads)) << path;
+    if (c.valid_utf8) {
+      EXPECT_EQ(Str(img, "title"), c.title) << "the title itself travels unchanged";
+    }
+    ASSERT_TRUE(fs::is_regular_file(path)) << path;
+    EXPECT_EQ(ReadFile(path), content);
+  }
 }
 
 // ------------------------------------------------------------------ wrong password
