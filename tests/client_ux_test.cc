@@ -1,9 +1,12 @@
 // The client as a user meets it (issue 8), with real server and client
-// processes: file names in any script, and one wording for a wrong password.
+// processes: file names in any script, "--" on the command line, one wording
+// for a wrong password, and help for every command.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <filesystem>
+#include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -13,6 +16,15 @@ namespace fastchat::testing {
 namespace {
 
 namespace fs = std::filesystem;
+
+bool Has(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+// The next direct message from `from` in `c` (messages arrive in order).
+json NextMessage(ChatClient& c, const std::string& from) {
+  return c.WaitFor(Like({{"type", "message"}, {"from", from}}), "a message from " + from);
+}
 
 // alice and bob, registered, each in a chat, and friends.
 struct Friends {
@@ -77,6 +89,39 @@ TEST(Images, TitlesKeepEveryLetterAndLoseOnlyWhatIsUnsafe) {
   }
 }
 
+// ------------------------------------------------------------------ arguments
+
+TEST(Arguments, DoubleDashEndsTheOptionsAndIsNotPartOfTheText) {
+  Friends f;
+  World& w = f.w;
+  const User& a = f.a;
+  ChatClient& ca = *f.ca;
+  ChatClient& cb = *f.cb;
+
+  // fastchat --user alice single_message bob -- "--json after dashdash"
+  RunResult r = w.Run(a, {"single_message", "bob", "--", "--json after dashdash"});
+  ASSERT_TRUE(r.ok()) << r.Describe();
+  EXPECT_EQ(Str(NextMessage(cb, "alice"), "text"), "--json after dashdash");
+  // Before the command too.
+  r = w.Run(a, {"--", "single_message", "bob", "--verbose"});
+  ASSERT_TRUE(r.ok()) << r.Describe();
+  EXPECT_EQ(Str(NextMessage(cb, "alice"), "text"), "--verbose");
+  // Only the first "--" is taken: a second one is text.
+  r = w.Run(a, {"single_message", "bob", "--", "--"});
+  ASSERT_TRUE(r.ok()) << r.Describe();
+  EXPECT_EQ(Str(NextMessage(cb, "alice"), "text"), "--");
+  // Words after the command are never options, "--" or not.
+  r = w.Run(a, {"single_message", "bob", "--json", "-v"});
+  ASSERT_TRUE(r.ok()) << r.Describe();
+  EXPECT_EQ(Str(NextMessage(cb, "alice"), "text"), "--json -v");
+
+  // Lines typed in chat are not option-parsed: "--" there is text.
+  ca.CommandOk("single_message bob -- typed in chat");
+  EXPECT_EQ(Str(NextMessage(cb, "alice"), "text"), "-- typed in chat");
+  ca.CommandOk("single_message bob --json");
+  EXPECT_EQ(Str(NextMessage(cb, "alice"), "text"), "--json");
+}
+
 // ------------------------------------------------------------------ wrong password
 
 TEST(Login, OneWordingAndOneCodeForAWrongPasswordWhicheverSideRefuses) {
@@ -127,6 +172,70 @@ TEST(Login, OneWordingAndOneCodeForAWrongPasswordWhicheverSideRefuses) {
   RunResult server = RunClientOnce(argv, w.tmp().Sub("h2.stderr"), kDefaultTimeout);
   EXPECT_EQ(local.out, "error (friends): BAD_CREDENTIALS: " + kWords + "\n") << local.Describe();
   EXPECT_EQ(server.out, local.out) << server.Describe();
+}
+
+// ------------------------------------------------------------------ help
+
+TEST(Help, EveryCommandHasUsageADescriptionAndAnExample) {
+  TempDir tmp("fastchat-help");
+  int n = 0;
+  auto run = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), ClientBinary());
+    return RunClientOnce(args, tmp.Sub("help-" + std::to_string(++n) + ".stderr"), kDefaultTimeout);
+  };
+  // The list names every command and the session modes.
+  RunResult list = run({"--json", "help"});
+  ASSERT_TRUE(list.ok()) << list.Describe();
+  std::string text = Str(list.result(), "text");
+  std::vector<std::string> topics;
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("  ", 0) == 0) {
+      topics.push_back(line.substr(2, line.find(' ', 2) - 2));
+    } else if (line.rfind("Session modes: ", 0) == 0) {
+      std::istringstream modes(line.substr(15));
+      for (std::string word; modes >> word;)
+        if (word != "|" && word != "NAME" && word != "FILE") topics.push_back(word);
+    }
+  }
+  ASSERT_GE(topics.size(), 23u) << text;
+  for (const char* must : {"single_message", "register", "chat", "change_password"})
+    EXPECT_NE(std::find(topics.begin(), topics.end(), must), topics.end()) << must << " not listed:\n" << text;
+  std::set<std::string> seen;
+  for (const std::string& t : topics) {
+    if (!seen.insert(t).second) continue;  // pending is both
+    SCOPED_TRACE("help " + t);
+    RunResult r = run({"--json", "help", t});
+    ASSERT_TRUE(r.ok()) << r.Describe();
+    std::string h = Str(r.result(), "text");
+    EXPECT_EQ(h.rfind("usage: ", 0), 0u) << h;
+    EXPECT_TRUE(Has(h.substr(0, h.find('\n')), t)) << h;
+    std::size_t ex = h.find("\nexample:\n");
+    ASSERT_NE(ex, std::string::npos) << h;
+    EXPECT_GT(ex - h.find('\n'), 40u) << "no description:\n" << h;
+    EXPECT_TRUE(Has(h.substr(ex), t)) << h;
+  }
+  // Text mode, and an unknown command.
+  RunResult human = run({"help", "single_message"});
+  EXPECT_EQ(human.exit_code, 0) << human.Describe();
+  EXPECT_EQ(human.out.rfind("usage: single_message USER TEXT...\n", 0), 0u) << human.out;
+  EXPECT_TRUE(Has(human.out, "one-shot:  fastchat --user alice single_message bob see you at 8")) << human.out;
+  RunResult unknown = run({"--json", "help", "frobnicate"});
+  EXPECT_EQ(unknown.exit_code, 1) << unknown.Describe();
+  EXPECT_EQ(unknown.code(), "USAGE") << unknown.Describe();
+
+  // Inside chat.
+  World w;
+  User a = w.Register("alice");
+  auto ca = w.Chat(a);
+  json k = ca->CommandOk("help kick");
+  EXPECT_EQ(Str(k, "topic"), "kick");
+  EXPECT_EQ(Str(k, "text").rfind("usage: kick GROUP USER\n", 0), 0u) << k.dump();
+  EXPECT_TRUE(Has(Str(k, "text"), "in chat:   kick climbers carol")) << k.dump();
+  json all = ca->CommandOk("help");
+  EXPECT_EQ(Str(all, "text"), text);
+  json bad = ca->Command("help frobnicate");
+  EXPECT_EQ(Str(bad, "code"), "USAGE") << bad.dump();
 }
 
 }  // namespace
