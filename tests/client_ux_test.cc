@@ -1,10 +1,14 @@
 // The client as a user meets it (issue 8), with real server and client
 // processes: file names in any script, "--" on the command line, one wording
-// for a wrong password, and help for every command.
+// for a wrong password, help for every command, and the history kept in the
+// local store across restarts.
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <set>
 #include <sstream>
 #include <string>
@@ -16,6 +20,11 @@ namespace fastchat::testing {
 namespace {
 
 namespace fs = std::filesystem;
+
+std::int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
 
 bool Has(const std::string& haystack, const std::string& needle) {
   return haystack.find(needle) != std::string::npos;
@@ -199,7 +208,7 @@ TEST(Help, EveryCommandHasUsageADescriptionAndAnExample) {
     }
   }
   ASSERT_GE(topics.size(), 23u) << text;
-  for (const char* must : {"single_message", "register", "chat", "change_password"})
+  for (const char* must : {"history", "search", "single_message", "register", "chat", "change_password"})
     EXPECT_NE(std::find(topics.begin(), topics.end(), must), topics.end()) << must << " not listed:\n" << text;
   std::set<std::string> seen;
   for (const std::string& t : topics) {
@@ -236,6 +245,173 @@ TEST(Help, EveryCommandHasUsageADescriptionAndAnExample) {
   EXPECT_EQ(Str(all, "text"), text);
   json bad = ca->Command("help frobnicate");
   EXPECT_EQ(Str(bad, "code"), "USAGE") << bad.dump();
+}
+
+// ------------------------------------------------------------------ history
+
+// The entries of a history or search result as "from|kind|text-or-title".
+std::vector<std::string> Entries(const json& result) {
+  std::vector<std::string> out;
+  for (const auto& e : result.at("entries")) {
+    std::string what = e.value("kind", "") == "image" ? Str(e, "title") : Str(e, "text");
+    out.push_back(Str(e, "from") + "|" + Str(e, "kind") + "|" + what);
+  }
+  return out;
+}
+
+std::string StoreBytes(const User& u) {
+  std::string bytes;
+  for (const char* suffix : {"", "-wal"}) {
+    std::ifstream in(u.home + "/" + u.name + ".fcdb" + suffix, std::ios::binary);
+    bytes += std::string(std::istreambuf_iterator<char>(in), {});
+  }
+  return bytes;
+}
+
+TEST(History, EverythingSentAndReceivedIsKeptSealedAcrossRestarts) {
+  const std::int64_t start = NowMs();
+  Friends f;
+  World& w = f.w;
+  const User& a = f.a;
+  const User& b = f.b;
+  {
+    ChatClient& ca = *f.ca;
+    ChatClient& cb = *f.cb;
+    ca.CommandOk("single_message bob hello bob");
+    NextMessage(cb, "alice");
+    cb.CommandOk("single_message alice hi alice, Ünïcode ✓");
+    NextMessage(ca, "bob");
+    ASSERT_TRUE(w.Run(a, {"single_message", "bob", "from", "a", "one-shot"}).ok());
+    NextMessage(cb, "alice");
+    std::string src = w.tmp().Sub("notes ✎.txt");
+    WriteFile(src, "my notes");
+    ca.CommandOk("single_image bob " + src);
+    cb.WaitFor(Like({{"type", "image"}, {"from", "alice"}}), "image");
+
+    json g = ca.CommandOk("create_group climbers");
+    std::uint64_t gid = AsU64(g["group_id"]);
+    ca.CommandOk("add_member climbers bob");
+    ca.WaitFor(Like({{"type", "group_added"}, {"group_id", gid}}), "the notice at alice");
+    cb.WaitFor(Like({{"type", "group_added"}, {"group_id", gid}}), "the notice at bob");
+    cb.WaitFor(GroupKey(gid, 1));
+    cb.CommandOk("group_message climbers Rope check at 7");
+    ca.WaitFor(GroupMsg(gid, "bob", "Rope check at 7"));
+    // history works inside chat too.
+    json in_chat = ca.CommandOk("history bob 1");
+    EXPECT_EQ(Entries(in_chat), (std::vector<std::string>{"alice|image|notes ✎.txt"}));
+    EXPECT_EQ(ca.Quit(), 0);
+    EXPECT_EQ(cb.Quit(), 0);
+  }
+  const std::int64_t end = NowMs();
+
+  // New processes: what the chats kept is there, with names and times.
+  json h = w.RunOk(a, {"history", "bob"});
+  EXPECT_EQ(Str(h, "user"), "bob");
+  EXPECT_EQ(Entries(h), (std::vector<std::string>{
+                            "alice|notice|you asked bob to be your friend",
+                            "bob|notice|bob accepted your friend request",
+                            "alice|message|hello bob",
+                            "bob|message|hi alice, Ünïcode ✓",
+                            "alice|message|from a one-shot",
+                            "alice|image|notes ✎.txt",
+                        }));
+  for (const auto& e : h["entries"]) {
+    EXPECT_GE(e.value("time_ms", std::int64_t{0}), start) << e.dump();
+    EXPECT_LE(e.value("time_ms", std::int64_t{0}), end) << e.dump();
+    EXPECT_EQ(Str(e, "time").back(), 'Z') << e.dump();
+    EXPECT_EQ(e.value("outgoing", false), Str(e, "from") == "alice") << e.dump();
+  }
+  EXPECT_EQ(Entries(w.RunOk(a, {"history", "bob", "2"})),
+            (std::vector<std::string>{"alice|message|from a one-shot", "alice|image|notes ✎.txt"}));
+  json hb = w.RunOk(b, {"history", "alice"});
+  EXPECT_EQ(Entries(hb), (std::vector<std::string>{
+                             "alice|notice|alice asked to be your friend",
+                             "bob|notice|you accepted alice's friend request",
+                             "alice|message|hello bob",
+                             "bob|message|hi alice, Ünïcode ✓",
+                             "alice|message|from a one-shot",
+                             "alice|image|notes ✎.txt",
+                         }));
+  std::string saved = Str(hb["entries"][5], "path");
+  EXPECT_EQ(fs::path(saved).parent_path(), fs::path(b.downloads)) << hb.dump();
+  EXPECT_EQ(ReadFile(saved), "my notes");
+  EXPECT_EQ(Entries(w.RunOk(a, {"history", "climbers"})),
+            (std::vector<std::string>{"alice|notice|you created the group climbers",
+                                      "alice|notice|bob was added to the group",
+                                      "bob|message|Rope check at 7"}));
+  EXPECT_EQ(Entries(w.RunOk(b, {"history", "climbers"})),
+            (std::vector<std::string>{"alice|notice|you were added to the group",
+                                      "bob|message|Rope check at 7"}));
+  // Text mode.
+  std::vector<std::string> argv = Human(w.GlobalArgs(a));
+  argv.insert(argv.end(), {"history", "bob"});
+  RunResult human = RunClientOnce(argv, w.tmp().Sub("human.stderr"), kDefaultTimeout);
+  EXPECT_EQ(human.exit_code, 0) << human.Describe();
+  EXPECT_TRUE(Has(human.out, "history with bob (6, oldest first):\n")) << human.out;
+  EXPECT_TRUE(Has(human.out, "  * bob accepted your friend request\n")) << human.out;
+  EXPECT_TRUE(Has(human.out, "  bob: hi alice, Ünïcode ✓\n")) << human.out;
+  EXPECT_TRUE(Has(human.out, "  alice sent a file \"notes ✎.txt\" (8 bytes): ")) << human.out;
+
+  // search: any conversation, letters in any case, file names too.
+  json s = w.RunOk(a, {"search", "rope CHECK"});
+  EXPECT_EQ(Entries(s), (std::vector<std::string>{"bob|message|Rope check at 7"}));
+  EXPECT_EQ(Str(s["entries"][0], "group"), "climbers");
+  EXPECT_EQ(s.value("more", true), false);
+  json s2 = w.RunOk(a, {"search", "hello"});
+  EXPECT_EQ(Entries(s2), (std::vector<std::string>{"alice|message|hello bob"}));
+  EXPECT_EQ(Str(s2["entries"][0], "with"), "bob");
+  EXPECT_EQ(Entries(w.RunOk(a, {"search", "✎"})), (std::vector<std::string>{"alice|image|notes ✎.txt"}));
+  EXPECT_TRUE(w.RunOk(a, {"search", "not said by anyone"})["entries"].empty());
+  // Unknown conversation, bad N.
+  EXPECT_EQ(w.Run(a, {"history", "nobody"}).code(), "NOT_FOUND");
+  EXPECT_EQ(w.Run(a, {"history", "bob", "0"}).code(), "USAGE");
+
+  // Sealed at rest: no text, file name or notice is in the store files.
+  for (const User& u : {a, b}) {
+    std::string bytes = StoreBytes(u);
+    ASSERT_FALSE(bytes.empty());
+    for (const char* plain : {"hello bob", "Rope check", "from a one-shot", "notes ✎", "hi alice", "accepted your"})
+      EXPECT_FALSE(Has(bytes, plain)) << u.name << "'s store holds \"" << plain << "\" in the clear";
+  }
+
+  // A group named like a user: history asks which, user:NAME or group:NAME.
+  ASSERT_TRUE(w.RunOk(a, {"create_group", "bob"}).value("ok", false));
+  json both = w.Run(a, {"history", "bob"}).result();
+  EXPECT_EQ(Str(both, "code"), "AMBIGUOUS") << both.dump();
+  EXPECT_EQ(Entries(w.RunOk(a, {"history", "user:bob"})), Entries(h));
+  EXPECT_EQ(Entries(w.RunOk(a, {"history", "group:bob"})),
+            (std::vector<std::string>{"alice|notice|you created the group bob"}));
+
+  // After a password change, the history opens with the new password only.
+  ASSERT_TRUE(w.RunOk(a, {"--new-password", "alice-new-pw", "change_password"}).value("ok", false));
+  EXPECT_EQ(w.Run(a, {"history", "user:bob"}).code(), "BAD_CREDENTIALS");
+  User a2 = a;
+  a2.password = "alice-new-pw";
+  EXPECT_EQ(Entries(w.RunOk(a2, {"history", "user:bob"})), Entries(h));
+
+  // The local store is all history and search read: no server needed.
+  ASSERT_EQ(w.server().Stop(), 0);
+  EXPECT_EQ(Entries(w.RunOk(a2, {"history", "climbers"})).size(), 3u);
+  EXPECT_EQ(Entries(w.RunOk(a2, {"search", "hello"})).size(), 1u);
+}
+
+// What a one-shot `pending` receives is kept too.
+TEST(History, WhatPendingFetchesIsKept) {
+  Friends f;
+  World& w = f.w;
+  const User& b = f.b;
+  {
+    ChatClient& ca = *f.ca;
+    ChatClient& cb = *f.cb;
+    EXPECT_EQ(cb.Quit(), 0);
+    ca.CommandOk("single_message bob while you were away");
+    EXPECT_EQ(ca.Quit(), 0);
+  }
+  ASSERT_TRUE(w.RunOk(b, {"pending"}).value("ok", false));
+  json h = w.RunOk(b, {"history", "alice"});
+  EXPECT_EQ(Entries(h), (std::vector<std::string>{"alice|notice|alice asked to be your friend",
+                                                  "bob|notice|you accepted alice's friend request",
+                                                  "alice|message|while you were away"}));
 }
 
 }  // namespace

@@ -18,13 +18,14 @@ struct Spec {
   const char* help;               // one line, for the list
   const char* details;            // what it does
   const char* example;            // a command: as typed in chat; a session: a fastchat command line
+  bool local = false;             // reads the local store only (no server needed)
 };
 
 const std::vector<Spec>& Specs() {
   static const std::vector<Spec> specs = {
       {"help", {"[COMMAND]"}, "list the commands, or explain one",
        "Without COMMAND, lists every command. With one, shows its usage, what it does and an example.",
-       "help single_message"},
+       "help single_message", true},
       {"add_friend", {"USER"}, "ask USER to be your friend",
        "Sends USER a friend request. Once USER accepts, you share a friend key and can send each other "
        "messages and files.",
@@ -72,6 +73,17 @@ const std::vector<Spec>& Specs() {
        "Asks the server for everything not yet received: in chat, again; on the command line, fetches it, "
        "prints it and exits.",
        "pending"},
+      {"history", {"USER|GROUP", "[N]"}, "show the conversation with a user or a group",
+       "Shows the newest N (default 20, at most 10000) messages, files and notices of your conversation "
+       "with USER or in GROUP, oldest first, with names and times. Read from your local store (it is "
+       "sealed there under your password), so it works without a server. Write user:NAME or group:NAME "
+       "when a user and a group share a name.",
+       "history bob 50", true},
+      {"search", {"TEXT..."}, "find messages that contain TEXT",
+       "Finds messages and file names that contain TEXT (letters A-Z in any case) in all your "
+       "conversations. The history is sealed, so each entry is opened and matched on this machine: the "
+       "newest 10000 are searched and at most 100 matches shown.",
+       "search rope", true},
   };
   return specs;
 }
@@ -91,7 +103,7 @@ const std::vector<Spec>& Sessions() {
        "Like chat without typing: prints every message, file and notice as it arrives until stopped.",
        "fastchat --user bob listen"},
       {"change_password", {}, "change your password (server and local store)",
-       "Changes your password on the server and re-seals your local key store under the "
+       "Changes your password on the server and re-seals your local store (keys and history) under the "
        "new one. The new password is asked twice, or given with --new-password.",
        "fastchat --user alice change_password"},
       {"decrypt-frames", {"FILE"}, "try your keys on recorded deliveries",
@@ -236,6 +248,11 @@ std::string Usage(const std::string& name) {
   return "usage: " + Signature(*spec);
 }
 
+bool IsLocalCommand(const std::string& name) {
+  const Spec* spec = Find(Canonical(name));
+  return spec != nullptr && spec->local;
+}
+
 std::string HelpText() {
   std::string h = "Commands (USER: a name or numeric id; GROUP: a group id or name):\n";
   for (const auto& s : Specs()) {
@@ -311,6 +328,7 @@ asio::awaitable<bool> RunCommand(ClientCore& core, Output& out, Command cmd) {
   Outcome o;
   const auto& a = cmd.args;
   const std::string& n = cmd.name;
+  const std::string second = a.size() > 1 ? a[1] : std::string();  // an optional argument
   if (n == "add_friend") o = co_await core.AddFriend(a[0], &extra);
   else if (n == "accept") o = co_await core.Accept(a[0], &extra);
   else if (n == "decline") o = co_await core.Decline(a[0], &extra);
@@ -327,6 +345,8 @@ asio::awaitable<bool> RunCommand(ClientCore& core, Output& out, Command cmd) {
   else if (n == "leave") o = co_await core.Leave(a[0], &extra);
   else if (n == "fingerprint") o = co_await core.Fingerprint(a[0], &extra);
   else if (n == "pending") o = co_await core.FetchPending(&extra);
+  else if (n == "history") o = core.History(a[0], second, &extra);
+  else if (n == "search") o = core.Search(a[0], &extra);
   if (!o.ok()) {
     EmitError(out, n, o.code, o.message);
     co_return false;

@@ -42,6 +42,8 @@ Command FromWords(const std::vector<std::string>& words);
 // True for names handled by RunCommand (not register/chat/listen/...).
 bool IsKnownCommand(const std::string& name);
 bool IsQuit(const std::string& name);
+// True for commands that read the local store only (no login needed).
+bool IsLocalCommand(const std::string& name);
 
 // "usage: single_message USER TEXT..." for a known command.
 std::string Usage(const std::string& name);

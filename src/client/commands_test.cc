@@ -55,14 +55,21 @@ TEST(FromWords, SurplusWordsJoinTheLastArgument) {
 }
 
 TEST(FromWords, OptionalArguments) {
+  EXPECT_TRUE(FromWords({"history", "bob"}).arity_ok);
+  Command h = FromWords({"history", "bob", "5"});
+  EXPECT_TRUE(h.arity_ok);
+  ASSERT_EQ(h.args.size(), 2u);
+  EXPECT_EQ(h.args[1], "5");
+  EXPECT_FALSE(FromWords({"history"}).arity_ok);
   EXPECT_TRUE(FromWords({"help"}).arity_ok);
   EXPECT_TRUE(FromWords({"help", "kick"}).arity_ok);
-  EXPECT_FALSE(FromWords({"kick", "climbers"}).arity_ok);
   Command c;
-  ASSERT_TRUE(ParseLine("help", &c));
+  ASSERT_TRUE(ParseLine("history climbers", &c));
   EXPECT_TRUE(c.arity_ok);
-  ASSERT_TRUE(ParseLine("help kick", &c));
+  ASSERT_TRUE(ParseLine("search  rope at 7", &c));
   EXPECT_TRUE(c.arity_ok);
+  ASSERT_EQ(c.args.size(), 1u);
+  EXPECT_EQ(c.args[0], "rope at 7");
 }
 
 TEST(DropEndOfOptions, TheFirstDoubleDashIsRemovedLaterOnesAreText) {
@@ -96,8 +103,8 @@ TEST(ParseLine, TypedLinesAreNotOptionParsed) {
 TEST(Help, EveryCommandHasUsageDescriptionAndAWorkingExample) {
   std::vector<std::string> topics = HelpTopics();
   ASSERT_GE(topics.size(), 20u);
-  for (const char* must : {"single_message", "help", "register", "chat", "listen", "change_password",
-                           "decrypt-frames", "pending"}) {
+  for (const char* must : {"single_message", "history", "search", "help", "register", "chat", "listen",
+                           "change_password", "decrypt-frames", "pending"}) {
     EXPECT_NE(std::find(topics.begin(), topics.end(), must), topics.end()) << must;
   }
   for (const std::string& t : topics) {

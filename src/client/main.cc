@@ -169,7 +169,15 @@ struct App {
   }
 
   awaitable<void> OneShot(fc::Command cmd) {
-    bool started = co_await Start(cmd.name, fc::SessionMode::kOneShot);
+    bool started = false;
+    if (fc::IsLocalCommand(cmd.name)) {
+      // history, search: the local store is all they read.
+      fc::Outcome o = core->OpenStore();
+      if (!o.ok()) fc::EmitError(*out, cmd.name, o.code, o.message);
+      started = o.ok();
+    } else {
+      started = co_await Start(cmd.name, fc::SessionMode::kOneShot);
+    }
     if (started) {
       bool ok = co_await fc::RunCommand(*core, *out, cmd);
       rc = ok ? 0 : 1;
