@@ -1,6 +1,7 @@
 // File-name sanitising (src/client/filename.h): a title chosen by a remote
 // sender becomes a local file name. Checks every promise of filename.h on
-// hostile titles: SanitizeTitle's alphabet, length and leading dot;
+// hostile titles: what SanitizeTitle keeps out (invalid UTF-8, controls,
+// bidi controls, separators), its byte limit and leading dot;
 // DownloadPath and PublishDownload stay directly inside the folder, never
 // pick a taken name and never replace an existing file.
 #include <sys/stat.h>
@@ -17,7 +18,7 @@
 #include "filename.h"
 
 namespace fs = std::filesystem;
-using fastchat::client::kMaxTitleChars;
+using fastchat::client::kMaxTitleBytes;
 
 namespace {
 
@@ -28,11 +29,30 @@ void Check(bool ok, const char* what, std::string_view title) {
   }
 }
 
+// Valid UTF-8 without a control (C0, DEL, C1), a path separator or an
+// invisible character that reorders or breaks text (bidi embeddings,
+// overrides, isolates and marks; line and paragraph separators).
 bool SafeName(const std::string& s) {
-  for (unsigned char c : s) {
-    const bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' ||
-                    c == '_' || c == '-';
-    if (!ok) return false;
+  for (std::size_t i = 0; i < s.size();) {
+    const auto b0 = static_cast<unsigned char>(s[i]);
+    const std::size_t len = b0 < 0x80 ? 1 : b0 >= 0xc2 && b0 <= 0xdf ? 2 : b0 >= 0xe0 && b0 <= 0xef ? 3
+                            : b0 >= 0xf0 && b0 <= 0xf4                ? 4
+                                                                      : 0;
+    if (len == 0 || i + len > s.size()) return false;
+    std::uint32_t c = len == 1 ? b0 : b0 & (0xffu >> (len + 1));
+    for (std::size_t k = 1; k < len; ++k) {
+      const auto b = static_cast<unsigned char>(s[i + k]);
+      if ((b & 0xc0) != 0x80) return false;
+      c = (c << 6) | (b & 0x3fu);
+    }
+    // Overlong forms, surrogates, above U+10FFFF.
+    if ((len == 3 && c < 0x800) || (len == 4 && (c < 0x10000 || c > 0x10ffff)) || (c >= 0xd800 && c <= 0xdfff))
+      return false;
+    if (c < 0x20 || c == 0x7f || (c >= 0x80 && c <= 0x9f) || c == '/' || c == '\\') return false;
+    if (c == 0x061c || c == 0x200e || c == 0x200f || (c >= 0x202a && c <= 0x202e) || (c >= 0x2066 && c <= 0x2069) ||
+        c == 0x2028 || c == 0x2029)
+      return false;
+    i += len;
   }
   return true;
 }
@@ -60,8 +80,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   std::string_view title(reinterpret_cast<const char*>(data), size);
   const std::string s = fastchat::client::SanitizeTitle(title);
   Check(!s.empty(), "empty name", title);
-  Check(s.size() <= kMaxTitleChars, "name too long", title);
-  Check(SafeName(s), "unsafe byte in name", title);
+  Check(s.size() <= kMaxTitleBytes, "name too long", title);
+  Check(SafeName(s), "invalid UTF-8 or an unsafe character in the name", title);
   Check(s.front() != '.', "name starts with a dot", title);
   Check(fastchat::client::SanitizeTitle(s) == s, "sanitising is not idempotent", title);
 

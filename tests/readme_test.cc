@@ -148,7 +148,7 @@ bool Contains(const std::string& haystack, const std::string& needle) {
 }
 
 // README "Using the client": register, chat, one-shot single_message,
-// listen and pending, against one server.
+// listen and pending, "--", history and help, against one server.
 TEST(Readme, SingleServerCommandsWorkAsWritten) {
   World w;
   const std::string home = w.tmp().Sub("home");  // one home, one store per user, as ~/.fastchat
@@ -186,6 +186,18 @@ TEST(Readme, SingleServerCommandsWorkAsWritten) {
   listen->WaitFor(Line("* logged in as bob"), "bob's listen logged in");
   RunOk(w.tmp(), Adapt(send), env);
   listen->WaitFor(Line("[alice] hi"), "alice's message in bob's listen");
+
+  // fastchat --user alice single_message bob -- --not-an-option
+  RunOk(w.tmp(), Adapt(Readme("fastchat --user alice single_message bob -- --not-an-option")), env);
+  listen->WaitFor(Line("[alice] --not-an-option"), "the text after -- in bob's listen");
+  // fastchat --user alice history bob: what alice sent is kept.
+  r = RunOk(w.tmp(), Adapt(Readme("fastchat --user alice history bob")), env);
+  EXPECT_TRUE(Contains(r.out, "history with bob (")) << r.Describe();
+  EXPECT_TRUE(Contains(r.out, "  alice: hi\n")) << r.Describe();
+  EXPECT_TRUE(Contains(r.out, "  alice: --not-an-option\n")) << r.Describe();
+  // fastchat help history
+  r = RunOk(w.tmp(), Adapt(Readme("fastchat help history")), env);
+  EXPECT_TRUE(Contains(r.out, "usage: history USER|GROUP [N]\n")) << r.Describe();
 }
 
 // README "A cluster": register and chat through the balancer (the

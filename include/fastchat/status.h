@@ -44,6 +44,11 @@ enum class Code : int {
   kNotFound = 103,
 };
 
+// What a refused password login says, whichever side refused it (the
+// server, or the client's local key store): one wording and one code
+// (kBadCredentials), and no hint of which check failed.
+inline constexpr const char* kBadCredentialsMessage = "unknown user or wrong password";
+
 // Returns a short stable name for `code`, e.g. "NOT_FRIENDS".
 const char* CodeName(Code code);
 

@@ -40,6 +40,13 @@ constexpr std::chrono::milliseconds kInitialDialFor{10000};
 constexpr std::chrono::seconds kHeartbeatEvery{20};
 constexpr std::chrono::seconds kHeartbeatTimeout{10};
 
+// A refused login in the words the local store uses too, whatever the
+// server's words were.
+Outcome LoginOutcome(const Status& s) {
+  if (s.code() == Code::kBadCredentials) return Outcome{CodeName(s.code()), kBadCredentialsMessage};
+  return Outcome::From(s);
+}
+
 }  // namespace
 
 // ===================================================================== requests
@@ -260,7 +267,7 @@ awaitable<Outcome> ClientCore::Impl::LoginOn(std::shared_ptr<Connection> c) {
     l->set_password(cfg.password);
     s = co_await c->Request(req, &reply);
   }
-  if (!s.ok()) co_return Outcome::From(s);
+  if (!s.ok()) co_return LoginOutcome(s);
   if (reply.has_logged_in() && !reply.logged_in().session_token().empty())
     session_token = reply.logged_in().session_token();
   if (!reply.has_logged_in()) co_return Err("BAD_FRAME", "unexpected reply to Login");
@@ -463,7 +470,7 @@ awaitable<Outcome> ClientCore::ProbeLogin() {
   req.mutable_login()->set_receive(false);
   s = co_await c->Request(req, &reply);
   c->Close();
-  co_return Outcome::From(s);
+  co_return LoginOutcome(s);
 }
 
 awaitable<Outcome> ClientCore::ChangePassword(std::string new_password, Json* result) {

@@ -22,6 +22,10 @@
 //   requests made meanwhile wait; each command still ends exactly once.
 // - Keys and other state are re-read from the LocalStore for every use, so a
 //   one-shot process and a receiving process of the same user cooperate.
+// - Every message, file and notice sent or received is kept in the local
+//   store's history (sealed like the keys): a received one in the same
+//   transaction that marks it processed, a sent one once the server has
+//   taken it.
 // Single-threaded: runs on one io_context thread.
 #pragma once
 
@@ -150,6 +154,15 @@ class ClientCore {
   asio::awaitable<Outcome> Fingerprint(std::string user, Json* result);
   // Asks the server to resend pending deliveries (receiving sessions).
   asio::awaitable<Outcome> FetchPending(Json* result);
+
+  // ---- history (the local store only: no server needed, OpenStore is enough)
+  // The newest `count` (default 20) entries of the conversation with a user
+  // or a group, oldest first, in result["entries"].
+  Outcome History(std::string target, std::string count, Json* result);
+  // Entries whose text or file name holds `text` (ASCII letters in any
+  // case), among the newest 10,000 (their text is sealed: each is opened
+  // and matched here); at most 100 are shown.
+  Outcome Search(std::string text, Json* result);
 
   // The session's state (client_impl.h). Named here, not private, so that
   // fuzz/client_fuzz.cc can run a receiving session against a played server.

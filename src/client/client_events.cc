@@ -126,6 +126,17 @@ awaitable<bool> ClientCore::Impl::ProcessDeliver(std::uint64_t seq, const std::s
 
 // ===================================================================== events
 
+std::string ClientCore::Impl::Who(const wire::Event& ev) {
+  std::string name = ContactName(ev.from_id(), ev.from_name());
+  return name.empty() ? "#" + std::to_string(ev.from_id()) : name;
+}
+
+Status ClientCore::Impl::RememberNotice(std::uint64_t seq, const wire::Event& ev, bool group, std::uint64_t conv,
+                                        const char* notice, const std::string& text) {
+  Json body = {{"notice", notice}, {"text", text}};
+  return Remember(group, conv, ev.from_id(), "notice", EventTime(ev), NoticeKey(seq), body);
+}
+
 Json ClientCore::Impl::Base(const char* type, std::uint64_t seq, const wire::Event& ev) {
   return Json{{"type", type},
               {"seq", seq},
@@ -161,6 +172,7 @@ awaitable<Outcome> ClientCore::Impl::OnFriendRequest(std::uint64_t seq, const wi
   Outcome o = co_await FetchUser(std::to_string(ev.from_id()), &c);
   if (Transport(o)) co_return o;
   Status s = store->AddFriendRequest(ev.from_id(), ev.from_name());
+  if (s.ok()) s = RememberNotice(seq, ev, false, ev.from_id(), "friend_request", Who(ev) + " asked to be your friend");
   if (!s.ok()) co_return Outcome::From(s);
   Json e = Base("friend_request", seq, ev);
   if (!o.ok()) e["warning"] = o.code;
@@ -171,6 +183,8 @@ awaitable<Outcome> ClientCore::Impl::OnFriendRequest(std::uint64_t seq, const wi
 awaitable<Outcome> ClientCore::Impl::OnFriendAnswer(std::uint64_t seq, const wire::Event& ev) {
   const auto& a = ev.friend_answer();
   if (!a.accept()) {
+    Status s = RememberNotice(seq, ev, false, ev.from_id(), "friend_declined", Who(ev) + " declined your friend request");
+    if (!s.ok()) co_return Outcome::From(s);
     Emit(Base("friend_declined", seq, ev));
     co_return Outcome::OK();
   }
@@ -189,6 +203,7 @@ awaitable<Outcome> ClientCore::Impl::OnFriendAnswer(std::uint64_t seq, const wir
   }
   Status s = store->PutFriendKey(ev.from_id(), key);
   if (s.ok()) s = store->RemoveFriendRequest(ev.from_id());
+  if (s.ok()) s = RememberNotice(seq, ev, false, ev.from_id(), "friend_accepted", Who(ev) + " accepted your friend request");
   if (!s.ok()) co_return Outcome::From(s);
   Emit(Base("friend_accepted", seq, ev));
   co_return Outcome::OK();
@@ -238,8 +253,16 @@ Outcome ClientCore::Impl::OnMessage(std::uint64_t seq, const wire::Event& ev, bo
   if (!s.ok()) return Outcome::From(s);
   if (seen) return Outcome::OK();
   if (what == wire::TEXT) {
-    s = store->MarkMsg(ev.from_id(), msg_id, index);
-    if (!s.ok()) return Outcome::From(s);
+    // Marked as seen and kept in the history together, or neither.
+    Json body = {{"text", plain}};
+    s = store->Begin();
+    if (s.ok()) s = store->MarkMsg(ev.from_id(), msg_id, index);
+    if (s.ok()) s = Remember(group, group ? scope : ev.from_id(), ev.from_id(), "message", EventTime(ev), msg_id, body);
+    if (s.ok()) s = store->Commit();
+    if (!s.ok()) {
+      store->Rollback();
+      return Outcome::From(s);
+    }
     Json e = group ? GroupBase("group_message", seq, ev, scope, epoch) : Base("message", seq, ev);
     e["text"] = plain;
     Emit(e);
@@ -276,7 +299,26 @@ awaitable<Outcome> ClientCore::Impl::OnGroupNotice(std::uint64_t seq, const wire
     LogInfo("seq " + std::to_string(seq) + ": unknown group notice ignored");
     co_return Outcome::OK();
   }
+  // "carol was added", "you and dave were removed", "bob left".
+  std::string who;
+  std::size_t subjects = 1 + static_cast<std::size_t>(n.more_subject_ids_size());
+  for (std::size_t i = 0; i < subjects; ++i) {
+    std::uint64_t id = i == 0 ? n.subject_id() : n.more_subject_ids(static_cast<int>(i - 1));
+    std::string name = i == 0 ? n.subject_name()
+                              : (static_cast<int>(i - 1) < n.more_subject_names_size()
+                                     ? n.more_subject_names(static_cast<int>(i - 1))
+                                     : std::string());
+    if (id == me().user_id) name = "you";
+    if (name.empty()) name = "#" + std::to_string(id);
+    who += (i == 0 ? "" : i + 1 == subjects ? " and " : ", ") + name;
+  }
+  bool plural = subjects > 1 || about_me;
+  std::string sentence = who + (n.what() == wire::GroupNoticeEvent::LEFT ? " left the group"
+                                : n.what() == wire::GroupNoticeEvent::KICKED
+                                    ? (plural ? " were removed from the group" : " was removed from the group")
+                                    : (plural ? " were added to the group" : " was added to the group"));
   Status s = store->PutGroup(g);
+  if (s.ok()) s = RememberNotice(seq, ev, true, g.id, type, sentence);
   if (!s.ok()) co_return Outcome::From(s);
   Json e = {{"type", type},
             {"seq", seq},

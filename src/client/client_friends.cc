@@ -145,7 +145,11 @@ awaitable<Outcome> ClientCore::AddFriend(std::string user, Json* result) {
   if (c.id == m.me().user_id) co_return Err("BAD_REQUEST", "you cannot befriend yourself");
   wire::Envelope req, reply;
   req.mutable_friend_request()->mutable_to()->set_id(c.id);
-  co_return co_await m.Call(req, &reply);
+  o = co_await m.Call(req, &reply);
+  if (!o.ok()) co_return o;
+  Json body = {{"notice", "friend_request"}, {"text", "you asked " + Display(c) + " to be your friend"}};
+  m.RememberSent(false, c.id, "notice", std::string(), body);
+  co_return o;
 }
 
 awaitable<Outcome> ClientCore::Accept(std::string user, Json* result) {
@@ -186,7 +190,10 @@ awaitable<Outcome> ClientCore::Accept(std::string user, Json* result) {
   }
   if (had) s = m.store->PutFriendKey(c.id, key);
   if (s.ok()) s = m.store->RemoveFriendRequest(c.id);
-  co_return Outcome::From(s);
+  if (!s.ok()) co_return Outcome::From(s);
+  Json body = {{"notice", "friend_accepted"}, {"text", "you accepted " + Display(c) + "'s friend request"}};
+  m.RememberSent(false, c.id, "notice", std::string(), body);
+  co_return Outcome::OK();
 }
 
 awaitable<Outcome> ClientCore::Decline(std::string user, Json* result) {
@@ -202,6 +209,8 @@ awaitable<Outcome> ClientCore::Decline(std::string user, Json* result) {
   ans.mutable_friend_answer()->set_accept(false);
   o = co_await m.CallRepeatable(ans, &reply, "NO_SUCH_REQUEST");
   if (!o.ok()) co_return o;
+  Json body = {{"notice", "friend_declined"}, {"text", "you declined " + info.name() + "'s friend request"}};
+  m.RememberSent(false, id, "notice", std::string(), body);
   co_return Outcome::From(m.store->RemoveFriendRequest(id));
 }
 
@@ -250,7 +259,11 @@ awaitable<Outcome> ClientCore::SingleMessage(std::string user, std::string text,
   wire::Envelope req, reply;
   o = m.DirectMaker(c, key, msg_id, wire::TEXT)(0, 1, text, &req);
   if (!o.ok()) co_return o;
-  co_return co_await m.Call(req, &reply);
+  o = co_await m.Call(req, &reply);
+  if (!o.ok()) co_return o;
+  Json body = {{"text", text}};
+  m.RememberSent(false, c.id, "message", msg_id, body);
+  co_return o;
 }
 
 awaitable<Outcome> ClientCore::SingleImage(std::string user, std::string path, Json* result) {
@@ -262,7 +275,10 @@ awaitable<Outcome> ClientCore::SingleImage(std::string user, std::string path, J
   Outcome o = co_await m.DirectTarget(user, &c, &key, result);
   if (!o.ok()) co_return o;
   std::string msg_id = crypto::RandomBytes(crypto::kMsgIdBytes);
-  co_return co_await m.SendFile(path, m.DirectMaker(c, key, msg_id, wire::IMAGE), result);
+  Impl::ChunkMaker make = m.DirectMaker(c, key, msg_id, wire::IMAGE);
+  o = co_await m.SendFile(path, std::move(make), result);
+  if (o.ok()) m.RememberSentFile(false, c.id, msg_id, path, *result);
+  co_return o;
 }
 
 awaitable<Outcome> ClientCore::Fingerprint(std::string user, Json* result) {

@@ -278,6 +278,12 @@ awaitable<Outcome> ClientCore::Impl::SendToGroup(std::string group, bool is_file
     }
     if (o.ok()) {
       (*result)["epoch"] = epoch;
+      if (is_file) {
+        RememberSentFile(true, g.id, msg_id, payload, *result);
+      } else {
+        Json body = {{"text", payload}};
+        RememberSent(true, g.id, "message", msg_id, body);
+      }
       co_return o;
     }
     if (o.code != "STALE_EPOCH") co_return o;
@@ -325,6 +331,8 @@ awaitable<Outcome> ClientCore::CreateGroup(std::string name, Json* result) {
   (*result)["group_id"] = gid;
   (*result)["group"] = name;
   (*result)["epoch"] = epoch;
+  Json body = {{"notice", "group_created"}, {"text", "you created the group " + name}};
+  m.RememberSent(true, gid, "notice", std::string(), body);
   co_return Outcome::OK();
 }
 

@@ -192,14 +192,20 @@ Outcome ClientCore::Impl::FinishImage(std::uint64_t seq, const wire::Event& ev, 
     Undecryptable(seq, kind, ev, "cannot save the image: " + err, scope);
     return Outcome::OK();
   }
+  const std::string saved_as = std::filesystem::absolute(final_path, ec).string();
+  Json body = {{"title", p.title}, {"path", saved_as}, {"bytes", p.size}};
   Status s = store->Begin();
   if (s.ok()) s = store->DeletePartial(scope, p.sender, p.msg_id);
   if (s.ok()) s = store->MarkMsg(p.sender, p.msg_id, p.chunk_count - 1);
+  if (s.ok()) s = Remember(scope != 0, scope != 0 ? scope : p.sender, p.sender, "image", EventTime(ev), p.msg_id, body);
   if (s.ok()) s = store->Commit();
-  if (!s.ok()) store->Rollback();
+  if (!s.ok()) {
+    store->Rollback();
+    LogWarn("received " + saved_as + ", but could not record it: " + s.ToString());
+  }
   Json e = scope == 0 ? Base("image", seq, ev) : GroupBase("group_image", seq, ev, scope, epoch);
   e["title"] = p.title;
-  e["path"] = std::filesystem::absolute(final_path, ec).string();
+  e["path"] = saved_as;
   e["bytes"] = p.size;
   Emit(e);
   return Outcome::OK();

@@ -7,6 +7,7 @@
 //                      messages
 //   client_images.cc   sending an image in chunks; assembling received ones
 //   client_events.cc   processing deliveries, one at a time, into events
+//   client_history.cc  keeping what was sent and received; history, search
 //
 // Promises (besides those of client.h):
 // - Every member runs on the io_context thread; nothing here is shared with
@@ -84,6 +85,9 @@ inline void SetRef(wire::UserRef* ref, const std::string& user) {
 inline Outcome Err(const char* code, std::string message) { return Outcome{code, std::move(message)}; }
 
 inline std::string Display(const Contact& c) { return c.name.empty() ? "#" + std::to_string(c.id) : c.name; }
+
+// Wall-clock time, ms since the epoch (client_history.cc).
+std::int64_t WallMs();
 
 // NO_SUCH_FILE unless `path` is a readable regular file.
 Outcome CheckFile(const std::string& path);
@@ -301,6 +305,11 @@ struct ClientCore::Impl {
                  std::uint64_t epoch);
   void Undecryptable(std::uint64_t seq, const char* kind, const wire::Event& ev, const std::string& reason,
                      std::uint64_t group_id = 0);
+  // The sender's name, or #id.
+  std::string Who(const wire::Event& ev);
+  // Keeps the notice delivered as `seq` in the history: {"notice", "text"}.
+  Status RememberNotice(std::uint64_t seq, const wire::Event& ev, bool group, std::uint64_t conv, const char* notice,
+                        const std::string& text);
   static bool Transport(const Outcome& o) { return o.code == "IO_ERROR"; }
   awaitable<Outcome> OnFriendRequest(std::uint64_t seq, const wire::Event& ev);
   awaitable<Outcome> OnFriendAnswer(std::uint64_t seq, const wire::Event& ev);
@@ -319,6 +328,31 @@ struct ClientCore::Impl {
   // Verifies (if `sender` is known) and decrypts a group message.
   Outcome OpenGroup(const wire::Event& ev, const Contact* sender, Opened* opened);
   Outcome OpenGroupKey(const wire::Event& ev, const Contact& admin, std::string* key);
+
+  // ------------------------------------------------------------ history (client_history.cc)
+
+  // Keeps one entry of a conversation (a group's, or the direct one with
+  // user `conv`) in the store's history; `body` is sealed there. `key`: see
+  // HistoryEntry::msg_id.
+  Status Remember(bool group, std::uint64_t conv, std::uint64_t sender, const char* kind, std::int64_t at_ms,
+                  const std::string& key, const Json& body);
+  // Remember, for what this user has just sent: a failure is only logged
+  // (what was sent stays sent).
+  void RememberSent(bool group, std::uint64_t conv, const char* kind, const std::string& msg_id, const Json& body);
+  // RememberSent of the file at `path`, as SendFile described it in `sent`.
+  void RememberSentFile(bool group, std::uint64_t conv, const std::string& msg_id, const std::string& path,
+                        const Json& sent);
+  // The key under which the notice delivered as `seq` is kept once.
+  static std::string NoticeKey(std::uint64_t seq);
+  // When the server accepted the event (now, if it does not say).
+  static std::int64_t EventTime(const wire::Event& ev);
+  // This user's name, or a contact's ("" if unknown).
+  std::string SenderName(std::uint64_t id);
+  // An entry as shown by history and search.
+  Json HistoryJson(const HistoryEntry& e);
+  // USER|GROUP of history: a known contact or group (name or id), or
+  // user:X / group:X. Names it in *result.
+  Outcome ResolveConversation(const std::string& arg, bool* group, std::uint64_t* id, Json* result);
 
   // ------------------------------------------------------------ receiving images (client_images.cc)
 

@@ -4,7 +4,8 @@
 // Promises: parsing never fails on any input (unknown commands and wrong
 // arities become USAGE results when run); the last TEXT/PATH/NAME argument
 // takes the rest of the line verbatim; RunCommand emits exactly one "result"
-// event per command.
+// event per command; every command and session mode has a help entry with
+// usage, a description and an example (HelpFor).
 #pragma once
 
 #include <string>
@@ -29,6 +30,11 @@ struct Command {
 // (surrounding quotes removed).
 bool ParseLine(std::string_view line, Command* cmd);
 
+// Command-line words after the options: the first "--" ends the options
+// (CLI11 passes it on) and is removed; any later "--" is an ordinary word.
+// Lines typed in chat are never option-parsed: there "--" is text.
+void DropEndOfOptions(std::vector<std::string>* words);
+
 // Builds a command from argv words: words[0] is the name; surplus words are
 // joined with spaces into the last argument.
 Command FromWords(const std::vector<std::string>& words);
@@ -36,10 +42,21 @@ Command FromWords(const std::vector<std::string>& words);
 // True for names handled by RunCommand (not register/chat/listen/...).
 bool IsKnownCommand(const std::string& name);
 bool IsQuit(const std::string& name);
+// True for commands that read the local store only (no login needed).
+bool IsLocalCommand(const std::string& name);
 
 // "usage: single_message USER TEXT..." for a known command.
 std::string Usage(const std::string& name);
+// The list of every command.
 std::string HelpText();
+// Every name `help NAME` explains: the commands, then the session modes.
+std::vector<std::string> HelpTopics();
+// Usage, what it does and an example for a command or session mode; false
+// for an unknown name.
+bool HelpFor(const std::string& topic, std::string* text);
+// Emits the result of `help [TOPIC]` (the list if `topic` is empty), or a
+// USAGE error for an unknown topic; returns whether it was ok.
+bool EmitHelp(Output& out, const std::string& topic);
 
 // Runs `cmd` and emits its result event; returns true on success.
 asio::awaitable<bool> RunCommand(ClientCore& core, Output& out, Command cmd);

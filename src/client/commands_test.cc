@@ -1,5 +1,7 @@
 #include "commands.h"
 
+#include <algorithm>
+
 #include <gtest/gtest.h>
 
 namespace fastchat::client {
@@ -50,6 +52,90 @@ TEST(FromWords, SurplusWordsJoinTheLastArgument) {
   EXPECT_TRUE(g.arity_ok);
   Command bad = FromWords({"kick", "1"});
   EXPECT_FALSE(bad.arity_ok);
+}
+
+TEST(FromWords, OptionalArguments) {
+  EXPECT_TRUE(FromWords({"history", "bob"}).arity_ok);
+  Command h = FromWords({"history", "bob", "5"});
+  EXPECT_TRUE(h.arity_ok);
+  ASSERT_EQ(h.args.size(), 2u);
+  EXPECT_EQ(h.args[1], "5");
+  EXPECT_FALSE(FromWords({"history"}).arity_ok);
+  EXPECT_TRUE(FromWords({"help"}).arity_ok);
+  EXPECT_TRUE(FromWords({"help", "kick"}).arity_ok);
+  Command c;
+  ASSERT_TRUE(ParseLine("history climbers", &c));
+  EXPECT_TRUE(c.arity_ok);
+  ASSERT_TRUE(ParseLine("search  rope at 7", &c));
+  EXPECT_TRUE(c.arity_ok);
+  ASSERT_EQ(c.args.size(), 1u);
+  EXPECT_EQ(c.args[0], "rope at 7");
+}
+
+TEST(DropEndOfOptions, TheFirstDoubleDashIsRemovedLaterOnesAreText) {
+  std::vector<std::string> w = {"single_message", "bob", "--", "--json", "after", "dashdash"};
+  DropEndOfOptions(&w);
+  Command c = FromWords(w);
+  ASSERT_TRUE(c.arity_ok);
+  EXPECT_EQ(c.args[1], "--json after dashdash");
+
+  w = {"--", "single_message", "bob", "--"};
+  DropEndOfOptions(&w);
+  c = FromWords(w);
+  ASSERT_TRUE(c.arity_ok);
+  EXPECT_EQ(c.name, "single_message");
+  EXPECT_EQ(c.args[1], "--");
+
+  w = {"single_message", "bob", "no", "dashes"};
+  DropEndOfOptions(&w);
+  EXPECT_EQ(w.size(), 4u);
+}
+
+TEST(ParseLine, TypedLinesAreNotOptionParsed) {
+  Command c;
+  ASSERT_TRUE(ParseLine("single_message bob -- --json after dashdash", &c));
+  ASSERT_TRUE(c.arity_ok);
+  EXPECT_EQ(c.args[1], "-- --json after dashdash");
+}
+
+// Every command and session mode has help: usage, what it does, and an
+// example that is itself a valid command line.
+TEST(Help, EveryCommandHasUsageDescriptionAndAWorkingExample) {
+  std::vector<std::string> topics = HelpTopics();
+  ASSERT_GE(topics.size(), 20u);
+  for (const char* must : {"single_message", "history", "search", "help", "register", "chat", "listen",
+                           "change_password", "decrypt-frames", "pending"}) {
+    EXPECT_NE(std::find(topics.begin(), topics.end(), must), topics.end()) << must;
+  }
+  for (const std::string& t : topics) {
+    SCOPED_TRACE(t);
+    std::string text;
+    ASSERT_TRUE(HelpFor(t, &text));
+    EXPECT_EQ(text.rfind("usage: ", 0), 0u) << text;
+    EXPECT_NE(text.find(t), std::string::npos) << text;
+    std::size_t ex = text.find("\nexample:\n");
+    ASSERT_NE(ex, std::string::npos) << text;
+    // Between the usage line and the example: a description of some length.
+    std::size_t usage_end = text.find('\n');
+    EXPECT_GT(ex - usage_end, 40u) << text;
+    if (IsKnownCommand(t)) {
+      // The example, as typed in chat, parses as this command with the right
+      // number of arguments; the one-shot form is the same words.
+      std::size_t at = text.find("in chat:   ");
+      ASSERT_NE(at, std::string::npos) << text;
+      std::string line = text.substr(at + 11, text.find('\n', at) - at - 11);
+      Command c;
+      ASSERT_TRUE(ParseLine(line, &c)) << line;
+      EXPECT_EQ(c.name, t) << line;
+      EXPECT_TRUE(c.arity_ok) << line;
+      EXPECT_NE(text.find("one-shot:  fastchat --user alice " + line), std::string::npos) << text;
+    } else if (t != "\\q") {
+      EXPECT_NE(text.find("\n  fastchat "), std::string::npos) << text;
+    }
+  }
+  std::string text;
+  EXPECT_FALSE(HelpFor("frobnicate", &text));
+  EXPECT_TRUE(HelpFor("quit", &text));  // an alias of \q
 }
 
 }  // namespace

@@ -1,8 +1,13 @@
 // Filename: turning a title chosen by a remote sender into a safe local path.
 //
-// Promises: SanitizeTitle's result is never empty, is at most
-// kMaxTitleChars bytes, contains only [A-Za-z0-9._-] and never starts with a
-// dot, so it cannot name a directory, climb out of one, or hide itself.
+// Promises: SanitizeTitle's result is never empty, is valid UTF-8 of at most
+// kMaxTitleBytes bytes (never cut inside a character), holds no path
+// separator ('/', '\\'), no control character (C0, DEL, C1) and no
+// invisible character that reorders or breaks the text around it (bidi
+// overrides, isolates and marks, line and paragraph separators), and never
+// starts with a dot: it cannot name a directory, climb out of one, hide
+// itself, or display as another name. Every other character of the title,
+// letters of any script included, is kept.
 // DownloadPath's result always lies directly inside the given folder.
 #pragma once
 
@@ -13,12 +18,14 @@
 
 namespace fastchat::client {
 
-inline constexpr std::size_t kMaxTitleChars = 100;
+// In bytes. "received_" + a title + "-<counter>" stays well below the 255
+// bytes a Linux file name may have.
+inline constexpr std::size_t kMaxTitleBytes = 200;
 
-// Keeps [A-Za-z0-9._-], maps every other byte (/, \, spaces, control and
-// non-ASCII bytes, NUL) to '_', drops leading dots, caps the length at
-// kMaxTitleChars (keeping a short extension), and returns "image" for an
-// empty result.
+// Maps each unsafe character (see above) and each invalid UTF-8 sequence (a
+// maximal invalid subpart, as Unicode defines it) to one '_', drops leading
+// dots, caps the length at kMaxTitleBytes on a character boundary (keeping
+// an extension of up to 16 bytes), and returns "image" for an empty result.
 std::string SanitizeTitle(std::string_view title);
 
 // Returns `dir`/received_<SanitizeTitle(title)>, or, if that name is taken,

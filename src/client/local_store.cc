@@ -1,5 +1,6 @@
 #include "local_store.h"
 
+#include <algorithm>
 #include <chrono>
 #include <utility>
 #include <vector>
@@ -40,6 +41,12 @@ CREATE TABLE IF NOT EXISTS partial_images(
   title TEXT NOT NULL, size INTEGER NOT NULL, chunk_count INTEGER NOT NULL,
   next_chunk INTEGER NOT NULL, temp_path TEXT NOT NULL, started INTEGER NOT NULL,
   PRIMARY KEY(scope, sender, msg_id));
+CREATE TABLE IF NOT EXISTS history(
+  id INTEGER PRIMARY KEY, slot BLOB NOT NULL UNIQUE, conv_group INTEGER NOT NULL,
+  conv_id INTEGER NOT NULL, sender INTEGER NOT NULL, outgoing INTEGER NOT NULL,
+  kind TEXT NOT NULL, at INTEGER NOT NULL, msg_id BLOB NOT NULL, sealed BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS history_by_conversation ON history(conv_group, conv_id, id);
+CREATE UNIQUE INDEX IF NOT EXISTS history_once ON history(sender, msg_id) WHERE length(msg_id) > 0;
 )sql";
 
 std::int64_t NowMs() {
@@ -132,6 +139,32 @@ bool AllDigits(const std::string& s) {
 std::string FriendLabel(std::uint64_t id) { return "friend/" + std::to_string(id); }
 std::string GroupLabel(std::uint64_t gid, std::uint64_t epoch) {
   return "group/" + std::to_string(gid) + "/" + std::to_string(epoch);
+}
+
+// A history entry's sealed body is bound to its slot (a random id of the
+// row) and to every field stored beside it.
+std::string HistoryLabel(const std::string& slot, const HistoryEntry& e) {
+  return "history/" + crypto::Hex(slot) + "/" + (e.group ? "group/" : "user/") + std::to_string(e.conv_id) + "/" +
+         std::to_string(e.sender) + "/" + (e.outgoing ? "out/" : "in/") + e.kind + "/" + std::to_string(e.at_ms) +
+         "/" + crypto::Hex(e.msg_id);
+}
+
+constexpr const char* kHistoryColumns = "id, slot, conv_group, conv_id, sender, outgoing, kind, at, msg_id, sealed";
+
+// One row of kHistoryColumns; *slot gets the slot, e->body the sealed body.
+HistoryEntry ReadHistoryRow(Stmt& r, std::string* slot) {
+  HistoryEntry e;
+  e.id = r.ColInt(0);
+  *slot = r.ColStr(1);
+  e.group = r.ColInt(2) != 0;
+  e.conv_id = r.ColU64(3);
+  e.sender = r.ColU64(4);
+  e.outgoing = r.ColInt(5) != 0;
+  e.kind = r.ColStr(6);
+  e.at_ms = r.ColInt(7);
+  e.msg_id = r.ColStr(8);
+  e.body = r.ColStr(9);
+  return e;
 }
 
 // Best effort: overwrites key material before its memory is freed.
@@ -340,7 +373,10 @@ Status LocalStore::Open(const std::filesystem::path& path, std::string_view pass
   s = crypto::DeriveKey(password, salt, cost, &store->master_key_);
   if (!s.ok()) return s;
   s = store->Unseal("identity/x25519", sealed_x, &id.x25519_secret);
-  if (!s.ok()) return Status(Code::kBadCredentials, "wrong password for local store " + path.string());
+  if (!s.ok()) {
+    spdlog::info("the password does not open the local store {}", path.string());
+    return Status(Code::kBadCredentials, kBadCredentialsMessage);
+  }
   s = store->Unseal("identity/ed25519", sealed_ed, &id.ed25519_secret);
   if (!s.ok()) return s;
   store->salt_ = salt;
@@ -370,7 +406,7 @@ Status LocalStore::ChangePassword(std::string_view new_password, crypto::PwhashC
   if (!s.ok()) return s;
   s = StillOurKey();
   struct Sealed {
-    std::string table;  // friend_keys or group_keys
+    std::string table;  // friend_keys, group_keys or history
     std::uint64_t a = 0, b = 0;
     std::string label, value;
   };
@@ -385,6 +421,14 @@ Status LocalStore::ChangePassword(std::string_view new_password, crypto::PwhashC
     Stmt st(db_, "SELECT group_id, epoch, sealed FROM group_keys");
     s = st.ReadAll(&rows, [](Stmt& r) {
       return Sealed{"group_keys", r.ColU64(0), r.ColU64(1), GroupLabel(r.ColU64(0), r.ColU64(1)), r.ColStr(2)};
+    });
+  }
+  if (s.ok()) {
+    Stmt st(db_, (std::string("SELECT ") + kHistoryColumns + " FROM history").c_str());
+    s = st.ReadAll(&rows, [](Stmt& r) {
+      std::string slot;
+      HistoryEntry e = ReadHistoryRow(r, &slot);
+      return Sealed{"history", static_cast<std::uint64_t>(e.id), 0, HistoryLabel(slot, e), e.body};
     });
   }
   // Every secret opened with the old key and sealed with the new one.
@@ -402,8 +446,9 @@ Status LocalStore::ChangePassword(std::string_view new_password, crypto::PwhashC
     if (!s.ok()) break;
     s = reseal(row.label, &row.value);
     if (!s.ok()) break;
-    Stmt up(db_, row.table == "friend_keys" ? "UPDATE friend_keys SET sealed = ? WHERE user_id = ?"
-                                             : "UPDATE group_keys SET sealed = ? WHERE group_id = ? AND epoch = ?");
+    Stmt up(db_, row.table == "friend_keys"  ? "UPDATE friend_keys SET sealed = ? WHERE user_id = ?"
+                 : row.table == "group_keys" ? "UPDATE group_keys SET sealed = ? WHERE group_id = ? AND epoch = ?"
+                                             : "UPDATE history SET sealed = ? WHERE id = ?");
     up.Blob(row.value).U64(row.a);
     if (row.table == "group_keys") up.U64(row.b);
     s = up.Run();
@@ -757,6 +802,84 @@ Status LocalStore::DeletePartial(std::uint64_t scope, std::uint64_t sender, std:
   Stmt st(db_, "DELETE FROM partial_images WHERE scope = ? AND sender = ? AND msg_id = ?");
   st.U64(scope).U64(sender).Blob(msg_id);
   return st.Run();
+}
+
+// ---------------------------------------------------------------- history
+
+Status LocalStore::AddHistory(const HistoryEntry& e, bool* added) {
+  if (added != nullptr) *added = false;
+  const std::string slot = crypto::RandomBytes(16);
+  std::string sealed;
+  Status s = Seal(HistoryLabel(slot, e), e.body, &sealed);
+  if (!s.ok()) return s;
+  // Only while the store is still sealed under our key (see ChangePassword).
+  Stmt st(db_,
+          "INSERT OR IGNORE INTO history(slot, conv_group, conv_id, sender, outgoing, kind, at, msg_id, sealed) "
+          "SELECT ?,?,?,?,?,?,?,?,? WHERE (SELECT v FROM meta WHERE k = 'salt') = ?");
+  st.Blob(slot).Int(e.group ? 1 : 0).U64(e.conv_id).U64(e.sender).Int(e.outgoing ? 1 : 0).Text(e.kind);
+  st.Int(e.at_ms).Blob(e.msg_id).Blob(sealed).Blob(salt_);
+  s = st.Run();
+  if (!s.ok()) return s;
+  if (sqlite3_changes(db_) == 1) {
+    if (added != nullptr) *added = true;
+    return Status::OK();
+  }
+  return StillOurKey();  // not stored: kept already, or the password changed
+}
+
+void LocalStore::UnsealHistory(HistoryEntry* e, const std::string& slot) const {
+  std::string plain;
+  Status s = Unseal(HistoryLabel(slot, *e), e->body, &plain);
+  e->intact = s.ok();
+  e->body = s.ok() ? std::move(plain) : std::string();
+}
+
+Status LocalStore::History(bool group, std::uint64_t conv_id, std::size_t limit, std::vector<HistoryEntry>* out) {
+  out->clear();
+  const std::string sql = std::string("SELECT ") + kHistoryColumns + " FROM (SELECT " + kHistoryColumns +
+                          " FROM history WHERE conv_group = ? AND conv_id = ? ORDER BY id DESC LIMIT ?) ORDER BY id";
+  Stmt st(db_, sql.c_str());
+  st.Int(group ? 1 : 0).U64(conv_id).U64(limit);
+  return st.ReadAll(out, [this](Stmt& r) {
+    std::string slot;
+    HistoryEntry e = ReadHistoryRow(r, &slot);
+    UnsealHistory(&e, slot);
+    return e;
+  });
+}
+
+Status LocalStore::SearchHistory(std::size_t scan, std::size_t max_hits,
+                                 const std::function<bool(const HistoryEntry&)>& keep,
+                                 std::vector<HistoryEntry>* out, std::size_t* scanned, bool* more) {
+  out->clear();
+  *scanned = 0;
+  *more = false;
+  const std::string sql = std::string("SELECT ") + kHistoryColumns + " FROM history ORDER BY id DESC LIMIT ?";
+  Stmt st(db_, sql.c_str());
+  st.U64(scan + 1);  // one more than scanned: tells whether older entries are left
+  for (;;) {
+    bool row = false;
+    Status s = st.Step(&row);
+    if (!s.ok()) return s;
+    if (!row) break;
+    if (*scanned == scan) {
+      *more = true;
+      break;
+    }
+    ++*scanned;
+    std::string slot;
+    HistoryEntry e = ReadHistoryRow(st, &slot);
+    UnsealHistory(&e, slot);
+    if (!e.intact || !keep(e)) continue;
+    out->push_back(std::move(e));
+    if (out->size() == max_hits) {  // enough: older entries stay unread
+      s = st.Step(more);
+      if (!s.ok()) return s;
+      break;
+    }
+  }
+  std::reverse(out->begin(), out->end());
+  return Status::OK();
 }
 
 }  // namespace fastchat::client

@@ -2,8 +2,9 @@
 // (<home>/<name>.fcdb).
 //
 // Promises:
-// - Secret material (own secret keys, friend keys, group keys) is stored only
-//   sealed with XChaCha20-Poly1305 under a key derived from the password
+// - Secret material (own secret keys, friend keys, group keys, and the
+//   content of the history: message texts, file names and paths, notices) is
+//   stored only sealed with XChaCha20-Poly1305 under a key derived from the password
 //   (Argon2id, per-store random salt); each sealed value is bound to its slot
 //   (associated data), so values cannot be swapped between rows. Opening with
 //   a wrong password fails with kBadCredentials.
@@ -17,6 +18,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -65,6 +67,26 @@ struct PartialImage {
   std::string temp_path;
 };
 
+// One entry of the history: a message, file or notice sent or received.
+// Everything but `body` is stored in the clear (like contacts and groups,
+// so that a conversation can be read without opening every entry); `body`
+// is sealed, bound to the entry's slot and to every other field.
+struct HistoryEntry {
+  std::int64_t id = 0;       // set when stored: the order of storing
+  bool group = false;        // the conversation: a group, or a direct one with a user
+  std::uint64_t conv_id = 0;  // the group's id, or the other user's id
+  std::uint64_t sender = 0;   // who sent it (this user, for outgoing entries)
+  bool outgoing = false;
+  std::string kind;           // "message", "image" or "notice"
+  std::int64_t at_ms = 0;     // when (ms since the epoch)
+  // The sender's msg_id, or another key that names the entry for good:
+  // an entry with a non-empty key is stored once per (sender, key). Empty:
+  // no such check.
+  std::string msg_id;
+  std::string body;           // the content (the client stores JSON here)
+  bool intact = true;         // read back: false if `body` did not unseal
+};
+
 enum class PinResult { kNew, kMatch, kChanged };
 
 class LocalStore {
@@ -80,7 +102,8 @@ class LocalStore {
   static Status Create(const std::filesystem::path& path, const Identity& id,
                        std::string_view password, crypto::PwhashCost cost,
                        std::unique_ptr<LocalStore>* out);
-  // Opens an existing store; kBadCredentials for a wrong password. A store
+  // Opens an existing store; kBadCredentials (with kBadCredentialsMessage,
+  // as the server says it) for a wrong password. A store
   // file (or its -wal, -shm) that others may access is made 0600 first,
   // with a warning in the log.
   static Status Open(const std::filesystem::path& path, std::string_view password,
@@ -95,12 +118,12 @@ class LocalStore {
 
   const Identity& identity() const { return identity_; }
 
-  // Re-seals every secret (own keys, friend keys, group keys) under a key
+  // Re-seals every secret (own keys, friend keys, group keys, history) under a key
   // derived from `new_password` with a new salt, in one transaction: after
   // it, only the new password opens the store; if it fails, only the old
   // one does. Another process still holding the old key cannot write keys
-  // sealed with it any more: its PutFriendKey/PutGroupKey fail with
-  // kBadCredentials ("changed by another process").
+  // sealed with it any more: its PutFriendKey/PutGroupKey/AddHistory fail
+  // with kBadCredentials ("changed by another process").
   Status ChangePassword(std::string_view new_password, crypto::PwhashCost cost);
 
   // ---- transactions (BEGIN IMMEDIATE; not nestable)
@@ -152,12 +175,28 @@ class LocalStore {
   Status PutPartial(const PartialImage& p);
   Status DeletePartial(std::uint64_t scope, std::uint64_t sender, std::string_view msg_id);
 
+  // ---- history
+  // Stores `e` (its id is chosen here) unless an entry with the same sender
+  // and non-empty msg_id is there already; *added tells which.
+  Status AddHistory(const HistoryEntry& e, bool* added = nullptr);
+  // The newest `limit` entries of one conversation, oldest first.
+  Status History(bool group, std::uint64_t conv_id, std::size_t limit, std::vector<HistoryEntry>* out);
+  // Unseals the entries of all conversations, newest first, at most `scan`
+  // of them, until `max_hits` have keep(entry) true; *out gets those,
+  // oldest first. *scanned: entries read; *more: older entries were left
+  // unread. (The text is sealed, so it is matched here, not by SQL.)
+  Status SearchHistory(std::size_t scan, std::size_t max_hits, const std::function<bool(const HistoryEntry&)>& keep,
+                       std::vector<HistoryEntry>* out, std::size_t* scanned, bool* more);
+
  private:
   LocalStore(sqlite3* db, std::filesystem::path path);
   static Status OpenDb(const std::filesystem::path& path, bool create, sqlite3** db);
   Status Exec(const char* sql);
   Status Seal(const std::string& label, std::string_view plaintext, std::string* sealed) const;
   Status Unseal(const std::string& label, std::string_view sealed, std::string* plaintext) const;
+  // Replaces e->body (sealed, as read) by its plaintext, or clears it and
+  // sets e->intact = false.
+  void UnsealHistory(HistoryEntry* e, const std::string& slot) const;
   Status SetMeta(const char* key, std::string_view value, bool blob);
   Status GetMeta(const char* key, std::string* value);
   // OK while the file's salt is the one this object opened it with.

@@ -13,6 +13,16 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// Runs `sql` on the store file directly, as someone with write access to it
+// might.
+void Tamper(const fs::path& path, const char* sql) {
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  sqlite3_busy_timeout(db, 5000);
+  EXPECT_EQ(sqlite3_exec(db, sql, nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
+  sqlite3_close(db);
+}
+
 class LocalStoreTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -240,17 +250,11 @@ TEST_F(LocalStoreTest, SealedValuesAreBoundToTheirSlot) {
   // access to the file might) does not make it usable there.
   ASSERT_TRUE(store_->PutGroupKey(5, 1, std::string(32, 'a'), nullptr).ok());
   ASSERT_TRUE(store_->PutFriendKey(7, std::string(32, 'f')).ok());
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
-  sqlite3_busy_timeout(db, 5000);
-  ASSERT_EQ(sqlite3_exec(db,
-                         "INSERT INTO group_keys(group_id, epoch, sealed) "
-                         "SELECT group_id, 2, sealed FROM group_keys WHERE group_id = 5 AND epoch = 1;"
-                         "INSERT INTO friend_keys(user_id, sealed, created) "
-                         "SELECT 8, sealed, created FROM friend_keys WHERE user_id = 7;",
-                         nullptr, nullptr, nullptr),
-            SQLITE_OK);
-  sqlite3_close(db);
+  Tamper(path_,
+         "INSERT INTO group_keys(group_id, epoch, sealed) "
+         "SELECT group_id, 2, sealed FROM group_keys WHERE group_id = 5 AND epoch = 1;"
+         "INSERT INTO friend_keys(user_id, sealed, created) "
+         "SELECT 8, sealed, created FROM friend_keys WHERE user_id = 7;");
   std::string k;
   EXPECT_TRUE(store_->GetGroupKey(5, 1, &k).ok());
   EXPECT_EQ(store_->GetGroupKey(5, 2, &k).code(), Code::kCorruption);
@@ -308,6 +312,146 @@ TEST_F(LocalStoreTest, TwoHandlesSeeEachOthersWrites) {
   bool seen = false;
   ASSERT_TRUE(store_->SeenSeq(99, &seen).ok());
   EXPECT_TRUE(seen);
+}
+
+HistoryEntry Entry(bool group, std::uint64_t conv, std::uint64_t sender, const std::string& body,
+                   const std::string& msg_id = std::string()) {
+  HistoryEntry e;
+  e.group = group;
+  e.conv_id = conv;
+  e.sender = sender;
+  e.outgoing = sender == 42;
+  e.kind = "message";
+  e.at_ms = 1700000000000 + static_cast<std::int64_t>(body.size());
+  e.msg_id = msg_id;
+  e.body = body;
+  return e;
+}
+
+std::vector<std::string> Bodies(const std::vector<HistoryEntry>& v) {
+  std::vector<std::string> out;
+  for (const auto& e : v) out.push_back(e.intact ? e.body : "<damaged>");
+  return out;
+}
+
+TEST_F(LocalStoreTest, HistoryKeepsEachConversationInOrder) {
+  bool added = false;
+  ASSERT_TRUE(store_->AddHistory(Entry(false, 7, 42, "one", "m1"), &added).ok());
+  EXPECT_TRUE(added);
+  ASSERT_TRUE(store_->AddHistory(Entry(false, 7, 7, "two", "m2")).ok());
+  ASSERT_TRUE(store_->AddHistory(Entry(true, 7, 9, "in the group with id 7")).ok());
+  ASSERT_TRUE(store_->AddHistory(Entry(false, 8, 8, "to someone else")).ok());
+  ASSERT_TRUE(store_->AddHistory(Entry(false, 7, 42, "three", "m3")).ok());
+  // The same message again (a delivery repeated): kept once.
+  ASSERT_TRUE(store_->AddHistory(Entry(false, 7, 7, "two", "m2"), &added).ok());
+  EXPECT_FALSE(added);
+  // Notices without a key are kept each time.
+  ASSERT_TRUE(store_->AddHistory(Entry(true, 7, 9, "notice"), &added).ok());
+  EXPECT_TRUE(added);
+
+  std::vector<HistoryEntry> h;
+  ASSERT_TRUE(store_->History(false, 7, 20, &h).ok());
+  EXPECT_EQ(Bodies(h), (std::vector<std::string>{"one", "two", "three"}));
+  ASSERT_EQ(h.size(), 3u);
+  EXPECT_TRUE(h[0].outgoing);
+  EXPECT_FALSE(h[1].outgoing);
+  EXPECT_EQ(h[1].sender, 7u);
+  EXPECT_EQ(h[1].msg_id, "m2");
+  EXPECT_EQ(h[1].kind, "message");
+  EXPECT_EQ(h[1].at_ms, 1700000000003);
+  EXPECT_LT(h[0].id, h[1].id);
+  // The newest N, oldest first.
+  ASSERT_TRUE(store_->History(false, 7, 2, &h).ok());
+  EXPECT_EQ(Bodies(h), (std::vector<std::string>{"two", "three"}));
+  ASSERT_TRUE(store_->History(true, 7, 20, &h).ok());
+  EXPECT_EQ(Bodies(h), (std::vector<std::string>{"in the group with id 7", "notice"}));
+  ASSERT_TRUE(store_->History(false, 99, 20, &h).ok());
+  EXPECT_TRUE(h.empty());
+
+  // Another handle (a restarted client) reads the same.
+  store_.reset();
+  std::unique_ptr<LocalStore> s;
+  ASSERT_TRUE(LocalStore::Open(path_, "pw-alice", &s).ok());
+  ASSERT_TRUE(s->History(false, 7, 20, &h).ok());
+  EXPECT_EQ(Bodies(h), (std::vector<std::string>{"one", "two", "three"}));
+}
+
+TEST_F(LocalStoreTest, HistoryTextIsNotStoredInTheClear) {
+  const std::string secret = "the-launch-code-is-0000-" + crypto::Hex(crypto::RandomBytes(8));
+  ASSERT_TRUE(store_->AddHistory(Entry(false, 7, 7, secret, "m")).ok());
+  store_.reset();
+  std::string bytes;
+  for (const auto& suffix : {"", "-wal"}) {
+    std::ifstream in(path_.string() + suffix, std::ios::binary);
+    bytes += std::string(std::istreambuf_iterator<char>(in), {});
+  }
+  EXPECT_FALSE(bytes.empty());
+  EXPECT_EQ(bytes.find(secret), std::string::npos);
+  EXPECT_EQ(bytes.find("launch-code"), std::string::npos);
+}
+
+TEST_F(LocalStoreTest, HistoryBodiesAreBoundToTheirSlotAndFields) {
+  ASSERT_TRUE(store_->AddHistory(Entry(false, 7, 7, "from bob", "a")).ok());
+  ASSERT_TRUE(store_->AddHistory(Entry(false, 8, 8, "from carol", "b")).ok());
+  ASSERT_TRUE(store_->AddHistory(Entry(false, 9, 9, "from dave", "c")).ok());
+  // carol's sealed text copied into bob's row; dave's row moved into bob's
+  // conversation.
+  Tamper(path_,
+         "UPDATE history SET sealed = (SELECT sealed FROM history WHERE conv_id = 8) WHERE conv_id = 7;"
+         "UPDATE history SET conv_id = 7, sender = 7 WHERE conv_id = 9;");
+  std::vector<HistoryEntry> h;
+  ASSERT_TRUE(store_->History(false, 7, 20, &h).ok());
+  EXPECT_EQ(Bodies(h), (std::vector<std::string>{"<damaged>", "<damaged>"}));
+  ASSERT_TRUE(store_->History(false, 8, 20, &h).ok());
+  EXPECT_EQ(Bodies(h), (std::vector<std::string>{"from carol"}));
+}
+
+TEST_F(LocalStoreTest, SearchOpensAtMostTheNewestEntries) {
+  ASSERT_TRUE(store_->AddHistory(Entry(false, 7, 7, "needle in the oldest")).ok());
+  for (int i = 0; i < 30; ++i) ASSERT_TRUE(store_->AddHistory(Entry(false, 7, 7, "hay " + std::to_string(i))).ok());
+  ASSERT_TRUE(store_->AddHistory(Entry(true, 3, 9, "needle in the newest")).ok());
+  auto needle = [](const HistoryEntry& e) { return e.body.find("needle") != std::string::npos; };
+  std::vector<HistoryEntry> hits;
+  std::size_t scanned = 0;
+  bool more = false;
+  ASSERT_TRUE(store_->SearchHistory(10, 100, needle, &hits, &scanned, &more).ok());
+  EXPECT_EQ(Bodies(hits), (std::vector<std::string>{"needle in the newest"}));
+  EXPECT_EQ(scanned, 10u);
+  EXPECT_TRUE(more);
+  EXPECT_TRUE(hits[0].group);
+  EXPECT_EQ(hits[0].conv_id, 3u);
+  ASSERT_TRUE(store_->SearchHistory(1000, 100, needle, &hits, &scanned, &more).ok());
+  EXPECT_EQ(Bodies(hits), (std::vector<std::string>{"needle in the oldest", "needle in the newest"}));
+  EXPECT_EQ(scanned, 32u);
+  EXPECT_FALSE(more);
+  // At most max_hits, the newest ones.
+  auto hay = [](const HistoryEntry& e) { return e.body.rfind("hay", 0) == 0; };
+  ASSERT_TRUE(store_->SearchHistory(1000, 2, hay, &hits, &scanned, &more).ok());
+  EXPECT_EQ(Bodies(hits), (std::vector<std::string>{"hay 28", "hay 29"}));
+  EXPECT_TRUE(more);
+}
+
+TEST_F(LocalStoreTest, ChangePasswordResealsTheHistory) {
+  ASSERT_TRUE(store_->AddHistory(Entry(false, 7, 42, "before the change", "m1")).ok());
+  ASSERT_TRUE(store_->AddHistory(Entry(true, 3, 9, "in a group")).ok());
+  std::unique_ptr<LocalStore> other;  // a second process, opened before the change
+  ASSERT_TRUE(LocalStore::Open(path_, "pw-alice", &other).ok());
+  ASSERT_TRUE(store_->ChangePassword("pw-new", crypto::PwhashCost::Min()).ok());
+  ASSERT_TRUE(store_->AddHistory(Entry(false, 7, 7, "after the change", "m2")).ok());
+  // The old key cannot add entries the new one would not open.
+  bool added = true;
+  Status st = other->AddHistory(Entry(false, 7, 7, "sealed the old way", "m3"), &added);
+  EXPECT_EQ(st.code(), Code::kBadCredentials) << st.ToString();
+  EXPECT_FALSE(added);
+  other.reset();
+  store_.reset();
+  std::unique_ptr<LocalStore> s;
+  ASSERT_TRUE(LocalStore::Open(path_, "pw-new", &s).ok());
+  std::vector<HistoryEntry> h;
+  ASSERT_TRUE(s->History(false, 7, 20, &h).ok());
+  EXPECT_EQ(Bodies(h), (std::vector<std::string>{"before the change", "after the change"}));
+  ASSERT_TRUE(s->History(true, 3, 20, &h).ok());
+  EXPECT_EQ(Bodies(h), (std::vector<std::string>{"in a group"}));
 }
 
 }  // namespace

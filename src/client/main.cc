@@ -1,7 +1,8 @@
 // fastchat: the FastChat command-line client.
 //
 //   fastchat [options] register NAME | chat | listen | pending
-//   fastchat [options] <command> [ARGS...]   (one-shot)
+//   fastchat [options] <command> [ARGS...]   (one-shot; "--" ends the options)
+//   fastchat help [COMMAND]
 //   fastchat [options] decrypt-frames FILE
 //
 // Everything runs on one thread: one io_context, C++20 coroutines.
@@ -168,7 +169,15 @@ struct App {
   }
 
   awaitable<void> OneShot(fc::Command cmd) {
-    bool started = co_await Start(cmd.name, fc::SessionMode::kOneShot);
+    bool started = false;
+    if (fc::IsLocalCommand(cmd.name)) {
+      // history, search: the local store is all they read.
+      fc::Outcome o = core->OpenStore();
+      if (!o.ok()) fc::EmitError(*out, cmd.name, o.code, o.message);
+      started = o.ok();
+    } else {
+      started = co_await Start(cmd.name, fc::SessionMode::kOneShot);
+    }
     if (started) {
       bool ok = co_await fc::RunCommand(*core, *out, cmd);
       rc = ok ? 0 : 1;
@@ -324,6 +333,7 @@ int main(int argc, char** argv) {
   if (verbose) spdlog::set_level(spdlog::level::debug);
 
   std::vector<std::string> rest = cli.remaining();
+  fc::DropEndOfOptions(&rest);
   fc::Output out(json);
   if (rest.empty()) {
     std::cerr << cli.help() << std::endl;
@@ -379,9 +389,11 @@ int main(int argc, char** argv) {
   fc::Command cmd;
   bool session = mode == "chat" || mode == "listen" || mode == "pending";
   if (mode == "help" || mode == "\\help" || mode == "--help") {
-    fc::Json r = {{"type", "result"}, {"cmd", "help"}, {"ok", true}, {"text", fc::HelpText()}};
-    out.Emit(r);
-    return 0;
+    if (rest.size() > 2) {
+      fc::EmitError(out, "help", fc::kCodeUsage, "usage: fastchat help [COMMAND]");
+      return 1;
+    }
+    return fc::EmitHelp(out, rest.size() == 2 ? rest[1] : std::string()) ? 0 : 1;
   } else if (mode == "register" || mode == "decrypt-frames") {
     if (rest.size() != 2) {
       fc::EmitError(out, mode, fc::kCodeUsage,

@@ -1,6 +1,8 @@
 #include "output.h"
 
+#include <cstdint>
 #include <cstdio>
+#include <ctime>
 
 #include <nlohmann/json.hpp>
 
@@ -36,6 +38,30 @@ std::string UserList(const Json& list) {
     out += Str(u, "name") + " (" + Str(u, "id") + ")";
   }
   return out.empty() ? "(none)" : out;
+}
+
+// "2024-05-01 14:00:01", local time.
+std::string LocalTime(std::int64_t ms) {
+  std::time_t secs = static_cast<std::time_t>(ms / 1000);
+  std::tm tm{};
+  localtime_r(&secs, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm);
+  return buf;
+}
+
+// One entry of history or search: "2024-05-01 14:00:01  alice: hi".
+std::string HistoryLine(const Json& e, bool with_conversation) {
+  std::string line = "  " + LocalTime(e.value("time_ms", std::int64_t{0})) + "  ";
+  if (with_conversation)
+    line += e.contains("group_id") ? "[group " + GroupName(e) + "] " : "[" + Who(e, "with", "with_id") + "] ";
+  std::string who = Who(e, "from", "from_id");
+  std::string kind = Str(e, "kind");
+  if (e.value("damaged", false)) return line + "! an entry that does not open (damaged, or moved in the store file)";
+  if (kind == "message") return line + who + ": " + Str(e, "text");
+  if (kind == "image")
+    return line + who + " sent a file \"" + Str(e, "title") + "\" (" + Str(e, "bytes") + " bytes): " + Str(e, "path");
+  return line + "* " + Str(e, "text");
 }
 
 std::string HumanResult(const Json& e) {
@@ -79,6 +105,20 @@ std::string HumanResult(const Json& e) {
     return "members of " + GroupName(e) + ": " + UserList(e.value("members", Json::array()));
   if (cmd == "fingerprint")
     return "safety number with " + Who(e, "user", "user_id") + ":\n  " + Str(e, "safety_number");
+  if (cmd == "history") {
+    std::string s = e.contains("group_id") ? "history of group " + GroupName(e) : "history with " + Who(e, "user", "user_id");
+    const Json list = e.value("entries", Json::array());
+    s += list.empty() ? ": nothing yet" : " (" + std::to_string(list.size()) + ", oldest first):";
+    for (const auto& x : list) s += "\n" + HistoryLine(x, false);
+    return s;
+  }
+  if (cmd == "search") {
+    const Json list = e.value("entries", Json::array());
+    std::string s = "search \"" + Str(e, "query") + "\": " + std::to_string(list.size()) + " found";
+    if (e.value("more", false)) s += " (older entries were not searched)";
+    for (const auto& x : list) s += "\n" + HistoryLine(x, true);
+    return s;
+  }
   if (cmd == "pending") {
     std::string n = Str(e, "count");
     return n.empty() ? "fetching pending deliveries" : n + " pending deliveries processed";

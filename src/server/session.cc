@@ -551,7 +551,7 @@ asio::awaitable<Refusal> Session::CheckPassword(const wire::Envelope& env, std::
   std::string hash = known ? found->password_hash : server_.decoy_hash;
   const std::uint64_t id = known ? found->id : 0;
   std::string name = known ? found->name : std::string();
-  const Status bad(Code::kBadCredentials, "unknown user or wrong password");
+  const Status bad(Code::kBadCredentials, kBadCredentialsMessage);
   // Failed logins are limited per account and per source, and Argon2id work
   // is queued only so deep: both are checked before any hashing. An unknown
   // account is counted by the name or id asked for, like a known one.
