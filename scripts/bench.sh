@@ -80,6 +80,9 @@ if [[ -n "${TLS:-}" && "${TLS}" != 0 ]]; then
   plain_args=""
   tls_args=(--tls)
 fi
+# The output file exists before the server starts: the loop below reads it
+# at once (a background job's redirection may not have made it yet).
+: >"$tmp/server.out"
 # shellcheck disable=SC2086
 "$server_bin" --listen 127.0.0.1:0 --db "$tmp/server.db" --pwhash min --log-level warn "${no_limits[@]}" \
   $plain_args ${SERVER_ARGS:-} >"$tmp/server.out" 2>"$tmp/server.err" &
