@@ -83,6 +83,7 @@ class SqliteStore final : public Store {
   Status FetchPending(std::uint64_t recipient, std::uint64_t after_seq, std::size_t limit,
                       std::vector<PendingRow>* rows) override;
   Status Ack(std::uint64_t recipient, const std::vector<std::uint64_t>& seqs) override;
+  Status AckMany(const std::vector<std::pair<std::uint64_t, std::uint64_t>>& recipient_seqs) override;
   Status CountPending(std::uint64_t recipient, std::uint64_t* n) override;
   Status AppendGroup(std::uint64_t group, std::uint64_t sender, const std::vector<std::uint64_t>& members,
                      const std::string& dedupe_key, const std::string& payload, std::uint64_t* seq,
@@ -143,6 +144,7 @@ class SqliteStore final : public Store {
     kGroupReaders,
     kCountGroupLog,
     kLastSeq,
+    kReserveSeqs,
     kUpsertServer,
     kListServers,
     kInsertToken,
@@ -173,6 +175,12 @@ class SqliteStore final : public Store {
   Status InsertMember(std::uint64_t group, std::uint64_t user, const char* context);
   // Starts (or restarts) `user`'s cursor in `group` at the newest seq.
   Status StartCursor(std::uint64_t group, std::uint64_t user, const char* context);
+  // Makes sure next_seq_ + 1 is covered by the durable reservation: if not,
+  // writes seq_reservation = next_seq_ + kSeqReserve in the current
+  // transaction. Every committed seq is then at or below the committed
+  // reservation, so seqs never repeat after a restart (they jump ahead by
+  // at most kSeqReserve instead).
+  Status ReserveSeq();
   Status EnqueueOne(const PendingItem& item, std::uint64_t* seq, bool* fresh);
   // Column 0 of the one row of `sql` with ?1 = `key` (a COUNT).
   Status Count(Sql sql, std::uint64_t key, const char* context, std::uint64_t* n);
@@ -190,6 +198,10 @@ class SqliteStore final : public Store {
   // The newest seq drawn (pending and group logs share it). A rolled-back
   // write leaves a gap; seqs only grow.
   std::uint64_t next_seq_ = 0;
+  // Seqs up to here are reserved durably (seq_reservation); 0 after any
+  // rollback, which may have undone the last reservation.
+  std::uint64_t reserved_seq_ = 0;
+  static constexpr std::uint64_t kSeqReserve = 1'000'000;
 };
 
 }  // namespace fastchat

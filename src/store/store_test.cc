@@ -1139,6 +1139,25 @@ class SqliteStoreTest : public ::testing::Test {
     return result;
   }
 
+  // Runs every statement of `sql` on a separate raw connection.
+  void RawExec(const std::string& sql) {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+    char* error = nullptr;
+    EXPECT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &error), SQLITE_OK) << (error ? error : "");
+    sqlite3_free(error);
+    sqlite3_close(db);
+  }
+
+  static UserRecord User(const std::string& name) {
+    UserRecord u;
+    u.name = name;
+    u.password_hash = "h";
+    u.x25519_public = FakeKey(1);
+    u.ed25519_public = FakeKey(2);
+    return u;
+  }
+
   std::string dir_;
   std::string path_;
 };
@@ -1147,27 +1166,20 @@ TEST_F(SqliteStoreTest, UsesWalAndRecordsSchemaVersion) {
   std::unique_ptr<Store> store;
   ASSERT_OK(OpenSqliteStore(path_, &store));
   EXPECT_EQ(RawQuery("PRAGMA journal_mode"), "wal");
-  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "4");
+  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "5");
   EXPECT_EQ(RawQuery("SELECT COUNT(*) FROM schema_version"), "1");
   store.reset();
 
   // Reopening an up-to-date file changes nothing.
   ASSERT_OK(OpenSqliteStore(path_, &store));
   EXPECT_EQ(RawQuery("SELECT COUNT(*) FROM schema_version"), "1");
-  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "4");
+  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "5");
 }
 
 TEST_F(SqliteStoreTest, ABatchCommitsTogetherAndAFailedUnitIsUndoneAlone) {
   std::unique_ptr<Store> store;
   ASSERT_OK(OpenSqliteStore(path_, &store));
-  auto user = [](const std::string& name) {
-    UserRecord u;
-    u.name = name;
-    u.password_hash = "h";
-    u.x25519_public = FakeKey(1);
-    u.ed25519_public = FakeKey(2);
-    return u;
-  };
+  auto user = &SqliteStoreTest::User;
   std::uint64_t id = 0;
   ASSERT_OK(store->BeginBatch());
   ASSERT_OK(store->BeginUnit());
@@ -1195,6 +1207,83 @@ TEST_F(SqliteStoreTest, ABatchCommitsTogetherAndAFailedUnitIsUndoneAlone) {
   // Outside a batch each call commits by itself.
   ASSERT_OK(store->CreateUser(user("d"), &id));
   EXPECT_EQ(RawQuery("SELECT COUNT(*) FROM users"), "2");
+}
+
+// Seqs come from a durable reservation (seq_reservation), written once per
+// million seqs. A reservation written inside a unit that is rolled back is
+// gone, so the next draw must write it again: otherwise a committed seq
+// could lie above the durable reservation and be drawn again after a
+// restart once its row was acknowledged.
+TEST_F(SqliteStoreTest, SeqsStayAboveTheDurableReservationAfterARolledBackUnit) {
+  std::unique_ptr<Store> store;
+  ASSERT_OK(OpenSqliteStore(path_, &store));
+  std::uint64_t alice = 0;
+  ASSERT_OK(store->CreateUser(User("alice"), &alice));
+  std::vector<std::uint64_t> seqs;
+
+  ASSERT_OK(store->BeginBatch());
+  ASSERT_OK(store->BeginUnit());
+  ASSERT_OK(store->Enqueue({PendingItem{alice, "undone", "p"}}, &seqs, nullptr));
+  store->EndUnit(false);  // the reservation it wrote is undone with it
+  ASSERT_OK(store->BeginUnit());
+  ASSERT_OK(store->Enqueue({PendingItem{alice, "kept", "p"}}, &seqs, nullptr));
+  store->EndUnit(true);
+  ASSERT_OK(store->CommitBatch());
+  ASSERT_EQ(seqs.size(), 1u);
+  const std::uint64_t kept = seqs[0];
+  EXPECT_GE(std::stoull(RawQuery("SELECT last_seq FROM seq_reservation")), kept);
+
+  // Acknowledged: no row remembers the seq any more.
+  ASSERT_OK(store->Ack(alice, {kept}));
+  store.reset();
+  ASSERT_OK(OpenSqliteStore(path_, &store));
+  ASSERT_OK(store->Enqueue({PendingItem{alice, "after restart", "p"}}, &seqs, nullptr));
+  ASSERT_EQ(seqs.size(), 1u);
+  EXPECT_GT(seqs[0], kept);
+}
+
+// A version-4 file (pending as a rowid table with AUTOINCREMENT) keeps its
+// rows, their order and its seq high-water mark through migration 5.
+TEST_F(SqliteStoreTest, MigrationFiveKeepsPendingRowsAndTheSeqHighWaterMark) {
+  std::unique_ptr<Store> store;
+  ASSERT_OK(OpenSqliteStore(path_, &store));
+  std::uint64_t alice = 0;
+  ASSERT_OK(store->CreateUser(User("alice"), &alice));
+  store.reset();
+  // Back to the version-4 layout of pending, with two rows left and a
+  // counter that already went to 90 (rows 11..90 were acknowledged).
+  const std::string a = std::to_string(alice);
+  RawExec(
+      "DROP TABLE pending; DROP TABLE seq_reservation;"
+      "CREATE TABLE pending (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+      " recipient INTEGER NOT NULL REFERENCES users (id), dedupe_key TEXT NOT NULL,"
+      " payload BLOB NOT NULL, UNIQUE (recipient, dedupe_key));"
+      "CREATE INDEX pending_by_recipient ON pending (recipient, seq);"
+      "INSERT INTO pending (seq, recipient, dedupe_key, payload) VALUES (7, " + a + ", 'k7', 'seven');"
+      "INSERT INTO pending (seq, recipient, dedupe_key, payload) VALUES (90, " + a + ", 'k90', 'ninety');"
+      "DELETE FROM pending WHERE seq = 90;"
+      "INSERT INTO pending (seq, recipient, dedupe_key, payload) VALUES (3, " + a + ", 'k3', 'three');"
+      "UPDATE schema_version SET version = 4;");
+  ASSERT_EQ(RawQuery("SELECT seq FROM sqlite_sequence WHERE name = 'pending'"), "90");
+
+  ASSERT_OK(OpenSqliteStore(path_, &store));
+  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "5");
+  std::vector<PendingRow> rows;
+  ASSERT_OK(store->FetchPending(alice, 0, 10, &rows));
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0].seq, 3u);
+  EXPECT_EQ(rows[0].payload, "three");
+  EXPECT_EQ(rows[1].seq, 7u);
+  // The dedupe index came along: the same key answers the old seq.
+  std::vector<std::uint64_t> seqs;
+  std::vector<bool> fresh;
+  ASSERT_OK(store->Enqueue({PendingItem{alice, "k7", "again"}}, &seqs, &fresh));
+  ASSERT_EQ(seqs.size(), 1u);
+  EXPECT_EQ(seqs[0], 7u);
+  EXPECT_FALSE(fresh[0]);
+  // New seqs start above the old counter, not above the rows left.
+  ASSERT_OK(store->Enqueue({PendingItem{alice, "new", "p"}}, &seqs, nullptr));
+  EXPECT_GT(seqs[0], 90u);
 }
 
 TEST_F(SqliteStoreTest, RefusesSchemaFromNewerBinary) {

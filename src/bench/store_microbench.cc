@@ -1,0 +1,101 @@
+// fastchat-store-microbench: the SQLite store's cost per direct message on
+// the delivery path, as the store thread pays it (Google Benchmark).
+//
+// One iteration is what the StoreWorker does for N direct messages that
+// arrive together: one batch enqueuing N rows (one per recipient, a
+// 200-byte Deliver event each, the size of a 100-byte DM's, a fresh dedupe
+// key each), committed with one
+// sync, then one batch acknowledging them (AckMany: each recipient acks its
+// row), as StoreWorker::RunMerged calls the store.
+// CPU time per item is the store's floor per delivered DM: the server's
+// whole cost per DM cannot be lower (docs/performance.md).
+#include <benchmark/benchmark.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <deque>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <unistd.h>
+
+#include "sqlite_store.h"
+
+namespace {
+
+using fastchat::PendingItem;
+using fastchat::SqliteStore;
+
+struct Fixture {
+  std::string dir;
+  std::unique_ptr<SqliteStore> store;
+  std::vector<std::uint64_t> users;
+
+  explicit Fixture(int n_users) {
+    char tmpl[] = "/tmp/fastchat-store-bench-XXXXXX";
+    if (mkdtemp(tmpl) == nullptr) std::abort();
+    dir = tmpl;
+    if (!SqliteStore::Open(dir + "/server.db", &store, /*exclusive=*/true).ok()) std::abort();
+    for (int i = 0; i < n_users; ++i) {
+      fastchat::UserRecord u;
+      u.name = "user" + std::to_string(i);
+      u.password_hash = "x";
+      u.x25519_public.assign(32, 'k');
+      u.ed25519_public.assign(32, 's');
+      std::uint64_t id = 0;
+      if (!store->CreateUser(u, &id).ok()) std::abort();
+      users.push_back(id);
+    }
+  }
+  ~Fixture() {
+    store.reset();
+    for (const char* suffix : {"", "-wal", "-shm"}) std::remove((dir + "/server.db" + suffix).c_str());
+    rmdir(dir.c_str());
+  }
+};
+
+// range(0): messages per batch (one per recipient, round-robin over 1000
+// users); range(1): batches left unacknowledged before the oldest is acked
+// (a standing backlog, as a server has with W messages in flight per sender).
+void BM_SqliteEnqueueThenAck(benchmark::State& state) {
+  Fixture f(1000);
+  const std::size_t n = static_cast<std::size_t>(state.range(0));
+  const std::size_t backlog = static_cast<std::size_t>(state.range(1));
+  const std::string payload(200, 'p');
+  std::uint64_t counter = 0;
+  std::vector<PendingItem> items(n);
+  std::deque<std::vector<std::pair<std::uint64_t, std::uint64_t>>> unacked;
+  std::vector<std::uint64_t> seqs;
+  for (auto _ : state) {
+    for (std::size_t i = 0; i < n; ++i) {
+      items[i].recipient = f.users[i % f.users.size()];
+      items[i].dedupe_key = "d/1/" + std::to_string(++counter) + "/0";
+      items[i].payload = payload;
+    }
+    if (!f.store->BeginBatch().ok() || !f.store->Enqueue(items, &seqs, nullptr).ok() ||
+        !f.store->CommitBatch().ok()) {
+      state.SkipWithError("enqueue failed");
+      break;
+    }
+    unacked.emplace_back();
+    for (std::size_t i = 0; i < n; ++i) unacked.back().emplace_back(items[i].recipient, seqs[i]);
+    if (unacked.size() <= backlog) continue;
+    if (!f.store->BeginBatch().ok() || !f.store->AckMany(unacked.front()).ok() || !f.store->CommitBatch().ok()) {
+      state.SkipWithError("ack failed");
+      break;
+    }
+    unacked.pop_front();
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * n));
+}
+BENCHMARK(BM_SqliteEnqueueThenAck)
+    ->Args({100, 0})
+    ->Args({1000, 0})
+    ->Args({1000, 16})
+    ->Unit(benchmark::kMicrosecond);
+
+}  // namespace
+
+BENCHMARK_MAIN();
