@@ -33,6 +33,7 @@
 #include "common/private_files.h"
 #include "commands.h"
 #include "fastchat/crypto.h"
+#include "line_editor.h"
 #include "net/tls.h"
 #include "output.h"
 #include "reconnect.h"
@@ -219,7 +220,10 @@ struct App {
     co_await core->Shutdown();
   }
 
-  awaitable<void> ChatInput(std::shared_ptr<StdinLines> in) {
+  // Reads commands from `in` (StdinLines, or a LineEditor on a terminal)
+  // until \q or the end of input.
+  template <class Lines>
+  awaitable<void> ChatInput(std::shared_ptr<Lines> in) {
     std::string line;
     bool eof = false;
     for (;;) {
@@ -247,10 +251,26 @@ struct App {
     bool started = co_await Start("chat", fc::SessionMode::kChat);
     if (started) {
       WatchSignals();
-      auto in = std::make_shared<StdinLines>(ioc);
-      asio::co_spawn(ioc, ChatInput(in), asio::detached);
-      co_await core->WaitClosed();
-      in->Cancel();
+      if (!json && fc::InteractiveTerminal()) {
+        // A person at a terminal: a prompt, line editing, completion, and
+        // events printed above the line being typed.
+        auto complete = [this](const std::string& before) {
+          std::vector<std::string> users, groups;
+          core->KnownNames(&users, &groups);
+          return fc::ChatCompletions(before, fc::CompletionWords(), users, groups);
+        };
+        auto editor = std::make_shared<fc::LineEditor>(ioc, cfg.user + "> ", complete);
+        out->SetLineOwner(editor.get());
+        asio::co_spawn(ioc, ChatInput(editor), asio::detached);
+        co_await core->WaitClosed();
+        out->SetLineOwner(nullptr);
+        editor->Cancel();
+      } else {
+        auto in = std::make_shared<StdinLines>(ioc);
+        asio::co_spawn(ioc, ChatInput(in), asio::detached);
+        co_await core->WaitClosed();
+        in->Cancel();
+      }
       rc = core->disconnected() ? 1 : 0;
     }
     co_await core->Shutdown();
