@@ -24,7 +24,6 @@
 #include <asio/streambuf.hpp>
 #include <asio/use_awaitable.hpp>
 #include <nlohmann/json.hpp>
-#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <termios.h>
 #include <unistd.h>
@@ -34,6 +33,7 @@
 #include "commands.h"
 #include "fastchat/crypto.h"
 #include "line_editor.h"
+#include "log_sink.h"
 #include "net/tls.h"
 #include "output.h"
 #include "reconnect.h"
@@ -117,6 +117,7 @@ class StdinLines {
 
 struct App {
   asio::io_context ioc;
+  fc::LogLines* log_lines = nullptr;  // the log on stderr (log_sink.h)
   fc::ClientConfig cfg;
   bool json = false;
   std::unique_ptr<fc::Output> out;
@@ -261,9 +262,11 @@ struct App {
         };
         auto editor = std::make_shared<fc::LineEditor>(ioc, cfg.user + "> ", complete);
         out->SetLineOwner(editor.get());
+        log_lines->SetLineOwner(editor.get());
         asio::co_spawn(ioc, ChatInput(editor), asio::detached);
         co_await core->WaitClosed();
         out->SetLineOwner(nullptr);
+        log_lines->SetLineOwner(nullptr);
         editor->Cancel();
       } else {
         auto in = std::make_shared<StdinLines>(ioc);
@@ -309,8 +312,7 @@ struct App {
 
 int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
-  auto logger = spdlog::stderr_color_mt("fastchat");
-  spdlog::set_default_logger(logger);
+  fc::LogLines* log_lines = fc::InstallSafeStderrLogger("fastchat");
   spdlog::set_level(spdlog::level::warn);
 
   CLI::App cli{"FastChat: end-to-end encrypted chat (client)"};
@@ -368,6 +370,7 @@ int main(int argc, char** argv) {
 
   App app;
   app.json = json;
+  app.log_lines = log_lines;
   fc::ClientConfig& cfg = app.cfg;
   if (!fc::SplitHostPort(server, &cfg.host, &cfg.port)) {
     fc::EmitError(out, mode, fc::kCodeUsage, "--server must be HOST:PORT");

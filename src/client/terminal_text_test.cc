@@ -3,7 +3,15 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <unistd.h>
+
+#include <spdlog/spdlog.h>
+
 #include "line_editor.h"
+#include "log_sink.h"
 #include "output.h"
 
 namespace fastchat::client {
@@ -70,6 +78,37 @@ TEST(ChatCompletions, CommandsThenNamesByArgument) {
   EXPECT_EQ(ChatCompletions("history c", commands, users, groups), (V{"carol", "climbers", "club"}));
   EXPECT_EQ(ChatCompletions("help gr", commands, users, groups), (V{"groups"}));
   EXPECT_EQ(ChatCompletions("friends x", commands, users, groups), V{});
+}
+
+// Counts Hide/Show calls, to see that a log line is written between them.
+struct CountingOwner : LineOwner {
+  int hides = 0, shows = 0;
+  void Hide() override { ++hides; }
+  void Show() override { ++shows; }
+};
+
+TEST(SafeStderrLogger, LogLinesLoseTheirEscapesAndGoAroundTheLineOwner) {
+  std::string path = ::testing::TempDir() + "/safe_stderr_log.txt";
+  std::fflush(stderr);
+  int saved = ::dup(STDERR_FILENO);
+  ASSERT_NE(std::freopen(path.c_str(), "w", stderr), nullptr);
+  LogLines* lines = InstallSafeStderrLogger("test");
+  CountingOwner owner;
+  lines->SetLineOwner(&owner);
+  spdlog::warn("server says: {}", "no user '\x1b]0;pwned\x07\xc2\x9b'");
+  lines->SetLineOwner(nullptr);
+  spdlog::warn("after");
+  std::fflush(stderr);
+  ::dup2(saved, STDERR_FILENO);
+  ::close(saved);
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  EXPECT_NE(text.str().find("server says: no user '\xef\xbf\xbd]0;pwned\xef\xbf\xbd\xef\xbf\xbd'\n"), std::string::npos)
+      << text.str();
+  EXPECT_EQ(text.str().find('\x1b'), std::string::npos);
+  EXPECT_EQ(owner.hides, 1);
+  EXPECT_EQ(owner.shows, 1);
 }
 
 }  // namespace
