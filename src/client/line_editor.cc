@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
 
 #include <asio/io_context.hpp>
 #include <asio/posix/stream_descriptor.hpp>
@@ -131,7 +132,8 @@ struct LineEditor::Impl {
     for (auto& c : self->completer(before))
       if (SafeForTerminal(c) == c) found.push_back(std::move(c));
     if (found.empty()) return CC_REFRESH_BEEP;
-    std::string insert = found.size() == 1 ? found[0] + " " : CommonPrefix(found);
+    // One candidate is complete (a space after it), unless it is a folder.
+    std::string insert = found.size() != 1 ? CommonPrefix(found) : found[0] + (found[0].back() == '/' ? "" : " ");
     if (insert.size() > word.size()) {
       std::size_t chars = std::mbstowcs(nullptr, word.c_str(), 0);
       if (chars == static_cast<std::size_t>(-1)) chars = word.size();
@@ -269,6 +271,22 @@ void LineEditor::Show() { impl_->Show(); }
 
 bool InteractiveTerminal() { return ::isatty(STDIN_FILENO) == 1 && ::isatty(STDOUT_FILENO) == 1; }
 
+std::vector<std::string> PathCompletions(const std::string& word) {
+  std::size_t slash = word.rfind('/');
+  std::string dir = slash == std::string::npos ? std::string() : word.substr(0, slash + 1);
+  std::string base = slash == std::string::npos ? word : word.substr(slash + 1);
+  std::vector<std::string> out;
+  std::error_code ec;
+  std::filesystem::directory_iterator it(dir.empty() ? std::filesystem::path(".") : std::filesystem::path(dir), ec);
+  for (; !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    std::string name = it->path().filename().string();
+    if (name.compare(0, base.size(), base) != 0 || (name[0] == '.' && (base.empty() || base[0] != '.'))) continue;
+    std::error_code type_ec;
+    out.push_back(dir + name + (it->is_directory(type_ec) ? "/" : ""));
+  }
+  return out;
+}
+
 std::vector<std::string> ChatCompletions(const std::string& before_cursor, const std::vector<std::string>& commands,
                                          const std::vector<std::string>& users,
                                          const std::vector<std::string>& groups) {
@@ -282,6 +300,7 @@ std::vector<std::string> ChatCompletions(const std::string& before_cursor, const
   }
   std::string word = before_cursor.substr(i);
   std::vector<const std::vector<std::string>*> lists;
+  std::vector<std::string> paths;
   if (words.empty()) {
     lists.push_back(&commands);
   } else {
@@ -291,6 +310,9 @@ std::vector<std::string> ChatCompletions(const std::string& before_cursor, const
       case ArgKind::kUserOrGroup: lists = {&users, &groups}; break;
       case ArgKind::kCommand: lists.push_back(&commands); break;
       case ArgKind::kPath:
+        paths = PathCompletions(word);
+        lists.push_back(&paths);
+        break;
       case ArgKind::kNone: break;
     }
   }

@@ -12,7 +12,8 @@
 //   line being typed (Output::SetLineOwner). Between lines (a command
 //   running) both do nothing.
 // - Tab completes the word before the cursor from Completer's candidates:
-//   one candidate is inserted with a space after it, several are shortened
+//   one candidate replaces it, with a space after it unless it ends with
+//   '/' (a folder), several are shortened
 //   to their common prefix or, if that adds nothing, listed above the line.
 // - The lines typed are remembered for Up/Down in memory only, never on
 //   disk (they hold message text, which is kept sealed elsewhere).
@@ -65,8 +66,10 @@ bool InteractiveTerminal();
 
 // The completion rule of chat, given the text before the cursor: the first
 // word from `commands`; then by the command's argument (KindOfArgument):
-// `users`, `groups`, both, or `commands` again (help). Only candidates that
-// start with the word being typed are returned.
+// `users`, `groups`, both, `commands` again (help), or the files whose path
+// starts with the word (PATH; folders end with '/', hidden files only if the
+// word's file part starts with a dot). Only candidates that start with the
+// word being typed, and hold no blank, are returned, sorted.
 std::vector<std::string> ChatCompletions(const std::string& before_cursor, const std::vector<std::string>& commands,
                                          const std::vector<std::string>& users,
                                          const std::vector<std::string>& groups);

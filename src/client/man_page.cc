@@ -104,7 +104,7 @@ std::string ManPage() {
     if (e.session) s += Entry(e);
   s += ".SH INTERACTIVE CHAT\n";
   s += "On a terminal, \\fBchat\\fR shows a prompt with line editing (emacs keys). Tab completes command "
-       "names, then friend names and group names as the command expects them; Up and Down go through the lines "
+       "names, then friend names, group names and file paths as the command expects them; Up and Down go through the lines "
        "typed in this session (kept in memory only). Messages that arrive are printed above the line being "
        "typed, which is drawn again intact below them. Ctrl-D on an empty line, or \\fB\\eq\\fR, ends the "
        "session. When standard input or output is not a terminal, or with \\fB\\-\\-json\\fR, \\fBchat\\fR "

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <unistd.h>
@@ -78,6 +79,23 @@ TEST(ChatCompletions, CommandsThenNamesByArgument) {
   EXPECT_EQ(ChatCompletions("history c", commands, users, groups), (V{"carol", "climbers", "club"}));
   EXPECT_EQ(ChatCompletions("help gr", commands, users, groups), (V{"groups"}));
   EXPECT_EQ(ChatCompletions("friends x", commands, users, groups), V{});
+}
+
+TEST(ChatCompletions, PathsOfFiles) {
+  namespace fs = std::filesystem;
+  fs::path dir = fs::path(::testing::TempDir()) / "completion_test";
+  fs::remove_all(dir);
+  fs::create_directories(dir / "photos");
+  std::ofstream(dir / "photo.jpg") << "x";
+  std::ofstream(dir / ".photo_hidden") << "x";
+  std::ofstream(dir / "notes.txt") << "x";
+  std::string d = dir.string() + "/";
+  using V = std::vector<std::string>;
+  EXPECT_EQ(ChatCompletions("single_image bob " + d + "pho", {}, {}, {}), (V{d + "photo.jpg", d + "photos/"}));
+  EXPECT_EQ(ChatCompletions("/gfile climbers " + d + "n", {}, {}, {}), (V{d + "notes.txt"}));
+  EXPECT_EQ(ChatCompletions("single_image bob " + d + ".p", {}, {}, {}), (V{d + ".photo_hidden"}));
+  EXPECT_EQ(ChatCompletions("single_image bob " + d + "photos/", {}, {}, {}), V{});
+  fs::remove_all(dir);
 }
 
 // Counts Hide/Show calls, to see that a log line is written between them.
