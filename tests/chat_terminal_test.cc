@@ -184,6 +184,7 @@ TEST(TerminalChat, PromptCompletionHistoryAndAMessageArrivingMidLine) {
   t.WaitForLastLine("alice> members climbers");
   t.Press("Enter");
   t.WaitForText("members of climbers (admin alice)");
+  t.WaitForLastLine("alice>");
   t.Type("groups");
   t.Press("Enter");
   t.WaitForText("climbers (id ");
@@ -204,6 +205,11 @@ TEST(TerminalChat, PromptCompletionHistoryAndAMessageArrivingMidLine) {
   t.Type("\\q");
   t.Press("Enter");
   t.WaitForText("[exit 0]");
+  // Its standard error went to a file (sanitizer reports included).
+  std::ifstream err(w.tmp().Sub("terminal.err"));
+  std::stringstream err_text;
+  err_text << err.rdbuf();
+  EXPECT_FALSE(Has(err_text.str(), "Sanitizer") || Has(err_text.str(), "runtime error")) << err_text.str();
 }
 
 // ------------------------------------------------------------------ hostile text

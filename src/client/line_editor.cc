@@ -81,6 +81,7 @@ struct LineEditor::Impl {
   Completer completer;
   EditLine* el = nullptr;
   History* hist = nullptr;
+  bool raw = false;      // libedit's unbuffered mode: the terminal is raw
   bool editing = false;  // a prompt is on the screen
   bool hidden = false;   // between Hide() and Show()
   bool eof = false;
@@ -151,6 +152,22 @@ struct LineEditor::Impl {
     return CC_NORM;
   }
 
+  void Raw(bool on) {
+    if (raw == on) return;
+    raw = on;
+    el_set(el, EL_UNBUFFERED, on ? 1 : 0);
+  }
+
+  // No more lines: the prompt line ended, the terminal cooked.
+  void Finish() {
+    if (editing) {
+      editing = false;
+      std::fputs("\n", stdout);
+      std::fflush(stdout);
+    }
+    Raw(false);
+  }
+
   void Hide() {
     if (!editing || hidden) return;
     hidden = true;
@@ -200,7 +217,7 @@ LineEditor::LineEditor(asio::io_context& ioc, std::string prompt, Completer comp
 
 LineEditor::~LineEditor() {
   Impl& m = *impl_;
-  if (m.editing) el_set(m.el, EL_UNBUFFERED, 0);  // cooked mode again
+  m.Raw(false);  // cooked mode again
   el_end(m.el);
   history_end(m.hist);
 }
@@ -209,9 +226,12 @@ asio::awaitable<bool> LineEditor::Next(std::string* line) {
   Impl& m = *impl_;
   if (!m.keys.is_open()) co_return false;
   if (!m.editing) {
+    // Turning raw mode on starts a new line and draws the prompt; keys typed
+    // while the last command ran (raw: not echoed) are read now.
+    m.Raw(false);
+    m.Raw(true);
     m.editing = true;
     m.hidden = false;
-    el_set(m.el, EL_UNBUFFERED, 1);  // raw mode, a new line, the prompt drawn
   }
   for (;;) {
     if (m.eof || m.cancelled) break;
@@ -227,15 +247,15 @@ asio::awaitable<bool> LineEditor::Next(std::string* line) {
     if (text == "\x04") {  // Ctrl-D on an empty line: the prompt goes, not shown as ^D
       m.Hide();
       m.hidden = false;
-      el_set(m.el, EL_UNBUFFERED, 0);
       m.editing = false;
+      m.Raw(false);
       m.eof = true;
       break;
     }
     if (text.back() != '\n') continue;
     text.pop_back();
-    // The line is done: out of raw mode while the command runs.
-    el_set(m.el, EL_UNBUFFERED, 0);
+    // The line is done. The terminal stays raw while the command runs, so
+    // that keys typed meanwhile do not show where events and results go.
     m.editing = false;
     if (!text.empty()) {
       HistEvent ev;
@@ -244,12 +264,7 @@ asio::awaitable<bool> LineEditor::Next(std::string* line) {
     *line = std::move(text);
     co_return true;
   }
-  if (m.editing) {
-    el_set(m.el, EL_UNBUFFERED, 0);
-    m.editing = false;
-    std::fputs("\n", stdout);
-    std::fflush(stdout);
-  }
+  m.Finish();
   co_return false;
 }
 
@@ -258,12 +273,7 @@ void LineEditor::Cancel() {
   m.cancelled = true;
   std::error_code ec;
   m.keys.close(ec);
-  if (m.editing) {  // the terminal back in cooked mode now, not at exit
-    el_set(m.el, EL_UNBUFFERED, 0);
-    m.editing = false;
-    std::fputs("\n", stdout);
-    std::fflush(stdout);
-  }
+  m.Finish();  // the terminal back in cooked mode now, not at exit
 }
 
 void LineEditor::Hide() { impl_->Hide(); }

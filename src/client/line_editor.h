@@ -10,7 +10,8 @@
 //   off the screen and Show() draws them again below what was written in
 //   between, intact (text, cursor position): so events appear above the
 //   line being typed (Output::SetLineOwner). Between lines (a command
-//   running) both do nothing.
+//   running) both do nothing; keys typed then are not echoed, and show
+//   after the next prompt as if typed there.
 // - Tab completes the word before the cursor from Completer's candidates:
 //   one candidate replaces it, with a space after it unless it ends with
 //   '/' (a folder), several are shortened
