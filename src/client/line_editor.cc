@@ -1,10 +1,12 @@
 #include "line_editor.h"
 
+#include <cerrno>
 #include <clocale>
 #include <cstdio>
 #include <cstring>
 #include <cwchar>
 #include <langinfo.h>
+#include <poll.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
 
@@ -25,6 +27,13 @@ namespace fastchat::client {
 namespace {
 
 constexpr int kHistorySize = 500;
+constexpr int kSequenceWaitMs = 100;
+
+// Whether the terminal has input within `timeout_ms`.
+bool Ready(int timeout_ms) {
+  pollfd p{STDIN_FILENO, POLLIN, 0};
+  return ::poll(&p, 1, timeout_ms) > 0;
+}
 
 // Columns `text` takes on a terminal (wcwidth; unknown widths count 1).
 int Columns(const wchar_t* begin, const wchar_t* end) {
@@ -86,6 +95,7 @@ struct LineEditor::Impl {
   bool hidden = false;   // between Hide() and Show()
   bool eof = false;
   bool cancelled = false;
+  bool first_read = false;  // the next read is the one the terminal woke us for
 
   static Impl* Of(EditLine* el) {
     void* data = nullptr;
@@ -97,8 +107,18 @@ struct LineEditor::Impl {
 
   // Reads one character (UTF-8) from the terminal; called by libedit once
   // the terminal has input (so the first read does not block).
+  //
+  // A key that sends several characters (an arrow: ESC [ A) sends them at
+  // once, so libedit's reads after the first of one el_gets wait at most
+  // kSequenceWait: an ESC alone must not stop the event loop until the next
+  // key (then the read fails, and libedit drops the unfinished sequence).
   static int GetChar(EditLine* el, wchar_t* out) {
     Impl* self = Of(el);
+    if (!self->first_read && !Ready(kSequenceWaitMs)) {
+      errno = EAGAIN;
+      return -1;
+    }
+    self->first_read = false;
     unsigned char b = 0;
     ssize_t n = ::read(STDIN_FILENO, &b, 1);
     if (n <= 0) {
@@ -113,7 +133,7 @@ struct LineEditor::Impl {
     char32_t v = more == 0 ? b : more == 1 ? (b & 0x1f) : more == 2 ? (b & 0x0f) : (b & 0x07);
     for (int i = 0; i < more; ++i) {
       unsigned char c = 0;
-      if (::read(STDIN_FILENO, &c, 1) != 1 || (c & 0xc0) != 0x80) {
+      if (!Ready(kSequenceWaitMs) || ::read(STDIN_FILENO, &c, 1) != 1 || (c & 0xc0) != 0x80) {
         *out = 0xfffd;
         return 1;
       }
@@ -240,6 +260,7 @@ asio::awaitable<bool> LineEditor::Next(std::string* line) {
                                asio::redirect_error(asio::use_awaitable, ec));
     if (ec || m.cancelled) break;
     int count = 0;
+    m.first_read = true;
     const char* got = el_gets(m.el, &count);  // one key
     if (m.eof) break;
     if (got == nullptr || count <= 0) continue;
