@@ -4,7 +4,7 @@ set -euo pipefail
 PKGS=(g++ cmake ninja-build ccache pkg-config
       libasio-dev libsodium-dev libprotobuf-dev protobuf-compiler
       libsqlite3-dev libpq-dev postgresql
-      libcli11-dev libspdlog-dev nlohmann-json3-dev
+      libcli11-dev libspdlog-dev nlohmann-json3-dev libedit-dev tmux
       libgtest-dev libgmock-dev libbenchmark-dev libjemalloc-dev
       clang-14 libclang-rt-14-dev llvm-14)  # fuzz preset: libFuzzer, sanitizer runtimes, llvm-symbolizer
 missing=()

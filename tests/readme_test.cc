@@ -198,6 +198,9 @@ TEST(Readme, SingleServerCommandsWorkAsWritten) {
   // fastchat help history
   r = RunOk(w.tmp(), Adapt(Readme("fastchat help history")), env);
   EXPECT_TRUE(Contains(r.out, "usage: history USER|GROUP [N]\n")) << r.Describe();
+  // fastchat help /msg: an alias of chat explains its command.
+  r = RunOk(w.tmp(), Adapt(Readme("fastchat help /msg")), env);
+  EXPECT_TRUE(Contains(r.out, "usage: single_message USER TEXT...\n")) << r.Describe();
 }
 
 // README "A cluster": register and chat through the balancer (the

@@ -164,6 +164,12 @@ class ClientCore {
   // and matched here); at most 100 are shown.
   Outcome Search(std::string text, Json* result);
 
+  // ---- for the line editor (the local store only)
+  // Names a command argument may be: friends and users asking to be
+  // friends (users), and groups not left (groups). Empty lists if the
+  // store is not open.
+  void KnownNames(std::vector<std::string>* users, std::vector<std::string>* groups);
+
   // The session's state (client_impl.h). Named here, not private, so that
   // fuzz/client_fuzz.cc can run a receiving session against a played server.
   struct Impl;

@@ -85,6 +85,14 @@ std::string ClientCore::Impl::ContactName(std::uint64_t id, const std::string& f
   return std::string();
 }
 
+awaitable<void> ClientCore::Impl::UserNameOf(std::uint64_t id, std::string* name) {
+  *name = id == me().user_id ? me().name : ContactName(id, std::string());
+  if (!name->empty()) co_return;
+  wire::UserInfo info;
+  Outcome o = co_await LookUpUser(std::to_string(id), &info);
+  if (o.ok()) *name = info.name();
+}
+
 awaitable<Outcome> ClientCore::Impl::FriendKey(const Contact& c, std::string* key) {
   Status s = store->GetFriendKey(c.id, key);
   if (s.ok()) co_return Outcome::OK();

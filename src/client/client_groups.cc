@@ -412,7 +412,13 @@ awaitable<Outcome> ClientCore::Groups(Json* result) {
   m.store->ListGroups(&local);
   for (const auto& gi : groups) {
     m.store->PutGroup(LocalGroup{gi.id(), gi.name(), gi.admin_id(), gi.epoch(), false});
-    list.push_back(Json{{"id", gi.id()}, {"name", gi.name()}, {"admin_id", gi.admin_id()}, {"epoch", gi.epoch()}});
+    std::string admin;
+    co_await m.UserNameOf(gi.admin_id(), &admin);
+    list.push_back(Json{{"id", gi.id()},
+                        {"name", gi.name()},
+                        {"admin_id", gi.admin_id()},
+                        {"admin", admin},
+                        {"epoch", gi.epoch()}});
   }
   for (const auto& lg : local) {
     bool listed =
@@ -436,6 +442,8 @@ awaitable<Outcome> ClientCore::Members(std::string group, Json* result) {
   (*result)["group_id"] = info.id();
   (*result)["group"] = info.name();
   (*result)["admin_id"] = info.admin_id();
+  for (const auto& u : info.members())
+    if (u.id() == info.admin_id()) (*result)["admin"] = u.name();
   (*result)["epoch"] = info.epoch();
   (*result)["members"] = std::move(list);
   co_return Outcome::OK();

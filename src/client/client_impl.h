@@ -241,6 +241,9 @@ struct ClientCore::Impl {
   // A pinned contact, fetched from the server if not known yet.
   awaitable<Outcome> KnownUser(std::uint64_t id, Contact* c);
   std::string ContactName(std::uint64_t id, const std::string& fallback);
+  // The name of user `id`: mine, a contact's, else the server's; "" if none
+  // of them knows it.
+  awaitable<void> UserNameOf(std::uint64_t id, std::string* name);
   // The friend key for `c`, or NOT_FRIENDS / NO_KEY explaining why not.
   awaitable<Outcome> FriendKey(const Contact& c, std::string* key);
   // Whether `id` is among my friends (ListFriends).

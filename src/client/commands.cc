@@ -154,10 +154,40 @@ std::string Signature(const Spec& spec) {
   return s;
 }
 
+// Short IRC-style names (irssi, weechat) beside the seed's.
+struct Alias {
+  const char* alias;
+  const char* command;
+};
+const std::vector<Alias>& Aliases() {
+  static const std::vector<Alias> aliases = {
+      {"/msg", "single_message"}, {"/gmsg", "group_message"}, {"/file", "single_image"},
+      {"/gfile", "group_image"},  {"/add", "add_friend"},     {"/create", "create_group"},
+      {"/invite", "add_member"},  {"/names", "members"},      {"/log", "history"},
+      {"/q", "\\q"},              {"/quit", "\\q"},
+  };
+  return aliases;
+}
+
 std::string Canonical(std::string_view name) {
   if (name == "\\help" || name == "?") return "help";
   if (name == "\\q" || name == "quit" || name == "exit" || name == "\\quit") return "\\q";
+  for (const auto& a : Aliases())
+    if (name == a.alias) return a.command;
+  // "/accept bob": every command also answers to its name after a slash.
+  if (name.size() > 1 && name[0] == '/') {
+    for (const auto& s : Specs())
+      if (name.substr(1) == s.name) return s.name;
+  }
   return std::string(name);
+}
+
+// "/msg, /m" for `command` ("" if it has no alias).
+std::string AliasesOf(const std::string& command) {
+  std::string out;
+  for (const auto& a : Aliases())
+    if (command == a.command) out += (out.empty() ? "" : ", ") + std::string(a.alias);
+  return out;
 }
 
 void SkipSpace(std::string_view s, std::size_t* i) {
@@ -261,6 +291,9 @@ std::string HelpText() {
     h += line + "  " + s.help + "\n";
   }
   h += "  \\q                                quit (interactive mode)\n";
+  h += "Aliases: /COMMAND for every command, and";
+  for (const auto& a : Aliases()) h += std::string(" ") + a.alias + "=" + a.command;
+  h += "\n";
   h += "Session modes: register NAME | chat | listen | pending | change_password | decrypt-frames FILE\n";
   h += "help COMMAND explains one (fastchat help COMMAND on the command line)";
   return h;
@@ -277,7 +310,9 @@ bool HelpFor(const std::string& topic, std::string* text) {
   std::string name = Canonical(topic);
   const Spec* spec = Find(name);
   if (spec != nullptr) {
-    *text = "usage: " + Signature(*spec) + "\n  " + spec->help + ".\n" + Wrap(spec->details) + "\nexample:\n" +
+    std::string aliases = AliasesOf(spec->name);
+    *text = "usage: " + Signature(*spec) + "\n  " + spec->help + ".\n" + Wrap(spec->details) +
+            "\n  In chat also /" + spec->name + (aliases.empty() ? "" : ", " + aliases) + ".\nexample:\n" +
             "  in chat:   " + spec->example + "\n" + "  one-shot:  fastchat --user alice " + spec->example;
     return true;
   }
@@ -289,6 +324,39 @@ bool HelpFor(const std::string& topic, std::string* text) {
     return true;
   }
   return false;
+}
+
+std::vector<std::string> CompletionWords() {
+  std::vector<std::string> words;
+  for (const auto& s : Specs()) words.push_back(s.name);
+  for (const auto& s : Specs()) words.push_back(std::string("/") + s.name);
+  for (const auto& a : Aliases()) words.push_back(a.alias);
+  words.push_back("\\q");
+  std::sort(words.begin(), words.end());
+  words.erase(std::unique(words.begin(), words.end()), words.end());
+  return words;
+}
+
+ArgKind KindOfArgument(const std::string& command, std::size_t index) {
+  const Spec* spec = Find(Canonical(command));
+  if (spec == nullptr || index >= spec->args.size()) return ArgKind::kNone;
+  std::string_view a = spec->args[index];
+  if (a.front() == '[') a = a.substr(1, a.size() - 2);
+  if (a == "USER") return ArgKind::kUser;
+  if (a == "GROUP") return ArgKind::kGroup;
+  if (a == "USER|GROUP") return ArgKind::kUserOrGroup;
+  if (a == "COMMAND") return ArgKind::kCommand;
+  if (a == "PATH") return ArgKind::kPath;
+  return ArgKind::kNone;
+}
+
+std::vector<HelpEntry> HelpEntries() {
+  std::vector<HelpEntry> entries;
+  for (const auto& s : Specs())
+    entries.push_back(HelpEntry{s.name, Signature(s), s.help, s.details, s.example, AliasesOf(s.name), false});
+  for (const auto& s : Sessions())
+    entries.push_back(HelpEntry{s.name, Signature(s), s.help, s.details, s.example, AliasesOf(s.name), true});
+  return entries;
 }
 
 bool EmitHelp(Output& out, const std::string& topic) {

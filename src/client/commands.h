@@ -25,6 +25,10 @@ struct Command {
   bool arity_ok = false;          // args match the command's signature
 };
 
+// Command names: the seed's (single_message), "/" and the seed's name
+// (/single_message), and short aliases (/msg; HelpText lists them) are
+// the same command.
+
 // Parses one line typed in interactive mode. Returns false for a blank line.
 // Words may be "double quoted"; the last argument takes the rest of the line
 // (surrounding quotes removed).
@@ -54,6 +58,23 @@ std::vector<std::string> HelpTopics();
 // Usage, what it does and an example for a command or session mode; false
 // for an unknown name.
 bool HelpFor(const std::string& topic, std::string* text);
+// What the line editor completes: every command name, /name and alias.
+std::vector<std::string> CompletionWords();
+// What argument `index` (0-based) of `command` names, for completion.
+enum class ArgKind { kNone, kUser, kGroup, kUserOrGroup, kCommand, kPath };
+ArgKind KindOfArgument(const std::string& command, std::size_t index);
+// One entry of the help, as data (for the man page).
+struct HelpEntry {
+  std::string name;       // "single_message", "chat", "\\q"
+  std::string signature;  // "single_message USER TEXT..."
+  std::string summary;    // one line
+  std::string details;
+  std::string example;    // a command: as typed in chat; a session mode: a fastchat command line
+  std::string aliases;    // "/msg" ("" if none; /NAME always works)
+  bool session = false;   // a mode of the fastchat program, not a command
+};
+// Every topic of HelpTopics(), in that order.
+std::vector<HelpEntry> HelpEntries();
 // Emits the result of `help [TOPIC]` (the list if `topic` is empty), or a
 // USAGE error for an unknown topic; returns whether it was ok.
 bool EmitHelp(Output& out, const std::string& topic);

@@ -138,5 +138,29 @@ TEST(Help, EveryCommandHasUsageDescriptionAndAWorkingExample) {
   EXPECT_TRUE(HelpFor("quit", &text));  // an alias of \q
 }
 
+TEST(ParseLine, SlashAliases) {
+  Command c;
+  ASSERT_TRUE(ParseLine("/msg bob hi there", &c));
+  EXPECT_EQ(c.name, "single_message");
+  ASSERT_EQ(c.args.size(), 2u);
+  EXPECT_EQ(c.args[1], "hi there");
+  EXPECT_TRUE(c.arity_ok);
+  ASSERT_TRUE(ParseLine("/accept alice", &c));
+  EXPECT_EQ(c.name, "accept");
+  ASSERT_TRUE(ParseLine("/gmsg climbers rope", &c));
+  EXPECT_EQ(c.name, "group_message");
+  ASSERT_TRUE(ParseLine("/quit", &c));
+  EXPECT_TRUE(IsQuit(c.name));
+  ASSERT_TRUE(ParseLine("/nosuch x", &c));
+  EXPECT_FALSE(IsKnownCommand(c.name));
+  std::string text;
+  ASSERT_TRUE(HelpFor("/msg", &text));
+  EXPECT_NE(text.find("usage: single_message USER TEXT..."), std::string::npos);
+  EXPECT_NE(text.find("In chat also /single_message, /msg."), std::string::npos);
+  auto words = CompletionWords();
+  for (const char* w : {"single_message", "/single_message", "/msg", "\\q"})
+    EXPECT_NE(std::find(words.begin(), words.end(), w), words.end()) << w;
+}
+
 }  // namespace
 }  // namespace fastchat::client

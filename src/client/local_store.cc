@@ -632,6 +632,17 @@ Status LocalStore::RemoveFriendRequest(std::uint64_t user_id) {
   return st.Run();
 }
 
+Status LocalStore::ListFriends(std::vector<Contact>* out) {
+  out->clear();
+  Stmt st(db_, "SELECT c.id, c.name FROM contacts c JOIN friend_keys k ON k.user_id = c.id ORDER BY c.name, c.id");
+  return st.ReadAll(out, [](Stmt& r) {
+    Contact c;
+    c.id = r.ColU64(0);
+    c.name = r.ColStr(1);
+    return c;
+  });
+}
+
 Status LocalStore::ListFriendRequests(std::vector<Contact>* out) {
   out->clear();
   Stmt st(db_, "SELECT user_id, name, received FROM friend_requests ORDER BY received, user_id");

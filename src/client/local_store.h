@@ -142,6 +142,8 @@ class LocalStore {
   Status PutFriendKey(std::uint64_t user_id, std::string_view key);
   Status GetFriendKey(std::uint64_t user_id, std::string* key);  // kNotFound
   Status DeleteFriendKey(std::uint64_t user_id);
+  // The contacts holding a friend key (id and name only), by name.
+  Status ListFriends(std::vector<Contact>* out);
 
   // ---- incoming friend requests
   Status AddFriendRequest(std::uint64_t user_id, const std::string& name);

@@ -24,7 +24,6 @@
 #include <asio/streambuf.hpp>
 #include <asio/use_awaitable.hpp>
 #include <nlohmann/json.hpp>
-#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <termios.h>
 #include <unistd.h>
@@ -33,6 +32,8 @@
 #include "common/private_files.h"
 #include "commands.h"
 #include "fastchat/crypto.h"
+#include "line_editor.h"
+#include "log_sink.h"
 #include "net/tls.h"
 #include "output.h"
 #include "reconnect.h"
@@ -116,6 +117,7 @@ class StdinLines {
 
 struct App {
   asio::io_context ioc;
+  fc::LogLines* log_lines = nullptr;  // the log on stderr (log_sink.h)
   fc::ClientConfig cfg;
   bool json = false;
   std::unique_ptr<fc::Output> out;
@@ -219,7 +221,10 @@ struct App {
     co_await core->Shutdown();
   }
 
-  awaitable<void> ChatInput(std::shared_ptr<StdinLines> in) {
+  // Reads commands from `in` (StdinLines, or a LineEditor on a terminal)
+  // until \q or the end of input.
+  template <class Lines>
+  awaitable<void> ChatInput(std::shared_ptr<Lines> in) {
     std::string line;
     bool eof = false;
     for (;;) {
@@ -247,10 +252,28 @@ struct App {
     bool started = co_await Start("chat", fc::SessionMode::kChat);
     if (started) {
       WatchSignals();
-      auto in = std::make_shared<StdinLines>(ioc);
-      asio::co_spawn(ioc, ChatInput(in), asio::detached);
-      co_await core->WaitClosed();
-      in->Cancel();
+      if (!json && fc::InteractiveTerminal()) {
+        // A person at a terminal: a prompt, line editing, completion, and
+        // events printed above the line being typed.
+        auto complete = [this](const std::string& before) {
+          std::vector<std::string> users, groups;
+          core->KnownNames(&users, &groups);
+          return fc::ChatCompletions(before, fc::CompletionWords(), users, groups);
+        };
+        auto editor = std::make_shared<fc::LineEditor>(ioc, cfg.user + "> ", complete);
+        out->SetLineOwner(editor.get());
+        log_lines->SetLineOwner(editor.get());
+        asio::co_spawn(ioc, ChatInput(editor), asio::detached);
+        co_await core->WaitClosed();
+        out->SetLineOwner(nullptr);
+        log_lines->SetLineOwner(nullptr);
+        editor->Cancel();
+      } else {
+        auto in = std::make_shared<StdinLines>(ioc);
+        asio::co_spawn(ioc, ChatInput(in), asio::detached);
+        co_await core->WaitClosed();
+        in->Cancel();
+      }
       rc = core->disconnected() ? 1 : 0;
     }
     co_await core->Shutdown();
@@ -289,8 +312,7 @@ struct App {
 
 int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
-  auto logger = spdlog::stderr_color_mt("fastchat");
-  spdlog::set_default_logger(logger);
+  fc::LogLines* log_lines = fc::InstallSafeStderrLogger("fastchat");
   spdlog::set_level(spdlog::level::warn);
 
   CLI::App cli{"FastChat: end-to-end encrypted chat (client)"};
@@ -348,6 +370,7 @@ int main(int argc, char** argv) {
 
   App app;
   app.json = json;
+  app.log_lines = log_lines;
   fc::ClientConfig& cfg = app.cfg;
   if (!fc::SplitHostPort(server, &cfg.host, &cfg.port)) {
     fc::EmitError(out, mode, fc::kCodeUsage, "--server must be HOST:PORT");

@@ -6,16 +6,25 @@
 
 #include <nlohmann/json.hpp>
 
+#include "terminal_text.h"
+
 namespace fastchat::client {
 
 namespace {
 
-std::string Str(const Json& e, const char* key) {
+// The field as the program has it (only for text this program wrote).
+std::string Raw(const Json& e, const char* key) {
   auto it = e.find(key);
   if (it == e.end() || it->is_null()) return std::string();
   if (it->is_string()) return it->get<std::string>();
   return it->dump(-1, ' ', false, Json::error_handler_t::replace);
 }
+
+// The field as it may be shown on a terminal: every value in an event may
+// come from another user (names, titles, text, error messages naming them).
+std::string Str(const Json& e, const char* key) { return SafeForTerminal(Raw(e, key)); }
+
+std::string Dump(const Json& e) { return SafeJsonLine(e.dump(-1, ' ', false, Json::error_handler_t::replace)); }
 
 // "bob" or "#7" when the name is unknown.
 std::string Who(const Json& e, const char* name_key, const char* id_key) {
@@ -69,7 +78,7 @@ std::string HumanResult(const Json& e) {
   auto ok_it = e.find("ok");
   bool ok = ok_it != e.end() && ok_it->is_boolean() && ok_it->get<bool>();
   if (!ok) return "error (" + cmd + "): " + Str(e, "code") + ": " + Str(e, "error");
-  if (cmd == "help") return Str(e, "text");
+  if (cmd == "help") return Raw(e, "text");  // this program's own text, several lines
   if (cmd == "register") return "registered " + Str(e, "user") + " with id " + Str(e, "user_id");
   if (cmd == "add_friend") return "friend request sent to " + Who(e, "user", "user_id");
   if (cmd == "accept") return "you and " + Who(e, "user", "user_id") + " are now friends";
@@ -97,12 +106,13 @@ std::string HumanResult(const Json& e) {
     const Json list = e.value("groups", Json::array());
     if (list.empty()) s += " (none)";
     for (const auto& g : list)
-      s += "\n  " + Str(g, "name") + " (id " + Str(g, "id") + ", admin " + Str(g, "admin_id") +
+      s += "\n  " + Str(g, "name") + " (id " + Str(g, "id") + ", admin " + Who(g, "admin", "admin_id") +
            ", epoch " + Str(g, "epoch") + ")";
     return s;
   }
   if (cmd == "members")
-    return "members of " + GroupName(e) + ": " + UserList(e.value("members", Json::array()));
+    return "members of " + GroupName(e) + " (admin " + Who(e, "admin", "admin_id") +
+           "): " + UserList(e.value("members", Json::array()));
   if (cmd == "fingerprint")
     return "safety number with " + Who(e, "user", "user_id") + ":\n  " + Str(e, "safety_number");
   if (cmd == "history") {
@@ -180,15 +190,16 @@ std::string Output::Human(const Json& e) {
   }
   if (type == "decrypt_summary")
     return Str(e, "opened") + " of " + Str(e, "frames") + " frames opened";
-  return e.dump(-1, ' ', false, Json::error_handler_t::replace);
+  return Dump(e);
 }
 
 void Output::Emit(const Json& event) {
-  std::string line = json_ ? event.dump(-1, ' ', false, Json::error_handler_t::replace)
-                           : Human(event);
+  std::string line = json_ ? Dump(event) : Human(event);
   line.push_back('\n');
+  if (line_owner_ != nullptr) line_owner_->Hide();
   std::fwrite(line.data(), 1, line.size(), stdout);
   std::fflush(stdout);
+  if (line_owner_ != nullptr) line_owner_->Show();
 }
 
 }  // namespace fastchat::client

@@ -4,7 +4,12 @@
 // client's docs). Promises: in JSON mode each event is exactly one line of
 // compact JSON, flushed at once; in text mode each event becomes one or more
 // friendly lines. Invalid UTF-8 in strings never aborts output (it is
-// replaced). Warnings go to stdout too, so they are seen.
+// replaced). Warnings go to stdout too, so they are seen. No byte that can
+// steer a terminal is written in either mode (terminal_text.h): in text mode
+// every field is shown through SafeForTerminal, in JSON mode such characters
+// are \u-escaped. If a LineOwner is set (the line editor of chat), each
+// event is written between its Hide() and Show(), so it appears above the
+// line being typed.
 #pragma once
 
 #include <string>
@@ -15,10 +20,24 @@ namespace fastchat::client {
 
 using Json = nlohmann::ordered_json;
 
+// Something that keeps a line at the bottom of the terminal (the prompt and
+// what is being typed): Hide() takes it off the screen, leaving the cursor
+// at the start of a line; Show() draws it again where the cursor is.
+class LineOwner {
+ public:
+  virtual ~LineOwner() = default;
+  virtual void Hide() = 0;
+  virtual void Show() = 0;
+};
+
 class Output {
  public:
   explicit Output(bool json) : json_(json) {}
   bool json() const { return json_; }
+
+  // Events are written around `owner` from now on (nullptr: none). The
+  // owner must outlive its registration.
+  void SetLineOwner(LineOwner* owner) { line_owner_ = owner; }
 
   void Emit(const Json& event);
 
@@ -27,6 +46,7 @@ class Output {
 
  private:
   bool json_;
+  LineOwner* line_owner_ = nullptr;
 };
 
 }  // namespace fastchat::client
