@@ -208,6 +208,7 @@ Outcome ClientCore::Impl::FinishImage(std::uint64_t seq, const wire::Event& ev, 
   e["path"] = saved_as;
   e["bytes"] = p.size;
   Emit(e);
+  if (scope == 0) QueueReceipt(p.sender, p.msg_id);
   return Outcome::OK();
 }
 

@@ -58,9 +58,16 @@ std::string HistoryLine(const Json& e, bool with_conversation) {
   std::string who = Who(e, "from", "from_id");
   std::string kind = Str(e, "kind");
   if (e.value("damaged", false)) return line + "! an entry that does not open (damaged, or moved in the store file)";
-  if (kind == "message") return line + who + ": " + Str(e, "text");
+  // Outgoing direct messages and files: stored by the server, or delivered.
+  std::string state;
+  if (Str(e, "state") == "delivered")
+    state = "  [delivered " + LocalTime(e.value("delivered_ms", std::int64_t{0})) + "]";
+  else if (Str(e, "state") == "stored")
+    state = "  [stored]";
+  if (kind == "message") return line + who + ": " + Str(e, "text") + state;
   if (kind == "image")
-    return line + who + " sent a file \"" + Str(e, "title") + "\" (" + Str(e, "bytes") + " bytes): " + Str(e, "path");
+    return line + who + " sent a file \"" + Str(e, "title") + "\" (" + Str(e, "bytes") + " bytes): " + Str(e, "path") +
+           state;
   return line + "* " + Str(e, "text");
 }
 
@@ -161,6 +168,9 @@ std::string Output::Human(const Json& e) {
   }
   if (type == "group_key")
     return "* [group " + GroupName(e) + "] now holding the key for epoch " + Str(e, "epoch");
+  if (type == "receipt")
+    return "* " + Who(e, "to", "to_id") + " received your message (" + LocalTime(e.value("delivered_ms", std::int64_t{0})) +
+           ")";
   if (type == "undecryptable")
     return "! could not open a " + Str(e, "kind") + " delivery from " + Who(e, "from", "from_id") +
            " (seq " + Str(e, "seq") + "): " + Str(e, "reason");
