@@ -50,6 +50,63 @@ json HistoryEntryWithText(const RunResult& r, const std::string& text) {
   return json::object();
 }
 
+// ------------------------------------------------------------------ the protocol
+
+// A logged-in RawConn for `name` (registered first).
+std::unique_ptr<RawConn> Account(World& w, const std::string& name, bool receive) {
+  auto c = std::make_unique<RawConn>(w.server().port());
+  c->Hello();
+  c->Register(name, "password-" + name);
+  wire::Envelope li = c->Login(name, "password-" + name, receive);
+  if (!li.has_logged_in()) throw std::runtime_error("login of " + name + ": " + Describe(li));
+  return c;
+}
+
+// FetchPending on a send-only session: Ok, the pending deliveries, SyncDone;
+// the user's receiving session stays, and the fetch takes no live pushes.
+TEST(OneShotFetch, SendOnlySessionGetsWhatIsPendingAndDisplacesNobody) {
+  World w;
+  auto alice = Account(w, "alice", false);
+  auto carol = Account(w, "carol", false);
+  {
+    RawConn reg(w.server().port());
+    reg.Hello();
+    reg.Register("bob", "password-bob");
+  }
+  wire::Envelope req;
+  req.mutable_friend_request()->mutable_to()->set_name("bob");
+  ASSERT_TRUE(alice->Request(req).has_ok());
+
+  RawConn receiving(w.server().port());
+  receiving.Hello();
+  ASSERT_TRUE(receiving.Login("bob", "password-bob", true).has_logged_in());
+  wire::Envelope first = receiving.Expect();
+  ASSERT_TRUE(first.has_deliver()) << Describe(first);
+  ASSERT_TRUE(receiving.Expect().has_sync_done());
+
+  RawConn fetch(w.server().port());
+  fetch.Hello();
+  ASSERT_TRUE(fetch.Login("bob", "password-bob", false).has_logged_in());
+  wire::Envelope fp;
+  fp.mutable_fetch_pending();
+  wire::Envelope ok = fetch.Request(fp);
+  ASSERT_TRUE(ok.has_ok()) << Describe(ok);  // before: BAD_REQUEST
+  wire::Envelope again = fetch.Expect();
+  ASSERT_TRUE(again.has_deliver()) << Describe(again);
+  EXPECT_EQ(again.deliver().seq(), first.deliver().seq());  // not acknowledged yet: still pending
+  wire::Envelope done = fetch.Expect();
+  EXPECT_TRUE(done.has_sync_done()) << Describe(done);
+
+  // A new delivery goes to the receiving session only.
+  wire::Envelope req2;
+  req2.mutable_friend_request()->mutable_to()->set_name("bob");
+  ASSERT_TRUE(carol->Request(req2).has_ok());
+  wire::Envelope live = receiving.Expect();
+  EXPECT_TRUE(live.has_deliver()) << Describe(live);  // not a DISPLACED error
+  wire::Envelope none;
+  EXPECT_EQ(fetch.Receive(&none, Millis(500)), RawConn::Recv::kTimeout) << Describe(none);
+}
+
 // ------------------------------------------------------------------ one-shot commands
 
 TEST(OneShot, SendRightAfterAOneShotAcceptAndTheRequestIsNotShownAgain) {
