@@ -49,6 +49,7 @@
 #include "latch.h"
 #include "local_store.h"
 #include "message_format.h"
+#include "progress.h"
 
 namespace fastchat::client {
 
@@ -395,6 +396,11 @@ struct ClientCore::Impl {
   Outcome SavePartial(const PartialImage& p, std::uint32_t index);
   Outcome FinishImage(std::uint64_t seq, const wire::Event& ev, std::uint64_t scope, std::uint64_t epoch,
                       const PartialImage& p);
+  // Emits a "progress" event for image `p` (`through` bytes written), at
+  // most every ProgressMeter::kEvery and when done.
+  void ReceiveProgress(const wire::Event& ev, const PartialImage& p, std::uint64_t through);
+  // The meters of the images being received, by scope/sender/msg_id.
+  std::map<std::string, ProgressMeter> receiving;
 };
 
 }  // namespace fastchat::client

@@ -5,6 +5,9 @@
 #include <ctime>
 
 #include <nlohmann/json.hpp>
+#include <unistd.h>
+
+#include "progress.h"
 
 namespace fastchat::client {
 
@@ -168,6 +171,18 @@ std::string Output::Human(const Json& e) {
   }
   if (type == "group_key")
     return "* [group " + GroupName(e) + "] now holding the key for epoch " + Str(e, "epoch");
+  if (type == "progress") {
+    const int percent = e.value("percent", 0);
+    if (Str(e, "direction") == "receive")
+      return "receiving " + Str(e, "title") + " from " + Who(e, "from", "from_id") + ": " + std::to_string(percent) + "%";
+    std::string to = e.contains("group") ? "group " + Str(e, "group") : Str(e, "to");
+    std::string s = "sending " + Str(e, "title") + " to " + to + ": " + ProgressBar(percent, 20) + " " +
+                    std::to_string(percent) + "% " + HumanBytes(e.value("bytes", 0.0)) + "/" +
+                    HumanBytes(e.value("total", 0.0)) + ", " + HumanBytes(e.value("rate_bps", 0.0)) + "/s";
+    const double left = e.value("eta_s", -1.0);
+    if (percent < 100 && left >= 0) s += ", " + std::to_string(static_cast<long long>(left + 0.5)) + " s left";
+    return s;
+  }
   if (type == "receipt")
     return "* " + Who(e, "to", "to_id") + " received your message (" + LocalTime(e.value("delivered_ms", std::int64_t{0})) +
            ")";
@@ -193,10 +208,24 @@ std::string Output::Human(const Json& e) {
   return e.dump(-1, ' ', false, Json::error_handler_t::replace);
 }
 
+Output::Output(bool json) : json_(json), tty_(isatty(STDOUT_FILENO) == 1) {}
+
 void Output::Emit(const Json& event) {
-  std::string line = json_ ? event.dump(-1, ' ', false, Json::error_handler_t::replace)
-                           : Human(event);
-  line.push_back('\n');
+  std::string line;
+  if (!json_ && event.value("type", std::string()) == "progress") {
+    // Text: one line redrawn in place on a terminal; nothing elsewhere
+    // (logs and pipes get the final result line only).
+    if (!tty_) return;
+    line = "\r\033[K" + Human(event);
+    progress_open_ = event.value("percent", 0) < 100;
+    if (!progress_open_) line.push_back('\n');
+  } else {
+    // Anything else clears a progress line first; the next report redraws it.
+    if (progress_open_) line = "\r\033[K";
+    progress_open_ = false;
+    line += json_ ? event.dump(-1, ' ', false, Json::error_handler_t::replace) : Human(event);
+    line.push_back('\n');
+  }
   std::fwrite(line.data(), 1, line.size(), stdout);
   std::fflush(stdout);
 }

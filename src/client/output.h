@@ -17,7 +17,9 @@ using Json = nlohmann::ordered_json;
 
 class Output {
  public:
-  explicit Output(bool json) : json_(json) {}
+  // Text-mode "progress" events are drawn (one line, redrawn in place)
+  // only when stdout is a terminal.
+  explicit Output(bool json);
   bool json() const { return json_; }
 
   void Emit(const Json& event);
@@ -27,6 +29,8 @@ class Output {
 
  private:
   bool json_;
+  bool tty_;
+  bool progress_open_ = false;  // a progress line is on the screen, unfinished
 };
 
 }  // namespace fastchat::client
