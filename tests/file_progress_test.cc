@@ -77,5 +77,53 @@ TEST(FileProgress, SenderAndReceiverSeeAFileGoThrough) {
   EXPECT_NE(text.out.find("sent big.bin"), std::string::npos) << text.out;
 }
 
+// `argv` as one /bin/sh command line.
+std::string ShellLine(const std::vector<std::string>& argv) {
+  std::string line;
+  for (const std::string& a : argv) {
+    std::string q = "'";
+    for (char c : a) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    line += (line.empty() ? "" : " ") + q + "'";
+  }
+  return line;
+}
+
+// Runs `argv` with its output on a pseudo-terminal (util-linux script(1)):
+// what a person at a terminal sees, control characters included.
+RunResult RunOnTerminal(World& w, std::vector<std::string> argv, const std::string& label) {
+  std::vector<std::string> wrapped = {"/usr/bin/script", "-qec", ShellLine(argv), "/dev/null"};
+  return RunClientOnce(wrapped, w.tmp().Sub(label + ".stderr"), Millis(60000));
+}
+
+TEST(FileProgress, OnATerminalOneLineIsRedrawnInPlace) {
+  World w;
+  User a = w.Register("alice");
+  User b = w.Register("bob");
+  ASSERT_TRUE(w.Run(a, {"add_friend", "bob"}).ok());
+  ASSERT_TRUE(w.Run(b, {"accept", "alice"}).ok());
+  const std::string src = w.tmp().Sub("big.bin");
+  WriteFile(src, RandomBytes(2 * 1024 * 1024));
+
+  auto human = [&w](const User& u, std::vector<std::string> args) {
+    std::vector<std::string> argv = w.GlobalArgs(u);
+    argv.erase(std::remove(argv.begin(), argv.end(), "--json"), argv.end());
+    argv.insert(argv.end(), args.begin(), args.end());
+    return argv;
+  };
+  RunResult send = RunOnTerminal(w, human(a, {"single_image", "bob", src}), "send");
+  ASSERT_EQ(send.exit_code, 0) << send.Describe();
+  EXPECT_NE(send.out.find("\r\033[Ksending big.bin to bob: [....................] 0% 0 B/2.0 MiB"),
+            std::string::npos) << send.out;
+  EXPECT_NE(send.out.find("\r\033[Ksending big.bin to bob: [####################] 100% 2.0 MiB/2.0 MiB, "),
+            std::string::npos) << send.out;
+  EXPECT_NE(send.out.find("sent big.bin (2097152 bytes) to bob"), std::string::npos) << send.out;
+
+  RunResult receive = RunOnTerminal(w, human(b, {"pending"}), "receive");
+  ASSERT_EQ(receive.exit_code, 0) << receive.Describe();
+  EXPECT_NE(receive.out.find("\r\033[Kreceiving big.bin from alice: 0%"), std::string::npos) << receive.out;
+  EXPECT_NE(receive.out.find("\r\033[Kreceiving big.bin from alice: 100%"), std::string::npos) << receive.out;
+  EXPECT_NE(receive.out.find("[alice] sent a file \"big.bin\""), std::string::npos) << receive.out;
+}
+
 }  // namespace
 }  // namespace fastchat::testing
