@@ -209,6 +209,32 @@ TEST(Cluster, LoginOnAnotherServerDisplacesTheFirstSession) {
   third->WaitFor(Msg("bob", "and now?"), "message at the third session (s1)");
 }
 
+// pending and one-shot commands of a user whose receiving session is on
+// another server: they fetch from the shared store and displace nobody.
+TEST(Cluster, PendingAndOneShotOnAnotherServerDisplaceNobody) {
+  Cluster c;
+  c.WaitMeshFormed();
+  User a = c.Register("alice", c.At(c.server(0)));
+  User b = c.Register("bob", c.At(c.server(1)));
+  auto ca = ChatOn(c, a, c.server(0));
+  auto cb = ChatOn(c, b, c.server(1));
+  BefriendChats(*ca, a, *cb, b);
+  ca->CommandOk("single_message bob before");
+  cb->WaitFor(Msg("alice", "before"), "first message at bob (s2)");
+
+  RunResult r = c.Run(b, c.At(c.server(2)), {"pending"});
+  ASSERT_TRUE(r.ok()) << r.Describe();
+  r = c.Run(b, c.At(c.server(0)), {"single_message", "alice", "one-shot from s1"});
+  ASSERT_TRUE(r.ok()) << r.Describe();
+  ca->WaitFor(Msg("bob", "one-shot from s1"), "bob's one-shot message at alice");
+
+  json sent = ca->CommandOk("single_message bob after");
+  cb->WaitFor(Msg("alice", "after"), "bob's chat on s2 still receives");
+  ca->WaitFor(Like({{"type", "receipt"}, {"to", "bob"}, {"msg_id", Str(sent, "msg_id")}}),
+              "bob's receipt crosses the mesh");
+  for (const auto& j : cb->history()) EXPECT_NE(Str(j, "type"), "disconnected") << j.dump();
+}
+
 // ------------------------------------------------------------------ 3. secrets and garbage
 
 std::string MeshFramed(const mesh::MeshFrame& f) {

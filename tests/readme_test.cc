@@ -12,7 +12,9 @@
 // The cluster half needs PostgreSQL (ctest runs under pg_virtualenv).
 #include <gtest/gtest.h>
 
+#include <csignal>
 #include <fstream>
+#include <optional>
 #include <map>
 #include <sstream>
 #include <string>
@@ -187,14 +189,22 @@ TEST(Readme, SingleServerCommandsWorkAsWritten) {
   RunOk(w.tmp(), Adapt(send), env);
   listen->WaitFor(Line("[alice] hi"), "alice's message in bob's listen");
 
+  // fastchat --user bob pending beside that listen: it displaces nothing,
+  // and the listen keeps receiving.
+  r = RunOk(w.tmp(), Adapt(Readme("fastchat --user bob pending")), env);
+  EXPECT_FALSE(Contains(r.out, "DISPLACED")) << r.Describe();
+
   // fastchat --user alice single_message bob -- --not-an-option
   RunOk(w.tmp(), Adapt(Readme("fastchat --user alice single_message bob -- --not-an-option")), env);
   listen->WaitFor(Line("[alice] --not-an-option"), "the text after -- in bob's listen");
-  // fastchat --user alice history bob: what alice sent is kept.
+  // alice's one-shot commands took bob's receipts for the two "hi"s.
+  // fastchat --user alice history bob: what alice sent is kept, with its state.
   r = RunOk(w.tmp(), Adapt(Readme("fastchat --user alice history bob")), env);
   EXPECT_TRUE(Contains(r.out, "history with bob (")) << r.Describe();
-  EXPECT_TRUE(Contains(r.out, "  alice: hi\n")) << r.Describe();
-  EXPECT_TRUE(Contains(r.out, "  alice: --not-an-option\n")) << r.Describe();
+  EXPECT_TRUE(Contains(r.out, "  alice: hi  [delivered ")) << r.Describe();
+  EXPECT_TRUE(Contains(r.out, "  alice: --not-an-option  [stored]\n")) << r.Describe();
+  listen->process().Signal(SIGTERM);
+  EXPECT_EQ(listen->WaitExit(Millis(10000)), std::optional<int>(0)) << listen->Diagnostics();
   // fastchat help history
   r = RunOk(w.tmp(), Adapt(Readme("fastchat help history")), env);
   EXPECT_TRUE(Contains(r.out, "usage: history USER|GROUP [N]\n")) << r.Describe();

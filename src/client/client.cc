@@ -179,7 +179,7 @@ void ClientCore::Impl::OnPush(wire::Envelope& env, std::string_view raw) {
     LogDebug("ignoring unexpected push");
     return;
   }
-  if (mode == SessionMode::kOneShot) return;
+  if (mode == SessionMode::kOneShot && !fetch_asked) return;
   inbox.push_back(std::move(env));
   inbox_wake.cancel();
 }
@@ -251,7 +251,9 @@ awaitable<Outcome> ClientCore::Impl::LoginOn(std::shared_ptr<Connection> c) {
   wire::Envelope req, reply;
   auto* l = req.mutable_login();
   l->mutable_user()->set_id(me().user_id);
-  l->set_receive(mode != SessionMode::kOneShot);
+  // Only chat and listen are the user's receiving session; pending and
+  // one-shot commands fetch once (TakePending) and displace nobody.
+  l->set_receive(mode == SessionMode::kChat || mode == SessionMode::kListen);
   // Reconnects log in with the session token from the first login (no
   // Argon2id on the server); a refused token falls back to the password.
   const bool by_token = !session_token.empty();
@@ -562,6 +564,11 @@ awaitable<void> ClientCore::Shutdown() {
     co_await m.closed.Wait();
     co_return;
   }
+  co_await m.WaitReceipts();
+  if (m.stopping) {
+    co_await m.closed.Wait();
+    co_return;
+  }
   m.stopping = true;
   std::shared_ptr<Connection> c = m.conn;
   if (c && !c->closed()) {
@@ -574,6 +581,23 @@ awaitable<void> ClientCore::Shutdown() {
   m.link_signal.NotifyAll();
   m.synced.Set();
   m.closed.Set();
+}
+
+awaitable<Outcome> ClientCore::TakePending(bool waiting_only) {
+  Impl& m = *impl_;
+  if (m.mode != SessionMode::kOneShot && m.mode != SessionMode::kPending)
+    co_return Err(kCodeUsage, "a receiving session gets its deliveries pushed");
+  if (m.fetch_asked) co_return Err(kCodeUsage, "pending deliveries were fetched already");
+  m.only_waiting = waiting_only;
+  m.fetch_asked = true;
+  if (m.mode == SessionMode::kOneShot) asio::co_spawn(m.ioc, m.ProcessLoop(), asio::detached);
+  wire::Envelope req, reply;
+  req.mutable_fetch_pending();
+  Outcome o = co_await m.Call(req, &reply);
+  if (!o.ok()) co_return o;
+  co_await m.synced.Wait();
+  if (!m.sync_done) co_return Err("IO_ERROR", "connection ended before all pending deliveries arrived");
+  co_return Outcome::OK();
 }
 
 awaitable<Outcome> ClientCore::FetchPending(Json* result) {

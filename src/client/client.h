@@ -9,6 +9,10 @@
 // - Public keys are pinned the first time they are seen; if the server later
 //   presents different keys a KEY_CHANGED warning is emitted and they are
 //   not used.
+// - A user's clients coexist: chat and listen are the user's one receiving
+//   session (a newer one displaces the older); pending and one-shot
+//   commands log in send-only and fetch what is pending once, displacing
+//   nobody (docs/architecture.md, "Displacement").
 // - In a receiving session, deliveries are processed one at a time in server
 //   order; each is stored, then acknowledged; repeats (by seq and by the
 //   sender's msg_id) are ignored; anything that cannot be opened becomes an
@@ -84,10 +88,10 @@ struct ClientConfig {
 };
 
 enum class SessionMode {
-  kOneShot,  // receive=false: replies only
+  kOneShot,  // receive=false: replies, and what TakePending(true) fetches
   kChat,     // receiving session, interactive
   kListen,   // receiving session, prints events
-  kPending,  // receiving session until SyncDone
+  kPending,  // receive=false: what TakePending(false) fetches, until SyncDone
 };
 
 class ClientCore {
@@ -154,6 +158,15 @@ class ClientCore {
   asio::awaitable<Outcome> Fingerprint(std::string user, Json* result);
   // Asks the server to resend pending deliveries (receiving sessions).
   asio::awaitable<Outcome> FetchPending(Json* result);
+  // pending and one-shot sessions (after Login): asks the server once for
+  // what is pending, without becoming the user's receiving session (a
+  // running chat or listen is not displaced), and processes it until
+  // SyncDone: everything (pending), or with waiting_only only what a
+  // one-shot command needs first (friend requests and answers, group keys,
+  // receipts); messages, files and group entries then stay pending for a
+  // receiving session. A server that refuses the fetch (BAD_REQUEST: older
+  // than one-shot fetches) leaves everything pending.
+  asio::awaitable<Outcome> TakePending(bool waiting_only);
 
   // ---- history (the local store only: no server needed, OpenStore is enough)
   // The newest `count` (default 20) entries of the conversation with a user

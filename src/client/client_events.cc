@@ -70,8 +70,20 @@ void ClientCore::Impl::AckLater(std::uint64_t seq, std::uint64_t group_id) {
   }
 }
 
+bool ClientCore::Impl::Waiting(const wire::Event& ev) {
+  return ev.has_friend_request() || ev.has_friend_answer() || ev.has_group_key() ||
+         (ev.has_direct() && ev.direct().kind() == wire::RECEIPT);
+}
+
 awaitable<bool> ClientCore::Impl::ProcessDeliver(std::uint64_t seq, const std::string& bytes,
                                                  std::uint64_t group_id) {
+  if (only_waiting && group_id != 0) {
+    // Group log entries are acknowledged cumulatively: leave the whole log
+    // to a receiving session.
+    group_ack_held.insert(group_id);
+    group_acks.erase(group_id);
+    co_return true;
+  }
   bool seen = false;
   Status s = store->SeenSeq(seq, &seen);
   if (!s.ok()) {
@@ -84,7 +96,9 @@ awaitable<bool> ClientCore::Impl::ProcessDeliver(std::uint64_t seq, const std::s
   }
   wire::Event ev;
   Outcome o;
-  if (!ev.ParseFromString(bytes)) {
+  const bool parsed = ev.ParseFromString(bytes);
+  if (only_waiting && (!parsed || !Waiting(ev))) co_return true;  // stays pending
+  if (!parsed) {
     Json e = {{"type", "undecryptable"}, {"seq", seq}, {"kind", "unknown"}, {"from", ""},
               {"from_id", 0}, {"reason", "unparsable event"}};
     Emit(e);
@@ -92,6 +106,8 @@ awaitable<bool> ClientCore::Impl::ProcessDeliver(std::uint64_t seq, const std::s
     o = co_await OnFriendRequest(seq, ev);
   } else if (ev.has_friend_answer()) {
     o = co_await OnFriendAnswer(seq, ev);
+  } else if (ev.has_direct() && ev.direct().kind() == wire::RECEIPT) {
+    o = OnReceipt(seq, ev);
   } else if (ev.has_direct()) {
     o = co_await OnDirect(seq, ev);
   } else if (ev.has_group_notice()) {
@@ -266,6 +282,7 @@ Outcome ClientCore::Impl::OnMessage(std::uint64_t seq, const wire::Event& ev, bo
     Json e = group ? GroupBase("group_message", seq, ev, scope, epoch) : Base("message", seq, ev);
     e["text"] = plain;
     Emit(e);
+    if (!group) QueueReceipt(ev.from_id(), msg_id);
     return Outcome::OK();
   }
   if (what == wire::IMAGE) return OnImageChunk(seq, ev, scope, epoch, msg_id, index, count, plain);

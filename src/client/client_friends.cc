@@ -271,6 +271,7 @@ awaitable<Outcome> ClientCore::SingleMessage(std::string user, std::string text,
   if (!o.ok()) co_return o;
   Json body = {{"text", text}};
   m.RememberSent(false, c.id, "message", msg_id, body);
+  (*result)["msg_id"] = crypto::Hex(msg_id);  // what its receipt names
   co_return o;
 }
 
@@ -286,6 +287,7 @@ awaitable<Outcome> ClientCore::SingleImage(std::string user, std::string path, J
   Impl::ChunkMaker make = m.DirectMaker(c, key, msg_id, wire::IMAGE);
   o = co_await m.SendFile(path, std::move(make), result);
   if (o.ok()) m.RememberSentFile(false, c.id, msg_id, path, *result);
+  if (o.ok()) (*result)["msg_id"] = crypto::Hex(msg_id);
   co_return o;
 }
 

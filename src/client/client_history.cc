@@ -112,6 +112,19 @@ Json ClientCore::Impl::HistoryJson(const HistoryEntry& e) {
   Json body = Json::parse(e.body, nullptr, false);
   if (body.is_object())
     for (auto it = body.begin(); it != body.end(); ++it) j[it.key()] = it.value();
+  if (e.outgoing && !e.group && (e.kind == "message" || e.kind == "image")) {
+    // Kept once the server had stored it; delivered once the recipient's
+    // client sent a receipt sealed with the friend key.
+    std::int64_t delivered = 0;
+    Status s = store->DeliveredAt(e.conv_id, e.msg_id, &delivered);
+    if (!s.ok()) LogWarn("reading receipts: " + s.ToString());
+    j["state"] = delivered != 0 ? "delivered" : "stored";
+    j["stored_ms"] = e.at_ms;
+    if (delivered != 0) {
+      j["delivered_ms"] = delivered;
+      j["delivered_time"] = IsoUtc(delivered);
+    }
+  }
   return j;
 }
 

@@ -17,6 +17,7 @@
 
 #include "client.h"
 #include "client_impl.h"
+#include "progress.h"
 #include "filename.h"
 
 namespace fastchat::client {
@@ -61,6 +62,13 @@ awaitable<Outcome> ClientCore::Impl::SendFile(std::string path, ChunkMaker make,
   // again after a lost connection.
   std::deque<Pending> window;
   std::string buf;
+  // Progress: bytes the server has taken (chunks answered; chunk 0 is the
+  // header).
+  ProgressMeter meter(size, Clock::now());
+  std::uint32_t answered = 0;
+  Json progress = {{"type", "progress"}, {"direction", "send"}, {"title", title}};
+  if (result->contains("user")) progress["to"] = (*result)["user"];
+  if (result->contains("group")) progress["group"] = (*result)["group"];
   for (std::uint32_t i = 0; i < count; ++i) {
     std::string plain;
     if (i == 0) {
@@ -79,6 +87,14 @@ awaitable<Outcome> ClientCore::Impl::SendFile(std::string path, ChunkMaker make,
     while (window.size() >= kSendWindow || (i + 1 == count && !window.empty())) {
       o = co_await Finish(window, nullptr, nullptr);
       if (!o.ok()) co_return o;
+      ++answered;
+      const std::uint64_t through = std::min<std::uint64_t>(size, std::uint64_t{answered - 1} * kChunkBytes);
+      const Clock::time_point now = Clock::now();
+      if (meter.Due(answered == count ? size : through, now)) {
+        Json fields = meter.Fields(answered == count ? size : through, now);
+        for (auto it = fields.begin(); it != fields.end(); ++it) progress[it.key()] = it.value();
+        Emit(progress);
+      }
     }
   }
   (*result)["title"] = title;
@@ -129,6 +145,7 @@ Outcome ClientCore::Impl::OnImageChunk(std::uint64_t seq, const wire::Event& ev,
     if (fd < 0) return bad("cannot create " + tmp.string() + ": " + std::strerror(errno));
     ::close(fd);
     if (count == 1) return FinishImage(seq, ev, scope, epoch, p);
+    ReceiveProgress(ev, p, 0);
     return SavePartial(p, 0);
   }
 
@@ -160,9 +177,27 @@ Outcome ClientCore::Impl::OnImageChunk(std::uint64_t seq, const wire::Event& ev,
     done += static_cast<std::size_t>(n);
   }
   ::close(fd);
+  ReceiveProgress(ev, p, std::min<std::uint64_t>(p.size, std::uint64_t{index} * kChunkBytes));
   if (index + 1 == p.chunk_count) return FinishImage(seq, ev, scope, epoch, p);
   p.next_chunk = index + 1;
   return SavePartial(p, index);
+}
+
+void ClientCore::Impl::ReceiveProgress(const wire::Event& ev, const PartialImage& p, std::uint64_t through) {
+  const std::string key = std::to_string(p.scope) + "/" + std::to_string(p.sender) + "/" + p.msg_id;
+  const Clock::time_point now = Clock::now();
+  auto it = receiving.try_emplace(key, p.size, now).first;
+  if (!it->second.Due(through, now)) return;
+  Json e = {{"type", "progress"}, {"direction", "receive"}, {"title", SanitizeTitle(p.title)},
+            {"from", ContactName(ev.from_id(), ev.from_name())}, {"from_id", ev.from_id()}};
+  if (p.scope != 0) {
+    e["group_id"] = p.scope;
+    e["group"] = GroupNameOf(p.scope);
+  }
+  Json fields = it->second.Fields(through, now);
+  for (auto f = fields.begin(); f != fields.end(); ++f) e[f.key()] = f.value();
+  Emit(e);
+  if (through >= p.size) receiving.erase(it);
 }
 
 Outcome ClientCore::Impl::SavePartial(const PartialImage& p, std::uint32_t index) {
@@ -208,6 +243,7 @@ Outcome ClientCore::Impl::FinishImage(std::uint64_t seq, const wire::Event& ev, 
   e["path"] = saved_as;
   e["bytes"] = p.size;
   Emit(e);
+  if (scope == 0) QueueReceipt(p.sender, p.msg_id);
   return Outcome::OK();
 }
 

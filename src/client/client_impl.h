@@ -8,6 +8,7 @@
 //   client_images.cc   sending an image in chunks; assembling received ones
 //   client_events.cc   processing deliveries, one at a time, into events
 //   client_history.cc  keeping what was sent and received; history, search
+//   client_receipts.cc delivery receipts: sending them, checking them
 //
 // Promises (besides those of client.h):
 // - Every member runs on the io_context thread; nothing here is shared with
@@ -48,6 +49,7 @@
 #include "latch.h"
 #include "local_store.h"
 #include "message_format.h"
+#include "progress.h"
 
 namespace fastchat::client {
 
@@ -100,7 +102,8 @@ struct Opened {
 
 struct ClientCore::Impl {
   Impl(asio::io_context& c, ClientConfig config, Output* o)
-      : ioc(c), cfg(std::move(config)), out(o), inbox_wake(c), synced(c), closed(c), link_signal(c) {}
+      : ioc(c), cfg(std::move(config)), out(o), inbox_wake(c), synced(c), closed(c), link_signal(c),
+        receipts_signal(c) {}
   ~Impl();
 
   asio::io_context& ioc;
@@ -147,6 +150,17 @@ struct ClientCore::Impl {
   std::string server_addr;   // host:port of `conn`
   std::uint64_t max_image_bytes = 0;
   Signal link_signal;        // link_up, over or stopping changed
+
+  // One-shot sessions (send-only): a FetchPending was asked (pushes are
+  // taken from then on), and whether only what one-shot commands need is
+  // processed (Waiting) while the rest stays pending for a receiving session.
+  bool fetch_asked = false;
+  bool only_waiting = false;
+
+  // Receipts being sent (client_receipts.cc); Shutdown waits for them a
+  // little while.
+  int receipts_out = 0;
+  Signal receipts_signal;
 
   const Identity& me() const { return store->identity(); }
 
@@ -298,6 +312,10 @@ struct ClientCore::Impl {
   // ------------------------------------------------------------ receiving (client_events.cc)
 
   awaitable<void> ProcessLoop();
+  // What a one-shot command takes from the pending deliveries before it
+  // runs: friend requests and answers, group keys, receipts (not messages,
+  // files or group log entries: those wait for pending, listen or chat).
+  static bool Waiting(const wire::Event& ev);
   // Returns false if processing must stop (connection lost).
   awaitable<bool> ProcessDeliver(std::uint64_t seq, const std::string& bytes, std::uint64_t group_id);
   // Records a processed delivery for the next Ack.
@@ -331,6 +349,19 @@ struct ClientCore::Impl {
   // Verifies (if `sender` is known) and decrypts a group message.
   Outcome OpenGroup(const wire::Event& ev, const Contact* sender, Opened* opened);
   Outcome OpenGroupKey(const wire::Event& ev, const Contact& admin, std::string* key);
+
+  // ------------------------------------------------------------ receipts (client_receipts.cc)
+
+  static constexpr std::chrono::seconds kReceiptWait{10};
+  // Sends `to` a receipt for their message `msg_id` (in the background;
+  // Shutdown waits for it, see WaitReceipts).
+  void QueueReceipt(std::uint64_t to, const std::string& msg_id);
+  awaitable<void> SendReceipt(std::uint64_t to, std::string msg_id, std::int64_t at);
+  // Until the receipts queued are answered, the link is down, or kReceiptWait.
+  awaitable<void> WaitReceipts();
+  // A RECEIPT from ev.from_id: opened with their friend key (else reported
+  // as undecryptable and dropped), recorded, emitted as a "receipt" event.
+  Outcome OnReceipt(std::uint64_t seq, const wire::Event& ev);
 
   // ------------------------------------------------------------ history (client_history.cc)
 
@@ -368,6 +399,11 @@ struct ClientCore::Impl {
   Outcome SavePartial(const PartialImage& p, std::uint32_t index);
   Outcome FinishImage(std::uint64_t seq, const wire::Event& ev, std::uint64_t scope, std::uint64_t epoch,
                       const PartialImage& p);
+  // Emits a "progress" event for image `p` (`through` bytes written), at
+  // most every ProgressMeter::kEvery and when done.
+  void ReceiveProgress(const wire::Event& ev, const PartialImage& p, std::uint64_t through);
+  // The meters of the images being received, by scope/sender/msg_id.
+  std::map<std::string, ProgressMeter> receiving;
 };
 
 }  // namespace fastchat::client

@@ -71,11 +71,12 @@ const std::vector<Spec>& Specs() {
        "fingerprint bob"},
       {"pending", {}, "fetch deliveries still pending on the server",
        "Asks the server for everything not yet received: in chat, again; on the command line, fetches it, "
-       "prints it and exits.",
+       "prints it and exits, beside a running chat or listen (it displaces neither).",
        "pending"},
       {"history", {"USER|GROUP", "[N]"}, "show the conversation with a user or a group",
        "Shows the newest N (default 20, at most 10000) messages, files and notices of your conversation "
-       "with USER or in GROUP, oldest first, with names and times. Read from your local store (it is "
+       "with USER or in GROUP, oldest first, with names and times; what you sent USER directly is marked "
+       "stored (the server has it) or delivered (USER's client sent a receipt). Read from your local store (it is "
        "sealed there under your password), so it works without a server. Write user:NAME or group:NAME "
        "when a user and a group share a name.",
        "history bob 50", true},
@@ -97,7 +98,8 @@ const std::vector<Spec>& Sessions() {
        "fastchat register alice"},
       {"chat", {}, "interactive session: type commands, see what arrives",
        "Logs in, shows what arrived while you were away, then what arrives as it comes; type commands "
-       "(help lists them), \\q to quit. Reconnects by itself if the server goes away.",
+       "(help lists them), \\q to quit. Reconnects by itself if the server goes away. One chat or listen "
+       "per user at a time: a newer one ends the older; pending and one-shot commands run beside it.",
        "fastchat --user alice chat"},
       {"listen", {}, "stay connected and print what arrives",
        "Like chat without typing: prints every message, file and notice as it arrives until stopped.",

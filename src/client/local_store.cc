@@ -47,6 +47,9 @@ CREATE TABLE IF NOT EXISTS history(
   kind TEXT NOT NULL, at INTEGER NOT NULL, msg_id BLOB NOT NULL, sealed BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS history_by_conversation ON history(conv_group, conv_id, id);
 CREATE UNIQUE INDEX IF NOT EXISTS history_once ON history(sender, msg_id) WHERE length(msg_id) > 0;
+CREATE TABLE IF NOT EXISTS receipts(
+  recipient INTEGER NOT NULL, msg_id BLOB NOT NULL, delivered INTEGER NOT NULL,
+  PRIMARY KEY(recipient, msg_id));
 )sql";
 
 std::int64_t NowMs() {
@@ -891,6 +894,30 @@ Status LocalStore::SearchHistory(std::size_t scan, std::size_t max_hits,
   }
   std::reverse(out->begin(), out->end());
   return Status::OK();
+}
+
+// ---------------------------------------------------------------- receipts
+
+Status LocalStore::AddReceipt(std::uint64_t recipient, std::string_view msg_id, std::int64_t delivered_ms) {
+  Stmt st(db_, "INSERT OR IGNORE INTO receipts(recipient, msg_id, delivered) VALUES(?,?,?)");
+  st.U64(recipient).Blob(msg_id).Int(delivered_ms);
+  return st.Run();
+}
+
+Status LocalStore::DeliveredAt(std::uint64_t recipient, std::string_view msg_id, std::int64_t* delivered_ms) {
+  *delivered_ms = 0;
+  Stmt st(db_, "SELECT delivered FROM receipts WHERE recipient = ? AND msg_id = ?");
+  st.U64(recipient).Blob(msg_id);
+  bool row = false;
+  Status s = st.Step(&row);
+  if (s.ok() && row) *delivered_ms = st.ColInt(0);
+  return s;
+}
+
+Status LocalStore::SentTo(std::uint64_t recipient, std::string_view msg_id, bool* sent) {
+  Stmt st(db_, "SELECT 1 FROM history WHERE conv_group = 0 AND conv_id = ? AND outgoing = 1 AND msg_id = ?");
+  st.U64(recipient).Blob(msg_id);
+  return st.Step(sent);
 }
 
 }  // namespace fastchat::client

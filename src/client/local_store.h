@@ -190,6 +190,19 @@ class LocalStore {
   Status SearchHistory(std::size_t scan, std::size_t max_hits, const std::function<bool(const HistoryEntry&)>& keep,
                        std::vector<HistoryEntry>* out, std::size_t* scanned, bool* more);
 
+  // ---- delivery receipts (direct messages this user sent)
+  // Records that `recipient`'s client received message `msg_id` at
+  // `delivered_ms` (its own clock); the first receipt is kept. Callers
+  // record only receipts that opened with `recipient`'s friend key, so a
+  // receipt is filed under the user who made it and never vouches for a
+  // message sent to someone else.
+  Status AddReceipt(std::uint64_t recipient, std::string_view msg_id, std::int64_t delivered_ms);
+  // When `recipient` received `msg_id` (0: no receipt).
+  Status DeliveredAt(std::uint64_t recipient, std::string_view msg_id, std::int64_t* delivered_ms);
+  // Whether the history holds a direct message or file `msg_id` this user
+  // sent to `recipient`.
+  Status SentTo(std::uint64_t recipient, std::string_view msg_id, bool* sent);
+
  private:
   LocalStore(sqlite3* db, std::filesystem::path path);
   static Status OpenDb(const std::filesystem::path& path, bool create, sqlite3** db);

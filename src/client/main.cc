@@ -43,6 +43,10 @@ using asio::awaitable;
 
 namespace {
 
+// Logging from coroutines goes through a plain function (GCC 12 and fmt's
+// compile-time format strings, see client_impl.h).
+void Warn(const std::string& m) { spdlog::warn("{}", m); }
+
 // Reads a password from the terminal without echo.
 bool PromptPassword(const std::string& prompt, std::string* out) {
   std::fprintf(stderr, "%s", prompt.c_str());
@@ -179,6 +183,13 @@ struct App {
       started = o.ok();
     } else {
       started = co_await Start(cmd.name, fc::SessionMode::kOneShot);
+      if (started) {
+        // First what is waiting for this command (a friend's answer and key,
+        // a group key, receipts), without displacing a running chat or listen.
+        fc::Outcome taken = co_await core->TakePending(true);
+        if (!taken.ok() && taken.code != "BAD_REQUEST")
+          Warn("could not fetch what was waiting: " + taken.code + ": " + taken.message);
+      }
     }
     if (started) {
       bool ok = co_await fc::RunCommand(*core, *out, cmd);
@@ -199,8 +210,10 @@ struct App {
     bool started = co_await Start("pending", fc::SessionMode::kPending);
     if (started) {
       WatchSignals();
-      co_await core->WaitSynced();
-      if (core->disconnected() || !core->synced()) {
+      fc::Outcome taken = co_await core->TakePending(false);
+      if (!taken.ok() && taken.code != "IO_ERROR") {
+        fc::EmitError(*out, "pending", taken.code, taken.message);
+      } else if (core->disconnected() || !core->synced()) {
         fc::EmitError(*out, "pending", "IO_ERROR", "connection ended before all pending deliveries arrived");
       } else {
         fc::Json r = {{"type", "result"}, {"cmd", "pending"}, {"ok", true}, {"count", core->processed()}};

@@ -5,6 +5,9 @@
 #include <ctime>
 
 #include <nlohmann/json.hpp>
+#include <unistd.h>
+
+#include "progress.h"
 
 #include "terminal_text.h"
 
@@ -67,9 +70,16 @@ std::string HistoryLine(const Json& e, bool with_conversation) {
   std::string who = Who(e, "from", "from_id");
   std::string kind = Str(e, "kind");
   if (e.value("damaged", false)) return line + "! an entry that does not open (damaged, or moved in the store file)";
-  if (kind == "message") return line + who + ": " + Str(e, "text");
+  // Outgoing direct messages and files: stored by the server, or delivered.
+  std::string state;
+  if (Str(e, "state") == "delivered")
+    state = "  [delivered " + LocalTime(e.value("delivered_ms", std::int64_t{0})) + "]";
+  else if (Str(e, "state") == "stored")
+    state = "  [stored]";
+  if (kind == "message") return line + who + ": " + Str(e, "text") + state;
   if (kind == "image")
-    return line + who + " sent a file \"" + Str(e, "title") + "\" (" + Str(e, "bytes") + " bytes): " + Str(e, "path");
+    return line + who + " sent a file \"" + Str(e, "title") + "\" (" + Str(e, "bytes") + " bytes): " + Str(e, "path") +
+           state;
   return line + "* " + Str(e, "text");
 }
 
@@ -171,6 +181,21 @@ std::string Output::Human(const Json& e) {
   }
   if (type == "group_key")
     return "* [group " + GroupName(e) + "] now holding the key for epoch " + Str(e, "epoch");
+  if (type == "progress") {
+    const int percent = e.value("percent", 0);
+    if (Str(e, "direction") == "receive")
+      return "receiving " + Str(e, "title") + " from " + Who(e, "from", "from_id") + ": " + std::to_string(percent) + "%";
+    std::string to = e.contains("group") ? "group " + Str(e, "group") : Str(e, "to");
+    std::string s = "sending " + Str(e, "title") + " to " + to + ": " + ProgressBar(percent, 20) + " " +
+                    std::to_string(percent) + "% " + HumanBytes(e.value("bytes", 0.0)) + "/" +
+                    HumanBytes(e.value("total", 0.0)) + ", " + HumanBytes(e.value("rate_bps", 0.0)) + "/s";
+    const double left = e.value("eta_s", -1.0);
+    if (percent < 100 && left >= 0) s += ", " + std::to_string(static_cast<long long>(left + 0.5)) + " s left";
+    return s;
+  }
+  if (type == "receipt")
+    return "* " + Who(e, "to", "to_id") + " received your message (" + LocalTime(e.value("delivered_ms", std::int64_t{0})) +
+           ")";
   if (type == "undecryptable")
     return "! could not open a " + Str(e, "kind") + " delivery from " + Who(e, "from", "from_id") +
            " (seq " + Str(e, "seq") + "): " + Str(e, "reason");
@@ -193,9 +218,33 @@ std::string Output::Human(const Json& e) {
   return Dump(e);
 }
 
+Output::Output(bool json) : json_(json), tty_(isatty(STDOUT_FILENO) == 1) {}
+
 void Output::Emit(const Json& event) {
-  std::string line = json_ ? Dump(event) : Human(event);
-  line.push_back('\n');
+  std::string line;
+  const bool progress = !json_ && event.value("type", std::string()) == "progress";
+  if (progress && line_owner_ != nullptr) {
+    // chat at a terminal: a report is a line above the prompt, at most one
+    // per 10 percentage points of a transfer, and the last.
+    const int percent = event.value("percent", 0);
+    if (percent < 100 && percent < last_printed_percent_ + 10 && last_printed_percent_ >= 0) return;
+    last_printed_percent_ = percent < 100 ? percent : -1;
+    line = Human(event);
+    line.push_back('\n');
+  } else if (progress) {
+    // Text: one line redrawn in place on a terminal; nothing elsewhere
+    // (logs and pipes get the final result line only).
+    if (!tty_) return;
+    line = "\r\033[K" + Human(event);
+    progress_open_ = event.value("percent", 0) < 100;
+    if (!progress_open_) line.push_back('\n');
+  } else {
+    // Anything else clears a progress line first; the next report redraws it.
+    if (progress_open_) line = "\r\033[K";
+    progress_open_ = false;
+    line += json_ ? Dump(event) : Human(event);
+    line.push_back('\n');
+  }
   if (line_owner_ != nullptr) line_owner_->Hide();
   std::fwrite(line.data(), 1, line.size(), stdout);
   std::fflush(stdout);

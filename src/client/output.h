@@ -32,7 +32,9 @@ class LineOwner {
 
 class Output {
  public:
-  explicit Output(bool json) : json_(json) {}
+  // Text-mode "progress" events are drawn (one line, redrawn in place)
+  // only when stdout is a terminal.
+  explicit Output(bool json);
   bool json() const { return json_; }
 
   // Events are written around `owner` from now on (nullptr: none). The
@@ -47,6 +49,9 @@ class Output {
  private:
   bool json_;
   LineOwner* line_owner_ = nullptr;
+  bool tty_;
+  bool progress_open_ = false;    // a progress line is on the screen, unfinished
+  int last_printed_percent_ = -1;  // chat: the last progress report printed (-1: none open)
 };
 
 }  // namespace fastchat::client

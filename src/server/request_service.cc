@@ -90,8 +90,8 @@ Status CheckCipherFields(wire::Kind kind, std::uint32_t index, std::uint32_t cou
   if (ciphertext.size() > kMaxChunkCiphertext) {
     return Status(Code::kTooLarge, "ciphertext over " + std::to_string(kMaxChunkCiphertext) + " bytes");
   }
-  if (kind == wire::TEXT) {
-    if (index != 0 || count > 1) return Status(Code::kBadRequest, "text is a single chunk");
+  if (kind == wire::TEXT || kind == wire::RECEIPT) {
+    if (index != 0 || count > 1) return Status(Code::kBadRequest, "text and receipts are a single chunk");
   } else if (kind == wire::IMAGE) {
     if (count == 0 || index >= count) return Status(Code::kBadRequest, "bad chunk index/count");
     const std::uint64_t max_chunks = 1 + (max_image_bytes + kImageChunkBytes - 1) / kImageChunkBytes;

@@ -236,9 +236,9 @@ asio::awaitable<void> Session::CatchUp() {
   // Where this pass reads from: past the last row sent, but below any row
   // missed meanwhile (CatchUpCursor).
   std::uint64_t read_after = cursor_.last_sent();
-  while (!closed_ && receiving_) {
+  while (!closed_ && Reading()) {
     co_await out_.WaitBelow(server_.config.max_queue_bytes / 2);
-    if (closed_ || !receiving_) break;
+    if (closed_ || !Reading()) break;
     read_after = cursor_.ReadAfter(read_after);
     const std::uint64_t user = user_id_, after = read_after;
     missed_ = false;
@@ -249,7 +249,7 @@ asio::awaitable<void> Session::CatchUp() {
       return r;
     };
     Fetched f = co_await server_.store.Run(std::move(job));
-    if (closed_ || !receiving_) break;
+    if (closed_ || !Reading()) break;
     if (!f.st.ok()) {
       CloseWith(StoreFailure(f.st, "fetching pending deliveries of user " + std::to_string(user_id_)));
       break;
@@ -259,8 +259,9 @@ asio::awaitable<void> Session::CatchUp() {
       // after the fetch's snapshot (another server's write): read again.
       if (missed_) continue;
       // Nothing left in the store past what was sent: from here on, live
-      // deliveries arrive after everything fetched.
-      live_ = true;
+      // deliveries arrive after everything fetched. (A one-shot fetch just
+      // ends: it never takes pushes.)
+      live_ = receiving_;
       break;
     }
     // Rows below the highest sent may be repeats of live pushes (after a
@@ -277,12 +278,13 @@ asio::awaitable<void> Session::CatchUp() {
     }
   }
   catching_up_ = false;
-  if (announce_pending_ && !closed_ && receiving_) {
+  if (announce_pending_ && !closed_ && Reading()) {
     announce_pending_ = false;
     wire::Envelope env;
     env.mutable_sync_done();
     SendEnvelope(env);
   }
+  fetching_ = false;
 }
 
 void Session::CatchUpFromStore(std::uint64_t seq) {
@@ -773,12 +775,10 @@ asio::awaitable<Refusal> Session::HandleChangePassword(const wire::Envelope& env
 
 asio::awaitable<void> Session::HandleLoggedIn(const wire::Envelope& env) {
   if (env.body_case() == wire::Envelope::kFetchPending) {
-    if (!receiving_) {
-      Reply(RequestService::ErrorFrame(
-          env.rid(), Status(Code::kBadRequest, "FetchPending needs a receiving session (Login.receive)")));
-      co_return;
-    }
-    // Re-reads everything pending from the store: metered.
+    // Re-reads everything pending from the store: metered. On a send-only
+    // session this is a one-shot fetch: the pending deliveries and SyncDone,
+    // without becoming the user's receiving session (no presence, nobody
+    // displaced, no live pushes afterwards).
     const SteadyTime now = std::chrono::steady_clock::now();
     if (last_fetch_pending_ != SteadyTime{} && now - last_fetch_pending_ < kFetchPendingEvery) {
       const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(kFetchPendingEvery -
@@ -792,6 +792,7 @@ asio::awaitable<void> Session::HandleLoggedIn(const wire::Envelope& env) {
     last_fetch_pending_ = now;
     Reply(RequestService::OkFrame(env.rid()));
     live_ = false;
+    if (!receiving_) fetching_ = true;
     cursor_.Restart();
     StartCatchUp(true);
     co_return;

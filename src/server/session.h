@@ -105,6 +105,9 @@ class Session : public std::enable_shared_from_this<Session> {
   // Resumes once fewer than kMaxInFlight writes are outstanding.
   asio::awaitable<void> WaitForWriteSlots();
   void StartCatchUp(bool announce);
+  // Reading pending deliveries for this connection: its user's receiving
+  // session, or a send-only session doing a one-shot FetchPending.
+  bool Reading() const { return receiving_ || fetching_; }
   // Stops being the user's receiving session (and tells the cluster).
   void LeavePresence();
 
@@ -164,6 +167,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string token_hash_;     // hash of the token this session logged in with or was issued
   bool receiving_ = false;
   bool live_ = false;           // receiving and caught up: take live deliveries
+  bool fetching_ = false;       // send-only: a one-shot FetchPending is being answered
   bool catching_up_ = false;    // a CatchUp coroutine is running
   bool announce_pending_ = false;  // send SyncDone when the catch-up ends
   bool missed_ = false;            // a push was skipped while catching up
