@@ -42,6 +42,9 @@ awaitable<Outcome> ClientCore::Impl::LookUpUser(std::string user, wire::UserInfo
   Outcome o = co_await Call(req, &reply);
   if (!o.ok()) co_return o;
   if (!reply.has_user_info()) co_return Err("BAD_FRAME", "unexpected reply to GetUser");
+  if (AllDigits(user) && reply.user_info().id() != std::stoull(user))
+    co_return Err("BAD_FRAME", "the server answered about user " + std::to_string(reply.user_info().id()) +
+                                   " when asked about " + user);
   *info = reply.user_info();
   co_return Outcome::OK();
 }
@@ -79,10 +82,11 @@ awaitable<Outcome> ClientCore::Impl::KnownUser(std::uint64_t id, Contact* c) {
 }
 
 std::string ClientCore::Impl::ContactName(std::uint64_t id, const std::string& fallback) {
-  if (!fallback.empty()) return fallback;
+  // The name pinned with the ID's keys wins: `fallback` is the server's
+  // label (Event.from_name), which a hostile server can set to anything.
   Contact c;
-  if (store->GetContact(id, &c).ok()) return c.name;
-  return std::string();
+  if (id != 0 && store->GetContact(id, &c).ok() && !c.name.empty()) return c.name;
+  return fallback;
 }
 
 awaitable<Outcome> ClientCore::Impl::FriendKey(const Contact& c, std::string* key) {
