@@ -171,7 +171,7 @@ TEST(HostileServer, AReplayedMessageIsShownOnceAndWarnedAboutAlsoAfterARestart) 
   User &a = f.a, &b = f.b;
   auto &ca = f.ca, &cb = f.cb;
   Kept kept;
-  h.proxy.OnServerFrame([&](const std::string& user, wire::Envelope& env, std::string_view p) {
+  auto server_hook = h.proxy.OnServerFrame([&](const std::string& user, wire::Envelope& env, std::string_view p) {
     if (user == "bob" && AnyDirect(env)) kept.Add(env);
     return Pass(p);
   });
@@ -216,7 +216,7 @@ TEST(HostileServer, ADirectMessageRedirectedToAThirdUserDoesNotOpen) {
   auto &ca = f.ca, &cc = f.cc;
   h.w.MakeFriends(*ca, a, *cc, c);
   Kept kept;
-  h.proxy.OnServerFrame([&](const std::string& user, wire::Envelope& env, std::string_view p) {
+  auto server_hook = h.proxy.OnServerFrame([&](const std::string& user, wire::Envelope& env, std::string_view p) {
     if (user == "bob" && AnyDirect(env)) {
       kept.Add(env);
       return Out{};  // bob never gets it
@@ -247,7 +247,7 @@ TEST(HostileServer, AForgedSenderIsNeverShownAsTheSender) {
   auto &ca = f.ca, &cb = f.cb, &cc = f.cc;
   h.w.MakeFriends(*cc, c, *cb, b);
   std::atomic<int> forged{0};
-  h.proxy.OnServerFrame([&](const std::string& user, wire::Envelope& env, std::string_view p) {
+  auto server_hook = h.proxy.OnServerFrame([&](const std::string& user, wire::Envelope& env, std::string_view p) {
     if (user != "bob" || !AnyDirect(env)) return Pass(p);
     wire::Event ev = EventOf(env);
     if (ev.from_id() != a.id) return Pass(p);
@@ -284,13 +284,13 @@ TEST(HostileServer, ADifferentPublicKeyForAFriendIsRefusedLoudly) {
   std::atomic<bool> lie{true};
   std::atomic<int> sends{0};
   const std::string fake_box = crypto::NewBoxKeyPair().public_key, fake_sign = crypto::NewSignKeyPair().public_key;
-  h.proxy.OnServerFrame([&](const std::string& user, wire::Envelope& env, std::string_view p) {
+  auto server_hook = h.proxy.OnServerFrame([&](const std::string& user, wire::Envelope& env, std::string_view p) {
     if (!lie || user != "alice" || !env.has_user_info() || env.user_info().id() != b.id) return Pass(p);
     env.mutable_user_info()->set_x25519_public(fake_box);
     env.mutable_user_info()->set_ed25519_public(fake_sign);
     return Out{FrameOf(env)};
   });
-  h.proxy.OnClientFrame([&](const std::string&, wire::Envelope& env, std::string_view p) {
+  auto client_hook = h.proxy.OnClientFrame([&](const std::string&, wire::Envelope& env, std::string_view p) {
     if (env.has_direct_send()) ++sends;
     return Pass(p);
   });
@@ -342,7 +342,7 @@ TEST(HostileServer, SwappedGroupEpochsAndForgedGroupSendersDoNotOpen) {
   ca->CommandOk("kick " + g.G() + " dave");  // an honest rotation: epoch 2
   for (auto* cl : {cb.get(), cc.get(), ce.get()}) cl->WaitFor(GroupKey(g.gid, 2), "the key of epoch 2");
 
-  h.proxy.OnServerFrame([&](const std::string& user, wire::Envelope& env, std::string_view p) {
+  auto server_hook = h.proxy.OnServerFrame([&](const std::string& user, wire::Envelope& env, std::string_view p) {
     wire::Event ev = EventOf(env);
     if (ev.has_group() && ev.from_id() == c.id && ev.group().epoch() == 2) {
       if (user == "alice") ev.mutable_group()->set_epoch(1);
@@ -404,7 +404,7 @@ TEST(HostileServer, AKickedMemberGetsNoKeyAndCannotReadLaterTraffic) {
   std::vector<std::pair<std::uint64_t, std::uint64_t>> keys_sent;  // (group, to) after a kick
   std::atomic<bool> kicked{false};
   int kick_oks = 0;
-  h.proxy.OnClientFrame([&](const std::string& user, wire::Envelope& env, std::string_view p) {
+  auto client_hook = h.proxy.OnClientFrame([&](const std::string& user, wire::Envelope& env, std::string_view p) {
     std::lock_guard<std::mutex> lock(mu);
     if (user == "alice" && env.has_group_kick()) {
       kick_rids.insert(env.rid());
@@ -433,7 +433,7 @@ TEST(HostileServer, AKickedMemberGetsNoKeyAndCannotReadLaterTraffic) {
     return Pass(p);
   });
   Kept later;
-  h.proxy.OnServerFrame([&](const std::string& user, wire::Envelope& env, std::string_view p) {
+  auto server_hook = h.proxy.OnServerFrame([&](const std::string& user, wire::Envelope& env, std::string_view p) {
     std::lock_guard<std::mutex> lock(mu);
     if (user != "alice") return Pass(p);
     if (env.has_group_info()) {
@@ -509,7 +509,7 @@ TEST(HostileServer, ReorderedAndTruncatedFramesShowNothingFalse) {
   std::atomic<int> mode{kReorder};
   std::mutex mu;
   std::optional<wire::Envelope> held;
-  h.proxy.OnServerFrame([&](const std::string& user, wire::Envelope& env, std::string_view p) {
+  auto server_hook = h.proxy.OnServerFrame([&](const std::string& user, wire::Envelope& env, std::string_view p) {
     if (user != "bob" || !AnyDirect(env)) return Pass(p);
     std::lock_guard<std::mutex> lock(mu);
     wire::Event ev = EventOf(env);

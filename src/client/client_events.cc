@@ -256,8 +256,8 @@ Outcome ClientCore::Impl::OnMessage(std::uint64_t seq, const wire::Event& ev, bo
     // does that (sends are idempotent on msg_id); it is a replay.
     Json w = Base("warning", seq, ev);
     w["code"] = kCodeReplayed;
-    w["message"] = "the server delivered again a message already received (seq " + std::to_string(seq) +
-                   "); ignored";
+    w["message"] = "the server delivered again a message from " + Who(ev) + " already received (seq " +
+                   std::to_string(seq) + "); ignored";
     if (group) {
       w["group_id"] = scope;
       w["group"] = GroupNameOf(scope);

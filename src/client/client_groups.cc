@@ -417,9 +417,10 @@ awaitable<Outcome> ClientCore::Kick(std::string group, std::string user, Json* r
   std::uint64_t epoch = reply.has_ok() ? reply.ok().epoch() : 0;
   bool created;
   std::uint64_t rotated_epoch = epoch;
-  // (Only a kick answered Ok moved the epoch now; after NOT_MEMBER, a
-  // repeat, the new key may already be mine.)
-  o = co_await m.RotateKey(g.id, true, &rotated_epoch, &created, uid, reply.has_ok() ? known_epoch : 0);
+  // Only a kick answered Ok moved the epoch just now (after NOT_MEMBER, a
+  // repeat, the new key may already be mine).
+  const std::uint64_t must_exceed = reply.has_ok() ? known_epoch : 0;
+  o = co_await m.RotateKey(g.id, true, &rotated_epoch, &created, uid, must_exceed);
   if (o.code == kCodeEpochNotAdvanced) co_return o;
   if (!o.ok()) LogWarn("kick: key rotation incomplete: " + o.code + ": " + o.message);
   (*result)["epoch"] = epoch != 0 ? epoch : rotated_epoch;

@@ -39,14 +39,21 @@ TamperProxy::~TamperProxy() {
   ::close(listen_fd_);
 }
 
-void TamperProxy::OnServerFrame(Hook h) {
-  std::lock_guard<std::mutex> lock(mu_);
-  server_hook_ = std::move(h);
+TamperProxy::HookGuard::~HookGuard() {
+  std::lock_guard<std::mutex> lock(proxy_->hook_mu_);
+  *slot_ = nullptr;
 }
 
-void TamperProxy::OnClientFrame(Hook h) {
-  std::lock_guard<std::mutex> lock(mu_);
+TamperProxy::HookGuard TamperProxy::OnServerFrame(Hook h) {
+  std::lock_guard<std::mutex> lock(hook_mu_);
+  server_hook_ = std::move(h);
+  return HookGuard(this, &server_hook_);
+}
+
+TamperProxy::HookGuard TamperProxy::OnClientFrame(Hook h) {
+  std::lock_guard<std::mutex> lock(hook_mu_);
   client_hook_ = std::move(h);
+  return HookGuard(this, &client_hook_);
 }
 
 bool TamperProxy::WriteAll(int fd, std::string_view bytes) {
@@ -94,11 +101,6 @@ bool TamperProxy::Pump(Conn& c, bool from_client) {
     wire::Envelope env;
     Out out;
     out.bytes = FrameOf(payload);
-    Hook hook;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      hook = from_client ? client_hook_ : server_hook_;
-    }
     if (env.ParseFromString(payload)) {
       if (from_client && env.has_login()) c.pending_receive = env.login().receive();
       if (!from_client && env.has_logged_in()) {
@@ -106,6 +108,8 @@ bool TamperProxy::Pump(Conn& c, bool from_client) {
         c.user = env.logged_in().name();
         c.receiving = c.pending_receive;
       }
+      std::lock_guard<std::mutex> lock(hook_mu_);
+      Hook& hook = from_client ? client_hook_ : server_hook_;
       if (hook) out = hook(c.user, env, payload);
     }
     if (from_client) {

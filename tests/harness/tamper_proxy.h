@@ -45,8 +45,22 @@ class TamperProxy {
   TamperProxy& operator=(const TamperProxy&) = delete;
 
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
-  void OnServerFrame(Hook h);  // server -> client
-  void OnClientFrame(Hook h);  // client -> server
+
+  // Removes its hook when it goes (waiting for a call in progress), so that
+  // a hook never runs after what it uses: declare it after that.
+  class [[nodiscard]] HookGuard {
+   public:
+    HookGuard(TamperProxy* proxy, Hook* slot) : proxy_(proxy), slot_(slot) {}
+    ~HookGuard();
+    HookGuard(const HookGuard&) = delete;
+    HookGuard& operator=(const HookGuard&) = delete;
+
+   private:
+    TamperProxy* proxy_;
+    Hook* slot_;
+  };
+  HookGuard OnServerFrame(Hook h);  // server -> client
+  HookGuard OnClientFrame(Hook h);  // client -> server
 
   // Writes `bytes` to the client side of every open connection of `user`
   // that has logged in with receive=true (a receiving session). Returns how
@@ -72,8 +86,9 @@ class TamperProxy {
   std::uint16_t port_ = 0;
   std::uint16_t target_ = 0;
   std::atomic<bool> stop_{false};
-  std::mutex mu_;  // conns_ membership and user, hooks, writes to client sockets
+  std::mutex mu_;  // conns_ membership and user, writes to client sockets
   std::vector<Conn*> conns_;
+  std::mutex hook_mu_;  // held while a hook runs
   Hook server_hook_, client_hook_;
   std::thread thread_;
 };
