@@ -71,6 +71,9 @@ inline constexpr const char* kCodeUsage = "USAGE";
 inline constexpr const char* kCodeNoSuchFile = "NO_SUCH_FILE";
 inline constexpr const char* kCodeAmbiguous = "AMBIGUOUS";
 inline constexpr const char* kCodeNoStore = "NO_STORE";
+// A hostile server's doing, reported as a warning (docs/security.md).
+inline constexpr const char* kCodeReplayed = "REPLAYED";
+inline constexpr const char* kCodeEpochNotAdvanced = "EPOCH_NOT_ADVANCED";
 
 struct ClientConfig {
   std::string host = "127.0.0.1";  // the server (unless balancers are given)

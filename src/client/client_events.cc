@@ -267,7 +267,21 @@ Outcome ClientCore::Impl::OnMessage(std::uint64_t seq, const wire::Event& ev, bo
   bool seen = false;
   Status s = store->SeenMsg(ev.from_id(), msg_id, index, &seen);
   if (!s.ok()) return Outcome::From(s);
-  if (seen) return Outcome::OK();
+  if (seen) {
+    // The same sealed message under a seq not seen before: a server never
+    // does that (sends are idempotent on msg_id); it is a replay.
+    Json w = Base("warning", seq, ev);
+    w["code"] = kCodeReplayed;
+    w["message"] = "the server delivered again a message from " + Who(ev) + " already received (seq " +
+                   std::to_string(seq) + "); ignored";
+    if (group) {
+      w["group_id"] = scope;
+      w["group"] = GroupNameOf(scope);
+    }
+    Emit(w);
+    LogWarn(w["message"].get<std::string>());
+    return Outcome::OK();
+  }
   if (what == wire::TEXT) {
     // Marked as seen and kept in the history together, or neither.
     Json body = {{"text", plain}};
@@ -362,7 +376,7 @@ awaitable<Outcome> ClientCore::Impl::OnGroupNotice(std::uint64_t seq, const wire
     if (!store->GetGroupKey(g.id, n.epoch(), &key).ok()) {
       std::uint64_t epoch = 0;
       bool created = false;
-      Outcome o = co_await RotateKey(g.id, false, &epoch, &created);
+      Outcome o = co_await RotateKey(g.id, false, &epoch, &created, n.subject_id());
       if (Transport(o)) co_return o;
       if (!o.ok()) LogWarn("group " + std::to_string(g.id) + ": key rotation failed: " + o.code + ": " + o.message);
       if (created) {

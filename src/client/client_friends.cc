@@ -79,10 +79,11 @@ awaitable<Outcome> ClientCore::Impl::KnownUser(std::uint64_t id, Contact* c) {
 }
 
 std::string ClientCore::Impl::ContactName(std::uint64_t id, const std::string& fallback) {
-  if (!fallback.empty()) return fallback;
+  // The name pinned with the ID's keys wins: `fallback` is the server's
+  // label (Event.from_name), which a hostile server can set to anything.
   Contact c;
-  if (store->GetContact(id, &c).ok()) return c.name;
-  return std::string();
+  if (id != 0 && store->GetContact(id, &c).ok() && !c.name.empty()) return c.name;
+  return fallback;
 }
 
 awaitable<void> ClientCore::Impl::UserNameOf(std::uint64_t id, std::string* name) {

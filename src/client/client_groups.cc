@@ -203,7 +203,7 @@ awaitable<Outcome> ClientCore::Impl::SendGroupKeys(std::uint64_t gid, std::uint6
 }
 
 awaitable<Outcome> ClientCore::Impl::RotateKey(std::uint64_t gid, bool force, std::uint64_t* epoch_out,
-                                               bool* created) {
+                                               bool* created, std::uint64_t removed, std::uint64_t must_exceed) {
   *created = false;
   wire::GroupInfo info;
   Outcome o = co_await RefreshGroup(gid, &info);
@@ -211,6 +211,19 @@ awaitable<Outcome> ClientCore::Impl::RotateKey(std::uint64_t gid, bool force, st
   if (info.admin_id() != me().user_id) co_return Err("NOT_ADMIN", "only the group's admin can rotate its key");
   std::uint64_t epoch = info.epoch();
   *epoch_out = epoch;
+  if (epoch <= must_exceed) {
+    // A removed member holds every key up to must_exceed: handing one of
+    // them out again would let them read what follows.
+    std::string msg = "the server says group " + std::to_string(gid) + " is still at epoch " +
+                      std::to_string(epoch) + " after a member was removed (keys up to epoch " +
+                      std::to_string(must_exceed) +
+                      " are known to them); no key sent. The server may be hostile.";
+    Json w = {{"type", "warning"}, {"code", kCodeEpochNotAdvanced}, {"group_id", gid},
+              {"group", GroupNameOf(gid)}, {"epoch", epoch}, {"message", msg}};
+    Emit(w);
+    LogWarn(msg);
+    co_return Err(kCodeEpochNotAdvanced, msg);
+  }
   std::string key;
   Status s = store->GetGroupKey(gid, epoch, &key);
   if (s.ok() && !force) co_return Outcome::OK();
@@ -220,7 +233,9 @@ awaitable<Outcome> ClientCore::Impl::RotateKey(std::uint64_t gid, bool force, st
     if (!s.ok()) co_return Outcome::From(s);
     *created = true;
   }
-  std::vector<wire::UserInfo> members(info.members().begin(), info.members().end());
+  std::vector<wire::UserInfo> members;
+  for (const auto& m : info.members())
+    if (m.id() != removed) members.push_back(m);
   co_return co_await SendGroupKeys(gid, epoch, key, std::move(members));
 }
 
@@ -388,6 +403,12 @@ awaitable<Outcome> ClientCore::Kick(std::string group, std::string user, Json* r
   (*result)["user"] = info.name();
   (*result)["user_id"] = uid;
 
+  // The kicked member may hold every key up to the newest one I have.
+  std::uint64_t known_epoch = 0;
+  std::string known_key;
+  Status ks = m.store->LatestGroupKey(g.id, &known_epoch, &known_key);
+  if (!ks.ok() && ks.code() != Code::kNotFound) co_return Outcome::From(ks);
+
   wire::Envelope req, reply;
   req.mutable_group_kick()->set_group_id(g.id);
   req.mutable_group_kick()->mutable_user()->set_id(uid);
@@ -396,7 +417,11 @@ awaitable<Outcome> ClientCore::Kick(std::string group, std::string user, Json* r
   std::uint64_t epoch = reply.has_ok() ? reply.ok().epoch() : 0;
   bool created;
   std::uint64_t rotated_epoch = epoch;
-  o = co_await m.RotateKey(g.id, true, &rotated_epoch, &created);
+  // Only a kick answered Ok moved the epoch just now (after NOT_MEMBER, a
+  // repeat, the new key may already be mine).
+  const std::uint64_t must_exceed = reply.has_ok() ? known_epoch : 0;
+  o = co_await m.RotateKey(g.id, true, &rotated_epoch, &created, uid, must_exceed);
+  if (o.code == kCodeEpochNotAdvanced) co_return o;
   if (!o.ok()) LogWarn("kick: key rotation incomplete: " + o.code + ": " + o.message);
   (*result)["epoch"] = epoch != 0 ? epoch : rotated_epoch;
   co_return Outcome::OK();

@@ -130,6 +130,11 @@ Outcome ClientCore::Impl::OnImageChunk(std::uint64_t seq, const wire::Event& ev,
     std::uint64_t size = GetU64(plain);
     if (count == 0 || size > (std::uint64_t{1} << 40) || ChunkCount(size) != count)
       return bad("image header does not match its chunk count");
+    // No file system makes names this long (NAME_MAX is 255 bytes); only a
+    // hostile sender does, to flood the screen and the store.
+    if (plain.size() - 8 > kMaxReceivedTitleBytes)
+      return bad("image title of " + std::to_string(plain.size() - 8) + " bytes (at most " +
+                 std::to_string(kMaxReceivedTitleBytes) + ")");
     p.scope = scope;
     p.sender = sender;
     p.msg_id = msg_id;

@@ -62,6 +62,7 @@ void LogInfo(const std::string& m);
 void LogDebug(const std::string& m);
 
 inline constexpr std::size_t kMaxTextBytes = 262144;  // longer texts: send a file
+inline constexpr std::size_t kMaxReceivedTitleBytes = 4096;  // a received image's title (before sanitising)
 // Outcome code of CallOnce: sent, then the link broke before any reply.
 inline constexpr const char* kReplyLost = "REPLY_LOST";
 
@@ -289,8 +290,12 @@ struct ClientCore::Impl {
                                    std::vector<wire::UserInfo> members);
   // Admin: makes sure a key exists for the group's current epoch (making one
   // if needed) and hands it to every other member if it is new or `force`.
-  // *created tells whether this call made the key.
-  awaitable<Outcome> RotateKey(std::uint64_t gid, bool force, std::uint64_t* epoch_out, bool* created);
+  // *created tells whether this call made the key. After a removal:
+  // `removed` (a user ID, 0 for none) gets no key even if the server still
+  // lists them, and the epoch must be above `must_exceed`, else nothing is
+  // sent and the server's lie is reported (EPOCH_NOT_ADVANCED).
+  awaitable<Outcome> RotateKey(std::uint64_t gid, bool force, std::uint64_t* epoch_out, bool* created,
+                               std::uint64_t removed = 0, std::uint64_t must_exceed = 0);
   // Group text or file with the latest epoch key; on STALE_EPOCH refresh and,
   // as admin, rotate and retry once.
   awaitable<Outcome> SendToGroup(std::string group, bool is_file, std::string payload, Json* result);

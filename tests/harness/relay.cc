@@ -1,7 +1,5 @@
 #include "harness/relay.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -13,46 +11,16 @@
 #include <vector>
 
 namespace fastchat::testing {
-namespace {
-
-int ConnectTo(std::uint16_t port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
-
-}  // namespace
-
 Relay::Relay(std::uint16_t target_port) : target_(target_port) {
-  listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  if (listen_fd_ < 0 || ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-      ::listen(listen_fd_, 64) != 0 || ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0 ||
-      ::pipe2(wake_, O_CLOEXEC) != 0)
-    throw std::runtime_error(std::string("relay: ") + std::strerror(errno));
-  port_ = ntohs(addr.sin_port);
+  listen_fd_ = ListenOnLoopback(&port_);
   thread_ = std::thread([this] { Run(); });
 }
 
 Relay::~Relay() {
   stop_ = true;
-  char c = 0;
-  if (::write(wake_[1], &c, 1) < 0) {
-  }
+  wake_.Wake();
   thread_.join();
   ::close(listen_fd_);
-  ::close(wake_[0]);
-  ::close(wake_[1]);
 }
 
 std::string Relay::Captured() const {
@@ -64,7 +32,7 @@ void Relay::Run() {
   // pairs[i] = {a, b}: bytes read from one go to the other.
   std::vector<std::pair<int, int>> pairs;
   while (!stop_) {
-    std::vector<pollfd> fds = {{wake_[0], POLLIN, 0}, {listen_fd_, POLLIN, 0}};
+    std::vector<pollfd> fds = {{wake_.fd(), POLLIN, 0}, {listen_fd_, POLLIN, 0}};
     for (auto& [a, b] : pairs) {
       fds.push_back({a, POLLIN, 0});
       fds.push_back({b, POLLIN, 0});
@@ -80,7 +48,7 @@ void Relay::Run() {
     if (fds[1].revents & POLLIN) {
       int in = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
       if (in >= 0) {
-        int out = ConnectTo(target_);
+        int out = ConnectToLoopback(target_);
         if (out < 0) {
           ::close(in);
         } else {

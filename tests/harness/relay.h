@@ -9,6 +9,8 @@
 #include <string>
 #include <thread>
 
+#include "harness/loopback.h"
+
 namespace fastchat::testing {
 
 class Relay {
@@ -28,7 +30,7 @@ class Relay {
   void Run();
 
   int listen_fd_ = -1;
-  int wake_[2] = {-1, -1};
+  Waker wake_;
   std::uint16_t port_ = 0;
   std::uint16_t target_ = 0;
   std::atomic<bool> stop_{false};
