@@ -332,6 +332,13 @@ Status SqliteStore::Open(const std::string& path, std::unique_ptr<SqliteStore>* 
     sqlite3_close(db);  // harmless on nullptr
     return Status(Code::kIOError, std::move(msg));
   }
+  // SQLite falls back to read-only when it may not write the file; the
+  // server must write, so say so now rather than fail on a later statement.
+  if (sqlite3_db_readonly(db, "main") == 1) {
+    sqlite3_close(db);
+    return Status(Code::kIOError, "open " + path + ": the database is read-only (its permissions or its file system "
+                                  "refuse writes)");
+  }
   std::unique_ptr<SqliteStore> store(new SqliteStore(db));
   Status s = store->Init(exclusive);
   if (!s.ok()) return s;
@@ -464,7 +471,19 @@ Status SqliteStore::Migrate() {
 // ---- helpers
 
 Status SqliteStore::IOError(const char* context) const {
-  return Status(Code::kIOError, std::string(context) + ": " + sqlite3_errmsg(db_));
+  std::string msg = std::string(context) + ": " + sqlite3_errmsg(db_);
+  // Which file operation failed, for an I/O error: e.g. "disk I/O error (a
+  // sync to stable storage failed)".
+  switch (sqlite3_extended_errcode(db_)) {
+    case SQLITE_IOERR_WRITE: msg += " (a write failed)"; break;
+    case SQLITE_IOERR_FSYNC:
+    case SQLITE_IOERR_DIR_FSYNC: msg += " (a sync to stable storage failed)"; break;
+    case SQLITE_IOERR_TRUNCATE: msg += " (a truncate failed)"; break;
+    case SQLITE_IOERR_READ:
+    case SQLITE_IOERR_SHORT_READ: msg += " (a read failed)"; break;
+    default: break;
+  }
+  return Status(Code::kIOError, std::move(msg));
 }
 
 Status SqliteStore::Run(Sql sql, const char* context) {
@@ -957,7 +976,6 @@ Status SqliteStore::AppendGroup(std::uint64_t group, std::uint64_t sender, const
                                 const std::string& dedupe_key, const std::string& payload, std::uint64_t* seq,
                                 bool* fresh, std::vector<std::uint64_t>* readers) {
   if (readers != nullptr) {
-    readers->clear();
     Statement st(stmts_[kGroupReaders]);
     st.BindId(1, group);
     st.BindId(2, sender);
