@@ -170,6 +170,11 @@ class Store {
   // If `readers` is not null it gets who reads the entry as the store has it
   // (every current member but the sender), for routing when other servers
   // change the group too.
+  // A new entry needs the group to exist (else kNoSuchGroup) and `sender`
+  // to be a member as the store has it at the write (else kNotMember;
+  // sender 0, a notice from no member, needs no membership): on a shared
+  // store a member removed through another server cannot add to the log.
+  // A repeat of an entry already stored still yields it.
   virtual Status AppendGroup(std::uint64_t group, std::uint64_t sender, const std::vector<std::uint64_t>& members,
                              const std::string& dedupe_key, const std::string& payload, std::uint64_t* seq,
                              bool* fresh, std::vector<std::uint64_t>* readers) = 0;

@@ -975,6 +975,30 @@ Status SqliteStore::RunEach(std::initializer_list<Sql> sqls, std::uint64_t key, 
 Status SqliteStore::AppendGroup(std::uint64_t group, std::uint64_t sender, const std::vector<std::uint64_t>&,
                                 const std::string& dedupe_key, const std::string& payload, std::uint64_t* seq,
                                 bool* fresh, std::vector<std::uint64_t>* readers) {
+  if (readers != nullptr) readers->clear();
+  // Only a member (or no one: sender 0) adds to an existing group's log; a
+  // repeat of an entry stored before still yields it.
+  Status allowed = CheckGroup(group, "AppendGroup");
+  if (allowed.ok() && sender != 0) {
+    Statement st(stmts_[kMemberExists]);
+    st.BindId(1, group);
+    st.BindId(2, sender);
+    const int rc = st.Step();
+    if (rc == SQLITE_DONE) allowed = Status(Code::kNotMember, "AppendGroup: the sender is not a member");
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return IOError("AppendGroup: membership");
+  }
+  if (!allowed.ok()) {
+    if (allowed.code() == Code::kIOError) return allowed;
+    Statement st(stmts_[kGroupLogSeqByKey]);
+    st.BindId(1, group);
+    st.BindText(2, dedupe_key);
+    const int rc = st.Step();
+    if (rc == SQLITE_DONE) return allowed;
+    if (rc != SQLITE_ROW) return IOError("AppendGroup: existing seq");
+    *seq = st.ColumnId(0);
+    *fresh = false;
+    return Status::OK();
+  }
   if (readers != nullptr) {
     Statement st(stmts_[kGroupReaders]);
     st.BindId(1, group);
