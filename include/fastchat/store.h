@@ -85,8 +85,9 @@ class Store {
   // / EndUnit(keep) bracket one request's calls so a request that fails
   // half-way is undone alone (EndUnit(false)) without losing the others.
   // Outside a batch every call is its own durable transaction.
-  // Implementations that cannot batch (PgStore today) make these no-ops and
-  // keep one transaction per call.
+  // Implementations that cannot batch make these no-ops that return OK and
+  // keep one transaction per call. (The store worker runs no job after
+  // BeginBatch fails: see server/store_worker.h.)
   virtual Status BeginBatch() = 0;
   virtual Status CommitBatch() = 0;
   virtual void RollbackBatch() = 0;
