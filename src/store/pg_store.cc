@@ -155,6 +155,7 @@ enum Sql : int {
   kDeletePendingMany,
   kCountPending,
   kAppendGroup,
+  kLockGroupRowShared,
   kLockGroupRow,
   kLockGroup,
   kGroupLogSeqByKey,
@@ -363,11 +364,16 @@ constexpr Statement kStatements[] = {
      " UNION ALL"
      " SELECT NULL::bigint, false, '', grp, mem FROM ok WHERE NOT (grp AND mem)"
      "  AND NOT EXISTS (SELECT 1 FROM group_log WHERE group_id = $1::bigint AND dedupe_key = $3::text)"},
-    // Taken before lock_group, in a statement of its own: appends to a
-    // group, and changes of its members (add_member, remove_member,
-    // delete_group lock the same row), happen one after another, so
-    // lock_group's fresh snapshot sees every member who joined before, and
-    // a member who joins after this append commits starts after its entry.
+    // Taken before lock_group, in a statement of its own: a member's
+    // message shares the group's row with other messages, and waits for
+    // (and holds off) changes of its members (add_member, remove_member and
+    // delete_group lock the row exclusively), so lock_group's fresh snapshot
+    // sees every member who joined before, and a member who joins after
+    // this append commits starts after its entry. A notice (sender 0) comes
+    // with a membership change in the same transaction and takes the row
+    // exclusively at once, so that change never waits on a share it holds.
+    {"lock_group_row_shared",
+     "SELECT 1 FROM chat_groups WHERE id = $1::bigint FOR SHARE"},
     {"lock_group_row",
      "SELECT 1 FROM chat_groups WHERE id = $1::bigint FOR NO KEY UPDATE"},
     // Locks the streams of every current member of group $1 and of the
@@ -1357,8 +1363,8 @@ Status PgStore::AppendGroup(std::uint64_t group, std::uint64_t sender, const std
   append.Bytes(payload);
   return WithConn([&](Conn& c) -> Status {
     Result r;
-    Status s = c.ExecPipelined({{kLockGroupRow, &row}, {kLockGroup, &lock}, {kAppendGroup, &append}},
-                               "AppendGroup", &r);
+    const Sql row_lock = sender == 0 ? kLockGroupRow : kLockGroupRowShared;
+    Status s = c.ExecPipelined({{row_lock, &row}, {kLockGroup, &lock}, {kAppendGroup, &append}}, "AppendGroup", &r);
     if (!s.ok()) return s;
     if (r.rows() == 1 && r.IsNull(0, 0)) {
       if (!r.Bool(0, 3)) return Status(Code::kNoSuchGroup, "AppendGroup: no such group");
