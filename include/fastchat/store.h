@@ -85,8 +85,9 @@ class Store {
   // / EndUnit(keep) bracket one request's calls so a request that fails
   // half-way is undone alone (EndUnit(false)) without losing the others.
   // Outside a batch every call is its own durable transaction.
-  // Implementations that cannot batch (PgStore today) make these no-ops and
-  // keep one transaction per call.
+  // Implementations that cannot batch make these no-ops that return OK and
+  // keep one transaction per call. (The store worker runs no job after
+  // BeginBatch fails: see server/store_worker.h.)
   virtual Status BeginBatch() = 0;
   virtual Status CommitBatch() = 0;
   virtual void RollbackBatch() = 0;
@@ -170,6 +171,11 @@ class Store {
   // If `readers` is not null it gets who reads the entry as the store has it
   // (every current member but the sender), for routing when other servers
   // change the group too.
+  // A new entry needs the group to exist (else kNoSuchGroup) and `sender`
+  // to be a member as the store has it at the write (else kNotMember;
+  // sender 0, a notice from no member, needs no membership): on a shared
+  // store a member removed through another server cannot add to the log.
+  // A repeat of an entry already stored still yields it.
   virtual Status AppendGroup(std::uint64_t group, std::uint64_t sender, const std::vector<std::uint64_t>& members,
                              const std::string& dedupe_key, const std::string& payload, std::uint64_t* seq,
                              bool* fresh, std::vector<std::uint64_t>* readers) = 0;

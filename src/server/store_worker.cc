@@ -146,7 +146,23 @@ void StoreWorker::Loop() {
 
 bool StoreWorker::RunBatch(std::vector<Job>& batch) {
   Store& store = *store_;
-  const bool batched = store.BeginBatch().ok();  // if not, each job is its own transaction
+  // Jobs never run outside a batch: there a job of several calls would not
+  // be one transaction (PgStore has no units outside a batch). One retry
+  // (a broken pooled connection is reopened by it); then every job fails.
+  Status begun = store.BeginBatch();
+  if (!begun.ok()) begun = store.BeginBatch();
+  if (!begun.ok()) {
+    spdlog::error("store batch of {} requests not begun: {}", batch.size(), begun.ToString());
+    for (Job& job : batch) {
+      if (job.kind == Job::Kind::kEnqueue) {
+        job.done = [enqueued = job.enqueued, begun]() { (*enqueued)(begun, {}, {}); };
+      } else if (job.fail) {
+        job.fail(begun);
+      }
+    }
+    PostDone(batch);
+    return false;
+  }
   for (std::size_t i = 0; i < batch.size();) {
     if (batch[i].kind != Job::Kind::kRun) {
       RunMerged(batch, &i);
@@ -163,13 +179,18 @@ bool StoreWorker::RunBatch(std::vector<Job>& batch) {
     }
     if (unit) store.EndUnit(ok);
   }
-  Status commit = batched ? store.CommitBatch() : Status::OK();
+  Status commit = store.CommitBatch();
   if (!commit.ok()) {
     spdlog::error("store batch of {} requests not committed: {}", batch.size(), commit.ToString());
     for (Job& job : batch) {
       if (job.fail) job.fail(commit);
     }
   }
+  PostDone(batch);
+  return commit.ok();
+}
+
+void StoreWorker::PostDone(std::vector<Job>& batch) {
   // One hop back to the event loop for the whole batch.
   std::vector<std::function<void()>> done;
   done.reserve(batch.size());
@@ -179,7 +200,6 @@ bool StoreWorker::RunBatch(std::vector<Job>& batch) {
   asio::post(home_, [done = std::move(done)]() mutable {
     for (auto& d : done) d();
   });
-  return commit.ok();
 }
 
 }  // namespace fastchat::server

@@ -11,7 +11,9 @@
 // syncing form the next batch, so under load many requests share one
 // transaction and one fdatasync (group commit).
 //
-// If the commit fails, every job of that batch gets the commit's error
+// If the batch cannot begin (Store::BeginBatch fails twice), no job of it
+// runs and each gets that error. If the commit fails, every job of that
+// batch gets the commit's error
 // instead of its own result (see FailWith) and none of their changes stays.
 // A job that throws is undone and fails with kInternal; the store thread
 // goes on.
@@ -144,8 +146,10 @@ class StoreWorker {
   void RunMerged(std::vector<Job>& batch, std::size_t* i);
   void Enqueue(Job job);
   void Loop();
-  // Returns false if the batch's commit failed.
+  // Returns false if the batch could not begin or its commit failed.
   bool RunBatch(std::vector<Job>& batch);
+  // Hands the batch's results back to the event loop.
+  void PostDone(std::vector<Job>& batch);
 
   std::unique_ptr<Store> store_;
   asio::any_io_executor home_;

@@ -28,10 +28,28 @@ class WatchedStore : public ForwardingStore {
  public:
   using ForwardingStore::ForwardingStore;
   Status BeginBatch() override {
+    if (fail_begins > 0) {
+      --fail_begins;
+      return Status(Code::kIOError, "cannot begin (injected)");
+    }
     ++begun;
-    return ForwardingStore::BeginBatch();
+    Status s = ForwardingStore::BeginBatch();
+    in_batch = s.ok();
+    return s;
+  }
+  // Units are what SQLite gives outside a batch too (a savepoint there is a
+  // transaction of its own); with `units_only_in_batch`, like PgStore, a
+  // unit outside a batch is nothing.
+  Status BeginUnit() override {
+    if (units_only_in_batch && !in_batch) return Status::OK();
+    return ForwardingStore::BeginUnit();
+  }
+  void EndUnit(bool keep) override {
+    if (units_only_in_batch && !in_batch) return;
+    ForwardingStore::EndUnit(keep);
   }
   Status CommitBatch() override {
+    in_batch = false;
     std::this_thread::sleep_for(std::chrono::milliseconds(sync_delay_ms.load()));
     if (fail_commits) {
       inner().RollbackBatch();
@@ -45,7 +63,20 @@ class WatchedStore : public ForwardingStore {
   std::atomic<int> committed{0};
   std::atomic<int> sync_delay_ms{0};
   std::atomic<bool> fail_commits{false};
+  std::atomic<int> fail_begins{0};  // the next this many BeginBatch calls fail
+  std::atomic<bool> units_only_in_batch{false};
+  bool in_batch = false;
 };
+
+// A user record named `name`.
+UserRecord Record(std::string name) {
+  UserRecord u;
+  u.name = std::move(name);
+  u.password_hash = "h";
+  u.x25519_public = std::string(32, 'x');
+  u.ed25519_public = std::string(32, 'e');
+  return u;
+}
 
 struct Made {
   Status st;
@@ -75,12 +106,7 @@ class StoreWorkerTest : public ::testing::Test {
     WatchedStore* w = store_;
     return [w, name = std::move(name)](Store& s) {
       Made m;
-      UserRecord u;
-      u.name = name;
-      u.password_hash = "h";
-      u.x25519_public = std::string(32, 'x');
-      u.ed25519_public = std::string(32, 'e');
-      m.st = s.CreateUser(u, &m.id);
+      m.st = s.CreateUser(Record(name), &m.id);
       m.batch = w->begun.load();
       return m;
     };
@@ -185,6 +211,51 @@ TEST_F(StoreWorkerTest, FailedCommitFailsEveryJobOfTheBatchAndKeepsNothing) {
   EXPECT_EQ(UserCount(), 1u);
 }
 
+// A job of several calls is one transaction only inside a batch (PgStore has
+// no units outside one): a batch that cannot begin runs none of its jobs,
+// each fails with the error, and nothing of them stays; one failed begin
+// (a broken pooled connection) is retried.
+TEST_F(StoreWorkerTest, ABatchThatCannotBeginRunsNoJobAndFailsEach) {
+  store_->units_only_in_batch = true;
+  store_->fail_begins = 2;
+  Status two_steps;
+  bool done = false;
+  // Two calls: the second fails, so the first must be undone with it.
+  worker_->Submit(
+      [](Store& s) {
+        const UserRecord u = Record("half");
+        std::uint64_t id = 0;
+        Status st = s.CreateUser(u, &id);
+        if (!st.ok()) return st;
+        return s.CreateUser(u, &id);  // kNameTaken
+      },
+      [&](Status st) {
+        two_steps = st;
+        done = true;
+      });
+  std::vector<std::uint64_t> seqs{1};
+  Status enqueued;
+  bool enqueue_done = false;
+  worker_->SubmitEnqueue({}, [&](const Status& st, std::vector<std::uint64_t> got, std::vector<bool>) {
+    enqueued = st;
+    seqs = std::move(got);
+    enqueue_done = true;
+  });
+  RunUntil([&] { return done && enqueue_done; });
+  EXPECT_EQ(two_steps.code(), Code::kIOError) << two_steps.ToString();
+  EXPECT_EQ(enqueued.code(), Code::kIOError) << enqueued.ToString();
+  EXPECT_TRUE(seqs.empty());
+  EXPECT_EQ(UserCount(), 0u) << "a job ran outside a batch and half of it stayed";
+
+  // One failed begin is retried: the batch runs.
+  store_->fail_begins = 1;
+  bool ok = false;
+  worker_->Submit(MakeUser("after"), [&](Made m) { ok = m.st.ok(); });
+  RunUntil([&] { return ok; });
+  EXPECT_TRUE(ok);
+  EXPECT_EQ(UserCount(), 1u);
+}
+
 TEST_F(StoreWorkerTest, AFailedJobIsUndoneAloneInsideItsBatch) {
   // Hold the store thread so the next three jobs form one batch.
   std::promise<void> gate;
@@ -222,11 +293,7 @@ TEST_F(StoreWorkerTest, AThrowingJobFailsWithInternalAndTheWorkerGoesOn) {
   bool got = false;
   worker_->Submit(
       [](Store& s) -> Status {
-        UserRecord u;
-        u.name = "ghost";
-        u.password_hash = "h";
-        u.x25519_public = std::string(32, 'x');
-        u.ed25519_public = std::string(32, 'e');
+        const UserRecord u = Record("ghost");
         std::uint64_t id = 0;
         Status st = s.CreateUser(u, &id);
         if (st.ok()) throw std::runtime_error("out of memory (injected)");

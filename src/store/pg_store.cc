@@ -155,6 +155,8 @@ enum Sql : int {
   kDeletePendingMany,
   kCountPending,
   kAppendGroup,
+  kLockGroupRowShared,
+  kLockGroupRow,
   kLockGroup,
   kGroupLogSeqByKey,
   kAckGroup,
@@ -225,9 +227,10 @@ constexpr Statement kStatements[] = {
     // newest seq; a returning member's (it still has a cursor from before
     // its removal) restarts there. A group deleted concurrently fails on
     // group_members_group_fk (kNoSuchGroup).
+    // The group's row is locked as lock_group_row does (appends wait).
     {"add_member",
      "WITH g AS ("
-     "  SELECT id FROM chat_groups WHERE id = $1::bigint"
+     "  SELECT id FROM chat_groups WHERE id = $1::bigint FOR NO KEY UPDATE"
      "), m AS ("
      "  INSERT INTO group_members (group_id, user_id) SELECT id, $2::bigint FROM g"
      "  ON CONFLICT (group_id, user_id) DO NOTHING RETURNING group_id"
@@ -240,11 +243,12 @@ constexpr Statement kStatements[] = {
     // Row: (group exists, member removed, new epoch or NULL). The cursor
     // ends at the newest seq: still owed what was sent before, nothing
     // after. A NULL epoch after a removal: the group was deleted meanwhile.
+    // The group's row is locked first, as lock_group_row does (appends wait).
     {"remove_member",
      "WITH g AS ("
-     "  SELECT id FROM chat_groups WHERE id = $1::bigint"
+     "  SELECT id FROM chat_groups WHERE id = $1::bigint FOR NO KEY UPDATE"
      "), d AS ("
-     "  DELETE FROM group_members WHERE group_id = $1::bigint AND user_id = $2::bigint RETURNING id"
+     "  DELETE FROM group_members WHERE group_id = (SELECT id FROM g) AND user_id = $2::bigint RETURNING id"
      "), c AS ("
      "  UPDATE group_cursors SET until_seq = " FASTCHAT_NEWEST_SEQ
      "  WHERE group_id = $1::bigint AND user_id = $2::bigint AND EXISTS (SELECT 1 FROM d)"
@@ -324,18 +328,25 @@ constexpr Statement kStatements[] = {
      " WHERE p.recipient = a.recipient AND p.seq = a.seq"},
     {"count_pending",
      "SELECT count(*) FROM pending WHERE recipient = $1::bigint"},
-    // $1 group, $2 sender, $3 dedupe key, $4 payload. One row: (seq, fresh).
-    // A new entry draws its seq from the shared sequence (the column
+    // $1 group, $2 sender, $3 dedupe key, $4 payload. One row: (seq, fresh,
+    // readers, group exists, sender may send).
+    // A new entry is stored only if the group exists and the sender (0: a
+    // notice from no member) is a member, as the store has it now. It draws
+    // its seq from the shared sequence (the column
     // default) and moves the sender's cursor past it if the sender had
     // acknowledged every earlier entry of the log (all subqueries read the
     // snapshot from before the insert). A key already in the log yields its
-    // seq with fresh = false; no row at all if it was inserted by a
-    // transaction that committed after this statement's snapshot was taken
-    // (then ask group_log_seq_by_key).
+    // seq with fresh = false; a refused new entry a NULL seq; no row at all
+    // if it was inserted by a transaction that committed after this
+    // statement's snapshot was taken (then ask group_log_seq_by_key).
     {"append_group",
-     "WITH ins AS ("
+     "WITH ok AS ("
+     "  SELECT EXISTS (SELECT 1 FROM chat_groups WHERE id = $1::bigint) AS grp,"
+     "         ($2::bigint = 0 OR EXISTS (SELECT 1 FROM group_members"
+     "                                    WHERE group_id = $1::bigint AND user_id = $2::bigint)) AS mem"
+     "), ins AS ("
      "  INSERT INTO group_log (group_id, sender, dedupe_key, payload)"
-     "  VALUES ($1::bigint, $2::bigint, $3::text, $4::bytea)"
+     "  SELECT $1::bigint, $2::bigint, $3::text, $4::bytea FROM ok WHERE grp AND mem"
      "  ON CONFLICT (group_id, dedupe_key) DO NOTHING RETURNING seq"
      "), adv AS ("
      "  UPDATE group_cursors c SET acked_seq = i.seq FROM ins i"
@@ -346,10 +357,25 @@ constexpr Statement kStatements[] = {
      "  SELECT COALESCE(string_agg(user_id::text, ','), '') AS ids FROM group_cursors"
      "  WHERE group_id = $1::bigint AND until_seq IS NULL AND user_id <> $2::bigint"
      ")"
-     " SELECT seq, true, (SELECT ids FROM readers) FROM ins"
+     " SELECT seq, true, (SELECT ids FROM readers), true, true FROM ins"
      " UNION ALL"
-     " SELECT seq, false, (SELECT ids FROM readers) FROM group_log"
-     " WHERE group_id = $1::bigint AND dedupe_key = $3::text AND NOT EXISTS (SELECT 1 FROM ins)"},
+     " SELECT seq, false, (SELECT ids FROM readers), true, true FROM group_log"
+     " WHERE group_id = $1::bigint AND dedupe_key = $3::text AND NOT EXISTS (SELECT 1 FROM ins)"
+     " UNION ALL"
+     " SELECT NULL::bigint, false, '', grp, mem FROM ok WHERE NOT (grp AND mem)"
+     "  AND NOT EXISTS (SELECT 1 FROM group_log WHERE group_id = $1::bigint AND dedupe_key = $3::text)"},
+    // Taken before lock_group, in a statement of its own: a member's
+    // message shares the group's row with other messages, and waits for
+    // (and holds off) changes of its members (add_member, remove_member and
+    // delete_group lock the row exclusively), so lock_group's fresh snapshot
+    // sees every member who joined before, and a member who joins after
+    // this append commits starts after its entry. A notice (sender 0) comes
+    // with a membership change in the same transaction and takes the row
+    // exclusively at once, so that change never waits on a share it holds.
+    {"lock_group_row_shared",
+     "SELECT 1 FROM chat_groups WHERE id = $1::bigint FOR SHARE"},
+    {"lock_group_row",
+     "SELECT 1 FROM chat_groups WHERE id = $1::bigint FOR NO KEY UPDATE"},
     // Locks the streams of every current member of group $1 and of the
     // users in $2 (lock keys, ascending), in ascending key order.
     {"lock_group",
@@ -1325,6 +1351,8 @@ Status PgStore::AppendGroup(std::uint64_t group, std::uint64_t sender, const std
   if (readers != nullptr) readers->clear();
   std::vector<std::uint64_t> users = members;
   users.push_back(sender);
+  Params row;
+  row.Id(group);
   Params lock;
   lock.Id(group);
   lock.Owned(LockKeys(users));
@@ -1335,8 +1363,13 @@ Status PgStore::AppendGroup(std::uint64_t group, std::uint64_t sender, const std
   append.Bytes(payload);
   return WithConn([&](Conn& c) -> Status {
     Result r;
-    Status s = c.ExecPipelined({{kLockGroup, &lock}, {kAppendGroup, &append}}, "AppendGroup", &r);
+    const Sql row_lock = sender == 0 ? kLockGroupRow : kLockGroupRowShared;
+    Status s = c.ExecPipelined({{row_lock, &row}, {kLockGroup, &lock}, {kAppendGroup, &append}}, "AppendGroup", &r);
     if (!s.ok()) return s;
+    if (r.rows() == 1 && r.IsNull(0, 0)) {
+      if (!r.Bool(0, 3)) return Status(Code::kNoSuchGroup, "AppendGroup: no such group");
+      return Status(Code::kNotMember, "AppendGroup: the sender is not a member");
+    }
     if (r.rows() == 1) {
       *seq = r.Id(0, 0);
       *fresh = r.Bool(0, 1);

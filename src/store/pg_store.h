@@ -59,6 +59,14 @@
 //    skips a row. (Advisory keys used: the two-int4 pairs
 //    (hashtext('fastchat.migrate'), hashtext(schema)) and
 //    (hashtext('fastchat.pending:' || schema), user id mod 2^31-1).)
+//  - A group's row in chat_groups serialises its log with its membership:
+//    AppendGroup locks it (FOR SHARE for a member's message, exclusively
+//    for a notice, in a statement before the member locks), and AddMember,
+//    RemoveMember and DeleteGroup lock it exclusively first. So an append sees every member who joined before it (their
+//    streams are locked, their cursors start before the entry) and none who
+//    joins after (their cursors start after it), and a member removed
+//    before an append cannot add to the log (kNotMember), whichever servers
+//    made the two changes.
 //  - Text values (names, password hashes, dedupe keys) are PostgreSQL TEXT:
 //    they must be valid in the database encoding and contain no NUL byte;
 //    otherwise the call fails with kIOError.

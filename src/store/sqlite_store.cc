@@ -358,6 +358,13 @@ Status SqliteStore::Open(const std::string& path, std::unique_ptr<SqliteStore>* 
     sqlite3_close(db);  // harmless on nullptr
     return Status(Code::kIOError, std::move(msg));
   }
+  // SQLite falls back to read-only when it may not write the file; the
+  // server must write, so say so now rather than fail on a later statement.
+  if (sqlite3_db_readonly(db, "main") == 1) {
+    sqlite3_close(db);
+    return Status(Code::kIOError, "open " + path + ": the database is read-only (its permissions or its file system "
+                                  "refuse writes)");
+  }
   std::unique_ptr<SqliteStore> store(new SqliteStore(db));
   Status s = store->Init(exclusive);
   if (!s.ok()) return s;
@@ -492,7 +499,19 @@ Status SqliteStore::Migrate() {
 // ---- helpers
 
 Status SqliteStore::IOError(const char* context) const {
-  return Status(Code::kIOError, std::string(context) + ": " + sqlite3_errmsg(db_));
+  std::string msg = std::string(context) + ": " + sqlite3_errmsg(db_);
+  // Which file operation failed, for an I/O error: e.g. "disk I/O error (a
+  // sync to stable storage failed)".
+  switch (sqlite3_extended_errcode(db_)) {
+    case SQLITE_IOERR_WRITE: msg += " (a write failed)"; break;
+    case SQLITE_IOERR_FSYNC:
+    case SQLITE_IOERR_DIR_FSYNC: msg += " (a sync to stable storage failed)"; break;
+    case SQLITE_IOERR_TRUNCATE: msg += " (a truncate failed)"; break;
+    case SQLITE_IOERR_READ:
+    case SQLITE_IOERR_SHORT_READ: msg += " (a read failed)"; break;
+    default: break;
+  }
+  return Status(Code::kIOError, std::move(msg));
 }
 
 Status SqliteStore::Run(Sql sql, const char* context) {
@@ -1015,8 +1034,31 @@ Status SqliteStore::RunEach(std::initializer_list<Sql> sqls, std::uint64_t key, 
 Status SqliteStore::AppendGroup(std::uint64_t group, std::uint64_t sender, const std::vector<std::uint64_t>&,
                                 const std::string& dedupe_key, const std::string& payload, std::uint64_t* seq,
                                 bool* fresh, std::vector<std::uint64_t>* readers) {
+  if (readers != nullptr) readers->clear();
+  // Only a member (or no one: sender 0) adds to an existing group's log; a
+  // repeat of an entry stored before still yields it.
+  Status allowed = CheckGroup(group, "AppendGroup");
+  if (allowed.ok() && sender != 0) {
+    Statement st(stmts_[kMemberExists]);
+    st.BindId(1, group);
+    st.BindId(2, sender);
+    const int rc = st.Step();
+    if (rc == SQLITE_DONE) allowed = Status(Code::kNotMember, "AppendGroup: the sender is not a member");
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return IOError("AppendGroup: membership");
+  }
+  if (!allowed.ok()) {
+    if (allowed.code() == Code::kIOError) return allowed;
+    Statement st(stmts_[kGroupLogSeqByKey]);
+    st.BindId(1, group);
+    st.BindText(2, dedupe_key);
+    const int rc = st.Step();
+    if (rc == SQLITE_DONE) return allowed;
+    if (rc != SQLITE_ROW) return IOError("AppendGroup: existing seq");
+    *seq = st.ColumnId(0);
+    *fresh = false;
+    return Status::OK();
+  }
   if (readers != nullptr) {
-    readers->clear();
     Statement st(stmts_[kGroupReaders]);
     st.BindId(1, group);
     st.BindId(2, sender);
