@@ -94,8 +94,21 @@ void RestartPostgres() {
     }
   }
   if (name.empty()) throw std::runtime_error("no PostgreSQL cluster on port " + want_port + " in pg_lsclusters");
-  Shell("pg_ctlcluster " + version + " " + name + " restart -m immediate");
+  // Stop and start rather than `restart`: under load the start part of a
+  // restart sometimes finds the old postmaster not gone yet ("Cluster is
+  // already running").
+  const std::string cluster = version + " " + name;
+  Shell("pg_ctlcluster " + cluster + " stop -m immediate");
   auto deadline = Clock::now() + kDefaultTimeout;
+  for (;;) {
+    try {
+      Shell("pg_ctlcluster " + cluster + " start");
+      break;
+    } catch (const std::exception& e) {
+      if (Clock::now() > deadline) throw;
+    }
+    std::this_thread::sleep_for(Millis(200));
+  }
   for (;;) {
     try {
       PgConn conn;

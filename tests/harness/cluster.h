@@ -27,8 +27,8 @@ std::string BalancerBinary();  // <bin>/src/balancer/fastchat-balancer
 void RequirePostgresEnvironment();
 
 // Restarts the PostgreSQL server of the PG* environment (the pg_virtualenv
-// cluster: `pg_ctlcluster $PGVERSION NAME restart -m immediate`, a crash
-// and recovery, with NAME the cluster on $PGPORT from `pg_lsclusters`) and
+// cluster: `pg_ctlcluster VERSION NAME stop -m immediate`, then start: a
+// crash and recovery, with NAME the cluster on $PGPORT from `pg_lsclusters`) and
 // waits until it accepts connections again. Throws on failure.
 void RestartPostgres();
 
