@@ -57,6 +57,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "balancer_query.h"
@@ -161,6 +162,14 @@ class ChaosUser {
   std::uint64_t bad_events = 0;
   std::map<std::string, std::uint64_t> errors;  // error code name (or "timeout") -> count
   std::vector<std::string> problems;            // first few reorder/dup details
+  // (sender id, conversation, counter) of each reorder/dup note, in order.
+  std::vector<std::tuple<std::uint64_t, int, std::uint64_t>> problem_keys;
+  // Messages that took more than one attempt: "server:outcome" of each.
+  std::map<std::pair<int, std::uint64_t>, std::string> history;
+  std::string History(int conv, std::uint64_t counter) const {
+    auto it = history.find({conv, counter});
+    return it == history.end() ? "Ok at the first attempt" : it->second;
+  }
 
   void Run() {
     try {
@@ -186,6 +195,7 @@ class ChaosUser {
     tofu.known_servers = shared_->tmp + "/known-balancers-" + std::to_string(index_);
     client::Assignment got;
     Status st = client::AskBalancersNow({shared_->balancer}, tofu, &got, Millis(1000));
+    server_id_ = got.server_id;
     if (!st.ok()) {
       ++errors["balancer: " + st.ToString().substr(0, 40)];
       std::this_thread::sleep_for(Millis(100));
@@ -283,14 +293,14 @@ class ChaosUser {
     seqs.insert(seq);
     if (seqs.size() > 1) {
       ++c.duplicated;
-      Note("duplicated: from " + std::to_string(from) + " conv " + std::to_string(conv) + " counter " +
+      Note(from, conv, counter, "duplicated: from " + std::to_string(from) + " conv " + std::to_string(conv) + " counter " +
            std::to_string(counter) + " under seqs " + Join(seqs));
       return;
     }
     s.late[counter] = final_login_;
     if (s.highest && counter < *s.highest) {
       ++c.reordered;
-      Note("reordered: from " + std::to_string(from) + " conv " + std::to_string(conv) + " counter " +
+      Note(from, conv, counter, "reordered: from " + std::to_string(from) + " conv " + std::to_string(conv) + " counter " +
            std::to_string(counter) + " (seq " + std::to_string(seq) + ") after counter " +
            std::to_string(*s.highest) + (final_login_ ? " (at the final login)" : ""));
     }
@@ -302,52 +312,74 @@ class ChaosUser {
     for (auto x : v) out += (out.empty() ? "" : ",") + std::to_string(x);
     return out;
   }
-  void Note(const std::string& what) {
-    if (problems.size() < 20) problems.push_back(name + ": " + what);
+  void Note(std::uint64_t from, int conv, std::uint64_t counter, const std::string& what) {
+    if (problems.size() >= 20) return;
+    problems.push_back(name + " (on " + server_id_ + "): " + what);
+    problem_keys.emplace_back(from, conv, counter);
   }
 
   // Sends until told to stop, then finishes the message in flight.
   void SendPhase() {
     int conv = kDm;
-    std::optional<std::uint64_t> current;  // counter in flight (of `conv`)
+    std::uint64_t current = 0;             // counter in flight (of `conv`)
+    bool in_flight = false;
+    std::string trail;                     // its attempts: "server:outcome ..."
+    auto attempt = [&](const std::string& outcome) {
+      if (trail.size() < 400) trail += (trail.empty() ? "" : " ") + server_id_ + ":" + outcome;
+    };
     auto final_deadline = std::optional<Clock::time_point>();
     for (;;) {
       if (shared_->stop_sending) {
-        if (!current) return;
+        if (!in_flight) return;
         if (!final_deadline) final_deadline = Clock::now() + Millis(60000);
-        if (Clock::now() > *final_deadline) return;
+        if (Clock::now() > *final_deadline) {
+          history[std::make_pair(conv, current)] = trail + " (never Ok'd)";
+          return;
+        }
       }
       if (!conn_ && !Connect()) continue;
-      if (!current) {
+      if (!in_flight) {
         conv = conv == kDm ? kGroup : kDm;
+        in_flight = true;
         current = ok_[conv].size();
         ok_[conv].push_back(false);
+        trail.clear();
         ++counts[conv].sent;
       }
-      wire::Envelope env = Message(conv, *current);
+      wire::Envelope env = Message(conv, current);
       const std::uint64_t rid = conn_->NextRid();
       env.set_rid(rid);
       ++counts[conv].attempts;
       if (!conn_->Send(env)) {
+        attempt("send-failed");
         Drop();
         continue;
       }
       wire::Envelope reply;
       bool got = false;
-      if (!Read(kReplyTimeout, rid, &reply, &got)) continue;  // connection ended: resend
+      if (!Read(kReplyTimeout, rid, &reply, &got)) {  // connection ended: resend
+        attempt("closed");
+        continue;
+      }
       if (!got) {
+        attempt("timeout");
         ++errors["timeout"];
         Drop();
         continue;
       }
       if (reply.has_ok()) {
-        ok_[conv][*current] = true;
+        if (!trail.empty()) {
+          attempt("Ok");
+          history[std::make_pair(conv, current)] = trail;
+        }
+        ok_[conv][current] = true;
         ++counts[conv].acked;
-        current.reset();
+        in_flight = false;
         Read(Millis(15));  // pace the load, reading pushes meanwhile
         continue;
       }
       ++errors[ErrorName(reply)];
+      attempt(ErrorName(reply));
       Millis wait(100);
       if (reply.has_error() && reply.error().retry_after_ms() > 0) {
         wait = Millis(std::min<std::uint32_t>(reply.error().retry_after_ms(), 2000));
@@ -432,6 +464,7 @@ class ChaosUser {
   Shared* shared_;
   int index_;
   std::unique_ptr<RawConn> conn_;
+  std::string server_id_;
   bool final_login_ = false;
 };
 
@@ -593,12 +626,25 @@ TEST(ChaosTest, AcknowledgedMessagesAreDeliveredExactlyOnceInOrder) {
   std::uint64_t reconnects = 0, bad_events = 0;
   std::map<std::string, std::uint64_t> errors;
   std::vector<std::string> problems;
+  auto user_by_id = [&users](std::uint64_t id) -> ChaosUser* {
+    for (auto& u : users) {
+      if (u->id == id) return u.get();
+    }
+    return nullptr;
+  };
   for (auto& u : users) {
     for (int k = 0; k < 2; ++k) kind[k].Add(u->counts[k]);
     reconnects += u->reconnects;
     bad_events += u->bad_events;
     for (auto& [e, n] : u->errors) errors[e] += n;
-    problems.insert(problems.end(), u->problems.begin(), u->problems.end());
+    for (std::size_t i = 0; i < u->problems.size(); ++i) {
+      std::string p = u->problems[i];
+      if (i < u->problem_keys.size()) {
+        auto [from, conv, counter] = u->problem_keys[i];
+        if (ChaosUser* sender = user_by_id(from)) p += " [sender's attempts: " + sender->History(conv, counter) + "]";
+      }
+      problems.push_back(p);
+    }
   }
   for (int s = 0; s < kUsers; ++s) {
     ChaosUser& sender = *users[s];
@@ -608,6 +654,12 @@ TEST(ChaosTest, AcknowledgedMessagesAreDeliveredExactlyOnceInOrder) {
         if (conv == kDm ? r == (s + 1) % kUsers : r != s) recipients.push_back(users[r].get());
       }
       for (ChaosUser* r : recipients) {
+        // Runs of consecutive lost counters, each with the first one's attempts.
+        struct LostRun {
+          std::uint64_t first, last;
+          std::string attempts;
+        };
+        std::vector<LostRun> lost_runs;
         auto it = r->in_.find({sender.id, conv});
         for (std::uint64_t counter = 0; counter < sender.ok_[conv].size(); ++counter) {
           const bool acked = sender.ok_[conv][counter];
@@ -625,14 +677,22 @@ TEST(ChaosTest, AcknowledgedMessagesAreDeliveredExactlyOnceInOrder) {
             ++kind[conv].expected;
             if (copies == 0) {
               ++kind[conv].lost;
-              if (problems.size() < 40) {
-                problems.push_back("lost: " + sender.name + " -> " + r->name + " conv " + std::to_string(conv) +
-                                   " counter " + std::to_string(counter));
+              if (!lost_runs.empty() && lost_runs.back().last + 1 == counter) {
+                lost_runs.back().last = counter;
+              } else {
+                lost_runs.push_back(LostRun{counter, counter, sender.History(conv, counter)});
               }
             }
           } else if (copies > 0) {
             ++kind[conv].unacked_delivered;
           }
+        }
+        for (const LostRun& run : lost_runs) {
+          if (problems.size() >= 60) break;
+          problems.push_back("lost: " + sender.name + " -> " + r->name + (conv == kDm ? " DM" : " group") +
+                             " counters " + std::to_string(run.first) + "-" + std::to_string(run.last) + " (" +
+                             std::to_string(run.last - run.first + 1) + ") [attempts of the first: " + run.attempts +
+                             "]");
         }
       }
     }
