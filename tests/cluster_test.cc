@@ -26,6 +26,7 @@
 #include "fastchat.pb.h"
 #include "fastchat/frame.h"
 #include "harness/cluster.h"
+#include "harness/link_proxy.h"
 #include "harness/raw_conn.h"
 #include "mesh.pb.h"
 
@@ -760,6 +761,86 @@ TEST(ClusterBalance, DeliverySharesFollowLoad) {
   EXPECT_GT(deliveries[lo], deliveries[mid]) << table.str();
   EXPECT_GT(deliveries[lo], deliveries[hi]) << table.str();
   EXPECT_LT(deliveries[hi], deliveries[mid]) << table.str();
+}
+
+// A forward sent into a silently partitioned mesh link is lost on the wire;
+// the receiving session, online all along, gets the row once its server
+// drops the silent link (it reads its pending rows again). A row stored
+// while the servers are unlinked (not forwarded: the sender's server no
+// longer knows where the recipient is) reaches it once the link is back.
+// Before, both waited for the recipient's next login.
+TEST(Cluster, RowsAMeshLinkLostReachTheLiveSessionWhenTheLinkDropsAndReturns) {
+  LinkProxy proxy;  // on s2's advertised mesh address: s1 dials s2 through it
+  ClusterOptions opt;
+  opt.servers = 1;
+  Cluster c(opt);
+  ClusterServer& s2 = c.AddServer("s2", c.secret(), true, {"--mesh-advertise", proxy.address()});
+  proxy.SetTarget(s2.mesh_port());
+  ASSERT_TRUE(c.server(0).WaitLog("mesh: linked to server s2 (")) << c.server(0).LogTail();
+  ASSERT_TRUE(s2.WaitLog("mesh: linked to server s1 (")) << s2.LogTail();
+
+  RawConn a(c.server(0).port());
+  ASSERT_TRUE(a.Hello().has_hello_ok());
+  ASSERT_TRUE(a.Register("alice", "alice-password").has_ok());
+  ASSERT_TRUE(a.Login("alice", "alice-password", false).has_logged_in());
+  RawConn b(s2.port());
+  ASSERT_TRUE(b.Hello().has_hello_ok());
+  wire::Envelope reg = b.Register("bob", "bob-password");
+  ASSERT_TRUE(reg.has_ok()) << Describe(reg);
+  const std::uint64_t bob = reg.ok().id();
+  wire::Envelope req;
+  req.mutable_friend_request()->mutable_to()->set_name("bob");
+  ASSERT_TRUE(a.Request(req).has_ok());
+  ASSERT_TRUE(b.Login("bob", "bob-password", true).has_logged_in());
+  wire::Envelope ans;
+  ans.mutable_friend_answer()->mutable_to()->set_name("alice");
+  ans.mutable_friend_answer()->set_accept(true);
+  ans.mutable_friend_answer()->set_nonce(RandomBytes(24));
+  ans.mutable_friend_answer()->set_wrapped_key(RandomBytes(48));
+  wire::Envelope r = b.Request(ans);
+  ASSERT_TRUE(r.has_ok()) << Describe(r);
+  // Bob's login was announced to s1 (and acknowledged) before SyncDone.
+  for (;;) {
+    wire::Envelope e = b.Expect();
+    if (e.has_sync_done()) break;
+  }
+
+  auto dm = [&](const std::string& msg_id) {
+    wire::Envelope env;
+    auto* m = env.mutable_direct_send();
+    m->mutable_to()->set_id(bob);
+    m->set_msg_id(msg_id);
+    m->set_kind(wire::TEXT);
+    m->set_chunk_count(1);
+    m->set_nonce(RandomBytes(24));
+    m->set_ciphertext(RandomBytes(40));
+    wire::Envelope ok = a.Request(env);
+    ASSERT_TRUE(ok.has_ok()) << Describe(ok);
+  };
+  // True once bob gets the DM `msg_id` (acknowledging what he gets).
+  auto bob_gets = [&](const std::string& msg_id, Millis within) {
+    auto deadline = Clock::now() + within;
+    while (Clock::now() < deadline) {
+      wire::Envelope e;
+      if (b.Receive(&e, Millis(200)) != RawConn::Recv::kOk || !e.has_deliver()) continue;
+      wire::Envelope ack;
+      ack.mutable_ack()->add_seqs(e.deliver().seq());
+      b.Send(ack);
+      wire::Event ev;
+      if (ev.ParseFromString(e.deliver().event()) && ev.has_direct() && ev.direct().msg_id() == msg_id) return true;
+    }
+    return false;
+  };
+
+  proxy.Cut();
+  const std::string first = RandomBytes(16);
+  dm(first);  // s1 forwards it into the silent link
+  EXPECT_TRUE(bob_gets(first, Millis(15000))) << "the row lost with the link never reached bob's live session";
+  ASSERT_TRUE(c.server(0).WaitLog("mesh: lost server s2")) << c.server(0).LogTail();
+  const std::string second = RandomBytes(16);
+  dm(second);  // stored only: s1 no longer knows where bob is
+  proxy.Restore();
+  EXPECT_TRUE(bob_gets(second, Millis(20000))) << "the row stored while unlinked never reached bob's live session";
 }
 
 }  // namespace

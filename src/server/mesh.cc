@@ -384,7 +384,17 @@ bool Mesh::LinkUp(const std::shared_ptr<PeerLink>& link) {
   auto* p = snapshot.mutable_presence();
   p->set_full(true);
   server_.presence.ForEachUser([p](std::uint64_t u) { p->add_online(u); });
+  // While unlinked, the peer stored rows for our users without forwarding
+  // them (it did not know they were here): once it has our snapshot, and so
+  // forwards from then on, our sessions read what it stored meanwhile.
+  const std::uint64_t token = ++next_token_;
+  PendingAnnounce& pending = announces_[token];
+  pending.waiting_for.insert(link->peer_id);
+  pending.announced = [this] { CatchUpLocalSessions(); };
+  p->set_ack_token(token);
   link->Send(snapshot);
+  auto timer = std::make_shared<asio::steady_timer>(server_.io, kAnnounceTimeout);
+  timer->async_wait([this, token, timer](const asio::error_code&) { FinishAnnounce(token); });
   // Changes the peer announced while unlinked were missed: read the whole
   // directory again.
   server_.ReloadDirectory();
@@ -402,6 +412,21 @@ void Mesh::LinkDown(PeerLink* link) {
   std::vector<std::uint64_t> tokens;
   for (const auto& [token, p] : announces_) tokens.push_back(token);
   for (std::uint64_t token : tokens) Acked(token, gone);
+  // Forwards the peer sent us may have died with it (a killed server) or in
+  // the network (a partition, found only when the link goes silent), while
+  // our sessions went on receiving later rows from elsewhere: every session
+  // here reads its pending rows again, from the lowest (the rows are in the
+  // shared store; clients drop repeats by seq).
+  if (!stopping_) CatchUpLocalSessions();
+}
+
+void Mesh::CatchUpLocalSessions() {
+  std::vector<std::uint64_t> users;
+  users.reserve(server_.presence.size());
+  server_.presence.ForEachUser([&users](std::uint64_t u) { users.push_back(u); });
+  for (std::uint64_t u : users) {
+    if (Session* s = server_.presence.Find(u)) s->CatchUpFromStore(0);
+  }
 }
 
 void Mesh::OnFrame(PeerLink& link, mesh::MeshFrame& frame) {

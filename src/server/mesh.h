@@ -88,6 +88,9 @@ class Mesh {
   };
   void Acked(std::uint64_t token, const std::string& peer_id);
   void FinishAnnounce(std::uint64_t token);
+  // Every receiving session here reads all its pending rows from the store
+  // again (see LinkUp and LinkDown for why).
+  void CatchUpLocalSessions();
 
   Server::Impl& server_;
   asio::ip::tcp::acceptor acceptor_;

@@ -4,6 +4,7 @@
 #include <libpq-fe.h>
 #include <signal.h>
 
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -30,6 +31,18 @@ void RequirePostgresEnvironment() {
 }
 
 namespace {
+
+// Runs `command` with /bin/sh; its stdout, or throws with both outputs.
+std::string Shell(const std::string& command) {
+  std::string out;
+  FILE* f = ::popen((command + " 2>&1").c_str(), "r");
+  if (f == nullptr) throw std::runtime_error("popen failed: " + command);
+  char buf[4096];
+  for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) out.append(buf, n);
+  int rc = ::pclose(f);
+  if (rc != 0) throw std::runtime_error("`" + command + "` failed (" + std::to_string(rc) + "): " + out);
+  return out;
+}
 
 struct PgConn {
   PGconn* c = nullptr;
@@ -64,6 +77,49 @@ struct PgConn {
 };
 
 }  // namespace
+
+void RestartPostgres() {
+  RequirePostgresEnvironment();
+  const char* port = std::getenv("PGPORT");
+  const std::string want_port = port != nullptr && *port != '\0' ? port : "5432";
+  // "VERSION NAME PORT STATUS OWNER DATADIR LOG"
+  std::istringstream lines(Shell("pg_lsclusters -h"));
+  std::string line, version, name;
+  for (std::string v, n, p; std::getline(lines, line);) {
+    std::istringstream fields(line);
+    if (fields >> v >> n >> p && p == want_port) {
+      version = v;
+      name = n;
+      break;
+    }
+  }
+  if (name.empty()) throw std::runtime_error("no PostgreSQL cluster on port " + want_port + " in pg_lsclusters");
+  // Stop and start rather than `restart`: under load the start part of a
+  // restart sometimes finds the old postmaster not gone yet ("Cluster is
+  // already running").
+  const std::string cluster = version + " " + name;
+  Shell("pg_ctlcluster " + cluster + " stop -m immediate");
+  auto deadline = Clock::now() + kDefaultTimeout;
+  for (;;) {
+    try {
+      Shell("pg_ctlcluster " + cluster + " start");
+      break;
+    } catch (const std::exception& e) {
+      if (Clock::now() > deadline) throw;
+    }
+    std::this_thread::sleep_for(Millis(200));
+  }
+  for (;;) {
+    try {
+      PgConn conn;
+      conn.Exec("SELECT 1");
+      return;
+    } catch (const std::exception& e) {
+      if (Clock::now() > deadline) throw;
+    }
+    std::this_thread::sleep_for(Millis(50));
+  }
+}
 
 PgSchema::PgSchema() {
   RequirePostgresEnvironment();
@@ -287,14 +343,33 @@ std::vector<ClusterServer*> Cluster::servers() {
   return v;
 }
 
-ClusterServer& Cluster::AddServer(const std::string& id, const std::string& secret, bool report_to_balancer) {
+ClusterServer& Cluster::AddServer(const std::string& id, const std::string& secret, bool report_to_balancer,
+                                  const std::vector<std::string>& extra_args) {
   ClusterServerOptions o;
   o.id = id;
   o.conninfo = pg_->Conninfo();
   o.secret = secret;
+  o.extra_args = extra_args;
   if (balancer_ && report_to_balancer) o.balancer = balancer_->address();
   servers_.push_back(std::make_unique<ClusterServer>(tmp_.path(), o));
   return *servers_.back();
+}
+
+ClusterServer& Cluster::RestartServer(std::size_t i) {
+  std::unique_ptr<ClusterServer>& slot = servers_.at(i);
+  slot->Kill();
+  ClusterServerOptions o = slot->options();
+  for (int gen = 1;; ++gen) {
+    std::string suffix = "." + std::to_string(gen);
+    if (!fs::exists(slot->log_path() + suffix)) {
+      fs::rename(slot->log_path(), slot->log_path() + suffix);
+      fs::rename(slot->stdout_path(), slot->stdout_path() + suffix);
+      break;
+    }
+  }
+  slot.reset();
+  slot = std::make_unique<ClusterServer>(tmp_.path(), o);
+  return *slot;
 }
 
 void Cluster::WaitMeshFormed(Millis timeout) {

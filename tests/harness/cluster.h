@@ -26,6 +26,12 @@ std::string BalancerBinary();  // <bin>/src/balancer/fastchat-balancer
 // Throws std::runtime_error unless the PG* environment names a server.
 void RequirePostgresEnvironment();
 
+// Restarts the PostgreSQL server of the PG* environment (the pg_virtualenv
+// cluster: `pg_ctlcluster VERSION NAME stop -m immediate`, then start: a
+// crash and recovery, with NAME the cluster on $PGPORT from `pg_lsclusters`) and
+// waits until it accepts connections again. Throws on failure.
+void RestartPostgres();
+
 // A fresh schema in the PG* environment's database, dropped on destruction
 // (kept if FASTCHAT_KEEP_TMP is set).
 class PgSchema {
@@ -68,6 +74,7 @@ class ClusterServer {
  public:
   ClusterServer(const std::string& dir, ClusterServerOptions options);
   ~ClusterServer();
+  const ClusterServerOptions& options() const { return options_; }
 
   const std::string& id() const { return options_.id; }
   std::uint16_t port() const { return port_; }
@@ -158,7 +165,12 @@ class Cluster {
   BalancerProcess& balancer() { return *balancer_; }
 
   // Starts one more server in the same schema (e.g. with another secret).
-  ClusterServer& AddServer(const std::string& id, const std::string& secret, bool report_to_balancer = true);
+  ClusterServer& AddServer(const std::string& id, const std::string& secret, bool report_to_balancer = true,
+                           const std::vector<std::string>& extra_args = {});
+  // Starts server(i) again with the options it had (after Kill or Stop; a
+  // running one is killed first). Its client and mesh ports change; the logs
+  // of the earlier run are kept as LOG.1, LOG.2, ...
+  ClusterServer& RestartServer(std::size_t i);
 
   // Waits until every pair of the first `n` servers (default: all started
   // by the constructor) logged "linked to server" for each other.
