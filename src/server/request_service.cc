@@ -105,7 +105,12 @@ Status CheckCipherFields(wire::Kind kind, std::uint32_t index, std::uint32_t cou
 }
 
 // Stores one payload for each recipient (idempotent on `dedupe`) and
-// records the new rows as deliveries to route.
+// records the rows as deliveries to route: new rows, and rows a resend found
+// still pending. A resend means the sender never saw its Ok (say the server
+// that stored the row died before routing it); routing the existing row
+// again, under its seq, brings it to the recipient now, ahead of the
+// sender's next messages, instead of at the recipient's next catch-up. The
+// recipient drops a seq it already has.
 Status EnqueueFor(Store& s, const std::vector<std::uint64_t>& recipients, const std::string& dedupe,
                   const std::string& payload, WriteResult* r) {
   std::vector<PendingItem> items;
@@ -115,9 +120,7 @@ Status EnqueueFor(Store& s, const std::vector<std::uint64_t>& recipients, const 
   std::vector<bool> fresh;
   Status st = s.Enqueue(items, &seqs, &fresh);
   if (!st.ok()) return st;
-  for (std::size_t i = 0; i < recipients.size(); ++i) {
-    if (fresh[i]) r->routed.push_back(Delivery{recipients[i], seqs[i]});
-  }
+  for (std::size_t i = 0; i < recipients.size(); ++i) r->routed.push_back(Delivery{recipients[i], seqs[i]});
   return Status::OK();
 }
 
@@ -174,12 +177,13 @@ std::string RequestService::OkFrame(std::uint64_t rid, std::uint64_t id, std::ui
 }
 
 WriteResult RequestService::EnqueueResult(const std::vector<std::uint64_t>& recipients, const Status& st,
-                                         const std::vector<std::uint64_t>& seqs, const std::vector<bool>& fresh) {
+                                         const std::vector<std::uint64_t>& seqs, const std::vector<bool>& /*fresh*/) {
   WriteResult r;
   r.st = st;
   if (!st.ok()) return r;
+  // Fresh rows and rows a resend found still pending (EnqueueFor says why).
   for (std::size_t i = 0; i < recipients.size() && i < seqs.size(); ++i) {
-    if (fresh[i]) r.routed.push_back(Delivery{recipients[i], seqs[i]});
+    r.routed.push_back(Delivery{recipients[i], seqs[i]});
   }
   return r;
 }
