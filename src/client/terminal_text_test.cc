@@ -5,6 +5,7 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <sstream>
 #include <unistd.h>
@@ -62,6 +63,57 @@ TEST(OutputHuman, ShowsOtherPeoplesTextWithoutEscapes) {
 TEST(OutputHuman, HelpKeepsItsOwnLines) {
   Json h = {{"type", "result"}, {"cmd", "help"}, {"ok", true}, {"text", "one\n  two"}};
   EXPECT_EQ(Output::Human(h), "one\n  two");
+}
+
+// Records the calls Output makes around what it writes.
+class RecordingLineOwner : public LineOwner {
+ public:
+  void Hide() override { calls += "H"; }
+  void Show() override { calls += "S"; }
+  std::string calls;
+};
+
+// Runs `body` with stdout sent to a file; returns what it wrote.
+std::string CapturedStdout(const std::function<void()>& body) {
+  const std::string path = ::testing::TempDir() + "/captured_stdout";
+  std::fflush(stdout);
+  const int saved = dup(STDOUT_FILENO);
+  FILE* f = std::fopen(path.c_str(), "w");
+  dup2(fileno(f), STDOUT_FILENO);
+  body();
+  std::fflush(stdout);
+  dup2(saved, STDOUT_FILENO);
+  close(saved);
+  std::fclose(f);
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// In chat at a terminal a transfer's progress is a line above the prompt
+// (never a line redrawn in place, which would land on the prompt's line),
+// at most one per 10 percentage points, and always the last one.
+TEST(OutputEmit, ProgressInChatIsALineAboveThePromptEveryTenPoints) {
+  Output out(false);
+  RecordingLineOwner owner;
+  out.SetLineOwner(&owner);
+  auto report = [](int percent) {
+    return Json{{"type", "progress"}, {"direction", "receive"}, {"title", "big.bin"}, {"from", "alice"},
+                {"percent", percent}};
+  };
+  const std::string text = CapturedStdout([&] {
+    for (int p : {0, 4, 9, 10, 15, 31, 100}) out.Emit(report(p));
+  });
+  EXPECT_EQ(text,
+            "receiving big.bin from alice: 0%\n"
+            "receiving big.bin from alice: 10%\n"
+            "receiving big.bin from alice: 31%\n"
+            "receiving big.bin from alice: 100%\n");
+  EXPECT_EQ(owner.calls, "HSHSHSHS");
+  EXPECT_EQ(text.find('\r'), std::string::npos);
+  // The next transfer starts again from its first report.
+  EXPECT_EQ(CapturedStdout([&] { out.Emit(report(3)); }), "receiving big.bin from alice: 3%\n");
 }
 
 TEST(ChatCompletions, CommandsThenNamesByArgument) {
