@@ -1,5 +1,7 @@
 #include "harness/link_proxy.h"
 
+#include "harness/loopback.h"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -16,20 +18,6 @@
 namespace fastchat::testing {
 namespace {
 
-int ConnectTo(std::uint16_t port) {
-  if (port == 0) return -1;
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
-
 // Writes all of buf (blocking); false if the peer has gone.
 bool WriteAll(int fd, const char* buf, std::size_t n) {
   for (std::size_t off = 0; off < n;) {
@@ -43,16 +31,11 @@ bool WriteAll(int fd, const char* buf, std::size_t n) {
 }  // namespace
 
 LinkProxy::LinkProxy(std::uint16_t target_port) : target_(target_port) {
-  listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  if (listen_fd_ < 0 || ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-      ::listen(listen_fd_, 64) != 0 || ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0 ||
-      ::pipe2(wake_, O_CLOEXEC) != 0)
+  listen_fd_ = ListenOnLoopback(&port_);
+  if (::pipe2(wake_, O_CLOEXEC) != 0) {
+    ::close(listen_fd_);
     throw std::runtime_error(std::string("link proxy: ") + std::strerror(errno));
-  port_ = ntohs(addr.sin_port);
+  }
   thread_ = std::thread([this] { Run(); });
 }
 
@@ -128,7 +111,7 @@ void LinkProxy::Run() {
         if (cut_) {
           held.push_back(in);
         } else {
-          int out = ConnectTo(target_);
+          int out = target_ == 0 ? -1 : ConnectToLoopback(target_);
           if (out < 0) {
             ::close(in);
           } else {
