@@ -225,7 +225,10 @@ LineEditor::LineEditor(asio::io_context& ioc, std::string prompt, Completer comp
   history(m.hist, &ev, H_SETSIZE, kHistorySize);
   history(m.hist, &ev, H_SETUNIQUE, 1);
   el_set(m.el, EL_HIST, history, m.hist);
-  el_set(m.el, EL_ADDFN, "fastchat-complete", "complete a command, user or group name", &Impl::Complete);
+  // The wide form: libedit keeps these pointers as they are. The narrow
+  // el_set(EL_ADDFN) copies both strings and never frees the copies (a leak
+  // in libedit that LeakSanitizer reports at exit, failing the process).
+  el_wset(m.el, EL_ADDFN, L"fastchat-complete", L"complete a command, user or group name", &Impl::Complete);
   el_set(m.el, EL_BIND, "^I", "fastchat-complete", nullptr);
   std::error_code ec;
   int fd = ::dup(STDIN_FILENO);
