@@ -65,36 +65,32 @@ void StoreWorker::SubmitAck(std::uint64_t user, std::vector<std::uint64_t> seqs)
 
 void StoreWorker::RunMerged(std::vector<Job>& batch, std::size_t* i) {
   Store& store = *store_;
-  const Job::Kind kind = batch[*i].kind;
+  // The stretch of enqueues and acks starting at *i, up to the next other job.
   std::size_t end = *i;
-  while (end < batch.size() && batch[end].kind == kind) ++end;
-  if (kind == Job::Kind::kAck) {
-    std::vector<std::pair<std::uint64_t, std::uint64_t>> acks;
-    for (std::size_t k = *i; k < end; ++k) {
-      for (std::uint64_t seq : batch[k].seqs) acks.emplace_back(batch[k].user, seq);
-    }
-    Status st = store.AckMany(acks);
-    if (!st.ok()) spdlog::error("acks of {} requests failed: {}", end - *i, st.ToString());
-    *i = end;
-    return;
-  }
+  while (end < batch.size() && batch[end].kind != Job::Kind::kRun) ++end;
+
+  // Every enqueue of the stretch, in order, in one Enqueue call.
   std::vector<PendingItem> items;
   for (std::size_t k = *i; k < end; ++k) {
+    if (batch[k].kind != Job::Kind::kEnqueue) continue;
     for (PendingItem& item : batch[k].items) items.push_back(std::move(item));
   }
   std::vector<std::uint64_t> seqs;
   std::vector<bool> fresh;
   Status st;
-  try {
-    st = store.Enqueue(items, &seqs, &fresh);
-  } catch (const std::exception& e) {
-    spdlog::error("store enqueue failed: {}", e.what());
-    st = Status(Code::kInternal, "internal error");
+  if (!items.empty()) {
+    try {
+      st = store.Enqueue(items, &seqs, &fresh);
+    } catch (const std::exception& e) {
+      spdlog::error("store enqueue failed: {}", e.what());
+      st = Status(Code::kInternal, "internal error");
+    }
   }
-  // Hand each job its share of the results (failures: every job of the run).
+  // Hand each enqueue its share of the results (failures: every enqueue of the stretch).
   std::size_t at = 0;
   for (std::size_t k = *i; k < end; ++k) {
     Job& job = batch[k];
+    if (job.kind != Job::Kind::kEnqueue) continue;
     const std::size_t n = job.items.size();
     auto result = std::make_shared<std::tuple<Status, std::vector<std::uint64_t>, std::vector<bool>>>();
     if (st.ok()) {
@@ -110,6 +106,23 @@ void StoreWorker::RunMerged(std::vector<Job>& batch, std::size_t* i) {
     job.done = [result, enqueued = job.enqueued]() {
       (*enqueued)(std::get<0>(*result), std::move(std::get<1>(*result)), std::move(std::get<2>(*result)));
     };
+  }
+
+  // Then every ack of the stretch in one AckMany call. An ack only names
+  // rows delivered after an earlier batch committed, never a row of this
+  // stretch, so running the acks after the enqueues changes no row an ack
+  // deletes; an enqueue of a key whose row an ack of the stretch deletes
+  // finds that row (not fresh) instead of storing it again.
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> acks;
+  std::size_t ack_jobs = 0;
+  for (std::size_t k = *i; k < end; ++k) {
+    if (batch[k].kind != Job::Kind::kAck) continue;
+    ++ack_jobs;
+    for (std::uint64_t seq : batch[k].seqs) acks.emplace_back(batch[k].user, seq);
+  }
+  if (!acks.empty()) {
+    Status ack_st = store.AckMany(acks);
+    if (!ack_st.ok()) spdlog::error("acks of {} requests failed: {}", ack_jobs, ack_st.ToString());
   }
   *i = end;
 }

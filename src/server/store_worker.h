@@ -89,12 +89,14 @@ class StoreWorker {
   }
 
   // Stores `items` (Store::Enqueue); done(status, seqs, fresh) runs on
-  // `home` after the commit. The items of consecutive enqueues in one batch
+  // `home` after the commit. The items of the enqueues of one batch that
+  // are not separated by another kind of job (acks do not separate them)
   // go to the store in one Enqueue call (one statement on PostgreSQL).
   using EnqueueDone = std::function<void(const Status&, std::vector<std::uint64_t>, std::vector<bool>)>;
   void SubmitEnqueue(std::vector<PendingItem> items, EnqueueDone done);
-  // Deletes acknowledged rows of `user` (Store::Ack); consecutive acks in
-  // one batch go to the store in one AckMany call. No answer.
+  // Deletes acknowledged rows of `user` (Store::Ack); the acks of one batch
+  // not separated by a job other than an enqueue go to the store in one
+  // AckMany call, after those enqueues. No answer.
   void SubmitAck(std::uint64_t user, std::vector<std::uint64_t> seqs);
 
   // Coroutine form of Submit.
@@ -142,7 +144,9 @@ class StoreWorker {
     std::uint64_t user = 0;                     // kAck
     std::vector<std::uint64_t> seqs;            // kAck
   };
-  // Runs batch[*i] and the following jobs of the same merged kind; advances *i.
+  // Runs batch[*i] and the enqueues and acks after it up to the next other
+  // job: all the enqueues in one Store::Enqueue call (in order), then all
+  // the acks in one Store::AckMany call; advances *i past them.
   void RunMerged(std::vector<Job>& batch, std::size_t* i);
   void Enqueue(Job job);
   void Loop();

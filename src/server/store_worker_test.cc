@@ -59,8 +59,19 @@ class WatchedStore : public ForwardingStore {
     if (s.ok()) ++committed;
     return s;
   }
+  Status Enqueue(const std::vector<PendingItem>& items, std::vector<std::uint64_t>* seqs,
+                 std::vector<bool>* fresh) override {
+    ++enqueue_calls;
+    return ForwardingStore::Enqueue(items, seqs, fresh);
+  }
+  Status AckMany(const std::vector<std::pair<std::uint64_t, std::uint64_t>>& recipient_seqs) override {
+    ++ack_many_calls;
+    return ForwardingStore::AckMany(recipient_seqs);
+  }
   std::atomic<int> begun{0};
   std::atomic<int> committed{0};
+  std::atomic<int> enqueue_calls{0};
+  std::atomic<int> ack_many_calls{0};
   std::atomic<int> sync_delay_ms{0};
   std::atomic<bool> fail_commits{false};
   std::atomic<int> fail_begins{0};  // the next this many BeginBatch calls fail
@@ -140,6 +151,15 @@ class StoreWorkerTest : public ::testing::Test {
           got = true;
         });
     RunUntil([&] { return got; });
+    return n;
+  }
+
+  // Rows waiting for `user`, read through the worker.
+  std::uint64_t Pending(std::uint64_t user) {
+    std::uint64_t n = 99;
+    bool counted = false;
+    worker_->Submit([&](Store& s) { return s.CountPending(user, &n); }, [&](Status) { counted = true; });
+    RunUntil([&] { return counted; });
     return n;
   }
 
@@ -352,18 +372,77 @@ TEST_F(StoreWorkerTest, ConsecutiveEnqueuesAndAcksOfABatchAreMergedYetAnsweredOn
   // Acks, merged too.
   worker_->SubmitAck(bob, {seqs[0][0], seqs[2][0]});
   worker_->SubmitAck(alice, {seqs[1][1]});
-  std::uint64_t left_bob = 99, left_alice = 99;
-  bool counted = false;
-  worker_->Submit(
-      [&](Store& s) {
-        Status st = s.CountPending(bob, &left_bob);
-        if (st.ok()) st = s.CountPending(alice, &left_alice);
-        return st;
-      },
-      [&](Status) { counted = true; });
-  RunUntil([&] { return counted; });
+  const std::uint64_t left_bob = Pending(bob);
+  const std::uint64_t left_alice = Pending(alice);
   EXPECT_EQ(left_bob, 1u);
   EXPECT_EQ(left_alice, 0u);
+}
+
+// Under load a batch holds many sessions' enqueues and acks interleaved
+// (each client acks what it read and sends more); they still make one
+// Enqueue and one AckMany call per batch, the acks after the enqueues, and
+// each enqueue is answered with its own seqs in submission order.
+TEST_F(StoreWorkerTest, InterleavedEnqueuesAndAcksOfABatchMakeOneEnqueueAndOneAckMany) {
+  std::uint64_t alice = 0, bob = 0;
+  worker_->Submit(MakeUser("alice"), [&](Made m) { alice = m.id; });
+  worker_->Submit(MakeUser("bob"), [&](Made m) { bob = m.id; });
+  RunUntil([&] { return alice != 0 && bob != 0; });
+  // Two rows for bob, committed, to be acked in the next batch.
+  std::vector<std::uint64_t> first;
+  worker_->SubmitEnqueue({{bob, "a", "p"}, {bob, "b", "p"}},
+                         [&](const Status& st, std::vector<std::uint64_t> s, std::vector<bool>) {
+                           EXPECT_TRUE(st.ok()) << st.ToString();
+                           first = std::move(s);
+                         });
+  RunUntil([&] { return first.size() == 2; });
+  ASSERT_EQ(first.size(), 2u);
+
+  std::promise<void> gate;
+  std::shared_future<void> opened = gate.get_future().share();
+  const int begun = store_->begun.load();
+  worker_->Submit([opened](Store&) { opened.wait(); return Status::OK(); }, [](Status) {});
+  while (store_->begun.load() == begun) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  const int enqueues_before = store_->enqueue_calls.load();
+  const int acks_before = store_->ack_many_calls.load();
+  // enqueue, ack, enqueue, ack, enqueue: all in the batch after the gate's.
+  std::vector<std::vector<std::uint64_t>> seqs(3);
+  std::vector<std::vector<bool>> fresh(3);
+  int answered = 0;
+  auto enqueue = [&](int i, std::vector<PendingItem> items) {
+    worker_->SubmitEnqueue(std::move(items), [&, i](const Status& st, std::vector<std::uint64_t> s,
+                                                    std::vector<bool> f) {
+      EXPECT_TRUE(st.ok()) << st.ToString();
+      seqs[i] = std::move(s);
+      fresh[i] = std::move(f);
+      ++answered;
+    });
+  };
+  enqueue(0, {{alice, "x", "p"}});
+  worker_->SubmitAck(bob, {first[0]});
+  enqueue(1, {{alice, "y", "p"}, {bob, "c", "p"}});
+  worker_->SubmitAck(bob, {first[1]});
+  enqueue(2, {{alice, "z", "p"}, {alice, "x", "p"}});  // "x" again: the row of enqueue 0
+  gate.set_value();
+  RunUntil([&] { return answered == 3; });
+  ASSERT_EQ(answered, 3);
+  EXPECT_EQ(store_->begun.load(), begun + 2);  // the gate's batch, then one for all five
+  EXPECT_EQ(store_->enqueue_calls.load() - enqueues_before, 1);
+  EXPECT_EQ(store_->ack_many_calls.load() - acks_before, 1);
+  ASSERT_EQ(seqs[0].size(), 1u);
+  ASSERT_EQ(seqs[1].size(), 2u);
+  ASSERT_EQ(seqs[2].size(), 2u);
+  EXPECT_LT(seqs[0][0], seqs[1][0]);
+  EXPECT_LT(seqs[1][0], seqs[1][1]);
+  EXPECT_LT(seqs[1][1], seqs[2][0]);
+  EXPECT_EQ(seqs[2][1], seqs[0][0]);  // the repeated key keeps its seq
+  EXPECT_EQ(fresh[0], std::vector<bool>({true}));
+  EXPECT_EQ(fresh[1], std::vector<bool>({true, true}));
+  EXPECT_EQ(fresh[2], std::vector<bool>({true, false}));
+  // Both acked rows are gone; bob's new row and alice's three stay.
+  const std::uint64_t left_bob = Pending(bob);
+  const std::uint64_t left_alice = Pending(alice);
+  EXPECT_EQ(left_bob, 1u);
+  EXPECT_EQ(left_alice, 3u);
 }
 
 }  // namespace

@@ -287,28 +287,29 @@ constexpr Statement kStatements[] = {
     // One row per batch item, in batch order: its seq. Only the first
     // occurrence of a (recipient, dedupe_key) in the batch is inserted, in
     // batch order so seqs increase along the batch; an existing row (visible
-    // to this statement's snapshot as `p`) keeps its seq.
+    // to this statement's snapshot) keeps its seq. First occurrences are
+    // found once, by one sort (row_number), not by a search of the batch
+    // per item, and an existing row is looked up only for items this
+    // statement did not insert (COALESCE evaluates its second argument only
+    // when the first is NULL).
     {"insert_pending",
      "WITH batch AS ("
-     "  SELECT * FROM unnest($1::bigint[], $2::text[], $3::bytea[]) WITH ORDINALITY"
-     "    AS b (recipient, dedupe_key, payload, ord)"
+     "  SELECT b.recipient, b.dedupe_key, b.payload, b.ord,"
+     "         row_number() OVER (PARTITION BY b.recipient, b.dedupe_key ORDER BY b.ord) = 1 AS first"
+     "  FROM unnest($1::bigint[], $2::text[], $3::bytea[]) WITH ORDINALITY AS b (recipient, dedupe_key, payload, ord)"
      "), inserted AS ("
      "  INSERT INTO pending (recipient, dedupe_key, payload)"
-     "  SELECT b.recipient, b.dedupe_key, b.payload FROM batch b"
-     "  WHERE NOT EXISTS (SELECT 1 FROM batch e"
-     "                    WHERE e.recipient = b.recipient AND e.dedupe_key = b.dedupe_key"
-     "                      AND e.ord < b.ord)"
-     "  ORDER BY b.ord"
+     "  SELECT recipient, dedupe_key, payload FROM batch WHERE first"
+     "  ORDER BY ord"
      "  ON CONFLICT (recipient, dedupe_key) DO NOTHING"
      "  RETURNING seq, recipient, dedupe_key"
      ")"
      // fresh: this call stored it, and this is the key's first occurrence in the batch.
-     " SELECT COALESCE(i.seq, p.seq),"
-     "        i.seq IS NOT NULL AND NOT EXISTS (SELECT 1 FROM batch e"
-     "          WHERE e.recipient = b.recipient AND e.dedupe_key = b.dedupe_key AND e.ord < b.ord)"
+     " SELECT COALESCE(i.seq, (SELECT p.seq FROM pending p"
+     "                         WHERE p.recipient = b.recipient AND p.dedupe_key = b.dedupe_key)),"
+     "        i.seq IS NOT NULL AND b.first"
      " FROM batch b"
      " LEFT JOIN inserted i ON i.recipient = b.recipient AND i.dedupe_key = b.dedupe_key"
-     " LEFT JOIN pending p ON p.recipient = b.recipient AND p.dedupe_key = b.dedupe_key"
      " ORDER BY b.ord"},
     // The recipient's own rows (group_id 0) merged with the entries of the
     // logs of the groups it has a cursor in: after the cursor, up to its end,
