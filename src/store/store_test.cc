@@ -1472,15 +1472,13 @@ TEST_F(PgStoreTest, ConcurrentEnqueuesOfTheSameKeysAgreeOnSeqs) {
 // decides by its own (possibly stale) directory, so the store must hold
 // each step against what the other server committed.
 
-// A group send against a removal made through another server: the sender's
-// server still thinks it a member, the store does not.
 // A busy server's batch holds thousands of direct messages in one Enqueue
-// (one statement). Finding each key's first occurrence in the batch used to
-// search the whole batch per item: 20,000 items then took minutes of
-// database CPU. Now it is one sort; the bound below is loose (a loaded
-// 2-core machine takes a few seconds at most), the old statement misses it
-// by an order of magnitude. The results are checked against a model.
-TEST_F(PgStoreTest, ALargeEnqueueWithRepeatedKeysIsOneSortNotASearchPerItem) {
+// (one statement), keys repeated within it: each item gets the seq of its
+// key's first occurrence, new rows get increasing seqs along the batch, and
+// one row is stored per key (checked against a model). Its cost (the old
+// statement searched the whole batch per item) is measured, not timed
+// here: docs/performance.md, "PostgreSQL store".
+TEST_F(PgStoreTest, ALargeEnqueueWithRepeatedKeysMatchesAModel) {
   std::unique_ptr<Store> store;
   ASSERT_OK(OpenPgStore(PgConninfo(schema_), &store));
   std::vector<std::uint64_t> users;
@@ -1498,10 +1496,7 @@ TEST_F(PgStoreTest, ALargeEnqueueWithRepeatedKeysIsOneSortNotASearchPerItem) {
   }
   std::vector<std::uint64_t> seqs;
   std::vector<bool> fresh;
-  const auto start = std::chrono::steady_clock::now();
   ASSERT_OK(store->Enqueue(items, &seqs, &fresh));
-  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  EXPECT_LT(took, 15.0) << "one Enqueue of " << kItems << " items";
   ASSERT_EQ(seqs.size(), items.size());
   ASSERT_EQ(fresh.size(), items.size());
   std::map<std::string, std::uint64_t> first_seq;
@@ -1528,6 +1523,8 @@ TEST_F(PgStoreTest, ALargeEnqueueWithRepeatedKeysIsOneSortNotASearchPerItem) {
   EXPECT_EQ(total, first_seq.size());
 }
 
+// A group send against a removal made through another server: the sender's
+// server still thinks it a member, the store does not.
 TEST_F(PgStoreTest, AMemberRemovedThroughAnotherServerCannotAddToTheLog) {
   std::unique_ptr<Store> a;
   std::unique_ptr<Store> b;
