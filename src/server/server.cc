@@ -223,7 +223,7 @@ std::string Server::MetricsText() const {
   t.Sample("fastchat_deliveries_total", {{"path", "store"}}, static_cast<double>(m.deliveries_from_store));
   t.Family("fastchat_group_log_gaps_total", "counter",
            "Group messages held back from a session because an earlier one of the group had not reached it;"
-           " the session read the store from below the gap instead.");
+           " the session read its pending rows from the store again instead.");
   t.Sample("fastchat_group_log_gaps_total", static_cast<double>(m.group_gaps));
 
   t.Family("fastchat_limit_rejections_total", "counter",

@@ -26,7 +26,7 @@ struct ServerMetrics {
   std::uint64_t deliveries_from_store = 0;
   // Group-log entries held back because an earlier entry of the group had
   // not been sent to the session (GroupChain): the session read the store
-  // from below the gap instead.
+  // again instead, from the start.
   std::uint64_t group_gaps = 0;
 
   // Refusals over a limit, by the code they were answered with.

@@ -70,7 +70,7 @@ class Session : public std::enable_shared_from_this<Session> {
   // A stored delivery for this session's user (receiving sessions only). An
   // entry of a group's log names the entry before it (prev_seq): one whose
   // predecessor this session has not sent is held back, and the session
-  // reads the store from below the gap instead (GroupChain).
+  // reads its pending rows from the store again instead (GroupChain).
   void Deliver(std::uint64_t seq, const std::shared_ptr<const std::string>& event, std::uint64_t group_id = 0,
                std::uint64_t prev_seq = 0);
   // The user stored entry `seq` of `group`'s log (its own message, which it
