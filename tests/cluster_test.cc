@@ -763,6 +763,16 @@ TEST(ClusterBalance, DeliverySharesFollowLoad) {
   EXPECT_LT(deliveries[hi], deliveries[mid]) << table.str();
 }
 
+// Adds server s2 to `c` (one server, s1) advertising `proxy`'s address, so
+// s1 dials s2 through the proxy, and waits until the two are linked.
+ClusterServer& AddServerBehind(LinkProxy& proxy, Cluster& c) {
+  ClusterServer& s2 = c.AddServer("s2", c.secret(), true, {"--mesh-advertise", proxy.address()});
+  proxy.SetTarget(s2.mesh_port());
+  EXPECT_TRUE(c.server(0).WaitLog("mesh: linked to server s2 (")) << c.server(0).LogTail();
+  EXPECT_TRUE(s2.WaitLog("mesh: linked to server s1 (")) << s2.LogTail();
+  return s2;
+}
+
 // A forward sent into a silently partitioned mesh link is lost on the wire;
 // the receiving session, online all along, gets the row once its server
 // drops the silent link (it reads its pending rows again). A row stored
@@ -774,10 +784,8 @@ TEST(Cluster, RowsAMeshLinkLostReachTheLiveSessionWhenTheLinkDropsAndReturns) {
   ClusterOptions opt;
   opt.servers = 1;
   Cluster c(opt);
-  ClusterServer& s2 = c.AddServer("s2", c.secret(), true, {"--mesh-advertise", proxy.address()});
-  proxy.SetTarget(s2.mesh_port());
-  ASSERT_TRUE(c.server(0).WaitLog("mesh: linked to server s2 (")) << c.server(0).LogTail();
-  ASSERT_TRUE(s2.WaitLog("mesh: linked to server s1 (")) << s2.LogTail();
+  ClusterServer& s2 = AddServerBehind(proxy, c);
+  ASSERT_FALSE(::testing::Test::HasFailure()) << "the servers never linked";
 
   RawConn a(c.server(0).port());
   ASSERT_TRUE(a.Hello().has_hello_ok());
@@ -841,6 +849,112 @@ TEST(Cluster, RowsAMeshLinkLostReachTheLiveSessionWhenTheLinkDropsAndReturns) {
   dm(second);  // stored only: s1 no longer knows where bob is
   proxy.Restore();
   EXPECT_TRUE(bob_gets(second, Millis(20000))) << "the row stored while unlinked never reached bob's live session";
+}
+
+// Issue 7 (group deliveries lost in a cluster): alice's group messages,
+// committed on s1, are forwarded into a silently cut link and lost; bob's,
+// sent on s2 right after, reach mel (on s2) live. Mel acknowledges every
+// group message she gets, cumulatively, as the client does. Before each
+// group entry named its predecessor, bob's was pushed at once, mel's ack
+// passed alice's entries, and they were never delivered (not even when s2
+// dropped the silent link and re-read the store: her cursor was past them).
+// Now s2 holds bob's entry back, reads the store from below the gap, and
+// mel gets alice's entries and then bob's, in the log's order, on the same
+// session, before the link is even found dead.
+TEST(Cluster, AGroupEntryWhoseForwardWasLostReachesTheMemberBeforeLaterOnesAreAcked) {
+  LinkProxy proxy;  // on s2's advertised mesh address: s1 dials s2 through it
+  ClusterOptions opt;
+  opt.servers = 1;
+  Cluster c(opt);
+  ClusterServer& s2 = AddServerBehind(proxy, c);
+  ASSERT_FALSE(::testing::Test::HasFailure()) << "the servers never linked";
+
+  RawConn a(c.server(0).port());
+  ASSERT_TRUE(a.Hello().has_hello_ok());
+  ASSERT_TRUE(a.Register("alice", "alice-password").has_ok());
+  ASSERT_TRUE(a.Login("alice", "alice-password", false).has_logged_in());
+  RawConn b(s2.port());
+  ASSERT_TRUE(b.Hello().has_hello_ok());
+  ASSERT_TRUE(b.Register("bob", "bob-password").has_ok());
+  ASSERT_TRUE(b.Login("bob", "bob-password", false).has_logged_in());
+  RawConn m(s2.port());
+  ASSERT_TRUE(m.Hello().has_hello_ok());
+  ASSERT_TRUE(m.Register("mel", "mel-password").has_ok());
+
+  wire::Envelope create;
+  create.mutable_group_create()->set_name("team");
+  wire::Envelope created = a.Request(create);
+  ASSERT_TRUE(created.has_ok()) << Describe(created);
+  const std::uint64_t gid = created.ok().id();
+  std::uint64_t epoch = 1;
+  for (const char* name : {"bob", "mel"}) {
+    wire::Envelope add;
+    add.mutable_group_add()->set_group_id(gid);
+    add.mutable_group_add()->mutable_user()->set_name(name);
+    wire::Envelope r = a.Request(add);
+    ASSERT_TRUE(r.has_ok()) << Describe(r);
+    if (r.ok().epoch() != 0) epoch = r.ok().epoch();
+  }
+  // Mel's login was announced to s1 (and acknowledged) before SyncDone.
+  ASSERT_TRUE(m.Login("mel", "mel-password", true).has_logged_in());
+  std::vector<std::string> got;  // mel's group messages, in arrival order (by ciphertext tag)
+  const std::string kPad(40, '.');  // a ciphertext is at least a MAC long
+  std::set<std::uint64_t> seen;
+  // Mel takes every delivery and acknowledges it at once, as the client
+  // does (group entries cumulatively). True once she got `tag`.
+  auto mel_gets = [&](const std::string& tag, Millis within) {
+    auto deadline = Clock::now() + within;
+    while (Clock::now() < deadline) {
+      if (std::find(got.begin(), got.end(), tag) != got.end()) return true;
+      wire::Envelope e;
+      if (m.Receive(&e, Millis(200)) != RawConn::Recv::kOk || !e.has_deliver()) continue;
+      wire::Envelope ack;
+      if (e.deliver().group_id() != 0) {
+        auto* g = ack.mutable_ack()->add_groups();
+        g->set_group_id(e.deliver().group_id());
+        g->set_seq(e.deliver().seq());
+      } else {
+        ack.mutable_ack()->add_seqs(e.deliver().seq());
+      }
+      m.Send(ack);
+      wire::Event ev;
+      if (!seen.insert(e.deliver().seq()).second) continue;  // a repeat: dropped by seq, as the client does
+      if (ev.ParseFromString(e.deliver().event()) && ev.has_group() &&
+          ev.group().ciphertext().size() >= kPad.size()) {
+        got.push_back(ev.group().ciphertext().substr(0, ev.group().ciphertext().size() - kPad.size()));
+      }
+    }
+    return std::find(got.begin(), got.end(), tag) != got.end();
+  };
+  auto send = [&](RawConn& from, const std::string& tag) {
+    wire::Envelope env;
+    auto* gs = env.mutable_group_send();
+    gs->set_group_id(gid);
+    gs->set_epoch(epoch);
+    gs->set_msg_id(RandomBytes(16));
+    gs->set_kind(wire::TEXT);
+    gs->set_chunk_index(0);
+    gs->set_chunk_count(1);
+    gs->set_nonce(RandomBytes(24));
+    gs->set_ciphertext(tag + kPad);
+    gs->set_signature(RandomBytes(64));
+    wire::Envelope ok = from.Request(env);
+    ASSERT_TRUE(ok.has_ok()) << Describe(ok);
+  };
+  send(a, "alice before");
+  ASSERT_TRUE(mel_gets("alice before", Millis(10000))) << "the link carries group messages before the cut";
+
+  proxy.Cut();
+  send(a, "alice 1");  // s1 forwards these into the silent link
+  send(a, "alice 2");
+  send(b, "bob 1");  // s2 pushes this to mel at once (before: she acked past alice's)
+  EXPECT_TRUE(mel_gets("bob 1", Millis(15000)));
+  EXPECT_TRUE(mel_gets("alice 2", Millis(15000))) << "alice's entry, committed but not forwarded, never reached mel";
+  EXPECT_TRUE(mel_gets("alice 1", Millis(1000)));
+  // In the log's order: alice's before bob's later one, and alice's own in hers.
+  EXPECT_EQ(got, (std::vector<std::string>{"alice before", "alice 1", "alice 2", "bob 1"}));
+  // The gap rule delivered them, not the link's loss (s2 then re-reads the store).
+  EXPECT_FALSE(s2.LogHas("mesh: lost server s1")) << "the link was found dead first; the test proves too little";
 }
 
 }  // namespace

@@ -60,6 +60,10 @@ struct PendingRow {
   std::uint64_t seq = 0;
   std::string payload;
   std::uint64_t group_id = 0;  // non-zero: an entry of this group's log (AppendGroup)
+  // For an entry of a group's log: the seq of the entry before it in that
+  // log when it was appended (0: none left). A reader that has every entry
+  // of the group up to prev_seq misses none before this one.
+  std::uint64_t prev_seq = 0;
 };
 
 // Everything but the pending deliveries: what a server keeps in memory to
@@ -170,7 +174,10 @@ class Store {
   // acknowledged everything before it, its own cursor moves past its message.
   // If `readers` is not null it gets who reads the entry as the store has it
   // (every current member but the sender), for routing when other servers
-  // change the group too.
+  // change the group too. *prev_seq (if not null) gets the seq of the
+  // log's entry before it (0: none), also stored with the entry: appends to
+  // one group are serialised and draw their seqs in that order, so each
+  // entry names its predecessor and a reader can tell it missed one.
   // A new entry needs the group to exist (else kNoSuchGroup) and `sender`
   // to be a member as the store has it at the write (else kNotMember;
   // sender 0, a notice from no member, needs no membership): on a shared
@@ -178,7 +185,13 @@ class Store {
   // A repeat of an entry already stored still yields it.
   virtual Status AppendGroup(std::uint64_t group, std::uint64_t sender, const std::vector<std::uint64_t>& members,
                              const std::string& dedupe_key, const std::string& payload, std::uint64_t* seq,
-                             bool* fresh, std::vector<std::uint64_t>* readers) = 0;
+                             bool* fresh, std::vector<std::uint64_t>* readers, std::uint64_t* prev_seq) = 0;
+  // For each group `user` has a cursor in: (group, head), head the newest
+  // seq of its log as the store has it now, or the user's cursor if that is
+  // higher (every entry up to it is the user's, acknowledged or not, or
+  // trimmed). Read it before a FetchPending: an entry up to a head that the
+  // user reads is then in that read's rows or at or below its after_seq.
+  virtual Status GroupHeads(std::uint64_t user, std::vector<std::pair<std::uint64_t, std::uint64_t>>* heads) = 0;
   // Acknowledges every entry of `group`'s log up to `seq` for `user`
   // (cumulative; a cursor never moves back).
   virtual Status AckGroup(std::uint64_t user, std::uint64_t group, std::uint64_t seq) = 0;

@@ -448,7 +448,7 @@ void Mesh::OnFrame(PeerLink& link, mesh::MeshFrame& frame) {
   }
   if (in.acked) Acked(in.acked_token, link.peer_id);
   for (const auto& [user, seq] : in.deliver) {
-    if (Session* s = server_.presence.Find(user)) s->Deliver(seq, in.event, in.group_id);
+    if (Session* s = server_.presence.Find(user)) s->Deliver(seq, in.event, in.group_id, in.prev_seq);
   }
   if (in.refresh) server_.RefreshDirectory(std::move(in.changed));
   for (const auto& [user, seq] : in.resync) {
@@ -544,6 +544,7 @@ void Mesh::Forward(PeerLink* link, const std::vector<Delivery>& targets,
   }
   fw->set_event(*event);
   fw->set_group_id(targets.empty() ? 0 : targets.front().group_id);
+  fw->set_prev_seq(targets.empty() ? 0 : targets.front().prev_seq);
   link->Send(f);
 }
 

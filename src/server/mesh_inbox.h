@@ -24,6 +24,7 @@ struct MeshInput {
   std::vector<std::pair<std::uint64_t, std::uint64_t>> deliver;  // (user, seq) of `event`
   std::shared_ptr<const std::string> event;
   std::uint64_t group_id = 0;
+  std::uint64_t prev_seq = 0;  // a group entry: the entry before it in the log
   bool refresh = false;  // re-read `changed` from the store
   Facts changed;
   // (user, seq): local sessions to catch up from the store, from below the
@@ -62,6 +63,7 @@ MeshInput ReadMeshFrame(RemotePresence<Link>& presence, Link* link, mesh::MeshFr
       in.event = std::make_shared<const std::string>(std::move(*fw->mutable_event()));
       for (const mesh::Target& t : fw->targets()) in.deliver.emplace_back(t.user(), t.seq());
       in.group_id = fw->group_id();
+      in.prev_seq = fw->prev_seq();
       break;
     }
     case mesh::MeshFrame::kChanged: {

@@ -511,11 +511,11 @@ Outcome RequestService::Handle(const Caller& me_caller, const wire::Envelope& en
                 if (!(r.st = s.AddMember(gid, u)).ok()) return r;
               }
             }
-            std::uint64_t seq = 0;
+            std::uint64_t seq = 0, prev = 0;
             bool fresh = false;
             std::vector<std::uint64_t> readers;
             if (!(r.st = s.AppendGroup(gid, 0, recipients, dedupe, *payload, &seq, &fresh,
-                                       shared ? &readers : nullptr))
+                                       shared ? &readers : nullptr, &prev))
                      .ok()) {
               return r;
             }
@@ -524,7 +524,7 @@ Outcome RequestService::Handle(const Caller& me_caller, const wire::Envelope& en
               if (!(r.st = s.RemoveMember(gid, subject_ids.front(), &stored_epoch)).ok()) return r;
             }
             if (fresh) {
-              for (std::uint64_t u : shared ? readers : recipients) r.routed.push_back(Delivery{u, seq, gid});
+              for (std::uint64_t u : shared ? readers : recipients) r.routed.push_back(Delivery{u, seq, gid, prev});
             }
             return r;
           },
@@ -609,16 +609,18 @@ Outcome RequestService::Handle(const Caller& me_caller, const wire::Envelope& en
           [gid, me, others = std::move(others), payload, dedupe = std::move(dedupe),
            shared = shared_store_](Store& s) {
             WriteResult r;
-            std::uint64_t seq = 0;
+            std::uint64_t seq = 0, prev = 0;
             bool fresh = false;
             std::vector<std::uint64_t> readers;
-            r.st = s.AppendGroup(gid, me, others, dedupe, *payload, &seq, &fresh, shared ? &readers : nullptr);
+            r.st = s.AppendGroup(gid, me, others, dedupe, *payload, &seq, &fresh, shared ? &readers : nullptr,
+                                 &prev);
             if (r.st.ok() && fresh) {
               // With other servers changing the group too, route to the
               // members the store has; alone, this server's list is exact.
               const std::vector<std::uint64_t>& to = shared ? readers : others;
               r.routed.reserve(to.size());
-              for (std::uint64_t u : to) r.routed.push_back(Delivery{u, seq, gid});
+              for (std::uint64_t u : to) r.routed.push_back(Delivery{u, seq, gid, prev});
+              r.own_entry = Delivery{me, seq, gid, prev};
             }
             return r;
           },

@@ -46,6 +46,9 @@ struct WriteResult {
   std::uint64_t id = 0;
   std::uint64_t epoch = 0;
   std::vector<Delivery> routed;
+  // A group message's own entry (group_id 0: none): the sender's receiving
+  // session has nothing to send for it, but the next entry names it.
+  Delivery own_entry;
 };
 
 struct Outcome {

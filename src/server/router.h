@@ -22,6 +22,7 @@ struct Delivery {
   std::uint64_t user = 0;
   std::uint64_t seq = 0;
   std::uint64_t group_id = 0;  // non-zero: an entry of this group's log
+  std::uint64_t prev_seq = 0;  // the entry before it in that log (0: none)
 };
 
 class Router {

@@ -23,7 +23,7 @@ void Router::Route(const std::vector<Delivery>& deliveries, const std::shared_pt
   std::vector<std::pair<PeerLink*, std::vector<Delivery>>> remote;
   for (const Delivery& d : deliveries) {
     if (Session* s = presence_.Find(d.user)) {
-      s->Deliver(d.seq, event, d.group_id);
+      s->Deliver(d.seq, event, d.group_id, d.prev_seq);
       continue;
     }
     if (!mesh_) continue;
@@ -221,6 +221,10 @@ std::string Server::MetricsText() const {
            "Messages and events queued to local receiving sessions: live, or read back from the store.");
   t.Sample("fastchat_deliveries_total", {{"path", "live"}}, static_cast<double>(m.deliveries_live));
   t.Sample("fastchat_deliveries_total", {{"path", "store"}}, static_cast<double>(m.deliveries_from_store));
+  t.Family("fastchat_group_log_gaps_total", "counter",
+           "Group messages held back from a session because an earlier one of the group had not reached it;"
+           " the session read its pending rows from the store again instead.");
+  t.Sample("fastchat_group_log_gaps_total", static_cast<double>(m.group_gaps));
 
   t.Family("fastchat_limit_rejections_total", "counter",
            "Connections and requests refused over a limit, by the code they were answered with.");

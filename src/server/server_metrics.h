@@ -24,6 +24,10 @@ struct ServerMetrics {
   // the store (catch-up after login or lag).
   std::uint64_t deliveries_live = 0;
   std::uint64_t deliveries_from_store = 0;
+  // Group-log entries held back because an earlier entry of the group had
+  // not been sent to the session (GroupChain): the session read the store
+  // again instead, from the start.
+  std::uint64_t group_gaps = 0;
 
   // Refusals over a limit, by the code they were answered with.
   std::uint64_t refused_busy = 0;

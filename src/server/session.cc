@@ -232,20 +232,27 @@ asio::awaitable<void> Session::CatchUp() {
   struct Fetched {
     Status st;
     std::vector<PendingRow> rows;
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> heads;  // read first (receiving sessions)
   };
   // Where this pass reads from: past the last row sent, but below any row
   // missed meanwhile (CatchUpCursor).
   std::uint64_t read_after = cursor_.last_sent();
+  groups_.StartPass();
   while (!closed_ && Reading()) {
     co_await out_.WaitBelow(server_.config.max_queue_bytes / 2);
     if (closed_ || !Reading()) break;
     read_after = cursor_.ReadAfter(read_after);
+    groups_.Reading(read_after);
     const std::uint64_t user = user_id_, after = read_after;
     missed_ = false;
     const std::size_t limit = server_.config.sync_page_rows;
-    auto job = [user, after, limit](Store& s) {
+    const bool heads = receiving_;
+    auto job = [user, after, limit, heads](Store& s) {
       Fetched r;
-      r.st = s.FetchPending(user, after, limit, &r.rows);
+      // The heads first: an entry up to a head is then in the rows or below
+      // `after` (GroupChain::EndPass).
+      if (heads) r.st = s.GroupHeads(user, &r.heads);
+      if (r.st.ok()) r.st = s.FetchPending(user, after, limit, &r.rows);
       return r;
     };
     Fetched f = co_await server_.store.Run(std::move(job));
@@ -261,14 +268,22 @@ asio::awaitable<void> Session::CatchUp() {
       // Nothing left in the store past what was sent: from here on, live
       // deliveries arrive after everything fetched. (A one-shot fetch just
       // ends: it never takes pushes.)
+      if (receiving_) groups_.EndPass(after, f.heads);
       live_ = receiving_;
       break;
     }
     // Rows below the highest sent may be repeats of live pushes (after a
     // rewind); clients drop repeats by seq. A page stops at the queue limit
     // (a page of image chunks is ~16 MiB); the rest is read again once the
-    // queue has drained.
+    // queue has drained. A group entry whose predecessor may not have been
+    // sent (this pass began above it) ends the page: the next read starts
+    // from the beginning, below the gap.
     for (PendingRow& row : f.rows) {
+      if (row.group_id != 0 && !groups_.FromStore(row.group_id, row.seq, row.prev_seq)) {
+        cursor_.Restart();  // as for a live gap (Deliver)
+        ++server_.metrics.group_gaps;
+        break;
+      }
       auto event = std::make_shared<const std::string>(std::move(row.payload));
       out_.Push(DeliverFramePrefix(row.seq, event->size(), row.group_id), event);
       ++server_.metrics.deliveries_from_store;
@@ -298,7 +313,13 @@ void Session::CatchUpFromStore(std::uint64_t seq) {
   StartCatchUp(false);
 }
 
-void Session::Deliver(std::uint64_t seq, const std::shared_ptr<const std::string>& event, std::uint64_t group_id) {
+void Session::OwnGroupEntry(std::uint64_t group, std::uint64_t seq, std::uint64_t prev_seq) {
+  if (closed_ || !receiving_) return;
+  groups_.Own(group, seq, prev_seq);
+}
+
+void Session::Deliver(std::uint64_t seq, const std::shared_ptr<const std::string>& event, std::uint64_t group_id,
+                      std::uint64_t prev_seq) {
   if (closed_ || !receiving_) return;
   if (!live_) {
     missed_ = true;  // CatchUp reads the store again before going live ...
@@ -314,6 +335,21 @@ void Session::Deliver(std::uint64_t seq, const std::shared_ptr<const std::string
     // Lagging: stop live pushes; catch up from the store once drained.
     live_ = false;
     cursor_.Missed(seq);
+    StartCatchUp(false);
+    return;
+  }
+  if (group_id != 0 && !groups_.Push(group_id, seq, prev_seq)) {
+    // An entry of this group before this one never reached this session (a
+    // forward lost with a peer or in a cut link): sending this one would let
+    // the client's cumulative ack pass the missing one. Read the store
+    // again: it has the missing entries and this one, in order. From the
+    // start, as when a link drops: the lost forward's link may have lost
+    // other rows too (DMs, other groups' entries), below this group's gap;
+    // read only from the gap, later ones of those would reach the client
+    // before them.
+    live_ = false;
+    cursor_.Restart();
+    ++server_.metrics.group_gaps;
     StartCatchUp(false);
     return;
   }
@@ -399,6 +435,11 @@ void Session::Finished(std::uint64_t slot, bool reply, Outcome& o, WriteResult r
     srv.AnnounceChanged(o.facts);
     srv.trim_due.insert(o.acked_groups.begin(), o.acked_groups.end());
     if (o.event && !r.routed.empty()) srv.router.Route(r.routed, o.event);
+    if (r.own_entry.group_id != 0) {
+      if (Session* mine = srv.presence.Find(user_id_)) {
+        mine->OwnGroupEntry(r.own_entry.group_id, r.own_entry.seq, r.own_entry.prev_seq);
+      }
+    }
   } else {
     // The directory ran ahead of a write that did not happen: read back
     // what the store holds.

@@ -31,6 +31,7 @@
 #include "fastchat/status.h"
 #include "catch_up_cursor.h"
 #include "frame_queue.h"
+#include "group_chain.h"
 #include "peer_limits.h"
 #include "request_service.h"
 #include "server.h"
@@ -66,8 +67,15 @@ class Session : public std::enable_shared_from_this<Session> {
   // session first drops what it had queued (the store has it all).
   void CloseWith(const Status& why, std::uint32_t retry_after_ms = 0);
 
-  // A stored delivery for this session's user (receiving sessions only).
-  void Deliver(std::uint64_t seq, const std::shared_ptr<const std::string>& event, std::uint64_t group_id = 0);
+  // A stored delivery for this session's user (receiving sessions only). An
+  // entry of a group's log names the entry before it (prev_seq): one whose
+  // predecessor this session has not sent is held back, and the session
+  // reads its pending rows from the store again instead (GroupChain).
+  void Deliver(std::uint64_t seq, const std::shared_ptr<const std::string>& event, std::uint64_t group_id = 0,
+               std::uint64_t prev_seq = 0);
+  // The user stored entry `seq` of `group`'s log (its own message, which it
+  // does not read) after the entry `prev_seq`.
+  void OwnGroupEntry(std::uint64_t group, std::uint64_t seq, std::uint64_t prev_seq);
 
   // Stops live pushes and reads deliveries from the store from `seq` on
   // (0: everything pending), for deliveries a mesh link could not carry.
@@ -172,6 +180,7 @@ class Session : public std::enable_shared_from_this<Session> {
   bool announce_pending_ = false;  // send SyncDone when the catch-up ends
   bool missed_ = false;            // a push was skipped while catching up
   CatchUpCursor cursor_;           // where the next read of the store starts
+  GroupChain groups_;              // how far each group log was sent without a gap
   SteadyTime last_fetch_pending_{};  // the last FetchPending honoured (one per kFetchPendingEvery)
 
   // Replies in request order: slots_[reply_head_..] are waiting, in order;

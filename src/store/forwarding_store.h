@@ -69,8 +69,11 @@ class ForwardingStore : public Store {
   Status CountPending(std::uint64_t recipient, std::uint64_t* n) override { return inner_->CountPending(recipient, n); }
   Status AppendGroup(std::uint64_t group, std::uint64_t sender, const std::vector<std::uint64_t>& members,
                      const std::string& dedupe_key, const std::string& payload, std::uint64_t* seq,
-                     bool* fresh, std::vector<std::uint64_t>* readers) override {
-    return inner_->AppendGroup(group, sender, members, dedupe_key, payload, seq, fresh, readers);
+                     bool* fresh, std::vector<std::uint64_t>* readers, std::uint64_t* prev_seq) override {
+    return inner_->AppendGroup(group, sender, members, dedupe_key, payload, seq, fresh, readers, prev_seq);
+  }
+  Status GroupHeads(std::uint64_t user, std::vector<std::pair<std::uint64_t, std::uint64_t>>* heads) override {
+    return inner_->GroupHeads(user, heads);
   }
   Status AckGroup(std::uint64_t user, std::uint64_t group, std::uint64_t seq) override {
     return inner_->AckGroup(user, group, seq);

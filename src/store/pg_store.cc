@@ -121,6 +121,12 @@ CREATE TABLE session_tokens (
 );
 CREATE INDEX session_tokens_by_user ON session_tokens (user_id, expires_ms);
 )sql"},
+    // Each log entry names the entry before it in its group's log, so a
+    // receiving session can tell it missed one (server/session.h). Entries
+    // stored before this version name none (0).
+    {5, R"sql(
+ALTER TABLE group_log ADD COLUMN prev_seq BIGINT NOT NULL DEFAULT 0;
+)sql"},
 };
 
 constexpr int kLatestVersion = kMigrations[std::size(kMigrations) - 1].version;
@@ -163,6 +169,7 @@ enum Sql : int {
   kTrimCursors,
   kTrimLog,
   kCountGroupLog,
+  kGroupHeads,
   kUpsertServer,
   kListServers,
   kInsertToken,
@@ -315,9 +322,10 @@ constexpr Statement kStatements[] = {
     // logs of the groups it has a cursor in: after the cursor, up to its end,
     // not its own messages.
     {"fetch_pending",
-     "SELECT seq, payload, 0::bigint AS group_id FROM pending WHERE recipient = $1::bigint AND seq > $2::bigint"
+     "SELECT seq, payload, 0::bigint AS group_id, 0::bigint AS prev_seq FROM pending"
+     " WHERE recipient = $1::bigint AND seq > $2::bigint"
      " UNION ALL"
-     " SELECT l.seq, l.payload, l.group_id FROM group_cursors c"
+     " SELECT l.seq, l.payload, l.group_id, l.prev_seq FROM group_cursors c"
      " JOIN group_log l ON l.group_id = c.group_id AND l.seq > GREATEST(c.acked_seq, $2::bigint)"
      "  AND (c.until_seq IS NULL OR l.seq <= c.until_seq)"
      " WHERE c.user_id = $1::bigint AND l.sender <> $1::bigint"
@@ -330,13 +338,16 @@ constexpr Statement kStatements[] = {
     {"count_pending",
      "SELECT count(*) FROM pending WHERE recipient = $1::bigint"},
     // $1 group, $2 sender, $3 dedupe key, $4 payload. One row: (seq, fresh,
-    // readers, group exists, sender may send).
+    // readers, group exists, sender may send, prev_seq).
     // A new entry is stored only if the group exists and the sender (0: a
     // notice from no member) is a member, as the store has it now. It draws
     // its seq from the shared sequence (the column
     // default) and moves the sender's cursor past it if the sender had
     // acknowledged every earlier entry of the log (all subqueries read the
-    // snapshot from before the insert). A key already in the log yields its
+    // snapshot from before the insert). The entry records prev_seq, the
+    // log's newest entry before it: appends to one group hold its members'
+    // stream locks (lock_group) before this statement's snapshot and seq are
+    // taken, so the newest entry committed is the one just before. A key already in the log yields its
     // seq with fresh = false; a refused new entry a NULL seq; no row at all
     // if it was inserted by a transaction that committed after this
     // statement's snapshot was taken (then ask group_log_seq_by_key).
@@ -345,25 +356,26 @@ constexpr Statement kStatements[] = {
      "  SELECT EXISTS (SELECT 1 FROM chat_groups WHERE id = $1::bigint) AS grp,"
      "         ($2::bigint = 0 OR EXISTS (SELECT 1 FROM group_members"
      "                                    WHERE group_id = $1::bigint AND user_id = $2::bigint)) AS mem"
+     "), prev AS ("
+     "  SELECT COALESCE(max(seq), 0) AS p FROM group_log WHERE group_id = $1::bigint"
      "), ins AS ("
-     "  INSERT INTO group_log (group_id, sender, dedupe_key, payload)"
-     "  SELECT $1::bigint, $2::bigint, $3::text, $4::bytea FROM ok WHERE grp AND mem"
-     "  ON CONFLICT (group_id, dedupe_key) DO NOTHING RETURNING seq"
+     "  INSERT INTO group_log (group_id, sender, dedupe_key, payload, prev_seq)"
+     "  SELECT $1::bigint, $2::bigint, $3::text, $4::bytea, prev.p FROM ok, prev WHERE grp AND mem"
+     "  ON CONFLICT (group_id, dedupe_key) DO NOTHING RETURNING seq, prev_seq"
      "), adv AS ("
      "  UPDATE group_cursors c SET acked_seq = i.seq FROM ins i"
      "  WHERE c.group_id = $1::bigint AND c.user_id = $2::bigint AND c.until_seq IS NULL"
-     "    AND c.acked_seq >= (SELECT COALESCE(max(l.seq), 0) FROM group_log l"
-     "                        WHERE l.group_id = $1::bigint AND l.seq < i.seq)"
+     "    AND c.acked_seq >= i.prev_seq"
      "), readers AS ("
      "  SELECT COALESCE(string_agg(user_id::text, ','), '') AS ids FROM group_cursors"
      "  WHERE group_id = $1::bigint AND until_seq IS NULL AND user_id <> $2::bigint"
      ")"
-     " SELECT seq, true, (SELECT ids FROM readers), true, true FROM ins"
+     " SELECT seq, true, (SELECT ids FROM readers), true, true, prev_seq FROM ins"
      " UNION ALL"
-     " SELECT seq, false, (SELECT ids FROM readers), true, true FROM group_log"
+     " SELECT seq, false, (SELECT ids FROM readers), true, true, prev_seq FROM group_log"
      " WHERE group_id = $1::bigint AND dedupe_key = $3::text AND NOT EXISTS (SELECT 1 FROM ins)"
      " UNION ALL"
-     " SELECT NULL::bigint, false, '', grp, mem FROM ok WHERE NOT (grp AND mem)"
+     " SELECT NULL::bigint, false, '', grp, mem, 0::bigint FROM ok WHERE NOT (grp AND mem)"
      "  AND NOT EXISTS (SELECT 1 FROM group_log WHERE group_id = $1::bigint AND dedupe_key = $3::text)"},
     // Taken before lock_group, in a statement of its own: a member's
     // message shares the group's row with other messages, and waits for
@@ -399,6 +411,12 @@ constexpr Statement kStatements[] = {
      " AND seq <= (SELECT min(acked_seq) FROM group_cursors WHERE group_id = $1::bigint)"},
     {"count_group_log",
      "SELECT count(*) FROM group_log WHERE group_id = $1::bigint"},
+    // (group, head) for each group $1 has a cursor in: the newest entry of
+    // its log, or the cursor if that is higher.
+    {"group_heads",
+     "SELECT c.group_id, GREATEST(c.acked_seq, COALESCE((SELECT max(l.seq) FROM group_log l"
+     "                                                   WHERE l.group_id = c.group_id), 0))"
+     " FROM group_cursors c WHERE c.user_id = $1::bigint"},
     {"upsert_server",
      "INSERT INTO servers (id, mesh_address, heartbeat_ms) VALUES ($1::text, $2::text, $3::bigint)"
      " ON CONFLICT (id) DO UPDATE SET mesh_address = excluded.mesh_address, heartbeat_ms = excluded.heartbeat_ms"},
@@ -1215,6 +1233,7 @@ Status PgStore::FetchPending(std::uint64_t recipient, std::uint64_t after_seq, s
       row.seq = r.Id(i, 0);
       row.payload = r.Bytes(i, 1);
       row.group_id = r.Id(i, 2);
+      row.prev_seq = r.Id(i, 3);
       rows->push_back(std::move(row));
     }
     return Status::OK();
@@ -1346,10 +1365,11 @@ Status PgStore::SetPassword(std::uint64_t user, const std::string& password_hash
 // (group, dedupe_key) from the same sender finds the first one committed.
 Status PgStore::AppendGroup(std::uint64_t group, std::uint64_t sender, const std::vector<std::uint64_t>& members,
                             const std::string& dedupe_key, const std::string& payload, std::uint64_t* seq,
-                            bool* fresh, std::vector<std::uint64_t>* readers) {
+                            bool* fresh, std::vector<std::uint64_t>* readers, std::uint64_t* prev_seq) {
   // The members as the store has them are locked too (this server's list
   // may be a moment old).
   if (readers != nullptr) readers->clear();
+  if (prev_seq != nullptr) *prev_seq = 0;
   std::vector<std::uint64_t> users = members;
   users.push_back(sender);
   Params row;
@@ -1374,6 +1394,7 @@ Status PgStore::AppendGroup(std::uint64_t group, std::uint64_t sender, const std
     if (r.rows() == 1) {
       *seq = r.Id(0, 0);
       *fresh = r.Bool(0, 1);
+      if (prev_seq != nullptr) *prev_seq = r.Id(0, 5);
       if (readers != nullptr) {
         readers->clear();
         const std::string ids = r.Bytes(0, 2);
@@ -1397,6 +1418,19 @@ Status PgStore::AppendGroup(std::uint64_t group, std::uint64_t sender, const std
     if (r.rows() != 1) return Status(Code::kIOError, "AppendGroup: no seq for the entry");
     *seq = r.Id(0, 0);
     *fresh = false;
+    return Status::OK();
+  });
+}
+
+Status PgStore::GroupHeads(std::uint64_t user, std::vector<std::pair<std::uint64_t, std::uint64_t>>* heads) {
+  heads->clear();
+  return WithConn([&](Conn& c) -> Status {
+    Params p;
+    p.Id(user);
+    Result r;
+    Status s = c.Exec(kGroupHeads, p, "GroupHeads", &r);
+    if (!s.ok()) return s;
+    for (int i = 0; i < r.rows(); ++i) heads->emplace_back(r.Id(i, 0), r.Id(i, 1));
     return Status::OK();
   });
 }

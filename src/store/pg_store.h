@@ -135,7 +135,8 @@ class PgStore final : public Store {
 
   Status AppendGroup(std::uint64_t group, std::uint64_t sender, const std::vector<std::uint64_t>& members,
                      const std::string& dedupe_key, const std::string& payload, std::uint64_t* seq,
-                     bool* fresh, std::vector<std::uint64_t>* readers) override;
+                     bool* fresh, std::vector<std::uint64_t>* readers, std::uint64_t* prev_seq) override;
+  Status GroupHeads(std::uint64_t user, std::vector<std::pair<std::uint64_t, std::uint64_t>>* heads) override;
   Status AckGroup(std::uint64_t user, std::uint64_t group, std::uint64_t seq) override;
   Status TrimGroup(std::uint64_t group) override;
   Status CountGroupLog(std::uint64_t group, std::uint64_t* n) override;

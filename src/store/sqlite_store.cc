@@ -130,6 +130,12 @@ DROP TABLE pending;
 ALTER TABLE pending_v5 RENAME TO pending;
 CREATE INDEX pending_by_recipient ON pending (recipient, seq);
 )sql"},
+    // Each log entry names the entry before it in its group's log, so a
+    // receiving session can tell it missed one (server/session.h). Entries
+    // stored before this version name none (0).
+    {6, R"sql(
+ALTER TABLE group_log ADD COLUMN prev_seq INTEGER NOT NULL DEFAULT 0;
+)sql"},
 };
 
 constexpr int kLatestVersion = kMigrations[std::size(kMigrations) - 1].version;
@@ -192,9 +198,9 @@ constexpr const char* kSql[] = {
     // kPendingSeqByKey
     "SELECT seq FROM pending WHERE recipient = ?1 AND dedupe_key = ?2",
     // kFetchPending: own rows merged with the logs of the recipient's groups
-    "SELECT seq, payload, 0 FROM pending WHERE recipient = ?1 AND seq > ?2"
+    "SELECT seq, payload, 0, 0 FROM pending WHERE recipient = ?1 AND seq > ?2"
     " UNION ALL"
-    " SELECT l.seq, l.payload, l.group_id FROM group_cursors c"
+    " SELECT l.seq, l.payload, l.group_id, l.prev_seq FROM group_cursors c"
     " JOIN group_log l ON l.group_id = c.group_id AND l.seq > max(c.acked_seq, ?2)"
     "  AND (c.until_seq IS NULL OR l.seq <= c.until_seq)"
     " WHERE c.user_id = ?1 AND l.sender != ?1"
@@ -203,14 +209,16 @@ constexpr const char* kSql[] = {
     "DELETE FROM pending WHERE recipient = ?1 AND seq = ?2",
     // kCountPending
     "SELECT COUNT(*) FROM pending WHERE recipient = ?1",
-    // kInsertGroupLog
-    "INSERT INTO group_log (seq, group_id, sender, dedupe_key, payload) VALUES (?1, ?2, ?3, ?4, ?5)"
-    " ON CONFLICT (group_id, dedupe_key) DO NOTHING RETURNING seq",
+    // kInsertGroupLog: prev_seq is the group's newest entry before it
+    "INSERT INTO group_log (seq, group_id, sender, dedupe_key, payload, prev_seq) VALUES (?1, ?2, ?3, ?4, ?5,"
+    " (SELECT COALESCE(MAX(seq), 0) FROM group_log WHERE group_id = ?2))"
+    " ON CONFLICT (group_id, dedupe_key) DO NOTHING RETURNING seq, prev_seq",
     // kGroupLogSeqByKey
     "SELECT seq FROM group_log WHERE group_id = ?1 AND dedupe_key = ?2",
-    // kAdvanceSenderCursor: past its own message ?3 if it had acked everything before
+    // kAdvanceSenderCursor: past its own message ?3 if it had acked everything
+    // before (up to ?4, the entry before it)
     "UPDATE group_cursors SET acked_seq = ?3 WHERE group_id = ?1 AND user_id = ?2 AND until_seq IS NULL"
-    " AND acked_seq >= (SELECT COALESCE(MAX(seq), 0) FROM group_log WHERE group_id = ?1 AND seq < ?3)",
+    " AND acked_seq >= ?4",
     // kStartCursor
     "INSERT INTO group_cursors (group_id, user_id, acked_seq, until_seq) VALUES (?1, ?2, ?3, NULL)"
     " ON CONFLICT (group_id, user_id) DO UPDATE SET acked_seq = excluded.acked_seq, until_seq = NULL",
@@ -230,6 +238,10 @@ constexpr const char* kSql[] = {
     "SELECT user_id FROM group_cursors WHERE group_id = ?1 AND until_seq IS NULL AND user_id != ?2",
     // kCountGroupLog
     "SELECT COUNT(*) FROM group_log WHERE group_id = ?1",
+    // kGroupHeads
+    "SELECT c.group_id, max(c.acked_seq, COALESCE((SELECT MAX(l.seq) FROM group_log l"
+    "                                              WHERE l.group_id = c.group_id), 0))"
+    " FROM group_cursors c WHERE c.user_id = ?1",
     // kLastSeq: no seq drawn so far is above it (ReserveSeq)
     "SELECT max((SELECT last_seq FROM seq_reservation), COALESCE((SELECT MAX(seq) FROM pending), 0),"
     " COALESCE((SELECT MAX(seq) FROM group_log), 0))",
@@ -972,6 +984,7 @@ Status SqliteStore::FetchPending(std::uint64_t recipient, std::uint64_t after_se
     row.seq = st.ColumnId(0);
     row.payload = st.ColumnBlob(1);
     row.group_id = st.ColumnId(2);
+    row.prev_seq = st.ColumnId(3);
     rows->push_back(std::move(row));
   }
   if (rc != SQLITE_DONE) {
@@ -1033,8 +1046,9 @@ Status SqliteStore::RunEach(std::initializer_list<Sql> sqls, std::uint64_t key, 
 
 Status SqliteStore::AppendGroup(std::uint64_t group, std::uint64_t sender, const std::vector<std::uint64_t>&,
                                 const std::string& dedupe_key, const std::string& payload, std::uint64_t* seq,
-                                bool* fresh, std::vector<std::uint64_t>* readers) {
+                                bool* fresh, std::vector<std::uint64_t>* readers, std::uint64_t* prev_seq) {
   if (readers != nullptr) readers->clear();
+  if (prev_seq != nullptr) *prev_seq = 0;
   // Only a member (or no one: sender 0) adds to an existing group's log; a
   // repeat of an entry stored before still yields it.
   Status allowed = CheckGroup(group, "AppendGroup");
@@ -1078,6 +1092,8 @@ Status SqliteStore::AppendGroup(std::uint64_t group, std::uint64_t sender, const
       int rc = st.Step();
       if (rc == SQLITE_ROW) {
         *seq = st.ColumnId(0);
+        const std::uint64_t prev = st.ColumnId(1);
+        if (prev_seq != nullptr) *prev_seq = prev;
         next_seq_ = *seq;
         *fresh = true;
         rc = st.Step();
@@ -1086,6 +1102,7 @@ Status SqliteStore::AppendGroup(std::uint64_t group, std::uint64_t sender, const
         adv.BindId(1, group);
         adv.BindId(2, sender);
         adv.BindId(3, *seq);
+        adv.BindId(4, prev);
         if (adv.Step() != SQLITE_DONE) return IOError("AppendGroup: sender cursor");
         return Status::OK();
       }
@@ -1099,6 +1116,19 @@ Status SqliteStore::AppendGroup(std::uint64_t group, std::uint64_t sender, const
     *fresh = false;
     return Status::OK();
   });
+}
+
+Status SqliteStore::GroupHeads(std::uint64_t user, std::vector<std::pair<std::uint64_t, std::uint64_t>>* heads) {
+  heads->clear();
+  Statement st(stmts_[kGroupHeads]);
+  st.BindId(1, user);
+  int rc;
+  while ((rc = st.Step()) == SQLITE_ROW) heads->emplace_back(st.ColumnId(0), st.ColumnId(1));
+  if (rc != SQLITE_DONE) {
+    heads->clear();
+    return IOError("GroupHeads");
+  }
+  return Status::OK();
 }
 
 Status SqliteStore::AckGroup(std::uint64_t user, std::uint64_t group, std::uint64_t seq) {

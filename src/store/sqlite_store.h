@@ -87,7 +87,8 @@ class SqliteStore final : public Store {
   Status CountPending(std::uint64_t recipient, std::uint64_t* n) override;
   Status AppendGroup(std::uint64_t group, std::uint64_t sender, const std::vector<std::uint64_t>& members,
                      const std::string& dedupe_key, const std::string& payload, std::uint64_t* seq,
-                     bool* fresh, std::vector<std::uint64_t>* readers) override;
+                     bool* fresh, std::vector<std::uint64_t>* readers, std::uint64_t* prev_seq) override;
+  Status GroupHeads(std::uint64_t user, std::vector<std::pair<std::uint64_t, std::uint64_t>>* heads) override;
   Status AckGroup(std::uint64_t user, std::uint64_t group, std::uint64_t seq) override;
   Status TrimGroup(std::uint64_t group) override;
   Status CountGroupLog(std::uint64_t group, std::uint64_t* n) override;
@@ -143,6 +144,7 @@ class SqliteStore final : public Store {
     kDeleteLogOf,
     kGroupReaders,
     kCountGroupLog,
+    kGroupHeads,
     kLastSeq,
     kReserveSeqs,
     kUpsertServer,

@@ -878,14 +878,14 @@ TEST_P(StoreTest, ServerTableUpsertsAndListsById) {
 class GroupLogTest : public StoreTest {
  protected:
   std::uint64_t Append(std::uint64_t group, std::uint64_t sender, const std::string& key, const std::string& payload,
-                       bool* fresh_out = nullptr) {
+                       bool* fresh_out = nullptr, std::uint64_t* prev_out = nullptr) {
     std::uint64_t seq = 0;
     bool fresh = false;
     std::vector<std::uint64_t> members;
     EXPECT_OK(store_->ListMembers(group, &members));
     std::erase(members, sender);
     std::vector<std::uint64_t> readers;
-    EXPECT_OK(store_->AppendGroup(group, sender, members, key, payload, &seq, &fresh, &readers));
+    EXPECT_OK(store_->AppendGroup(group, sender, members, key, payload, &seq, &fresh, &readers, prev_out));
     std::sort(readers.begin(), readers.end());
     std::sort(members.begin(), members.end());
     EXPECT_EQ(readers, members);  // every member but the sender
@@ -1034,12 +1034,93 @@ TEST_P(GroupLogTest, OnlyMembersAddToAnExistingGroupsLogButAResendIsFound) {
   ASSERT_OK(store_->RemoveMember(g, b, &epoch));
   std::uint64_t seq = 0;
   bool fresh = true;
-  EXPECT_EQ(store_->AppendGroup(g, b, {a}, "k2", "after removal", &seq, &fresh, nullptr).code(), Code::kNotMember);
-  ASSERT_OK(store_->AppendGroup(g, b, {a}, "k1", "as a member", &seq, &fresh, nullptr));
+  EXPECT_EQ(store_->AppendGroup(g, b, {a}, "k2", "after removal", &seq, &fresh, nullptr, nullptr).code(), Code::kNotMember);
+  ASSERT_OK(store_->AppendGroup(g, b, {a}, "k1", "as a member", &seq, &fresh, nullptr, nullptr));
   EXPECT_EQ(seq, s1);
   EXPECT_FALSE(fresh);
   EXPECT_EQ(LogSize(g), 1u);
-  EXPECT_EQ(store_->AppendGroup(g + 1000, a, {}, "k3", "nowhere", &seq, &fresh, nullptr).code(), Code::kNoSuchGroup);
+  EXPECT_EQ(store_->AppendGroup(g + 1000, a, {}, "k3", "nowhere", &seq, &fresh, nullptr, nullptr).code(), Code::kNoSuchGroup);
+}
+
+// Issue 7 (group deliveries lost in a cluster): every entry names the entry
+// before it in its group's log, stored with it and read back with it, so a
+// receiving session can tell it missed one (server/group_chain.h).
+TEST_P(GroupLogTest, EachEntryNamesTheEntryBeforeItInItsGroupsLog) {
+  const std::uint64_t a = NewUser("alice"), b = NewUser("bob"), c = NewUser("carol");
+  const std::uint64_t g = NewGroup("team", a), h = NewGroup("pair", a);
+  ASSERT_OK(store_->AddMember(g, b));
+  ASSERT_OK(store_->AddMember(g, c));
+  ASSERT_OK(store_->AddMember(h, b));
+  std::uint64_t p1 = 99, p2 = 99, p3 = 99, p4 = 99;
+  const std::uint64_t s1 = Append(g, a, "k1", "g one", nullptr, &p1);
+  Enqueue({{b, "d1", "dm"}});
+  const std::uint64_t s2 = Append(h, a, "k2", "h one", nullptr, &p2);
+  const std::uint64_t s3 = Append(g, c, "k3", "g two", nullptr, &p3);
+  const std::uint64_t s4 = Append(g, a, "k4", "g three", nullptr, &p4);
+  EXPECT_EQ(p1, 0u);   // the first of its log
+  EXPECT_EQ(p2, 0u);   // another group's log is another chain
+  EXPECT_EQ(p3, s1);
+  EXPECT_EQ(p4, s3);
+  // Read back with each entry (a pending row names none).
+  const std::vector<PendingRow> rows = FetchAll(b);
+  ASSERT_EQ(rows.size(), 5u);
+  EXPECT_EQ(rows[0].seq, s1);
+  EXPECT_EQ(rows[0].prev_seq, 0u);
+  EXPECT_EQ(rows[1].group_id, 0u);
+  EXPECT_EQ(rows[1].prev_seq, 0u);
+  EXPECT_EQ(rows[2].seq, s2);
+  EXPECT_EQ(rows[2].prev_seq, 0u);
+  EXPECT_EQ(rows[3].seq, s3);
+  EXPECT_EQ(rows[3].prev_seq, s1);
+  EXPECT_EQ(rows[4].seq, s4);
+  EXPECT_EQ(rows[4].prev_seq, s3);
+  // Carol does not read her own entry, but the next one names it.
+  const std::vector<PendingRow> carol = FetchAll(c);
+  ASSERT_EQ(carol.size(), 2u);
+  EXPECT_EQ(carol[1].seq, s4);
+  EXPECT_EQ(carol[1].prev_seq, s3);
+  // A resend is not a new entry and changes no chain.
+  bool fresh = true;
+  EXPECT_EQ(Append(g, c, "k3", "g two", &fresh), s3);
+  EXPECT_FALSE(fresh);
+  std::uint64_t p5 = 99;
+  const std::uint64_t s5 = Append(g, b, "k5", "g four", nullptr, &p5);
+  EXPECT_EQ(p5, s4);
+  // Once every member has everything, the log is trimmed and a new entry
+  // names none: no member can be missing an earlier one.
+  for (std::uint64_t u : {a, b, c}) ASSERT_OK(store_->AckGroup(u, g, s5));
+  ASSERT_OK(store_->TrimGroup(g));
+  ASSERT_EQ(LogSize(g), 0u);
+  std::uint64_t p6 = 99;
+  Append(g, c, "k6", "after the trim", nullptr, &p6);
+  EXPECT_EQ(p6, 0u);
+}
+
+// The heads a catch-up pass ends with (Store::GroupHeads): per group of the
+// user, its log's newest entry, or the user's cursor where that is higher.
+TEST_P(GroupLogTest, GroupHeadsAreTheNewestEntryOrTheReadersCursor) {
+  const std::uint64_t a = NewUser("alice"), b = NewUser("bob");
+  const std::uint64_t g = NewGroup("team", a), h = NewGroup("quiet", a);
+  ASSERT_OK(store_->AddMember(g, b));
+  const std::uint64_t s1 = Append(g, a, "k1", "one");
+  const std::uint64_t s2 = Append(g, b, "k2", "own");  // bob's own entry is a head too
+  Enqueue({{b, "d1", "later dm"}});
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> heads;
+  ASSERT_OK(store_->GroupHeads(b, &heads));
+  EXPECT_EQ(heads, (std::vector<std::pair<std::uint64_t, std::uint64_t>>{{g, s2}}));
+  // Bob joins a group with an empty log: his cursor starts at the newest seq.
+  ASSERT_OK(store_->AddMember(h, b));
+  ASSERT_OK(store_->GroupHeads(b, &heads));
+  std::sort(heads.begin(), heads.end());
+  ASSERT_EQ(heads.size(), 2u);
+  EXPECT_EQ(heads[0], std::make_pair(g, s2));
+  EXPECT_EQ(heads[1].first, h);
+  EXPECT_GT(heads[1].second, s2);  // at least the DM's seq, drawn before he joined
+  ASSERT_OK(store_->GroupHeads(a, &heads));
+  std::sort(heads.begin(), heads.end());
+  ASSERT_EQ(heads.size(), 2u);
+  EXPECT_EQ(heads[0], std::make_pair(g, s2));
+  EXPECT_GT(s2, s1);
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, GroupLogTest,
@@ -1187,14 +1268,14 @@ TEST_F(SqliteStoreTest, UsesWalAndRecordsSchemaVersion) {
   std::unique_ptr<Store> store;
   ASSERT_OK(OpenSqliteStore(path_, &store));
   EXPECT_EQ(RawQuery("PRAGMA journal_mode"), "wal");
-  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "5");
+  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "6");
   EXPECT_EQ(RawQuery("SELECT COUNT(*) FROM schema_version"), "1");
   store.reset();
 
   // Reopening an up-to-date file changes nothing.
   ASSERT_OK(OpenSqliteStore(path_, &store));
   EXPECT_EQ(RawQuery("SELECT COUNT(*) FROM schema_version"), "1");
-  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "5");
+  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "6");
 }
 
 TEST_F(SqliteStoreTest, ABatchCommitsTogetherAndAFailedUnitIsUndoneAlone) {
@@ -1263,6 +1344,35 @@ TEST_F(SqliteStoreTest, SeqsStayAboveTheDurableReservationAfterARolledBackUnit) 
   EXPECT_GT(seqs[0], kept);
 }
 
+// A version-5 file's group log keeps its entries through migration 6
+// (prev_seq): they name no predecessor, and the next entry names them.
+TEST_F(SqliteStoreTest, MigrationSixKeepsGroupLogEntriesAndChainsNewOnes) {
+  std::unique_ptr<Store> store;
+  ASSERT_OK(OpenSqliteStore(path_, &store));
+  std::uint64_t alice = 0, bob = 0, g = 0;
+  ASSERT_OK(store->CreateUser(User("alice"), &alice));
+  ASSERT_OK(store->CreateUser(User("bob"), &bob));
+  ASSERT_OK(store->CreateGroup("team", alice, &g));
+  ASSERT_OK(store->AddMember(g, bob));
+  std::uint64_t old_seq = 0, seq = 0, prev = 99;
+  bool fresh = false;
+  ASSERT_OK(store->AppendGroup(g, alice, {bob}, "k1", "from version 5", &old_seq, &fresh, nullptr, nullptr));
+  store.reset();
+  RawExec("ALTER TABLE group_log DROP COLUMN prev_seq; UPDATE schema_version SET version = 5;");
+
+  ASSERT_OK(OpenSqliteStore(path_, &store));
+  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "6");
+  ASSERT_OK(store->AppendGroup(g, alice, {bob}, "k2", "from version 6", &seq, &fresh, nullptr, &prev));
+  EXPECT_EQ(prev, old_seq);
+  std::vector<PendingRow> rows;
+  ASSERT_OK(store->FetchPending(bob, 0, 10, &rows));
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0].payload, "from version 5");
+  EXPECT_EQ(rows[0].prev_seq, 0u);
+  EXPECT_EQ(rows[1].seq, seq);
+  EXPECT_EQ(rows[1].prev_seq, old_seq);
+}
+
 // A version-4 file (pending as a rowid table with AUTOINCREMENT) keeps its
 // rows, their order and its seq high-water mark through migration 5.
 TEST_F(SqliteStoreTest, MigrationFiveKeepsPendingRowsAndTheSeqHighWaterMark) {
@@ -1284,11 +1394,12 @@ TEST_F(SqliteStoreTest, MigrationFiveKeepsPendingRowsAndTheSeqHighWaterMark) {
       "INSERT INTO pending (seq, recipient, dedupe_key, payload) VALUES (90, " + a + ", 'k90', 'ninety');"
       "DELETE FROM pending WHERE seq = 90;"
       "INSERT INTO pending (seq, recipient, dedupe_key, payload) VALUES (3, " + a + ", 'k3', 'three');"
+      "ALTER TABLE group_log DROP COLUMN prev_seq;"  // added by version 6
       "UPDATE schema_version SET version = 4;");
   ASSERT_EQ(RawQuery("SELECT seq FROM sqlite_sequence WHERE name = 'pending'"), "90");
 
   ASSERT_OK(OpenSqliteStore(path_, &store));
-  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "5");
+  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "6");
   std::vector<PendingRow> rows;
   ASSERT_OK(store->FetchPending(alice, 0, 10, &rows));
   ASSERT_EQ(rows.size(), 2u);
@@ -1414,7 +1525,7 @@ TEST_F(PgStoreTest, ConcurrentOpensMigrateOnce) {
   for (std::thread& th : threads) th.join();
   for (int t = 0; t < kStores; ++t) EXPECT_TRUE(results[t].ok()) << results[t].ToString();
   EXPECT_EQ(PgAdmin("SELECT count(*) FROM " + schema_ + ".schema_version"), "1");
-  EXPECT_EQ(PgAdmin("SELECT version FROM " + schema_ + ".schema_version"), "4");
+  EXPECT_EQ(PgAdmin("SELECT version FROM " + schema_ + ".schema_version"), "5");
   // The tables went into the schema named by search_path, not elsewhere.
   const std::string tables =
       " AND tablename IN ('schema_version', 'users', 'friend_requests', 'friendships', 'chat_groups',"
@@ -1539,14 +1650,14 @@ TEST_F(PgStoreTest, AMemberRemovedThroughAnotherServerCannotAddToTheLog) {
   ASSERT_OK(a->AddMember(g, bob));
   std::uint64_t before = 0, seq = 0;
   bool fresh = false;
-  ASSERT_OK(a->AppendGroup(g, alice, {admin, bob}, "k-before", "sent as a member", &before, &fresh, nullptr));
+  ASSERT_OK(a->AppendGroup(g, alice, {admin, bob}, "k-before", "sent as a member", &before, &fresh, nullptr, nullptr));
 
   std::uint64_t epoch = 0;
   ASSERT_OK(b->RemoveMember(g, alice, &epoch));  // the admin kicks alice on server B
-  const Status late = a->AppendGroup(g, alice, {admin, bob}, "k-after", "sent after the kick", &seq, &fresh, nullptr);
+  const Status late = a->AppendGroup(g, alice, {admin, bob}, "k-after", "sent after the kick", &seq, &fresh, nullptr, nullptr);
   EXPECT_EQ(late.code(), Code::kNotMember) << late.ToString();
   // A resend of what was stored before still finds it.
-  ASSERT_OK(a->AppendGroup(g, alice, {admin, bob}, "k-before", "sent as a member", &seq, &fresh, nullptr));
+  ASSERT_OK(a->AppendGroup(g, alice, {admin, bob}, "k-before", "sent as a member", &seq, &fresh, nullptr, nullptr));
   EXPECT_EQ(seq, before);
   EXPECT_FALSE(fresh);
   std::vector<PendingRow> rows;
@@ -1555,7 +1666,7 @@ TEST_F(PgStoreTest, AMemberRemovedThroughAnotherServerCannotAddToTheLog) {
   EXPECT_EQ(rows[0].payload, "sent as a member");
   // And a deleted group takes no entries.
   ASSERT_OK(b->DeleteGroup(g));
-  const Status gone = a->AppendGroup(g, admin, {bob}, "k-gone", "to no group", &seq, &fresh, nullptr);
+  const Status gone = a->AppendGroup(g, admin, {bob}, "k-gone", "to no group", &seq, &fresh, nullptr, nullptr);
   EXPECT_EQ(gone.code(), Code::kNoSuchGroup) << gone.ToString();
 }
 
@@ -1586,7 +1697,7 @@ TEST_F(PgStoreTest, AMemberAddedThroughAnotherServerIsAReaderOfEveryEntryItReads
       std::uint64_t seq = 0;
       bool fresh = false;
       std::vector<std::uint64_t> readers;
-      const Status s = a->AppendGroup(g, bob, {admin}, "m" + std::to_string(i), "chatter", &seq, &fresh, &readers);
+      const Status s = a->AppendGroup(g, bob, {admin}, "m" + std::to_string(i), "chatter", &seq, &fresh, &readers, nullptr);
       if (!s.ok()) {
         errors.push_back(s);
         continue;
@@ -1601,7 +1712,7 @@ TEST_F(PgStoreTest, AMemberAddedThroughAnotherServerIsAReaderOfEveryEntryItReads
     std::this_thread::sleep_for(std::chrono::milliseconds(10));  // a GroupAdd naming many users, or a slow link
     std::uint64_t seq = 0;
     bool fresh = false;
-    ASSERT_OK(b->AppendGroup(g, 0, {admin, bob}, "added" + std::to_string(i), "notice", &seq, &fresh, nullptr));
+    ASSERT_OK(b->AppendGroup(g, 0, {admin, bob}, "added" + std::to_string(i), "notice", &seq, &fresh, nullptr, nullptr));
     b->EndUnit(true);
     ASSERT_OK(b->CommitBatch());
   }
@@ -1751,6 +1862,86 @@ TEST_F(PgStoreTest, BrokenConnectionIsReopenedOnTheNextCall) {
   std::uint64_t bob = 0;
   ASSERT_OK(store->CreateUser(User("bob"), &bob));
   EXPECT_GT(bob, alice);
+}
+
+// Two servers append to one group's log at once: within the group, seq
+// order is commit order and each entry names the one just before it (the
+// appends are serialised on the members' stream locks, and each draws its
+// seq and reads the newest entry after taking them), so a reader's chain
+// has no false gaps and no entry that names a later one.
+TEST_F(PgStoreTest, EntriesAppendedThroughTwoServersAtOnceChainInSeqOrder) {
+  std::unique_ptr<Store> a;
+  std::unique_ptr<Store> b;
+  ASSERT_OK(OpenPgStore(PgConninfo(schema_), &a));
+  ASSERT_OK(OpenPgStore(PgConninfo(schema_), &b));
+  std::uint64_t alice = 0, bob = 0, mel = 0, g = 0;
+  ASSERT_OK(a->CreateUser(User("alice"), &alice));
+  ASSERT_OK(a->CreateUser(User("bob"), &bob));
+  ASSERT_OK(a->CreateUser(User("mel"), &mel));
+  ASSERT_OK(a->CreateGroup("team", alice, &g));
+  ASSERT_OK(a->AddMember(g, bob));
+  ASSERT_OK(a->AddMember(g, mel));
+  constexpr int kEach = 150;
+  std::vector<Status> errors[2];
+  auto run = [&](int who) {
+    Store& s = who == 0 ? *a : *b;
+    const std::uint64_t me = who == 0 ? alice : bob, other = who == 0 ? bob : alice;
+    for (int i = 0; i < kEach; ++i) {
+      std::uint64_t seq = 0;
+      bool fresh = false;
+      const Status st =
+          s.AppendGroup(g, me, {other, mel}, std::to_string(who) + "/" + std::to_string(i), "m", &seq, &fresh,
+                        nullptr, nullptr);
+      if (!st.ok()) errors[who].push_back(st);
+    }
+  };
+  std::thread t0(run, 0), t1(run, 1);
+  t0.join();
+  t1.join();
+  for (const auto& e : errors) {
+    for (const Status& s : e) ADD_FAILURE() << s.ToString();
+  }
+  std::vector<PendingRow> rows;
+  ASSERT_OK(a->FetchPending(mel, 0, 100000, &rows));
+  ASSERT_EQ(rows.size(), 2u * kEach);
+  EXPECT_EQ(rows[0].prev_seq, 0u);
+  int broken = 0;
+  for (std::size_t i = 1; i < rows.size(); ++i) {
+    if (rows[i].prev_seq != rows[i - 1].seq && broken++ == 0) {
+      ADD_FAILURE() << "entry " << rows[i].seq << " names " << rows[i].prev_seq << ", not " << rows[i - 1].seq;
+    }
+  }
+  EXPECT_EQ(broken, 0);
+}
+
+// A version-4 schema's group log keeps its entries through migration 5
+// (prev_seq): they name no predecessor, and the next entry names them.
+TEST_F(PgStoreTest, MigrationFiveKeepsGroupLogEntriesAndChainsNewOnes) {
+  std::unique_ptr<Store> store;
+  ASSERT_OK(OpenPgStore(PgConninfo(schema_), &store));
+  std::uint64_t alice = 0, bob = 0, g = 0;
+  ASSERT_OK(store->CreateUser(User("alice"), &alice));
+  ASSERT_OK(store->CreateUser(User("bob"), &bob));
+  ASSERT_OK(store->CreateGroup("team", alice, &g));
+  ASSERT_OK(store->AddMember(g, bob));
+  std::uint64_t old_seq = 0, seq = 0, prev = 99;
+  bool fresh = false;
+  ASSERT_OK(store->AppendGroup(g, alice, {bob}, "k1", "from version 4", &old_seq, &fresh, nullptr, nullptr));
+  store.reset();
+  PgAdmin("ALTER TABLE " + schema_ + ".group_log DROP COLUMN prev_seq");
+  PgAdmin("UPDATE " + schema_ + ".schema_version SET version = 4");
+
+  ASSERT_OK(OpenPgStore(PgConninfo(schema_), &store));
+  EXPECT_EQ(PgAdmin("SELECT version FROM " + schema_ + ".schema_version"), "5");
+  ASSERT_OK(store->AppendGroup(g, alice, {bob}, "k2", "from version 5", &seq, &fresh, nullptr, &prev));
+  EXPECT_EQ(prev, old_seq);
+  std::vector<PendingRow> rows;
+  ASSERT_OK(store->FetchPending(bob, 0, 10, &rows));
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0].payload, "from version 4");
+  EXPECT_EQ(rows[0].prev_seq, 0u);
+  EXPECT_EQ(rows[1].seq, seq);
+  EXPECT_EQ(rows[1].prev_seq, old_seq);
 }
 
 TEST_F(PgStoreTest, RefusesSchemaFromNewerBinary) {

@@ -1,0 +1,108 @@
+// GroupChain: how far a receiving session has sent each of its user's
+// group logs without a gap.
+//
+// A group message is one entry of its group's log, and a member
+// acknowledges the log cumulatively (Ack.groups{group, seq}). In a cluster an
+// entry committed on one server may never be forwarded to the member's
+// server (a silently cut link, a server killed between its commit and its
+// forward) while later entries of the same group arrive live from elsewhere;
+// the member's cumulative acknowledgement of those would pass the missing
+// entry, which would then never be delivered. Every entry names the entry
+// before it in its log (prev_seq, stored with it), so the session can tell:
+// an entry whose predecessor it has not sent is held back, and the session
+// reads the store again instead (the store returns the missing entries and
+// this one in seq order).
+//
+// Known(group) = K promises: every entry of the group's log up to seq K that
+// the user reads (not its own messages, not before it joined) has been sent
+// to this session or was acknowledged before. It grows as entries are sent:
+// live pushes that name a known predecessor, the user's own entries (which
+// name one), rows read from the store by a catch-up pass that covers the
+// group (the pass read everything after a point at or below Known), and the
+// heads of the logs when such a pass ends (read before its last, empty read).
+//
+// Used on the event-loop thread only. Header-only, no I/O: tested alone.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+namespace fastchat::server {
+
+class GroupChain {
+ public:
+  std::uint64_t Known(std::uint64_t group) const {
+    auto it = known_.find(group);
+    return it == known_.end() ? floor_ : std::max(floor_, it->second);
+  }
+
+  // A live push of entry `seq` of `group` that names `prev`: true if
+  // nothing before it is missing (it is then counted as sent); false if
+  // entries after Known(group) up to `prev` were never sent: hold it back
+  // and read the store after Known(group).
+  bool Push(std::uint64_t group, std::uint64_t seq, std::uint64_t prev) {
+    const std::uint64_t known = Known(group);
+    if (prev > known) return false;
+    if (seq > known) known_[group] = seq;
+    return true;
+  }
+
+  // The user's own entry `seq` (it reads none of its own): the next entry
+  // names it, so it is known once its predecessor is.
+  void Own(std::uint64_t group, std::uint64_t seq, std::uint64_t prev) {
+    const std::uint64_t known = Known(group);
+    if (prev <= known && seq > known) known_[group] = seq;
+  }
+
+  // ---- a catch-up pass: reads of the store in seq order until one is empty
+
+  // A pass begins.
+  void StartPass() { pass_start_ = kNone; }
+
+  // A read of the pass starts after `after`; each read starts where the
+  // previous one ended, or lower (a rewind).
+  void Reading(std::uint64_t after) { pass_start_ = std::min(pass_start_, after); }
+
+  // Entry `seq` of `group`, naming `prev`, was read from the store: true to
+  // send it (counted as sent); false if the pass began above Known(group)
+  // and `prev` is above it too: rows of the group below the pass may never
+  // have been sent, so read again after Known(group) before sending it.
+  bool FromStore(std::uint64_t group, std::uint64_t seq, std::uint64_t prev) {
+    const std::uint64_t known = Known(group);
+    if (pass_start_ > known && prev > known) return false;
+    if (seq > known) known_[group] = seq;
+    return true;
+  }
+
+  // The pass ended with an empty read after `after`; `heads` are the
+  // (group, head) pairs read before that read (Store::GroupHeads). A group
+  // the pass covered (it began at or below Known) is known up to its head
+  // and up to `after`; if the pass covered every group, so is every group.
+  void EndPass(std::uint64_t after, const std::vector<std::pair<std::uint64_t, std::uint64_t>>& heads) {
+    if (pass_start_ == kNone) return;
+    for (const auto& [group, head] : heads) {
+      const std::uint64_t known = Known(group);
+      if (pass_start_ <= known) known_[group] = std::max({known, head, after});
+    }
+    for (auto& [group, known] : known_) {
+      if (pass_start_ <= known) known = std::max(known, after);
+    }
+    if (pass_start_ <= floor_) {
+      floor_ = std::max(floor_, after);
+      std::erase_if(known_, [this](const auto& kv) { return kv.second <= floor_; });
+    }
+    pass_start_ = kNone;
+  }
+
+ private:
+  static constexpr std::uint64_t kNone = std::numeric_limits<std::uint64_t>::max();
+  std::uint64_t floor_ = 0;                                // every group is known up to here
+  std::unordered_map<std::uint64_t, std::uint64_t> known_;  // groups known above floor_
+  std::uint64_t pass_start_ = kNone;                       // the lowest read of the pass
+};
+
+}  // namespace fastchat::server
