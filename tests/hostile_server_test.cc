@@ -867,7 +867,11 @@ void FloodBob(std::size_t count, std::size_t size, std::size_t max_frames, std::
   EXPECT_LE(frames, max_frames);
   EXPECT_LE(bytes, max_bytes);
   EXPECT_GT(peak, 0u);
-  EXPECT_LT(peak, max_peak_kib) << "bob's client peaked at " << peak << " KiB";
+  // In a sanitizer build resident memory is mostly the sanitizer's (shadow
+  // memory, freed memory held back): the high-water mark above still holds.
+  if (!IsSanitizerBuild()) {
+    EXPECT_LT(peak, max_peak_kib) << "bob's client peaked at " << peak << " KiB";
+  }
   std::printf("flood of %zu x %zu bytes: inbox held at most %zu deliveries, %zu bytes; peak resident %llu KiB; "
               "%d sessions\n",
               count, size, frames, bytes, static_cast<unsigned long long>(peak), flood.sessions());
