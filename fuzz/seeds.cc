@@ -189,6 +189,20 @@ void MeshSeeds() {
   // op & 1 == 0: bytes on link (op >> 1) % 3; op & 1: that link goes down.
   Write("mesh", "presence", Record(0, Framed(S(presence))) + Record(2, Framed(S(presence))) +
                                 Record(2, Framed(S(full))) + Record(1, "") + Record(4, Framed(S(ack))));
+  // The snapshot a link starts with, in two parts (only the last asks for
+  // the ack), then a login on the same link.
+  mesh::MeshFrame part1, part2, login;
+  part1.mutable_presence()->set_full(true);
+  part1.mutable_presence()->add_online(5);
+  part1.mutable_presence()->add_online(6);
+  part2.mutable_presence()->set_continued(true);
+  part2.mutable_presence()->add_online(7);
+  part2.mutable_presence()->add_online(8);
+  part2.mutable_presence()->set_ack_token(9);
+  login.mutable_presence()->add_online(7);
+  login.mutable_presence()->set_ack_token(10);
+  Write("mesh", "snapshot-in-parts",
+        Record(0, Framed(S(part1)) + Framed(S(part2))) + Record(0, Framed(S(login))));
   Write("mesh", "traffic", Record(0, Framed(S(fw)) + Framed(S(changed))) + Record(0, Framed(S(resync))) +
                                Record(2, Framed(S(ping))) + Record(4, Framed(S(hello))) + Record(0, Framed(S(presence))));
 }

@@ -779,6 +779,37 @@ ClusterServer& AddServerBehind(LinkProxy& proxy, Cluster& c) {
 // while the servers are unlinked (not forwarded: the sender's server no
 // longer knows where the recipient is) reaches it once the link is back.
 // Before, both waited for the recipient's next login.
+// A DM (random ciphertext) from `from` to user `to`; fails the test unless
+// the server answers Ok.
+void SendDirect(RawConn& from, std::uint64_t to, const std::string& msg_id) {
+  wire::Envelope env;
+  auto* m = env.mutable_direct_send();
+  m->mutable_to()->set_id(to);
+  m->set_msg_id(msg_id);
+  m->set_kind(wire::TEXT);
+  m->set_chunk_count(1);
+  m->set_nonce(RandomBytes(24));
+  m->set_ciphertext(RandomBytes(40));
+  wire::Envelope ok = from.Request(env);
+  ASSERT_TRUE(ok.has_ok()) << Describe(ok);
+}
+
+// True once `to` gets the DM `msg_id` within `within` (acknowledging what
+// it gets).
+bool GetsDirect(RawConn& to, const std::string& msg_id, Millis within) {
+  auto deadline = Clock::now() + within;
+  while (Clock::now() < deadline) {
+    wire::Envelope e;
+    if (to.Receive(&e, Millis(200)) != RawConn::Recv::kOk || !e.has_deliver()) continue;
+    wire::Envelope ack;
+    ack.mutable_ack()->add_seqs(e.deliver().seq());
+    to.Send(ack);
+    wire::Event ev;
+    if (ev.ParseFromString(e.deliver().event()) && ev.has_direct() && ev.direct().msg_id() == msg_id) return true;
+  }
+  return false;
+}
+
 TEST(Cluster, RowsAMeshLinkLostReachTheLiveSessionWhenTheLinkDropsAndReturns) {
   LinkProxy proxy;  // on s2's advertised mesh address: s1 dials s2 through it
   ClusterOptions opt;
@@ -813,32 +844,8 @@ TEST(Cluster, RowsAMeshLinkLostReachTheLiveSessionWhenTheLinkDropsAndReturns) {
     if (e.has_sync_done()) break;
   }
 
-  auto dm = [&](const std::string& msg_id) {
-    wire::Envelope env;
-    auto* m = env.mutable_direct_send();
-    m->mutable_to()->set_id(bob);
-    m->set_msg_id(msg_id);
-    m->set_kind(wire::TEXT);
-    m->set_chunk_count(1);
-    m->set_nonce(RandomBytes(24));
-    m->set_ciphertext(RandomBytes(40));
-    wire::Envelope ok = a.Request(env);
-    ASSERT_TRUE(ok.has_ok()) << Describe(ok);
-  };
-  // True once bob gets the DM `msg_id` (acknowledging what he gets).
-  auto bob_gets = [&](const std::string& msg_id, Millis within) {
-    auto deadline = Clock::now() + within;
-    while (Clock::now() < deadline) {
-      wire::Envelope e;
-      if (b.Receive(&e, Millis(200)) != RawConn::Recv::kOk || !e.has_deliver()) continue;
-      wire::Envelope ack;
-      ack.mutable_ack()->add_seqs(e.deliver().seq());
-      b.Send(ack);
-      wire::Event ev;
-      if (ev.ParseFromString(e.deliver().event()) && ev.has_direct() && ev.direct().msg_id() == msg_id) return true;
-    }
-    return false;
-  };
+  auto dm = [&](const std::string& msg_id) { SendDirect(a, bob, msg_id); };
+  auto bob_gets = [&](const std::string& msg_id, Millis within) { return GetsDirect(b, msg_id, within); };
 
   proxy.Cut();
   const std::string first = RandomBytes(16);
@@ -955,6 +962,85 @@ TEST(Cluster, AGroupEntryWhoseForwardWasLostReachesTheMemberBeforeLaterOnesAreAc
   EXPECT_EQ(got, (std::vector<std::string>{"alice before", "alice 1", "alice 2", "bob 1"}));
   // The gap rule delivered them, not the link's loss (s2 then re-reads the store).
   EXPECT_FALSE(s2.LogHas("mesh: lost server s1")) << "the link was found dead first; the test proves too little";
+
+// A server's presence snapshot (every receiving user, sent when a link comes
+// up) used to be one frame: past the mesh frame limit (4 MiB, about a
+// million users) the peer dropped the link, and the two servers never
+// linked. With a small limit (--mesh-max-frame, tests only) a few hundred
+// users are enough: the snapshot goes in parts, the servers link and stay
+// linked, and deliveries cross both ways, to the first and the last user of
+// the snapshot.
+TEST(Cluster, APresenceSnapshotOverTheMeshFrameLimitGoesInPartsAndTheServersLink) {
+  constexpr std::uint32_t kLimit = 1024;
+  constexpr int kUsers = 700;
+  const std::vector<std::string> small = {"--mesh-max-frame", std::to_string(kLimit)};
+  ClusterOptions opt;
+  opt.servers = 0;
+  Cluster c(opt);
+  ClusterServer& s1 = c.AddServer("s1", c.secret(), true, small);
+
+  std::vector<std::unique_ptr<RawConn>> online;  // receiving sessions on s1
+  std::vector<std::uint64_t> ids;
+  for (int i = 0; i < kUsers; ++i) {
+    auto conn = std::make_unique<RawConn>(s1.port());
+    ASSERT_TRUE(conn->Hello().has_hello_ok());
+    const std::string name = "u" + std::to_string(i);
+    wire::Envelope reg = conn->Register(name, name + "-password");
+    ASSERT_TRUE(reg.has_ok()) << Describe(reg);
+    ids.push_back(reg.ok().id());
+    ASSERT_TRUE(conn->Login(name, name + "-password", true).has_logged_in());
+    online.push_back(std::move(conn));
+  }
+  // The whole snapshot as one frame would not fit the limit.
+  mesh::MeshFrame one;
+  one.mutable_presence()->set_full(true);
+  for (std::uint64_t id : ids) one.mutable_presence()->add_online(id);
+  one.mutable_presence()->set_ack_token(1);
+  ASSERT_GT(one.ByteSizeLong(), kLimit);
+
+  ClusterServer& s2 = c.AddServer("s2", c.secret(), true, small);
+  ASSERT_TRUE(s1.WaitLog("mesh: linked to server s2 (")) << s1.LogTail();
+  ASSERT_TRUE(s2.WaitLog("mesh: linked to server s1 (")) << s2.LogTail();
+
+  RawConn b(s2.port());
+  ASSERT_TRUE(b.Hello().has_hello_ok());
+  wire::Envelope reg = b.Register("bob", "bob-password");
+  ASSERT_TRUE(reg.has_ok()) << Describe(reg);
+  const std::uint64_t bob = reg.ok().id();
+  ASSERT_TRUE(b.Login("bob", "bob-password", true).has_logged_in());
+  for (;;) {
+    wire::Envelope e = b.Expect();
+    if (e.has_sync_done()) break;
+  }
+  RawConn& first = *online.front();
+  RawConn& last = *online.back();
+  for (RawConn* u : {&first, &last}) {
+    wire::Envelope req;
+    req.mutable_friend_request()->mutable_to()->set_id(bob);
+    wire::Envelope r = u->Request(req);
+    ASSERT_TRUE(r.has_ok()) << Describe(r);
+  }
+  for (std::uint64_t to : {ids.front(), ids.back()}) {
+    wire::Envelope ans;
+    ans.mutable_friend_answer()->mutable_to()->set_id(to);
+    ans.mutable_friend_answer()->set_accept(true);
+    ans.mutable_friend_answer()->set_nonce(RandomBytes(24));
+    ans.mutable_friend_answer()->set_wrapped_key(RandomBytes(48));
+    wire::Envelope r = b.Request(ans);
+    ASSERT_TRUE(r.has_ok()) << Describe(r);
+  }
+
+  const std::string to_first = RandomBytes(16), to_last = RandomBytes(16), to_bob = RandomBytes(16);
+  SendDirect(b, ids.front(), to_first);
+  SendDirect(b, ids.back(), to_last);
+  SendDirect(last, bob, to_bob);
+  EXPECT_TRUE(GetsDirect(first, to_first, Millis(5000))) << "s2 did not forward to the first user of s1's snapshot";
+  EXPECT_TRUE(GetsDirect(last, to_last, Millis(5000))) << "s2 did not forward to the last user of s1's snapshot";
+  EXPECT_TRUE(GetsDirect(b, to_bob, Millis(5000))) << "s1 did not forward to bob on s2";
+  // The link never dropped (it used to come up and drop every second).
+  EXPECT_FALSE(s1.LogHas("mesh: lost server s2")) << s1.LogTail();
+  EXPECT_FALSE(s2.LogHas("mesh: lost server s1")) << s2.LogTail();
+  EXPECT_EQ(CountInFile(s1.log_path(), "mesh: linked to server s2 ("), 1u);
 }
 
 }  // namespace

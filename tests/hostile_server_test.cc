@@ -14,18 +14,28 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <regex>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include "fastchat.pb.h"
+#include "fastchat/frame.h"
 #include "fastchat/crypto.h"
 #include "harness/fastchat.h"
+#include "harness/loopback.h"
 #include "harness/tamper_proxy.h"
+#include "client_impl.h"
 #include "local_store.h"
 #include "message_format.h"
 
@@ -140,14 +150,17 @@ std::uint64_t BytesUnder(const std::string& dir) {
   return n;
 }
 
-// Resident memory of a process in KiB (VmRSS), 0 if unknown.
-std::uint64_t RssKiB(pid_t pid) {
+// A "Vm...:" line of a process's status in KiB, 0 if unknown.
+std::uint64_t StatusKiB(pid_t pid, const std::string& field) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/status");
   std::string line;
   while (std::getline(in, line))
-    if (line.rfind("VmRSS:", 0) == 0) return std::stoull(line.substr(6));
+    if (line.rfind(field, 0) == 0) return std::stoull(line.substr(field.size()));
   return 0;
 }
+
+// Resident memory of a process in KiB (VmRSS), 0 if unknown.
+std::uint64_t RssKiB(pid_t pid) { return StatusKiB(pid, "VmRSS:"); }
 
 std::unique_ptr<client::LocalStore> OpenStore(const User& u) {
   if (!crypto::Init()) throw std::runtime_error("libsodium init failed");
@@ -675,6 +688,207 @@ TEST(HostileServer, AGiantChunkCountAndAGiantFrameStayBounded) {
               static_cast<unsigned long long>(rss), static_cast<unsigned long long>(BytesUnder(f.b.downloads)));
   json fl = cb->CommandOk("friends");
   EXPECT_EQ(Names(fl["friends"]), std::vector<std::string>{"alice"}) << fl.dump();
+}
+
+// ------------------------------------------------------------------ flood
+
+// VmHWM (the most a process has had resident) in KiB, 0 if unknown.
+std::uint64_t PeakRssKiB(pid_t pid) { return StatusKiB(pid, "VmHWM:"); }
+
+// A hostile server of its own (plain TCP on 127.0.0.1), for one user's
+// receiving session. The first session gets seq 1, a friend request from a
+// stranger (id 5), and when the client asks the server who that is
+// (GetUser), the server floods: seqs 2..count+1, each `size` bytes that are
+// not an event, and SyncDone, and only then answers. Every later session
+// gets what was not acknowledged, in order, and its answers at once (as an
+// honest server would).
+class FloodServer {
+ public:
+  FloodServer(std::uint64_t user_id, std::size_t count, std::size_t size)
+      : user_id_(user_id), count_(count), junk_(size, '\xff') {
+    listen_fd_ = ListenOnLoopback(&port_);
+    thread_ = std::thread([this] { Run(); });
+  }
+  ~FloodServer() {
+    stop_ = true;
+    ::shutdown(listen_fd_, SHUT_RDWR);
+    thread_.join();
+    ::close(listen_fd_);
+  }
+  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  int sessions() const { return sessions_; }
+
+ private:
+  // Reads the next frame of `fd` as an Envelope; false when it ends (or
+  // the test stops).
+  bool Next(int fd, FrameDecoder& dec, wire::Envelope* env) {
+    char buf[64 * 1024];
+    for (;;) {
+      std::string_view payload;
+      bool have = false;
+      if (!dec.Next(&payload, &have).ok()) return false;
+      if (have) return env->ParseFromArray(payload.data(), static_cast<int>(payload.size()));
+      pollfd p{fd, POLLIN, 0};
+      if (stop_) return false;
+      if (::poll(&p, 1, 100) <= 0) continue;
+      ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+      if (n <= 0) return false;
+      dec.Append(buf, static_cast<std::size_t>(n));
+    }
+  }
+  static bool Write(int fd, const wire::Envelope& env) {
+    std::string f = FrameOf(env);
+    std::size_t off = 0;
+    while (off < f.size()) {
+      ssize_t n = ::send(fd, f.data() + off, f.size() - off, MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      off += static_cast<std::size_t>(n);
+    }
+    return true;
+  }
+  wire::Envelope Deliver(std::uint64_t seq) const {
+    wire::Envelope d;
+    d.mutable_deliver()->set_seq(seq);
+    if (seq == 1) {
+      wire::Event ev;
+      ev.set_from_id(5);
+      ev.set_from_name("stranger");
+      ev.mutable_friend_request();
+      d.mutable_deliver()->set_event(ev.SerializeAsString());
+    } else {
+      d.mutable_deliver()->set_event(junk_);
+    }
+    return d;
+  }
+  // Answers a request (GetUser, Ping); records acknowledgements.
+  bool Answer(int fd, const wire::Envelope& in) {
+    wire::Envelope out;
+    out.set_rid(in.rid());
+    if (in.has_ack()) {
+      for (std::uint64_t seq : in.ack().seqs()) acked_.insert(seq);
+      return true;
+    } else if (in.has_get_user()) {
+      auto* u = out.mutable_user_info();
+      u->set_id(5);
+      u->set_name("stranger");
+      u->set_x25519_public(std::string(32, 'x'));
+      u->set_ed25519_public(std::string(32, 'e'));
+    } else if (in.has_ping()) {
+      out.mutable_pong();
+    } else {
+      out.mutable_ok();
+    }
+    return Write(fd, out);
+  }
+  void Serve(int fd) {
+    FrameDecoder dec(1u << 20);
+    wire::Envelope in;
+    if (!Next(fd, dec, &in) || !in.has_hello()) return;
+    wire::Envelope out;
+    out.set_rid(in.rid());
+    out.mutable_hello_ok()->set_version(kProtocolVersion);
+    out.mutable_hello_ok()->set_max_frame(1u << 20);
+    out.mutable_hello_ok()->set_server_id("flood");
+    if (!Write(fd, out) || !Next(fd, dec, &in) || !in.has_login()) return;
+    out.Clear();
+    out.set_rid(in.rid());
+    out.mutable_logged_in()->set_user_id(user_id_);
+    if (!Write(fd, out)) return;
+    const bool first = ++sessions_ == 1;
+    wire::Envelope sync;
+    sync.mutable_sync_done();
+    if (first) {
+      if (!Write(fd, Deliver(1))) return;
+      for (;;) {  // until it asks who the stranger is
+        if (!Next(fd, dec, &in)) return;
+        if (in.has_get_user()) break;
+        if (!Answer(fd, in)) return;
+      }
+      for (std::uint64_t seq = 2; seq <= count_ + 1; ++seq)
+        if (!Write(fd, Deliver(seq))) return;
+      if (!Write(fd, sync) || !Answer(fd, in)) return;
+    } else {
+      for (std::uint64_t seq = 1; seq <= count_ + 1; ++seq)
+        if (acked_.count(seq) == 0 && !Write(fd, Deliver(seq))) return;
+      if (!Write(fd, sync)) return;
+    }
+    while (Next(fd, dec, &in))
+      if (!Answer(fd, in)) return;
+  }
+  void Run() {
+    while (!stop_) {
+      pollfd p{listen_fd_, POLLIN, 0};
+      if (::poll(&p, 1, 100) <= 0) continue;
+      int fd = ::accept(listen_fd_, nullptr, nullptr);
+      if (fd < 0) continue;
+      Serve(fd);  // one session at a time
+      ::close(fd);
+    }
+  }
+
+  std::uint64_t user_id_;
+  std::size_t count_;
+  std::string junk_;  // 0xff bytes: never a valid event
+  std::uint16_t port_ = 0;
+  int listen_fd_ = -1;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> sessions_{0};
+  std::set<std::uint64_t> acked_;  // the server thread's only
+  std::thread thread_;
+};
+
+// The flood against bob's `chat`: what its inbox held at most (from its
+// log at the end), its peak resident memory, and every delivery shown
+// once, in order.
+void FloodBob(std::size_t count, std::size_t size, std::size_t max_frames, std::size_t max_bytes,
+              std::uint64_t max_peak_kib) {
+  World w(PlainServer());
+  w.RouteClients(w.server_address(), {"--insecure-plain-tcp"});
+  User bob = w.Register("bob");
+  FloodServer flood(bob.id, count, size);
+  w.RouteClients(flood.address(), {"--insecure-plain-tcp", "-v"});
+  auto cb = w.Chat(bob, /*wait_ready=*/false);
+  cb->WaitFor(Like({{"type", "friend_request"}, {"from_id", 5}}), "the stranger's friend request", Millis(60000));
+  cb->WaitFor(Like({{"type", "undecryptable"}, {"seq", count + 1}}), "the last delivery", Millis(120000));
+  const std::uint64_t peak = PeakRssKiB(cb->process().pid());
+  std::vector<std::uint64_t> seqs;
+  for (const auto& j : cb->history())
+    if (j.value("type", "") == "undecryptable") seqs.push_back(AsU64(j["seq"]));
+  std::vector<std::uint64_t> want;
+  for (std::uint64_t seq = 2; seq <= count + 1; ++seq) want.push_back(seq);
+  EXPECT_EQ(seqs, want) << "deliveries lost, repeated or out of order";
+  EXPECT_EQ(cb->Quit(), 0);
+  std::ifstream in(cb->process().stderr_path());
+  const std::string log((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::smatch m;
+  const std::regex high("inbox high-water mark: ([0-9]+) deliveries, ([0-9]+) bytes");
+  ASSERT_TRUE(std::regex_search(log, m, high)) << "no high-water mark in the client's log";
+  const std::size_t frames = std::stoull(m[1]), bytes = std::stoull(m[2]);
+  EXPECT_LE(frames, max_frames);
+  EXPECT_LE(bytes, max_bytes);
+  EXPECT_GT(peak, 0u);
+  // In a sanitizer build resident memory is mostly the sanitizer's (shadow
+  // memory, freed memory held back): the high-water mark above still holds.
+  if (!IsSanitizerBuild()) {
+    EXPECT_LT(peak, max_peak_kib) << "bob's client peaked at " << peak << " KiB";
+  }
+  std::printf("flood of %zu x %zu bytes: inbox held at most %zu deliveries, %zu bytes; peak resident %llu KiB; "
+              "%d sessions\n",
+              count, size, frames, bytes, static_cast<unsigned long long>(peak), flood.sessions());
+}
+
+// While bob's client waits for the server's answer about a stranger, the
+// server floods it with 160 MiB of deliveries. The client used to hold them
+// all (the reader read on while processing waited); now it keeps at most
+// 32 MiB, takes the rest again from the server, and shows every delivery
+// once, in order.
+TEST(HostileServer, AFloodWhileAnAnswerIsWithheldStaysBoundedAndArrivesInOrder) {
+  FloodBob(640, 256 * 1024, client::kInboxMaxFrames, client::kInboxMaxBytes, 96 * 1024);
+}
+
+// The same with 20,000 small deliveries: the bound on how many it holds.
+TEST(HostileServer, AFloodOfSmallDeliveriesIsBoundedByCountAndArrivesInOrder) {
+  FloodBob(20000, 64, client::kInboxMaxFrames, client::kInboxMaxBytes, 96 * 1024);
 }
 
 }  // namespace

@@ -180,8 +180,38 @@ void ClientCore::Impl::OnPush(wire::Envelope& env, std::string_view raw) {
     return;
   }
   if (mode == SessionMode::kOneShot && !fetch_asked) return;
-  inbox.push_back(std::move(env));
+  // Past the bound (reachable only while a reply is owed: the reader pauses
+  // earlier otherwise) nothing more is kept on this connection, so that
+  // nothing is processed out of order; the server sends it all again.
+  if (inbox_dropped) return;
+  if (inbox.size() + 1 > kInboxMaxFrames || inbox_bytes + raw.size() > kInboxMaxBytes) {
+    inbox_dropped = true;
+    LogInfo("more deliveries arrived than the client holds (" + std::to_string(inbox.size()) + ", " +
+            std::to_string(inbox_bytes) + " bytes) while it waited for a reply; it takes the rest again from the "
+            "server once these are processed");
+    return;
+  }
+  inbox_bytes += raw.size();
+  inbox.push_back(Received{std::move(env), raw.size()});
+  inbox_high_frames = std::max(inbox_high_frames, inbox.size());
+  inbox_high_bytes = std::max(inbox_high_bytes, inbox_bytes);
   inbox_wake.cancel();
+}
+
+bool ClientCore::Impl::InboxFull() {
+  if (!inbox_full && (inbox.size() >= kInboxPauseFrames || inbox_bytes >= kInboxPauseBytes)) {
+    inbox_full = true;
+  } else if (inbox_full && inbox.size() <= kInboxPauseFrames / 2 && inbox_bytes <= kInboxPauseBytes / 2) {
+    inbox_full = false;
+  }
+  return inbox_full;
+}
+
+void ClientCore::Impl::ClearInbox() {
+  inbox.clear();
+  inbox_bytes = 0;
+  inbox_full = false;
+  inbox_dropped = false;
 }
 
 // ===================================================================== connections
@@ -192,6 +222,7 @@ std::shared_ptr<Connection> ClientCore::Impl::NewConnection(bool session) {
   if (session) {
     Connection* raw = c.get();
     c->set_push_handler([this](wire::Envelope& env, std::string_view bytes) { OnPush(env, bytes); });
+    c->set_push_full([this] { return InboxFull(); });
     c->set_close_handler([this, raw](const Status& why) { OnConnClosed(raw, why); });
     c->set_close_on_timeout(reconnect);
   }
@@ -373,7 +404,7 @@ awaitable<void> ClientCore::Impl::Reconnect(std::string reason) {
              std::chrono::milliseconds(MsSince(start));
     }
     if (left.count() <= 0) break;
-    inbox.clear();  // the new server sends everything unacknowledged again
+    ClearInbox();  // the new server sends everything unacknowledged again
     group_ack_held.clear();
     std::shared_ptr<Connection> c;
     std::string where;
@@ -570,6 +601,8 @@ awaitable<void> ClientCore::Shutdown() {
     co_return;
   }
   m.stopping = true;
+  LogDebug("inbox high-water mark: " + std::to_string(m.inbox_high_frames) + " deliveries, " +
+           std::to_string(m.inbox_high_bytes) + " bytes");
   std::shared_ptr<Connection> c = m.conn;
   if (c && !c->closed()) {
     m.FlushAcks();

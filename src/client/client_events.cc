@@ -30,13 +30,19 @@ awaitable<void> ClientCore::Impl::ProcessLoop() {
     while (inbox.empty()) {
       FlushAcks();
       if (stopping || over) co_return;
+      if (inbox_dropped && conn && !conn->closed()) {
+        co_await TakeDroppedAgain();
+        continue;
+      }
       std::error_code ec;
       inbox_wake.expires_at(asio::steady_timer::time_point::max());
       co_await inbox_wake.async_wait(asio::redirect_error(asio::use_awaitable, ec));
     }
     if (stopping) co_return;
-    wire::Envelope env = std::move(inbox.front());
+    wire::Envelope env = std::move(inbox.front().env);
+    inbox_bytes -= inbox.front().bytes;
     inbox.pop_front();
+    if (inbox_full && !InboxFull() && conn) conn->ResumeReading();
     if (env.has_deliver()) {
       bool go_on = co_await ProcessDeliver(env.deliver().seq(), env.deliver().event(), env.deliver().group_id());
       if (!go_on) co_return;
@@ -59,6 +65,17 @@ awaitable<void> ClientCore::Impl::ProcessLoop() {
       }
     }
   }
+}
+
+awaitable<void> ClientCore::Impl::TakeDroppedAgain() {
+  // Pushes go on being dropped until the connection is replaced (ClearInbox).
+  std::shared_ptr<Connection> c = conn;
+  FlushAcks();
+  co_await c->Drain();
+  if (c != conn || c->closed()) co_return;
+  LogInfo("taking the deliveries the client could not hold again from the server");
+  c->Close();
+  OnConnClosed(c.get(), Status(Code::kIOError, "more deliveries arrived than the client holds; getting the rest again"));
 }
 
 void ClientCore::Impl::AckLater(std::uint64_t seq, std::uint64_t group_id) {

@@ -63,6 +63,19 @@ void LogDebug(const std::string& m);
 
 inline constexpr std::size_t kMaxTextBytes = 262144;  // longer texts: send a file
 inline constexpr std::size_t kMaxReceivedTitleBytes = 4096;  // a received image's title (before sanitising)
+// The inbox: pushes read, not yet processed. At kInboxPause* the reader
+// stops reading (Connection::set_push_full) until the inbox is down to half
+// of both, unless a request waits for its reply (the reply may be behind
+// pushes, and processing may be what waits for it). Then reading goes on,
+// and a push that would take the inbox past kInboxMax* is not kept: from it
+// on every push is dropped, and once the inbox is processed the session
+// takes them again from the server (it reconnects: the server keeps every
+// delivery until it is acknowledged, and sends them in order).
+inline constexpr std::size_t kInboxPauseFrames = 1024;
+inline constexpr std::size_t kInboxPauseBytes = 8u << 20;
+inline constexpr std::size_t kInboxMaxFrames = 4096;
+inline constexpr std::size_t kInboxMaxBytes = 32u << 20;
+
 // Outcome code of CallOnce: sent, then the link broke before any reply.
 inline constexpr const char* kReplyLost = "REPLY_LOST";
 
@@ -118,7 +131,17 @@ struct ClientCore::Impl {
   SessionMode mode = SessionMode::kOneShot;
   std::filesystem::path downloads;
 
-  std::deque<wire::Envelope> inbox;
+  // Pushes read, not yet processed (bounded: see kInboxPauseFrames), with
+  // their sizes on the wire.
+  struct Received {
+    wire::Envelope env;
+    std::size_t bytes = 0;
+  };
+  std::deque<Received> inbox;
+  std::size_t inbox_bytes = 0;
+  bool inbox_full = false;     // at the pause bound, not yet down to half
+  bool inbox_dropped = false;  // a push was not kept: take the rest again once these are processed
+  std::size_t inbox_high_frames = 0, inbox_high_bytes = 0;  // the most it held (logged at the end)
   asio::steady_timer inbox_wake;
   // Processed deliveries not yet acknowledged: one-by-one seqs, and the
   // newest processed seq per group log (cumulative acks).
@@ -317,6 +340,14 @@ struct ClientCore::Impl {
   // ------------------------------------------------------------ receiving (client_events.cc)
 
   awaitable<void> ProcessLoop();
+  // Whether the inbox is at its pause bound (see kInboxPauseFrames; with
+  // hysteresis: full until down to half).
+  bool InboxFull();
+  void ClearInbox();
+  // The inbox was processed after pushes were dropped: acknowledges what
+  // was processed, then drops the connection, so that the session logs in
+  // again (or ends, if it does not reconnect) and the server sends the rest.
+  awaitable<void> TakeDroppedAgain();
   // What a one-shot command takes from the pending deliveries before it
   // runs: friend requests and answers, group keys, receipts (not messages,
   // files or group log entries: those wait for pending, listen or chat).

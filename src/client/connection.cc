@@ -89,7 +89,8 @@ struct Connection::Call {
 };
 
 struct Connection::Impl : std::enable_shared_from_this<Impl> {
-  explicit Impl(asio::io_context& c) : ioc(c), stream(std::make_unique<net::Stream>(asio::ip::tcp::socket(c))), write_wake(c) {}
+  explicit Impl(asio::io_context& c)
+      : ioc(c), stream(std::make_unique<net::Stream>(asio::ip::tcp::socket(c))), write_wake(c), read_wake(c) {}
 
   void WakeDrainers() {
     for (asio::steady_timer* t : drain_waiters) t->cancel();
@@ -107,6 +108,8 @@ struct Connection::Impl : std::enable_shared_from_this<Impl> {
   bool started = false;
   bool closed = false;
   PushHandler on_push;
+  std::function<bool()> push_full;
+  asio::steady_timer read_wake;  // cancelled when a paused reader may go on
   CloseHandler on_close;
   std::uint32_t max_frame = kDefaultMaxFrame;
   std::uint64_t max_image_bytes = 0;
@@ -140,6 +143,7 @@ struct Connection::Impl : std::enable_shared_from_this<Impl> {
     }
     outq.clear();
     write_wake.cancel();
+    read_wake.cancel();
     WakeDrainers();
     if (notify && on_close) on_close(why);
   }
@@ -174,9 +178,23 @@ struct Connection::Impl : std::enable_shared_from_this<Impl> {
     call->timer.cancel();
   }
 
+  // No more frames for now: the push receiver is full and no request waits
+  // for its reply (which could be behind pushes).
+  bool Paused() const { return push_full && calls.empty() && push_full(); }
+
   asio::awaitable<void> Reader(std::shared_ptr<Impl> /*keep_alive*/) {
     std::vector<char> buf(64 * 1024);
     for (;;) {
+      while (!closed && Paused()) {
+        std::error_code wait_ec;
+        read_wake.expires_at(asio::steady_timer::time_point::max());
+        co_await read_wake.async_wait(asio::redirect_error(asio::use_awaitable, wait_ec));
+      }
+      if (closed) co_return;
+      // Frames read before a pause first.
+      Receive(std::string_view());
+      if (closed) co_return;
+      if (Paused()) continue;
       std::error_code ec;
       std::size_t n = 0;
       try {
@@ -198,11 +216,13 @@ struct Connection::Impl : std::enable_shared_from_this<Impl> {
   }
 
   // Bytes from the server: every whole frame in them is parsed and
-  // dispatched; an over-limit frame ends the connection.
+  // dispatched, until the reader pauses (the rest waits in the decoder); an
+  // over-limit frame ends the connection.
   void Receive(std::string_view bytes) {
     if (closed) return;
-    decoder.Append(bytes.data(), bytes.size());
+    if (!bytes.empty()) decoder.Append(bytes.data(), bytes.size());
     for (;;) {
+      if (Paused()) return;
       std::string_view payload;
       bool have = false;
       Status s = decoder.Next(&payload, &have);
@@ -260,6 +280,8 @@ Connection::Connection(asio::io_context& ioc) : impl_(std::make_shared<Impl>(ioc
 Connection::~Connection() { impl_->Fail(Status(Code::kIOError, "closed"), false); }
 
 void Connection::set_push_handler(PushHandler h) { impl_->on_push = std::move(h); }
+void Connection::set_push_full(std::function<bool()> full) { impl_->push_full = std::move(full); }
+void Connection::ResumeReading() { impl_->read_wake.cancel(); }
 void Connection::set_close_handler(CloseHandler h) { impl_->on_close = std::move(h); }
 void Connection::set_request_timeout(std::chrono::milliseconds t) { impl_->request_timeout = t; }
 void Connection::set_close_on_timeout(bool on) { impl_->close_on_timeout = on; }
@@ -367,6 +389,7 @@ std::shared_ptr<Connection::Call> Connection::Start(const wire::Envelope& req, s
   call->timer.expires_after(call->timeout);
   impl_->calls[call->rid] = call;
   impl_->Enqueue(copy);
+  impl_->read_wake.cancel();  // a paused reader reads on for the reply
   return call;
 }
 

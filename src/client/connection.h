@@ -12,6 +12,11 @@
 // - When the server refuses the connection (an Error push of BUSY,
 //   RATE_LIMITED or LIMIT_REACHED, then the close), requests still open end
 //   with that refusal rather than a bare "connection closed".
+// - Pushes are flow-controlled: while the push receiver says it is full
+//   (set_push_full), the reader takes no more frames (they wait in the
+//   socket's and the server's buffers; the server keeps deliveries until
+//   they are acknowledged), except while a request waits for its reply,
+//   which may be behind pushes. ResumeReading goes on; so does Start.
 // - The close handler runs once, when the connection ends for any reason
 //   other than Close() (with close_on_timeout, a request left unanswered
 //   past the request timeout ends the connection too).
@@ -62,6 +67,11 @@ class Connection {
   Connection& operator=(const Connection&) = delete;
 
   void set_push_handler(PushHandler h);
+  // Flow control (see the promises): `full` says whether the push receiver
+  // can take no more pushes now; ResumeReading tells a paused reader that
+  // it may have room again.
+  void set_push_full(std::function<bool()> full);
+  void ResumeReading();
   void set_close_handler(CloseHandler h);
   // Reply deadline of requests started from now on (default kRequestTimeout).
   void set_request_timeout(std::chrono::milliseconds t);

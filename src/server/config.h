@@ -41,6 +41,10 @@ struct ServerConfig {
   std::uint16_t mesh_port = 0;       // 0 = pick a free port
   std::string mesh_advertise;        // HOST:PORT peers dial; default mesh_host:bound port
   std::string cluster_secret;        // shared by every server of the cluster
+  // Largest frame accepted from an authenticated peer. A Forward carries a
+  // stored event (up to max_frame) and its recipients, so the default is
+  // well above max_frame; smaller values are for tests.
+  std::uint32_t mesh_max_frame = 4u << 20;
 };
 
 // Image chunks carry at most this many plaintext bytes (docs/protocol.md).

@@ -82,6 +82,11 @@ int main(int argc, char** argv) {
                  "cluster mode: HOST:PORT where other servers connect to this one (port 0 picks one)");
   app.add_option("--mesh-advertise", config.mesh_advertise,
                  "HOST:PORT other servers should dial (default: the --mesh-listen address)");
+  app.add_option("--mesh-max-frame", config.mesh_max_frame,
+                 "largest frame accepted from another server, bytes (keep it above --max-frame plus 64 KiB: a "
+                 "Forward carries a stored delivery; smaller values are for tests)")
+      ->capture_default_str()
+      ->check(CLI::Range(1024u, 64u << 20));
   auto* secret_opt = app.add_option("--cluster-secret", config.cluster_secret,
                                     "secret shared by the servers of a cluster (>= 16 bytes; visible to other "
                                     "local users on the command line: prefer --cluster-secret-file)");
@@ -166,6 +171,11 @@ int main(int argc, char** argv) {
   if (std::string bad = fastchat::server::CheckLimits(config.limits, config.max_frame); !bad.empty()) {
     std::cerr << "error: " << bad << "\n";
     return 2;
+  }
+  if (config.mesh_enabled && config.mesh_max_frame < config.max_frame + (64u << 10)) {
+    spdlog::warn("--mesh-max-frame {} is below --max-frame plus 64 KiB: a large delivery forwarded between "
+                 "servers will break their link (a setting for tests)",
+                 config.mesh_max_frame);
   }
   RaiseFileLimit();
   if (rlimit files{}; getrlimit(RLIMIT_NOFILE, &files) == 0) {

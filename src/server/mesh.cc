@@ -18,6 +18,7 @@
 #include "frame_queue.h"
 #include "mesh.pb.h"
 #include "mesh_inbox.h"
+#include "presence_snapshot.h"
 #include "server_impl.h"
 #include "session.h"
 
@@ -34,7 +35,6 @@ constexpr auto kPingEvery = std::chrono::milliseconds(1000);
 constexpr auto kLinkDeadAfter = std::chrono::milliseconds(4000);
 constexpr auto kDiscoverEvery = std::chrono::milliseconds(1000);
 constexpr std::uint64_t kServerFreshMs = 5000;
-constexpr std::uint32_t kMaxMeshFrame = 4u << 20;
 // Before authentication only PeerHello and PeerAuth (well under 200 bytes)
 // may arrive: a stranger on the mesh port pins at most this much.
 constexpr std::uint32_t kMaxHandshakeFrame = 4096;
@@ -320,7 +320,7 @@ asio::awaitable<void> Mesh::RunLink(std::shared_ptr<PeerLink> link, bool dialer,
     }
     link->peer_id = their_id;
     link->authed = true;
-    link->decoder.set_max_frame(kMaxMeshFrame);
+    link->decoder.set_max_frame(server_.config.mesh_max_frame);
     watchdog->cancel();
     if (slot) slot->Release();
     if (!LinkUp(link)) {
@@ -380,19 +380,20 @@ bool Mesh::LinkUp(const std::shared_ptr<PeerLink>& link) {
     return false;
   }
   spdlog::info("mesh: linked to server {} ({})", link->peer_id, link->remote);
-  mesh::MeshFrame snapshot;
-  auto* p = snapshot.mutable_presence();
-  p->set_full(true);
-  server_.presence.ForEachUser([p](std::uint64_t u) { p->add_online(u); });
+  std::vector<std::uint64_t> users;
+  users.reserve(server_.presence.size());
+  server_.presence.ForEachUser([&users](std::uint64_t u) { users.push_back(u); });
   // While unlinked, the peer stored rows for our users without forwarding
   // them (it did not know they were here): once it has our snapshot, and so
-  // forwards from then on, our sessions read what it stored meanwhile.
+  // forwards from then on, our sessions read what it stored meanwhile. The
+  // snapshot goes in parts (a million users in one frame would pass the
+  // peer's frame limit); only the last carries the token, so the peer
+  // acknowledges once it has applied them all.
   const std::uint64_t token = ++next_token_;
   PendingAnnounce& pending = announces_[token];
   pending.waiting_for.insert(link->peer_id);
   pending.announced = [this] { CatchUpLocalSessions(); };
-  p->set_ack_token(token);
-  link->Send(snapshot);
+  for (const mesh::MeshFrame& part : PresenceSnapshot(users, server_.config.mesh_max_frame, token)) link->Send(part);
   auto timer = std::make_shared<asio::steady_timer>(server_.io, kAnnounceTimeout);
   timer->async_wait([this, token, timer](const asio::error_code&) { FinishAnnounce(token); });
   // Changes the peer announced while unlinked were missed: read the whole

@@ -48,8 +48,9 @@ MeshInput ReadMeshFrame(RemotePresence<Link>& presence, Link* link, mesh::MeshFr
       for (std::uint64_t u : p.online()) {
         presence.Online(link, u);
         // A login announced elsewhere displaces the session here (a full
-        // snapshot after a link comes back is not a new login).
-        if (!p.full()) in.displace.push_back(u);
+        // snapshot after a link comes back, in all its parts, is not a new
+        // login).
+        if (!p.full() && !p.continued()) in.displace.push_back(u);
       }
       in.ack_token = p.ack_token();
       break;
