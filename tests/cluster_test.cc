@@ -962,6 +962,7 @@ TEST(Cluster, AGroupEntryWhoseForwardWasLostReachesTheMemberBeforeLaterOnesAreAc
   EXPECT_EQ(got, (std::vector<std::string>{"alice before", "alice 1", "alice 2", "bob 1"}));
   // The gap rule delivered them, not the link's loss (s2 then re-reads the store).
   EXPECT_FALSE(s2.LogHas("mesh: lost server s1")) << "the link was found dead first; the test proves too little";
+}
 
 // A server's presence snapshot (every receiving user, sent when a link comes
 // up) used to be one frame: past the mesh frame limit (4 MiB, about a
