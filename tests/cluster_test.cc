@@ -773,12 +773,6 @@ ClusterServer& AddServerBehind(LinkProxy& proxy, Cluster& c) {
   return s2;
 }
 
-// A forward sent into a silently partitioned mesh link is lost on the wire;
-// the receiving session, online all along, gets the row once its server
-// drops the silent link (it reads its pending rows again). A row stored
-// while the servers are unlinked (not forwarded: the sender's server no
-// longer knows where the recipient is) reaches it once the link is back.
-// Before, both waited for the recipient's next login.
 // A DM (random ciphertext) from `from` to user `to`; fails the test unless
 // the server answers Ok.
 void SendDirect(RawConn& from, std::uint64_t to, const std::string& msg_id) {
@@ -810,6 +804,24 @@ bool GetsDirect(RawConn& to, const std::string& msg_id, Millis within) {
   return false;
 }
 
+// Hello, then registers `name` (password NAME-password) and, if `login`,
+// logs in send-only; fails the test otherwise. Returns the user's id.
+std::uint64_t SignUp(RawConn& c, const std::string& name, bool login) {
+  EXPECT_TRUE(c.Hello().has_hello_ok());
+  wire::Envelope reg = c.Register(name, name + "-password");
+  EXPECT_TRUE(reg.has_ok()) << Describe(reg);
+  if (login) {
+    EXPECT_TRUE(c.Login(name, name + "-password", false).has_logged_in());
+  }
+  return reg.has_ok() ? reg.ok().id() : 0;
+}
+
+// A forward sent into a silently partitioned mesh link is lost on the wire;
+// the receiving session, online all along, gets the row once its server
+// drops the silent link (it reads its pending rows again). A row stored
+// while the servers are unlinked (not forwarded: the sender's server no
+// longer knows where the recipient is) reaches it once the link is back.
+// Before, both waited for the recipient's next login.
 TEST(Cluster, RowsAMeshLinkLostReachTheLiveSessionWhenTheLinkDropsAndReturns) {
   LinkProxy proxy;  // on s2's advertised mesh address: s1 dials s2 through it
   ClusterOptions opt;
@@ -819,14 +831,10 @@ TEST(Cluster, RowsAMeshLinkLostReachTheLiveSessionWhenTheLinkDropsAndReturns) {
   ASSERT_FALSE(::testing::Test::HasFailure()) << "the servers never linked";
 
   RawConn a(c.server(0).port());
-  ASSERT_TRUE(a.Hello().has_hello_ok());
-  ASSERT_TRUE(a.Register("alice", "alice-password").has_ok());
-  ASSERT_TRUE(a.Login("alice", "alice-password", false).has_logged_in());
+  SignUp(a, "alice", true);
   RawConn b(s2.port());
-  ASSERT_TRUE(b.Hello().has_hello_ok());
-  wire::Envelope reg = b.Register("bob", "bob-password");
-  ASSERT_TRUE(reg.has_ok()) << Describe(reg);
-  const std::uint64_t bob = reg.ok().id();
+  const std::uint64_t bob = SignUp(b, "bob", false);
+  ASSERT_FALSE(::testing::Test::HasFailure());
   wire::Envelope req;
   req.mutable_friend_request()->mutable_to()->set_name("bob");
   ASSERT_TRUE(a.Request(req).has_ok());
@@ -877,16 +885,12 @@ TEST(Cluster, AGroupEntryWhoseForwardWasLostReachesTheMemberBeforeLaterOnesAreAc
   ASSERT_FALSE(::testing::Test::HasFailure()) << "the servers never linked";
 
   RawConn a(c.server(0).port());
-  ASSERT_TRUE(a.Hello().has_hello_ok());
-  ASSERT_TRUE(a.Register("alice", "alice-password").has_ok());
-  ASSERT_TRUE(a.Login("alice", "alice-password", false).has_logged_in());
+  SignUp(a, "alice", true);
   RawConn b(s2.port());
-  ASSERT_TRUE(b.Hello().has_hello_ok());
-  ASSERT_TRUE(b.Register("bob", "bob-password").has_ok());
-  ASSERT_TRUE(b.Login("bob", "bob-password", false).has_logged_in());
+  SignUp(b, "bob", true);
   RawConn m(s2.port());
-  ASSERT_TRUE(m.Hello().has_hello_ok());
-  ASSERT_TRUE(m.Register("mel", "mel-password").has_ok());
+  SignUp(m, "mel", false);
+  ASSERT_FALSE(::testing::Test::HasFailure());
 
   wire::Envelope create;
   create.mutable_group_create()->set_name("team");

@@ -1459,6 +1459,20 @@ class PgStoreTest : public ::testing::Test {
     return user;
   }
 
+  // Two stores on the one schema: two servers of a cluster.
+  void OpenTwo(std::unique_ptr<Store>* a, std::unique_ptr<Store>* b) {
+    ASSERT_OK(OpenPgStore(PgConninfo(schema_), a));
+    ASSERT_OK(OpenPgStore(PgConninfo(schema_), b));
+  }
+  // Users `names` (ids in `ids`, in order) and the group "team" created by
+  // the first, the others added as members.
+  void Team(Store& s, const std::vector<std::string>& names, std::vector<std::uint64_t>* ids, std::uint64_t* g) {
+    ids->assign(names.size(), 0);
+    for (std::size_t i = 0; i < names.size(); ++i) ASSERT_OK(s.CreateUser(User(names[i]), &(*ids)[i]));
+    ASSERT_OK(s.CreateGroup("team", (*ids)[0], g));
+    for (std::size_t i = 1; i < names.size(); ++i) ASSERT_OK(s.AddMember(*g, (*ids)[i]));
+  }
+
   std::string schema_;
 };
 
@@ -1537,8 +1551,7 @@ TEST_F(PgStoreTest, ConcurrentOpensMigrateOnce) {
 TEST_F(PgStoreTest, ConcurrentEnqueuesOfTheSameKeysAgreeOnSeqs) {
   std::unique_ptr<Store> a;
   std::unique_ptr<Store> b;
-  ASSERT_OK(OpenPgStore(PgConninfo(schema_), &a));
-  ASSERT_OK(OpenPgStore(PgConninfo(schema_), &b));
+  ASSERT_NO_FATAL_FAILURE(OpenTwo(&a, &b));
   std::uint64_t alice = 0;
   std::uint64_t bob = 0;
   ASSERT_OK(a->CreateUser(User("alice"), &alice));
@@ -1639,15 +1652,11 @@ TEST_F(PgStoreTest, ALargeEnqueueWithRepeatedKeysMatchesAModel) {
 TEST_F(PgStoreTest, AMemberRemovedThroughAnotherServerCannotAddToTheLog) {
   std::unique_ptr<Store> a;
   std::unique_ptr<Store> b;
-  ASSERT_OK(OpenPgStore(PgConninfo(schema_), &a));
-  ASSERT_OK(OpenPgStore(PgConninfo(schema_), &b));
-  std::uint64_t admin = 0, alice = 0, bob = 0, g = 0;
-  ASSERT_OK(a->CreateUser(User("admin"), &admin));
-  ASSERT_OK(a->CreateUser(User("alice"), &alice));
-  ASSERT_OK(a->CreateUser(User("bob"), &bob));
-  ASSERT_OK(a->CreateGroup("team", admin, &g));
-  ASSERT_OK(a->AddMember(g, alice));
-  ASSERT_OK(a->AddMember(g, bob));
+  ASSERT_NO_FATAL_FAILURE(OpenTwo(&a, &b));
+  std::vector<std::uint64_t> ids;
+  std::uint64_t g = 0;
+  ASSERT_NO_FATAL_FAILURE(Team(*a, {"admin", "alice", "bob"}, &ids, &g));
+  const std::uint64_t admin = ids[0], alice = ids[1], bob = ids[2];
   std::uint64_t before = 0, seq = 0;
   bool fresh = false;
   ASSERT_OK(a->AppendGroup(g, alice, {admin, bob}, "k-before", "sent as a member", &before, &fresh, nullptr, nullptr));
@@ -1678,13 +1687,11 @@ TEST_F(PgStoreTest, AMemberRemovedThroughAnotherServerCannotAddToTheLog) {
 TEST_F(PgStoreTest, AMemberAddedThroughAnotherServerIsAReaderOfEveryEntryItReads) {
   std::unique_ptr<Store> a;
   std::unique_ptr<Store> b;
-  ASSERT_OK(OpenPgStore(PgConninfo(schema_), &a));
-  ASSERT_OK(OpenPgStore(PgConninfo(schema_), &b));
-  std::uint64_t admin = 0, bob = 0, g = 0;
-  ASSERT_OK(a->CreateUser(User("admin"), &admin));
-  ASSERT_OK(a->CreateUser(User("bob"), &bob));
-  ASSERT_OK(a->CreateGroup("team", admin, &g));
-  ASSERT_OK(a->AddMember(g, bob));
+  ASSERT_NO_FATAL_FAILURE(OpenTwo(&a, &b));
+  std::vector<std::uint64_t> ids;
+  std::uint64_t g = 0;
+  ASSERT_NO_FATAL_FAILURE(Team(*a, {"admin", "bob"}, &ids, &g));
+  const std::uint64_t admin = ids[0], bob = ids[1];
   constexpr int kJoiners = 15;
   std::vector<std::uint64_t> joiners(kJoiners);
   for (int i = 0; i < kJoiners; ++i) ASSERT_OK(a->CreateUser(User("joiner" + std::to_string(i)), &joiners[i]));
@@ -1872,15 +1879,11 @@ TEST_F(PgStoreTest, BrokenConnectionIsReopenedOnTheNextCall) {
 TEST_F(PgStoreTest, EntriesAppendedThroughTwoServersAtOnceChainInSeqOrder) {
   std::unique_ptr<Store> a;
   std::unique_ptr<Store> b;
-  ASSERT_OK(OpenPgStore(PgConninfo(schema_), &a));
-  ASSERT_OK(OpenPgStore(PgConninfo(schema_), &b));
-  std::uint64_t alice = 0, bob = 0, mel = 0, g = 0;
-  ASSERT_OK(a->CreateUser(User("alice"), &alice));
-  ASSERT_OK(a->CreateUser(User("bob"), &bob));
-  ASSERT_OK(a->CreateUser(User("mel"), &mel));
-  ASSERT_OK(a->CreateGroup("team", alice, &g));
-  ASSERT_OK(a->AddMember(g, bob));
-  ASSERT_OK(a->AddMember(g, mel));
+  ASSERT_NO_FATAL_FAILURE(OpenTwo(&a, &b));
+  std::vector<std::uint64_t> ids;
+  std::uint64_t g = 0;
+  ASSERT_NO_FATAL_FAILURE(Team(*a, {"alice", "bob", "mel"}, &ids, &g));
+  const std::uint64_t alice = ids[0], bob = ids[1], mel = ids[2];
   constexpr int kEach = 150;
   std::vector<Status> errors[2];
   auto run = [&](int who) {
