@@ -14,7 +14,9 @@
 // never reused. Pending seqs increase in insertion order.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -145,6 +147,11 @@ class Store {
   // delivered twice.
   virtual Status Enqueue(const std::vector<PendingItem>& items, std::vector<std::uint64_t>* seqs,
                          std::vector<bool>* fresh) = 0;
+  // The most items one Enqueue call should hold for the best throughput: a
+  // caller merging many requests' items into one call (StoreWorker) cuts
+  // them into calls of at most this many, never splitting one request's
+  // items. Unlimited unless a store says otherwise.
+  virtual std::size_t MaxMergedEnqueue() const { return std::numeric_limits<std::size_t>::max(); }
   // Up to `limit` rows for `recipient` with seq > after_seq, in seq order:
   // the recipient's own pending rows merged with the entries of the logs of
   // the groups it has a cursor in (entries after its cursor, up to the

@@ -65,9 +65,19 @@ void StoreWorker::SubmitAck(std::uint64_t user, std::vector<std::uint64_t> seqs)
 
 void StoreWorker::RunMerged(std::vector<Job>& batch, std::size_t* i) {
   Store& store = *store_;
-  // The stretch of enqueues and acks starting at *i, up to the next other job.
+  // The stretch of enqueues and acks starting at *i, up to the next other
+  // job or the job that would take its enqueued items past the store's
+  // MaxMergedEnqueue (a stretch holds at least one job).
+  const std::size_t max_items = store.MaxMergedEnqueue();
   std::size_t end = *i;
-  while (end < batch.size() && batch[end].kind != Job::Kind::kRun) ++end;
+  std::size_t merged_items = 0;
+  while (end < batch.size() && batch[end].kind != Job::Kind::kRun) {
+    if (batch[end].kind == Job::Kind::kEnqueue) {
+      if (end > *i && merged_items + batch[end].items.size() > max_items) break;
+      merged_items += batch[end].items.size();
+    }
+    ++end;
+  }
 
   // Every enqueue of the stretch, in order, in one Enqueue call.
   std::vector<PendingItem> items;

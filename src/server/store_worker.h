@@ -91,7 +91,8 @@ class StoreWorker {
   // Stores `items` (Store::Enqueue); done(status, seqs, fresh) runs on
   // `home` after the commit. The items of the enqueues of one batch that
   // are not separated by another kind of job (acks do not separate them)
-  // go to the store in one Enqueue call (one statement on PostgreSQL).
+  // go to the store in one Enqueue call (one statement on PostgreSQL), or
+  // in several of at most Store::MaxMergedEnqueue() items each.
   using EnqueueDone = std::function<void(const Status&, std::vector<std::uint64_t>, std::vector<bool>)>;
   void SubmitEnqueue(std::vector<PendingItem> items, EnqueueDone done);
   // Deletes acknowledged rows of `user` (Store::Ack); the acks of one batch

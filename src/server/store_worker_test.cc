@@ -163,6 +163,20 @@ class StoreWorkerTest : public ::testing::Test {
     return n;
   }
 
+  // Occupies the store thread with a job that waits until the returned
+  // promise is set, and returns once its batch has begun: jobs submitted
+  // until then all run in the next batch. Returns the batches begun before.
+  int HoldStoreThread(std::promise<void>* gate) {
+    std::shared_future<void> opened = gate->get_future().share();
+    // Read before submitting: the store thread may begin the gate's batch
+    // before this thread reads the count, and then waiting for it to change
+    // would wait forever (it did under ASan).
+    const int begun = store_->begun.load();
+    worker_->Submit([opened](Store&) { opened.wait(); return Status::OK(); }, [](Status) {});
+    while (store_->begun.load() == begun) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    return begun;
+  }
+
   std::string dir_;
   asio::io_context io_;
   asio::executor_work_guard<asio::io_context::executor_type> guard_ = asio::make_work_guard(io_);
@@ -340,13 +354,7 @@ TEST_F(StoreWorkerTest, ConsecutiveEnqueuesAndAcksOfABatchAreMergedYetAnsweredOn
   worker_->Submit(MakeUser("bob"), [&](Made m) { bob = m.id; });
   RunUntil([&] { return alice != 0 && bob != 0; });
   std::promise<void> gate;
-  std::shared_future<void> opened = gate.get_future().share();
-  // Read before submitting: the store thread may begin the gate's batch
-  // before this thread reads the count, and then waiting for it to change
-  // would wait forever (it did under ASan).
-  const int begun = store_->begun.load();
-  worker_->Submit([opened](Store&) { opened.wait(); return Status::OK(); }, [](Status) {});
-  while (store_->begun.load() == begun) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  const int begun = HoldStoreThread(&gate);
   std::vector<std::vector<std::uint64_t>> seqs(3);
   std::vector<Status> sts(3);
   int answered = 0;
@@ -398,10 +406,7 @@ TEST_F(StoreWorkerTest, InterleavedEnqueuesAndAcksOfABatchMakeOneEnqueueAndOneAc
   ASSERT_EQ(first.size(), 2u);
 
   std::promise<void> gate;
-  std::shared_future<void> opened = gate.get_future().share();
-  const int begun = store_->begun.load();
-  worker_->Submit([opened](Store&) { opened.wait(); return Status::OK(); }, [](Status) {});
-  while (store_->begun.load() == begun) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  const int begun = HoldStoreThread(&gate);
   const int enqueues_before = store_->enqueue_calls.load();
   const int acks_before = store_->ack_many_calls.load();
   // enqueue, ack, enqueue, ack, enqueue: all in the batch after the gate's.
@@ -443,6 +448,52 @@ TEST_F(StoreWorkerTest, InterleavedEnqueuesAndAcksOfABatchMakeOneEnqueueAndOneAc
   const std::uint64_t left_alice = Pending(alice);
   EXPECT_EQ(left_bob, 1u);
   EXPECT_EQ(left_alice, 3u);
+}
+
+// A batch's enqueues go to the store in calls of at most the store's
+// MaxMergedEnqueue items (256 for SQLite), never splitting a job: a job bigger than the cap is one call of its own. Each enqueue is
+// still answered with its own seqs, in submission order.
+TEST_F(StoreWorkerTest, MergedEnqueuesAreCutIntoCallsOfAtMostTheCapWithoutSplittingAJob) {
+  std::uint64_t bob = 0;
+  worker_->Submit(MakeUser("bob"), [&](Made m) { bob = m.id; });
+  RunUntil([&] { return bob != 0; });
+  std::promise<void> gate;
+  const int begun = HoldStoreThread(&gate);
+  const int enqueues_before = store_->enqueue_calls.load();
+  const std::size_t kCap = store_->MaxMergedEnqueue();
+  ASSERT_LT(kCap, 10000u);
+  // cap + 1 one-item jobs (two calls: cap, then 1), then one job of
+  // cap + 5 items (a call of its own), then one more item (a fourth call).
+  std::vector<std::size_t> sizes(kCap + 1, 1);
+  sizes.push_back(kCap + 5);
+  sizes.push_back(1);
+  std::vector<std::vector<std::uint64_t>> seqs(sizes.size());
+  std::size_t answered = 0;
+  std::size_t key = 0;
+  for (std::size_t j = 0; j < sizes.size(); ++j) {
+    std::vector<PendingItem> items;
+    for (std::size_t k = 0; k < sizes[j]; ++k) items.push_back({bob, "k" + std::to_string(key++), "p"});
+    worker_->SubmitEnqueue(std::move(items), [&, j](const Status& st, std::vector<std::uint64_t> s,
+                                                    std::vector<bool>) {
+      EXPECT_TRUE(st.ok()) << st.ToString();
+      seqs[j] = std::move(s);
+      ++answered;
+    });
+  }
+  gate.set_value();
+  RunUntil([&] { return answered == sizes.size(); });
+  ASSERT_EQ(answered, sizes.size());
+  EXPECT_EQ(store_->begun.load(), begun + 2);  // still one batch for them all
+  EXPECT_EQ(store_->enqueue_calls.load() - enqueues_before, 4);
+  std::uint64_t last = 0;
+  for (std::size_t j = 0; j < sizes.size(); ++j) {
+    ASSERT_EQ(seqs[j].size(), sizes[j]) << "job " << j;
+    for (std::uint64_t s : seqs[j]) {
+      EXPECT_GT(s, last) << "job " << j;
+      last = s;
+    }
+  }
+  EXPECT_EQ(Pending(bob), key);
 }
 
 }  // namespace

@@ -56,6 +56,7 @@ class ForwardingStore : public Store {
                  std::vector<bool>* fresh) override {
     return inner_->Enqueue(items, seqs, fresh);
   }
+  std::size_t MaxMergedEnqueue() const override { return inner_->MaxMergedEnqueue(); }
   Status FetchPending(std::uint64_t recipient, std::uint64_t after_seq, std::size_t limit,
                       std::vector<PendingRow>* rows) override {
     return inner_->FetchPending(recipient, after_seq, limit, rows);
