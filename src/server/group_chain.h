@@ -9,9 +9,10 @@
 // the member's cumulative acknowledgement of those would pass the missing
 // entry, which would then never be delivered. Every entry names the entry
 // before it in its log (prev_seq, stored with it), so the session can tell:
-// an entry whose predecessor it has not sent is held back, and the session
-// reads the store again instead (the store returns the missing entries and
-// this one in seq order).
+// an entry whose predecessor it has not sent is held back: for a short while
+// for the predecessor's forward (GroupHold: usually it is in flight on
+// another link), and past that the session reads the store again (the store
+// returns the missing entries and this one in seq order).
 //
 // Known(group) = K promises: every entry of the group's log up to seq K that
 // the user reads (not its own messages, not before it joined) has been sent

@@ -221,9 +221,12 @@ std::string Server::MetricsText() const {
            "Messages and events queued to local receiving sessions: live, or read back from the store.");
   t.Sample("fastchat_deliveries_total", {{"path", "live"}}, static_cast<double>(m.deliveries_live));
   t.Sample("fastchat_deliveries_total", {{"path", "store"}}, static_cast<double>(m.deliveries_from_store));
+  t.Family("fastchat_group_entries_held_total", "counter",
+           "Group messages that reached a session before an earlier one of the group and were held for it.");
+  t.Sample("fastchat_group_entries_held_total", static_cast<double>(m.group_entries_held));
   t.Family("fastchat_group_log_gaps_total", "counter",
-           "Group messages held back from a session because an earlier one of the group had not reached it;"
-           " the session read its pending rows from the store again instead.");
+           "Times a session gave up on a group message that came before an earlier one of the group (the earlier"
+           " one did not come in time, or too much was held) and read its pending rows from the store again.");
   t.Sample("fastchat_group_log_gaps_total", static_cast<double>(m.group_gaps));
 
   t.Family("fastchat_limit_rejections_total", "counter",
