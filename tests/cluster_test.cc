@@ -886,10 +886,12 @@ struct GroupAcrossProxy {
   std::vector<std::string> got;  // mel's group messages, in arrival order (by ciphertext tag)
   std::set<std::uint64_t> seen;
   int repeats = 0;  // deliveries mel got again
+  bool synced = false;  // mel's session sent SyncDone: it is live (takes pushes)
   const std::string kPad = std::string(40, '.');  // a ciphertext is at least a MAC long
 
-  // Sets it all up (fails the test if it cannot); `s2_args` go to s2.
-  void Start(const std::vector<std::string>& s2_args = {}) {
+  // Sets it all up (fails the test if it cannot); `s2_args` go to s2. Mel
+  // logs in (receiving) after she is added, or before if `mel_online_first`.
+  void Start(const std::vector<std::string>& s2_args = {}, bool mel_online_first = false) {
     ClusterOptions opt;
     opt.servers = 1;
     c = std::make_unique<Cluster>(opt);
@@ -904,6 +906,11 @@ struct GroupAcrossProxy {
     m = std::make_unique<RawConn>(s2->port());
     SignUp(*m, "mel", false);
     ASSERT_FALSE(::testing::Test::HasFailure());
+    if (mel_online_first) {
+      ASSERT_TRUE(m->Login("mel", "mel-password", true).has_logged_in());
+      for (int i = 0; i < 100 && !synced; ++i) MelGets("(SyncDone)", Millis(100));
+      ASSERT_TRUE(synced) << "mel's session never went live";
+    }
     wire::Envelope create;
     create.mutable_group_create()->set_name("team");
     wire::Envelope created = a->Request(create);
@@ -918,7 +925,9 @@ struct GroupAcrossProxy {
       if (r.ok().epoch() != 0) epoch = r.ok().epoch();
     }
     // Mel's login was announced to s1 (and acknowledged) before SyncDone.
-    ASSERT_TRUE(m->Login("mel", "mel-password", true).has_logged_in());
+    if (!mel_online_first) {
+      ASSERT_TRUE(m->Login("mel", "mel-password", true).has_logged_in());
+    }
   }
 
   // True once mel got `tag` (waiting up to `within`).
@@ -927,7 +936,9 @@ struct GroupAcrossProxy {
     while (Clock::now() < deadline) {
       if (std::find(got.begin(), got.end(), tag) != got.end()) return true;
       wire::Envelope e;
-      if (m->Receive(&e, Millis(100)) != RawConn::Recv::kOk || !e.has_deliver()) continue;
+      if (m->Receive(&e, Millis(100)) != RawConn::Recv::kOk) continue;
+      if (e.has_sync_done()) synced = true;
+      if (!e.has_deliver()) continue;
       wire::Envelope ack;
       if (e.deliver().group_id() != 0) {
         auto* g = ack.mutable_ack()->add_groups();
@@ -948,6 +959,15 @@ struct GroupAcrossProxy {
       }
     }
     return std::find(got.begin(), got.end(), tag) != got.end();
+  }
+
+  // True once mel got `tag` and her session is live: a catch-up pass still
+  // reading the shared store would find entries whatever the link carries.
+  bool MelGetsAndIsLive(const std::string& tag, Millis within) {
+    const auto deadline = Clock::now() + within;
+    if (!MelGets(tag, within)) return false;
+    while (!synced && Clock::now() < deadline) MelGets("(SyncDone)", Millis(100));
+    return synced;
   }
 
   // A group message tagged `tag` from `from`; fails the test unless Ok.
@@ -997,7 +1017,7 @@ TEST(Cluster, AGroupEntryWhoseForwardWasLostReachesTheMemberBeforeLaterOnesAreAc
   g.Start({"--group-hold-wait", "1"});
   ASSERT_FALSE(::testing::Test::HasFailure());
   g.Send(*g.a, "alice before");
-  ASSERT_TRUE(g.MelGets("alice before", Millis(10000))) << "the link carries group messages before the cut";
+  ASSERT_TRUE(g.MelGetsAndIsLive("alice before", Millis(10000))) << "the link carries group messages before the cut";
 
   g.proxy.Cut();
   g.Send(*g.a, "alice 1");  // s1 forwards these into the silent link
@@ -1030,7 +1050,7 @@ TEST(Cluster, GroupEntriesWhoseForwardsRaceReachTheMemberOnceAndInOrderWithoutAS
   g.Start({"--group-hold-wait", "10"});
   ASSERT_FALSE(::testing::Test::HasFailure());
   g.Send(*g.a, "alice before");
-  ASSERT_TRUE(g.MelGets("alice before", Millis(10000)));
+  ASSERT_TRUE(g.MelGetsAndIsLive("alice before", Millis(10000)));
   const double from_store = g.S2Metric(kFromStore);
 
   g.proxy.Pause();
@@ -1047,6 +1067,26 @@ TEST(Cluster, GroupEntriesWhoseForwardsRaceReachTheMemberOnceAndInOrderWithoutAS
   EXPECT_EQ(g.S2Metric(kHeld), 1);
 }
 
+// A member added while online (her session live) reads the group's log from
+// the notice that adds her: for her that notice names no predecessor (her
+// cursor starts at the entry before it), so it is neither held nor a gap.
+// Before, it named the log's previous entry, which her session had never
+// sent: every member added while online re-read her whole pending stream
+// (with the hold, after waiting for the deadline).
+TEST(Cluster, AMemberAddedWhileOnlineGetsTheNoticeAndWhatFollowsWithoutAStoreRead) {
+  GroupAcrossProxy g;
+  g.Start({}, /*mel_online_first=*/true);
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  g.Send(*g.a, "alice 1");
+  g.Send(*g.b, "bob 1");
+  EXPECT_TRUE(g.MelGets("bob 1", Millis(10000)));
+  g.MelGets("(nothing more)", Millis(500));
+  EXPECT_EQ(g.got, (std::vector<std::string>{"alice 1", "bob 1"}));
+  EXPECT_EQ(g.repeats, 0);
+  EXPECT_EQ(g.S2Metric(kGaps), 0);
+  EXPECT_EQ(g.S2Metric(kHeld), 0);
+}
+
 // What a session holds is bounded (--group-hold-entries): with room for two
 // entries, bob's third waiting behind alice's slow one is not held; s2
 // reads mel's pending rows at once instead, long before the hold's deadline,
@@ -1057,7 +1097,7 @@ TEST(Cluster, PastTheHoldsEntryBoundTheSessionReadsTheStoreAtOnce) {
   g.Start({"--group-hold-wait", "30", "--group-hold-entries", "2"});
   ASSERT_FALSE(::testing::Test::HasFailure());
   g.Send(*g.a, "alice before");
-  ASSERT_TRUE(g.MelGets("alice before", Millis(10000)));
+  ASSERT_TRUE(g.MelGetsAndIsLive("alice before", Millis(10000)));
 
   g.proxy.Pause();
   g.Send(*g.a, "alice 1");

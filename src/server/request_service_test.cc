@@ -237,6 +237,24 @@ TEST_F(RequestServiceTest, OnlyTheAdminAddsAndKicksAndAKickBumpsTheEpoch) {
   EXPECT_EQ(members, (std::vector<std::uint64_t>{alice_.id, bob_.id}));
 }
 
+// The notice that adds a member names the log's previous entry for the
+// members who had it, and none for the member it adds (whose cursor starts
+// after that entry): its session must not take the notice for a gap.
+TEST_F(RequestServiceTest, TheNoticeAddingAMemberNamesNoPredecessorForThatMember) {
+  const std::uint64_t gid = CreateGroup(alice_);
+  ASSERT_TRUE(Do(alice_, GroupAdd(gid, bob_.id)).has_ok());
+  WriteResult r;
+  ASSERT_TRUE(Do(alice_, GroupAdd(gid, carol_.id), &r).has_ok());
+  ASSERT_EQ(r.routed.size(), 3u);
+  std::uint64_t bob_prev = 0, carol_prev = 1;
+  for (const Delivery& d : r.routed) {
+    if (d.user == bob_.id) bob_prev = d.prev_seq;
+    if (d.user == carol_.id) carol_prev = d.prev_seq;
+  }
+  EXPECT_NE(bob_prev, 0u) << "bob read the notice that added him: it comes before this one";
+  EXPECT_EQ(carol_prev, 0u);
+}
+
 TEST_F(RequestServiceTest, GroupSendReachesEveryOtherMemberAndStaleOrKickedSendersAreRefused) {
   const std::uint64_t gid = CreateGroup(alice_);
   ASSERT_TRUE(Do(alice_, GroupAdd(gid, bob_.id)).has_ok());

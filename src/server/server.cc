@@ -19,7 +19,9 @@
 namespace fastchat::server {
 
 void Router::Route(const std::vector<Delivery>& deliveries, const std::shared_ptr<const std::string>& event) {
-  // Remote recipients grouped by the link to their server: one Forward each.
+  // Remote recipients grouped by the link to their server: one Forward each
+  // (one per named predecessor: a group notice names none for the members it
+  // adds, and a Forward carries one prev_seq).
   std::vector<std::pair<PeerLink*, std::vector<Delivery>>> remote;
   for (const Delivery& d : deliveries) {
     if (Session* s = presence_.Find(d.user)) {
@@ -29,7 +31,9 @@ void Router::Route(const std::vector<Delivery>& deliveries, const std::shared_pt
     if (!mesh_) continue;
     PeerLink* link = mesh_->Where(d.user);
     if (!link) continue;  // offline everywhere: the store keeps it
-    auto it = std::find_if(remote.begin(), remote.end(), [link](const auto& p) { return p.first == link; });
+    auto it = std::find_if(remote.begin(), remote.end(), [link, &d](const auto& p) {
+      return p.first == link && p.second.front().prev_seq == d.prev_seq;
+    });
     if (it == remote.end()) {
       remote.emplace_back(link, std::vector<Delivery>{});
       it = std::prev(remote.end());
