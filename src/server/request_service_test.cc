@@ -255,6 +255,26 @@ TEST_F(RequestServiceTest, TheNoticeAddingAMemberNamesNoPredecessorForThatMember
   EXPECT_EQ(carol_prev, 0u);
 }
 
+// A directory refresh after a membership notice reads the group and its
+// member ids; the members' users only when asked (the server then reads
+// just the ones it does not know, not every member per notice).
+TEST_F(RequestServiceTest, LoadFactsReadsAGroupsMemberUsersOnlyWhenAsked) {
+  const std::uint64_t gid = CreateGroup(alice_);
+  ASSERT_TRUE(Do(alice_, GroupAdd(gid, bob_.id)).has_ok());
+  Facts facts;
+  facts.groups.push_back(gid);
+  facts.member_users = false;
+  FactsSnapshot ids_only = LoadFacts(*store_, facts);
+  ASSERT_TRUE(ids_only.st.ok());
+  ASSERT_EQ(ids_only.groups.size(), 1u);
+  EXPECT_EQ(ids_only.groups[0].second, (std::vector<std::uint64_t>{alice_.id, bob_.id}));
+  EXPECT_TRUE(ids_only.users.empty());
+  facts.member_users = true;
+  FactsSnapshot with_users = LoadFacts(*store_, facts);
+  ASSERT_TRUE(with_users.st.ok());
+  EXPECT_EQ(with_users.users.size(), 2u);
+}
+
 TEST_F(RequestServiceTest, GroupSendReachesEveryOtherMemberAndStaleOrKickedSendersAreRefused) {
   const std::uint64_t gid = CreateGroup(alice_);
   ASSERT_TRUE(Do(alice_, GroupAdd(gid, bob_.id)).has_ok());
