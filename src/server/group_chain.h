@@ -53,10 +53,13 @@ class GroupChain {
   }
 
   // The user's own entry `seq` (it reads none of its own): the next entry
-  // names it, so it is known once its predecessor is.
-  void Own(std::uint64_t group, std::uint64_t seq, std::uint64_t prev) {
+  // names it, so it is known once its predecessor is. False if its
+  // predecessor is not known yet (nothing changes: call again once it is).
+  bool Own(std::uint64_t group, std::uint64_t seq, std::uint64_t prev) {
     const std::uint64_t known = Known(group);
-    if (prev <= known && seq > known) known_[group] = seq;
+    if (prev > known) return false;
+    if (seq > known) known_[group] = seq;
+    return true;
   }
 
   // ---- a catch-up pass: reads of the store in seq order until one is empty

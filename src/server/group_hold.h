@@ -44,7 +44,7 @@ class GroupHold {
     std::uint64_t group = 0;
     std::uint64_t seq = 0;
     std::uint64_t prev = 0;
-    std::shared_ptr<const std::string> event;
+    std::shared_ptr<const std::string> event;  // null: the user's own entry (counted, never sent)
     Time since{};  // when it was held
   };
 

@@ -44,6 +44,17 @@ TEST(GroupHold, HeldEntriesComeOutInChainOrderOnceTheirPredecessorIsKnown) {
   EXPECT_EQ(h.bytes(), 0u);
 }
 
+TEST(GroupHold, TheUsersOwnEntryIsHeldWithoutAnEvent) {
+  GroupHold h(16, 1 << 20);
+  ASSERT_TRUE(h.Hold(GroupHold::Entry{kG, 30, 20, nullptr, Time{}}));  // own, naming 20
+  ASSERT_TRUE(h.Hold(E(kG, 40, 30)));                                  // another's, naming the own one
+  EXPECT_EQ(h.bytes(), 10u);
+  auto own = h.Next(kG, 20);
+  ASSERT_TRUE(own.has_value());
+  EXPECT_EQ(own->event, nullptr);
+  EXPECT_EQ(h.Next(kG, 30)->seq, 40u);
+}
+
 TEST(GroupHold, ARepeatOfAHeldEntryIsNotHeldTwice) {
   GroupHold h(16, 1 << 20);
   ASSERT_TRUE(h.Hold(E(kG, 30, 20)));

@@ -319,7 +319,14 @@ void Session::CatchUpFromStore(std::uint64_t seq) {
 
 void Session::OwnGroupEntry(std::uint64_t group, std::uint64_t seq, std::uint64_t prev_seq) {
   if (closed_ || !receiving_) return;
-  groups_.Own(group, seq, prev_seq);
+  if (!groups_.Own(group, seq, prev_seq)) {
+    // Its predecessor (another server's entry) has not reached this session
+    // yet: hold it, as an entry not to send, so that it counts once that
+    // one is sent and entries naming it do not wait for a re-read.
+    // (Not held: an entry naming it is then a gap of its own.)
+    if (live_) HoldForPredecessor(seq, nullptr, group, prev_seq);
+    return;
+  }
   if (held_) SendHeld(group);  // an entry naming this one may be waiting
 }
 
@@ -374,6 +381,10 @@ void Session::SendHeld(std::uint64_t group) {
   while (held_ && live_) {
     std::optional<GroupHold::Entry> e = held_->Next(group, groups_.Known(group));
     if (!e) break;
+    if (!e->event) {  // the user's own: known now, not sent
+      groups_.Own(group, e->seq, e->prev);
+      continue;
+    }
     if (out_.bytes() + e->event->size() > server_.config.max_queue_bytes) {
       // Lagging (as in Deliver): the store has it and everything held.
       live_ = false;
