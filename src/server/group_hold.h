@@ -19,7 +19,8 @@
 // - Next(group, known) returns and forgets a held entry of `group` whose
 //   predecessor is at or below `known`, the lowest such first; none if there
 //   is none.
-// - Clear() forgets everything and returns the seqs that were held.
+// - Clear() forgets everything and returns the seqs of the entries held to
+//   be sent (not the user's own, which it never reads).
 //
 // Used on the event-loop thread only. Header-only, no I/O: tested alone.
 #pragma once
@@ -84,7 +85,9 @@ class GroupHold {
   std::vector<std::uint64_t> Clear() {
     std::vector<std::uint64_t> seqs;
     seqs.reserve(held_.size());
-    for (const auto& [key, e] : held_) seqs.push_back(e.seq);
+    for (const auto& [key, e] : held_) {
+      if (e.event) seqs.push_back(e.seq);
+    }
     held_.clear();
     bytes_ = 0;
     return seqs;

@@ -100,10 +100,11 @@ TEST(GroupHold, OldestIsTheLongestHeldEntrysTime) {
   EXPECT_EQ(h.Oldest(), t0 + std::chrono::milliseconds(300));
 }
 
-TEST(GroupHold, ClearReturnsEverySeqHeld) {
+TEST(GroupHold, ClearReturnsTheSeqOfEveryEntryHeldToBeSent) {
   GroupHold h(16, 1 << 20);
   ASSERT_TRUE(h.Hold(E(kG, 30, 20)));
   ASSERT_TRUE(h.Hold(E(kH, 35, 33)));
+  ASSERT_TRUE(h.Hold(GroupHold::Entry{kH, 37, 35, nullptr, Time{}}));  // the user's own: not read
   std::vector<std::uint64_t> seqs = h.Clear();
   std::sort(seqs.begin(), seqs.end());
   EXPECT_EQ(seqs, (std::vector<std::uint64_t>{30, 35}));

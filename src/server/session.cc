@@ -437,7 +437,7 @@ void Session::HoldExpired() {
 void Session::ReadPastGap() {
   // The missing entry's forward was lost (with a peer killed after its
   // commit, or in a silently cut link), or never made (the user's own entry
-  // sent through another server, the first entry after joining). The store
+  // sent through another server). The store
   // has the missing entries and the held ones, in order. Read from the
   // start, as when a link drops: a lost forward's link may have lost other
   // rows too (DMs, other groups' entries) below this group's gap; read only
