@@ -11,10 +11,13 @@
 # over the servers (user i on server i mod N) and pairs user i with i^1, so
 # with N >= 2 every DM crosses servers; it measures every server and the
 # postmaster with its children (--db-pid). Output: $OUT/TAG.out (the
-# report), $OUT/TAG.json, $OUT/TAG-sK.err (server logs); OUT defaults to
+# report), $OUT/TAG.json, $OUT/TAG-sK.err (server logs), $OUT/TAG-sK.metrics
+# (each server's /metrics, served on 127.0.0.1:17601.., read after the
+# bench; the group-gap counters are printed too); OUT defaults to
 # /tmp/fastchat-cluster-bench.
 #
-# Environment: BUILD_DIR (default build/default), SERVER_BIN / BENCH_BIN.
+# Environment: BUILD_DIR (default build/default), SERVER_BIN / BENCH_BIN,
+# SERVER_ARGS (more flags for every server, split on spaces).
 # Exit status: fastchat-bench's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,9 +53,11 @@ cleanup() {
 }
 trap cleanup EXIT
 for i in $(seq 1 "$n"); do
+  # shellcheck disable=SC2086  # SERVER_ARGS is split on spaces
   "$server_bin" --server-id "s$i" --pg "dbname=$db" --listen "127.0.0.1:$((17400 + i))" \
     --mesh-listen "127.0.0.1:$((17500 + i))" --cluster-secret-file "$secret_file" --pwhash min \
-    --insecure-plain-tcp --log-level warn "${no_limits[@]}" >/dev/null 2>"$out/$tag-s$i.err" &
+    --insecure-plain-tcp --log-level warn --metrics-listen "127.0.0.1:$((17600 + i))" "${no_limits[@]}" \
+    ${SERVER_ARGS:-} >/dev/null 2>"$out/$tag-s$i.err" &
   pids+=($!)
   server_args+=(--server "127.0.0.1:$((17400 + i))" --server-pid "$!")
 done
@@ -61,4 +66,12 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 rc=0
 "$bench_bin" "${server_args[@]}" --db-pid "$postmaster" "$@" --json "$out/$tag.json" >"$out/$tag.out" 2>&1 || rc=$?
 tail -25 "$out/$tag.out"
+for i in $(seq 1 "$n"); do
+  if exec 3<>"/dev/tcp/127.0.0.1/$((17600 + i))"; then
+    printf 'GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3
+    cat <&3 >"$out/$tag-s$i.metrics"
+    exec 3<&-
+    echo "s$i: $(grep -E '^fastchat_(group_entries_held|group_log_gaps)_total' "$out/$tag-s$i.metrics" | tr '\n' ' ')"
+  fi
+done
 exit "$rc"

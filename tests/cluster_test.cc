@@ -16,6 +16,8 @@
 #include <iomanip>
 #include <iostream>
 #include <map>
+#include <memory>
+#include <regex>
 #include <set>
 #include <sstream>
 #include <string>
@@ -27,6 +29,7 @@
 #include "fastchat/frame.h"
 #include "harness/cluster.h"
 #include "harness/link_proxy.h"
+#include "harness/metrics_scrape.h"
 #include "harness/raw_conn.h"
 #include "mesh.pb.h"
 
@@ -765,8 +768,10 @@ TEST(ClusterBalance, DeliverySharesFollowLoad) {
 
 // Adds server s2 to `c` (one server, s1) advertising `proxy`'s address, so
 // s1 dials s2 through the proxy, and waits until the two are linked.
-ClusterServer& AddServerBehind(LinkProxy& proxy, Cluster& c) {
-  ClusterServer& s2 = c.AddServer("s2", c.secret(), true, {"--mesh-advertise", proxy.address()});
+ClusterServer& AddServerBehind(LinkProxy& proxy, Cluster& c, const std::vector<std::string>& extra_args = {}) {
+  std::vector<std::string> args = {"--mesh-advertise", proxy.address()};
+  args.insert(args.end(), extra_args.begin(), extra_args.end());
+  ClusterServer& s2 = c.AddServer("s2", c.secret(), true, args);
   proxy.SetTarget(s2.mesh_port());
   EXPECT_TRUE(c.server(0).WaitLog("mesh: linked to server s2 (")) << c.server(0).LogTail();
   EXPECT_TRUE(s2.WaitLog("mesh: linked to server s1 (")) << s2.LogTail();
@@ -866,59 +871,74 @@ TEST(Cluster, RowsAMeshLinkLostReachTheLiveSessionWhenTheLinkDropsAndReturns) {
   EXPECT_TRUE(bob_gets(second, Millis(20000))) << "the row stored while unlinked never reached bob's live session";
 }
 
-// Issue 7 (group deliveries lost in a cluster): alice's group messages,
-// committed on s1, are forwarded into a silently cut link and lost; bob's,
-// sent on s2 right after, reach mel (on s2) live. Mel acknowledges every
-// group message she gets, cumulatively, as the client does. Before each
-// group entry named its predecessor, bob's was pushed at once, mel's ack
-// passed alice's entries, and they were never delivered (not even when s2
-// dropped the silent link and re-read the store: her cursor was past them).
-// Now s2 holds bob's entry back, reads the store from below the gap, and
-// mel gets alice's entries and then bob's, in the log's order, on the same
-// session, before the link is even found dead.
-TEST(Cluster, AGroupEntryWhoseForwardWasLostReachesTheMemberBeforeLaterOnesAreAcked) {
-  LinkProxy proxy;  // on s2's advertised mesh address: s1 dials s2 through it
-  ClusterOptions opt;
-  opt.servers = 1;
-  Cluster c(opt);
-  ClusterServer& s2 = AddServerBehind(proxy, c);
-  ASSERT_FALSE(::testing::Test::HasFailure()) << "the servers never linked";
-
-  RawConn a(c.server(0).port());
-  SignUp(a, "alice", true);
-  RawConn b(s2.port());
-  SignUp(b, "bob", true);
-  RawConn m(s2.port());
-  SignUp(m, "mel", false);
-  ASSERT_FALSE(::testing::Test::HasFailure());
-
-  wire::Envelope create;
-  create.mutable_group_create()->set_name("team");
-  wire::Envelope created = a.Request(create);
-  ASSERT_TRUE(created.has_ok()) << Describe(created);
-  const std::uint64_t gid = created.ok().id();
+// One group across a mesh link the test controls: alice on s1; bob (who
+// sends) and mel (who receives) on s2, which s1 dials through `proxy`, so
+// s1's forwards to s2 cross it. Mel takes every delivery and acknowledges
+// it at once, as the client does (group entries cumulatively), and drops
+// repeats by seq (counted). s2 serves /metrics.
+struct GroupAcrossProxy {
+  LinkProxy proxy;
+  std::unique_ptr<Cluster> c;
+  ClusterServer* s2 = nullptr;
+  std::unique_ptr<RawConn> a, b, m;
+  std::uint64_t gid = 0;
   std::uint64_t epoch = 1;
-  for (const char* name : {"bob", "mel"}) {
-    wire::Envelope add;
-    add.mutable_group_add()->set_group_id(gid);
-    add.mutable_group_add()->mutable_user()->set_name(name);
-    wire::Envelope r = a.Request(add);
-    ASSERT_TRUE(r.has_ok()) << Describe(r);
-    if (r.ok().epoch() != 0) epoch = r.ok().epoch();
-  }
-  // Mel's login was announced to s1 (and acknowledged) before SyncDone.
-  ASSERT_TRUE(m.Login("mel", "mel-password", true).has_logged_in());
   std::vector<std::string> got;  // mel's group messages, in arrival order (by ciphertext tag)
-  const std::string kPad(40, '.');  // a ciphertext is at least a MAC long
   std::set<std::uint64_t> seen;
-  // Mel takes every delivery and acknowledges it at once, as the client
-  // does (group entries cumulatively). True once she got `tag`.
-  auto mel_gets = [&](const std::string& tag, Millis within) {
+  int repeats = 0;  // deliveries mel got again
+  bool synced = false;  // mel's session sent SyncDone: it is live (takes pushes)
+  const std::string kPad = std::string(40, '.');  // a ciphertext is at least a MAC long
+
+  // Sets it all up (fails the test if it cannot); `s2_args` go to s2. Mel
+  // logs in (receiving) after she is added, or before if `mel_online_first`.
+  void Start(const std::vector<std::string>& s2_args = {}, bool mel_online_first = false) {
+    ClusterOptions opt;
+    opt.servers = 1;
+    c = std::make_unique<Cluster>(opt);
+    std::vector<std::string> args = {"--metrics-listen", "127.0.0.1:0"};
+    args.insert(args.end(), s2_args.begin(), s2_args.end());
+    s2 = &AddServerBehind(proxy, *c, args);
+    ASSERT_FALSE(::testing::Test::HasFailure()) << "the servers never linked";
+    a = std::make_unique<RawConn>(c->server(0).port());
+    SignUp(*a, "alice", true);
+    b = std::make_unique<RawConn>(s2->port());
+    SignUp(*b, "bob", true);
+    m = std::make_unique<RawConn>(s2->port());
+    SignUp(*m, "mel", false);
+    ASSERT_FALSE(::testing::Test::HasFailure());
+    if (mel_online_first) {
+      ASSERT_TRUE(m->Login("mel", "mel-password", true).has_logged_in());
+      for (int i = 0; i < 100 && !synced; ++i) MelGets("(SyncDone)", Millis(100));
+      ASSERT_TRUE(synced) << "mel's session never went live";
+    }
+    wire::Envelope create;
+    create.mutable_group_create()->set_name("team");
+    wire::Envelope created = a->Request(create);
+    ASSERT_TRUE(created.has_ok()) << Describe(created);
+    gid = created.ok().id();
+    for (const char* name : {"bob", "mel"}) {
+      wire::Envelope add;
+      add.mutable_group_add()->set_group_id(gid);
+      add.mutable_group_add()->mutable_user()->set_name(name);
+      wire::Envelope r = a->Request(add);
+      ASSERT_TRUE(r.has_ok()) << Describe(r);
+      if (r.ok().epoch() != 0) epoch = r.ok().epoch();
+    }
+    // Mel's login was announced to s1 (and acknowledged) before SyncDone.
+    if (!mel_online_first) {
+      ASSERT_TRUE(m->Login("mel", "mel-password", true).has_logged_in());
+    }
+  }
+
+  // True once mel got `tag` (waiting up to `within`).
+  bool MelGets(const std::string& tag, Millis within) {
     auto deadline = Clock::now() + within;
     while (Clock::now() < deadline) {
       if (std::find(got.begin(), got.end(), tag) != got.end()) return true;
       wire::Envelope e;
-      if (m.Receive(&e, Millis(200)) != RawConn::Recv::kOk || !e.has_deliver()) continue;
+      if (m->Receive(&e, Millis(100)) != RawConn::Recv::kOk) continue;
+      if (e.has_sync_done()) synced = true;
+      if (!e.has_deliver()) continue;
       wire::Envelope ack;
       if (e.deliver().group_id() != 0) {
         auto* g = ack.mutable_ack()->add_groups();
@@ -927,17 +947,31 @@ TEST(Cluster, AGroupEntryWhoseForwardWasLostReachesTheMemberBeforeLaterOnesAreAc
       } else {
         ack.mutable_ack()->add_seqs(e.deliver().seq());
       }
-      m.Send(ack);
+      m->Send(ack);
       wire::Event ev;
-      if (!seen.insert(e.deliver().seq()).second) continue;  // a repeat: dropped by seq, as the client does
+      if (!seen.insert(e.deliver().seq()).second) {
+        ++repeats;  // dropped by seq, as the client does
+        continue;
+      }
       if (ev.ParseFromString(e.deliver().event()) && ev.has_group() &&
           ev.group().ciphertext().size() >= kPad.size()) {
         got.push_back(ev.group().ciphertext().substr(0, ev.group().ciphertext().size() - kPad.size()));
       }
     }
     return std::find(got.begin(), got.end(), tag) != got.end();
-  };
-  auto send = [&](RawConn& from, const std::string& tag) {
+  }
+
+  // True once mel got `tag` and her session is live: a catch-up pass still
+  // reading the shared store would find entries whatever the link carries.
+  bool MelGetsAndIsLive(const std::string& tag, Millis within) {
+    const auto deadline = Clock::now() + within;
+    if (!MelGets(tag, within)) return false;
+    while (!synced && Clock::now() < deadline) MelGets("(SyncDone)", Millis(100));
+    return synced;
+  }
+
+  // A group message tagged `tag` from `from`; fails the test unless Ok.
+  void Send(RawConn& from, const std::string& tag) {
     wire::Envelope env;
     auto* gs = env.mutable_group_send();
     gs->set_group_id(gid);
@@ -951,21 +985,157 @@ TEST(Cluster, AGroupEntryWhoseForwardWasLostReachesTheMemberBeforeLaterOnesAreAc
     gs->set_signature(RandomBytes(64));
     wire::Envelope ok = from.Request(env);
     ASSERT_TRUE(ok.has_ok()) << Describe(ok);
-  };
-  send(a, "alice before");
-  ASSERT_TRUE(mel_gets("alice before", Millis(10000))) << "the link carries group messages before the cut";
+  }
 
-  proxy.Cut();
-  send(a, "alice 1");  // s1 forwards these into the silent link
-  send(a, "alice 2");
-  send(b, "bob 1");  // s2 pushes this to mel at once (before: she acked past alice's)
-  EXPECT_TRUE(mel_gets("bob 1", Millis(15000)));
-  EXPECT_TRUE(mel_gets("alice 2", Millis(15000))) << "alice's entry, committed but not forwarded, never reached mel";
-  EXPECT_TRUE(mel_gets("alice 1", Millis(1000)));
+  // s2's counter `series`.
+  double S2Metric(const std::string& series) {
+    static const std::regex kLine(R"(metrics at http://127\.0\.0\.1:([0-9]+)/metrics)");
+    std::smatch match;
+    const std::string out = FileText(s2->stdout_path());
+    if (!std::regex_search(out, match, kLine)) throw std::runtime_error("s2 printed no metrics address: " + out);
+    return Get(Scrape(static_cast<std::uint16_t>(std::stoi(match[1]))), series);
+  }
+};
+
+const char kHeld[] = "fastchat_group_entries_held_total";
+const char kGaps[] = "fastchat_group_log_gaps_total";
+const char kFromStore[] = "fastchat_deliveries_total{path=\"store\"}";
+
+// Issue 7 (group deliveries lost in a cluster): alice's group messages,
+// committed on s1, are forwarded into a silently cut link and lost; bob's,
+// sent on s2 right after, reach mel (on s2) live. Mel acknowledges every
+// group message she gets, cumulatively, as the client does. Before each
+// group entry named its predecessor, bob's was pushed at once, mel's ack
+// passed alice's entries, and they were never delivered (not even when s2
+// dropped the silent link and re-read the store: her cursor was past them).
+// Now s2 holds bob's entry back for its predecessor; when that does not
+// come within the hold's deadline (1 s here, shorter than the 4 s after
+// which a silent link is dropped) it reads the store from below the gap, and mel gets alice's entries and then bob's, in the log's
+// order, on the same session, before the link is even found dead.
+TEST(Cluster, AGroupEntryWhoseForwardWasLostReachesTheMemberBeforeLaterOnesAreAcked) {
+  GroupAcrossProxy g;
+  g.Start({"--group-hold-wait", "1"});
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  g.Send(*g.a, "alice before");
+  ASSERT_TRUE(g.MelGetsAndIsLive("alice before", Millis(10000))) << "the link carries group messages before the cut";
+
+  g.proxy.Cut();
+  g.Send(*g.a, "alice 1");  // s1 forwards these into the silent link
+  g.Send(*g.a, "alice 2");
+  g.Send(*g.b, "bob 1");  // s2 holds this one (before the gap rule: pushed, and mel acked past alice's)
+  // Held for alice's entries (their forwards could still come), not read at once.
+  EXPECT_FALSE(g.MelGets("alice 1", Millis(400))) << "s2 read the store without waiting for the forward";
+  EXPECT_TRUE(g.MelGets("bob 1", Millis(15000)));
+  EXPECT_TRUE(g.MelGets("alice 2", Millis(15000))) << "alice's entry, committed but not forwarded, never reached mel";
+  EXPECT_TRUE(g.MelGets("alice 1", Millis(1000)));
   // In the log's order: alice's before bob's later one, and alice's own in hers.
-  EXPECT_EQ(got, (std::vector<std::string>{"alice before", "alice 1", "alice 2", "bob 1"}));
+  EXPECT_EQ(g.got, (std::vector<std::string>{"alice before", "alice 1", "alice 2", "bob 1"}));
   // The gap rule delivered them, not the link's loss (s2 then re-reads the store).
-  EXPECT_FALSE(s2.LogHas("mesh: lost server s1")) << "the link was found dead first; the test proves too little";
+  EXPECT_FALSE(g.s2->LogHas("mesh: lost server s1")) << "the link was found dead first; the test proves too little";
+  EXPECT_EQ(g.S2Metric(kHeld), 1);
+  EXPECT_EQ(g.S2Metric(kGaps), 1);  // the deadline passed once: one re-read
+}
+
+// Forwards racing on two links: alice's entry (from s1) is slow on its link,
+// bob's (stored on s2, naming alice's) reaches mel's session first. s2
+// holds bob's entry until alice's forward comes, then sends both in order:
+// mel gets each exactly once, and s2 never reads the store for it. Before,
+// every such race re-read mel's pending rows from the start: she got
+// alice's entry from the store while its forward was still on the way, and
+// then again when it came (a repeat), and bob's before alice's forward
+// arrived. (A hold deadline well past the pause; the test resumes the link
+// long before s2 would find it silent.)
+TEST(Cluster, GroupEntriesWhoseForwardsRaceReachTheMemberOnceAndInOrderWithoutAStoreRead) {
+  GroupAcrossProxy g;
+  g.Start({"--group-hold-wait", "10"});
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  g.Send(*g.a, "alice before");
+  ASSERT_TRUE(g.MelGetsAndIsLive("alice before", Millis(10000)));
+  const double from_store = g.S2Metric(kFromStore);
+
+  g.proxy.Pause();
+  g.Send(*g.a, "alice 1");  // committed on s1; its forward waits in the slow link
+  g.Send(*g.b, "bob 1");    // names alice 1, which mel has not been sent
+  EXPECT_FALSE(g.MelGets("bob 1", Millis(500))) << "bob's entry went out before alice's reached s2";
+  g.proxy.Resume();
+  EXPECT_TRUE(g.MelGets("bob 1", Millis(10000)));
+  g.MelGets("(nothing more)", Millis(1500));  // a repeat would come now
+  EXPECT_EQ(g.got, (std::vector<std::string>{"alice before", "alice 1", "bob 1"}));
+  EXPECT_EQ(g.repeats, 0) << "a row was sent to mel twice";
+  EXPECT_EQ(g.S2Metric(kGaps), 0) << "s2 read mel's pending rows again";
+  EXPECT_EQ(g.S2Metric(kFromStore), from_store) << "s2 read mel's pending rows again";
+  EXPECT_EQ(g.S2Metric(kHeld), 1);
+}
+
+// A member added while online (her session live) reads the group's log from
+// the notice that adds her: for her that notice names no predecessor (her
+// cursor starts at the entry before it), so it is neither held nor a gap.
+// Before, it named the log's previous entry, which her session had never
+// sent: every member added while online re-read her whole pending stream
+// (with the hold, after waiting for the deadline).
+TEST(Cluster, AMemberAddedWhileOnlineGetsTheNoticeAndWhatFollowsWithoutAStoreRead) {
+  GroupAcrossProxy g;
+  g.Start({}, /*mel_online_first=*/true);
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  g.Send(*g.a, "alice 1");
+  g.Send(*g.b, "bob 1");
+  EXPECT_TRUE(g.MelGets("bob 1", Millis(10000)));
+  g.MelGets("(nothing more)", Millis(500));
+  EXPECT_EQ(g.got, (std::vector<std::string>{"alice 1", "bob 1"}));
+  EXPECT_EQ(g.repeats, 0);
+  EXPECT_EQ(g.S2Metric(kGaps), 0);
+  EXPECT_EQ(g.S2Metric(kHeld), 0);
+}
+
+// Mel sends too: her own entry (which she does not read) is committed on s2
+// while alice's, before it in the log, is still on the slow link, and bob's
+// names hers. Her session counts her entry once alice's arrives, so bob's
+// follows at once. Before, her entry was forgotten (its predecessor was not
+// known yet), bob's waited for the hold's deadline and s2 re-read her
+// pending rows: in the 3-server group benchmark every sender did so a few
+// times a run, re-sending thousands of rows.
+TEST(Cluster, TheMembersOwnEntryAfterOneStillOnTheWayDoesNotHoldUpTheEntriesNamingIt) {
+  GroupAcrossProxy g;
+  g.Start({"--group-hold-wait", "10"});
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  g.Send(*g.a, "alice before");
+  ASSERT_TRUE(g.MelGetsAndIsLive("alice before", Millis(10000)));
+
+  g.proxy.Pause();
+  g.Send(*g.a, "alice 1");  // its forward waits in the slow link
+  g.Send(*g.m, "mel 1");    // mel's own, naming alice 1
+  g.Send(*g.b, "bob 1");    // names mel 1
+  g.proxy.Resume();
+  EXPECT_TRUE(g.MelGets("bob 1", Millis(3000))) << "bob's entry waited for the hold's deadline";
+  g.MelGets("(nothing more)", Millis(500));
+  EXPECT_EQ(g.got, (std::vector<std::string>{"alice before", "alice 1", "bob 1"}));
+  EXPECT_EQ(g.repeats, 0);
+  EXPECT_EQ(g.S2Metric(kGaps), 0) << "s2 read mel's pending rows again";
+}
+
+// What a session holds is bounded (--group-hold-entries): with room for two
+// entries, bob's third waiting behind alice's slow one is not held; s2
+// reads mel's pending rows at once instead, long before the hold's deadline,
+// and mel gets them all in the log's order. Alice's forward, when it comes
+// at last, is a repeat mel drops.
+TEST(Cluster, PastTheHoldsEntryBoundTheSessionReadsTheStoreAtOnce) {
+  GroupAcrossProxy g;
+  g.Start({"--group-hold-wait", "30", "--group-hold-entries", "2"});
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  g.Send(*g.a, "alice before");
+  ASSERT_TRUE(g.MelGetsAndIsLive("alice before", Millis(10000)));
+
+  g.proxy.Pause();
+  g.Send(*g.a, "alice 1");
+  g.Send(*g.b, "bob 1");  // held
+  g.Send(*g.b, "bob 2");  // held
+  g.Send(*g.b, "bob 3");  // no room: s2 reads the store
+  EXPECT_TRUE(g.MelGets("bob 3", Millis(2500))) << "the third entry waited for the deadline";
+  EXPECT_EQ(g.got, (std::vector<std::string>{"alice before", "alice 1", "bob 1", "bob 2", "bob 3"}));
+  EXPECT_EQ(g.S2Metric(kGaps), 1);
+  EXPECT_EQ(g.S2Metric(kHeld), 2);
+  EXPECT_FALSE(g.s2->LogHas("mesh: lost server s1")) << "the link was found dead first; the test proves too little";
+  g.proxy.Resume();
 }
 
 // A server's presence snapshot (every receiving user, sent when a link comes

@@ -38,6 +38,7 @@ void Facts::Merge(const Facts& o) {
   requests_to.insert(requests_to.end(), o.requests_to.begin(), o.requests_to.end());
   groups.insert(groups.end(), o.groups.begin(), o.groups.end());
   lists_of.insert(lists_of.end(), o.lists_of.begin(), o.lists_of.end());
+  member_users = member_users || o.member_users;
 }
 
 FactsSnapshot LoadFacts(Store& s, const Facts& facts) {
@@ -110,7 +111,7 @@ FactsSnapshot LoadFacts(Store& s, const Facts& facts) {
       if (snap.st.ok()) snap.st = st;
       continue;
     }
-    users_by_id(members);
+    if (facts.member_users) users_by_id(members);
     snap.groups.emplace_back(std::move(g), std::move(members));
   }
   return snap;

@@ -50,6 +50,9 @@ struct Facts {
   std::vector<std::uint64_t> requests_to;  // every request waiting for these users
   std::vector<std::uint64_t> groups;
   std::vector<std::uint64_t> lists_of;  // a user's friends and groups
+  // Also read the user of every member of `groups` (false: only the groups
+  // and their member ids; the caller reads the members it does not know).
+  bool member_users = true;
   bool empty() const {
     return user_ids.empty() && user_names.empty() && friendships.empty() && requests_to.empty() &&
            groups.empty() && lists_of.empty();

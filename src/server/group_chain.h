@@ -9,9 +9,10 @@
 // the member's cumulative acknowledgement of those would pass the missing
 // entry, which would then never be delivered. Every entry names the entry
 // before it in its log (prev_seq, stored with it), so the session can tell:
-// an entry whose predecessor it has not sent is held back, and the session
-// reads the store again instead (the store returns the missing entries and
-// this one in seq order).
+// an entry whose predecessor it has not sent is held back: for a short while
+// for the predecessor's forward (GroupHold: usually it is in flight on
+// another link), and past that the session reads the store again (the store
+// returns the missing entries and this one in seq order).
 //
 // Known(group) = K promises: every entry of the group's log up to seq K that
 // the user reads (not its own messages, not before it joined) has been sent
@@ -52,10 +53,13 @@ class GroupChain {
   }
 
   // The user's own entry `seq` (it reads none of its own): the next entry
-  // names it, so it is known once its predecessor is.
-  void Own(std::uint64_t group, std::uint64_t seq, std::uint64_t prev) {
+  // names it, so it is known once its predecessor is. False if its
+  // predecessor is not known yet (nothing changes: call again once it is).
+  bool Own(std::uint64_t group, std::uint64_t seq, std::uint64_t prev) {
     const std::uint64_t known = Known(group);
-    if (prev <= known && seq > known) known_[group] = seq;
+    if (prev > known) return false;
+    if (seq > known) known_[group] = seq;
+    return true;
   }
 
   // ---- a catch-up pass: reads of the store in seq order until one is empty

@@ -91,6 +91,13 @@ void AddLimitFlags(CLI::App& app, Limits* l) {
   // Groups.
   AddCount(app, "--max-group-members", &l->max_group_members, "members of one group (0 = no limit)");
   AddCount(app, "--max-groups-per-user", &l->max_groups_per_user, "groups one user may be in (0 = no limit)");
+  AddSeconds(app, "--group-hold-wait", &l->group_hold_wait,
+             "how long a group message that arrived before the one it follows waits for it (cluster) before the "
+             "session reads the store instead");
+  AddCount(app, "--group-hold-entries", &l->group_hold_entries,
+           "group messages held so per receiving session; more: the store is read instead (0 = hold none)");
+  AddCount(app, "--group-hold-bytes", &l->group_hold_bytes,
+           "bytes of group messages held so per receiving session; more: the store is read instead (0 = hold none)");
 }
 
 std::string CheckLimits(const Limits& l, std::uint32_t max_frame) {

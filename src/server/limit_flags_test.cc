@@ -41,6 +41,9 @@ TEST(LimitFlags, DefaultsAreTheDocumentedOnes) {
   EXPECT_EQ(l.max_hash_queue, 64u);
   EXPECT_EQ(l.max_group_members, 1000u);
   EXPECT_EQ(l.max_groups_per_user, 100u);
+  EXPECT_EQ(l.group_hold_wait, std::chrono::seconds(3));
+  EXPECT_EQ(l.group_hold_entries, 256u);
+  EXPECT_EQ(l.group_hold_bytes, 1u << 20);
 }
 
 TEST(LimitFlags, SecondsAndPerMinuteAndTheLastValueWins) {

@@ -74,6 +74,16 @@ struct Limits {
   std::size_t max_group_members = 1000;
   std::size_t max_groups_per_user = 100;
 
+  // ---- group-log entries a receiving session holds for their predecessor
+  // (group_hold.h): forwards racing on different mesh links. Past any of
+  // these the session reads its pending rows from the store instead; 0 for
+  // any of them holds nothing (every gap re-reads at once).
+  // How long the oldest held entry waits: under load a forward can lag
+  // seconds behind one on another link; below the mesh's 4 s silence limit.
+  Millis group_hold_wait{3'000};
+  std::size_t group_hold_entries = 256;   // entries held per session
+  std::size_t group_hold_bytes = 1u << 20;  // event bytes held per session
+
   // The shortest deadline that is on (for how often to check them), or 0.
   Millis ShortestDeadline() const;
 };

@@ -524,7 +524,15 @@ Outcome RequestService::Handle(const Caller& me_caller, const wire::Envelope& en
               if (!(r.st = s.RemoveMember(gid, subject_ids.front(), &stored_epoch)).ok()) return r;
             }
             if (fresh) {
-              for (std::uint64_t u : shared ? readers : recipients) r.routed.push_back(Delivery{u, seq, gid, prev});
+              for (std::uint64_t u : shared ? readers : recipients) {
+                // An added member's cursor starts at the log's newest entry
+                // before this notice (the group's row stays locked from
+                // AddMember to this append): it reads no entry before the
+                // notice, so for it the notice names none (no false gap).
+                const bool joins =
+                    added && std::find(subject_ids.begin(), subject_ids.end(), u) != subject_ids.end();
+                r.routed.push_back(Delivery{u, seq, gid, joins ? 0 : prev});
+              }
             }
             return r;
           },

@@ -237,6 +237,44 @@ TEST_F(RequestServiceTest, OnlyTheAdminAddsAndKicksAndAKickBumpsTheEpoch) {
   EXPECT_EQ(members, (std::vector<std::uint64_t>{alice_.id, bob_.id}));
 }
 
+// The notice that adds a member names the log's previous entry for the
+// members who had it, and none for the member it adds (whose cursor starts
+// after that entry): its session must not take the notice for a gap.
+TEST_F(RequestServiceTest, TheNoticeAddingAMemberNamesNoPredecessorForThatMember) {
+  const std::uint64_t gid = CreateGroup(alice_);
+  ASSERT_TRUE(Do(alice_, GroupAdd(gid, bob_.id)).has_ok());
+  WriteResult r;
+  ASSERT_TRUE(Do(alice_, GroupAdd(gid, carol_.id), &r).has_ok());
+  ASSERT_EQ(r.routed.size(), 3u);
+  std::uint64_t bob_prev = 0, carol_prev = 1;
+  for (const Delivery& d : r.routed) {
+    if (d.user == bob_.id) bob_prev = d.prev_seq;
+    if (d.user == carol_.id) carol_prev = d.prev_seq;
+  }
+  EXPECT_NE(bob_prev, 0u) << "bob read the notice that added him: it comes before this one";
+  EXPECT_EQ(carol_prev, 0u);
+}
+
+// A directory refresh after a membership notice reads the group and its
+// member ids; the members' users only when asked (the server then reads
+// just the ones it does not know, not every member per notice).
+TEST_F(RequestServiceTest, LoadFactsReadsAGroupsMemberUsersOnlyWhenAsked) {
+  const std::uint64_t gid = CreateGroup(alice_);
+  ASSERT_TRUE(Do(alice_, GroupAdd(gid, bob_.id)).has_ok());
+  Facts facts;
+  facts.groups.push_back(gid);
+  facts.member_users = false;
+  FactsSnapshot ids_only = LoadFacts(*store_, facts);
+  ASSERT_TRUE(ids_only.st.ok());
+  ASSERT_EQ(ids_only.groups.size(), 1u);
+  EXPECT_EQ(ids_only.groups[0].second, (std::vector<std::uint64_t>{alice_.id, bob_.id}));
+  EXPECT_TRUE(ids_only.users.empty());
+  facts.member_users = true;
+  FactsSnapshot with_users = LoadFacts(*store_, facts);
+  ASSERT_TRUE(with_users.st.ok());
+  EXPECT_EQ(with_users.users.size(), 2u);
+}
+
 TEST_F(RequestServiceTest, GroupSendReachesEveryOtherMemberAndStaleOrKickedSendersAreRefused) {
   const std::uint64_t gid = CreateGroup(alice_);
   ASSERT_TRUE(Do(alice_, GroupAdd(gid, bob_.id)).has_ok());

@@ -24,9 +24,12 @@ struct ServerMetrics {
   // the store (catch-up after login or lag).
   std::uint64_t deliveries_live = 0;
   std::uint64_t deliveries_from_store = 0;
-  // Group-log entries held back because an earlier entry of the group had
-  // not been sent to the session (GroupChain): the session read the store
-  // again instead, from the start.
+  // Group-log entries that arrived before an earlier entry of the group had
+  // been sent to the session (GroupChain) and were held for it (GroupHold);
+  // and the times a session gave up waiting (the earlier entry did not come
+  // within the hold's deadline or bounds, or a store read found such a gap)
+  // and read its pending rows from the store again, from the start.
+  std::uint64_t group_entries_held = 0;
   std::uint64_t group_gaps = 0;
 
   // Refusals over a limit, by the code they were answered with.

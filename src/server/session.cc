@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <optional>
 #include <vector>
 
 #include <asio/co_spawn.hpp>
@@ -100,6 +101,8 @@ void Session::LeavePresence() {
   if (!receiving_) return;
   receiving_ = false;
   live_ = false;
+  held_.reset();
+  hold_timer_.reset();
   if (server_.presence.Remove(user_id_, this) && server_.mesh) server_.mesh->UserOffline(user_id_);
 }
 
@@ -220,6 +223,7 @@ asio::awaitable<void> Session::ReadLoop() {
 }
 
 void Session::StartCatchUp(bool announce) {
+  DropHeld();  // read from the store with everything else
   if (announce) announce_pending_ = true;
   if (catching_up_) return;
   catching_up_ = true;
@@ -315,7 +319,15 @@ void Session::CatchUpFromStore(std::uint64_t seq) {
 
 void Session::OwnGroupEntry(std::uint64_t group, std::uint64_t seq, std::uint64_t prev_seq) {
   if (closed_ || !receiving_) return;
-  groups_.Own(group, seq, prev_seq);
+  if (!groups_.Own(group, seq, prev_seq)) {
+    // Its predecessor (another server's entry) has not reached this session
+    // yet: hold it, as an entry not to send, so that it counts once that
+    // one is sent and entries naming it do not wait for a re-read.
+    // (Not held: an entry naming it is then a gap of its own.)
+    if (live_) HoldForPredecessor(seq, nullptr, group, prev_seq);
+    return;
+  }
+  if (held_) SendHeld(group);  // an entry naming this one may be waiting
 }
 
 void Session::Deliver(std::uint64_t seq, const std::shared_ptr<const std::string>& event, std::uint64_t group_id,
@@ -339,23 +351,101 @@ void Session::Deliver(std::uint64_t seq, const std::shared_ptr<const std::string
     return;
   }
   if (group_id != 0 && !groups_.Push(group_id, seq, prev_seq)) {
-    // An entry of this group before this one never reached this session (a
-    // forward lost with a peer or in a cut link): sending this one would let
-    // the client's cumulative ack pass the missing one. Read the store
-    // again: it has the missing entries and this one, in order. From the
-    // start, as when a link drops: the lost forward's link may have lost
-    // other rows too (DMs, other groups' entries), below this group's gap;
-    // read only from the gap, later ones of those would reach the client
-    // before them.
-    live_ = false;
-    cursor_.Restart();
-    ++server_.metrics.group_gaps;
-    StartCatchUp(false);
+    // An entry of this group before this one has not reached this session:
+    // sending this one would let the client's cumulative ack pass the
+    // missing one. Usually the missing one is in flight on another mesh
+    // link (senders on different servers race): hold this one for it.
+    if (HoldForPredecessor(seq, event, group_id, prev_seq)) return;
+    ReadPastGap();
     return;
   }
   out_.Push(DeliverFramePrefix(seq, event->size(), group_id), event);
   ++server_.metrics.deliveries_live;
   cursor_.Sent(seq);
+  if (group_id != 0 && held_) SendHeld(group_id);
+}
+
+bool Session::HoldForPredecessor(std::uint64_t seq, const std::shared_ptr<const std::string>& event,
+                                 std::uint64_t group, std::uint64_t prev) {
+  const Limits& limits = server_.config.limits;
+  if (limits.group_hold_wait.count() <= 0) return false;
+  if (!held_) held_ = std::make_unique<GroupHold>(limits.group_hold_entries, limits.group_hold_bytes);
+  const SteadyTime now = std::chrono::steady_clock::now();
+  if (!held_->Hold(GroupHold::Entry{group, seq, prev, event, now})) return false;  // bounds full: ReadPastGap
+  ++server_.metrics.group_entries_held;
+  if (!hold_timer_) ArmHoldTimer(now + limits.group_hold_wait);
+  return true;
+}
+
+void Session::SendHeld(std::uint64_t group) {
+  while (held_ && live_) {
+    std::optional<GroupHold::Entry> e = held_->Next(group, groups_.Known(group));
+    if (!e) break;
+    if (!e->event) {  // the user's own: known now, not sent
+      groups_.Own(group, e->seq, e->prev);
+      continue;
+    }
+    if (out_.bytes() + e->event->size() > server_.config.max_queue_bytes) {
+      // Lagging (as in Deliver): the store has it and everything held.
+      live_ = false;
+      cursor_.Missed(e->seq);
+      StartCatchUp(false);
+      return;
+    }
+    groups_.Push(group, e->seq, e->prev);  // its predecessor is known now
+    out_.Push(DeliverFramePrefix(e->seq, e->event->size(), group), e->event);
+    ++server_.metrics.deliveries_live;
+    cursor_.Sent(e->seq);
+  }
+  if (held_ && held_->empty()) {
+    held_.reset();
+    hold_timer_.reset();
+  }
+}
+
+void Session::DropHeld() {
+  if (!held_) return;
+  for (std::uint64_t seq : held_->Clear()) cursor_.Missed(seq);
+  held_.reset();
+  hold_timer_.reset();
+}
+
+void Session::ArmHoldTimer(SteadyTime at) {
+  hold_timer_ = std::make_unique<asio::steady_timer>(server_.io);
+  hold_timer_->expires_at(at);
+  std::weak_ptr<Session> weak = weak_from_this();
+  hold_timer_->async_wait([weak](const asio::error_code& ec) {
+    if (ec) return;  // cancelled: nothing held any more, or a newer timer
+    if (auto self = weak.lock()) self->HoldExpired();
+  });
+}
+
+void Session::HoldExpired() {
+  hold_timer_.reset();
+  if (closed_ || !live_ || !held_ || held_->empty()) {
+    held_.reset();
+    return;
+  }
+  const SteadyTime due = held_->Oldest() + server_.config.limits.group_hold_wait;
+  if (due > std::chrono::steady_clock::now()) {
+    ArmHoldTimer(due);  // the entries held first were sent; a later one waits on
+    return;
+  }
+  ReadPastGap();
+}
+
+void Session::ReadPastGap() {
+  // The missing entry's forward was lost (with a peer killed after its
+  // commit, or in a silently cut link), or never made (the user's own entry
+  // sent through another server). The store
+  // has the missing entries and the held ones, in order. Read from the
+  // start, as when a link drops: a lost forward's link may have lost other
+  // rows too (DMs, other groups' entries) below this group's gap; read only
+  // from the gap, later ones of those would reach the client before them.
+  live_ = false;
+  cursor_.Restart();
+  ++server_.metrics.group_gaps;
+  StartCatchUp(false);
 }
 
 // ------------------------------------------------------------------ replies

@@ -32,6 +32,7 @@
 #include "catch_up_cursor.h"
 #include "frame_queue.h"
 #include "group_chain.h"
+#include "group_hold.h"
 #include "peer_limits.h"
 #include "request_service.h"
 #include "server.h"
@@ -69,8 +70,11 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // A stored delivery for this session's user (receiving sessions only). An
   // entry of a group's log names the entry before it (prev_seq): one whose
-  // predecessor this session has not sent is held back, and the session
-  // reads its pending rows from the store again instead (GroupChain).
+  // predecessor this session has not sent is held back (GroupChain). It is
+  // held for its predecessor, usually in flight on another mesh link, and
+  // sent right after it (GroupHold); if the predecessor does not come within
+  // the hold's deadline, or more is held than its bounds (Limits
+  // group_hold_*), the session reads its pending rows from the store again.
   void Deliver(std::uint64_t seq, const std::shared_ptr<const std::string>& event, std::uint64_t group_id = 0,
                std::uint64_t prev_seq = 0);
   // The user stored entry `seq` of `group`'s log (its own message, which it
@@ -118,6 +122,22 @@ class Session : public std::enable_shared_from_this<Session> {
   bool Reading() const { return receiving_ || fetching_; }
   // Stops being the user's receiving session (and tells the cluster).
   void LeavePresence();
+
+  // ---- group-log entries past a gap (GroupChain, GroupHold)
+  // Holds a live entry whose predecessor was not sent; false if it may not
+  // be held (the hold is off, or its bounds are full).
+  bool HoldForPredecessor(std::uint64_t seq, const std::shared_ptr<const std::string>& event, std::uint64_t group,
+                          std::uint64_t prev);
+  // Sends the held entries of `group` that now follow what was sent.
+  void SendHeld(std::uint64_t group);
+  // Forgets the held entries (not sent): the next read of the store includes them.
+  void DropHeld();
+  // The hold's deadline passed (or may have): reads the store if the oldest
+  // held entry has waited group_hold_wait, else waits on.
+  void HoldExpired();
+  void ArmHoldTimer(SteadyTime at);
+  // Gives up on a gap: reads every pending row again, from the start.
+  void ReadPastGap();
 
   // One request. Returns after its reply has been queued.
   asio::awaitable<void> Handle(wire::Envelope& env);
@@ -181,6 +201,8 @@ class Session : public std::enable_shared_from_this<Session> {
   bool missed_ = false;            // a push was skipped while catching up
   CatchUpCursor cursor_;           // where the next read of the store starts
   GroupChain groups_;              // how far each group log was sent without a gap
+  std::unique_ptr<GroupHold> held_;  // entries waiting for their predecessor (only while there are some)
+  std::unique_ptr<asio::steady_timer> hold_timer_;  // their deadline (only while there are some)
   SteadyTime last_fetch_pending_{};  // the last FetchPending honoured (one per kFetchPendingEvery)
 
   // Replies in request order: slots_[reply_head_..] are waiting, in order;

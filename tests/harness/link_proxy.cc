@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <stdexcept>
 #include <utility>
@@ -65,6 +66,19 @@ void LinkProxy::Restore() {
   Wake();
 }
 
+void LinkProxy::Pause() {
+  paused_ = true;
+  Wake();
+  // Returns once the proxy thread forwards nothing more (it may have been
+  // between a poll and its reads when the flag was set).
+  while (!pause_applied_) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+}
+
+void LinkProxy::Resume() {
+  paused_ = false;
+  Wake();
+}
+
 void LinkProxy::Run() {
   // pairs: {a, b}, bytes read from one go to the other. held: fds silenced
   // by a cut (connections from before it, and ones accepted during it).
@@ -89,9 +103,12 @@ void LinkProxy::Run() {
       pairs.clear();
     }
     std::vector<pollfd> fds = {{wake_[0], POLLIN, 0}, {listen_fd_, POLLIN, 0}};
+    const bool paused = paused_;
+    pause_applied_ = paused;
+    const short events = paused ? 0 : POLLIN;  // paused: bytes wait in the sockets
     for (auto& [a, b] : pairs) {
-      fds.push_back({a, POLLIN, 0});
-      fds.push_back({b, POLLIN, 0});
+      fds.push_back({a, events, 0});
+      fds.push_back({b, events, 0});
     }
     if (::poll(fds.data(), fds.size(), 1000) < 0) {
       if (errno == EINTR) continue;

@@ -13,6 +13,9 @@
 //   the peers have given up on them) and forwards new connections again.
 // - SetTarget() changes where new connections go (the proxied program was
 //   restarted on another port).
+// - Pause(): from its return no byte crosses but nothing is lost: bytes
+//   wait in the sockets' buffers (a slow link); Resume() forwards them and
+//   what follows, in order.
 #pragma once
 
 #include <atomic>
@@ -38,6 +41,8 @@ class LinkProxy {
   void SetTarget(std::uint16_t target_port) { target_ = target_port; }
   void Cut();
   void Restore();
+  void Pause();
+  void Resume();
   bool cut() const { return cut_; }
   // Connections accepted so far.
   std::uint64_t accepted() const { return accepted_; }
@@ -52,6 +57,8 @@ class LinkProxy {
   std::atomic<std::uint16_t> target_{0};
   std::atomic<bool> stop_{false};
   std::atomic<bool> cut_{false};
+  std::atomic<bool> paused_{false};
+  std::atomic<bool> pause_applied_{false};  // the thread polls without reading
   std::atomic<std::uint64_t> restore_generation_{0};
   std::atomic<std::uint64_t> accepted_{0};
   std::thread thread_;
