@@ -2,10 +2,9 @@
 
 #include <vector>
 
-#include <asio/completion_condition.hpp>
 #include <asio/redirect_error.hpp>
+#include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
-#include <asio/write.hpp>
 
 namespace fastchat::server {
 namespace {
@@ -13,9 +12,21 @@ constexpr std::size_t kMaxGatherFrames = 64;
 constexpr std::size_t kMaxGatherBytes = 1u << 20;
 }  // namespace
 
-FrameQueue::FrameQueue(const asio::any_io_executor& ex) : more_(ex), drained_(ex) {
-  more_.expires_at(asio::steady_timer::time_point::max());
-  drained_.expires_at(asio::steady_timer::time_point::max());
+FrameQueue::FrameQueue() = default;
+FrameQueue::~FrameQueue() = default;
+
+void FrameQueue::SetWriter(std::function<void()> start) {
+  start_writer_ = std::move(start);
+  Wake();
+}
+
+void FrameQueue::Wake() {
+  if (more_) more_->cancel_one();
+  if (!start_writer_ || running_ || stop_) return;
+  if ((frames_ && !frames_->empty()) || stop_after_flush_) {
+    running_ = true;
+    start_writer_();
+  }
 }
 
 void FrameQueue::Push(std::string head, std::shared_ptr<const std::string> body) {
@@ -25,7 +36,7 @@ void FrameQueue::Push(std::string head, std::shared_ptr<const std::string> body)
   bytes_ += f.size();
   if (!frames_) frames_ = std::make_unique<std::deque<Frame>>();
   frames_->push_back(std::move(f));
-  more_.cancel_one();
+  Wake();
 }
 
 void FrameQueue::DropUnsent() {
@@ -34,30 +45,40 @@ void FrameQueue::DropUnsent() {
     bytes_ -= frames_->back().size();
     frames_->pop_back();
   }
-  drained_.cancel();
+  if (drained_) drained_->cancel();
 }
 
 void FrameQueue::Stop() {
   stop_ = true;
-  more_.cancel();
-  drained_.cancel();
+  if (more_) more_->cancel();
+  if (drained_) drained_->cancel();
 }
 
 void FrameQueue::StopAfterFlush() {
   stop_after_flush_ = true;
-  more_.cancel();
+  if (more_) more_->cancel();
+  Wake();
 }
 
 asio::awaitable<void> FrameQueue::Run(net::Stream& stream) {
+  running_ = true;
   std::vector<asio::const_buffer> bufs;
   while (!stop_) {
     if (!frames_ || frames_->empty()) {
       if (stop_after_flush_) break;
-      // Idle: hold no queue and no gather buffer while waiting.
-      frames_.reset();
+      frames_.reset();  // idle: hold no queue
+      if (start_writer_) {
+        // The next Push starts a writer again: none waits while idle.
+        running_ = false;
+        co_return;
+      }
       std::vector<asio::const_buffer>().swap(bufs);
+      if (!more_) {
+        const auto ex = co_await asio::this_coro::executor;
+        more_ = std::make_unique<asio::steady_timer>(ex, asio::steady_timer::time_point::max());
+      }
       asio::error_code ec;
-      co_await more_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      co_await more_->async_wait(asio::redirect_error(asio::use_awaitable, ec));
       continue;
     }
     bufs.clear();
@@ -71,7 +92,7 @@ asio::awaitable<void> FrameQueue::Run(net::Stream& stream) {
     }
     // Deque elements do not move when others are pushed (or dropped behind
     // the `writing_` frames), so the buffers stay valid.
-    writing_ = n;
+    writing_ = static_cast<std::uint32_t>(n);
     co_await stream.Write(bufs, [this] { last_progress_ = std::chrono::steady_clock::now(); });
     writing_ = 0;
     if (stop_) break;
@@ -79,17 +100,24 @@ asio::awaitable<void> FrameQueue::Run(net::Stream& stream) {
       bytes_ -= frames_->front().size();
       frames_->pop_front();
     }
-    drained_.cancel();
+    if (drained_) drained_->cancel();
   }
   stop_ = true;
-  drained_.cancel();
+  if (drained_) drained_->cancel();
 }
 
 asio::awaitable<void> FrameQueue::WaitBelow(std::size_t limit) {
+  if (stop_ || bytes_ <= limit) co_return;
+  if (!drained_) {
+    const auto ex = co_await asio::this_coro::executor;
+    drained_ = std::make_unique<asio::steady_timer>(ex, asio::steady_timer::time_point::max());
+  }
+  ++drain_waiters_;
   while (!stop_ && bytes_ > limit) {
     asio::error_code ec;
-    co_await drained_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    co_await drained_->async_wait(asio::redirect_error(asio::use_awaitable, ec));
   }
+  if (--drain_waiters_ == 0) drained_.reset();
 }
 
 }  // namespace fastchat::server

@@ -5,11 +5,16 @@
 // 64 frames (or ~1 MiB) into one write, so a burst costs few syscalls. A frame
 // may be split into an owned head and a shared body, so one stored event can
 // go to many connections without being copied. Used from one thread only.
+//
+// Idle, a queue holds no frames, no timers and (with SetWriter) no writer
+// coroutine: an idle client connection's queue is the FrameQueue object alone.
 #pragma once
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -22,7 +27,17 @@ namespace fastchat::server {
 
 class FrameQueue {
  public:
-  explicit FrameQueue(const asio::any_io_executor& ex);
+  FrameQueue();
+  ~FrameQueue();
+  FrameQueue(const FrameQueue&) = delete;
+  FrameQueue& operator=(const FrameQueue&) = delete;
+
+  // Writer on demand: from now on, whenever frames arrive at a queue with no
+  // writer running (or StopAfterFlush() is called on one), `start` is called
+  // and must start a coroutine that co_awaits Run(), which then returns once
+  // the queue is empty. Called at once if frames already wait. Without a
+  // SetWriter, Run() waits for more frames instead of returning.
+  void SetWriter(std::function<void()> start);
 
   // Appends a frame (head bytes followed by *body, if any). Ignored once
   // stopping.
@@ -35,8 +50,8 @@ class FrameQueue {
   // connection being closed whose pushes are in the store anyway).
   void DropUnsent();
 
-  // Writes frames until Stop(), or until empty after StopAfterFlush().
-  // Throws asio::system_error on a socket error.
+  // Writes frames until Stop(), or until empty after StopAfterFlush(), or
+  // (with SetWriter) until empty. Throws asio::system_error on a socket error.
   asio::awaitable<void> Run(net::Stream& stream);
   // Ends Run() now; queued frames are dropped.
   void Stop();
@@ -58,12 +73,18 @@ class FrameQueue {
   // A deque because queued frames must not move while a write gathers them.
   std::unique_ptr<std::deque<Frame>> frames_;
   std::size_t bytes_ = 0;
-  std::size_t writing_ = 0;  // frames at the front taken by the write in progress
   std::chrono::steady_clock::time_point last_progress_;
+  std::function<void()> start_writer_;  // SetWriter
+  // Timers exist only while someone waits on them.
+  std::unique_ptr<asio::steady_timer> more_;     // wakes Run() when frames arrive or on stop (no SetWriter)
+  std::unique_ptr<asio::steady_timer> drained_;  // wakes WaitBelow() when frames leave
+  std::uint32_t writing_ = 0;        // frames at the front taken by the write in progress (<= kMaxGatherFrames)
+  std::uint32_t drain_waiters_ = 0;  // coroutines in WaitBelow()
   bool stop_ = false;
   bool stop_after_flush_ = false;
-  asio::steady_timer more_;     // wakes Run() when frames arrive or on stop
-  asio::steady_timer drained_;  // wakes WaitBelow() when frames leave
+  bool running_ = false;  // a writer is in Run() (or about to enter it)
+  // Starts the SetWriter writer if there is one, none runs, and it has work.
+  void Wake();
 };
 
 }  // namespace fastchat::server

@@ -80,8 +80,8 @@ std::string AuthMessage(std::string_view role, const std::string& challenge, con
 
 // One connection to another server.
 struct PeerLink {
-  PeerLink(asio::ip::tcp::socket s, std::shared_ptr<net::TlsContext> tls, const asio::any_io_executor& ex)
-      : stream(std::move(s), std::move(tls)), out(ex), decoder(kMaxHandshakeFrame) {}
+  PeerLink(asio::ip::tcp::socket s, std::shared_ptr<net::TlsContext> tls)
+      : stream(std::move(s), std::move(tls)), decoder(kMaxHandshakeFrame) {}
 
   void Close() {
     if (closed) return;
@@ -196,7 +196,7 @@ asio::awaitable<void> Mesh::AcceptLoop() {
       continue;
     }
     socket.set_option(asio::ip::tcp::no_delay(true), ec);
-    auto link = std::make_shared<PeerLink>(std::move(socket), server_.config.tls, server_.io.get_executor());
+    auto link = std::make_shared<PeerLink>(std::move(socket), server_.config.tls);
     auto slot = std::make_shared<HandshakeSlot>(*this, source);
     asio::co_spawn(server_.io, RunLink(link, /*dialer=*/false, "", std::move(slot)), asio::detached);
   }
@@ -251,7 +251,7 @@ asio::awaitable<void> Mesh::Dial(ServerRecord peer) {
     asio::ip::tcp::socket socket(server_.io);
     co_await asio::async_connect(socket, endpoints, use_awaitable);
     socket.set_option(asio::ip::tcp::no_delay(true));
-    auto link = std::make_shared<PeerLink>(std::move(socket), server_.config.peer_tls, server_.io.get_executor());
+    auto link = std::make_shared<PeerLink>(std::move(socket), server_.config.peer_tls);
     dialing_.erase(peer.id);
     auto run = RunLink(link, /*dialer=*/true, peer.id);  // named: see offload.h
     co_await std::move(run);

@@ -213,6 +213,10 @@ std::string Server::MetricsText() const {
   t.Sample("fastchat_connections", {{"state", "logged_in"}}, static_cast<double>(logged_in));
   t.Family("fastchat_receiving_users", "gauge", "Users with a receiving session on this server.");
   t.Sample("fastchat_receiving_users", static_cast<double>(impl.presence.size()));
+  t.Family("fastchat_session_coroutines", "gauge",
+           "Client connections' reader and writer coroutines running now (an idle plain connection runs none).");
+  t.Sample("fastchat_session_coroutines", {{"loop", "read"}}, static_cast<double>(m.session_readers));
+  t.Sample("fastchat_session_coroutines", {{"loop", "write"}}, static_cast<double>(m.session_writers));
   t.Family("fastchat_connections_accepted_total", "counter", "Client connections accepted (before admission).");
   t.Sample("fastchat_connections_accepted_total", static_cast<double>(m.accepted));
   t.Family("fastchat_queue_bytes", "gauge", "Bytes queued to client connections and not yet written.");

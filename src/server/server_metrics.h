@@ -1,6 +1,7 @@
 // ServerMetrics: the event loop's running totals behind the /metrics
 // endpoint (Server::MetricsText renders them with the gauges it reads at
-// scrape time). Plain counters: only the event-loop thread touches them.
+// scrape time), and the client sessions' reader and writer coroutines
+// running now. Plain counters: only the event-loop thread touches them.
 #pragma once
 
 #include <cstdint>
@@ -41,6 +42,11 @@ struct ServerMetrics {
   // logged in (write stall, unanswered ping).
   std::uint64_t deadline_closes_before_login = 0;
   std::uint64_t deadline_closes_logged_in = 0;
+
+  // Session readers (Session::ReadLoop) and writers (Session::WriteLoop)
+  // running now. An idle plain connection runs neither (TLS: its reader).
+  std::uint64_t session_readers = 0;
+  std::uint64_t session_writers = 0;
 
   void CountLogin(bool by_token, const Status& st) {
     std::uint64_t* row = by_token ? token_logins : password_logins;

@@ -8,6 +8,7 @@
 
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
+#include <asio/post.hpp>
 #include <asio/redirect_error.hpp>
 #include <asio/use_awaitable.hpp>
 #include <spdlog/spdlog.h>
@@ -37,12 +38,22 @@ std::uint64_t NowMs() {
                                         .count());
 }
 
+// Counts a coroutine in `*running` while it lives (ServerMetrics).
+class Running {
+ public:
+  explicit Running(std::uint64_t* running) : running_(running) { ++*running_; }
+  ~Running() { --*running_; }
+  Running(const Running&) = delete;
+  Running& operator=(const Running&) = delete;
+
+ private:
+  std::uint64_t* running_;
+};
+
 }  // namespace
 
 Session::Session(Server::Impl& server, asio::ip::tcp::socket socket)
-    : server_(server),
-      stream_(std::move(socket), server.config.tls),
-      out_(server.io.get_executor()) {}
+    : server_(server), stream_(std::move(socket), server.config.tls) {}
 
 Session::~Session() = default;
 
@@ -50,8 +61,11 @@ void Session::Start() {
   auto self = shared_from_this();
   const bool admitted = Admit();  // refused: CloseWith has queued why
   if (!stream_.tls()) {
-    asio::co_spawn(server_.io, [self]() { return self->WriteLoop(); }, asio::detached);
-    if (admitted) asio::co_spawn(server_.io, [self]() { return self->ReadLoop(); }, asio::detached);
+    WriteOnDemand();
+    if (admitted) {
+      stream_.socket().non_blocking(true);
+      ReadWhenReadable();
+    }
     return;
   }
   // TLS: the reader handshakes first and only then starts the writer (no
@@ -118,13 +132,45 @@ void Session::SendError(std::uint64_t rid, const Status& st, std::uint32_t retry
 }
 
 
+void Session::WriteOnDemand() {
+  // Captures `this` only: the queue is a member, and the writer holds `self`.
+  out_.SetWriter([this] {
+    auto self = shared_from_this();
+    asio::co_spawn(server_.io, [self]() { return self->WriteLoop(); }, asio::detached);
+  });
+}
+
 asio::awaitable<void> Session::WriteLoop() {
   auto self = shared_from_this();
+  const Running counted(&server_.metrics.session_writers);
+  bool failed = false;
   try {
-    co_await out_.Run(stream_);
+    // co_spawn runs this at once, inside the first Push of a burst: let the
+    // rest of the burst queue first, so that one write gathers it all.
+    co_await asio::post(server_.io, use_awaitable);
+    co_await out_.Run(stream_);  // returns once the queue is empty
   } catch (const std::exception& e) {
     spdlog::debug("session write ended: {}", e.what());
+    failed = true;
   }
+  if (failed || out_.stopping()) Close();
+}
+
+void Session::ReadWhenReadable() {
+  waiting_for_peer_ = true;
+  stream_.socket().async_wait(asio::ip::tcp::socket::wait_read, [self = shared_from_this()](const asio::error_code& ec) {
+    self->waiting_for_peer_ = false;
+    if (ec) {
+      spdlog::debug("session read ended: {}", ec.message());
+      self->ReadEnded();
+      return;
+    }
+    asio::co_spawn(self->server_.io, [self]() { return self->ReadLoop(); }, asio::detached);
+  });
+}
+
+void Session::ReadEnded() {
+  if (!closed_ && out_.stopping()) return;  // the writer closes once flushed
   Close();
 }
 
@@ -146,7 +192,7 @@ asio::awaitable<Status> Session::TlsHandshake() {
 
 asio::awaitable<void> Session::ReadLoop() {
   auto self = shared_from_this();
-  FrameDecoder decoder(FrameLimit());
+  const Running counted(&server_.metrics.session_readers);
   if (stream_.tls()) {
     Status hs = co_await TlsHandshake();
     DoneRefusing();
@@ -155,11 +201,9 @@ asio::awaitable<void> Session::ReadLoop() {
       Close();
       co_return;
     }
-    asio::co_spawn(server_.io, [self]() { return self->WriteLoop(); }, asio::detached);
+    WriteOnDemand();
     if (out_.stopping()) co_return;  // refused or pushed out meanwhile: the writer says why, then closes
     tls_read_buffer_ = std::make_unique<char[]>(kTlsReadBuffer);
-  } else {
-    stream_.socket().non_blocking(true);
   }
   try {
     while (!closed_ && !out_.stopping()) {
@@ -176,24 +220,27 @@ asio::awaitable<void> Session::ReadLoop() {
         waiting_for_peer_ = false;
         data = tls_read_buffer_.get();
       } else {
-        // Wait for readability holding no buffer, then read into the server's
-        // one shared buffer: an idle connection costs no read buffer at all.
-        waiting_for_peer_ = true;
-        co_await stream_.socket().async_wait(asio::ip::tcp::socket::wait_read, use_awaitable);
-        waiting_for_peer_ = false;
+        // The socket was readable (ReadWhenReadable started this reader):
+        // read into the server's one shared buffer. Nothing left to read:
+        // wait for readability again with no coroutine and no buffer, so an
+        // idle connection holds neither.
         asio::error_code ec;
         std::vector<char>& shared = server_.read_buffer;
         n = stream_.socket().read_some(asio::buffer(shared), ec);
-        if (ec == asio::error::would_block || ec == asio::error::try_again) continue;
+        if (ec == asio::error::would_block || ec == asio::error::try_again) {
+          ReadWhenReadable();
+          co_return;
+        }
         if (ec) throw asio::system_error(ec);
         data = shared.data();
       }
       HeardFromPeer();
-      decoder.Append(data, n);
+      if (!decoder_) decoder_ = std::make_unique<FrameDecoder>(FrameLimit());
+      decoder_->Append(data, n);
       for (;;) {
         std::string_view payload;
         bool have = false;
-        Status st = decoder.Next(&payload, &have);
+        Status st = decoder_->Next(&payload, &have);
         if (!st.ok()) {
           spdlog::warn("closing connection: {}", st.ToString());
           CloseWith(st);
@@ -207,19 +254,24 @@ asio::awaitable<void> Session::ReadLoop() {
           continue;
         }
         ++server_.frames_handled;
-        if (user_id_ != 0 && writes_in_flight_ >= kMaxInFlight) co_await WaitForWriteSlots();
+        if (user_id_ != 0 && in_flight_ && in_flight_->writes >= kMaxInFlight) co_await WaitForWriteSlots();
         if (closed_ || out_.stopping()) co_return;
         co_await Handle(env);
         if (closed_ || out_.stopping()) co_return;
-        decoder.set_max_frame(FrameLimit());  // larger once logged in
+        decoder_->set_max_frame(FrameLimit());  // larger once logged in
       }
-      decoder.ReleaseIfIdle();
+      if (decoder_->buffered() == 0) decoder_.reset();  // no partial frame: hold no decoder
+      if (!stream_.tls() && n < server_.read_buffer.size()) {
+        // A short read took everything that had arrived.
+        if (closed_ || out_.stopping()) break;
+        ReadWhenReadable();
+        co_return;
+      }
     }
   } catch (const std::exception& e) {
     spdlog::debug("session read ended: {}", e.what());
   }
-  if (!closed_ && out_.stopping()) co_return;  // the writer closes once flushed
-  Close();
+  ReadEnded();
 }
 
 void Session::StartCatchUp(bool announce) {
@@ -451,35 +503,45 @@ void Session::ReadPastGap() {
 // ------------------------------------------------------------------ replies
 
 void Session::Reply(std::string frame) {
-  if (reply_head_ == slots_.size()) {
+  if (!in_flight_ || in_flight_->reply_head == in_flight_->slots.size()) {
     out_.Push(std::move(frame));
     return;
   }
-  slots_.push_back(Slot{true, std::move(frame)});
+  in_flight_->slots.push_back(Slot{true, std::move(frame)});
 }
 
 void Session::FlushReplies() {
-  while (reply_head_ < slots_.size() && slots_[reply_head_].ready) {
-    out_.Push(std::move(slots_[reply_head_].frame));
-    ++reply_head_;
+  InFlight& f = *in_flight_;
+  while (f.reply_head < f.slots.size() && f.slots[f.reply_head].ready) {
+    out_.Push(std::move(f.slots[f.reply_head].frame));
+    ++f.reply_head;
   }
-  if (reply_head_ == slots_.size()) {
-    slot_base_ += slots_.size();
-    slots_.clear();
-    reply_head_ = 0;
-    if (slots_.capacity() > 64) std::vector<Slot>().swap(slots_);  // idle sessions hold nothing
+  if (f.reply_head == f.slots.size()) {
+    f.slot_base += f.slots.size();
+    f.slots.clear();
+    f.reply_head = 0;
+    if (f.slots.capacity() > 64) std::vector<Slot>().swap(f.slots);
   }
+  EndInFlightIfDone();
+}
+
+void Session::EndInFlightIfDone() {
+  // No write can name a slot any more: numbering may start again at 0.
+  const InFlight& f = *in_flight_;
+  if (f.writes == 0 && f.reply_head == f.slots.size() && !f.slot_wait) in_flight_.reset();
 }
 
 asio::awaitable<void> Session::WaitForWriteSlots() {
   auto self = shared_from_this();
-  while (!closed_ && writes_in_flight_ >= kMaxInFlight) {
-    if (!slot_wait_) slot_wait_ = std::make_unique<asio::steady_timer>(server_.io);
-    slot_wait_->expires_at(asio::steady_timer::time_point::max());
+  while (!closed_ && in_flight_->writes >= kMaxInFlight) {
+    InFlight& f = *in_flight_;  // kept while slot_wait is set
+    if (!f.slot_wait) f.slot_wait = std::make_unique<asio::steady_timer>(server_.io);
+    f.slot_wait->expires_at(asio::steady_timer::time_point::max());
     asio::error_code ec;
-    co_await slot_wait_->async_wait(asio::redirect_error(use_awaitable, ec));
+    co_await f.slot_wait->async_wait(asio::redirect_error(use_awaitable, ec));
   }
-  slot_wait_.reset();
+  in_flight_->slot_wait.reset();
+  EndInFlightIfDone();
 }
 
 void Session::Dispatch(Outcome o) {
@@ -494,9 +556,11 @@ void Session::Dispatch(Outcome o) {
   }
   // The reply waits for the write; later replies queue behind it.
   const bool reply = o.reply_after_write;
-  const std::uint64_t slot = slot_base_ + slots_.size();
-  if (reply) slots_.push_back(Slot{});
-  ++writes_in_flight_;
+  if (!in_flight_) in_flight_ = std::make_unique<InFlight>();
+  InFlight& f = *in_flight_;
+  const std::uint64_t slot = f.slot_base + f.slots.size();
+  if (reply) f.slots.push_back(Slot{});
+  ++f.writes;
   auto self = shared_from_this();
   if (!o.enqueue.empty()) {
     std::vector<std::uint64_t> recipients;
@@ -538,10 +602,14 @@ void Session::Finished(std::uint64_t slot, bool reply, Outcome& o, WriteResult r
     // A reply logs it with its incident id (ClientError); without one, here.
     if (!reply || closed_) spdlog::warn("{}", r.st.ToString());
   }
-  --writes_in_flight_;
-  if (slot_wait_ && writes_in_flight_ < kMaxInFlight) slot_wait_->cancel();
-  if (!reply || closed_) return;
-  slots_[slot - slot_base_] = Slot{true, RequestService::WriteReply(o.rid, r)};
+  InFlight& f = *in_flight_;
+  --f.writes;
+  if (f.slot_wait && f.writes < kMaxInFlight) f.slot_wait->cancel();
+  if (!reply || closed_) {
+    EndInFlightIfDone();
+    return;
+  }
+  f.slots[slot - f.slot_base] = Slot{true, RequestService::WriteReply(o.rid, r)};
   FlushReplies();
 }
 
@@ -744,8 +812,13 @@ asio::awaitable<Status> Session::CheckToken(const wire::Login& m, std::uint64_t*
   if (!matches) co_return bad;
   *id = u->id;
   *name = u->name;
-  token_hash_ = hash;
+  KeepTokenHash(hash);
   co_return Status::OK();
+}
+
+void Session::KeepTokenHash(const std::string& hash) {
+  has_token_ = hash.size() == token_hash_.size();
+  if (has_token_) std::copy(hash.begin(), hash.end(), token_hash_.begin());
 }
 
 asio::awaitable<void> Session::IssueToken(wire::LoggedIn* reply) {
@@ -766,7 +839,7 @@ asio::awaitable<void> Session::IssueToken(wire::LoggedIn* reply) {
     spdlog::warn("storing a session token for user {}: {}", user, w.st.ToString());
     co_return;
   }
-  token_hash_ = hash;
+  KeepTokenHash(hash);
   reply->set_session_token(token);
   reply->set_token_expires_ms(expires);
 }
@@ -819,15 +892,15 @@ asio::awaitable<Refusal> Session::HandleLogin(const wire::Envelope& env) {
 
 asio::awaitable<Status> Session::HandleLogout(const wire::Envelope& env) {
   if (user_id_ == 0) co_return Status(Code::kNotLoggedIn, "log in first");
-  if (!token_hash_.empty()) {
-    auto job = [hash = token_hash_](Store& s) {
+  if (has_token_) {
+    auto job = [hash = std::string(token_hash_.data(), token_hash_.size())](Store& s) {
       WriteResult r;
       r.st = s.RevokeSessionToken(hash);
       return r;
     };
     WriteResult w = co_await server_.store.Run(std::move(job));
     if (!w.st.ok()) co_return StoreFailure(w.st, "revoking a session token");
-    token_hash_.clear();
+    has_token_ = false;
   }
   spdlog::info("user {} logged out", user_id_);
   Reply(RequestService::OkFrame(env.rid()));
@@ -892,7 +965,7 @@ asio::awaitable<Refusal> Session::HandleChangePassword(const wire::Envelope& env
   changed.user_ids.push_back(user);
   server_.AnnounceChanged(changed);
   spdlog::info("user {} changed their password; every session token revoked", user);
-  token_hash_.clear();
+  has_token_ = false;
   wire::Envelope reply;
   reply.set_rid(env.rid());
   reply.mutable_logged_in()->set_user_id(user_id_);

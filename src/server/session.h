@@ -11,12 +11,17 @@
 // max_queue_bytes stops taking live deliveries ("lagging") and, once drained,
 // catches up from the pending store, which holds every delivery until acked.
 //
+// Idle, a plain-TCP session runs no coroutine and holds no buffer or timer:
+// a readiness callback starts the reader when bytes arrive, the write queue
+// starts the writer when frames arrive, and each ends when done.
+//
 // Limits (session_limits.cc, peer_limits.h): a connection is admitted or refused
 // when it starts; before login it has deadlines and a small frame limit;
 // logged in, it is pinged when silent and dropped when it stops reading;
 // logins, registrations and sends are rate-limited.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <list>
 #include <memory>
@@ -28,6 +33,7 @@
 
 #include "net/stream.h"
 
+#include "fastchat/frame.h"
 #include "fastchat/status.h"
 #include "catch_up_cursor.h"
 #include "frame_queue.h"
@@ -95,8 +101,21 @@ class Session : public std::enable_shared_from_this<Session> {
   void Enforce(const Verdict& verdict, SteadyTime now);
 
  private:
+  // Reads and handles frames. TLS: one reader for the connection's life.
+  // Plain: started by ReadWhenReadable each time the socket becomes
+  // readable; ends once it has read everything that arrived.
   asio::awaitable<void> ReadLoop();
+  // Plain: waits for readability holding only a callback (no coroutine, no
+  // buffer: the idle state), then starts ReadLoop.
+  void ReadWhenReadable();
+  // The reader stopped (EOF, error, closing): closes unless the writer will.
+  void ReadEnded();
+  // Drains the write queue once and ends; started by out_ (WriteOnDemand)
+  // whenever frames arrive at an idle queue. Closes the connection when the
+  // queue stops or a write fails.
   asio::awaitable<void> WriteLoop();
+  // Lets out_ start WriteLoop (after the TLS handshake: no write overlaps it).
+  void WriteOnDemand();
   // Sends pending deliveries from where cursor_ says until none are left,
   // at most max_queue_bytes queued at a time, then goes live. Sends SyncDone at the end if one was asked for.
   asio::awaitable<void> CatchUp();
@@ -114,6 +133,8 @@ class Session : public std::enable_shared_from_this<Session> {
   void Finished(std::uint64_t slot, bool reply, Outcome& o, WriteResult r);
   // Releases ready replies from the front of the slots.
   void FlushReplies();
+  // Frees in_flight_ once no write is in flight and no reply waits.
+  void EndInFlightIfDone();
   // Resumes once fewer than kMaxInFlight writes are outstanding.
   asio::awaitable<void> WaitForWriteSlots();
   void StartCatchUp(bool announce);
@@ -157,6 +178,8 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::awaitable<Refusal> HandleChangePassword(const wire::Envelope& env);
   asio::awaitable<void> HandleLoggedIn(const wire::Envelope& env);
 
+  // Remembers the hash of the token of this login (for Logout).
+  void KeepTokenHash(const std::string& hash);
   // TLS: the handshake, with the configured deadline.
   asio::awaitable<Status> TlsHandshake();
   // No longer one of the refused TLS connections being told why.
@@ -186,43 +209,54 @@ class Session : public std::enable_shared_from_this<Session> {
   net::Stream stream_;
   std::unique_ptr<char[]> tls_read_buffer_;  // TLS sessions only: decrypted bytes land here
   FrameQueue out_;
-  bool closed_ = false;
-  bool handshaken_ = false;
+  std::unique_ptr<FrameDecoder> decoder_;  // only while a frame is partly read
 
   std::uint64_t user_id_ = 0;  // 0 until login
   std::string user_name_;
+  // Hash (crypto::Hash) of the token this session logged in with or was
+  // issued, if has_token_. Inline: a std::string would put 48 bytes on the
+  // heap for every idle session.
+  std::array<char, 32> token_hash_{};
+  bool has_token_ = false;
+  bool closed_ = false;
+  bool handshaken_ = false;
   bool refusing_tls_ = false;  // refused, kept for its handshake to say why (counted in refusing_tls)
-  std::string token_hash_;     // hash of the token this session logged in with or was issued
   bool receiving_ = false;
   bool live_ = false;           // receiving and caught up: take live deliveries
   bool fetching_ = false;       // send-only: a one-shot FetchPending is being answered
   bool catching_up_ = false;    // a CatchUp coroutine is running
   bool announce_pending_ = false;  // send SyncDone when the catch-up ends
   bool missed_ = false;            // a push was skipped while catching up
+  // Limits (beside the flags above: no padding between them).
+  bool admitted_ = false;          // counted in server_.connections
+  bool in_prelogin_ = false;       // in server_.prelogin (at prelogin_)
+  bool waiting_for_peer_ = false;  // the reader waits for the peer's bytes
+  bool ping_outstanding_ = false;
   CatchUpCursor cursor_;           // where the next read of the store starts
   GroupChain groups_;              // how far each group log was sent without a gap
   std::unique_ptr<GroupHold> held_;  // entries waiting for their predecessor (only while there are some)
   std::unique_ptr<asio::steady_timer> hold_timer_;  // their deadline (only while there are some)
   SteadyTime last_fetch_pending_{};  // the last FetchPending honoured (one per kFetchPendingEvery)
 
-  // Replies in request order: slots_[reply_head_..] are waiting, in order;
-  // an empty frame is a write still in flight.
+  // Writes in flight and the replies waiting behind them, only while there
+  // are any (an idle session holds none). Replies in request order:
+  // slots[reply_head..] are waiting, in order; an empty frame is a write
+  // still in flight.
   struct Slot {
     bool ready = false;
     std::string frame;
   };
-  std::vector<Slot> slots_;
-  std::size_t reply_head_ = 0;
-  std::uint64_t slot_base_ = 0;  // absolute number of slots_[0]
-  std::uint32_t writes_in_flight_ = 0;
-  std::unique_ptr<asio::steady_timer> slot_wait_;  // only while the reader waits for a slot
+  struct InFlight {
+    std::vector<Slot> slots;
+    std::size_t reply_head = 0;
+    std::uint64_t slot_base = 0;  // number of slots[0] (from 0 in each InFlight)
+    std::uint32_t writes = 0;
+    std::unique_ptr<asio::steady_timer> slot_wait;  // only while the reader waits for a slot
+  };
+  std::unique_ptr<InFlight> in_flight_;
 
   // Limits.
   std::string source_;             // SourceKey of the peer
-  bool admitted_ = false;          // counted in server_.connections
-  bool in_prelogin_ = false;       // in server_.prelogin (at prelogin_)
-  bool waiting_for_peer_ = false;  // the reader waits for the peer's bytes
-  bool ping_outstanding_ = false;
   std::list<Session*>::iterator prelogin_;
   SteadyTime accepted_;
   SteadyTime last_frame_;

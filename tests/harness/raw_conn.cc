@@ -263,6 +263,15 @@ wire::Envelope RawConn::Login(const std::string& name, const std::string& passwo
   return Request(env);
 }
 
+bool RawConn::AnswerPing(const wire::Envelope& env) {
+  if (!env.has_ping()) return false;
+  wire::Envelope pong;
+  pong.set_rid(env.rid());
+  pong.mutable_pong();
+  Send(pong);
+  return true;
+}
+
 void RawConn::ShutdownWrite() { ::shutdown(fd_, SHUT_WR); }
 
 std::string ErrorName(const wire::Envelope& env) {

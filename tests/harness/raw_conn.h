@@ -56,6 +56,9 @@ class RawConn {
   wire::Envelope Register(const std::string& name, const std::string& password);
   wire::Envelope Login(const std::string& name, const std::string& password, bool receive);
 
+  // If `env` is the server's Ping, answers it with a Pong; says whether it was.
+  bool AnswerPing(const wire::Envelope& env);
+
   void ShutdownWrite();
   std::uint64_t NextRid() { return ++rid_; }
 
