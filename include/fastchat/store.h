@@ -224,7 +224,9 @@ class Store {
   // have collected what they were owed.
   virtual Status TrimGroup(std::uint64_t group) = 0;
   // Drops the dedupe keys of acknowledged rows and trimmed log entries
-  // whose retention ended at or before now_ms (wall-clock ms).
+  // whose retention ended at or before now_ms (wall-clock ms). (SqliteStore
+  // drops DM keys a generation at a time: a key may stay up to
+  // AckedKeys::kGenerationSpanMs, 30 s, past its retention.)
   virtual Status TrimDedupeKeys(std::uint64_t now_ms) = 0;
   // Number of entries in `group`'s log.
   virtual Status CountGroupLog(std::uint64_t group, std::uint64_t* n) = 0;
