@@ -144,9 +144,9 @@ struct Harness {
       } else if (!o.enqueue.empty()) {
         std::vector<std::uint64_t> recipients, seqs;
         for (const PendingItem& i : o.enqueue) recipients.push_back(i.recipient);
-        std::vector<bool> fresh;
-        Status st = store->Enqueue(o.enqueue, &seqs, &fresh);
-        r = RequestService::EnqueueResult(recipients, st, seqs, fresh);
+        std::vector<Enqueued> how;
+        Status st = store->Enqueue(o.enqueue, &seqs, &how);
+        r = RequestService::EnqueueResult(recipients, st, seqs, how);
       }
       store->EndUnit(r.st.ok());
       Check(r.st.ok(), "a decided write failed in the store: " + r.st.ToString());

@@ -65,6 +65,23 @@ class Protocol : public ::testing::Test {
     wire::Envelope r2 = b.Request(fa);
     ASSERT_TRUE(r2.has_ok()) << Describe(r2);
   }
+  // alice and bob, friends: alice's sending session and bob's receiving
+  // one, caught up.
+  struct AliceToBob {
+    std::unique_ptr<RawConn> a;
+    std::unique_ptr<RawConn> rb;
+  };
+  AliceToBob FriendsAliceAndBob() {
+    Register("alice");
+    Register("bob");
+    AliceToBob s;
+    s.a = Login("alice", false);
+    auto b = Login("bob", false);
+    Befriend(*s.a, "alice", *b, "bob");
+    s.rb = Login("bob", true);
+    UntilSyncDone(*s.rb);
+    return s;
+  }
   static wire::Envelope Text(const std::string& to, const std::string& msg_id) {
     wire::Envelope env;
     auto* d = env.mutable_direct_send();
@@ -145,13 +162,7 @@ TEST_F(Protocol, DeliveriesArriveInOrderWithServerSetSenderAndAreResentUntilAcke
 }
 
 TEST_F(Protocol, ResendingTheSameMsgIdCreatesNoSecondDelivery) {
-  Register("alice");
-  Register("bob");
-  auto a = Login("alice", false);
-  auto b = Login("bob", false);
-  Befriend(*a, "alice", *b, "bob");
-  auto rb = Login("bob", true);
-  UntilSyncDone(*rb);
+  auto [a, rb] = FriendsAliceAndBob();
 
   std::string id = RandomBytes(16);
   wire::Envelope msg = Text("bob", id);
@@ -177,6 +188,49 @@ TEST_F(Protocol, ResendingTheSameMsgIdCreatesNoSecondDelivery) {
   }
   EXPECT_EQ(got, (std::vector<std::string>{id, marker}));
   EXPECT_EQ(seqs_of_id.size(), 1u);
+}
+
+// Issue 7 (chaos test): a server that died after storing and pushing a DM
+// but before its Ok reached the sender, the recipient acknowledging at
+// once, then the sender's resend. The resend is Ok'd and the recipient does
+// not get the message again (no second row under a new seq, nor the old
+// seq again): the dedupe key outlives the acknowledgement.
+TEST_F(Protocol, AResendAfterTheRecipientAcknowledgedIsOkAndNotDeliveredAgain) {
+  auto [a, rb] = FriendsAliceAndBob();
+
+  const std::string id = RandomBytes(16);
+  ASSERT_TRUE(a->Request(Text("bob", id)).has_ok());
+  wire::Envelope e = rb->Expect();
+  ASSERT_TRUE(e.has_deliver()) << Describe(e);
+  ASSERT_EQ(EventOf(e.deliver()).direct().msg_id(), id);
+  wire::Envelope ack;
+  ack.mutable_ack()->add_seqs(e.deliver().seq());
+  ASSERT_TRUE(rb->Send(ack));
+  // FetchPending on the same session orders the Ack before the resend.
+  wire::Envelope fp;
+  fp.mutable_fetch_pending();
+  ASSERT_TRUE(rb->Request(fp).has_ok());
+  for (const auto& d : UntilSyncDone(*rb)) {  // what bob has not acknowledged: not the DM
+    EXPECT_FALSE(EventOf(d).has_direct() && EventOf(d).direct().msg_id() == id);
+  }
+
+  wire::Envelope r = a->Request(Text("bob", id));
+  EXPECT_TRUE(r.has_ok()) << Describe(r);
+  const std::string marker = RandomBytes(16);
+  ASSERT_TRUE(a->Request(Text("bob", marker)).has_ok());
+  std::vector<std::string> got;
+  while (got.empty() || got.back() != marker) {
+    e = rb->Expect();
+    ASSERT_TRUE(e.has_deliver()) << Describe(e);
+    wire::Event ev = EventOf(e.deliver());
+    if (ev.has_direct()) got.push_back(ev.direct().msg_id());
+  }
+  EXPECT_EQ(got, (std::vector<std::string>{marker})) << "the acknowledged message came again";
+  auto again = Login("bob", true);
+  for (const auto& d : UntilSyncDone(*again)) {
+    EXPECT_FALSE(EventOf(d).has_direct() && EventOf(d).direct().msg_id() == id)
+        << "the acknowledged message was stored again";
+  }
 }
 
 TEST_F(Protocol, NewReceivingSessionDisplacesTheOldOne) {

@@ -42,6 +42,10 @@ enum class Code : int {
   kCorruption = 101,  // stored data failed an integrity check
   kCryptoFailed = 102,  // decryption / verification failed
   kNotFound = 103,
+  // A store call inside a batch would have had to wait for a lock out of
+  // the batch's lock order (a deadlock risk): it changed nothing; run it
+  // again first in a new batch (server/store_worker.h does).
+  kLockOrder = 104,
 };
 
 // What a refused password login says, whichever side refused it (the

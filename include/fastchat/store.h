@@ -46,10 +46,30 @@ struct GroupRecord {
 struct PendingItem {
   std::uint64_t recipient = 0;
   // Idempotency key, unique per recipient (e.g. "d/<sender>/<msgid-hex>/<chunk>").
-  // Enqueueing an existing (recipient, dedupe_key) returns the existing seq.
+  // Enqueueing an existing (recipient, dedupe_key) returns the existing seq,
+  // also after the row was acknowledged (for kDedupeRetentionMs at least).
   std::string dedupe_key;
   std::string payload;  // serialized wire Event; opaque to the store
 };
+
+// What Enqueue did with one item.
+enum class Enqueued : std::uint8_t {
+  kStored,     // a new row, stored by this call
+  kQueued,     // its key's row was queued already (a resend): that row and its seq stay
+  kDelivered,  // its key's row was acknowledged already: nothing stored, not to be delivered again
+};
+
+// How long a dedupe key outlives the acknowledgement of its pending row (or
+// the trimming of its group-log entry): a resend with the key within this
+// time is answered with the old seq and stored again never. It must exceed
+// the longest a client may take to resend a request whose Ok it never saw:
+// a receiving client reconnects for up to 60 s (client/reconnect.h,
+// kReconnectFor) and then resends; five times that, so a dead connection
+// noticed late still fits. Keys are dropped by TrimDedupeKeys once expired.
+inline constexpr std::uint64_t kDedupeRetentionMs = 5 * 60 * 1000;
+// When a dedupe key kept now expires: the wall clock in ms plus
+// kDedupeRetentionMs.
+std::uint64_t DedupeKeyExpiryMs();
 
 // One server of a cluster, as it announces itself in the shared store.
 struct ServerRecord {
@@ -142,11 +162,13 @@ class Store {
   // ---- pending deliveries
   // Stores all items atomically (one transaction); seqs[i] is item i's seq.
   // Idempotent per (recipient, dedupe_key): an item already queued keeps its
-  // row and seq. If `fresh` is not null, (*fresh)[i] says whether item i was
-  // stored by this call (false: it was already queued), so a resend is not
+  // row and seq, and an item whose key's row was acknowledged (within
+  // kDedupeRetentionMs, until TrimDedupeKeys drops the key) stores nothing
+  // and yields the acknowledged row's seq. If `how` is not null, (*how)[i]
+  // says which of the three happened to item i, so a resend is not
   // delivered twice.
   virtual Status Enqueue(const std::vector<PendingItem>& items, std::vector<std::uint64_t>* seqs,
-                         std::vector<bool>* fresh) = 0;
+                         std::vector<Enqueued>* how) = 0;
   // The most items one Enqueue call should hold for the best throughput: a
   // caller merging many requests' items into one call (StoreWorker) cuts
   // them into calls of at most this many, never splitting one request's
@@ -158,7 +180,8 @@ class Store {
   // cursor's end, not its own messages; those rows carry group_id).
   virtual Status FetchPending(std::uint64_t recipient, std::uint64_t after_seq, std::size_t limit,
                               std::vector<PendingRow>* rows) = 0;
-  // Deletes the named rows of `recipient` (others' rows are untouched).
+  // Deletes the named rows of `recipient` (others' rows are untouched),
+  // keeping each row's dedupe key and seq for kDedupeRetentionMs.
   virtual Status Ack(std::uint64_t recipient, const std::vector<std::uint64_t>& seqs) = 0;
   // Ack for many recipients at once: deletes each (recipient, seq) row.
   // (The default calls Ack once per recipient.)
@@ -202,9 +225,16 @@ class Store {
   // Acknowledges every entry of `group`'s log up to `seq` for `user`
   // (cumulative; a cursor never moves back).
   virtual Status AckGroup(std::uint64_t user, std::uint64_t group, std::uint64_t seq) = 0;
-  // Deletes the log entries of `group` that every cursor has passed, and the
-  // cursors of removed members that have collected what they were owed.
+  // Deletes the log entries of `group` that every cursor has passed
+  // (keeping each entry's dedupe key and seq for kDedupeRetentionMs, so a
+  // resend is not appended again), and the cursors of removed members that
+  // have collected what they were owed.
   virtual Status TrimGroup(std::uint64_t group) = 0;
+  // Drops the dedupe keys of acknowledged rows and trimmed log entries
+  // whose retention ended at or before now_ms (wall-clock ms). (SqliteStore
+  // drops DM keys a generation at a time: a key may stay up to
+  // AckedKeys::kGenerationSpanMs, 30 s, past its retention.)
+  virtual Status TrimDedupeKeys(std::uint64_t now_ms) = 0;
   // Number of entries in `group`'s log.
   virtual Status CountGroupLog(std::uint64_t group, std::uint64_t* n) = 0;
 

@@ -1,7 +1,16 @@
 #include "fastchat/status.h"
+
+#include <chrono>
+
 #include "fastchat/store.h"
 
 namespace fastchat {
+
+std::uint64_t DedupeKeyExpiryMs() {
+  const auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::system_clock::now().time_since_epoch());
+  return static_cast<std::uint64_t>(now.count()) + kDedupeRetentionMs;
+}
 
 // (Store's one non-pure method lives here, with the other small shared code.)
 Status Store::AckMany(const std::vector<std::pair<std::uint64_t, std::uint64_t>>& recipient_seqs) {
@@ -50,6 +59,7 @@ const char* CodeName(Code code) {
     case Code::kCorruption: return "CORRUPTION";
     case Code::kCryptoFailed: return "CRYPTO_FAILED";
     case Code::kNotFound: return "NOT_FOUND";
+    case Code::kLockOrder: return "LOCK_ORDER";
   }
   return "UNKNOWN";
 }

@@ -104,23 +104,32 @@ Status CheckCipherFields(wire::Kind kind, std::uint32_t index, std::uint32_t cou
   return Status::OK();
 }
 
-// Stores one payload for each recipient (idempotent on `dedupe`) and
-// records the rows as deliveries to route: new rows, and rows a resend found
-// still pending. A resend means the sender never saw its Ok (say the server
-// that stored the row died before routing it); routing the existing row
-// again, under its seq, brings it to the recipient now, ahead of the
+// The deliveries to route after an enqueue: new rows, and rows a resend
+// found still pending. A resend means the sender never saw its Ok (say the
+// server that stored the row died before routing it); routing the existing
+// row again, under its seq, brings it to the recipient now, ahead of the
 // sender's next messages, instead of at the recipient's next catch-up. The
-// recipient drops a seq it already has.
+// recipient drops a seq it already has. A row the recipient acknowledged
+// already (Enqueued::kDelivered) is not routed: it got it.
+void RouteEnqueued(const std::vector<std::uint64_t>& recipients, const std::vector<std::uint64_t>& seqs,
+                   const std::vector<Enqueued>& how, WriteResult* r) {
+  for (std::size_t i = 0; i < recipients.size() && i < seqs.size() && i < how.size(); ++i) {
+    if (how[i] != Enqueued::kDelivered) r->routed.push_back(Delivery{recipients[i], seqs[i]});
+  }
+}
+
+// Stores one payload for each recipient (idempotent on `dedupe`) and
+// records the deliveries to route (RouteEnqueued).
 Status EnqueueFor(Store& s, const std::vector<std::uint64_t>& recipients, const std::string& dedupe,
                   const std::string& payload, WriteResult* r) {
   std::vector<PendingItem> items;
   items.reserve(recipients.size());
   for (std::uint64_t u : recipients) items.push_back(PendingItem{u, dedupe, payload});
   std::vector<std::uint64_t> seqs;
-  std::vector<bool> fresh;
-  Status st = s.Enqueue(items, &seqs, &fresh);
+  std::vector<Enqueued> how;
+  Status st = s.Enqueue(items, &seqs, &how);
   if (!st.ok()) return st;
-  for (std::size_t i = 0; i < recipients.size(); ++i) r->routed.push_back(Delivery{recipients[i], seqs[i]});
+  RouteEnqueued(recipients, seqs, how, r);
   return Status::OK();
 }
 
@@ -177,14 +186,11 @@ std::string RequestService::OkFrame(std::uint64_t rid, std::uint64_t id, std::ui
 }
 
 WriteResult RequestService::EnqueueResult(const std::vector<std::uint64_t>& recipients, const Status& st,
-                                         const std::vector<std::uint64_t>& seqs, const std::vector<bool>& /*fresh*/) {
+                                         const std::vector<std::uint64_t>& seqs, const std::vector<Enqueued>& how) {
   WriteResult r;
   r.st = st;
   if (!st.ok()) return r;
-  // Fresh rows and rows a resend found still pending (EnqueueFor says why).
-  for (std::size_t i = 0; i < recipients.size() && i < seqs.size(); ++i) {
-    r.routed.push_back(Delivery{recipients[i], seqs[i]});
-  }
+  RouteEnqueued(recipients, seqs, how, &r);
   return r;
 }
 

@@ -103,7 +103,7 @@ class RequestService {
   static std::string WriteReply(std::uint64_t rid, const WriteResult& r);
   // What an `enqueue` write did, from Store::Enqueue's answer.
   static WriteResult EnqueueResult(const std::vector<std::uint64_t>& recipients, const Status& st,
-                                   const std::vector<std::uint64_t>& seqs, const std::vector<bool>& fresh);
+                                   const std::vector<std::uint64_t>& seqs, const std::vector<Enqueued>& how);
 
  private:
   // Bytes of entries one page of a list reply may hold: half the frame

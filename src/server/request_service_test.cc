@@ -9,6 +9,7 @@
 
 #include <gtest/gtest.h>
 
+#include "client/reconnect.h"
 #include "fastchat.pb.h"
 #include "fastchat/frame.h"
 
@@ -72,9 +73,9 @@ class RequestServiceTest : public ::testing::Test {
     if (o.write) return o.write(*store_);
     std::vector<std::uint64_t> recipients, seqs;
     for (const PendingItem& i : o.enqueue) recipients.push_back(i.recipient);
-    std::vector<bool> fresh;
-    Status st = store_->Enqueue(o.enqueue, &seqs, &fresh);
-    return RequestService::EnqueueResult(recipients, st, seqs, fresh);
+    std::vector<Enqueued> how;
+    Status st = store_->Enqueue(o.enqueue, &seqs, &how);
+    return RequestService::EnqueueResult(recipients, st, seqs, how);
   }
 
   static wire::Envelope FriendRequest(std::uint64_t to) {
@@ -311,6 +312,61 @@ TEST_F(RequestServiceTest, AckDeletesTheAcknowledgedRowsAndHasNoReply) {
   EXPECT_EQ(o.ack_seqs, (std::vector<std::uint64_t>{r.routed[0].seq}));
   EXPECT_TRUE(store_->AckMany({{bob_.id, o.ack_seqs[0]}}).ok());
   EXPECT_EQ(Pending(bob_.id), n - 1);
+}
+
+// A dedupe key outlives an acknowledgement by more than the time a client
+// may take to resend a request whose Ok it never saw (it reconnects for up
+// to kReconnectFor, then resends), with room to spare.
+static_assert(kDedupeRetentionMs >= 2 * static_cast<std::uint64_t>(client::kReconnectFor.count()),
+              "dedupe keys must outlive the client's resend window");
+
+// Issue 7 (chaos test): the server that stored a DM died before its Ok
+// reached the sender, and the recipient acknowledged the row at once; the
+// sender's resend (to another server) is answered Ok, stores nothing and
+// routes nothing: the recipient got the message once.
+TEST_F(RequestServiceTest, AResendOfADmTheRecipientAcknowledgedIsOkAndNotDeliveredAgain) {
+  Befriend(alice_, bob_);
+  WriteResult r;
+  ASSERT_TRUE(Do(alice_, Dm(bob_.id), &r).has_ok());
+  ASSERT_EQ(r.routed.size(), 1u);
+  const std::uint64_t n = Pending(bob_.id);
+  wire::Envelope ack;
+  ack.mutable_ack()->add_seqs(r.routed[0].seq);
+  Outcome o = Decide(bob_, ack);
+  ASSERT_TRUE(o.ack_only);
+  ASSERT_TRUE(store_->AckMany({{bob_.id, o.ack_seqs[0]}}).ok());
+  ASSERT_EQ(Pending(bob_.id), n - 1);
+
+  wire::Envelope reply = Do(alice_, Dm(bob_.id), &r);
+  EXPECT_TRUE(reply.has_ok()) << reply.DebugString();
+  EXPECT_TRUE(r.routed.empty());
+  EXPECT_EQ(Pending(bob_.id), n - 1);
+}
+
+// The same for a group message whose log entry every member acknowledged
+// and the server trimmed.
+TEST_F(RequestServiceTest, AResendOfAGroupMessageTrimmedFromTheLogIsOkAndNotDeliveredAgain) {
+  const std::uint64_t gid = CreateGroup(alice_);
+  ASSERT_TRUE(Do(alice_, GroupAdd(gid, bob_.id)).has_ok());
+  WriteResult r;
+  ASSERT_TRUE(Do(alice_, GroupSend(gid, 1), &r).has_ok());
+  ASSERT_EQ(r.routed.size(), 1u);
+  wire::Envelope ack;
+  wire::GroupAck* g = ack.mutable_ack()->add_groups();
+  g->set_group_id(gid);
+  g->set_seq(r.routed[0].seq);
+  ASSERT_FALSE(Do(bob_, ack).has_error());
+  ASSERT_FALSE(Do(alice_, ack).has_error());  // and the notice before it
+  ASSERT_TRUE(store_->TrimGroup(gid).ok());
+  std::uint64_t entries = 1;
+  ASSERT_TRUE(store_->CountGroupLog(gid, &entries).ok());
+  ASSERT_EQ(entries, 0u);
+
+  wire::Envelope reply = Do(alice_, GroupSend(gid, 1), &r);
+  EXPECT_TRUE(reply.has_ok()) << reply.DebugString();
+  EXPECT_TRUE(r.routed.empty());
+  ASSERT_TRUE(store_->CountGroupLog(gid, &entries).ok());
+  EXPECT_EQ(entries, 0u);
 }
 
 TEST_F(RequestServiceTest, OneGroupAddAddsManyMembersWithOneNoticeEntry) {

@@ -1,6 +1,7 @@
 #include "server.h"
 
 #include <algorithm>
+#include <chrono>
 
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
@@ -48,7 +49,8 @@ namespace {
 constexpr std::size_t kTrimsPerRound = 256;
 
 // Once a second, drops group-log entries that every member has acknowledged
-// (for the groups acknowledged since the last round).
+// (for the groups acknowledged since the last round), and the dedupe keys
+// whose retention has ended (Store::TrimDedupeKeys).
 asio::awaitable<void> TrimLoop(Server::Impl& impl) {
   asio::steady_timer& timer = impl.trim_timer;
   while (!impl.stopping) {
@@ -61,17 +63,18 @@ asio::awaitable<void> TrimLoop(Server::Impl& impl) {
       groups.push_back(*it);
       it = impl.trim_due.erase(it);
     }
-    if (groups.empty()) continue;
-    auto job = [groups = std::move(groups)](Store& s) {
+    const auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::system_clock::now().time_since_epoch());
+    auto job = [groups = std::move(groups), now_ms = static_cast<std::uint64_t>(now.count())](Store& s) {
       Status st;
       for (std::uint64_t g : groups) {
         st = s.TrimGroup(g);
-        if (!st.ok()) break;
+        if (!st.ok()) return st;
       }
-      return st;
+      return s.TrimDedupeKeys(now_ms);
     };
     impl.store.Submit(std::move(job), [](Status st) {
-      if (!st.ok()) spdlog::warn("trimming group logs: {}", st.ToString());
+      if (!st.ok()) spdlog::warn("trimming group logs and dedupe keys: {}", st.ToString());
     });
   }
 }

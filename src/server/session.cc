@@ -569,8 +569,8 @@ void Session::Dispatch(Outcome o) {
     std::vector<PendingItem> items = std::move(o.enqueue);
     server_.store.SubmitEnqueue(
         std::move(items), [self, slot, reply, recipients = std::move(recipients), o = std::move(o)](
-                              const Status& st, std::vector<std::uint64_t> seqs, std::vector<bool> fresh) mutable {
-          self->Finished(slot, reply, o, RequestService::EnqueueResult(recipients, st, seqs, fresh));
+                              const Status& st, std::vector<std::uint64_t> seqs, std::vector<Enqueued> how) mutable {
+          self->Finished(slot, reply, o, RequestService::EnqueueResult(recipients, st, seqs, how));
         });
     return;
   }

@@ -63,7 +63,7 @@ void StoreWorker::SubmitAck(std::uint64_t user, std::vector<std::uint64_t> seqs)
   Enqueue(std::move(j));
 }
 
-void StoreWorker::RunMerged(std::vector<Job>& batch, std::size_t* i) {
+bool StoreWorker::RunMerged(std::vector<Job>& batch, std::size_t* i) {
   Store& store = *store_;
   // The stretch of enqueues and acks starting at *i, up to the next other
   // job or the job that would take its enqueued items past the store's
@@ -86,15 +86,25 @@ void StoreWorker::RunMerged(std::vector<Job>& batch, std::size_t* i) {
     for (PendingItem& item : batch[k].items) items.push_back(std::move(item));
   }
   std::vector<std::uint64_t> seqs;
-  std::vector<bool> fresh;
+  std::vector<Enqueued> how;
   Status st;
   if (!items.empty()) {
     try {
-      st = store.Enqueue(items, &seqs, &fresh);
+      st = store.Enqueue(items, &seqs, &how);
     } catch (const std::exception& e) {
       spdlog::error("store enqueue failed: {}", e.what());
       st = Status(Code::kInternal, "internal error");
     }
+  }
+  if (st.code() == Code::kLockOrder && *i > 0) {
+    // Nothing was stored (and no ack of the stretch ran): give the items
+    // back for the next batch.
+    std::size_t at = 0;
+    for (std::size_t k = *i; k < end; ++k) {
+      if (batch[k].kind != Job::Kind::kEnqueue) continue;
+      for (PendingItem& item : batch[k].items) item = std::move(items[at++]);
+    }
+    return false;
   }
   // Hand each enqueue its share of the results (failures: every enqueue of the stretch).
   std::size_t at = 0;
@@ -102,12 +112,12 @@ void StoreWorker::RunMerged(std::vector<Job>& batch, std::size_t* i) {
     Job& job = batch[k];
     if (job.kind != Job::Kind::kEnqueue) continue;
     const std::size_t n = job.items.size();
-    auto result = std::make_shared<std::tuple<Status, std::vector<std::uint64_t>, std::vector<bool>>>();
+    auto result = std::make_shared<std::tuple<Status, std::vector<std::uint64_t>, std::vector<Enqueued>>>();
     if (st.ok()) {
       std::get<1>(*result).assign(seqs.begin() + static_cast<std::ptrdiff_t>(at),
                                   seqs.begin() + static_cast<std::ptrdiff_t>(at + n));
-      std::get<2>(*result).assign(fresh.begin() + static_cast<std::ptrdiff_t>(at),
-                                  fresh.begin() + static_cast<std::ptrdiff_t>(at + n));
+      std::get<2>(*result).assign(how.begin() + static_cast<std::ptrdiff_t>(at),
+                                  how.begin() + static_cast<std::ptrdiff_t>(at + n));
     } else {
       std::get<0>(*result) = st;
     }
@@ -122,7 +132,7 @@ void StoreWorker::RunMerged(std::vector<Job>& batch, std::size_t* i) {
   // rows delivered after an earlier batch committed, never a row of this
   // stretch, so running the acks after the enqueues changes no row an ack
   // deletes; an enqueue of a key whose row an ack of the stretch deletes
-  // finds that row (not fresh) instead of storing it again.
+  // finds that row (Enqueued::kQueued) instead of storing it again.
   std::vector<std::pair<std::uint64_t, std::uint64_t>> acks;
   std::size_t ack_jobs = 0;
   for (std::size_t k = *i; k < end; ++k) {
@@ -135,6 +145,7 @@ void StoreWorker::RunMerged(std::vector<Job>& batch, std::size_t* i) {
     if (!ack_st.ok()) spdlog::error("acks of {} requests failed: {}", ack_jobs, ack_st.ToString());
   }
   *i = end;
+  return true;
 }
 
 void StoreWorker::Loop() {
@@ -186,21 +197,39 @@ bool StoreWorker::RunBatch(std::vector<Job>& batch) {
     PostDone(batch);
     return false;
   }
+  std::size_t cut = batch.size();
   for (std::size_t i = 0; i < batch.size();) {
     if (batch[i].kind != Job::Kind::kRun) {
-      RunMerged(batch, &i);
+      if (!RunMerged(batch, &i)) {
+        cut = i;
+        break;
+      }
       continue;
     }
-    Job& job = batch[i++];
+    Job& job = batch[i];
     const bool unit = job.unit && store.BeginUnit().ok();
-    bool ok = false;
+    Status st;
     try {
-      ok = job.run(store);
+      st = job.run(store);
     } catch (const std::exception& e) {
       spdlog::error("store job failed: {}", e.what());
-      job.fail(Status(Code::kInternal, "internal error"));
+      st = Status(Code::kInternal, "internal error");
+      job.fail(st);
     }
-    if (unit) store.EndUnit(ok);
+    if (unit) store.EndUnit(st.ok());
+    if (st.code() == Code::kLockOrder && i > 0) {
+      cut = i;
+      break;
+    }
+    ++i;
+  }
+  // The jobs from `cut` on go back to the front of the queue (see the header).
+  if (cut < batch.size()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    queue_.insert(queue_.begin(), std::make_move_iterator(batch.begin() + static_cast<std::ptrdiff_t>(cut)),
+                  std::make_move_iterator(batch.end()));
+    batch.resize(cut);
+    ++stats_.cut_batches;
   }
   Status commit = store.CommitBatch();
   if (!commit.ok()) {

@@ -18,6 +18,14 @@
 // A job that throws is undone and fails with kInternal; the store thread
 // goes on.
 //
+// A job (or merged run of enqueues) that fails with kLockOrder changed
+// nothing and would have had to wait for a lock out of the batch's lock
+// order (PgStore, where waiting could deadlock with another server's
+// batch): the batch is cut there. The jobs before it commit as usual; it and
+// every job after it go back to the front of the queue, in order, and form
+// the next batch, where it runs first and so waits safely. (Only a job that
+// already ran first in its batch gets kLockOrder as its result.)
+//
 // `Submit(job, done)` calls done(result) on the event loop; the coroutine
 // form is `R r = co_await worker.Run(std::move(job))` (name the job first:
 // see offload.h). A job's result type R is Status or a struct with a
@@ -80,7 +88,7 @@ class StoreWorker {
     Job j;
     j.run = [job = std::move(job), result](Store& s) mutable {
       *result = job(s);
-      return store_result::Of(*result).ok();
+      return store_result::Of(*result);
     };
     j.fail = [result](const Status& why) { store_result::Fail(result.get(), why); };
     j.done = [done = std::move(done), result]() mutable { done(std::move(*result)); };
@@ -88,12 +96,12 @@ class StoreWorker {
     Enqueue(std::move(j));
   }
 
-  // Stores `items` (Store::Enqueue); done(status, seqs, fresh) runs on
+  // Stores `items` (Store::Enqueue); done(status, seqs, how) runs on
   // `home` after the commit. The items of the enqueues of one batch that
   // are not separated by another kind of job (acks do not separate them)
   // go to the store in one Enqueue call (one statement on PostgreSQL), or
   // in several of at most Store::MaxMergedEnqueue() items each.
-  using EnqueueDone = std::function<void(const Status&, std::vector<std::uint64_t>, std::vector<bool>)>;
+  using EnqueueDone = std::function<void(const Status&, std::vector<std::uint64_t>, std::vector<Enqueued>)>;
   void SubmitEnqueue(std::vector<PendingItem> items, EnqueueDone done);
   // Deletes acknowledged rows of `user` (Store::Ack); the acks of one batch
   // not separated by a job other than an enqueue go to the store in one
@@ -125,6 +133,7 @@ class StoreWorker {
     std::uint64_t batches = 0;
     std::uint64_t jobs = 0;
     std::uint64_t failed_commits = 0;
+    std::uint64_t cut_batches = 0;  // cut short by a kLockOrder job (see above)
     std::size_t queued = 0;
     Histogram batch_jobs{{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096}};
     Histogram batch_seconds{{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
@@ -134,7 +143,7 @@ class StoreWorker {
 
  private:
   struct Job {
-    std::function<bool(Store&)> run;          // true if the job succeeded
+    std::function<Status(Store&)> run;        // the job's status
     std::function<void(const Status&)> fail;  // replaces the result with an error
     std::function<void()> done;               // hands the result back (on home)
     bool unit = true;                         // run inside its own savepoint
@@ -147,11 +156,14 @@ class StoreWorker {
   };
   // Runs batch[*i] and the enqueues and acks after it up to the next other
   // job: all the enqueues in one Store::Enqueue call (in order), then all
-  // the acks in one Store::AckMany call; advances *i past them.
-  void RunMerged(std::vector<Job>& batch, std::size_t* i);
+  // the acks in one Store::AckMany call; advances *i past them. False (*i
+  // unchanged) if the store said kLockOrder to the enqueues: nothing ran.
+  bool RunMerged(std::vector<Job>& batch, std::size_t* i);
   void Enqueue(Job job);
   void Loop();
-  // Returns false if the batch could not begin or its commit failed.
+  // Returns false if the batch could not begin or its commit failed. Jobs
+  // cut off (kLockOrder) are moved from the end of `batch` back to the
+  // front of the queue.
   bool RunBatch(std::vector<Job>& batch);
   // Hands the batch's results back to the event loop.
   void PostDone(std::vector<Job>& batch);

@@ -33,6 +33,7 @@ class WatchedStore : public ForwardingStore {
       return Status(Code::kIOError, "cannot begin (injected)");
     }
     ++begun;
+    creates_in_batch = 0;
     Status s = ForwardingStore::BeginBatch();
     in_batch = s.ok();
     return s;
@@ -60,9 +61,9 @@ class WatchedStore : public ForwardingStore {
     return s;
   }
   Status Enqueue(const std::vector<PendingItem>& items, std::vector<std::uint64_t>* seqs,
-                 std::vector<bool>* fresh) override {
+                 std::vector<Enqueued>* how) override {
     ++enqueue_calls;
-    return ForwardingStore::Enqueue(items, seqs, fresh);
+    return ForwardingStore::Enqueue(items, seqs, how);
   }
   Status AckMany(const std::vector<std::pair<std::uint64_t, std::uint64_t>>& recipient_seqs) override {
     ++ack_many_calls;
@@ -77,6 +78,18 @@ class WatchedStore : public ForwardingStore {
   std::atomic<int> fail_begins{0};  // the next this many BeginBatch calls fail
   std::atomic<bool> units_only_in_batch{false};
   bool in_batch = false;
+  // The next this many CreateUser calls that are not their batch's first
+  // answer kLockOrder and store nothing (as PgStore does for a write that
+  // would wait for a lock out of the batch's lock order).
+  std::atomic<int> lock_orders{0};
+  int creates_in_batch = 0;
+  Status CreateUser(const UserRecord& user, std::uint64_t* id) override {
+    if (creates_in_batch++ > 0 && lock_orders > 0) {
+      --lock_orders;
+      return Status(Code::kLockOrder, "out of lock order (injected)");
+    }
+    return ForwardingStore::CreateUser(user, id);
+  }
 };
 
 // A user record named `name`.
@@ -222,6 +235,43 @@ TEST_F(StoreWorkerTest, JobsQueuedDuringASyncShareTheNextCommitAndAnswerOnlyAfte
   EXPECT_GE(big, 1u);
 }
 
+// Issue 7: PostgreSQL deadlocks between two servers' batches, each holding
+// stream locks from an earlier write that the other's later write waited
+// for. PgStore answers such a later write kLockOrder instead of waiting; the
+// worker commits the jobs before it and runs it (and everything after it,
+// in order) first in the next batch, where waiting is safe.
+TEST_F(StoreWorkerTest, AJobOutOfLockOrderEndsTheBatchAndRunsFirstInTheNext) {
+  store_->lock_orders = 1;
+  // Holds the store thread until the three jobs are queued, so at least two
+  // of them share a batch, whichever way the queue is taken.
+  std::atomic<bool> go{false};
+  bool held = false;
+  worker_->Submit(
+      [&go](Store&) {
+        while (!go) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        return Status::OK();
+      },
+      [&](Status) { held = true; });
+  std::vector<Made> made(3);
+  int done = 0;
+  for (int i = 0; i < 3; ++i) {
+    worker_->Submit(MakeUser("u" + std::to_string(i)), [&, i](Made m) {
+      made[static_cast<std::size_t>(i)] = m;
+      ++done;
+    });
+  }
+  go = true;
+  RunUntil([&] { return held && done == 3; });
+  ASSERT_EQ(done, 3);
+  for (const Made& m : made) EXPECT_TRUE(m.st.ok()) << m.st.ToString();
+  EXPECT_EQ(store_->lock_orders.load(), 0);  // one was refused...
+  EXPECT_EQ(worker_->stats().cut_batches, 1u);  // ...which cut its batch
+  EXPECT_LT(made[0].id, made[1].id);  // and decision order was kept
+  EXPECT_LT(made[1].id, made[2].id);
+  EXPECT_EQ(worker_->jobs(), 4u);
+  EXPECT_EQ(UserCount(), 3u);
+}
+
 TEST_F(StoreWorkerTest, FailedCommitFailsEveryJobOfTheBatchAndKeepsNothing) {
   store_->fail_commits = true;
   int failed = 0;
@@ -272,7 +322,7 @@ TEST_F(StoreWorkerTest, ABatchThatCannotBeginRunsNoJobAndFailsEach) {
   std::vector<std::uint64_t> seqs{1};
   Status enqueued;
   bool enqueue_done = false;
-  worker_->SubmitEnqueue({}, [&](const Status& st, std::vector<std::uint64_t> got, std::vector<bool>) {
+  worker_->SubmitEnqueue({}, [&](const Status& st, std::vector<std::uint64_t> got, std::vector<Enqueued>) {
     enqueued = st;
     seqs = std::move(got);
     enqueue_done = true;
@@ -361,7 +411,7 @@ TEST_F(StoreWorkerTest, ConsecutiveEnqueuesAndAcksOfABatchAreMergedYetAnsweredOn
   for (int i = 0; i < 3; ++i) {
     std::vector<PendingItem> items{{bob, "k" + std::to_string(i), "p"}};
     if (i == 1) items.push_back({alice, "k1", "p"});
-    worker_->SubmitEnqueue(std::move(items), [&, i](const Status& st, std::vector<std::uint64_t> s, std::vector<bool>) {
+    worker_->SubmitEnqueue(std::move(items), [&, i](const Status& st, std::vector<std::uint64_t> s, std::vector<Enqueued>) {
       sts[i] = st;
       seqs[i] = std::move(s);
       ++answered;
@@ -398,7 +448,7 @@ TEST_F(StoreWorkerTest, InterleavedEnqueuesAndAcksOfABatchMakeOneEnqueueAndOneAc
   // Two rows for bob, committed, to be acked in the next batch.
   std::vector<std::uint64_t> first;
   worker_->SubmitEnqueue({{bob, "a", "p"}, {bob, "b", "p"}},
-                         [&](const Status& st, std::vector<std::uint64_t> s, std::vector<bool>) {
+                         [&](const Status& st, std::vector<std::uint64_t> s, std::vector<Enqueued>) {
                            EXPECT_TRUE(st.ok()) << st.ToString();
                            first = std::move(s);
                          });
@@ -411,11 +461,11 @@ TEST_F(StoreWorkerTest, InterleavedEnqueuesAndAcksOfABatchMakeOneEnqueueAndOneAc
   const int acks_before = store_->ack_many_calls.load();
   // enqueue, ack, enqueue, ack, enqueue: all in the batch after the gate's.
   std::vector<std::vector<std::uint64_t>> seqs(3);
-  std::vector<std::vector<bool>> fresh(3);
+  std::vector<std::vector<Enqueued>> fresh(3);
   int answered = 0;
   auto enqueue = [&](int i, std::vector<PendingItem> items) {
     worker_->SubmitEnqueue(std::move(items), [&, i](const Status& st, std::vector<std::uint64_t> s,
-                                                    std::vector<bool> f) {
+                                                    std::vector<Enqueued> f) {
       EXPECT_TRUE(st.ok()) << st.ToString();
       seqs[i] = std::move(s);
       fresh[i] = std::move(f);
@@ -440,9 +490,10 @@ TEST_F(StoreWorkerTest, InterleavedEnqueuesAndAcksOfABatchMakeOneEnqueueAndOneAc
   EXPECT_LT(seqs[1][0], seqs[1][1]);
   EXPECT_LT(seqs[1][1], seqs[2][0]);
   EXPECT_EQ(seqs[2][1], seqs[0][0]);  // the repeated key keeps its seq
-  EXPECT_EQ(fresh[0], std::vector<bool>({true}));
-  EXPECT_EQ(fresh[1], std::vector<bool>({true, true}));
-  EXPECT_EQ(fresh[2], std::vector<bool>({true, false}));
+  using E = Enqueued;
+  EXPECT_EQ(fresh[0], std::vector<E>({E::kStored}));
+  EXPECT_EQ(fresh[1], std::vector<E>({E::kStored, E::kStored}));
+  EXPECT_EQ(fresh[2], std::vector<E>({E::kStored, E::kQueued}));
   // Both acked rows are gone; bob's new row and alice's three stay.
   const std::uint64_t left_bob = Pending(bob);
   const std::uint64_t left_alice = Pending(alice);
@@ -474,7 +525,7 @@ TEST_F(StoreWorkerTest, MergedEnqueuesAreCutIntoCallsOfAtMostTheCapWithoutSplitt
     std::vector<PendingItem> items;
     for (std::size_t k = 0; k < sizes[j]; ++k) items.push_back({bob, "k" + std::to_string(key++), "p"});
     worker_->SubmitEnqueue(std::move(items), [&, j](const Status& st, std::vector<std::uint64_t> s,
-                                                    std::vector<bool>) {
+                                                    std::vector<Enqueued>) {
       EXPECT_TRUE(st.ok()) << st.ToString();
       seqs[j] = std::move(s);
       ++answered;

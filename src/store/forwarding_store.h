@@ -53,8 +53,8 @@ class ForwardingStore : public Store {
   }
   Status DeleteGroup(std::uint64_t group) override { return inner_->DeleteGroup(group); }
   Status Enqueue(const std::vector<PendingItem>& items, std::vector<std::uint64_t>* seqs,
-                 std::vector<bool>* fresh) override {
-    return inner_->Enqueue(items, seqs, fresh);
+                 std::vector<Enqueued>* how) override {
+    return inner_->Enqueue(items, seqs, how);
   }
   std::size_t MaxMergedEnqueue() const override { return inner_->MaxMergedEnqueue(); }
   Status FetchPending(std::uint64_t recipient, std::uint64_t after_seq, std::size_t limit,
@@ -80,6 +80,7 @@ class ForwardingStore : public Store {
     return inner_->AckGroup(user, group, seq);
   }
   Status TrimGroup(std::uint64_t group) override { return inner_->TrimGroup(group); }
+  Status TrimDedupeKeys(std::uint64_t now_ms) override { return inner_->TrimDedupeKeys(now_ms); }
   Status CountGroupLog(std::uint64_t group, std::uint64_t* n) override { return inner_->CountGroupLog(group, n); }
   Status AddSessionToken(const std::string& h, std::uint64_t u, std::uint64_t e, std::uint64_t n) override {
     return inner_->AddSessionToken(h, u, e, n);

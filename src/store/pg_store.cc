@@ -127,6 +127,28 @@ CREATE INDEX session_tokens_by_user ON session_tokens (user_id, expires_ms);
     {5, R"sql(
 ALTER TABLE group_log ADD COLUMN prev_seq BIGINT NOT NULL DEFAULT 0;
 )sql"},
+    // Dedupe keys outlive their rows for kDedupeRetentionMs: a pending row's
+    // when it is acknowledged, a group-log entry's when it is trimmed, so a
+    // resend after that is not stored (delivered) again. Dropped once
+    // expired (TrimDedupeKeys).
+    {6, R"sql(
+CREATE TABLE dedupe_keys (
+  recipient  BIGINT NOT NULL,
+  dedupe_key TEXT NOT NULL,
+  seq        BIGINT NOT NULL,
+  expires_ms BIGINT NOT NULL,
+  CONSTRAINT dedupe_keys_pkey PRIMARY KEY (recipient, dedupe_key)
+);
+CREATE INDEX dedupe_keys_by_expiry ON dedupe_keys (expires_ms);
+CREATE TABLE group_dedupe_keys (
+  group_id   BIGINT NOT NULL,
+  dedupe_key TEXT NOT NULL,
+  seq        BIGINT NOT NULL,
+  expires_ms BIGINT NOT NULL,
+  CONSTRAINT group_dedupe_keys_pkey PRIMARY KEY (group_id, dedupe_key)
+);
+CREATE INDEX group_dedupe_keys_by_expiry ON group_dedupe_keys (expires_ms);
+)sql"},
 };
 
 constexpr int kLatestVersion = kMigrations[std::size(kMigrations) - 1].version;
@@ -160,9 +182,12 @@ enum Sql : int {
   kDeletePending,
   kDeletePendingMany,
   kCountPending,
+  kTrimDedupeKeys,
   kAppendGroup,
   kLockGroupRowShared,
   kLockGroupRow,
+  kLockGroupRowSharedSkip,
+  kLockGroupRowSkip,
   kLockGroup,
   kGroupLogSeqByKey,
   kAckGroup,
@@ -191,6 +216,18 @@ struct Statement {
 // sequence has never been drawn from (its last_value column would then
 // claim 1).
 #define FASTCHAT_NEWEST_SEQ "COALESCE(pg_sequence_last_value(pg_get_serial_sequence('pending', 'seq')::regclass), 0)"
+
+// Takes the stream lock keys `keys` (a query of one column k) selects, in
+// ascending order: a key above the parameter `held` is waited for, one at
+// or below it only tried (see lock_recipients). One row: (every key
+// taken, the highest key or -1).
+#define FASTCHAT_STREAM_LOCK "hashtext('fastchat.pending:' || current_schema()), k::integer"
+#define FASTCHAT_TAKE_KEYS(held, keys)                                                    \
+  "SELECT COALESCE(bool_and(got), true), COALESCE(max(k), -1) FROM ("                     \
+  "  SELECT k, CASE WHEN k > " held "::bigint"                                              \
+  "    THEN (SELECT true FROM pg_advisory_xact_lock(" FASTCHAT_STREAM_LOCK "))"              \
+  "    ELSE pg_try_advisory_xact_lock(" FASTCHAT_STREAM_LOCK ") END AS got"                  \
+  "  FROM (" keys " ORDER BY k) AS o) AS l"
 
 constexpr Statement kStatements[] = {
     {"insert_user",
@@ -286,19 +323,25 @@ constexpr Statement kStatements[] = {
      ")"
      " SELECT id FROM g"},
     // $1: the lock keys of the users whose streams a write touches,
-    // ascending and distinct (see LockKeys), taken in array order so that
-    // two writers never wait on each other in a cycle.
+    // ascending and distinct (see LockKeys), taken in ascending order; $2:
+    // the highest key the transaction may hold already (-1: none). A key
+    // above $2 is waited for; a key at or below it is only tried (held
+    // already, or free now), since waiting for it while holding a higher
+    // one could close a cycle with another writer. So a transaction only
+    // ever waits for a key above every key it holds, and no two writers
+    // wait on each other in a cycle, however many lock statements a batch
+    // runs. Row: (every key taken, the highest key).
     {"lock_recipients",
-     "SELECT pg_advisory_xact_lock(hashtext('fastchat.pending:' || current_schema()), k::integer)"
-     " FROM unnest($1::bigint[]) AS u (k)"},
+     FASTCHAT_TAKE_KEYS("$2", "SELECT k FROM unnest($1::bigint[]) AS u (k)")},
     // One row per batch item, in batch order: its seq. Only the first
     // occurrence of a (recipient, dedupe_key) in the batch is inserted, in
     // batch order so seqs increase along the batch; an existing row (visible
-    // to this statement's snapshot) keeps its seq. First occurrences are
-    // found once, by one sort (row_number), not by a search of the batch
-    // per item, and an existing row is looked up only for items this
-    // statement did not insert (COALESCE evaluates its second argument only
-    // when the first is NULL).
+    // to this statement's snapshot) keeps its seq, and a key whose row was
+    // acknowledged (dedupe_keys) stores nothing and yields that row's seq.
+    // First occurrences are found once, by one sort (row_number), not by a
+    // search of the batch per item, and an existing row or kept key is
+    // looked up only for items this statement did not insert (COALESCE
+    // evaluates an argument only when the ones before it are NULL).
     {"insert_pending",
      "WITH batch AS ("
      "  SELECT b.recipient, b.dedupe_key, b.payload, b.ord,"
@@ -306,15 +349,21 @@ constexpr Statement kStatements[] = {
      "  FROM unnest($1::bigint[], $2::text[], $3::bytea[]) WITH ORDINALITY AS b (recipient, dedupe_key, payload, ord)"
      "), inserted AS ("
      "  INSERT INTO pending (recipient, dedupe_key, payload)"
-     "  SELECT recipient, dedupe_key, payload FROM batch WHERE first"
-     "  ORDER BY ord"
+     "  SELECT b.recipient, b.dedupe_key, b.payload FROM batch b WHERE b.first"
+     "    AND NOT EXISTS (SELECT 1 FROM dedupe_keys k WHERE k.recipient = b.recipient AND k.dedupe_key = b.dedupe_key)"
+     "  ORDER BY b.ord"
      "  ON CONFLICT (recipient, dedupe_key) DO NOTHING"
      "  RETURNING seq, recipient, dedupe_key"
      ")"
-     // fresh: this call stored it, and this is the key's first occurrence in the batch.
+     // stored: this call stored it, and this is the key's first occurrence
+     // in the batch; delivered: not stored and no row queued (so its key was kept).
      " SELECT COALESCE(i.seq, (SELECT p.seq FROM pending p"
-     "                         WHERE p.recipient = b.recipient AND p.dedupe_key = b.dedupe_key)),"
-     "        i.seq IS NOT NULL AND b.first"
+     "                         WHERE p.recipient = b.recipient AND p.dedupe_key = b.dedupe_key),"
+     "                        (SELECT k.seq FROM dedupe_keys k"
+     "                         WHERE k.recipient = b.recipient AND k.dedupe_key = b.dedupe_key)),"
+     "        i.seq IS NOT NULL AND b.first,"
+     "        i.seq IS NULL AND NOT EXISTS (SELECT 1 FROM pending p"
+     "                                      WHERE p.recipient = b.recipient AND p.dedupe_key = b.dedupe_key)"
      " FROM batch b"
      " LEFT JOIN inserted i ON i.recipient = b.recipient AND i.dedupe_key = b.dedupe_key"
      " ORDER BY b.ord"},
@@ -330,13 +379,26 @@ constexpr Statement kStatements[] = {
      "  AND (c.until_seq IS NULL OR l.seq <= c.until_seq)"
      " WHERE c.user_id = $1::bigint AND l.sender <> $1::bigint"
      " ORDER BY seq LIMIT $3::bigint"},
+    // Both keep each deleted row's dedupe key until $3 (dedupe_keys).
     {"delete_pending",
-     "DELETE FROM pending WHERE recipient = $1::bigint AND seq = ANY ($2::bigint[])"},
+     "WITH d AS ("
+     "  DELETE FROM pending WHERE recipient = $1::bigint AND seq = ANY ($2::bigint[])"
+     "  RETURNING recipient, dedupe_key, seq"
+     ")"
+     " INSERT INTO dedupe_keys (recipient, dedupe_key, seq, expires_ms) SELECT recipient, dedupe_key, seq, $3::bigint"
+     " FROM d ON CONFLICT (recipient, dedupe_key) DO NOTHING"},
     {"delete_pending_many",
-     "DELETE FROM pending p USING unnest($1::bigint[], $2::bigint[]) AS a (recipient, seq)"
-     " WHERE p.recipient = a.recipient AND p.seq = a.seq"},
+     "WITH d AS ("
+     "  DELETE FROM pending p USING unnest($1::bigint[], $2::bigint[]) AS a (recipient, seq)"
+     "  WHERE p.recipient = a.recipient AND p.seq = a.seq RETURNING p.recipient, p.dedupe_key, p.seq"
+     ")"
+     " INSERT INTO dedupe_keys (recipient, dedupe_key, seq, expires_ms) SELECT recipient, dedupe_key, seq, $3::bigint"
+     " FROM d ON CONFLICT (recipient, dedupe_key) DO NOTHING"},
     {"count_pending",
      "SELECT count(*) FROM pending WHERE recipient = $1::bigint"},
+    {"trim_dedupe_keys",
+     "WITH d AS (DELETE FROM dedupe_keys WHERE expires_ms <= $1::bigint)"
+     " DELETE FROM group_dedupe_keys WHERE expires_ms <= $1::bigint"},
     // $1 group, $2 sender, $3 dedupe key, $4 payload. One row: (seq, fresh,
     // readers, group exists, sender may send, prev_seq).
     // A new entry is stored only if the group exists and the sender (0: a
@@ -347,7 +409,7 @@ constexpr Statement kStatements[] = {
     // snapshot from before the insert). The entry records prev_seq, the
     // log's newest entry before it: appends to one group hold its members'
     // stream locks (lock_group) before this statement's snapshot and seq are
-    // taken, so the newest entry committed is the one just before. A key already in the log yields its
+    // taken, so the newest entry committed is the one just before. A key already in the log (or kept after its entry was trimmed) yields its
     // seq with fresh = false; a refused new entry a NULL seq; no row at all
     // if it was inserted by a transaction that committed after this
     // statement's snapshot was taken (then ask group_log_seq_by_key).
@@ -361,22 +423,26 @@ constexpr Statement kStatements[] = {
      "), ins AS ("
      "  INSERT INTO group_log (group_id, sender, dedupe_key, payload, prev_seq)"
      "  SELECT $1::bigint, $2::bigint, $3::text, $4::bytea, prev.p FROM ok, prev WHERE grp AND mem"
+     "    AND NOT EXISTS (SELECT 1 FROM group_dedupe_keys WHERE group_id = $1::bigint AND dedupe_key = $3::text)"
      "  ON CONFLICT (group_id, dedupe_key) DO NOTHING RETURNING seq, prev_seq"
      "), adv AS ("
      "  UPDATE group_cursors c SET acked_seq = i.seq FROM ins i"
      "  WHERE c.group_id = $1::bigint AND c.user_id = $2::bigint AND c.until_seq IS NULL"
      "    AND c.acked_seq >= i.prev_seq"
+     "), known AS ("  // the key's entry, or its trimmed entry's kept key
+     "  SELECT seq, prev_seq FROM group_log WHERE group_id = $1::bigint AND dedupe_key = $3::text"
+     "  UNION ALL SELECT seq, 0::bigint FROM group_dedupe_keys WHERE group_id = $1::bigint AND dedupe_key = $3::text"
      "), readers AS ("
      "  SELECT COALESCE(string_agg(user_id::text, ','), '') AS ids FROM group_cursors"
      "  WHERE group_id = $1::bigint AND until_seq IS NULL AND user_id <> $2::bigint"
      ")"
      " SELECT seq, true, (SELECT ids FROM readers), true, true, prev_seq FROM ins"
      " UNION ALL"
-     " SELECT seq, false, (SELECT ids FROM readers), true, true, prev_seq FROM group_log"
-     " WHERE group_id = $1::bigint AND dedupe_key = $3::text AND NOT EXISTS (SELECT 1 FROM ins)"
+     " SELECT seq, false, (SELECT ids FROM readers), true, true, prev_seq FROM known"
+     " WHERE NOT EXISTS (SELECT 1 FROM ins)"
      " UNION ALL"
      " SELECT NULL::bigint, false, '', grp, mem, 0::bigint FROM ok WHERE NOT (grp AND mem)"
-     "  AND NOT EXISTS (SELECT 1 FROM group_log WHERE group_id = $1::bigint AND dedupe_key = $3::text)"},
+     "  AND NOT EXISTS (SELECT 1 FROM known)"},
     // Taken before lock_group, in a statement of its own: a member's
     // message shares the group's row with other messages, and waits for
     // (and holds off) changes of its members (add_member, remove_member and
@@ -389,15 +455,24 @@ constexpr Statement kStatements[] = {
      "SELECT 1 FROM chat_groups WHERE id = $1::bigint FOR SHARE"},
     {"lock_group_row",
      "SELECT 1 FROM chat_groups WHERE id = $1::bigint FOR NO KEY UPDATE"},
+    // The same without waiting, for a transaction that holds stream locks
+    // already (a later write of a batch): no row if another transaction
+    // holds the row (or there is no such group).
+    {"lock_group_row_shared_skip",
+     "SELECT 1 FROM chat_groups WHERE id = $1::bigint FOR SHARE SKIP LOCKED"},
+    {"lock_group_row_skip",
+     "SELECT 1 FROM chat_groups WHERE id = $1::bigint FOR NO KEY UPDATE SKIP LOCKED"},
     // Locks the streams of every current member of group $1 and of the
-    // users in $2 (lock keys, ascending), in ascending key order.
+    // users in $2 (lock keys, ascending), in ascending key order, as
+    // lock_recipients does ($3: the highest key held already, -1: none).
+    // Row: (every key taken, the highest key).
     {"lock_group",
-     "SELECT pg_advisory_xact_lock(hashtext('fastchat.pending:' || current_schema()), k::integer)"
-     " FROM (SELECT k FROM (SELECT user_id % 2147483647 AS k FROM group_cursors"
-     "                      WHERE group_id = $1::bigint AND until_seq IS NULL"
-     "                      UNION SELECT unnest($2::bigint[])) AS u ORDER BY k) AS o"},
+     FASTCHAT_TAKE_KEYS("$3", "SELECT k FROM (SELECT user_id % 2147483647 AS k FROM group_cursors"
+                              "                 WHERE group_id = $1::bigint AND until_seq IS NULL"
+                              "                 UNION SELECT unnest($2::bigint[])) AS u")},
     {"group_log_seq_by_key",
-     "SELECT seq FROM group_log WHERE group_id = $1::bigint AND dedupe_key = $2::text"},
+     "SELECT seq FROM group_log WHERE group_id = $1::bigint AND dedupe_key = $2::text"
+     " UNION ALL SELECT seq FROM group_dedupe_keys WHERE group_id = $1::bigint AND dedupe_key = $2::text"},
     // $1 group, $2 user, $3 seq: cumulative, never moves back.
     {"ack_group",
      "UPDATE group_cursors SET acked_seq = GREATEST(acked_seq, $3::bigint)"
@@ -405,10 +480,16 @@ constexpr Statement kStatements[] = {
     // Removed members' cursors that have collected all they were owed.
     {"trim_cursors",
      "DELETE FROM group_cursors WHERE group_id = $1::bigint AND until_seq IS NOT NULL AND acked_seq >= until_seq"},
-    // Entries every remaining cursor has passed (none while no cursor is left).
+    // Entries every remaining cursor has passed (none while no cursor is
+    // left); their dedupe keys are kept until $2 (group_dedupe_keys).
     {"trim_log",
-     "DELETE FROM group_log WHERE group_id = $1::bigint"
-     " AND seq <= (SELECT min(acked_seq) FROM group_cursors WHERE group_id = $1::bigint)"},
+     "WITH d AS ("
+     "  DELETE FROM group_log WHERE group_id = $1::bigint"
+     "  AND seq <= (SELECT min(acked_seq) FROM group_cursors WHERE group_id = $1::bigint)"
+     "  RETURNING group_id, dedupe_key, seq"
+     ")"
+     " INSERT INTO group_dedupe_keys (group_id, dedupe_key, seq, expires_ms)"
+     " SELECT group_id, dedupe_key, seq, $2::bigint FROM d ON CONFLICT (group_id, dedupe_key) DO NOTHING"},
     {"count_group_log",
      "SELECT count(*) FROM group_log WHERE group_id = $1::bigint"},
     // (group, head) for each group $1 has a cursor in: the newest entry of
@@ -441,6 +522,8 @@ constexpr Statement kStatements[] = {
 static_assert(std::size(kStatements) == kNumSql, "kStatements must match Sql");
 
 #undef FASTCHAT_NEWEST_SEQ
+#undef FASTCHAT_TAKE_KEYS
+#undef FASTCHAT_STREAM_LOCK
 
 // Type OIDs of array elements (fixed in PostgreSQL's catalog, pg_type.dat).
 constexpr std::uint32_t kByteaOid = 17;
@@ -594,6 +677,11 @@ bool Equals(const char* a, const char* b) { return a != nullptr && std::string(a
 
 void IgnoreNotice(void* /*arg*/, const char* /*message*/) {}
 
+Status LockOrder(const char* context) {
+  return Status(Code::kLockOrder, std::string(context) +
+                                      ": a stream lock below one this batch holds is taken by another writer");
+}
+
 }  // namespace
 
 // ---- one connection
@@ -680,6 +768,7 @@ class PgStore::Conn {
   struct Step {
     Sql sql;
     const Params* params;
+    Result* out = nullptr;  // this step's result, if wanted (besides `last`)
   };
 
   // Sends `steps` as one pipeline closed by a single Sync: one network
@@ -714,7 +803,8 @@ class PgStore::Conn {
       if (PQresultStatus(res) == PGRES_PIPELINE_ABORTED) {
         PQclear(res);
       } else {
-        Status s = Check(res, context, i + 1 == steps.size() ? last : nullptr);
+        Result* out = steps[i].out != nullptr ? steps[i].out : i + 1 == steps.size() ? last : nullptr;
+        Status s = Check(res, context, out);
         if (status.ok()) status = s;
       }
       if (PQstatus(pg_) != CONNECTION_OK) return Broken(context);
@@ -884,7 +974,17 @@ namespace {
 // The batch this thread has open, if any (a batch belongs to its thread).
 thread_local const PgStore* tl_batch_store = nullptr;
 thread_local PgStore::Conn* tl_batch_conn = nullptr;
+// The highest stream lock key the open batch's transaction may hold (-1:
+// none yet). Only ever raised during a batch: a unit rolled back may have
+// released some, which only makes later lock statements try more keys.
+thread_local std::int64_t tl_batch_max_key = -1;
 }  // namespace
+
+std::int64_t PgStore::HeldKeyMax() const { return tl_batch_store == this ? tl_batch_max_key : -1; }
+
+void PgStore::NoteKeysHeld(std::int64_t max_key) {
+  if (tl_batch_store == this) tl_batch_max_key = std::max(tl_batch_max_key, max_key);
+}
 
 template <typename Body>
 Status PgStore::WithConn(Body&& body) {
@@ -1166,18 +1266,37 @@ Status PgStore::DeleteGroup(std::uint64_t group) {
 // so enqueues to one recipient commit one after another in seq order, and
 // insert_pending's snapshot (taken after the locks) sees every earlier
 // enqueue to its recipients, so an existing (recipient, dedupe_key) always
-// yields its seq.
+// yields its seq. In a batch whose transaction holds a lock key at or above
+// one of these already, the locks are taken first, in a round trip of their
+// own, without waiting for those keys (see lock_recipients): if one is
+// held by another transaction, nothing is written and the call is
+// kLockOrder.
 Status PgStore::Enqueue(const std::vector<PendingItem>& items, std::vector<std::uint64_t>* seqs,
-                        std::vector<bool>* fresh) {
+                        std::vector<Enqueued>* how) {
   seqs->clear();
-  if (fresh) fresh->clear();
+  if (how) how->clear();
   if (items.empty()) return Status::OK();
 
   std::vector<std::uint64_t> recipient_ids;
   recipient_ids.reserve(items.size());
   for (const PendingItem& item : items) recipient_ids.push_back(item.recipient);
+  std::uint64_t min_key = kLockKeyModulus;
+  std::uint64_t max_key = 0;
+  for (std::uint64_t id : recipient_ids) {
+    min_key = std::min(min_key, id % kLockKeyModulus);
+    max_key = std::max(max_key, id % kLockKeyModulus);
+  }
+  const std::int64_t held = HeldKeyMax();
   Params lock;
   lock.Owned(LockKeys(recipient_ids));
+  lock.Id(static_cast<std::uint64_t>(held));  // -1 goes out as -1
+  if (held >= 0 && static_cast<std::int64_t>(min_key) <= held) {
+    Result locked;
+    Status s = WithConn([&](Conn& c) { return c.Exec(kLockRecipients, lock, "Enqueue: locks", &locked); });
+    if (!s.ok()) return s;
+    NoteKeysHeld(static_cast<std::int64_t>(max_key));
+    if (!locked.Bool(0, 0)) return LockOrder("Enqueue");
+  }
 
   ArrayBuilder recipients(kInt8Oid, items.size());
   ArrayBuilder dedupe_keys(kTextOid, items.size());
@@ -1197,19 +1316,20 @@ Status PgStore::Enqueue(const std::vector<PendingItem>& items, std::vector<std::
     return c.ExecPipelined({{kLockRecipients, &lock}, {kInsertPending, &insert}}, "Enqueue", &r);
   });
   if (!s.ok()) return s;
+  NoteKeysHeld(static_cast<std::int64_t>(max_key));
   if (r.rows() != static_cast<int>(items.size())) {
     return Status(Code::kIOError, "Enqueue: expected " + std::to_string(items.size()) + " seqs, got " +
                                       std::to_string(r.rows()));
   }
   std::vector<std::uint64_t> result(items.size());
-  std::vector<bool> stored(items.size());
+  std::vector<Enqueued> done(items.size());
   for (int i = 0; i < r.rows(); ++i) {
     if (r.IsNull(i, 0)) return Status(Code::kIOError, "Enqueue: no seq for item " + std::to_string(i));
     result[i] = r.Id(i, 0);
-    stored[i] = r.Bool(i, 1);
+    done[i] = r.Bool(i, 1) ? Enqueued::kStored : r.Bool(i, 2) ? Enqueued::kDelivered : Enqueued::kQueued;
   }
   seqs->swap(result);
-  if (fresh) fresh->swap(stored);
+  if (how) how->swap(done);
   return Status::OK();
 }
 
@@ -1247,6 +1367,7 @@ Status PgStore::Ack(std::uint64_t recipient, const std::vector<std::uint64_t>& s
   Params p;
   p.Id(recipient);
   p.Owned(seq_array.Finish());
+  p.Id(DedupeKeyExpiryMs());
   return WithConn([&](Conn& c) { return c.Exec(kDeletePending, p, "Ack", nullptr); });
 }
 
@@ -1261,6 +1382,7 @@ Status PgStore::AckMany(const std::vector<std::pair<std::uint64_t, std::uint64_t
   Params p;
   p.Owned(recipients.Finish());
   p.Owned(seqs.Finish());
+  p.Id(DedupeKeyExpiryMs());
   return WithConn([&](Conn& c) { return c.Exec(kDeletePendingMany, p, "AckMany", nullptr); });
 }
 
@@ -1356,8 +1478,12 @@ Status PgStore::SetPassword(std::uint64_t user, const std::string& password_hash
 
 // ---- group logs
 
-// One round trip: lock_recipients and append_group, pipelined into one
-// implicit transaction, as in Enqueue. The locks cover the members (whose
+// One round trip: the group's row lock, lock_group and append_group,
+// pipelined into one implicit transaction, as in Enqueue. In a batch whose
+// transaction holds stream locks already, the row and stream locks are
+// taken first, in a round trip of their own, without waiting for the row
+// or for a key at or below one held (see lock_recipients): if another
+// transaction holds one, nothing is written and the call is kLockOrder. The locks cover the members (whose
 // streams get the entry) and the sender (whose cursor append_group may move
 // past every earlier entry: any earlier entry by another member, which
 // holds the sender's lock until it commits, is then visible). So a
@@ -1372,11 +1498,13 @@ Status PgStore::AppendGroup(std::uint64_t group, std::uint64_t sender, const std
   if (prev_seq != nullptr) *prev_seq = 0;
   std::vector<std::uint64_t> users = members;
   users.push_back(sender);
+  const std::int64_t held = HeldKeyMax();
   Params row;
   row.Id(group);
   Params lock;
   lock.Id(group);
   lock.Owned(LockKeys(users));
+  lock.Id(static_cast<std::uint64_t>(held));  // -1 goes out as -1
   Params append;
   append.Id(group);
   append.Id(sender);
@@ -1384,9 +1512,24 @@ Status PgStore::AppendGroup(std::uint64_t group, std::uint64_t sender, const std
   append.Bytes(payload);
   return WithConn([&](Conn& c) -> Status {
     Result r;
-    const Sql row_lock = sender == 0 ? kLockGroupRow : kLockGroupRowShared;
-    Status s = c.ExecPipelined({{row_lock, &row}, {kLockGroup, &lock}, {kAppendGroup, &append}}, "AppendGroup", &r);
-    if (!s.ok()) return s;
+    Result row_locked;
+    Result locked;
+    Status s;
+    if (held < 0) {
+      const Sql row_lock = sender == 0 ? kLockGroupRow : kLockGroupRowShared;
+      s = c.ExecPipelined({{row_lock, &row}, {kLockGroup, &lock, &locked}, {kAppendGroup, &append}}, "AppendGroup",
+                          &r);
+      if (!s.ok()) return s;
+      NoteKeysHeld(locked.Int(0, 1));
+    } else {
+      const Sql row_lock = sender == 0 ? kLockGroupRowSkip : kLockGroupRowSharedSkip;
+      s = c.ExecPipelined({{row_lock, &row, &row_locked}, {kLockGroup, &lock}}, "AppendGroup: locks", &locked);
+      if (!s.ok()) return s;
+      NoteKeysHeld(locked.Int(0, 1));
+      if (row_locked.rows() == 0 || !locked.Bool(0, 0)) return LockOrder("AppendGroup");
+      s = c.Exec(kAppendGroup, append, "AppendGroup", &r);
+      if (!s.ok()) return s;
+    }
     if (r.rows() == 1 && r.IsNull(0, 0)) {
       if (!r.Bool(0, 3)) return Status(Code::kNoSuchGroup, "AppendGroup: no such group");
       return Status(Code::kNotMember, "AppendGroup: the sender is not a member");
@@ -1450,9 +1593,18 @@ Status PgStore::AckGroup(std::uint64_t user, std::uint64_t group, std::uint64_t 
 Status PgStore::TrimGroup(std::uint64_t group) {
   Params p;
   p.Id(group);
+  Params log;
+  log.Id(group);
+  log.Id(DedupeKeyExpiryMs());
   return WithConn([&](Conn& c) {
-    return c.ExecPipelined({{kTrimCursors, &p}, {kTrimLog, &p}}, "TrimGroup", nullptr);
+    return c.ExecPipelined({{kTrimCursors, &p}, {kTrimLog, &log}}, "TrimGroup", nullptr);
   });
+}
+
+Status PgStore::TrimDedupeKeys(std::uint64_t now_ms) {
+  Params p;
+  p.Id(now_ms);
+  return WithConn([&](Conn& c) { return c.Exec(kTrimDedupeKeys, p, "TrimDedupeKeys", nullptr); });
 }
 
 Status PgStore::CountGroupLog(std::uint64_t group, std::uint64_t* n) {
@@ -1481,6 +1633,7 @@ Status PgStore::BeginBatch() {
   }
   tl_batch_store = this;
   tl_batch_conn = conn;
+  tl_batch_max_key = -1;
   return Status::OK();
 }
 

@@ -56,7 +56,12 @@
 //    recipient's seqs (own rows and entries of the logs it reads, as long as
 //    the caller names it among `members`) become visible in increasing order
 //    even with several writers, so "fetch after the last seq seen" never
-//    skips a row. (Advisory keys used: the two-int4 pairs
+//    skips a row. Inside a batch (one transaction of many calls) a call
+//    only waits for lock keys above every key the batch holds: one whose
+//    keys (or group row) are at or below one held only tries them, and if
+//    another transaction holds one it writes nothing and returns
+//    kLockOrder (run it first in a new batch), so two servers' batches
+//    never wait on each other in a cycle. (Advisory keys used: the two-int4 pairs
 //    (hashtext('fastchat.migrate'), hashtext(schema)) and
 //    (hashtext('fastchat.pending:' || schema), user id mod 2^31-1).)
 //  - A group's row in chat_groups serialises its log with its membership:
@@ -120,7 +125,7 @@ class PgStore final : public Store {
   Status DeleteGroup(std::uint64_t group) override;
 
   Status Enqueue(const std::vector<PendingItem>& items, std::vector<std::uint64_t>* seqs,
-                 std::vector<bool>* fresh) override;
+                 std::vector<Enqueued>* how) override;
   Status FetchPending(std::uint64_t recipient, std::uint64_t after_seq, std::size_t limit,
                       std::vector<PendingRow>* rows) override;
   Status Ack(std::uint64_t recipient, const std::vector<std::uint64_t>& seqs) override;
@@ -139,6 +144,7 @@ class PgStore final : public Store {
   Status GroupHeads(std::uint64_t user, std::vector<std::pair<std::uint64_t, std::uint64_t>>* heads) override;
   Status AckGroup(std::uint64_t user, std::uint64_t group, std::uint64_t seq) override;
   Status TrimGroup(std::uint64_t group) override;
+  Status TrimDedupeKeys(std::uint64_t now_ms) override;
   Status CountGroupLog(std::uint64_t group, std::uint64_t* n) override;
   Status AckMany(const std::vector<std::pair<std::uint64_t, std::uint64_t>>& recipient_seqs) override;
 
@@ -161,6 +167,11 @@ class PgStore final : public Store {
  private:
 
   PgStore(std::string conninfo, int pool_size);
+
+  // The highest stream lock key this thread's open batch may hold, -1 if
+  // none (or no batch is open); NoteKeysHeld raises it.
+  std::int64_t HeldKeyMax() const;
+  void NoteKeysHeld(std::int64_t max_key);
 
   // Brings the schema in `conn`'s current schema up to date.
   static Status Migrate(Conn* conn);

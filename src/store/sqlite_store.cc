@@ -2,6 +2,7 @@
 
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <iterator>
 #include <limits>
@@ -136,6 +137,30 @@ CREATE INDEX pending_by_recipient ON pending (recipient, seq);
     {6, R"sql(
 ALTER TABLE group_log ADD COLUMN prev_seq INTEGER NOT NULL DEFAULT 0;
 )sql"},
+    // Dedupe keys outlive their rows for kDedupeRetentionMs, so a resend
+    // after that is not stored (delivered) again: a pending row's from its
+    // acknowledgement, appended to acked_keys in acknowledgement order with
+    // no index but the rowid (found through SqliteStore::acked_, an index in
+    // memory rebuilt at open; acked_keys.h says why); a group-log entry's
+    // from its trimming, in group_dedupe_keys (one row per group message,
+    // not per recipient). Dropped once expired (TrimDedupeKeys).
+    {7, R"sql(
+CREATE TABLE acked_keys (
+  id         INTEGER PRIMARY KEY,
+  recipient  INTEGER NOT NULL,
+  dedupe_key TEXT NOT NULL,
+  seq        INTEGER NOT NULL,
+  expires_ms INTEGER NOT NULL
+);
+CREATE TABLE group_dedupe_keys (
+  group_id   INTEGER NOT NULL,
+  dedupe_key TEXT NOT NULL,
+  seq        INTEGER NOT NULL,
+  expires_ms INTEGER NOT NULL,
+  PRIMARY KEY (group_id, dedupe_key)
+) WITHOUT ROWID;
+CREATE INDEX group_dedupe_keys_by_expiry ON group_dedupe_keys (expires_ms);
+)sql"},
 };
 
 constexpr int kLatestVersion = kMigrations[std::size(kMigrations) - 1].version;
@@ -192,11 +217,13 @@ constexpr const char* kSql[] = {
     "DELETE FROM group_members WHERE group_id = ?1",
     // kDeleteGroup
     "DELETE FROM chat_groups WHERE id = ?1",
-    // kInsertPending
+    // kInsertPending (the caller looked for the key in acked_keys first)
     "INSERT INTO pending (recipient, dedupe_key, payload, seq) VALUES (?1, ?2, ?3, ?4)"
     " ON CONFLICT (recipient, dedupe_key) DO NOTHING RETURNING seq",
     // kPendingSeqByKey
     "SELECT seq FROM pending WHERE recipient = ?1 AND dedupe_key = ?2",
+    // kAckedKeySeq: the seq of acknowledged row ?1 if it holds this key
+    "SELECT seq FROM acked_keys WHERE id = ?1 AND recipient = ?2 AND dedupe_key = ?3",
     // kFetchPending: own rows merged with the logs of the recipient's groups
     "SELECT seq, payload, 0, 0 FROM pending WHERE recipient = ?1 AND seq > ?2"
     " UNION ALL"
@@ -205,16 +232,35 @@ constexpr const char* kSql[] = {
     "  AND (c.until_seq IS NULL OR l.seq <= c.until_seq)"
     " WHERE c.user_id = ?1 AND l.sender != ?1"
     " ORDER BY 1 LIMIT ?3",
-    // kDeletePending
-    "DELETE FROM pending WHERE recipient = ?1 AND seq = ?2",
+    // kKeepKeys, kDeletePending: ?1 is a JSON array of [recipient, seq]
+    // pairs, the rows to acknowledge (one statement each for a whole
+    // acknowledgement, not one per row). The first keeps each row's key in
+    // acked_keys, the pair at index i as row ?2 + i (ids only grow:
+    // acknowledgement order), until ?3; the second deletes the rows.
+    "INSERT INTO acked_keys (id, recipient, dedupe_key, seq, expires_ms)"
+    " SELECT ?2 + a.key, p.recipient, p.dedupe_key, p.seq, ?3 FROM json_each(?1) a"
+    " JOIN pending p ON p.seq = a.value ->> 1 AND p.recipient = a.value ->> 0",
+    "DELETE FROM pending WHERE seq IN (SELECT p.seq FROM json_each(?1) a"
+    " JOIN pending p ON p.seq = a.value ->> 1 AND p.recipient = a.value ->> 0)",
+    // kAckedKeys: those from id ?1 on, for the index in memory
+    "SELECT id, recipient, dedupe_key, expires_ms FROM acked_keys WHERE id >= ?1 ORDER BY id",
+    // kLastAckedKey
+    "SELECT COALESCE(MAX(id), 0) FROM acked_keys",
+    // kTrimAckedKeys: those of rowids ?1..?2 expired at ?3
+    "DELETE FROM acked_keys WHERE id BETWEEN ?1 AND ?2 AND expires_ms <= ?3",
+    // kDataVersion: changes when another connection commits
+    "PRAGMA data_version",
     // kCountPending
     "SELECT COUNT(*) FROM pending WHERE recipient = ?1",
-    // kInsertGroupLog: prev_seq is the group's newest entry before it
-    "INSERT INTO group_log (seq, group_id, sender, dedupe_key, payload, prev_seq) VALUES (?1, ?2, ?3, ?4, ?5,"
-    " (SELECT COALESCE(MAX(seq), 0) FROM group_log WHERE group_id = ?2))"
+    // kInsertGroupLog: prev_seq is the group's newest entry before it; not
+    // if the key's entry was trimmed (group_dedupe_keys)
+    "INSERT INTO group_log (seq, group_id, sender, dedupe_key, payload, prev_seq) SELECT ?1, ?2, ?3, ?4, ?5,"
+    " (SELECT COALESCE(MAX(seq), 0) FROM group_log WHERE group_id = ?2)"
+    " WHERE NOT EXISTS (SELECT 1 FROM group_dedupe_keys WHERE group_id = ?2 AND dedupe_key = ?4)"
     " ON CONFLICT (group_id, dedupe_key) DO NOTHING RETURNING seq, prev_seq",
-    // kGroupLogSeqByKey
-    "SELECT seq FROM group_log WHERE group_id = ?1 AND dedupe_key = ?2",
+    // kGroupLogSeqByKey: the entry's seq, or the trimmed entry's
+    "SELECT seq FROM group_log WHERE group_id = ?1 AND dedupe_key = ?2"
+    " UNION ALL SELECT seq FROM group_dedupe_keys WHERE group_id = ?1 AND dedupe_key = ?2",
     // kAdvanceSenderCursor: past its own message ?3 if it had acked everything
     // before (up to ?4, the entry before it)
     "UPDATE group_cursors SET acked_seq = ?3 WHERE group_id = ?1 AND user_id = ?2 AND until_seq IS NULL"
@@ -228,9 +274,16 @@ constexpr const char* kSql[] = {
     "UPDATE group_cursors SET acked_seq = max(acked_seq, ?3) WHERE group_id = ?1 AND user_id = ?2",
     // kTrimCursors
     "DELETE FROM group_cursors WHERE group_id = ?1 AND until_seq IS NOT NULL AND acked_seq >= until_seq",
+    // kKeepGroupKeys: the keys of the entries kTrimLog deletes, until ?2
+    "INSERT INTO group_dedupe_keys (group_id, dedupe_key, seq, expires_ms)"
+    " SELECT group_id, dedupe_key, seq, ?2 FROM group_log WHERE group_id = ?1"
+    " AND seq <= (SELECT MIN(acked_seq) FROM group_cursors WHERE group_id = ?1)"
+    " ON CONFLICT (group_id, dedupe_key) DO NOTHING",
     // kTrimLog
     "DELETE FROM group_log WHERE group_id = ?1"
     " AND seq <= (SELECT MIN(acked_seq) FROM group_cursors WHERE group_id = ?1)",
+    // kTrimGroupDedupeKeys
+    "DELETE FROM group_dedupe_keys WHERE expires_ms <= ?1",
     // kDeleteCursorsOf, kDeleteLogOf
     "DELETE FROM group_cursors WHERE group_id = ?1",
     "DELETE FROM group_log WHERE group_id = ?1",
@@ -442,10 +495,57 @@ Status SqliteStore::Init(bool exclusive) {
       return IOError(kSql[i]);
     }
   }
+  exclusive_ = exclusive;
+  if (Status ls = LoadAckedKeys(); !ls.ok()) return ls;
   Statement st(stmts_[kLastSeq]);
   if (st.Step() != SQLITE_ROW) return IOError("last seq");
   next_seq_ = st.ColumnId(0);
   reserved_seq_ = next_seq_;
+  return Status::OK();
+}
+
+Status SqliteStore::DataVersion(std::uint64_t* v) {
+  Statement st(stmts_[kDataVersion]);
+  if (st.Step() != SQLITE_ROW) return IOError("data_version");
+  *v = st.ColumnId(0);
+  return Status::OK();
+}
+
+Status SqliteStore::LoadAckedKeys() {
+  acked_.Clear();
+  if (Status s = DataVersion(&data_version_); !s.ok()) return s;
+  {
+    Statement st(stmts_[kLastAckedKey]);
+    if (st.Step() != SQLITE_ROW) return IOError("last acked key");
+    next_acked_id_ = std::max(next_acked_id_, st.ColumnId(0));
+  }
+  return IndexAckedKeys(0);
+}
+
+Status SqliteStore::SyncAckedKeys() {
+  if (exclusive_) return Status::OK();  // no other connection writes
+  std::uint64_t v = 0;
+  if (Status s = DataVersion(&v); !s.ok()) return s;
+  if (v == data_version_) return Status::OK();
+  return LoadAckedKeys();
+}
+
+Status SqliteStore::FindAckedKey(const PendingItem& item, std::uint64_t* seq, bool* found) {
+  *found = false;
+  candidates_.clear();
+  acked_.Candidates(AckedKeys::Hash(item.recipient, item.dedupe_key), &candidates_);
+  for (std::uint64_t rowid : candidates_) {
+    Statement st(stmts_[kAckedKeySeq]);
+    st.BindId(1, rowid);
+    st.BindId(2, item.recipient);
+    st.BindText(3, item.dedupe_key);
+    const int rc = st.Step();
+    if (rc == SQLITE_DONE) continue;  // another key's row (or none)
+    if (rc != SQLITE_ROW) return IOError("Enqueue: acknowledged key");
+    *seq = st.ColumnId(0);
+    *found = true;
+    return Status::OK();
+  }
   return Status::OK();
 }
 
@@ -915,7 +1015,13 @@ Status SqliteStore::ReserveSeq() {
   return Status::OK();
 }
 
-Status SqliteStore::EnqueueOne(const PendingItem& item, std::uint64_t* seq, bool* fresh) {
+Status SqliteStore::EnqueueOne(const PendingItem& item, std::uint64_t* seq, Enqueued* how) {
+  bool acked = false;
+  if (Status as = FindAckedKey(item, seq, &acked); !as.ok()) return as;
+  if (acked) {
+    *how = Enqueued::kDelivered;
+    return Status::OK();
+  }
   if (Status rs = ReserveSeq(); !rs.ok()) return rs;
   {
     Statement st(stmts_[kInsertPending]);
@@ -933,7 +1039,7 @@ Status SqliteStore::EnqueueOne(const PendingItem& item, std::uint64_t* seq, bool
     }
     if (rc == SQLITE_CONSTRAINT_FOREIGNKEY) return NoSuchUser("Enqueue");
     if (rc != SQLITE_DONE) return IOError("Enqueue");
-    *fresh = inserted;
+    *how = Enqueued::kStored;
     if (inserted) return Status::OK();
   }
   // Already queued under this (recipient, dedupe_key): report its seq.
@@ -942,28 +1048,28 @@ Status SqliteStore::EnqueueOne(const PendingItem& item, std::uint64_t* seq, bool
   st.BindText(2, item.dedupe_key);
   if (st.Step() != SQLITE_ROW) return IOError("Enqueue: existing seq");
   *seq = st.ColumnId(0);
+  *how = Enqueued::kQueued;
   return Status::OK();
 }
 
 Status SqliteStore::Enqueue(const std::vector<PendingItem>& items, std::vector<std::uint64_t>* seqs,
-                            std::vector<bool>* fresh) {
+                            std::vector<Enqueued>* how) {
   seqs->clear();
-  if (fresh) fresh->clear();
+  if (how) how->clear();
   if (items.empty()) return Status::OK();
   std::vector<std::uint64_t> result(items.size());
-  std::vector<bool> stored(items.size());
+  std::vector<Enqueued> done(items.size());
   Status s = InTransaction([&]() -> Status {
+    if (Status ss = SyncAckedKeys(); !ss.ok()) return ss;
     for (std::size_t i = 0; i < items.size(); ++i) {
-      bool f = false;
-      Status es = EnqueueOne(items[i], &result[i], &f);
+      Status es = EnqueueOne(items[i], &result[i], &done[i]);
       if (!es.ok()) return es;
-      stored[i] = f;
     }
     return Status::OK();
   });
   if (s.ok()) {
     seqs->swap(result);
-    if (fresh) fresh->swap(stored);
+    if (how) how->swap(done);
   }
   return s;
 }
@@ -994,31 +1100,61 @@ Status SqliteStore::FetchPending(std::uint64_t recipient, std::uint64_t after_se
   return Status::OK();
 }
 
+Status SqliteStore::AckRows(const std::vector<std::pair<std::uint64_t, std::uint64_t>>& recipient_seqs,
+                            const char* context) {
+  std::string pairs = "[";
+  for (const auto& [recipient, seq] : recipient_seqs) {
+    if (pairs.size() > 1) pairs += ',';
+    // Ids above INT64_MAX match no row, as BindId has them.
+    pairs += '[' + std::to_string(static_cast<sqlite3_int64>(recipient)) + ',' +
+             std::to_string(static_cast<sqlite3_int64>(seq)) + ']';
+  }
+  pairs += ']';
+  const std::uint64_t expires_ms = DedupeKeyExpiryMs();
+  return InTransaction([&]() -> Status {
+    if (Status ss = SyncAckedKeys(); !ss.ok()) return ss;
+    const std::uint64_t first_id = next_acked_id_ + 1;
+    {
+      Statement st(stmts_[kKeepKeys]);
+      st.BindText(1, pairs);
+      st.BindId(2, first_id);
+      st.BindId(3, expires_ms);
+      if (st.Step() != SQLITE_DONE) return IOError(context);
+    }
+    next_acked_id_ += recipient_seqs.size();
+    {
+      Statement st(stmts_[kDeletePending]);
+      st.BindText(1, pairs);
+      if (st.Step() != SQLITE_DONE) return IOError(context);
+    }
+    return IndexAckedKeys(first_id);
+  });
+}
+
+Status SqliteStore::IndexAckedKeys(std::uint64_t from_id) {
+  Statement st(stmts_[kAckedKeys]);
+  st.BindId(1, from_id);
+  int rc;
+  while ((rc = st.Step()) == SQLITE_ROW) {
+    const std::string key = st.ColumnText(2);
+    acked_.Add(AckedKeys::Hash(st.ColumnId(1), key), st.ColumnId(0), st.ColumnId(3));
+  }
+  if (rc != SQLITE_DONE) return IOError("index acked keys");
+  return Status::OK();
+}
+
 Status SqliteStore::Ack(std::uint64_t recipient, const std::vector<std::uint64_t>& seqs) {
   if (seqs.empty()) return Status::OK();
-  return InTransaction([&]() -> Status {
-    for (std::uint64_t seq : seqs) {
-      Statement st(stmts_[kDeletePending]);
-      st.BindId(1, recipient);
-      st.BindId(2, seq);
-      if (st.Step() != SQLITE_DONE) return IOError("Ack");
-    }
-    return Status::OK();
-  });
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> rows;
+  rows.reserve(seqs.size());
+  for (std::uint64_t seq : seqs) rows.emplace_back(recipient, seq);
+  return AckRows(rows, "Ack");
 }
 
 Status SqliteStore::AckMany(const std::vector<std::pair<std::uint64_t, std::uint64_t>>& recipient_seqs) {
   if (recipient_seqs.empty()) return Status::OK();
   // One savepoint for all (Store::AckMany would take one per recipient).
-  return InTransaction([&]() -> Status {
-    for (const auto& [recipient, seq] : recipient_seqs) {
-      Statement st(stmts_[kDeletePending]);
-      st.BindId(1, recipient);
-      st.BindId(2, seq);
-      if (st.Step() != SQLITE_DONE) return IOError("AckMany");
-    }
-    return Status::OK();
-  });
+  return AckRows(recipient_seqs, "AckMany");
 }
 
 Status SqliteStore::CountPending(std::uint64_t recipient, std::uint64_t* n) {
@@ -1141,7 +1277,33 @@ Status SqliteStore::AckGroup(std::uint64_t user, std::uint64_t group, std::uint6
 }
 
 Status SqliteStore::TrimGroup(std::uint64_t group) {
-  return InTransaction([&]() { return RunEach({kTrimCursors, kTrimLog}, group, "TrimGroup"); });
+  const std::uint64_t expires_ms = DedupeKeyExpiryMs();
+  return InTransaction([&]() -> Status {
+    if (Status s = RunEach({kTrimCursors}, group, "TrimGroup"); !s.ok()) return s;
+    {
+      Statement st(stmts_[kKeepGroupKeys]);
+      st.BindId(1, group);
+      st.BindId(2, expires_ms);
+      if (st.Step() != SQLITE_DONE) return IOError("TrimGroup: keys");
+    }
+    return RunEach({kTrimLog}, group, "TrimGroup");
+  });
+}
+
+// Whole generations of acked_ go at once (a key may outlive its expiry by
+// up to AckedKeys::kGenerationSpanMs); their rows are a range of rowids.
+Status SqliteStore::TrimDedupeKeys(std::uint64_t now_ms) {
+  const std::vector<AckedKeys::Range> dropped = acked_.DropExpired(now_ms);
+  return InTransaction([&]() -> Status {
+    for (const AckedKeys::Range& r : dropped) {
+      Statement st(stmts_[kTrimAckedKeys]);
+      st.BindId(1, r.first);
+      st.BindId(2, r.last);
+      st.BindId(3, now_ms);
+      if (st.Step() != SQLITE_DONE) return IOError("TrimDedupeKeys");
+    }
+    return RunEach({kTrimGroupDedupeKeys}, now_ms, "TrimDedupeKeys");
+  });
 }
 
 Status SqliteStore::CountGroupLog(std::uint64_t group, std::uint64_t* n) {

@@ -33,6 +33,7 @@
 #include <string>
 #include <vector>
 
+#include "acked_keys.h"
 #include "fastchat/status.h"
 #include "fastchat/store.h"
 
@@ -79,7 +80,7 @@ class SqliteStore final : public Store {
   Status DeleteGroup(std::uint64_t group) override;
 
   Status Enqueue(const std::vector<PendingItem>& items, std::vector<std::uint64_t>* seqs,
-                 std::vector<bool>* fresh) override;
+                 std::vector<Enqueued>* how) override;
   Status FetchPending(std::uint64_t recipient, std::uint64_t after_seq, std::size_t limit,
                       std::vector<PendingRow>* rows) override;
   Status Ack(std::uint64_t recipient, const std::vector<std::uint64_t>& seqs) override;
@@ -96,6 +97,7 @@ class SqliteStore final : public Store {
   Status GroupHeads(std::uint64_t user, std::vector<std::pair<std::uint64_t, std::uint64_t>>* heads) override;
   Status AckGroup(std::uint64_t user, std::uint64_t group, std::uint64_t seq) override;
   Status TrimGroup(std::uint64_t group) override;
+  Status TrimDedupeKeys(std::uint64_t now_ms) override;
   Status CountGroupLog(std::uint64_t group, std::uint64_t* n) override;
   Status AddSessionToken(const std::string& token_hash, std::uint64_t user, std::uint64_t expires_ms,
                          std::uint64_t now_ms) override;
@@ -134,8 +136,14 @@ class SqliteStore final : public Store {
     kDeleteGroup,
     kInsertPending,
     kPendingSeqByKey,
+    kAckedKeySeq,
     kFetchPending,
+    kKeepKeys,
     kDeletePending,
+    kAckedKeys,
+    kLastAckedKey,
+    kTrimAckedKeys,
+    kDataVersion,
     kCountPending,
     kInsertGroupLog,
     kGroupLogSeqByKey,
@@ -144,7 +152,9 @@ class SqliteStore final : public Store {
     kEndCursor,
     kAckGroup,
     kTrimCursors,
+    kKeepGroupKeys,
     kTrimLog,
+    kTrimGroupDedupeKeys,
     kDeleteCursorsOf,
     kDeleteLogOf,
     kGroupReaders,
@@ -188,7 +198,25 @@ class SqliteStore final : public Store {
   // reservation, so seqs never repeat after a restart (they jump ahead by
   // at most kSeqReserve instead).
   Status ReserveSeq();
-  Status EnqueueOne(const PendingItem& item, std::uint64_t* seq, bool* fresh);
+  Status EnqueueOne(const PendingItem& item, std::uint64_t* seq, Enqueued* how);
+  // Looks for item's key among the acknowledged rows' (acked_, confirmed
+  // against acked_keys): *found, and its row's seq.
+  Status FindAckedKey(const PendingItem& item, std::uint64_t* seq, bool* found);
+  // Rebuilds acked_ from acked_keys.
+  Status LoadAckedKeys();
+  // Rebuilds acked_ (and moves next_acked_id_ up) if another connection
+  // committed since it was built (never for an exclusive store). Called
+  // inside the transaction that then reads or writes acked_keys.
+  Status SyncAckedKeys();
+  Status DataVersion(std::uint64_t* v);
+  // Deletes the named pending rows (one savepoint, two statements),
+  // keeping their dedupe keys for kDedupeRetentionMs (in acked_keys, from
+  // row next_acked_id_ + 1 on; IndexAckedKeys notes them in acked_).
+  Status AckRows(const std::vector<std::pair<std::uint64_t, std::uint64_t>>& recipient_seqs, const char* context);
+  // Adds acked_keys' rows from id `from_id` on to acked_. If the
+  // transaction is then rolled back, acked_ names rows that are not there,
+  // which FindAckedKey passes over (ids are never used twice by one store).
+  Status IndexAckedKeys(std::uint64_t from_id);
   // Column 0 of the one row of `sql` with ?1 = `key` (a COUNT).
   Status Count(Sql sql, std::uint64_t key, const char* context, std::uint64_t* n);
   // Runs each of `sqls` (no result rows) with ?1 = `key`.
@@ -209,6 +237,12 @@ class SqliteStore final : public Store {
   // rollback, which may have undone the last reservation.
   std::uint64_t reserved_seq_ = 0;
   static constexpr std::uint64_t kSeqReserve = 1'000'000;
+  // Where the dedupe keys of acknowledged rows are in acked_keys.
+  AckedKeys acked_;
+  std::vector<std::uint64_t> candidates_;  // FindAckedKey's, reused
+  std::uint64_t next_acked_id_ = 0;  // the newest acked_keys id used; only grows
+  bool exclusive_ = false;
+  std::uint64_t data_version_ = 0;  // PRAGMA data_version when acked_ was built
 };
 
 }  // namespace fastchat
