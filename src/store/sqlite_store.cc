@@ -232,16 +232,17 @@ constexpr const char* kSql[] = {
     "  AND (c.until_seq IS NULL OR l.seq <= c.until_seq)"
     " WHERE c.user_id = ?1 AND l.sender != ?1"
     " ORDER BY 1 LIMIT ?3",
-    // kKeepKeys, kDeletePending: ?1 is a JSON array of [recipient, seq]
-    // pairs, the rows to acknowledge (one statement each for a whole
-    // acknowledgement, not one per row). The first keeps each row's key in
-    // acked_keys, the pair at index i as row ?2 + i (ids only grow:
-    // acknowledgement order), until ?3; the second deletes the rows.
+    // kKeepKeys, kDeletePending: ?1 is a JSON object {"seq": recipient, ...},
+    // the rows to acknowledge (one statement each for a whole
+    // acknowledgement, not one per row; keys and values are read as they
+    // are, no JSON text is parsed per row). The first keeps each row's key
+    // in acked_keys, as rows ?2, ?2 + 1, ... (ids only grow: acknowledgement
+    // order), until ?3; the second deletes the rows.
     "INSERT INTO acked_keys (id, recipient, dedupe_key, seq, expires_ms)"
-    " SELECT ?2 + a.key, p.recipient, p.dedupe_key, p.seq, ?3 FROM json_each(?1) a"
-    " JOIN pending p ON p.seq = a.value ->> 1 AND p.recipient = a.value ->> 0",
+    " SELECT ?2 - 1 + row_number() OVER (), p.recipient, p.dedupe_key, p.seq, ?3 FROM json_each(?1) a"
+    " JOIN pending p ON p.seq = CAST(a.key AS INTEGER) AND p.recipient = a.value",
     "DELETE FROM pending WHERE seq IN (SELECT p.seq FROM json_each(?1) a"
-    " JOIN pending p ON p.seq = a.value ->> 1 AND p.recipient = a.value ->> 0)",
+    " JOIN pending p ON p.seq = CAST(a.key AS INTEGER) AND p.recipient = a.value)",
     // kAckedKeys: those from id ?1 on, for the index in memory
     "SELECT id, recipient, dedupe_key, expires_ms FROM acked_keys WHERE id >= ?1 ORDER BY id",
     // kLastAckedKey
@@ -1102,14 +1103,14 @@ Status SqliteStore::FetchPending(std::uint64_t recipient, std::uint64_t after_se
 
 Status SqliteStore::AckRows(const std::vector<std::pair<std::uint64_t, std::uint64_t>>& recipient_seqs,
                             const char* context) {
-  std::string pairs = "[";
+  std::string pairs = "{";
   for (const auto& [recipient, seq] : recipient_seqs) {
     if (pairs.size() > 1) pairs += ',';
     // Ids above INT64_MAX match no row, as BindId has them.
-    pairs += '[' + std::to_string(static_cast<sqlite3_int64>(recipient)) + ',' +
-             std::to_string(static_cast<sqlite3_int64>(seq)) + ']';
+    pairs += '"' + std::to_string(static_cast<sqlite3_int64>(seq)) + "\":" +
+             std::to_string(static_cast<sqlite3_int64>(recipient));
   }
-  pairs += ']';
+  pairs += '}';
   const std::uint64_t expires_ms = DedupeKeyExpiryMs();
   return InTransaction([&]() -> Status {
     if (Status ss = SyncAckedKeys(); !ss.ok()) return ss;
