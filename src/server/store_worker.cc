@@ -63,15 +63,19 @@ void StoreWorker::SubmitAck(std::uint64_t user, std::vector<std::uint64_t> seqs)
   Enqueue(std::move(j));
 }
 
-bool StoreWorker::RunMerged(std::vector<Job>& batch, std::size_t* i) {
+bool StoreWorker::RunMerged(std::vector<Job>& batch, std::size_t* i, std::vector<Job>* retry_acks) {
   Store& store = *store_;
   // The stretch of enqueues and acks starting at *i, up to the next other
   // job or the job that would take its enqueued items past the store's
-  // MaxMergedEnqueue (a stretch holds at least one job).
+  // MaxMergedEnqueue (a stretch holds at least one job). Acks that begin
+  // the batch are a stretch of their own: they run before the batch holds
+  // any lock, so the store never answers them kLockOrder (see below).
   const std::size_t max_items = store.MaxMergedEnqueue();
+  const bool leading_acks = *i == 0 && batch[0].kind == Job::Kind::kAck;
   std::size_t end = *i;
   std::size_t merged_items = 0;
   while (end < batch.size() && batch[end].kind != Job::Kind::kRun) {
+    if (leading_acks && batch[end].kind != Job::Kind::kAck) break;
     if (batch[end].kind == Job::Kind::kEnqueue) {
       if (end > *i && merged_items + batch[end].items.size() > max_items) break;
       merged_items += batch[end].items.size();
@@ -142,7 +146,20 @@ bool StoreWorker::RunMerged(std::vector<Job>& batch, std::size_t* i) {
   }
   if (!acks.empty()) {
     Status ack_st = store.AckMany(acks);
-    if (!ack_st.ok()) spdlog::error("acks of {} requests failed: {}", ack_jobs, ack_st.ToString());
+    if (ack_st.code() == Code::kLockOrder) {
+      // Nothing was deleted: the acks go back to the front of the queue and
+      // run first in the next batch, where they may wait for their locks.
+      for (std::size_t k = *i; k < end; ++k) {
+        if (batch[k].kind != Job::Kind::kAck) continue;
+        Job again;
+        again.kind = Job::Kind::kAck;
+        again.user = batch[k].user;
+        again.seqs = std::move(batch[k].seqs);
+        retry_acks->push_back(std::move(again));
+      }
+    } else if (!ack_st.ok()) {
+      spdlog::error("acks of {} requests failed: {}", ack_jobs, ack_st.ToString());
+    }
   }
   *i = end;
   return true;
@@ -198,9 +215,10 @@ bool StoreWorker::RunBatch(std::vector<Job>& batch) {
     return false;
   }
   std::size_t cut = batch.size();
+  std::vector<Job> retry_acks;
   for (std::size_t i = 0; i < batch.size();) {
     if (batch[i].kind != Job::Kind::kRun) {
-      if (!RunMerged(batch, &i)) {
+      if (!RunMerged(batch, &i, &retry_acks)) {
         cut = i;
         break;
       }
@@ -223,13 +241,18 @@ bool StoreWorker::RunBatch(std::vector<Job>& batch) {
     }
     ++i;
   }
-  // The jobs from `cut` on go back to the front of the queue (see the header).
-  if (cut < batch.size()) {
+  // The jobs from `cut` on go back to the front of the queue (see the
+  // header), and before them the acks the store put off.
+  if (cut < batch.size() || !retry_acks.empty()) {
     std::lock_guard<std::mutex> lock(mu_);
-    queue_.insert(queue_.begin(), std::make_move_iterator(batch.begin() + static_cast<std::ptrdiff_t>(cut)),
-                  std::make_move_iterator(batch.end()));
-    batch.resize(cut);
-    ++stats_.cut_batches;
+    if (cut < batch.size()) {
+      queue_.insert(queue_.begin(), std::make_move_iterator(batch.begin() + static_cast<std::ptrdiff_t>(cut)),
+                    std::make_move_iterator(batch.end()));
+      batch.resize(cut);
+      ++stats_.cut_batches;
+    }
+    queue_.insert(queue_.begin(), std::make_move_iterator(retry_acks.begin()),
+                  std::make_move_iterator(retry_acks.end()));
   }
   Status commit = store.CommitBatch();
   if (!commit.ok()) {

@@ -158,7 +158,9 @@ class StoreWorker {
   // job: all the enqueues in one Store::Enqueue call (in order), then all
   // the acks in one Store::AckMany call; advances *i past them. False (*i
   // unchanged) if the store said kLockOrder to the enqueues: nothing ran.
-  bool RunMerged(std::vector<Job>& batch, std::size_t* i);
+  // Acks the store said kLockOrder to are moved into `retry_acks` (to run
+  // first in the next batch).
+  bool RunMerged(std::vector<Job>& batch, std::size_t* i, std::vector<Job>* retry_acks);
   void Enqueue(Job job);
   void Loop();
   // Returns false if the batch could not begin or its commit failed. Jobs

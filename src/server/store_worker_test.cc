@@ -34,6 +34,7 @@ class WatchedStore : public ForwardingStore {
     }
     ++begun;
     creates_in_batch = 0;
+    enqueues_in_batch = 0;
     Status s = ForwardingStore::BeginBatch();
     in_batch = s.ok();
     return s;
@@ -63,12 +64,22 @@ class WatchedStore : public ForwardingStore {
   Status Enqueue(const std::vector<PendingItem>& items, std::vector<std::uint64_t>* seqs,
                  std::vector<Enqueued>* how) override {
     ++enqueue_calls;
+    ++enqueues_in_batch;
     return ForwardingStore::Enqueue(items, seqs, how);
   }
   Status AckMany(const std::vector<std::pair<std::uint64_t, std::uint64_t>>& recipient_seqs) override {
     ++ack_many_calls;
+    if (enqueues_in_batch > 0 && ack_lock_orders > 0) {
+      --ack_lock_orders;
+      return Status(Code::kLockOrder, "out of lock order (injected)");
+    }
     return ForwardingStore::AckMany(recipient_seqs);
   }
+  // The next this many AckMany calls after an Enqueue of their batch answer
+  // kLockOrder and delete nothing (as PgStore does when the enqueue took a
+  // stream lock above the ack's).
+  std::atomic<int> ack_lock_orders{0};
+  int enqueues_in_batch = 0;
   std::atomic<int> begun{0};
   std::atomic<int> committed{0};
   std::atomic<int> enqueue_calls{0};
@@ -270,6 +281,49 @@ TEST_F(StoreWorkerTest, AJobOutOfLockOrderEndsTheBatchAndRunsFirstInTheNext) {
   EXPECT_LT(made[1].id, made[2].id);
   EXPECT_EQ(worker_->jobs(), 4u);
   EXPECT_EQ(UserCount(), 3u);
+}
+
+// Issue 7: acks take their recipients' stream locks on PostgreSQL (a resend
+// racing an ack was stored twice), so an ack merged after the enqueues of
+// its batch may be refused kLockOrder. It was logged and dropped (the row
+// stayed until the next login); now it runs first in the next batch, alone,
+// where it may wait.
+TEST_F(StoreWorkerTest, AnAckOutOfLockOrderRunsFirstInTheNextBatch) {
+  Made bob;
+  bool made = false;
+  worker_->Submit(MakeUser("bob"), [&](Made m) {
+    bob = m;
+    made = true;
+  });
+  RunUntil([&] { return made; });
+  ASSERT_TRUE(bob.st.ok()) << bob.st.ToString();
+  const std::uint64_t b = bob.id;
+  std::vector<std::uint64_t> first;
+  bool stored = false;
+  worker_->SubmitEnqueue({{b, "k1", "one"}}, [&](const Status& st, std::vector<std::uint64_t> seqs, std::vector<Enqueued>) {
+    EXPECT_TRUE(st.ok()) << st.ToString();
+    first = std::move(seqs);
+    stored = true;
+  });
+  RunUntil([&] { return stored; });
+  ASSERT_EQ(first.size(), 1u);
+
+  store_->ack_lock_orders = 1;
+  std::promise<void> gate;
+  const int before = HoldStoreThread(&gate);
+  bool second = false;
+  worker_->SubmitEnqueue({{b, "k2", "two"}}, [&](const Status& st, std::vector<std::uint64_t>, std::vector<Enqueued>) {
+    EXPECT_TRUE(st.ok()) << st.ToString();
+    second = true;
+  });
+  worker_->SubmitAck(b, {first[0]});
+  gate.set_value();
+  RunUntil([&] { return second; });
+  ASSERT_TRUE(second);
+  EXPECT_EQ(Pending(b), 1u);  // k1 acknowledged, k2 waiting
+  EXPECT_EQ(store_->ack_lock_orders.load(), 0);  // the ack was refused once...
+  EXPECT_EQ(store_->ack_many_calls.load(), 2);   // ...and run again
+  EXPECT_GE(store_->begun.load(), before + 2);
 }
 
 TEST_F(StoreWorkerTest, FailedCommitFailsEveryJobOfTheBatchAndKeepsNothing) {

@@ -1261,6 +1261,31 @@ Status PgStore::DeleteGroup(std::uint64_t group) {
 
 // ---- pending deliveries
 
+Status PgStore::PrepareStreamLocks(const std::vector<std::uint64_t>& users, const char* context,
+                                   StreamLocks* locks) {
+  std::uint64_t min_key = kLockKeyModulus;
+  std::uint64_t max_key = 0;
+  for (std::uint64_t id : users) {
+    min_key = std::min(min_key, id % kLockKeyModulus);
+    max_key = std::max(max_key, id % kLockKeyModulus);
+  }
+  locks->keys = LockKeys(users);
+  locks->held = HeldKeyMax();
+  locks->max_key = static_cast<std::int64_t>(max_key);
+  if (locks->held < 0 || static_cast<std::int64_t>(min_key) > locks->held) return Status::OK();
+  Params lock;
+  lock.Owned(std::string(locks->keys));
+  lock.Id(static_cast<std::uint64_t>(locks->held));
+  Result locked;
+  Status s = WithConn([&](Conn& c) {
+    return c.Exec(kLockRecipients, lock, (std::string(context) + ": locks").c_str(), &locked);
+  });
+  if (!s.ok()) return s;
+  NoteKeysHeld(locks->max_key);
+  if (!locked.Bool(0, 0)) return LockOrder(context);
+  return Status::OK();
+}
+
 // One round trip: lock_recipients and insert_pending, pipelined into one
 // implicit transaction. The locks are per recipient and held until commit,
 // so enqueues to one recipient commit one after another in seq order, and
@@ -1280,23 +1305,12 @@ Status PgStore::Enqueue(const std::vector<PendingItem>& items, std::vector<std::
   std::vector<std::uint64_t> recipient_ids;
   recipient_ids.reserve(items.size());
   for (const PendingItem& item : items) recipient_ids.push_back(item.recipient);
-  std::uint64_t min_key = kLockKeyModulus;
-  std::uint64_t max_key = 0;
-  for (std::uint64_t id : recipient_ids) {
-    min_key = std::min(min_key, id % kLockKeyModulus);
-    max_key = std::max(max_key, id % kLockKeyModulus);
-  }
-  const std::int64_t held = HeldKeyMax();
+  StreamLocks locks;
+  Status locked = PrepareStreamLocks(recipient_ids, "Enqueue", &locks);
+  if (!locked.ok()) return locked;
   Params lock;
-  lock.Owned(LockKeys(recipient_ids));
-  lock.Id(static_cast<std::uint64_t>(held));  // -1 goes out as -1
-  if (held >= 0 && static_cast<std::int64_t>(min_key) <= held) {
-    Result locked;
-    Status s = WithConn([&](Conn& c) { return c.Exec(kLockRecipients, lock, "Enqueue: locks", &locked); });
-    if (!s.ok()) return s;
-    NoteKeysHeld(static_cast<std::int64_t>(max_key));
-    if (!locked.Bool(0, 0)) return LockOrder("Enqueue");
-  }
+  lock.Owned(std::move(locks.keys));
+  lock.Id(static_cast<std::uint64_t>(locks.held));  // -1 goes out as -1
 
   ArrayBuilder recipients(kInt8Oid, items.size());
   ArrayBuilder dedupe_keys(kTextOid, items.size());
@@ -1316,7 +1330,7 @@ Status PgStore::Enqueue(const std::vector<PendingItem>& items, std::vector<std::
     return c.ExecPipelined({{kLockRecipients, &lock}, {kInsertPending, &insert}}, "Enqueue", &r);
   });
   if (!s.ok()) return s;
-  NoteKeysHeld(static_cast<std::int64_t>(max_key));
+  NoteKeysHeld(locks.max_key);
   if (r.rows() != static_cast<int>(items.size())) {
     return Status(Code::kIOError, "Enqueue: expected " + std::to_string(items.size()) + " seqs, got " +
                                       std::to_string(r.rows()));
@@ -1368,22 +1382,43 @@ Status PgStore::Ack(std::uint64_t recipient, const std::vector<std::uint64_t>& s
   p.Id(recipient);
   p.Owned(seq_array.Finish());
   p.Id(DedupeKeyExpiryMs());
-  return WithConn([&](Conn& c) { return c.Exec(kDeletePending, p, "Ack", nullptr); });
+  StreamLocks locks;
+  Status s = PrepareStreamLocks({recipient}, "Ack", &locks);
+  if (!s.ok()) return s;
+  Params lock;
+  lock.Owned(std::move(locks.keys));
+  lock.Id(static_cast<std::uint64_t>(locks.held));
+  s = WithConn([&](Conn& c) { return c.ExecPipelined({{kLockRecipients, &lock}, {kDeletePending, &p}}, "Ack", nullptr); });
+  if (s.ok()) NoteKeysHeld(locks.max_key);
+  return s;
 }
 
 Status PgStore::AckMany(const std::vector<std::pair<std::uint64_t, std::uint64_t>>& recipient_seqs) {
   if (recipient_seqs.empty()) return Status::OK();
   ArrayBuilder recipients(kInt8Oid, recipient_seqs.size());
   ArrayBuilder seqs(kInt8Oid, recipient_seqs.size());
+  std::vector<std::uint64_t> recipient_ids;
+  recipient_ids.reserve(recipient_seqs.size());
   for (const auto& [r, s] : recipient_seqs) {
     recipients.AddInt64(r);
     seqs.AddInt64(s);
+    recipient_ids.push_back(r);
   }
   Params p;
   p.Owned(recipients.Finish());
   p.Owned(seqs.Finish());
   p.Id(DedupeKeyExpiryMs());
-  return WithConn([&](Conn& c) { return c.Exec(kDeletePendingMany, p, "AckMany", nullptr); });
+  StreamLocks locks;
+  Status s = PrepareStreamLocks(recipient_ids, "AckMany", &locks);
+  if (!s.ok()) return s;
+  Params lock;
+  lock.Owned(std::move(locks.keys));
+  lock.Id(static_cast<std::uint64_t>(locks.held));
+  s = WithConn([&](Conn& c) {
+    return c.ExecPipelined({{kLockRecipients, &lock}, {kDeletePendingMany, &p}}, "AckMany", nullptr);
+  });
+  if (s.ok()) NoteKeysHeld(locks.max_key);
+  return s;
 }
 
 Status PgStore::CountPending(std::uint64_t recipient, std::uint64_t* n) {

@@ -35,7 +35,8 @@
 //    column default of group_log.seq), so one recipient's own rows and group
 //    entries share one counter and FetchPending merges them in seq order.
 //  - Each operation is atomic: one statement, or one implicit transaction of
-//    pipelined statements for Enqueue, AppendGroup and TrimGroup.
+//    pipelined statements for Enqueue, Ack, AckMany, AppendGroup and
+//    TrimGroup.
 //    CreateGroup, AddMember, RemoveMember and DeleteGroup are one statement
 //    each, cursors included (a group deleted while AddMember runs yields
 //    kNoSuchGroup through the foreign key).
@@ -47,7 +48,10 @@
 //    counts as sent before the join or the removal.
 //  - Enqueue stores a whole batch with one multi-row statement (arrays +
 //    unnest), pipelined behind a per-recipient advisory lock in the same
-//    implicit transaction: one round trip. AppendGroup does the same with
+//    implicit transaction: one round trip. Ack and AckMany take the same
+//    locks before deleting (and keeping the keys of) the rows, so a resend
+//    of an acknowledged row's key sees the kept key and never stores it
+//    again, whichever servers the two run on. AppendGroup does the same with
 //    the locks of `members` and of the sender (its cursor may move past the
 //    entry), then inserts into the log and moves the sender's cursor in one
 //    statement; only a dedupe key committed by a concurrent writer after
@@ -172,6 +176,19 @@ class PgStore final : public Store {
   // none (or no batch is open); NoteKeysHeld raises it.
   std::int64_t HeldKeyMax() const;
   void NoteKeysHeld(std::int64_t max_key);
+
+  // The stream locks of a call that writes the streams of some users
+  // (lock_recipients, pipelined before the call's statement).
+  struct StreamLocks {
+    std::string keys;            // lock_recipients' $1: the users' keys, ascending
+    std::int64_t held = -1;      // its $2: HeldKeyMax() when prepared
+    std::int64_t max_key = -1;   // the highest of the keys (NoteKeysHeld after the call)
+  };
+  // Prepares the stream locks of `users`. In a batch that may hold a key at
+  // or below one of theirs already, takes them first, in a round trip of
+  // their own, without waiting for those keys: kLockOrder (nothing written)
+  // if another transaction holds one.
+  Status PrepareStreamLocks(const std::vector<std::uint64_t>& users, const char* context, StreamLocks* locks);
 
   // Brings the schema in `conn`'s current schema up to date.
   static Status Migrate(Conn* conn);

@@ -1765,6 +1765,62 @@ TEST_F(PgStoreTest, TwoBatchesTakingStreamLocksInTwoStatementsDoNotDeadlock) {
   EXPECT_EQ(n, 1u);
 }
 
+// Issue 7 (the 600 s chaos run, seed 11): a DM delivered twice under two
+// seqs. The sender's server stored the row and was killed before its Ok; the
+// recipient acknowledged the row while the sender's resend, on another
+// server, was being stored. The ack (delete the row, keep its key) did not
+// take the recipient's stream lock, so the resend's insert took its snapshot
+// before the ack committed (no kept key yet), waited on the unique index for
+// the ack's deleted row, found the row gone once the ack committed, and
+// stored the message again. Here server A's ack is held open until server
+// B's resend is waiting on it; B's resend must yield the acknowledged seq and
+// store nothing.
+TEST_F(PgStoreTest, AResendRacingTheAckOfItsRowThroughAnotherServerIsNotStoredAgain) {
+  std::unique_ptr<Store> a;
+  std::unique_ptr<Store> b;
+  ASSERT_OK(OpenPgStore(PgConninfo(schema_), &a));
+  const std::string b_name = "b_" + schema_;
+  ASSERT_OK(OpenPgStore(PgConninfo(schema_, "application_name=" + b_name), &b));
+  std::uint64_t alice = 0;
+  std::uint64_t bob = 0;
+  ASSERT_OK(a->CreateUser(User("alice"), &alice));
+  ASSERT_OK(a->CreateUser(User("bob"), &bob));
+  std::vector<std::uint64_t> first;
+  ASSERT_OK(a->Enqueue({{bob, "alice/1", "hello"}}, &first, nullptr));
+  ASSERT_EQ(first.size(), 1u);
+
+  for (const bool many : {false, true}) {
+    SCOPED_TRACE(many ? "AckMany" : "Ack");
+    const std::string key = many ? "alice/3" : "alice/2";
+    std::vector<std::uint64_t> stored;
+    ASSERT_OK(a->Enqueue({{bob, key, "hello again"}}, &stored, nullptr));
+    ASSERT_OK(a->BeginBatch());
+    ASSERT_OK(many ? a->AckMany({{bob, stored[0]}}) : a->Ack(bob, {stored[0]}));
+    std::vector<std::uint64_t> resent;
+    std::vector<Enqueued> how;
+    Status resend;
+    std::thread racer([&] { resend = b->Enqueue({{bob, key, "hello again"}}, &resent, &how); });
+    // Until B's resend waits for a lock (held by A's open ack), at most 10 s.
+    bool waiting = false;
+    for (int i = 0; i < 1000 && !waiting; ++i) {
+      waiting = PgAdmin("SELECT count(*) FROM pg_stat_activity WHERE application_name = '" + b_name +
+                        "' AND wait_event_type = 'Lock'") != "0";
+      if (!waiting) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    EXPECT_TRUE(waiting) << "the resend never waited for the open ack";
+    ASSERT_OK(a->CommitBatch());
+    racer.join();
+    ASSERT_OK(resend);
+    ASSERT_EQ(resent.size(), 1u);
+    EXPECT_EQ(resent[0], stored[0]) << "the resend was stored again under a new seq";
+    ASSERT_EQ(how.size(), 1u);
+    EXPECT_EQ(how[0], Enqueued::kDelivered);
+    std::vector<PendingRow> rows;
+    ASSERT_OK(a->FetchPending(bob, first[0], 100, &rows));
+    EXPECT_TRUE(rows.empty()) << rows.size() << " rows after the acknowledged one, first seq " << rows[0].seq;
+  }
+}
+
 // Issue 7: "on PostgreSQL, multi-step requests are not atomic across
 // servers". Two PgStores on one schema stand for two servers; each server
 // decides by its own (possibly stale) directory, so the store must hold
