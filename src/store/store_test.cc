@@ -1569,6 +1569,19 @@ class PgStoreTest : public ::testing::Test {
     for (std::size_t i = 1; i < names.size(); ++i) ASSERT_OK(s.AddMember(*g, (*ids)[i]));
   }
 
+  // Whether a backend connected as `application_name` comes to wait for a
+  // lock within 10 s.
+  static bool WaitsForALock(const std::string& application_name) {
+    for (int i = 0; i < 1000; ++i) {
+      if (PgAdmin("SELECT count(*) FROM pg_stat_activity WHERE application_name = '" + application_name +
+                  "' AND wait_event_type = 'Lock'") != "0") {
+        return true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return false;
+  }
+
   std::string schema_;
 };
 
@@ -1800,14 +1813,8 @@ TEST_F(PgStoreTest, AResendRacingTheAckOfItsRowThroughAnotherServerIsNotStoredAg
     std::vector<Enqueued> how;
     Status resend;
     std::thread racer([&] { resend = b->Enqueue({{bob, key, "hello again"}}, &resent, &how); });
-    // Until B's resend waits for a lock (held by A's open ack), at most 10 s.
-    bool waiting = false;
-    for (int i = 0; i < 1000 && !waiting; ++i) {
-      waiting = PgAdmin("SELECT count(*) FROM pg_stat_activity WHERE application_name = '" + b_name +
-                        "' AND wait_event_type = 'Lock'") != "0";
-      if (!waiting) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    EXPECT_TRUE(waiting) << "the resend never waited for the open ack";
+    // Until B's resend waits for a lock (held by A's open ack).
+    EXPECT_TRUE(WaitsForALock(b_name)) << "the resend never waited for the open ack";
     ASSERT_OK(a->CommitBatch());
     racer.join();
     ASSERT_OK(resend);
@@ -1852,13 +1859,7 @@ TEST_F(PgStoreTest, AResendRacingTheTrimOfItsEntryThroughAnotherServerIsNotAppen
   std::thread racer([&] {
     resend = b->AppendGroup(g, alice, others, "alice/g1", "hi all", &again, &again_fresh, nullptr, nullptr);
   });
-  bool waiting = false;
-  for (int i = 0; i < 1000 && !waiting; ++i) {
-    waiting = PgAdmin("SELECT count(*) FROM pg_stat_activity WHERE application_name = '" + b_name +
-                      "' AND wait_event_type = 'Lock'") != "0";
-    if (!waiting) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  EXPECT_TRUE(waiting) << "the resend never waited for the open trim";
+  EXPECT_TRUE(WaitsForALock(b_name)) << "the resend never waited for the open trim";
   ASSERT_OK(a->CommitBatch());
   racer.join();
   ASSERT_OK(resend);
