@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "harness/fastchat.h"
+#include "harness/metrics_scrape.h"
 #include "harness/raw_conn.h"
 
 namespace fastchat::testing {
@@ -467,8 +468,23 @@ TEST_F(LimitsTest, FdExhaustionLeavesLoggedInUsersServed) {
   // 160 open files: max-connections (default 20000) is lowered to 160 - 64.
   ServerOptions o;
   o.wrapper = {"sh", "-c", "ulimit -n 160 && exec \"$0\" \"$@\""};
+  o.extra_args = {"--metrics-listen", "127.0.0.1:0"};
   Start({"--hello-timeout", "2", "--max-connections-per-ip", "0"}, o);
   auto [a, b, ca, cb] = FriendsChatting();
+  // The one-shot clients that registered alice and bob may still be closing
+  // on a slow machine (under TSan they were): wait until the server holds
+  // only the two chat connections, so the flood meets exactly 94 free slots.
+  const std::uint16_t metrics = MetricsPort(w_->server());
+  double before_login = -1, logged_in = -1;
+  for (int i = 0; i < 500; ++i) {
+    const auto m = Scrape(metrics);
+    before_login = Get(m, R"(fastchat_connections{state="before_login"})");
+    logged_in = Get(m, R"(fastchat_connections{state="logged_in"})");
+    if (before_login == 0 && logged_in == 2) break;
+    std::this_thread::sleep_for(Millis(20));
+  }
+  ASSERT_EQ(before_login, 0);
+  ASSERT_EQ(logged_in, 2);
 
   std::vector<std::unique_ptr<RawConn>> flood;
   for (int i = 0; i < 200; ++i) flood.push_back(std::make_unique<RawConn>(port(), "127.0.0.2"));
