@@ -1623,9 +1623,9 @@ Status PgStore::AckGroup(std::uint64_t user, std::uint64_t group, std::uint64_t 
   });
 }
 
-// trim_cursors then trim_log, pipelined: one round trip, one implicit
-// transaction, and trim_log's snapshot sees the cursors left.
-// The group's row, exclusively, then trim_cursors and trim_log: an append
+// The group's row, exclusively, then trim_cursors and trim_log, pipelined:
+// one round trip, one implicit transaction, and trim_log's snapshot sees
+// the cursors left. The row lock is there because an append
 // shares the row from before its snapshot until it commits, so a resend of
 // an entry being trimmed waits for the trim and then sees the kept key (it
 // would otherwise store the entry again). In a batch that holds locks
