@@ -1556,9 +1556,11 @@ class PgStoreTest : public ::testing::Test {
   }
 
   // Two stores on the one schema: two servers of a cluster.
-  void OpenTwo(std::unique_ptr<Store>* a, std::unique_ptr<Store>* b) {
+  // With `b_name`, b's connections carry it as their application_name (so
+  // pg_stat_activity tells them apart: WaitsForALock).
+  void OpenTwo(std::unique_ptr<Store>* a, std::unique_ptr<Store>* b, const std::string& b_name = "") {
     ASSERT_OK(OpenPgStore(PgConninfo(schema_), a));
-    ASSERT_OK(OpenPgStore(PgConninfo(schema_), b));
+    ASSERT_OK(OpenPgStore(PgConninfo(schema_, b_name.empty() ? "" : "application_name=" + b_name), b));
   }
   // Users `names` (ids in `ids`, in order) and the group "team" created by
   // the first, the others added as members.
@@ -1791,9 +1793,8 @@ TEST_F(PgStoreTest, TwoBatchesTakingStreamLocksInTwoStatementsDoNotDeadlock) {
 TEST_F(PgStoreTest, AResendRacingTheAckOfItsRowThroughAnotherServerIsNotStoredAgain) {
   std::unique_ptr<Store> a;
   std::unique_ptr<Store> b;
-  ASSERT_OK(OpenPgStore(PgConninfo(schema_), &a));
   const std::string b_name = "b_" + schema_;
-  ASSERT_OK(OpenPgStore(PgConninfo(schema_, "application_name=" + b_name), &b));
+  ASSERT_NO_FATAL_FAILURE(OpenTwo(&a, &b, b_name));
   std::uint64_t alice = 0;
   std::uint64_t bob = 0;
   ASSERT_OK(a->CreateUser(User("alice"), &alice));
@@ -1837,9 +1838,8 @@ TEST_F(PgStoreTest, AResendRacingTheAckOfItsRowThroughAnotherServerIsNotStoredAg
 TEST_F(PgStoreTest, AResendRacingTheTrimOfItsEntryThroughAnotherServerIsNotAppendedAgain) {
   std::unique_ptr<Store> a;
   std::unique_ptr<Store> b;
-  ASSERT_OK(OpenPgStore(PgConninfo(schema_), &a));
   const std::string b_name = "b_" + schema_;
-  ASSERT_OK(OpenPgStore(PgConninfo(schema_, "application_name=" + b_name), &b));
+  ASSERT_NO_FATAL_FAILURE(OpenTwo(&a, &b, b_name));
   std::vector<std::uint64_t> ids;
   std::uint64_t g = 0;
   ASSERT_NO_FATAL_FAILURE(Team(*a, {"alice", "bob", "carol"}, &ids, &g));
