@@ -21,6 +21,8 @@
 // name one), rows read from the store by a catch-up pass that covers the
 // group (the pass read everything after a point at or below Known), and the
 // heads of the logs when such a pass ends (read before its last, empty read).
+// So a live push of an entry at or below Known(group) is a repeat (a forward
+// that came after a store read sent it): the session drops it.
 //
 // Used on the event-loop thread only. Header-only, no I/O: tested alone.
 #pragma once
@@ -41,15 +43,22 @@ class GroupChain {
     return it == known_.end() ? floor_ : std::max(floor_, it->second);
   }
 
-  // A live push of entry `seq` of `group` that names `prev`: true if
-  // nothing before it is missing (it is then counted as sent); false if
-  // entries after Known(group) up to `prev` were never sent: hold it back
-  // and read the store after Known(group).
-  bool Push(std::uint64_t group, std::uint64_t seq, std::uint64_t prev) {
+  // What to do with a live push (Push).
+  enum class Verdict {
+    kSend,    // nothing before it is missing: send it (it is counted as sent)
+    kRepeat,  // at or below Known(group): sent or acknowledged before; drop it
+    kGap,     // entries after Known(group) up to its predecessor were never sent
+  };
+
+  // A live push of entry `seq` of `group` that names `prev`. kGap: hold it
+  // back and read the store after Known(group). kRepeat: a forward that
+  // came after a store read sent the entry, or a second forward of it.
+  Verdict Push(std::uint64_t group, std::uint64_t seq, std::uint64_t prev) {
     const std::uint64_t known = Known(group);
-    if (prev > known) return false;
-    if (seq > known) known_[group] = seq;
-    return true;
+    if (seq <= known) return Verdict::kRepeat;
+    if (prev > known) return Verdict::kGap;
+    known_[group] = seq;
+    return Verdict::kSend;
   }
 
   // The user's own entry `seq` (it reads none of its own): the next entry
@@ -75,6 +84,8 @@ class GroupChain {
   // send it (counted as sent); false if the pass began above Known(group)
   // and `prev` is above it too: rows of the group below the pass may never
   // have been sent, so read again after Known(group) before sending it.
+  // (Rows at or below Known(group) are sent again: a client's FetchPending
+  // asks for everything pending once more.)
   bool FromStore(std::uint64_t group, std::uint64_t seq, std::uint64_t prev) {
     const std::uint64_t known = Known(group);
     if (pass_start_ > known && prev > known) return false;

@@ -250,6 +250,10 @@ std::string Server::MetricsText() const {
            "Times a session gave up on a group message that came before an earlier one of the group (the earlier"
            " one did not come in time, or too much was held) and read its pending rows from the store again.");
   t.Sample("fastchat_group_log_gaps_total", static_cast<double>(m.group_gaps));
+  t.Family("fastchat_group_repeats_dropped_total", "counter",
+           "Group messages forwarded to a session that had sent them already (a store read found them first):"
+           " not sent again.");
+  t.Sample("fastchat_group_repeats_dropped_total", static_cast<double>(m.group_repeats_dropped));
 
   t.Family("fastchat_limit_rejections_total", "counter",
            "Connections and requests refused over a limit, by the code they were answered with.");

@@ -32,6 +32,10 @@ struct ServerMetrics {
   // and read its pending rows from the store again, from the start.
   std::uint64_t group_entries_held = 0;
   std::uint64_t group_gaps = 0;
+  // Live group-log entries not sent because the session had sent them
+  // already (GroupChain::Verdict::kRepeat): a forward that came after a
+  // store read found the entry committed.
+  std::uint64_t group_repeats_dropped = 0;
 
   // Refusals over a limit, by the code they were answered with.
   std::uint64_t refused_busy = 0;

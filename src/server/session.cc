@@ -386,13 +386,20 @@ void Session::Deliver(std::uint64_t seq, const std::shared_ptr<const std::string
                       std::uint64_t prev_seq) {
   if (closed_ || !receiving_) return;
   if (!live_) {
+    if (group_id != 0 && seq <= groups_.Known(group_id)) {
+      // A catch-up pass sent it already (it read the entry committed before
+      // its forward came): rewinding for it would send it again.
+      ++server_.metrics.group_repeats_dropped;
+      return;
+    }
     missed_ = true;  // CatchUp reads the store again before going live ...
     cursor_.Missed(seq);  // ... from below this row if it arrived out of order
     return;
   }
   // No "seq <= last sent" filter here: in a cluster, forwards from different
   // servers may arrive out of seq order, and dropping one would hold it back
-  // until the next login. A rare repeat is harmless (clients de-duplicate).
+  // until the next login. A rare repeat of a direct message is harmless
+  // (clients de-duplicate); a group entry's chain tells a repeat (below).
   // Catch-up paging stays correct because the store commits one recipient's
   // rows in seq order.
   if (out_.bytes() + event->size() > server_.config.max_queue_bytes) {
@@ -402,14 +409,24 @@ void Session::Deliver(std::uint64_t seq, const std::shared_ptr<const std::string
     StartCatchUp(false);
     return;
   }
-  if (group_id != 0 && !groups_.Push(group_id, seq, prev_seq)) {
-    // An entry of this group before this one has not reached this session:
-    // sending this one would let the client's cumulative ack pass the
-    // missing one. Usually the missing one is in flight on another mesh
-    // link (senders on different servers race): hold this one for it.
-    if (HoldForPredecessor(seq, event, group_id, prev_seq)) return;
-    ReadPastGap();
-    return;
+  if (group_id != 0) {
+    const GroupChain::Verdict v = groups_.Push(group_id, seq, prev_seq);
+    if (v == GroupChain::Verdict::kRepeat) {
+      // Sent already: by a store read that found it committed before its
+      // forward came (a catch-up racing the forward), or forwarded twice.
+      ++server_.metrics.group_repeats_dropped;
+      return;
+    }
+    if (v == GroupChain::Verdict::kGap) {
+      // An entry of this group before this one has not reached this
+      // session: sending this one would let the client's cumulative ack
+      // pass the missing one. Usually the missing one is in flight on
+      // another mesh link (senders on different servers race): hold this
+      // one for it.
+      if (HoldForPredecessor(seq, event, group_id, prev_seq)) return;
+      ReadPastGap();
+      return;
+    }
   }
   out_.Push(DeliverFramePrefix(seq, event->size(), group_id), event);
   ++server_.metrics.deliveries_live;
@@ -444,7 +461,10 @@ void Session::SendHeld(std::uint64_t group) {
       StartCatchUp(false);
       return;
     }
-    groups_.Push(group, e->seq, e->prev);  // its predecessor is known now
+    if (groups_.Push(group, e->seq, e->prev) == GroupChain::Verdict::kRepeat) {  // its predecessor is known now
+      ++server_.metrics.group_repeats_dropped;
+      continue;
+    }
     out_.Push(DeliverFramePrefix(e->seq, e->event->size(), group), e->event);
     ++server_.metrics.deliveries_live;
     cursor_.Sent(e->seq);
