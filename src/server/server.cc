@@ -65,17 +65,18 @@ asio::awaitable<void> TrimLoop(Server::Impl& impl) {
     }
     const auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
         std::chrono::system_clock::now().time_since_epoch());
-    auto job = [groups = std::move(groups), now_ms = static_cast<std::uint64_t>(now.count())](Store& s) {
-      Status st;
-      for (std::uint64_t g : groups) {
-        st = s.TrimGroup(g);
-        if (!st.ok()) return st;
-      }
-      return s.TrimDedupeKeys(now_ms);
-    };
-    impl.store.Submit(std::move(job), [](Status st) {
-      if (!st.ok()) spdlog::warn("trimming group logs and dedupe keys: {}", st.ToString());
-    });
+    // One job per group: on PostgreSQL a trim locks its group's row, and a
+    // trim that would wait for it out of lock order (kLockOrder) runs again
+    // first in the next batch, alone (StoreWorker).
+    for (std::uint64_t g : groups) {
+      impl.store.Submit([g](Store& s) { return s.TrimGroup(g); }, [g](Status st) {
+        if (!st.ok()) spdlog::warn("trimming the log of group {}: {}", g, st.ToString());
+      });
+    }
+    impl.store.Submit([now_ms = static_cast<std::uint64_t>(now.count())](Store& s) { return s.TrimDedupeKeys(now_ms); },
+                      [](Status st) {
+                        if (!st.ok()) spdlog::warn("trimming dedupe keys: {}", st.ToString());
+                      });
   }
 }
 

@@ -1625,13 +1625,32 @@ Status PgStore::AckGroup(std::uint64_t user, std::uint64_t group, std::uint64_t 
 
 // trim_cursors then trim_log, pipelined: one round trip, one implicit
 // transaction, and trim_log's snapshot sees the cursors left.
+// The group's row, exclusively, then trim_cursors and trim_log: an append
+// shares the row from before its snapshot until it commits, so a resend of
+// an entry being trimmed waits for the trim and then sees the kept key (it
+// would otherwise store the entry again). In a batch that holds locks
+// already the row is only tried: kLockOrder if another transaction has it.
+// Once the row is held, the batch counts as holding locks (NoteKeysHeld),
+// so a later row lock of the batch is only tried too.
 Status PgStore::TrimGroup(std::uint64_t group) {
+  Params row;
+  row.Id(group);
   Params p;
   p.Id(group);
   Params log;
   log.Id(group);
   log.Id(DedupeKeyExpiryMs());
-  return WithConn([&](Conn& c) {
+  const bool holds_locks = HeldKeyMax() >= 0;
+  return WithConn([&](Conn& c) -> Status {
+    if (!holds_locks) {
+      Status s = c.ExecPipelined({{kLockGroupRow, &row}, {kTrimCursors, &p}, {kTrimLog, &log}}, "TrimGroup", nullptr);
+      if (s.ok()) NoteKeysHeld(0);
+      return s;
+    }
+    Result row_locked;
+    Status s = c.Exec(kLockGroupRowSkip, row, "TrimGroup: lock", &row_locked);
+    if (!s.ok()) return s;
+    if (row_locked.rows() == 0) return LockOrder("TrimGroup");
     return c.ExecPipelined({{kTrimCursors, &p}, {kTrimLog, &log}}, "TrimGroup", nullptr);
   });
 }

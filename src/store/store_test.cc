@@ -1829,6 +1829,54 @@ TEST_F(PgStoreTest, AResendRacingTheAckOfItsRowThroughAnotherServerIsNotStoredAg
   }
 }
 
+// The same race for a group message: one server trims the log entry every
+// member acknowledged (delete it, keep its key) while the sender's resend is
+// appended through another server. The trim took no lock, so the append's
+// snapshot had the entry and no kept key, its insert waited on the unique
+// index for the entry the trim was deleting, and stored it again once the
+// trim committed. The trim now locks the group's row, which an append shares.
+TEST_F(PgStoreTest, AResendRacingTheTrimOfItsEntryThroughAnotherServerIsNotAppendedAgain) {
+  std::unique_ptr<Store> a;
+  std::unique_ptr<Store> b;
+  ASSERT_OK(OpenPgStore(PgConninfo(schema_), &a));
+  const std::string b_name = "b_" + schema_;
+  ASSERT_OK(OpenPgStore(PgConninfo(schema_, "application_name=" + b_name), &b));
+  std::vector<std::uint64_t> ids;
+  std::uint64_t g = 0;
+  ASSERT_NO_FATAL_FAILURE(Team(*a, {"alice", "bob", "carol"}, &ids, &g));
+  const std::uint64_t alice = ids[0];
+  const std::vector<std::uint64_t> others = {ids[1], ids[2]};
+  std::uint64_t seq = 0;
+  bool fresh = false;
+  ASSERT_OK(a->AppendGroup(g, alice, others, "alice/g1", "hi all", &seq, &fresh, nullptr, nullptr));
+  ASSERT_TRUE(fresh);
+  for (std::uint64_t m : others) ASSERT_OK(a->AckGroup(m, g, seq));
+
+  ASSERT_OK(a->BeginBatch());
+  ASSERT_OK(a->TrimGroup(g));
+  std::uint64_t again = 0;
+  bool again_fresh = true;
+  Status resend;
+  std::thread racer([&] {
+    resend = b->AppendGroup(g, alice, others, "alice/g1", "hi all", &again, &again_fresh, nullptr, nullptr);
+  });
+  bool waiting = false;
+  for (int i = 0; i < 1000 && !waiting; ++i) {
+    waiting = PgAdmin("SELECT count(*) FROM pg_stat_activity WHERE application_name = '" + b_name +
+                      "' AND wait_event_type = 'Lock'") != "0";
+    if (!waiting) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(waiting) << "the resend never waited for the open trim";
+  ASSERT_OK(a->CommitBatch());
+  racer.join();
+  ASSERT_OK(resend);
+  EXPECT_EQ(again, seq) << "the resend was appended again under a new seq";
+  EXPECT_FALSE(again_fresh);
+  std::uint64_t n = 99;
+  ASSERT_OK(a->CountGroupLog(g, &n));
+  EXPECT_EQ(n, 0u);
+}
+
 // Issue 7: "on PostgreSQL, multi-step requests are not atomic across
 // servers". Two PgStores on one schema stand for two servers; each server
 // decides by its own (possibly stale) directory, so the store must hold
