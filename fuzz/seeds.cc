@@ -207,6 +207,27 @@ void MeshSeeds() {
                                Record(2, Framed(S(ping))) + Record(4, Framed(S(hello))) + Record(0, Framed(S(presence))));
 }
 
+// ---------------------------------------------------------------- mesh handshake
+// [role byte: & 1 dialler] then records; op & 3: 0 a raw frame, 1 a hello
+// naming the bytes, 2 the right PeerAuth, 3 a PeerAuth with the bytes as MAC;
+// op & 4 the other method, op & 8 go on after a refusal, op & 16 version from
+// the bytes.
+void MeshHandshakeSeeds() {
+  const std::string accept(1, '\x00'), dial(1, '\x01');
+  mesh::MeshFrame v2, ping;
+  v2.mutable_hello()->set_version(2);
+  v2.mutable_hello()->set_server_id("server-a");
+  v2.mutable_hello()->set_challenge(std::string(32, 'c'));
+  ping.mutable_ping();
+  Write("mesh_handshake", "accept", accept + Record(1, "server-a") + Record(2, ""));
+  Write("mesh_handshake", "dial", dial + Record(1, "server-c") + Record(2, ""));
+  Write("mesh_handshake", "wrong-mac", accept + Record(1, "server-a") + Record(3, std::string(32, 'x')));
+  Write("mesh_handshake", "raw", accept + Record(8, S(v2)) + Record(8, S(ping)) + Record(1, "server-b"));
+  Write("mesh_handshake", "out-of-order",
+        dial + Record(2 | 8, "") + Record(1 | 4 | 8, "server-c") + Record(1 | 8, "server-c") + Record(2, ""));
+  Write("mesh_handshake", "dialled-other", dial + Record(1, "server-z") + Record(2, ""));
+}
+
 // ---------------------------------------------------------------- balancer
 void BalancerSeeds() {
   balancer::Envelope report, get, bad;
@@ -394,6 +415,7 @@ int main(int argc, char** argv) {
   RequestSeeds();
   FrameSeeds();
   MeshSeeds();
+  MeshHandshakeSeeds();
   BalancerSeeds();
   ClientSeeds();
   SmallSeeds();

@@ -17,6 +17,7 @@
 #include "fastchat/frame.h"
 #include "frame_queue.h"
 #include "mesh.pb.h"
+#include "mesh_handshake.h"
 #include "mesh_inbox.h"
 #include "presence_snapshot.h"
 #include "server_impl.h"
@@ -29,7 +30,6 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-constexpr std::uint32_t kMeshVersion = 1;
 constexpr auto kHandshakeTimeout = std::chrono::seconds(5);
 constexpr auto kPingEvery = std::chrono::milliseconds(1000);
 constexpr auto kLinkDeadAfter = std::chrono::milliseconds(4000);
@@ -57,24 +57,6 @@ std::string Framed(const mesh::MeshFrame& f) {
   AppendFrame(f.SerializeAsString(), &out);
   return out;
 }
-
-// What each side MACs: role || their challenge || my id || their id ||
-// the TLS channel binding (both ends of one TLS session share it; a relay
-// between two sessions does not, so a relayed MAC fails).
-std::string AuthMessage(std::string_view role, const std::string& challenge, const std::string& from,
-                        const std::string& to, const std::string& binding) {
-  std::string m(role);
-  m += '|';
-  m += challenge;
-  m += '|';
-  m += from;
-  m += '|';
-  m += to;
-  m += '|';
-  m += binding;
-  return m;
-}
-
 
 }  // namespace
 
@@ -285,40 +267,29 @@ asio::awaitable<void> Mesh::RunLink(std::shared_ptr<PeerLink> link, bool dialer,
   const std::string binding = link->stream.ChannelBinding("EXPORTER-fastchat-mesh");
   asio::co_spawn(server_.io, WriteLink(link), asio::detached);
   try {
-    const std::string my_challenge = crypto::RandomBytes(32);
-    mesh::MeshFrame hello;
-    hello.mutable_hello()->set_version(kMeshVersion);
-    hello.mutable_hello()->set_server_id(my_id);
-    hello.mutable_hello()->set_challenge(my_challenge);
-    link->Send(hello);
-
+    MeshHandshake handshake(dialer ? MeshHandshake::Role::kDial : MeshHandshake::Role::kAccept, my_id, expected_id,
+                            binding, mac_key_, crypto::RandomBytes(MeshHandshake::kChallengeBytes));
     mesh::MeshFrame f;
-    if (!co_await link->Read(&f) || !f.has_hello() || f.hello().challenge().size() != 32) {
-      throw std::runtime_error("expected PeerHello");
-    }
-    if (f.hello().version() != kMeshVersion) throw std::runtime_error("unsupported mesh version");
-    const std::string their_id = f.hello().server_id();
-    const std::string their_challenge = f.hello().challenge();
-    if (their_id.empty() || their_id == my_id) throw std::runtime_error("peer id '" + their_id + "' unusable");
-    if (dialer && their_id != expected_id) {
-      throw std::runtime_error("dialed " + expected_id + " but it says it is " + their_id);
-    }
-    const std::string my_role = dialer ? "dial" : "accept";
-    const std::string their_role = dialer ? "accept" : "dial";
+    handshake.Hello(&f);
+    link->Send(f);
+
+    f.Clear();
+    if (!co_await link->Read(&f)) throw std::runtime_error("expected PeerHello");
     mesh::MeshFrame auth;
-    auth.mutable_auth()->set_mac(crypto::Mac(AuthMessage(my_role, their_challenge, my_id, their_id, binding), mac_key_));
+    if (Status st = handshake.OnHello(f, &auth); !st.ok()) throw std::runtime_error(st.message());
     link->Send(auth);
 
     f.Clear();
-    if (!co_await link->Read(&f) || !f.has_auth()) throw std::runtime_error("expected PeerAuth");
-    if (!crypto::MacVerify(f.auth().mac(), AuthMessage(their_role, my_challenge, their_id, my_id, binding), mac_key_)) {
-      spdlog::warn("mesh: refused server '{}' from {}: wrong cluster secret", their_id, link->remote);
+    if (!co_await link->Read(&f)) throw std::runtime_error("expected PeerAuth");
+    if (Status st = handshake.OnAuth(f); !st.ok()) {
+      if (st.code() != Code::kBadCredentials) throw std::runtime_error(st.message());
+      spdlog::warn("mesh: refused server '{}' from {}: wrong cluster secret", handshake.peer_id(), link->remote);
       // Let our own PeerAuth reach the peer first, so it can log the refusal too.
       link->out.StopAfterFlush();
       all_.erase(link);
       co_return;
     }
-    link->peer_id = their_id;
+    link->peer_id = handshake.peer_id();
     link->authed = true;
     link->decoder.set_max_frame(server_.config.mesh_max_frame);
     watchdog->cancel();
