@@ -43,6 +43,10 @@ class GroupChain {
     return it == known_.end() ? floor_ : std::max(floor_, it->second);
   }
 
+  // Entry `seq` of `group` was sent to this session or acknowledged before
+  // (at or below Known(group)): sending it again would be a repeat.
+  bool IsRepeat(std::uint64_t group, std::uint64_t seq) const { return seq <= Known(group); }
+
   // What to do with a live push (Push).
   enum class Verdict {
     kSend,    // nothing before it is missing: send it (it is counted as sent)
@@ -54,9 +58,8 @@ class GroupChain {
   // back and read the store after Known(group). kRepeat: a forward that
   // came after a store read sent the entry, or a second forward of it.
   Verdict Push(std::uint64_t group, std::uint64_t seq, std::uint64_t prev) {
-    const std::uint64_t known = Known(group);
-    if (seq <= known) return Verdict::kRepeat;
-    if (prev > known) return Verdict::kGap;
+    if (IsRepeat(group, seq)) return Verdict::kRepeat;
+    if (prev > Known(group)) return Verdict::kGap;
     known_[group] = seq;
     return Verdict::kSend;
   }

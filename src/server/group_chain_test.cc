@@ -51,6 +51,8 @@ TEST(GroupChain, ALivePushAtOrBelowTheKnownPointIsARepeat) {
   c.Reading(20);
   ASSERT_TRUE(c.FromStore(kG, 21, 20));
   c.EndPass(21, Heads{{kG, 21}, {kH, 12}});
+  EXPECT_TRUE(c.IsRepeat(kG, 21));
+  EXPECT_FALSE(c.IsRepeat(kG, 22));
   EXPECT_EQ(c.Push(kG, 21, 20), kRepeat);
   EXPECT_EQ(c.Push(kG, 22, 21), kSend);
   // The other group's chain is its own.

@@ -386,7 +386,7 @@ void Session::Deliver(std::uint64_t seq, const std::shared_ptr<const std::string
                       std::uint64_t prev_seq) {
   if (closed_ || !receiving_) return;
   if (!live_) {
-    if (group_id != 0 && seq <= groups_.Known(group_id)) {
+    if (group_id != 0 && groups_.IsRepeat(group_id, seq)) {
       // A catch-up pass sent it already (it read the entry committed before
       // its forward came): rewinding for it would send it again.
       ++server_.metrics.group_repeats_dropped;
