@@ -255,6 +255,10 @@ std::string Server::MetricsText() const {
            "Group messages forwarded to a session that had sent them already (a store read found them first):"
            " not sent again.");
   t.Sample("fastchat_group_repeats_dropped_total", static_cast<double>(m.group_repeats_dropped));
+  t.Family("fastchat_group_store_repeats_skipped_total", "counter",
+           "Group messages a read of the store from the start (after a mesh link came or went) found that the"
+           " session had sent on its connection already: not sent again.");
+  t.Sample("fastchat_group_store_repeats_skipped_total", static_cast<double>(m.group_store_repeats_skipped));
 
   t.Family("fastchat_limit_rejections_total", "counter",
            "Connections and requests refused over a limit, by the code they were answered with.");

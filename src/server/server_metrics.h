@@ -36,6 +36,10 @@ struct ServerMetrics {
   // already (GroupChain::Verdict::kRepeat): a forward that came after a
   // store read found the entry committed.
   std::uint64_t group_repeats_dropped = 0;
+  // Group-log entries a read of the store from the start found that the
+  // session had sent on its connection already (not acknowledged yet): not
+  // sent again, unless the client asked with FetchPending.
+  std::uint64_t group_store_repeats_skipped = 0;
 
   // Refusals over a limit, by the code they were answered with.
   std::uint64_t refused_busy = 0;

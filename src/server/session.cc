@@ -326,6 +326,7 @@ asio::awaitable<void> Session::CatchUp() {
       // ends: it never takes pushes.)
       if (receiving_) groups_.EndPass(after, f.heads);
       live_ = receiving_;
+      resend_all_ = false;
       break;
     }
     // Rows below the highest sent may be repeats of live pushes (after a
@@ -335,6 +336,16 @@ asio::awaitable<void> Session::CatchUp() {
     // sent (this pass began above it) ends the page: the next read starts
     // from the beginning, below the gap.
     for (PendingRow& row : f.rows) {
+      if (row.group_id != 0 && !resend_all_ && groups_.IsRepeat(row.group_id, row.seq)) {
+        // Sent on this connection already (live, or by an earlier read) and
+        // not acknowledged yet: a read from the start for the server's own
+        // reasons (a mesh link came or went) need not send it again; the
+        // connection still carries it. A client's FetchPending does ask.
+        ++server_.metrics.group_store_repeats_skipped;
+        cursor_.Sent(row.seq);
+        read_after = row.seq;
+        continue;
+      }
       if (row.group_id != 0 && !groups_.FromStore(row.group_id, row.seq, row.prev_seq)) {
         cursor_.Restart();  // as for a live gap (Deliver)
         ++server_.metrics.group_gaps;
@@ -1018,6 +1029,8 @@ asio::awaitable<void> Session::HandleLoggedIn(const wire::Envelope& env) {
     live_ = false;
     if (!receiving_) fetching_ = true;
     cursor_.Restart();
+    resend_all_ = true;  // rows this connection carried already too
+    missed_ = true;      // a pass whose last read is in flight reads again
     StartCatchUp(true);
     co_return;
   }

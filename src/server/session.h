@@ -227,6 +227,7 @@ class Session : public std::enable_shared_from_this<Session> {
   bool catching_up_ = false;    // a CatchUp coroutine is running
   bool announce_pending_ = false;  // send SyncDone when the catch-up ends
   bool missed_ = false;            // a push was skipped while catching up
+  bool resend_all_ = false;        // this pass answers a FetchPending: send sent rows again too
   // Limits (beside the flags above: no padding between them).
   bool admitted_ = false;          // counted in server_.connections
   bool in_prelogin_ = false;       // in server_.prelogin (at prelogin_)
