@@ -9,14 +9,16 @@
 namespace fastchat::server {
 namespace {
 constexpr std::size_t kMaxGatherFrames = 64;
+static_assert(kMaxGatherFrames <= UINT16_MAX, "FrameQueue::writing_ is 16 bits");
 constexpr std::size_t kMaxGatherBytes = 1u << 20;
 }  // namespace
 
 FrameQueue::FrameQueue() = default;
 FrameQueue::~FrameQueue() = default;
 
-void FrameQueue::SetWriter(std::function<void()> start) {
-  start_writer_ = std::move(start);
+void FrameQueue::SetWriter(void (*start)(void* context), void* context) {
+  start_writer_ = start;
+  writer_context_ = context;
   Wake();
 }
 
@@ -25,7 +27,7 @@ void FrameQueue::Wake() {
   if (!start_writer_ || running_ || stop_) return;
   if ((frames_ && !frames_->empty()) || stop_after_flush_) {
     running_ = true;
-    start_writer_();
+    start_writer_(writer_context_);
   }
 }
 
@@ -92,7 +94,7 @@ asio::awaitable<void> FrameQueue::Run(net::Stream& stream) {
     }
     // Deque elements do not move when others are pushed (or dropped behind
     // the `writing_` frames), so the buffers stay valid.
-    writing_ = static_cast<std::uint32_t>(n);
+    writing_ = static_cast<std::uint16_t>(n);
     co_await stream.Write(bufs, [this] { last_progress_ = std::chrono::steady_clock::now(); });
     writing_ = 0;
     if (stop_) break;

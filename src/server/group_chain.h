@@ -30,6 +30,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -39,8 +40,9 @@ namespace fastchat::server {
 class GroupChain {
  public:
   std::uint64_t Known(std::uint64_t group) const {
-    auto it = known_.find(group);
-    return it == known_.end() ? floor_ : std::max(floor_, it->second);
+    if (!known_) return floor_;
+    auto it = known_->find(group);
+    return it == known_->end() ? floor_ : std::max(floor_, it->second);
   }
 
   // Entry `seq` of `group` was sent to this session or acknowledged before
@@ -60,7 +62,7 @@ class GroupChain {
   Verdict Push(std::uint64_t group, std::uint64_t seq, std::uint64_t prev) {
     if (IsRepeat(group, seq)) return Verdict::kRepeat;
     if (prev > Known(group)) return Verdict::kGap;
-    known_[group] = seq;
+    Set(group, seq);
     return Verdict::kSend;
   }
 
@@ -70,7 +72,7 @@ class GroupChain {
   bool Own(std::uint64_t group, std::uint64_t seq, std::uint64_t prev) {
     const std::uint64_t known = Known(group);
     if (prev > known) return false;
-    if (seq > known) known_[group] = seq;
+    if (seq > known) Set(group, seq);
     return true;
   }
 
@@ -92,7 +94,7 @@ class GroupChain {
   bool FromStore(std::uint64_t group, std::uint64_t seq, std::uint64_t prev) {
     const std::uint64_t known = Known(group);
     if (pass_start_ > known && prev > known) return false;
-    if (seq > known) known_[group] = seq;
+    if (seq > known) Set(group, seq);
     return true;
   }
 
@@ -104,22 +106,34 @@ class GroupChain {
     if (pass_start_ == kNone) return;
     for (const auto& [group, head] : heads) {
       const std::uint64_t known = Known(group);
-      if (pass_start_ <= known) known_[group] = std::max({known, head, after});
+      if (pass_start_ <= known) Set(group, std::max({known, head, after}));
     }
-    for (auto& [group, known] : known_) {
-      if (pass_start_ <= known) known = std::max(known, after);
+    if (known_) {
+      for (auto& [group, known] : *known_) {
+        if (pass_start_ <= known) known = std::max(known, after);
+      }
     }
     if (pass_start_ <= floor_) {
       floor_ = std::max(floor_, after);
-      std::erase_if(known_, [this](const auto& kv) { return kv.second <= floor_; });
+      if (known_) {
+        std::erase_if(*known_, [this](const auto& kv) { return kv.second <= floor_; });
+        if (known_->empty()) known_.reset();
+      }
     }
     pass_start_ = kNone;
   }
 
  private:
   static constexpr std::uint64_t kNone = std::numeric_limits<std::uint64_t>::max();
-  std::uint64_t floor_ = 0;                                // every group is known up to here
-  std::unordered_map<std::uint64_t, std::uint64_t> known_;  // groups known above floor_
+  void Set(std::uint64_t group, std::uint64_t seq) {
+    if (!known_) known_ = std::make_unique<std::unordered_map<std::uint64_t, std::uint64_t>>();
+    (*known_)[group] = seq;
+  }
+
+  std::uint64_t floor_ = 0;  // every group is known up to here
+  // Groups known above floor_; allocated only while there are some (an idle
+  // session's chain is two integers and a null pointer: 24 bytes, not 72).
+  std::unique_ptr<std::unordered_map<std::uint64_t, std::uint64_t>> known_;
   std::uint64_t pass_start_ = kNone;                       // the lowest read of the pass
 };
 

@@ -207,7 +207,6 @@ class Session : public std::enable_shared_from_this<Session> {
 
   Server::Impl& server_;
   net::Stream stream_;
-  std::unique_ptr<char[]> tls_read_buffer_;  // TLS sessions only: decrypted bytes land here
   FrameQueue out_;
   std::unique_ptr<FrameDecoder> decoder_;  // only while a frame is partly read
 
