@@ -67,7 +67,7 @@ struct Conn : std::enable_shared_from_this<Conn> {
     tick.cancel();
   }
 
-  asio::ip::tcp::socket socket;          // until connected
+  net::Socket socket;                    // until connected
   std::unique_ptr<net::Stream> stream;   // once connected (TLS unless options.tls is null)
   asio::ip::tcp::resolver resolver;
   asio::steady_timer deadline;
@@ -131,7 +131,7 @@ asio::awaitable<Status> WriteEnvelope(Conn& c, const Envelope& env) {
 
 // Drops the connection if sent data stays unacknowledged this long, so a
 // balancer host that vanishes without a FIN or RST is noticed in seconds.
-void SetUserTimeout(asio::ip::tcp::socket& s, std::chrono::milliseconds timeout) {
+void SetUserTimeout(net::Socket& s, std::chrono::milliseconds timeout) {
 #ifdef TCP_USER_TIMEOUT
   unsigned int ms = static_cast<unsigned int>(timeout.count());
   ::setsockopt(s.native_handle(), IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof ms);

@@ -52,9 +52,9 @@ asio::awaitable<void> Relay(asio::io_context& io, asio::ip::tcp::acceptor& accep
                             std::shared_ptr<net::TlsContext> server_ctx, std::shared_ptr<net::TlsContext> client_ctx,
                             std::uint16_t balancer_port, int* relayed) {
   for (;;) {
-    asio::ip::tcp::socket in_sock = co_await acceptor.async_accept(asio::use_awaitable);
+    net::Socket in_sock = co_await acceptor.async_accept(io, asio::use_awaitable);
     auto in = std::make_shared<net::Stream>(std::move(in_sock), server_ctx);
-    asio::ip::tcp::socket out_sock(io);
+    net::Socket out_sock(io);
     co_await out_sock.async_connect({asio::ip::make_address("127.0.0.1"), balancer_port}, asio::use_awaitable);
     auto out = std::make_shared<net::Stream>(std::move(out_sock), client_ctx);
     if (!(co_await in->Handshake(net::Stream::Role::kServer)).ok()) continue;

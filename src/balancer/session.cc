@@ -24,7 +24,7 @@ constexpr std::size_t kReadChunk = 4096;
 
 }  // namespace
 
-Session::Session(Balancer::Impl& balancer, asio::ip::tcp::socket socket, std::uint64_t id)
+Session::Session(Balancer::Impl& balancer, net::Socket socket, std::uint64_t id)
     : balancer_(balancer),
       stream_(std::move(socket), balancer.config.tls),
       id_(id),

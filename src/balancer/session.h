@@ -28,7 +28,7 @@ namespace fastchat::balancer {
 
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(Balancer::Impl& balancer, asio::ip::tcp::socket socket, std::uint64_t id);
+  Session(Balancer::Impl& balancer, net::Socket socket, std::uint64_t id);
   ~Session();
 
   // Sends Hello and starts the reader and writer coroutines.

@@ -60,7 +60,7 @@ asio::awaitable<Status> AskOne(asio::io_context& ioc, const std::string& addr, c
     Status st = net::MakeClientTls(trust.ca_file, &ctx);
     if (!st.ok()) co_return st;
   }
-  auto stream = std::make_shared<net::Stream>(asio::ip::tcp::socket(ioc), ctx);
+  auto stream = std::make_shared<net::Stream>(ioc, ctx);
   auto expired = std::make_shared<bool>(false);
   asio::steady_timer deadline(ioc, timeout);
   deadline.async_wait([stream, expired](const asio::error_code& ec) {

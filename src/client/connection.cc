@@ -90,7 +90,7 @@ struct Connection::Call {
 
 struct Connection::Impl : std::enable_shared_from_this<Impl> {
   explicit Impl(asio::io_context& c)
-      : ioc(c), stream(std::make_unique<net::Stream>(asio::ip::tcp::socket(c))), write_wake(c), read_wake(c) {}
+      : ioc(c), stream(std::make_unique<net::Stream>(c)), write_wake(c), read_wake(c) {}
 
   void WakeDrainers() {
     for (asio::steady_timer* t : drain_waiters) t->cancel();
@@ -307,7 +307,7 @@ asio::awaitable<Status> Connection::Connect(std::string host, std::string port) 
       self->closed = true;
       co_return s;
     }
-    self->stream = std::make_unique<net::Stream>(asio::ip::tcp::socket(self->ioc), std::move(ctx));
+    self->stream = std::make_unique<net::Stream>(self->ioc, std::move(ctx));
   }
 
   // Connect with a deadline: the timer closes the socket if it fires first.

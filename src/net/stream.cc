@@ -22,14 +22,14 @@ constexpr std::size_t kMaxCoalesce = 16 * 1024;
 }  // namespace
 
 struct Stream::Tls {
-  Tls(asio::ip::tcp::socket s, std::shared_ptr<TlsContext> c) : ctx(std::move(c)), stream(std::move(s), ctx->ctx) {}
+  Tls(Socket s, std::shared_ptr<TlsContext> c) : ctx(std::move(c)), stream(std::move(s), ctx->ctx) {}
   std::shared_ptr<TlsContext> ctx;
-  asio::ssl::stream<asio::ip::tcp::socket> stream;
+  asio::ssl::stream<Socket> stream;
 };
 
-Stream::Stream(asio::ip::tcp::socket socket) : socket_(std::move(socket)) {}
+Stream::Stream(Socket socket) : socket_(std::move(socket)) {}
 
-Stream::Stream(asio::ip::tcp::socket socket, std::shared_ptr<TlsContext> ctx)
+Stream::Stream(Socket socket, std::shared_ptr<TlsContext> ctx)
     : socket_(socket.get_executor()) {
   if (ctx) {
     tls_ = std::make_unique<Tls>(std::move(socket), std::move(ctx));
@@ -38,9 +38,11 @@ Stream::Stream(asio::ip::tcp::socket socket, std::shared_ptr<TlsContext> ctx)
   }
 }
 
+Stream::Stream(asio::io_context& io, std::shared_ptr<TlsContext> ctx) : Stream(Socket(io), std::move(ctx)) {}
+
 Stream::~Stream() = default;
 
-asio::ip::tcp::socket& Stream::socket() { return tls_ ? tls_->stream.next_layer() : socket_; }
+Socket& Stream::socket() { return tls_ ? tls_->stream.next_layer() : socket_; }
 
 asio::awaitable<Status> Stream::Handshake(Role role, std::string server_name) {
   if (!tls_) co_return Status::OK();
@@ -125,7 +127,7 @@ asio::awaitable<void> Stream::Write(const std::vector<asio::const_buffer>& bufs,
 
 void Stream::Close() {
   asio::error_code ec;
-  asio::ip::tcp::socket& s = socket();
+  Socket& s = socket();
   s.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
   s.close(ec);
 }

@@ -21,6 +21,7 @@
 
 #include <asio/awaitable.hpp>
 #include <asio/buffer.hpp>
+#include <asio/io_context.hpp>
 #include <asio/ip/tcp.hpp>
 
 #include "fastchat/status.h"
@@ -29,22 +30,33 @@ namespace fastchat::net {
 
 class TlsContext;
 
+// The TCP socket of every Stream: bound to an io_context's executor (one
+// pointer) rather than Asio's default, the polymorphic any_io_executor, which
+// costs ~40 bytes in the socket and again in every operation pending on it:
+// an idle server connection holds one of each (docs/performance.md, "Idle
+// connections"). Accept with acceptor.async_accept(io, token), or construct
+// from the io_context.
+using Socket = asio::basic_stream_socket<asio::ip::tcp, asio::io_context::executor_type>;
+
 class Stream {
  public:
   enum class Role { kClient, kServer };
 
   // Plain TCP.
-  explicit Stream(asio::ip::tcp::socket socket);
+  explicit Stream(Socket socket);
   // TLS over `socket` using `ctx` (kept alive by the Stream); plain TCP if
   // ctx is null.
-  Stream(asio::ip::tcp::socket socket, std::shared_ptr<TlsContext> ctx);
+  Stream(Socket socket, std::shared_ptr<TlsContext> ctx);
+  // A socket not connected yet (connect socket() before Handshake); TLS
+  // if ctx is set.
+  explicit Stream(asio::io_context& io, std::shared_ptr<TlsContext> ctx = nullptr);
   ~Stream();
   Stream(const Stream&) = delete;
   Stream& operator=(const Stream&) = delete;
 
   bool tls() const { return tls_ != nullptr; }
   // The TCP socket under any TLS (for options, endpoints, waits, close).
-  asio::ip::tcp::socket& socket();
+  Socket& socket();
 
   // The TLS handshake; OK at once on a plain stream. A client sends
   // `server_name` (SNI) and, with a CA-verifying context, checks the
@@ -70,7 +82,7 @@ class Stream {
 
  private:
   struct Tls;
-  asio::ip::tcp::socket socket_;
+  Socket socket_;
   std::unique_ptr<Tls> tls_;
 };
 

@@ -45,7 +45,7 @@ class TlsTest : public ::testing::Test {
     asio::co_spawn(
         io,
         [&]() -> asio::awaitable<void> {
-          Stream s(co_await acceptor.async_accept(asio::use_awaitable), server_ctx);
+          Stream s(co_await acceptor.async_accept(io, asio::use_awaitable), server_ctx);
           r.server_hs = co_await s.Handshake(Stream::Role::kServer);
           if (!r.server_hs.ok()) co_return;
           r.server_binding = s.ChannelBinding("EXPORTER-fastchat-test");
@@ -61,7 +61,7 @@ class TlsTest : public ::testing::Test {
     asio::co_spawn(
         io,
         [&]() -> asio::awaitable<void> {
-          asio::ip::tcp::socket sock(io);
+          Socket sock(io);
           co_await sock.async_connect(asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), port),
                                       asio::use_awaitable);
           Stream s(std::move(sock), client_ctx);

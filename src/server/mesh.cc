@@ -62,7 +62,7 @@ std::string Framed(const mesh::MeshFrame& f) {
 
 // One connection to another server.
 struct PeerLink {
-  PeerLink(asio::ip::tcp::socket s, std::shared_ptr<net::TlsContext> tls)
+  PeerLink(net::Socket s, std::shared_ptr<net::TlsContext> tls)
       : stream(std::move(s), std::move(tls)), decoder(kMaxHandshakeFrame) {}
 
   void Close() {
@@ -157,7 +157,7 @@ struct Mesh::HandshakeSlot {
 asio::awaitable<void> Mesh::AcceptLoop() {
   while (!stopping_) {
     asio::error_code ec;
-    asio::ip::tcp::socket socket = co_await acceptor_.async_accept(asio::redirect_error(use_awaitable, ec));
+    net::Socket socket = co_await acceptor_.async_accept(server_.io, asio::redirect_error(use_awaitable, ec));
     if (stopping_) break;
     if (ec) {
       spdlog::warn("mesh accept failed: {}", ec.message());
@@ -230,7 +230,7 @@ asio::awaitable<void> Mesh::Dial(ServerRecord peer) {
     asio::ip::tcp::resolver resolver(server_.io);
     const std::string service = std::to_string(port);
     auto endpoints = co_await resolver.async_resolve(host, service, use_awaitable);
-    asio::ip::tcp::socket socket(server_.io);
+    net::Socket socket(server_.io);
     co_await asio::async_connect(socket, endpoints, use_awaitable);
     socket.set_option(asio::ip::tcp::no_delay(true));
     auto link = std::make_shared<PeerLink>(std::move(socket), server_.config.peer_tls);

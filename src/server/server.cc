@@ -83,7 +83,7 @@ asio::awaitable<void> TrimLoop(Server::Impl& impl) {
 asio::awaitable<void> AcceptLoop(Server::Impl& impl) {
   for (;;) {
     asio::error_code ec;
-    asio::ip::tcp::socket socket = co_await impl.acceptor.async_accept(asio::redirect_error(asio::use_awaitable, ec));
+    net::Socket socket = co_await impl.acceptor.async_accept(impl.io, asio::redirect_error(asio::use_awaitable, ec));
     if (impl.stopping) co_return;
     if (ec) {
       // Out of file descriptors and similar: log, back off briefly, go on.

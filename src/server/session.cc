@@ -53,13 +53,13 @@ class Running {
 }  // namespace
 
 // Every logged-in connection holds one Session (allocated with make_shared:
-// 16 bytes of control block before it). Past 432 bytes it moves from
-// jemalloc's 448-byte class to the 512 one, and the idle cost per connection
+// 16 bytes of control block before it). Past 368 bytes it moves from
+// jemalloc's 384-byte class to the 448 one, and the idle cost per connection
 // (docs/performance.md, "Idle connections") grows with it: a member added
 // here should be made to fit, or the new cost measured and written down.
-static_assert(sizeof(Session) <= 432, "Session outgrew jemalloc's 448-byte class (see the comment)");
+static_assert(sizeof(Session) <= 368, "Session outgrew jemalloc's 384-byte class (see the comment)");
 
-Session::Session(Server::Impl& server, asio::ip::tcp::socket socket)
+Session::Session(Server::Impl& server, net::Socket socket)
     : server_(server), stream_(std::move(socket), server.config.tls) {}
 
 Session::~Session() = default;
@@ -167,7 +167,7 @@ asio::awaitable<void> Session::WriteLoop() {
 
 void Session::ReadWhenReadable() {
   waiting_for_peer_ = true;
-  stream_.socket().async_wait(asio::ip::tcp::socket::wait_read, [self = shared_from_this()](const asio::error_code& ec) {
+  stream_.socket().async_wait(net::Socket::wait_read, [self = shared_from_this()](const asio::error_code& ec) {
     self->waiting_for_peer_ = false;
     if (ec) {
       spdlog::debug("session read ended: {}", ec.message());
@@ -887,6 +887,14 @@ asio::awaitable<void> Session::IssueToken(wire::LoggedIn* reply) {
   reply->set_token_expires_ms(expires);
 }
 
+std::string Session::UserName() const {
+  // Logged-in users are always in the directory (a login puts them there;
+  // nothing removes a user); not kept in the Session: 32 bytes per idle
+  // connection.
+  const DirUser* u = server_.directory.FindUser(user_id_);
+  return u != nullptr ? u->name : std::string();
+}
+
 asio::awaitable<Refusal> Session::HandleLogin(const wire::Envelope& env) {
   if (user_id_ != 0) co_return Status(Code::kAlreadyLoggedIn, "this connection is already logged in");
   const wire::Login& m = env.login();
@@ -902,12 +910,11 @@ asio::awaitable<Refusal> Session::HandleLogin(const wire::Envelope& env) {
   if (!checked.ok()) co_return checked;
   if (closed_ || out_.stopping()) co_return Status::OK();  // closed (a deadline, ...) while checking
   user_id_ = id;
-  user_name_ = std::move(name);
   LeavePrelogin();
   wire::Envelope reply;
   reply.set_rid(env.rid());
   reply.mutable_logged_in()->set_user_id(user_id_);
-  reply.mutable_logged_in()->set_name(user_name_);
+  reply.mutable_logged_in()->set_name(name);
   if (!by_token) co_await IssueToken(reply.mutable_logged_in());
   if (closed_) co_return Status::OK();
   SendEnvelope(reply);
@@ -1012,7 +1019,7 @@ asio::awaitable<Refusal> Session::HandleChangePassword(const wire::Envelope& env
   wire::Envelope reply;
   reply.set_rid(env.rid());
   reply.mutable_logged_in()->set_user_id(user_id_);
-  reply.mutable_logged_in()->set_name(user_name_);
+  reply.mutable_logged_in()->set_name(UserName());
   co_await IssueToken(reply.mutable_logged_in());
   std::string frame;
   AppendFrame(reply.SerializeAsString(), &frame);
@@ -1051,7 +1058,7 @@ asio::awaitable<void> Session::HandleLoggedIn(const wire::Envelope& env) {
     Reply(RequestService::ErrorFrame(env.rid(), r.status, r.retry_after_ms));
     co_return;
   }
-  const Caller me{user_id_, user_name_};
+  const Caller me{user_id_, UserName()};
   Outcome o = server_.service.Handle(me, env, NowMs());
   if (o.state_refusal && server_.config.mesh_enabled) {
     // Another server may have changed what this was refused on (a friendship,

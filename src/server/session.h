@@ -63,7 +63,7 @@ class Session : public std::enable_shared_from_this<Session> {
   // per this long per session (more are RATE_LIMITED).
   static constexpr std::chrono::seconds kFetchPendingEvery{5};
 
-  Session(Server::Impl& server, asio::ip::tcp::socket socket);
+  Session(Server::Impl& server, net::Socket socket);
   ~Session();
 
   // Starts the reader and writer coroutines.
@@ -180,6 +180,8 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // Remembers the hash of the token of this login (for Logout).
   void KeepTokenHash(const std::string& hash);
+  // The logged-in user's name, from the server's Directory.
+  std::string UserName() const;
   // TLS: the handshake, with the configured deadline.
   asio::awaitable<Status> TlsHandshake();
   // No longer one of the refused TLS connections being told why.
@@ -211,7 +213,6 @@ class Session : public std::enable_shared_from_this<Session> {
   std::unique_ptr<FrameDecoder> decoder_;  // only while a frame is partly read
 
   std::uint64_t user_id_ = 0;  // 0 until login
-  std::string user_name_;
   // Hash (crypto::Hash) of the token this session logged in with or was
   // issued, if has_token_. Inline: a std::string would put 48 bytes on the
   // heap for every idle session.
