@@ -59,10 +59,23 @@ class GroupChain {
   // A live push of entry `seq` of `group` that names `prev`. kGap: hold it
   // back and read the store after Known(group). kRepeat: a forward that
   // came after a store read sent the entry, or a second forward of it.
+  // (One hash lookup: this runs for every live group delivery.)
   Verdict Push(std::uint64_t group, std::uint64_t seq, std::uint64_t prev) {
-    if (IsRepeat(group, seq)) return Verdict::kRepeat;
-    if (prev > Known(group)) return Verdict::kGap;
-    Set(group, seq);
+    std::uint64_t known = floor_;
+    std::uint64_t* slot = nullptr;
+    if (known_) {
+      if (auto it = known_->find(group); it != known_->end()) {
+        slot = &it->second;
+        known = std::max(floor_, it->second);
+      }
+    }
+    if (seq <= known) return Verdict::kRepeat;  // as IsRepeat
+    if (prev > known) return Verdict::kGap;
+    if (slot != nullptr) {
+      *slot = seq;
+    } else {
+      Set(group, seq);
+    }
     return Verdict::kSend;
   }
 
