@@ -108,9 +108,6 @@ struct Refusal {
 std::string SourceKey(const asio::ip::address& address);
 // "192.0.2.7" or "2001:db8::/64", for messages and logs.
 std::string DescribeSource(const std::string& key);
-// `s` made safe for one log line: control and non-ASCII bytes escaped, at
-// most 64 bytes kept (names in failed logins come from the peer).
-std::string Printable(const std::string& s);
 
 // ConnectionCounts: how many connections the server has, in all and per
 // source. Admit() either counts a new connection in or refuses it with

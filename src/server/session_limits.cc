@@ -12,6 +12,7 @@
 #include <asio/use_awaitable.hpp>
 #include <spdlog/spdlog.h>
 
+#include "common/printable.h"
 #include "fastchat.pb.h"
 #include "fastchat/frame.h"
 #include "mesh.h"  // Server::Impl owns a Mesh
