@@ -4,11 +4,16 @@
 // the run itself.
 #pragma once
 
+#include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <string_view>
 
 #include <google/protobuf/stubs/logging.h>
+
+#include "fastchat/frame.h"
 
 namespace fastchat::fuzz {
 
@@ -19,6 +24,20 @@ namespace fastchat::fuzz {
 
 inline void Check(bool ok, const std::string& what) {
   if (!ok) Fail(what);
+}
+
+// The record most targets read their input as: [op][4-byte big-endian
+// length][bytes], a length past the end taking what is left. Reads the one
+// at *pos and moves *pos past it; false at the end of the input.
+inline bool NextRecord(const std::uint8_t* data, std::size_t size, std::size_t* pos, std::uint8_t* op,
+                       std::string_view* bytes) {
+  if (size - *pos < 1 + kFrameHeaderSize) return false;
+  *op = data[*pos];
+  const std::size_t len = DecodeFrameHeader(reinterpret_cast<const char*>(data + *pos + 1));
+  *pos += 1 + kFrameHeaderSize;
+  *bytes = std::string_view(reinterpret_cast<const char*>(data + *pos), std::min(len, size - *pos));
+  *pos += bytes->size();
+  return true;
 }
 
 inline void QuietProtobuf() {

@@ -59,13 +59,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   };
 
   std::size_t pos = 0;
-  while (size - pos >= 1 + kFrameHeaderSize) {
-    const std::uint8_t op = data[pos];
-    std::uint32_t len = DecodeFrameHeader(reinterpret_cast<const char*>(data + pos + 1));
-    pos += 1 + kFrameHeaderSize;
-    len = static_cast<std::uint32_t>(std::min<std::size_t>(len, size - pos));
-    const char* bytes = reinterpret_cast<const char*>(data + pos);
-    pos += len;
+  std::uint8_t op = 0;
+  std::string_view record;
+  while (fastchat::fuzz::NextRecord(data, size, &pos, &op, &record)) {
+    const char* bytes = record.data();
+    const auto len = static_cast<std::uint32_t>(record.size());
     std::unique_ptr<Link>& link = links[(op >> 1) % kLinks];
     if (op & 1) {
       drop(link);

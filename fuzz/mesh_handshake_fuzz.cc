@@ -90,13 +90,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   bool hello_ok = false, refused = false;
   int calls = 0;
   std::size_t pos = 1;
-  while (size - pos >= 1 + kFrameHeaderSize) {
-    const std::uint8_t op = data[pos];
-    std::uint32_t len = DecodeFrameHeader(reinterpret_cast<const char*>(data + pos + 1));
-    pos += 1 + kFrameHeaderSize;
-    len = static_cast<std::uint32_t>(std::min<std::size_t>(len, size - pos));
-    const std::string bytes(reinterpret_cast<const char*>(data + pos), len);
-    pos += len;
+  std::uint8_t op = 0;
+  std::string_view record;
+  while (fastchat::fuzz::NextRecord(data, size, &pos, &op, &record)) {
+    const std::string bytes(record);
 
     mesh::MeshFrame f;
     switch (op & 3) {

@@ -171,14 +171,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   Harness h(*world);
   std::uint64_t now = 1'700'000'000'000;
   std::size_t pos = 0;
-  while (size - pos >= 1 + kFrameHeaderSize) {
-    const std::uint8_t control = data[pos];
-    std::uint32_t len = DecodeFrameHeader(reinterpret_cast<const char*>(data + pos + 1));
-    pos += 1 + kFrameHeaderSize;
-    len = static_cast<std::uint32_t>(std::min<std::size_t>(len, size - pos));
+  std::uint8_t control = 0;
+  std::string_view record;
+  while (fastchat::fuzz::NextRecord(data, size, &pos, &control, &record)) {
     wire::Envelope env;
-    const bool parsed = env.ParseFromArray(data + pos, static_cast<int>(len));
-    pos += len;
+    const bool parsed = env.ParseFromArray(record.data(), static_cast<int>(record.size()));
     if (!parsed) continue;  // the session answers BAD_FRAME before the service
     if (control & 4) h.RunWrites();
     const Caller& me = h.callers[control & 3];

@@ -253,6 +253,36 @@ void BalancerSeeds() {
                                     frame(0, report2) + frame(0, report) + Record(9, "s1") + frame(2, report) + frame(0, get));
 }
 
+// ---------------------------------------------------------------- balancer_peer
+// [side: 0 client, 1 reporter] then records; op & 3: 0 raw frame, 1 Hello,
+// 2 Error{code bytes[0], message}, 3 AuthOk (op & 8) or ServerAssignment
+// (port 3 bytes, host length, host, server id).
+void BalancerPeerSeeds() {
+  const std::string client(1, '\0'), reporter(1, '\1');
+  auto assignment = [](std::uint32_t port, const std::string& host, const std::string& id) {
+    std::string b;
+    b += static_cast<char>(port >> 16);
+    b += static_cast<char>(port >> 8);
+    b += static_cast<char>(port);
+    b += static_cast<char>(host.size());
+    return Record(3, b + host + id);
+  };
+  Write("balancer_peer", "client-assigned", client + Record(1, "") + assignment(7400, "127.0.0.1", "s1"));
+  Write("balancer_peer", "client-no-server",
+        client + Record(1, "") + Record(2, std::string(1, '\x08') + "no chat server is registered"));
+  Write("balancer_peer", "client-unusable",
+        client + assignment(0, "h", "s1") + assignment(65536, "h", "s1") + assignment(7400, "evil host", "s1") +
+            assignment(7400, "h\x1b[2J", "s1") + assignment(7400, "h", "") + assignment(7400, "::1", "s 2"));
+  Write("balancer_peer", "reporter-registers",
+        reporter + Record(1, "") + Record(11, std::string("\0\0\x0b\xb8", 4)) +
+            Record(2, std::string(1, '\x05') + "client_address must be host:port") + Record(2, "\x05x\n[error] y"));
+  Write("balancer_peer", "reporter-bad-secret",
+        reporter + Record(1, "") + Record(2, std::string(1, '\x06') + "wrong cluster secret"));
+  Write("balancer_peer", "reporter-bad-hellos",
+        reporter + Record(9 | 32, "\x02") + Record(17 | 32, "short") + Record(1 | 32, "") + Record(11, ""));
+  Write("balancer_peer", "reporter-out-of-turn", reporter + Record(11 | 4 | 32, "\1") + Record(1 | 4 | 32, ""));
+}
+
 // ---------------------------------------------------------------- client
 wire::Envelope Deliver(std::uint64_t seq, const wire::Event& ev, std::uint64_t group = 0) {
   wire::Envelope e;
@@ -417,6 +447,7 @@ int main(int argc, char** argv) {
   MeshSeeds();
   MeshHandshakeSeeds();
   BalancerSeeds();
+  BalancerPeerSeeds();
   ClientSeeds();
   SmallSeeds();
   return 0;

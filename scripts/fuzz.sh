@@ -13,7 +13,7 @@
 # docs/security.md says how to merge them into fuzz/corpus after a long run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-TARGETS=(frame request mesh mesh_handshake balancer client filename local_store)
+TARGETS=(frame request mesh mesh_handshake balancer balancer_peer client filename local_store)
 seconds="${FUZZ_SECONDS:-20}"
 [[ -x /usr/lib/llvm-14/bin/llvm-symbolizer ]] && export ASAN_SYMBOLIZER_PATH=/usr/lib/llvm-14/bin/llvm-symbolizer
 

@@ -26,6 +26,7 @@
 #include "fastchat/frame.h"
 #include "load.h"
 #include "net/stream.h"
+#include "reporter_handshake.h"
 
 namespace fastchat::balancer {
 namespace {
@@ -88,16 +89,15 @@ struct Link {
   std::shared_ptr<Conn> conn;  // the current attempt, if any
 };
 
-asio::awaitable<Status> ReadEnvelope(Conn& c, Envelope* env) {
+// The next frame's payload.
+asio::awaitable<Status> ReadFrame(Conn& c, std::string* payload) {
   for (;;) {
-    std::string_view payload;
+    std::string_view frame;
     bool have = false;
-    Status st = c.decoder.Next(&payload, &have);
+    Status st = c.decoder.Next(&frame, &have);
     if (!st.ok()) co_return st;
     if (have) {
-      if (!env->ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
-        co_return Status(Code::kBadFrame, "balancer sent a frame that does not parse");
-      }
+      payload->assign(frame);
       co_return Status::OK();
     }
     char buf[4096];
@@ -115,9 +115,9 @@ asio::awaitable<Status> ReadEnvelope(Conn& c, Envelope* env) {
   }
 }
 
-asio::awaitable<Status> WriteEnvelope(Conn& c, const Envelope& env) {
+asio::awaitable<Status> WriteFrame(Conn& c, const std::string& payload) {
   std::string frame;
-  AppendFrame(env.SerializeAsString(), &frame);
+  AppendFrame(payload, &frame);
   asio::error_code ec;
   try {
     co_await c.stream->Write(asio::buffer(frame));
@@ -143,19 +143,18 @@ void SetUserTimeout(net::Socket& s, std::chrono::milliseconds timeout) {
 
 // Reads what the balancer sends after AuthOk (only Errors, e.g. for a report
 // it refused) until the connection ends; then ends the report loop too.
-asio::awaitable<void> DrainLoop(std::shared_ptr<Conn> c, std::string addr) {
+asio::awaitable<void> DrainLoop(std::shared_ptr<Conn> c, std::shared_ptr<ReporterHandshake> hs, std::string addr) {
   bool logged = false;
   for (;;) {
-    Envelope in;
-    Status st = co_await ReadEnvelope(*c, &in);
+    std::string payload, refused;
+    Status st = co_await ReadFrame(*c, &payload);
+    if (st.ok()) st = hs->OnLater(payload, &refused);
     if (!st.ok()) {
       c->Kill(st.message());
       co_return;
     }
-    if (in.has_error()) {
-      if (!logged) {
-        spdlog::warn("balancer {} refused a report: {}", addr, in.error().message());
-      }
+    if (!refused.empty() && !logged) {
+      spdlog::warn("balancer {} refused a report: {}", addr, refused);
       logged = true;
     }
   }
@@ -289,37 +288,27 @@ asio::awaitable<Status> BalancerReporter::Impl::RunConn(Link& link, std::shared_
   const std::string binding = c->stream->ChannelBinding(kBalancerBindingLabel);
 
   // Handshake, still under the connect deadline.
-  Envelope in;
-  Status st = co_await ReadEnvelope(*c, &in);
+  auto hs = std::make_shared<ReporterHandshake>(server_id, key, binding);
+  std::string payload, auth;
+  Status st = co_await ReadFrame(*c, &payload);
+  if (st.ok()) st = hs->OnHello(payload, &auth);
   if (!st.ok()) co_return st;
-  if (!in.has_hello() || in.hello().version() != 1 || in.hello().challenge().size() != kChallengeBytes) {
-    co_return Status(Code::kBadRequest, "peer is not a version-1 fastchat balancer");
-  }
-  Envelope auth;
-  auth.mutable_server_auth()->set_server_id(server_id);
-  auth.mutable_server_auth()->set_mac(AuthMac(key, in.hello().challenge() + binding, server_id));
-  st = co_await WriteEnvelope(*c, auth);
+  st = co_await WriteFrame(*c, auth);
   if (!st.ok()) co_return st;
-  in.Clear();
-  st = co_await ReadEnvelope(*c, &in);
+  st = co_await ReadFrame(*c, &payload);
+  std::uint32_t expire_ms = 0;
+  if (st.ok()) st = hs->OnAuthReply(payload, &expire_ms);
   if (!st.ok()) co_return st;
   c->Disarm();
-  if (in.has_error()) {
-    Code code = in.error().code() == BAD_CREDENTIALS ? Code::kBadCredentials : Code::kBadRequest;
-    co_return Status(code, in.error().message());
-  }
-  if (!in.has_auth_ok()) {
-    co_return Status(Code::kBadRequest, "balancer answered ServerAuth with neither AuthOk nor Error");
-  }
 
   c->registered = true;
   ++registered;
   spdlog::info("registered with balancer {} as '{}' (expires after {} ms without a report)", link.addr, server_id,
-               in.auth_ok().expire_ms());
-  asio::co_spawn(io, DrainLoop(c, link.addr), asio::detached);
+               expire_ms);
+  asio::co_spawn(io, DrainLoop(c, hs, link.addr), asio::detached);
   while (!stopped && !c->broken) {
     c->Arm(options.connect_timeout);
-    st = co_await WriteEnvelope(*c, MakeReport());
+    st = co_await WriteFrame(*c, MakeReport().SerializeAsString());
     c->Disarm();
     if (!st.ok()) break;
     c->tick.expires_after(options.report_interval);

@@ -12,6 +12,7 @@
 #include <asio/use_awaitable.hpp>
 
 #include "balancer.pb.h"
+#include "balancer_reply.h"
 #include "common/host_port.h"
 #include "fastchat/frame.h"
 #include "net/stream.h"
@@ -22,8 +23,9 @@ namespace {
 
 constexpr std::uint32_t kMaxFrame = 64 * 1024;
 
-// Reads frames until one that is not Hello.
-asio::awaitable<Status> ReadReply(net::Stream& s, balancer::Envelope* reply) {
+// Reads frames until one that is not Hello, and makes of it what
+// ReadBalancerReply says.
+asio::awaitable<Status> ReadReply(net::Stream& s, Assignment* out) {
   FrameDecoder decoder(kMaxFrame);
   char buf[4096];
   for (;;) {
@@ -32,10 +34,10 @@ asio::awaitable<Status> ReadReply(net::Stream& s, balancer::Envelope* reply) {
     Status st = decoder.Next(&payload, &have);
     if (!st.ok()) co_return st;
     if (have) {
-      if (!reply->ParseFromArray(payload.data(), static_cast<int>(payload.size())))
-        co_return Status(Code::kBadFrame, "reply does not parse");
-      if (reply->has_hello()) continue;
-      co_return Status::OK();
+      bool skip = false;
+      st = ReadBalancerReply(payload, out, &skip);
+      if (!st.ok() || !skip) co_return st;
+      continue;
     }
     std::size_t n = 0;
     try {
@@ -97,21 +99,8 @@ asio::awaitable<Status> AskOne(asio::io_context& ioc, const std::string& addr, c
   } catch (const asio::system_error& e) {
     co_return timed(Status(Code::kIOError, "sending: " + e.code().message()));
   }
-  balancer::Envelope reply;
-  Status st = co_await ReadReply(*stream, &reply);
-  if (!st.ok()) co_return timed(st);
-  if (reply.has_error()) {
-    Code code = reply.error().code() == balancer::NO_SERVER ? Code::kNotFound : Code::kBadRequest;
-    co_return Status(code, reply.error().message());
-  }
-  if (!reply.has_server_assignment()) co_return Status(Code::kBadRequest, "unexpected reply");
-  const balancer::ServerAssignment& a = reply.server_assignment();
-  if (a.host().empty() || a.port() == 0 || a.port() > 65535)
-    co_return Status(Code::kBadRequest, "assignment without a valid host and port");
-  out->host = a.host();
-  out->port = static_cast<std::uint16_t>(a.port());
-  out->server_id = a.server_id();
-  co_return Status::OK();
+  Status st = co_await ReadReply(*stream, out);
+  co_return st.ok() ? st : timed(st);
 }
 
 }  // namespace

@@ -16,6 +16,7 @@
 
 #include <asio/awaitable.hpp>
 
+#include "balancer_reply.h"
 #include "fastchat/status.h"
 #include "server_trust.h"
 
@@ -24,12 +25,6 @@ class io_context;
 }
 
 namespace fastchat::client {
-
-struct Assignment {
-  std::string host;
-  std::uint16_t port = 0;
-  std::string server_id;
-};
 
 inline constexpr std::chrono::milliseconds kDefaultAskTimeout{2000};
 

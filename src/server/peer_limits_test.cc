@@ -25,12 +25,6 @@ TEST(SourceKey, IPv4AndMappedIPv4AreOneSourceIPv6GoesBy64) {
   EXPECT_EQ(DescribeSource(Key("2001:db8:1:2::1")), "2001:db8:1:2::/64");
 }
 
-TEST(Printable, EscapesWhatCouldForgeALogLine) {
-  EXPECT_EQ(Printable("alice"), "alice");
-  EXPECT_EQ(Printable("a\nWARN fake\\"), "a\\x0aWARN fake\\x5c");
-  EXPECT_EQ(Printable(std::string(100, 'x')), std::string(64, 'x') + "...");
-}
-
 TEST(ConnectionCounts, PerSourceLimitTriggersAtItsNumberOthersStillGetIn) {
   Limits l;
   l.max_connections = 100;
