@@ -78,9 +78,7 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 }
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  char tmpl[] = "/tmp/fastchat_client_fuzz.XXXXXX";
-  if (mkdtemp(tmpl) == nullptr) Fail("mkdtemp");
-  const fs::path home = tmpl;
+  const fs::path home = fastchat::fuzz::FreshDir("fastchat_client_fuzz");
   {
     asio::io_context ioc;
     Output out(false);

@@ -96,9 +96,7 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   FuzzedDataProvider in(data, size);
-  char tmpl[] = "/tmp/fastchat_local_store_fuzz.XXXXXX";
-  if (mkdtemp(tmpl) == nullptr) Fail("mkdtemp");
-  const fs::path home = tmpl;
+  const fs::path home = fastchat::fuzz::FreshDir("fastchat_local_store_fuzz");
   const fs::path path = home / "alice.fcdb";
   {
     Identity id;
