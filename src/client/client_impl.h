@@ -48,6 +48,7 @@
 #include "fastchat.pb.h"
 #include "latch.h"
 #include "local_store.h"
+#include "log.h"
 #include "message_format.h"
 #include "progress.h"
 
@@ -55,11 +56,6 @@ namespace fastchat::client {
 
 using asio::awaitable;
 
-// Logging through plain functions: GCC 12 miscompiles fmt's compile-time
-// format strings inside coroutines.
-void LogWarn(const std::string& m);
-void LogInfo(const std::string& m);
-void LogDebug(const std::string& m);
 
 inline constexpr std::size_t kMaxTextBytes = 262144;  // longer texts: send a file
 inline constexpr std::size_t kMaxReceivedTitleBytes = 4096;  // a received image's title (before sanitising)

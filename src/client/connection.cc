@@ -17,10 +17,10 @@
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
 #include <asio/write.hpp>
-#include <spdlog/spdlog.h>
 
 #include "fastchat.pb.h"
 #include "fastchat/frame.h"
+#include "log.h"
 #include "net/stream.h"
 #include "net/tls.h"
 
@@ -30,10 +30,6 @@ namespace {
 // Frames the server sends us (image chunks are ~256 KiB) stay far below this.
 constexpr std::uint32_t kMaxIncomingFrame = 16u << 20;
 constexpr auto kConnectTimeout = std::chrono::seconds(10);
-
-// Plain functions: GCC 12 miscompiles fmt format strings inside coroutines.
-void LogWarn(const std::string& m) { spdlog::warn("{}", m); }
-void LogDebug(const std::string& m) { spdlog::debug("{}", m); }
 
 // Probes an idle connection after 10 s, every 5 s, and gives up after 3
 // unanswered probes; unacknowledged data gives up after 30 s.

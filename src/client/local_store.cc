@@ -132,7 +132,7 @@ class Stmt {
   int idx_ = 0;
 };
 
-bool AllDigits(const std::string& s) {
+bool AllDecimal(const std::string& s) {
   if (s.empty()) return false;
   for (char c : s)
     if (c < '0' || c > '9') return false;
@@ -500,7 +500,7 @@ Status LocalStore::Peek(const std::filesystem::path& path, std::uint64_t* user_i
 Status LocalStore::Find(const std::filesystem::path& home, const std::string& user,
                         std::filesystem::path* path) {
   std::error_code ec;
-  if (!AllDigits(user)) {
+  if (!AllDecimal(user)) {
     *path = PathFor(home, user);
     if (std::filesystem::exists(*path, ec)) return Status::OK();
     return Status(Code::kNotFound, "no local store for user '" + user + "' in " + home.string() +

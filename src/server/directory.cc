@@ -5,7 +5,7 @@
 namespace fastchat::server {
 namespace {
 
-const std::vector<std::uint64_t> kNone;
+const std::vector<std::uint64_t> kNoIds;
 
 std::pair<std::uint64_t, std::uint64_t> Ordered(std::uint64_t a, std::uint64_t b) {
   return a < b ? std::make_pair(a, b) : std::make_pair(b, a);
@@ -180,7 +180,7 @@ void Directory::SetFriends(std::uint64_t a, std::uint64_t b, bool yes) {
 
 const std::vector<std::uint64_t>& Directory::FriendsOf(std::uint64_t user) const {
   auto it = friends_of_.find(user);
-  return it == friends_of_.end() ? kNone : it->second;
+  return it == friends_of_.end() ? kNoIds : it->second;
 }
 
 bool Directory::HasRequest(std::uint64_t from, std::uint64_t to) const {
@@ -205,7 +205,7 @@ bool Directory::TakeRequest(std::uint64_t from, std::uint64_t to) {
 
 const std::vector<std::uint64_t>& Directory::RequestsTo(std::uint64_t to) const {
   auto it = requests_to_.find(to);
-  return it == requests_to_.end() ? kNone : it->second;
+  return it == requests_to_.end() ? kNoIds : it->second;
 }
 
 void Directory::SetRequestsTo(std::uint64_t to, const std::vector<std::uint64_t>& from) {
@@ -268,7 +268,7 @@ void Directory::DeleteGroup(std::uint64_t group) {
 
 const std::vector<std::uint64_t>& Directory::GroupsOf(std::uint64_t user) const {
   auto it = groups_of_.find(user);
-  return it == groups_of_.end() ? kNone : it->second;
+  return it == groups_of_.end() ? kNoIds : it->second;
 }
 
 }  // namespace fastchat::server
