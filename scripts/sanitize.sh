@@ -9,7 +9,9 @@
 #   scripts/sanitize.sh [asan|tsan]...     (default: asan tsan)
 #
 # Each phase prints its wall time. The builds use CMake's default
-# parallelism (CMAKE_BUILD_PARALLEL_LEVEL caps it).
+# parallelism (CMAKE_BUILD_PARALLEL_LEVEL caps it); the tsan build preset
+# builds only the target fastchat_concurrency_tests (the concurrency-labelled
+# tests and the programs they start), not the rest of the suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 presets=("$@")
