@@ -56,7 +56,6 @@ namespace fastchat::client {
 
 using asio::awaitable;
 
-
 inline constexpr std::size_t kMaxTextBytes = 262144;  // longer texts: send a file
 inline constexpr std::size_t kMaxReceivedTitleBytes = 4096;  // a received image's title (before sanitising)
 // The inbox: pushes read, not yet processed. At kInboxPause* the reader
