@@ -493,20 +493,27 @@ TEST_F(LimitsTest, FdExhaustionLeavesLoggedInUsersServed) {
   std::vector<std::unique_ptr<RawConn>> flood;
   for (int i = 0; i < 200; ++i) flood.push_back(std::make_unique<RawConn>(port(), "127.0.0.2"));
   std::this_thread::sleep_for(Millis(300));
-  int refused = 0, open = 0;
+  int refused = 0, open = 0, hello_deadline = 0;
   std::string message;
   for (auto& c : flood) {
     wire::Envelope e;
     if (c->Receive(&e, Millis(1)) == RawConn::Recv::kOk) {
       EXPECT_EQ(ErrorName(e), "LIMIT_REACHED") << Describe(e);
+      // Accepted, then closed at its 2 s Hello deadline before this scan
+      // reached it (under TSan the flood alone can take that long).
+      if (e.error().message().find("no Hello within") != std::string::npos) {
+        ++hello_deadline;
+        ++open;
+        continue;
+      }
       message = e.error().message();
       ++refused;
     } else {
       ++open;
     }
   }
-  std::cout << "[ measured ] of 200 flood connections " << open << " were accepted, " << refused
-            << " refused: " << message << std::endl;
+  std::cout << "[ measured ] of 200 flood connections " << open << " were accepted (" << hello_deadline
+            << " already closed at their Hello deadline), " << refused << " refused: " << message << std::endl;
   EXPECT_NE(message.find("limit of 96 connections"), std::string::npos) << message;
   EXPECT_EQ(open + 2, 96);  // alice and bob hold the other two
 
