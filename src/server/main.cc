@@ -232,10 +232,12 @@ int main(int argc, char** argv) {
     if (created) spdlog::info("created a self-signed TLS certificate {} (key {})", tls_cert, tls_key);
   }
 
-  asio::io_context io(1);
   std::uint16_t port = 0;
   {
-    fastchat::server::Server server(io, config, std::move(store));
+    // Declared first in this scope, so destroyed last: what is declared
+    // below runs on its event loop.
+    fastchat::server::Server server(config, std::move(store));
+    asio::io_context& io = server.io();
     st = server.Start(&port);
     if (!st.ok()) {
       std::cerr << "error: " << st.ToString() << "\n";

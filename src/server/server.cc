@@ -157,10 +157,20 @@ void Server::Impl::AnnounceChanged(const Facts& changed) {
   if (mesh) mesh->AnnounceChanged(changed);
 }
 
-Server::Server(asio::io_context& io, ServerConfig config, std::unique_ptr<Store> store) {
+// An io_context whose queued handlers can be destroyed before it is:
+// execution_context::shutdown() is what ~io_context runs first (it destroys
+// every handler and pending operation; the services stay until destroy()),
+// so sockets and timers may still be closed and destroyed after it.
+class Server::EventLoop : public asio::io_context {
+ public:
+  EventLoop() : asio::io_context(1) {}
+  void DestroyQueuedHandlers() { shutdown(); }
+};
+
+Server::Server(ServerConfig config, std::unique_ptr<Store> store) : loop_(std::make_unique<EventLoop>()) {
   DirectoryState state;
   const Status loaded = store->LoadDirectory(&state);
-  impl_ = std::make_unique<Impl>(io, std::move(config), std::move(store));
+  impl_ = std::make_unique<Impl>(*loop_, std::move(config), std::move(store));
   impl_->directory_loaded = loaded;
   impl_->directory.Load(state);
   Status st = crypto::PasswordHash(crypto::Hex(crypto::RandomBytes(16)), impl_->config.pwhash, &impl_->decoy_hash);
@@ -169,7 +179,19 @@ Server::Server(asio::io_context& io, ServerConfig config, std::unique_ptr<Store>
 
 Server::~Server() {
   Stop();
+  // Nothing may post to the loop once its handlers are destroyed: let the
+  // hashing threads and the store thread finish (their results are posted
+  // to the loop, and destroyed below with everything else queued there).
+  impl_->hash_pool.join();
+  impl_->store.Finish();
+  // A queued handler may be a coroutine frame (a session's writer whose
+  // write was cancelled by Stop) whose locals refer to impl_: destroy them
+  // while it lives. Then impl_'s sockets and timers, then the loop.
+  loop_->DestroyQueuedHandlers();
+  impl_.reset();
 }
+
+asio::io_context& Server::io() { return *loop_; }
 
 Status Server::Start(std::uint16_t* port) {
   Impl& impl = *impl_;

@@ -1,8 +1,10 @@
-// Server: one FastChat server process's state and its TCP acceptor.
+// Server: one FastChat server process's state, its TCP acceptor and the
+// event loop they run on.
 //
-// Everything here runs on one event-loop thread (one io_context): sessions,
-// presence, routing. Blocking work runs elsewhere: database calls on the
-// StoreWorker thread, password hashing on a small thread pool.
+// Everything here runs on one event-loop thread (one io_context, owned by
+// the Server): sessions, presence, routing. Blocking work runs elsewhere:
+// database calls on the StoreWorker thread, password hashing on a small
+// thread pool.
 #pragma once
 
 #include <cstdint>
@@ -21,9 +23,23 @@ namespace fastchat::server {
 
 class Server {
  public:
-  // Takes ownership of `store`. Call Start() then run `io`.
-  Server(asio::io_context& io, ServerConfig config, std::unique_ptr<Store> store);
+  // Takes ownership of `store`. Call Start(), then run io() on one thread.
+  Server(ServerConfig config, std::unique_ptr<Store> store);
+  // Stops (as Stop()), waits for the password hashes and store jobs under
+  // way to finish, then destroys every handler still queued on io() (a
+  // cancelled write, a hash or store result no one will read) while the
+  // server's state they refer to is alive, and then that state. io() must
+  // not be running, and cannot be run again.
   ~Server();
+
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // The event loop the server runs on. Others in the process may use it too
+  // (a metrics endpoint, the balancer reporter, signals) if they are
+  // destroyed before the Server: its destructor destroys their queued
+  // handlers with its own.
+  asio::io_context& io();
 
   // Binds and starts accepting; sets *port to the bound port.
   Status Start(std::uint16_t* port);
@@ -46,6 +62,8 @@ class Server {
   struct Impl;
 
  private:
+  class EventLoop;
+  std::unique_ptr<EventLoop> loop_;  // declared first: outlives impl_'s sockets and timers
   std::unique_ptr<Impl> impl_;
 };
 

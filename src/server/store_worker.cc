@@ -11,7 +11,10 @@ namespace fastchat::server {
 StoreWorker::StoreWorker(std::unique_ptr<Store> store, asio::any_io_executor home)
     : store_(std::move(store)), home_(std::move(home)), thread_([this] { Loop(); }) {}
 
-StoreWorker::~StoreWorker() {
+StoreWorker::~StoreWorker() { Finish(); }
+
+void StoreWorker::Finish() {
+  if (!thread_.joinable()) return;
   {
     std::lock_guard<std::mutex> lock(mu_);
     stop_ = true;

@@ -72,7 +72,11 @@ class StoreWorker {
 
   // Results are handed back on `home` (the event loop).
   StoreWorker(std::unique_ptr<Store> store, asio::any_io_executor home);
-  ~StoreWorker();  // runs what is queued, then joins
+  ~StoreWorker();  // Finish()
+
+  // Runs the jobs queued so far (their results are posted to `home`), then
+  // stops the thread; a job submitted later is never run. Idempotent.
+  void Finish();
 
   StoreWorker(const StoreWorker&) = delete;
   StoreWorker& operator=(const StoreWorker&) = delete;
