@@ -180,9 +180,14 @@ Server::Server(ServerConfig config, std::unique_ptr<Store> store) : loop_(std::m
 Server::~Server() {
   Stop();
   // Nothing may post to the loop once its handlers are destroyed: let the
-  // hashing threads and the store thread finish (their results are posted
-  // to the loop, and destroyed below with everything else queued there).
-  impl_->hash_pool.join();
+  // hashes under way and the store's queued jobs finish (their results are
+  // posted to the loop, and destroyed below with everything else queued
+  // there); hashes not started are dropped.
+  if (impl_->hashes.jobs() > 0) {
+    spdlog::info("stopping: {} password hash jobs running or waiting (those waiting are dropped)",
+                 impl_->hashes.jobs());
+  }
+  impl_->hash_pool.StopAndDropQueued();
   impl_->store.Finish();
   // A queued handler may be a coroutine frame (a session's writer whose
   // write was cancelled by Stop) whose locals refer to impl_: destroy them

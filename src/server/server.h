@@ -25,11 +25,12 @@ class Server {
  public:
   // Takes ownership of `store`. Call Start(), then run io() on one thread.
   Server(ServerConfig config, std::unique_ptr<Store> store);
-  // Stops (as Stop()), waits for the password hashes and store jobs under
-  // way to finish, then destroys every handler still queued on io() (a
-  // cancelled write, a hash or store result no one will read) while the
-  // server's state they refer to is alive, and then that state. io() must
-  // not be running, and cannot be run again.
+  // Stops (as Stop()), waits for the password hashes running and the store
+  // jobs queued to finish (hashes not started are dropped), then destroys
+  // every handler still queued on io() (a cancelled write, a hash or store
+  // result no one will read) while the server's state they refer to is
+  // alive, and then that state. io() must not be running, and cannot be run
+  // again.
   ~Server();
 
   Server(const Server&) = delete;

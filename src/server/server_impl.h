@@ -27,6 +27,24 @@ namespace fastchat::server {
 class Session;
 class Mesh;
 
+// The password-hashing threads. At shutdown the jobs not yet started are
+// destroyed, not run: they belong to sessions already closed, and each
+// would cost an Argon2id hash.
+class HashPool : public asio::thread_pool {
+ public:
+  explicit HashPool(std::size_t threads) : asio::thread_pool(threads) {}
+  // Waits for the jobs running now (their results are posted to the event
+  // loop), then destroys the queued ones. Asio unwinds a destroyed job's
+  // coroutine by posting that to the coroutine's executor (the event loop),
+  // so call this before the loop's queued handlers are destroyed, and both
+  // while what the coroutines refer to is alive. No job runs after it.
+  void StopAndDropQueued() {
+    stop();
+    join();
+    shutdown();
+  }
+};
+
 struct Server::Impl {
   Impl(asio::io_context& io_in, ServerConfig config_in, std::unique_ptr<Store> store_in)
       : io(io_in),
@@ -51,7 +69,7 @@ struct Server::Impl {
   Directory directory;  // what requests are decided against (loaded by Server::Start)
   RequestService service;
   static constexpr std::size_t kHashThreads = 2;
-  asio::thread_pool hash_pool{kHashThreads};  // Argon2id hashing and verification
+  HashPool hash_pool{kHashThreads};  // Argon2id hashing and verification
   PresenceTable presence;
   Router router;
   asio::ip::tcp::acceptor acceptor;
