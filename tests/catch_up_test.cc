@@ -133,13 +133,7 @@ TEST_F(StoppedReader, ShutdownWithItsWriterBlockedIsClean) {
   // hashing threads (its result is posted to the loop after the signal).
   RawConn carol(w.server().port());
   carol.Hello();
-  wire::Envelope reg;
-  reg.set_rid(carol.NextRid());
-  reg.mutable_register_()->set_name("carol");
-  reg.mutable_register_()->set_password("carol-password");
-  reg.mutable_register_()->set_x25519_public(std::string(32, 'x'));
-  reg.mutable_register_()->set_ed25519_public(std::string(32, 'e'));
-  ASSERT_TRUE(carol.Send(reg));
+  ASSERT_TRUE(carol.SendRegister("carol", "carol-password"));
   EXPECT_EQ(w.server().Stop(), 0) << w.server().StderrTail();
 }
 
@@ -159,13 +153,7 @@ TEST(Shutdown, PasswordHashesWaitingForAThreadAreDropped) {
   for (int i = 0; i < 8; ++i) {
     conns.push_back(std::make_unique<RawConn>(w.server().port()));
     conns.back()->Hello();
-    wire::Envelope reg;
-    reg.set_rid(conns.back()->NextRid());
-    reg.mutable_register_()->set_name("user" + std::to_string(i));
-    reg.mutable_register_()->set_password("password-" + std::to_string(i));
-    reg.mutable_register_()->set_x25519_public(std::string(32, 'x'));
-    reg.mutable_register_()->set_ed25519_public(std::string(32, 'e'));
-    ASSERT_TRUE(conns.back()->Send(reg));
+    ASSERT_TRUE(conns.back()->SendRegister("user" + std::to_string(i), "password-" + std::to_string(i)));
   }
   double jobs = 0;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);

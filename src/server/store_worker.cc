@@ -194,6 +194,8 @@ void StoreWorker::Loop() {
       stats_.batch_jobs.Observe(static_cast<double>(batch.size()));
       stats_.batch_seconds.Observe(took.count());
     }
+    // Counted first: whoever hears a job's answer finds its batch in stats().
+    PostDone(batch);
     batch.clear();
   }
 }
@@ -214,7 +216,6 @@ bool StoreWorker::RunBatch(std::vector<Job>& batch) {
         job.fail(begun);
       }
     }
-    PostDone(batch);
     return false;
   }
   std::size_t cut = batch.size();
@@ -264,7 +265,6 @@ bool StoreWorker::RunBatch(std::vector<Job>& batch) {
       if (job.fail) job.fail(commit);
     }
   }
-  PostDone(batch);
   return commit.ok();
 }
 

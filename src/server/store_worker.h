@@ -125,7 +125,8 @@ class StoreWorker {
         asio::use_awaitable, Fn(std::move(f)));
   }
 
-  // Totals for tests and stats (any thread).
+  // Totals for tests and stats (any thread). A batch is counted here (and
+  // in stats()) before its results are handed back.
   std::uint64_t batches() const;
   std::uint64_t jobs() const;
 
@@ -169,7 +170,7 @@ class StoreWorker {
   void Loop();
   // Returns false if the batch could not begin or its commit failed. Jobs
   // cut off (kLockOrder) are moved from the end of `batch` back to the
-  // front of the queue.
+  // front of the queue. The results stay in `batch` for PostDone.
   bool RunBatch(std::vector<Job>& batch);
   // Hands the batch's results back to the event loop.
   void PostDone(std::vector<Job>& batch);

@@ -244,14 +244,26 @@ wire::Envelope RawConn::Hello(std::uint32_t version) {
   return Request(env);
 }
 
-wire::Envelope RawConn::Register(const std::string& name, const std::string& password) {
+namespace {
+wire::Envelope RegisterRequest(const std::string& name, const std::string& password) {
   wire::Envelope env;
   auto* r = env.mutable_register_();
   r->set_name(name);
   r->set_password(password);
   r->set_x25519_public(RandomBytes(32));
   r->set_ed25519_public(RandomBytes(32));
-  return Request(env);
+  return env;
+}
+}  // namespace
+
+wire::Envelope RawConn::Register(const std::string& name, const std::string& password) {
+  return Request(RegisterRequest(name, password));
+}
+
+bool RawConn::SendRegister(const std::string& name, const std::string& password) {
+  wire::Envelope env = RegisterRequest(name, password);
+  env.set_rid(NextRid());
+  return Send(env);
 }
 
 wire::Envelope RawConn::Login(const std::string& name, const std::string& password, bool receive) {

@@ -54,6 +54,8 @@ class RawConn {
   wire::Envelope Hello(std::uint32_t version = kProtocolVersion);
   // Register with random 32-byte keys; returns the reply.
   wire::Envelope Register(const std::string& name, const std::string& password);
+  // The same Register, sent without waiting for its reply.
+  bool SendRegister(const std::string& name, const std::string& password);
   wire::Envelope Login(const std::string& name, const std::string& password, bool receive);
 
   // If `env` is the server's Ping, answers it with a Pong; says whether it was.
