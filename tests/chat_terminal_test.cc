@@ -137,9 +137,14 @@ TEST(TerminalChat, PromptCompletionHistoryAndAMessageArrivingMidLine) {
   std::vector<std::string> argv = Human(w.GlobalArgs(a));
   argv.push_back("chat");
   Terminal t(w.tmp(), argv);
-  // The prompt, after the login line.
-  auto screen = t.WaitForLastLine("alice>");
-  EXPECT_NE(IndexOf(screen, "logged in as alice"), std::string::npos);
+  // The prompt, after the login line (the prompt may be drawn before the
+  // login finishes: wait for both).
+  auto screen = t.WaitFor(
+      [](const auto& s) {
+        return !s.empty() && s.back() == "alice>" && IndexOf(s, "logged in as alice") != std::string::npos;
+      },
+      "the login line and the prompt 'alice>' below it");
+  EXPECT_LT(IndexOf(screen, "logged in as alice"), screen.size() - 1);
 
   // Tab completes a command: to what the candidates share, then (Tab
   // again) lists them above the line; then a friend's name.
@@ -147,9 +152,15 @@ TEST(TerminalChat, PromptCompletionHistoryAndAMessageArrivingMidLine) {
   t.Press("Tab");
   t.WaitForLastLine("alice> single_");
   t.Press("Tab");
-  screen = t.WaitForLastLine("alice> single_");
-  ASSERT_GE(screen.size(), 2u);
-  EXPECT_EQ(screen[screen.size() - 2], "single_image  single_message");
+  // The line itself does not change at the second Tab, so wait for the
+  // list (a wait for the line alone would pass before the list is drawn).
+  screen = t.WaitFor(
+      [](const auto& s) {
+        return s.size() >= 2 && s.back() == "alice> single_" && s[s.size() - 2] == "single_image  single_message";
+      },
+      "the candidates 'single_image  single_message' right above 'alice> single_'");
+  EXPECT_EQ(std::count_if(screen.begin(), screen.end(), [](const auto& l) { return Has(l, "single_image"); }), 1)
+      << "the candidates are listed once";
   t.Type("m");
   t.Press("Tab");
   t.WaitForLastLine("alice> single_message");
