@@ -161,6 +161,22 @@ CREATE TABLE group_dedupe_keys (
 ) WITHOUT ROWID;
 CREATE INDEX group_dedupe_keys_by_expiry ON group_dedupe_keys (expires_ms);
 )sql"},
+    // pending without indexes on disk but its rowid: SqliteStore keeps
+    // each recipient's seqs and each row's dedupe key in memory
+    // (pending_index.h says why), so no insert or delete touches a B-tree
+    // keyed by recipient.
+    {8, R"sql(
+CREATE TABLE pending_v8 (
+  seq        INTEGER PRIMARY KEY,
+  recipient  INTEGER NOT NULL REFERENCES users (id),
+  dedupe_key TEXT NOT NULL,
+  payload    BLOB NOT NULL
+);
+INSERT INTO pending_v8 (seq, recipient, dedupe_key, payload)
+  SELECT seq, recipient, dedupe_key, payload FROM pending ORDER BY seq;
+DROP TABLE pending;
+ALTER TABLE pending_v8 RENAME TO pending;
+)sql"},
 };
 
 constexpr int kLatestVersion = kMigrations[std::size(kMigrations) - 1].version;
@@ -217,17 +233,16 @@ constexpr const char* kSql[] = {
     "DELETE FROM group_members WHERE group_id = ?1",
     // kDeleteGroup
     "DELETE FROM chat_groups WHERE id = ?1",
-    // kInsertPending (the caller looked for the key in acked_keys first)
-    "INSERT INTO pending (recipient, dedupe_key, payload, seq) VALUES (?1, ?2, ?3, ?4)"
-    " ON CONFLICT (recipient, dedupe_key) DO NOTHING RETURNING seq",
-    // kPendingSeqByKey
-    "SELECT seq FROM pending WHERE recipient = ?1 AND dedupe_key = ?2",
+    // kInsertPending (the caller looked for the key among the pending rows,
+    // pending_, and the acknowledged ones, acked_, first)
+    "INSERT INTO pending (recipient, dedupe_key, payload, seq) VALUES (?1, ?2, ?3, ?4)",
+    // kPendingHasKey: the seq of row ?1 if it is ?2's and holds key ?3
+    "SELECT seq FROM pending WHERE seq = ?1 AND recipient = ?2 AND dedupe_key = ?3",
     // kAckedKeySeq: the seq of acknowledged row ?1 if it holds this key
     "SELECT seq FROM acked_keys WHERE id = ?1 AND recipient = ?2 AND dedupe_key = ?3",
-    // kFetchPending: own rows merged with the logs of the recipient's groups
-    "SELECT seq, payload, 0, 0 FROM pending WHERE recipient = ?1 AND seq > ?2"
-    " UNION ALL"
-    " SELECT l.seq, l.payload, l.group_id, l.prev_seq FROM group_cursors c"
+    // kFetchGroupRows: the entries of the recipient's group logs after ?2
+    // (FetchPending merges them with its own rows, found through pending_)
+    "SELECT l.seq, l.payload, l.group_id, l.prev_seq FROM group_cursors c"
     " JOIN group_log l ON l.group_id = c.group_id AND l.seq > max(c.acked_seq, ?2)"
     "  AND (c.until_seq IS NULL OR l.seq <= c.until_seq)"
     " WHERE c.user_id = ?1 AND l.sender != ?1"
@@ -243,16 +258,18 @@ constexpr const char* kSql[] = {
     " JOIN pending p ON p.seq = CAST(a.key AS INTEGER) AND p.recipient = a.value",
     "DELETE FROM pending WHERE seq IN (SELECT p.seq FROM json_each(?1) a"
     " JOIN pending p ON p.seq = CAST(a.key AS INTEGER) AND p.recipient = a.value)",
+    // kPendingPayload
+    "SELECT payload FROM pending WHERE seq = ?1 AND recipient = ?2",
+    // kPendingRows: for the index in memory
+    "SELECT seq, recipient, dedupe_key FROM pending ORDER BY seq",
     // kAckedKeys: those from id ?1 on, for the index in memory
-    "SELECT id, recipient, dedupe_key, expires_ms FROM acked_keys WHERE id >= ?1 ORDER BY id",
+    "SELECT id, recipient, dedupe_key, expires_ms, seq FROM acked_keys WHERE id >= ?1 ORDER BY id",
     // kLastAckedKey
     "SELECT COALESCE(MAX(id), 0) FROM acked_keys",
     // kTrimAckedKeys: those of rowids ?1..?2 expired at ?3
     "DELETE FROM acked_keys WHERE id BETWEEN ?1 AND ?2 AND expires_ms <= ?3",
     // kDataVersion: changes when another connection commits
     "PRAGMA data_version",
-    // kCountPending
-    "SELECT COUNT(*) FROM pending WHERE recipient = ?1",
     // kInsertGroupLog: prev_seq is the group's newest entry before it; not
     // if the key's entry was trimmed (group_dedupe_keys)
     "INSERT INTO group_log (seq, group_id, sender, dedupe_key, payload, prev_seq) SELECT ?1, ?2, ?3, ?4, ?5,"
@@ -497,7 +514,7 @@ Status SqliteStore::Init(bool exclusive) {
     }
   }
   exclusive_ = exclusive;
-  if (Status ls = LoadAckedKeys(); !ls.ok()) return ls;
+  if (Status ls = LoadIndexes(); !ls.ok()) return ls;
   Statement st(stmts_[kLastSeq]);
   if (st.Step() != SQLITE_ROW) return IOError("last seq");
   next_seq_ = st.ColumnId(0);
@@ -512,42 +529,99 @@ Status SqliteStore::DataVersion(std::uint64_t* v) {
   return Status::OK();
 }
 
-Status SqliteStore::LoadAckedKeys() {
+Status SqliteStore::LoadIndexes() {
   acked_.Clear();
+  pending_.Clear();
   if (Status s = DataVersion(&data_version_); !s.ok()) return s;
   {
     Statement st(stmts_[kLastAckedKey]);
     if (st.Step() != SQLITE_ROW) return IOError("last acked key");
     next_acked_id_ = std::max(next_acked_id_, st.ColumnId(0));
   }
-  return IndexAckedKeys(0);
+  {
+    // Not journalled: the index is rebuilt to what this connection sees,
+    // which already holds the open transaction's changes (if any), so the
+    // journal's undo still applies to it.
+    Statement st(stmts_[kPendingRows]);
+    int rc;
+    while ((rc = st.Step()) == SQLITE_ROW) {
+      const std::uint64_t recipient = st.ColumnId(1);
+      pending_.Add(recipient, st.ColumnId(0), PendingIndex::Hash(recipient, st.ColumnText(2)));
+    }
+    if (rc != SQLITE_DONE) return IOError("index pending rows");
+  }
+  return IndexAckedKeys(0, /*just_acked=*/false);
 }
 
-Status SqliteStore::SyncAckedKeys() {
+Status SqliteStore::SyncIndexes() {
   if (exclusive_) return Status::OK();  // no other connection writes
   std::uint64_t v = 0;
   if (Status s = DataVersion(&v); !s.ok()) return s;
   if (v == data_version_) return Status::OK();
-  return LoadAckedKeys();
+  return LoadIndexes();
 }
 
-Status SqliteStore::FindAckedKey(const PendingItem& item, std::uint64_t* seq, bool* found) {
-  *found = false;
+Status SqliteStore::FindPendingKey(const PendingItem& item, std::uint64_t hash, std::uint64_t* seq, bool* found) {
   candidates_.clear();
-  acked_.Candidates(AckedKeys::Hash(item.recipient, item.dedupe_key), &candidates_);
-  for (std::uint64_t rowid : candidates_) {
-    Statement st(stmts_[kAckedKeySeq]);
-    st.BindId(1, rowid);
+  pending_.Candidates(hash, &candidates_);
+  return FirstCandidateWithKey(kPendingHasKey, item, "Enqueue: pending key", seq, found);
+}
+
+Status SqliteStore::FirstCandidateWithKey(Sql sql, const PendingItem& item, const char* context, std::uint64_t* seq,
+                                          bool* found) {
+  *found = false;
+  for (std::uint64_t candidate : candidates_) {
+    Statement st(stmts_[sql]);
+    st.BindId(1, candidate);
     st.BindId(2, item.recipient);
     st.BindText(3, item.dedupe_key);
     const int rc = st.Step();
     if (rc == SQLITE_DONE) continue;  // another key's row (or none)
-    if (rc != SQLITE_ROW) return IOError("Enqueue: acknowledged key");
+    if (rc != SQLITE_ROW) return IOError(context);
     *seq = st.ColumnId(0);
     *found = true;
     return Status::OK();
   }
   return Status::OK();
+}
+
+void SqliteStore::IndexAdd(std::uint64_t recipient, std::uint64_t seq, std::uint64_t hash) {
+  pending_.Add(recipient, seq, hash);
+  journal_.push_back(IndexChange{true, recipient, seq, hash});
+}
+
+void SqliteStore::IndexRemove(std::uint64_t recipient, std::uint64_t seq, std::uint64_t hash) {
+  if (pending_.Remove(recipient, seq, hash)) journal_.push_back(IndexChange{false, recipient, seq, hash});
+}
+
+void SqliteStore::ReleaseMark() {
+  if (!marks_.empty()) marks_.pop_back();
+  if (marks_.empty() && !in_batch_) journal_.clear();  // committed
+}
+
+void SqliteStore::UndoToMark() {
+  const std::size_t mark = marks_.empty() ? 0 : marks_.back();
+  while (journal_.size() > mark) {
+    const IndexChange& c = journal_.back();
+    if (c.added) {
+      pending_.Remove(c.recipient, c.seq, c.hash);
+    } else {
+      pending_.Add(c.recipient, c.seq, c.hash);
+    }
+    journal_.pop_back();
+  }
+  if (!marks_.empty()) marks_.pop_back();
+}
+
+void SqliteStore::UndoAll() {
+  marks_.clear();
+  UndoToMark();  // to the journal's start
+}
+
+Status SqliteStore::FindAckedKey(const PendingItem& item, std::uint64_t* seq, bool* found) {
+  candidates_.clear();
+  acked_.Candidates(AckedKeys::Hash(item.recipient, item.dedupe_key), &candidates_);
+  return FirstCandidateWithKey(kAckedKeySeq, item, "Enqueue: acknowledged key", seq, found);
 }
 
 Status SqliteStore::Migrate() {
@@ -636,8 +710,12 @@ Status SqliteStore::Run(Sql sql, const char* context) {
 Status SqliteStore::InTransaction(const std::function<Status()>& body) {
   Status s = Run(kSavepoint, "savepoint");
   if (!s.ok()) return s;
+  MarkSavepoint();
   s = body();
-  if (s.ok()) s = Run(kRelease, "release");
+  if (s.ok()) {
+    s = Run(kRelease, "release");
+    if (s.ok()) ReleaseMark();
+  }
   if (!s.ok()) RollbackSavepoint();
   return s;
 }
@@ -646,7 +724,11 @@ void SqliteStore::RollbackSavepoint() {
   reserved_seq_ = 0;  // a reservation written inside may be undone
   // SQLite may already have rolled the whole transaction back on some errors
   // (e.g. SQLITE_FULL); then there is no savepoint left.
-  if (sqlite3_get_autocommit(db_) != 0) return;
+  if (sqlite3_get_autocommit(db_) != 0) {
+    UndoAll();
+    return;
+  }
+  UndoToMark();
   {
     Statement st(stmts_[kRollbackTo]);
     st.Step();
@@ -660,7 +742,11 @@ void SqliteStore::RollbackSavepoint() {
 Status SqliteStore::BeginBatch() {
   if (in_batch_) return Status(Code::kIOError, "BeginBatch: a batch is already open");
   Status s = Run(kBegin, "BeginBatch");
-  if (s.ok()) in_batch_ = true;
+  if (s.ok()) {
+    in_batch_ = true;
+    journal_.clear();
+    marks_.clear();
+  }
   return s;
 }
 
@@ -669,6 +755,7 @@ Status SqliteStore::CommitBatch() {
   in_batch_ = false;
   if (sqlite3_get_autocommit(db_) != 0) {
     reserved_seq_ = 0;
+    UndoAll();
     return Status(Code::kIOError, "CommitBatch: the batch was rolled back");
   }
   Status s = Run(kCommit, "CommitBatch");
@@ -677,6 +764,12 @@ Status SqliteStore::CommitBatch() {
     Statement st(stmts_[kRollback]);
     st.Step();
   }
+  if (s.ok()) {
+    journal_.clear();
+    marks_.clear();
+  } else {
+    UndoAll();
+  }
   return s;
 }
 
@@ -684,17 +777,28 @@ void SqliteStore::RollbackBatch() {
   if (!in_batch_) return;
   in_batch_ = false;
   reserved_seq_ = 0;
+  UndoAll();
   if (sqlite3_get_autocommit(db_) != 0) return;
   Statement st(stmts_[kRollback]);
   st.Step();
 }
 
-Status SqliteStore::BeginUnit() { return Run(kSavepoint, "BeginUnit"); }
+Status SqliteStore::BeginUnit() {
+  Status s = Run(kSavepoint, "BeginUnit");
+  if (s.ok()) MarkSavepoint();
+  return s;
+}
 
 void SqliteStore::EndUnit(bool keep) {
   if (keep) {
-    if (sqlite3_get_autocommit(db_) != 0) return;
-    if (Run(kRelease, "EndUnit").ok()) return;
+    if (sqlite3_get_autocommit(db_) != 0) {
+      UndoAll();  // SQLite dropped the whole transaction
+      return;
+    }
+    if (Run(kRelease, "EndUnit").ok()) {
+      ReleaseMark();
+      return;
+    }
   }
   RollbackSavepoint();
 }
@@ -1023,33 +1127,26 @@ Status SqliteStore::EnqueueOne(const PendingItem& item, std::uint64_t* seq, Enqu
     *how = Enqueued::kDelivered;
     return Status::OK();
   }
-  if (Status rs = ReserveSeq(); !rs.ok()) return rs;
-  {
-    Statement st(stmts_[kInsertPending]);
-    st.BindId(1, item.recipient);
-    st.BindText(2, item.dedupe_key);
-    st.BindBlob(3, item.payload);
-    st.BindId(4, next_seq_ + 1);
-    int rc = st.Step();
-    bool inserted = false;
-    if (rc == SQLITE_ROW) {
-      inserted = true;
-      *seq = st.ColumnId(0);
-      next_seq_ = *seq;
-      rc = st.Step();
-    }
-    if (rc == SQLITE_CONSTRAINT_FOREIGNKEY) return NoSuchUser("Enqueue");
-    if (rc != SQLITE_DONE) return IOError("Enqueue");
-    *how = Enqueued::kStored;
-    if (inserted) return Status::OK();
-  }
   // Already queued under this (recipient, dedupe_key): report its seq.
-  Statement st(stmts_[kPendingSeqByKey]);
+  const std::uint64_t hash = PendingIndex::Hash(item.recipient, item.dedupe_key);
+  bool queued = false;
+  if (Status ps = FindPendingKey(item, hash, seq, &queued); !ps.ok()) return ps;
+  if (queued) {
+    *how = Enqueued::kQueued;
+    return Status::OK();
+  }
+  if (Status rs = ReserveSeq(); !rs.ok()) return rs;
+  Statement st(stmts_[kInsertPending]);
   st.BindId(1, item.recipient);
   st.BindText(2, item.dedupe_key);
-  if (st.Step() != SQLITE_ROW) return IOError("Enqueue: existing seq");
-  *seq = st.ColumnId(0);
-  *how = Enqueued::kQueued;
+  st.BindBlob(3, item.payload);
+  st.BindId(4, next_seq_ + 1);
+  const int rc = st.Step();
+  if (rc == SQLITE_CONSTRAINT_FOREIGNKEY) return NoSuchUser("Enqueue");
+  if (rc != SQLITE_DONE) return IOError("Enqueue");
+  *seq = ++next_seq_;
+  IndexAdd(item.recipient, *seq, hash);
+  *how = Enqueued::kStored;
   return Status::OK();
 }
 
@@ -1061,7 +1158,7 @@ Status SqliteStore::Enqueue(const std::vector<PendingItem>& items, std::vector<s
   std::vector<std::uint64_t> result(items.size());
   std::vector<Enqueued> done(items.size());
   Status s = InTransaction([&]() -> Status {
-    if (Status ss = SyncAckedKeys(); !ss.ok()) return ss;
+    if (Status ss = SyncIndexes(); !ss.ok()) return ss;
     for (std::size_t i = 0; i < items.size(); ++i) {
       Status es = EnqueueOne(items[i], &result[i], &done[i]);
       if (!es.ok()) return es;
@@ -1078,25 +1175,52 @@ Status SqliteStore::Enqueue(const std::vector<PendingItem>& items, std::vector<s
 Status SqliteStore::FetchPending(std::uint64_t recipient, std::uint64_t after_seq, std::size_t limit,
                                  std::vector<PendingRow>* rows) {
   rows->clear();
+  if (Status ss = SyncIndexes(); !ss.ok()) return ss;
   // Clamp so neither value turns negative (a negative LIMIT means "no limit").
   const std::uint64_t after = after_seq < kMaxInt64 ? after_seq : kMaxInt64;
   const std::uint64_t max_rows = limit < kMaxInt64 ? limit : kMaxInt64;
-  Statement st(stmts_[kFetchPending]);
-  st.BindId(1, recipient);
-  st.BindInt64(2, static_cast<sqlite3_int64>(after));
-  st.BindInt64(3, static_cast<sqlite3_int64>(max_rows));
-  int rc;
-  while ((rc = st.Step()) == SQLITE_ROW) {
-    PendingRow row;
-    row.seq = st.ColumnId(0);
-    row.payload = st.ColumnBlob(1);
-    row.group_id = st.ColumnId(2);
-    row.prev_seq = st.ColumnId(3);
-    rows->push_back(std::move(row));
+  // The recipient's own rows after `after`, by seq, from the index; merged
+  // with its group-log entries (read first, at most `limit` of them).
+  std::vector<PendingRow> group_rows;
+  {
+    Statement st(stmts_[kFetchGroupRows]);
+    st.BindId(1, recipient);
+    st.BindInt64(2, static_cast<sqlite3_int64>(after));
+    st.BindInt64(3, static_cast<sqlite3_int64>(max_rows));
+    int rc;
+    while ((rc = st.Step()) == SQLITE_ROW) {
+      PendingRow row;
+      row.seq = st.ColumnId(0);
+      row.payload = st.ColumnBlob(1);
+      row.group_id = st.ColumnId(2);
+      row.prev_seq = st.ColumnId(3);
+      group_rows.push_back(std::move(row));
+    }
+    if (rc != SQLITE_DONE) return IOError("FetchPending: group logs");
   }
-  if (rc != SQLITE_DONE) {
-    rows->clear();
-    return IOError("FetchPending");
+  pending_seqs_.clear();
+  pending_.SeqsAfter(recipient, after, static_cast<std::size_t>(max_rows), &pending_seqs_);
+  std::size_t g = 0;
+  std::size_t p = 0;
+  while (rows->size() < max_rows && (g < group_rows.size() || p < pending_seqs_.size())) {
+    if (p == pending_seqs_.size() || (g < group_rows.size() && group_rows[g].seq < pending_seqs_[p])) {
+      rows->push_back(std::move(group_rows[g++]));
+      continue;
+    }
+    Statement st(stmts_[kPendingPayload]);
+    st.BindId(1, pending_seqs_[p]);
+    st.BindId(2, recipient);
+    const int rc = st.Step();
+    if (rc != SQLITE_ROW) {
+      rows->clear();
+      // The index names only rows that are there (SyncIndexes).
+      return rc == SQLITE_DONE ? Status(Code::kIOError, "FetchPending: a pending row the index names is missing")
+                               : IOError("FetchPending");
+    }
+    PendingRow row;
+    row.seq = pending_seqs_[p++];
+    row.payload = st.ColumnBlob(0);
+    rows->push_back(std::move(row));
   }
   return Status::OK();
 }
@@ -1113,7 +1237,7 @@ Status SqliteStore::AckRows(const std::vector<std::pair<std::uint64_t, std::uint
   pairs += '}';
   const std::uint64_t expires_ms = DedupeKeyExpiryMs();
   return InTransaction([&]() -> Status {
-    if (Status ss = SyncAckedKeys(); !ss.ok()) return ss;
+    if (Status ss = SyncIndexes(); !ss.ok()) return ss;
     const std::uint64_t first_id = next_acked_id_ + 1;
     {
       Statement st(stmts_[kKeepKeys]);
@@ -1128,17 +1252,19 @@ Status SqliteStore::AckRows(const std::vector<std::pair<std::uint64_t, std::uint
       st.BindText(1, pairs);
       if (st.Step() != SQLITE_DONE) return IOError(context);
     }
-    return IndexAckedKeys(first_id);
+    return IndexAckedKeys(first_id, /*just_acked=*/true);
   });
 }
 
-Status SqliteStore::IndexAckedKeys(std::uint64_t from_id) {
+Status SqliteStore::IndexAckedKeys(std::uint64_t from_id, bool just_acked) {
   Statement st(stmts_[kAckedKeys]);
   st.BindId(1, from_id);
   int rc;
   while ((rc = st.Step()) == SQLITE_ROW) {
+    const std::uint64_t recipient = st.ColumnId(1);
     const std::string key = st.ColumnText(2);
-    acked_.Add(AckedKeys::Hash(st.ColumnId(1), key), st.ColumnId(0), st.ColumnId(3));
+    acked_.Add(AckedKeys::Hash(recipient, key), st.ColumnId(0), st.ColumnId(3));
+    if (just_acked) IndexRemove(recipient, st.ColumnId(4), PendingIndex::Hash(recipient, key));
   }
   if (rc != SQLITE_DONE) return IOError("index acked keys");
   return Status::OK();
@@ -1159,7 +1285,9 @@ Status SqliteStore::AckMany(const std::vector<std::pair<std::uint64_t, std::uint
 }
 
 Status SqliteStore::CountPending(std::uint64_t recipient, std::uint64_t* n) {
-  return Count(kCountPending, recipient, "CountPending", n);
+  if (Status ss = SyncIndexes(); !ss.ok()) return ss;
+  *n = pending_.CountOf(recipient);
+  return Status::OK();
 }
 
 Status SqliteStore::Count(Sql sql, std::uint64_t key, const char* context, std::uint64_t* n) {

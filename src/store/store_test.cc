@@ -1243,6 +1243,56 @@ TEST_P(StoreTest, ABatchKeepsItsUnitsThatSucceededAndARolledBackBatchNothing) {
   ASSERT_OK(store_->CommitBatch());
 }
 
+// SqliteStore finds pending rows through an index in memory
+// (pending_index.h), which must follow rollbacks: an undone unit, an
+// undone batch, an enqueue and an acknowledgement undone together.
+TEST_P(StoreTest, PendingRowsAreAsTheyWereAfterAnUndoneUnitOrBatch) {
+  const std::uint64_t a = NewUser("alice");
+  using E = Enqueued;
+  std::vector<Enqueued> how;
+  const std::uint64_t s1 = Enqueue({{a, "k1", "one"}})[0];
+  auto seqs_of = [&]() {
+    Ids seqs;
+    for (const PendingRow& r : FetchAll(a)) seqs.push_back(r.seq);
+    return seqs;
+  };
+
+  ASSERT_OK(store_->BeginBatch());
+  ASSERT_OK(store_->BeginUnit());
+  ASSERT_OK(store_->Ack(a, {s1}));
+  EXPECT_EQ(Count(a), 0u);  // the unit sees its own acknowledgement
+  store_->EndUnit(false);
+  EXPECT_EQ(seqs_of(), Ids({s1}));
+  ASSERT_OK(store_->BeginUnit());
+  const std::uint64_t undone = Enqueue({{a, "k2", "two"}})[0];
+  EXPECT_EQ(seqs_of(), Ids({s1, undone}));
+  store_->EndUnit(false);
+  EXPECT_EQ(seqs_of(), Ids({s1}));
+  EXPECT_EQ(Count(a), 1u);
+  // k2 is not queued any more: stored anew.
+  const std::uint64_t s2 = Enqueue({{a, "k2", "two"}}, &how)[0];
+  EXPECT_EQ(how, std::vector<E>({E::kStored}));
+  EXPECT_NE(s2, undone);
+  ASSERT_OK(store_->CommitBatch());
+  EXPECT_EQ(seqs_of(), Ids({s1, s2}));
+
+  // A rolled-back batch that acknowledged one row and queued another.
+  ASSERT_OK(store_->BeginBatch());
+  ASSERT_OK(store_->BeginUnit());
+  ASSERT_OK(store_->Ack(a, {s1}));
+  Enqueue({{a, "k3", "three"}});
+  store_->EndUnit(true);
+  EXPECT_EQ(Count(a), 2u);  // s2 and k3's
+  store_->RollbackBatch();
+  EXPECT_EQ(seqs_of(), Ids({s1, s2}));
+  EXPECT_EQ(Count(a), 2u);
+  EXPECT_EQ(FetchAll(a)[0].payload, "one");
+  // s1 is still queued under its key; k3 is not.
+  EXPECT_EQ(Enqueue({{a, "k1", "again"}, {a, "k3", "three"}}, &how)[0], s1);
+  EXPECT_EQ(how, std::vector<E>({E::kQueued, E::kStored}));
+  EXPECT_EQ(Count(a), 3u);
+}
+
 // ---- the directory state a server loads at start
 
 TEST_P(StoreTest, LoadDirectoryReturnsUsersFriendsRequestsGroupsAndMembers) {
@@ -1358,18 +1408,61 @@ TEST_F(SqliteStoreTest, AKeyAcknowledgedThroughOneStoreIsFoundThroughAnother) {
   EXPECT_EQ(how, std::vector<Enqueued>({Enqueued::kQueued}));
 }
 
+// The pending rows' index in memory (pending_index.h) is rebuilt when
+// another connection has committed, and at open: a second store on the
+// same file sees rows queued and acknowledged through the first.
+TEST_F(SqliteStoreTest, PendingRowsQueuedAndAcknowledgedThroughOneStoreAreSeenThroughAnother) {
+  std::unique_ptr<Store> a;
+  std::unique_ptr<Store> b;
+  ASSERT_OK(OpenSqliteStore(path_, &a));
+  std::uint64_t alice = 0;
+  ASSERT_OK(a->CreateUser(User("alice"), &alice));
+  std::vector<std::uint64_t> seqs;
+  std::vector<Enqueued> how;
+  ASSERT_OK(a->Enqueue({PendingItem{alice, "k1", "one"}, PendingItem{alice, "k2", "two"}}, &seqs, &how));
+  const std::vector<std::uint64_t> first = seqs;
+  ASSERT_OK(OpenSqliteStore(path_, &b));  // built at open
+  std::uint64_t n = 0;
+  ASSERT_OK(b->CountPending(alice, &n));
+  EXPECT_EQ(n, 2u);
+  ASSERT_OK(b->Enqueue({PendingItem{alice, "k2", "again"}}, &seqs, &how));
+  EXPECT_EQ(how, std::vector<Enqueued>({Enqueued::kQueued}));
+  EXPECT_EQ(seqs[0], first[1]);
+  ASSERT_OK(b->Enqueue({PendingItem{alice, "k3", "three"}}, &seqs, &how));
+  const std::uint64_t s3 = seqs[0];
+  ASSERT_OK(a->Ack(alice, {first[0]}));  // a sees k3's row first
+  std::vector<PendingRow> rows;
+  ASSERT_OK(b->FetchPending(alice, 0, 10, &rows));  // and b, the acknowledgement
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0].seq, first[1]);
+  EXPECT_EQ(rows[1].seq, s3);
+  EXPECT_EQ(rows[1].payload, "three");
+  ASSERT_OK(a->CountPending(alice, &n));
+  EXPECT_EQ(n, 2u);
+  a.reset();
+  b.reset();
+  // Reopened (exclusive, as the server opens it): the index is built again.
+  ASSERT_OK(OpenSqliteStore(path_, &a, /*exclusive=*/true));
+  ASSERT_OK(a->Enqueue({PendingItem{alice, "k3", "again"}}, &seqs, &how));
+  EXPECT_EQ(how, std::vector<Enqueued>({Enqueued::kQueued}));
+  EXPECT_EQ(seqs[0], s3);
+  ASSERT_OK(a->FetchPending(alice, first[1], 10, &rows));
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].seq, s3);
+}
+
 TEST_F(SqliteStoreTest, UsesWalAndRecordsSchemaVersion) {
   std::unique_ptr<Store> store;
   ASSERT_OK(OpenSqliteStore(path_, &store));
   EXPECT_EQ(RawQuery("PRAGMA journal_mode"), "wal");
-  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "7");
+  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "8");
   EXPECT_EQ(RawQuery("SELECT COUNT(*) FROM schema_version"), "1");
   store.reset();
 
   // Reopening an up-to-date file changes nothing.
   ASSERT_OK(OpenSqliteStore(path_, &store));
   EXPECT_EQ(RawQuery("SELECT COUNT(*) FROM schema_version"), "1");
-  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "7");
+  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "8");
 }
 
 TEST_F(SqliteStoreTest, ABatchCommitsTogetherAndAFailedUnitIsUndoneAlone) {
@@ -1457,7 +1550,7 @@ TEST_F(SqliteStoreTest, MigrationSixKeepsGroupLogEntriesAndChainsNewOnes) {
       "UPDATE schema_version SET version = 5;");
 
   ASSERT_OK(OpenSqliteStore(path_, &store));
-  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "7");
+  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "8");
   ASSERT_OK(store->AppendGroup(g, alice, {bob}, "k2", "from version 6", &seq, &fresh, nullptr, &prev));
   EXPECT_EQ(prev, old_seq);
   std::vector<PendingRow> rows;
@@ -1495,14 +1588,15 @@ TEST_F(SqliteStoreTest, MigrationFiveKeepsPendingRowsAndTheSeqHighWaterMark) {
   ASSERT_EQ(RawQuery("SELECT seq FROM sqlite_sequence WHERE name = 'pending'"), "90");
 
   ASSERT_OK(OpenSqliteStore(path_, &store));
-  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "7");
+  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "8");
   std::vector<PendingRow> rows;
   ASSERT_OK(store->FetchPending(alice, 0, 10, &rows));
   ASSERT_EQ(rows.size(), 2u);
   EXPECT_EQ(rows[0].seq, 3u);
   EXPECT_EQ(rows[0].payload, "three");
   EXPECT_EQ(rows[1].seq, 7u);
-  // The dedupe index came along: the same key answers the old seq.
+  // The dedupe keys came along (SqliteStore reads them into its index at
+  // open since version 8): the same key answers the old seq.
   std::vector<std::uint64_t> seqs;
   std::vector<Enqueued> how;
   ASSERT_OK(store->Enqueue({PendingItem{alice, "k7", "again"}}, &seqs, &how));

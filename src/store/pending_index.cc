@@ -1,0 +1,174 @@
+#include "pending_index.h"
+
+#include <algorithm>
+#include <array>
+#include <cstdlib>
+#include <cstring>
+
+#include <sodium.h>
+
+namespace fastchat {
+namespace {
+
+constexpr std::size_t kMinCapacity = 64;
+
+// The process's SipHash key, drawn once.
+const std::array<unsigned char, crypto_shorthash_KEYBYTES>& HashKey() {
+  static const std::array<unsigned char, crypto_shorthash_KEYBYTES> key = [] {
+    std::array<unsigned char, crypto_shorthash_KEYBYTES> k{};
+    if (sodium_init() < 0) std::abort();
+    randombytes_buf(k.data(), k.size());
+    return k;
+  }();
+  return key;
+}
+
+// The index of the first entry of `seqs` from `from` on at or above `seq`
+// (removed ones compare by their seq).
+std::size_t LowerBound(const std::vector<std::uint64_t>& seqs, std::size_t from, std::uint64_t seq) {
+  auto it = std::lower_bound(seqs.begin() + static_cast<std::ptrdiff_t>(from), seqs.end(), seq,
+                             [](std::uint64_t entry, std::uint64_t s) { return (entry & ~(std::uint64_t{1} << 63)) < s; });
+  return static_cast<std::size_t>(it - seqs.begin());
+}
+
+}  // namespace
+
+std::uint64_t PendingIndex::Hash(std::uint64_t recipient, std::string_view key) {
+  // The recipient (8 bytes, host order) then the key; on the stack for
+  // keys of usual length (a DM's is ~45 bytes).
+  unsigned char small[128];
+  std::vector<unsigned char> large;
+  unsigned char* buf = small;
+  const std::size_t n = 8 + key.size();
+  if (n > sizeof small) {
+    large.resize(n);
+    buf = large.data();
+  }
+  std::memcpy(buf, &recipient, 8);
+  if (!key.empty()) std::memcpy(buf + 8, key.data(), key.size());
+  unsigned char out[crypto_shorthash_BYTES];
+  crypto_shorthash(out, buf, n, HashKey().data());
+  std::uint64_t h = 0;
+  std::memcpy(&h, out, sizeof h);
+  return h;
+}
+
+void PendingIndex::Add(std::uint64_t recipient, std::uint64_t seq, std::uint64_t hash) {
+  Queue& q = queues_[recipient];
+  if (q.seqs.empty() || (q.seqs.back() & ~kDead) < seq) {
+    if (q.live == 0) q.head = q.seqs.size();
+    q.seqs.push_back(seq);
+  } else {
+    // Below the newest: an undone removal, or rows read out of order.
+    const std::size_t at = LowerBound(q.seqs, 0, seq);
+    if (at < q.seqs.size() && (q.seqs[at] & ~kDead) == seq) {
+      if ((q.seqs[at] & kDead) == 0) return;  // already noted
+      q.seqs[at] = seq;
+    } else {
+      q.seqs.insert(q.seqs.begin() + static_cast<std::ptrdiff_t>(at), seq);
+    }
+    if (q.live == 0 || at < q.head) q.head = at;
+  }
+  ++q.live;
+  if ((used_ + 1) * 10 > slots_.size() * 7) Resize(std::max(kMinCapacity, slots_.size() * 2));
+  Place(Slot{hash, seq});
+  ++used_;
+}
+
+bool PendingIndex::Remove(std::uint64_t recipient, std::uint64_t seq, std::uint64_t hash) {
+  auto it = queues_.find(recipient);
+  if (it == queues_.end()) return false;
+  Queue& q = it->second;
+  const std::size_t at = LowerBound(q.seqs, q.head, seq);
+  if (at == q.seqs.size() || q.seqs[at] != seq) return false;  // absent, or removed
+  if (!Erase(hash, seq)) return false;
+  q.seqs[at] |= kDead;
+  --q.live;
+  if (q.live == 0) {
+    queues_.erase(it);
+  } else {
+    while (q.seqs[q.head] & kDead) ++q.head;
+    // Compact once removed entries outnumber the live ones: amortised O(1).
+    if (q.seqs.size() - q.live > q.live + 16) {
+      std::erase_if(q.seqs, [](std::uint64_t s) { return (s & kDead) != 0; });
+      q.head = 0;
+    }
+  }
+  --used_;
+  if (slots_.size() > kMinCapacity && used_ * 8 < slots_.size()) Resize(slots_.size() / 2);
+  return true;
+}
+
+void PendingIndex::Candidates(std::uint64_t hash, std::vector<std::uint64_t>* seqs) const {
+  if (slots_.empty()) return;
+  const std::size_t mask = slots_.size() - 1;
+  for (std::size_t i = hash & mask; slots_[i].seq != 0; i = (i + 1) & mask) {
+    if (slots_[i].hash == hash) seqs->push_back(slots_[i].seq);
+  }
+}
+
+void PendingIndex::SeqsAfter(std::uint64_t recipient, std::uint64_t after_seq, std::size_t limit,
+                             std::vector<std::uint64_t>* seqs) const {
+  auto it = queues_.find(recipient);
+  if (it == queues_.end() || limit == 0) return;
+  const Queue& q = it->second;
+  if (after_seq == ~std::uint64_t{0}) return;
+  std::size_t taken = 0;
+  for (std::size_t i = LowerBound(q.seqs, q.head, after_seq + 1); i < q.seqs.size() && taken < limit; ++i) {
+    if (q.seqs[i] & kDead) continue;
+    seqs->push_back(q.seqs[i]);
+    ++taken;
+  }
+}
+
+std::size_t PendingIndex::CountOf(std::uint64_t recipient) const {
+  auto it = queues_.find(recipient);
+  return it == queues_.end() ? 0 : it->second.live;
+}
+
+void PendingIndex::Clear() {
+  queues_.clear();
+  slots_.clear();
+  slots_.shrink_to_fit();
+  used_ = 0;
+}
+
+void PendingIndex::Place(const Slot& slot) {
+  const std::size_t mask = slots_.size() - 1;
+  std::size_t i = slot.hash & mask;
+  while (slots_[i].seq != 0) i = (i + 1) & mask;
+  slots_[i] = slot;
+}
+
+bool PendingIndex::Erase(std::uint64_t hash, std::uint64_t seq) {
+  if (slots_.empty()) return false;
+  const std::size_t mask = slots_.size() - 1;
+  std::size_t i = hash & mask;
+  while (slots_[i].seq != 0 && !(slots_[i].hash == hash && slots_[i].seq == seq)) i = (i + 1) & mask;
+  if (slots_[i].seq == 0) return false;
+  // Backward-shift deletion: move up each later slot of the run whose home
+  // is not in (i, j], so no probe chain is cut.
+  std::size_t j = i;
+  for (;;) {
+    j = (j + 1) & mask;
+    if (slots_[j].seq == 0) break;
+    const std::size_t home = slots_[j].hash & mask;
+    const bool stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
+    if (stays) continue;
+    slots_[i] = slots_[j];
+    i = j;
+  }
+  slots_[i] = Slot{};
+  return true;
+}
+
+void PendingIndex::Resize(std::size_t capacity) {
+  std::vector<Slot> old;
+  old.swap(slots_);
+  slots_.assign(capacity, Slot{});
+  for (const Slot& s : old) {
+    if (s.seq != 0) Place(s);
+  }
+}
+
+}  // namespace fastchat

@@ -1,0 +1,89 @@
+// PendingIndex: SqliteStore's in-memory index of the `pending` table, so
+// that table needs no index on disk but its rowid (the seq).
+//
+// Each DM used to insert into and then delete from three B-trees: the table
+// and two indexes keyed by recipient, (recipient, seq) and (recipient,
+// dedupe_key). With a standing backlog the two indexes dirty pages all over
+// the file in every batch, and those pages are what the WAL writes and
+// checkpoints: without them the store's cost per DM halves
+// (docs/performance.md, "The pending table without indexes on disk"). The
+// rows stay the truth; this index says where they are:
+//  - per recipient, the seqs of its rows in ascending order (what
+//    FetchPending reads and CountPending counts);
+//  - by a keyed hash of (recipient, dedupe_key), the seqs that may hold that
+//    key (what Enqueue confirms by reading the row, so a collision costs a
+//    read and nothing else).
+//
+// Promises:
+//  - After Add(r, s, h) and until Remove(r, s, h): SeqsAfter(r, ...) names
+//    s (in ascending order with r's others), CountOf(r) counts it, and
+//    Candidates(h) names s. Removed seqs are named by neither.
+//  - Hash is SipHash-2-4 (libsodium's crypto_shorthash) under a key drawn at
+//    random once per process: a client that chooses dedupe keys (a DM's
+//    msg_id) cannot make them collide, so probe chains stay short.
+//  - Memory: 8 bytes per entry in its recipient's queue (at most twice that
+//    with removed entries not yet compacted away, and a vector's growth),
+//    16 bytes per hash slot at most 70% full, and a hash-map node per
+//    recipient with rows: 42-51 bytes per entry measured (2 million entries
+//    over 1,000 and 100,000 recipients). A queue that empties is freed, and
+//    the hash table shrinks as it empties.
+//  - Cost: Add of a seq above the recipient's others, Candidates and Remove
+//    are O(1) amortised (Remove also a binary search in its queue).
+//
+// Not thread-safe (SqliteStore is used by one thread at a time).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+namespace fastchat {
+
+class PendingIndex {
+ public:
+  // The hash Add, Remove and Candidates take for (recipient, dedupe key).
+  static std::uint64_t Hash(std::uint64_t recipient, std::string_view key);
+
+  // Notes row `seq` (seq > 0), of `recipient`, whose key hashes to `hash`.
+  void Add(std::uint64_t recipient, std::uint64_t seq, std::uint64_t hash);
+  // Forgets row `seq`; false (and no change) if it was not noted with this
+  // recipient and hash.
+  bool Remove(std::uint64_t recipient, std::uint64_t seq, std::uint64_t hash);
+  // Appends to `seqs` the rows that may hold a key with hash `hash`.
+  void Candidates(std::uint64_t hash, std::vector<std::uint64_t>* seqs) const;
+  // Appends to `seqs` up to `limit` of `recipient`'s seqs above
+  // `after_seq`, ascending.
+  void SeqsAfter(std::uint64_t recipient, std::uint64_t after_seq, std::size_t limit,
+                 std::vector<std::uint64_t>* seqs) const;
+  std::size_t CountOf(std::uint64_t recipient) const;
+  std::size_t size() const { return used_; }
+  void Clear();
+
+ private:
+  // A recipient's seqs, ascending. A removed one stays until compaction
+  // with kDead set (so the order holds for the binary search); `head` is
+  // the first not removed.
+  struct Queue {
+    std::vector<std::uint64_t> seqs;
+    std::size_t head = 0;
+    std::size_t live = 0;
+  };
+  static constexpr std::uint64_t kDead = std::uint64_t{1} << 63;
+
+  // Open addressing with linear probing; seq 0 is an empty slot.
+  struct Slot {
+    std::uint64_t hash = 0;
+    std::uint64_t seq = 0;
+  };
+  void Place(const Slot& slot);
+  bool Erase(std::uint64_t hash, std::uint64_t seq);
+  void Resize(std::size_t capacity);
+
+  std::unordered_map<std::uint64_t, Queue> queues_;
+  std::vector<Slot> slots_;
+  std::size_t used_ = 0;
+};
+
+}  // namespace fastchat
