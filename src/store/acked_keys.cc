@@ -1,5 +1,7 @@
 #include "acked_keys.h"
 
+#include "key_hash.h"
+
 #include <functional>
 
 namespace fastchat {
@@ -20,8 +22,7 @@ std::size_t Home(std::uint64_t fingerprint, std::size_t mask) {
 }  // namespace
 
 std::uint64_t AckedKeys::Hash(std::uint64_t recipient, std::string_view key) {
-  const std::uint64_t h = std::hash<std::string_view>{}(key);
-  return h ^ (recipient * 0xC2B2AE3D27D4EB4Full + 0x165667B19E3779F9ull + (h << 6) + (h >> 2));
+  return DedupeKeyHash(recipient, key);
 }
 
 bool AckedKeys::Generation::Fits(std::uint64_t rowid, std::uint64_t expires_ms) const {

@@ -40,7 +40,9 @@ class AckedKeys {
   static constexpr std::size_t kMaxGeneration = std::size_t{1} << 22;
   static constexpr std::uint64_t kGenerationSpanMs = 30 * 1000;
 
-  // The hash Add and Candidates take for (recipient, key).
+  // The hash Add and Candidates take for (recipient, key): DedupeKeyHash
+  // (key_hash.h), keyed at random per process, so keys a client chooses
+  // cannot be made to collide into long probe runs.
   static std::uint64_t Hash(std::uint64_t recipient, std::string_view key);
 
   // Notes that row `rowid` holds a key with hash `hash`, kept until

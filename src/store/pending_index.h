@@ -18,9 +18,9 @@
 //  - After Add(r, s, h) and until Remove(r, s, h): SeqsAfter(r, ...) names
 //    s (in ascending order with r's others), CountOf(r) counts it, and
 //    Candidates(h) names s. Removed seqs are named by neither.
-//  - Hash is SipHash-2-4 (libsodium's crypto_shorthash) under a key drawn at
-//    random once per process: a client that chooses dedupe keys (a DM's
-//    msg_id) cannot make them collide, so probe chains stay short.
+//  - Hash is DedupeKeyHash (key_hash.h: SipHash under a key drawn at random
+//    per process): a client that chooses dedupe keys (a DM's msg_id)
+//    cannot make them collide, so probe chains stay short.
 //  - Memory: 8 bytes per entry in its recipient's queue (at most twice that
 //    with removed entries not yet compacted away, and a vector's growth),
 //    16 bytes per hash slot at most 70% full, and a hash-map node per
@@ -43,7 +43,8 @@ namespace fastchat {
 
 class PendingIndex {
  public:
-  // The hash Add, Remove and Candidates take for (recipient, dedupe key).
+  // The hash Add, Remove and Candidates take for (recipient, dedupe key):
+  // DedupeKeyHash.
   static std::uint64_t Hash(std::uint64_t recipient, std::string_view key);
 
   // Notes row `seq` (seq > 0), of `recipient`, whose key hashes to `hash`.

@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "common/private_files.h"
+#include "key_hash.h"
 
 namespace fastchat {
 
@@ -546,7 +547,7 @@ Status SqliteStore::LoadIndexes() {
     int rc;
     while ((rc = st.Step()) == SQLITE_ROW) {
       const std::uint64_t recipient = st.ColumnId(1);
-      pending_.Add(recipient, st.ColumnId(0), PendingIndex::Hash(recipient, st.ColumnText(2)));
+      pending_.Add(recipient, st.ColumnId(0), DedupeKeyHash(recipient, st.ColumnText(2)));
     }
     if (rc != SQLITE_DONE) return IOError("index pending rows");
   }
@@ -618,9 +619,9 @@ void SqliteStore::UndoAll() {
   UndoToMark();  // to the journal's start
 }
 
-Status SqliteStore::FindAckedKey(const PendingItem& item, std::uint64_t* seq, bool* found) {
+Status SqliteStore::FindAckedKey(const PendingItem& item, std::uint64_t hash, std::uint64_t* seq, bool* found) {
   candidates_.clear();
-  acked_.Candidates(AckedKeys::Hash(item.recipient, item.dedupe_key), &candidates_);
+  acked_.Candidates(hash, &candidates_);
   return FirstCandidateWithKey(kAckedKeySeq, item, "Enqueue: acknowledged key", seq, found);
 }
 
@@ -1121,14 +1122,14 @@ Status SqliteStore::ReserveSeq() {
 }
 
 Status SqliteStore::EnqueueOne(const PendingItem& item, std::uint64_t* seq, Enqueued* how) {
+  const std::uint64_t hash = DedupeKeyHash(item.recipient, item.dedupe_key);
   bool acked = false;
-  if (Status as = FindAckedKey(item, seq, &acked); !as.ok()) return as;
+  if (Status as = FindAckedKey(item, hash, seq, &acked); !as.ok()) return as;
   if (acked) {
     *how = Enqueued::kDelivered;
     return Status::OK();
   }
   // Already queued under this (recipient, dedupe_key): report its seq.
-  const std::uint64_t hash = PendingIndex::Hash(item.recipient, item.dedupe_key);
   bool queued = false;
   if (Status ps = FindPendingKey(item, hash, seq, &queued); !ps.ok()) return ps;
   if (queued) {
@@ -1262,9 +1263,9 @@ Status SqliteStore::IndexAckedKeys(std::uint64_t from_id, bool just_acked) {
   int rc;
   while ((rc = st.Step()) == SQLITE_ROW) {
     const std::uint64_t recipient = st.ColumnId(1);
-    const std::string key = st.ColumnText(2);
-    acked_.Add(AckedKeys::Hash(recipient, key), st.ColumnId(0), st.ColumnId(3));
-    if (just_acked) IndexRemove(recipient, st.ColumnId(4), PendingIndex::Hash(recipient, key));
+    const std::uint64_t hash = DedupeKeyHash(recipient, st.ColumnText(2));
+    acked_.Add(hash, st.ColumnId(0), st.ColumnId(3));
+    if (just_acked) IndexRemove(recipient, st.ColumnId(4), hash);
   }
   if (rc != SQLITE_DONE) return IOError("index acked keys");
   return Status::OK();

@@ -208,11 +208,12 @@ class SqliteStore final : public Store {
   // at most kSeqReserve instead).
   Status ReserveSeq();
   Status EnqueueOne(const PendingItem& item, std::uint64_t* seq, Enqueued* how);
-  // Looks for item's key among the acknowledged rows' (acked_, confirmed
-  // against acked_keys): *found, and its row's seq.
-  Status FindAckedKey(const PendingItem& item, std::uint64_t* seq, bool* found);
-  // Looks for item's key among the pending rows (pending_, confirmed
-  // against the row): *found, and its seq.
+  // Looks for item's key (whose DedupeKeyHash is `hash`) among the
+  // acknowledged rows' (acked_, confirmed against acked_keys): *found, and
+  // its row's seq.
+  Status FindAckedKey(const PendingItem& item, std::uint64_t hash, std::uint64_t* seq, bool* found);
+  // Looks for item's key (hash as above) among the pending rows (pending_,
+  // confirmed against the row): *found, and its seq.
   Status FindPendingKey(const PendingItem& item, std::uint64_t hash, std::uint64_t* seq, bool* found);
   // Reads, with `sql` (?1 a candidate, ?2 item's recipient, ?3 its key),
   // each row of candidates_ until one holds item's key: *found, and the
