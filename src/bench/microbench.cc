@@ -1,5 +1,6 @@
 // fastchat-microbench: Google Benchmark timings of the per-message building
-// blocks (framing, protobuf, crypto). See docs/performance.md.
+// blocks (framing, protobuf, crypto, the request service's decision). See
+// docs/performance.md.
 #include <benchmark/benchmark.h>
 
 #include <string>
@@ -9,6 +10,7 @@
 #include "fastchat/crypto.h"
 #include "fastchat/deliver_frame.h"
 #include "fastchat/frame.h"
+#include "request_service.h"
 
 namespace {
 
@@ -151,6 +153,42 @@ void BM_Ed25519Verify(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_Ed25519Verify);
+
+// RequestService::Handle of one DirectSend between friends: the decision
+// the event loop makes per DM before the store (friendship in memory, the
+// dedupe key, the Deliver event built), without the store or the socket.
+void BM_ServiceDecidesDirectSend(benchmark::State& state) {
+  DirectoryState ds;
+  for (std::uint64_t id = 1; id <= 1000; ++id) {
+    UserRecord u;
+    u.id = id;
+    u.name = "user" + std::to_string(id);
+    u.password_hash = "h";
+    u.x25519_public = std::string(32, 'x');
+    u.ed25519_public = std::string(32, 'e');
+    ds.users.push_back(std::move(u));
+  }
+  ds.friendships.emplace_back(1, 2);
+  server::Directory directory;
+  directory.Load(ds);
+  server::ServerConfig config;
+  server::RequestService service(directory, config);
+  const server::Caller me{1, "user1"};
+  wire::Envelope env;
+  if (!env.ParseFromString(DirectSendPayload())) state.SkipWithError("parse");
+  env.mutable_direct_send()->mutable_to()->set_id(2);
+  std::uint64_t now = 1'000'000;
+  for (auto _ : state) {
+    server::Outcome o = service.Handle(me, env, ++now);
+    if (o.enqueue.size() != 1) {
+      state.SkipWithError("the DM was not decided as one enqueue");
+      break;
+    }
+    benchmark::DoNotOptimize(o);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_ServiceDecidesDirectSend);
 
 }  // namespace
 

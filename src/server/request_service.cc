@@ -1,6 +1,9 @@
 #include "request_service.h"
 
 #include <algorithm>
+#include <charconv>
+#include <initializer_list>
+#include <string_view>
 #include <utility>
 
 #include "client_error.h"
@@ -13,6 +16,33 @@ namespace fastchat::server {
 namespace {
 
 constexpr std::size_t kMaxAckSeqs = 4096;
+
+// The dedupe key of one chunk of a sender's message: `prefix`, each of
+// `ids` and '/', the msg_id in lowercase hex, '/', the chunk index ("d/ME/
+// HEX/CHUNK", "g/GROUP/ME/HEX/CHUNK"). Built in one string: this runs for
+// every message. Keys are stored, so the format never changes.
+std::string MessageKey(std::string_view prefix, std::initializer_list<std::uint64_t> ids, std::string_view msg_id,
+                       std::uint32_t chunk) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  char number[24];
+  std::string key;
+  key.reserve(prefix.size() + ids.size() * 21 + msg_id.size() * 2 + 12);
+  key.append(prefix);
+  for (std::uint64_t id : ids) {
+    key.append(number, std::to_chars(number, number + sizeof number, id).ptr);
+    key.push_back('/');
+  }
+  const std::size_t hex_at = key.size();
+  key.resize(hex_at + msg_id.size() * 2);
+  for (std::size_t i = 0; i < msg_id.size(); ++i) {
+    const auto b = static_cast<unsigned char>(msg_id[i]);
+    key[hex_at + 2 * i] = kDigits[b >> 4];
+    key[hex_at + 2 * i + 1] = kDigits[b & 0x0f];
+  }
+  key.push_back('/');
+  key.append(number, std::to_chars(number, number + sizeof number, chunk).ptr);
+  return key;
+}
 constexpr std::size_t kMaxWrappedKey = 256;
 constexpr std::size_t kMaxAddsPerRequest = 1000;
 
@@ -357,8 +387,7 @@ Outcome RequestService::Handle(const Caller& me_caller, const wire::Envelope& en
       dm->set_nonce(m.nonce());
       dm->set_ciphertext(m.ciphertext());
       auto payload = serialized();
-      std::string dedupe =
-          "d/" + std::to_string(me) + "/" + crypto::Hex(m.msg_id()) + "/" + std::to_string(m.chunk_index());
+      std::string dedupe = MessageKey("d/", {me}, m.msg_id(), m.chunk_index());
       const std::uint64_t to_id = to->id;
       d.facts() = Facts();  // changes nothing other servers keep
       d.outcome().enqueue.push_back(PendingItem{to_id, std::move(dedupe), *payload});
@@ -613,8 +642,7 @@ Outcome RequestService::Handle(const Caller& me_caller, const wire::Envelope& en
       ge->set_ciphertext(m.ciphertext());
       ge->set_signature(m.signature());
       auto payload = serialized();
-      std::string dedupe = "g/" + std::to_string(m.group_id()) + "/" + std::to_string(me) + "/" +
-                           crypto::Hex(m.msg_id()) + "/" + std::to_string(m.chunk_index());
+      std::string dedupe = MessageKey("g/", {m.group_id(), me}, m.msg_id(), m.chunk_index());
       d.facts() = Facts();
       d.outcome().single_call = true;
       const std::uint64_t gid = g->id;

@@ -12,6 +12,7 @@
 #include "client/reconnect.h"
 #include "fastchat.pb.h"
 #include "fastchat/frame.h"
+#include "store/forwarding_store.h"
 
 namespace fastchat::server {
 namespace {
@@ -172,6 +173,47 @@ TEST_F(RequestServiceTest, DirectMessageToAFriendIsOneStoredDeliveryRoutedToThem
   EXPECT_EQ(r.routed[0].user, bob_.id);
   EXPECT_EQ(r.routed[0].seq, seq);
   EXPECT_EQ(Pending(bob_.id), before + 1);
+}
+
+// Dedupe keys are stored (and outlive their rows by 5 minutes), so a
+// resend after an upgrade must build the same key: "d/SENDER/HEX/CHUNK" for
+// a DM, "g/GROUP/SENDER/HEX/CHUNK" for a group message.
+TEST_F(RequestServiceTest, MessageKeysKeepTheirStoredFormat) {
+  Befriend(alice_, bob_);
+  wire::Envelope dm = Dm(bob_.id);
+  dm.mutable_direct_send()->set_msg_id(std::string("\x00\x01\xab\xff", 4) + std::string(12, 'm'));
+  dm.mutable_direct_send()->set_chunk_index(0);
+  Outcome o = Decide(alice_, dm);
+  ASSERT_EQ(o.enqueue.size(), 1u);
+  EXPECT_EQ(o.enqueue[0].dedupe_key, "d/" + std::to_string(alice_.id) + "/0001abff6d6d6d6d6d6d6d6d6d6d6d6d/0");
+
+  class KeyRecorder : public ForwardingStore {
+   public:
+    using ForwardingStore::ForwardingStore;
+    Status AppendGroup(std::uint64_t group, std::uint64_t sender, const std::vector<std::uint64_t>& members,
+                       const std::string& dedupe_key, const std::string& payload, std::uint64_t* seq, bool* fresh,
+                       std::vector<std::uint64_t>* readers, std::uint64_t* prev_seq) override {
+      keys.push_back(dedupe_key);
+      return ForwardingStore::AppendGroup(group, sender, members, dedupe_key, payload, seq, fresh, readers, prev_seq);
+    }
+    std::vector<std::string> keys;
+  };
+  const std::uint64_t gid = CreateGroup(alice_);
+  ASSERT_TRUE(Do(alice_, GroupAdd(gid, bob_.id)).has_ok());
+  wire::Envelope send = GroupSend(gid, 1);
+  send.mutable_group_send()->set_msg_id(std::string(15, '\x10') + "\x7f");
+  send.mutable_group_send()->set_kind(wire::IMAGE);
+  send.mutable_group_send()->set_chunk_index(11);
+  send.mutable_group_send()->set_chunk_count(12);
+  o = Decide(bob_, send);
+  ASSERT_TRUE(o.write);
+  std::unique_ptr<Store> same_file;
+  ASSERT_TRUE(OpenSqliteStore(dir_ + "/server.db", &same_file).ok());
+  KeyRecorder recorder(std::move(same_file));
+  o.write(recorder);
+  ASSERT_EQ(recorder.keys.size(), 1u);
+  EXPECT_EQ(recorder.keys[0], "g/" + std::to_string(gid) + "/" + std::to_string(bob_.id) + "/" +
+                                  "101010101010101010101010101010" + "7f/11");
 }
 
 TEST_F(RequestServiceTest, StrangersDmIsRefusedWithoutAWrite) {
