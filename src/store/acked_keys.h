@@ -2,19 +2,22 @@
 // rows acknowledged lately (store.h: a key outlives its row's
 // acknowledgement for kDedupeRetentionMs, so a resend is not stored again).
 //
-// The keys themselves are rows of the `acked_keys` table, appended in
+// The keys themselves are in rows of the `acked_batches` table, one row per
+// acknowledgement holding all of its keys (acked_batch.h), appended in
 // acknowledgement order and indexed by nothing but their rowid: an on-disk
 // index keyed by (recipient, key) would take each acknowledgement's insert
 // at a random place of a B-tree holding five minutes of acknowledgements,
 // dirtying a page per key, which tripled the store's cost per DM
-// (docs/performance.md, "The store's floor per DM"). This index finds a
-// key's row by a hash of (recipient, key) instead.
+// (docs/performance.md, "The store's floor per DM"). This index finds the
+// row holding a key by a hash of (recipient, key) instead; many keys may
+// name one row.
 //
 // Promises:
 //  - Candidates(h) names every rowid added with hash h and not dropped
 //    since, and maybe others (hash collisions): the caller reads each named
-//    row and compares its key. So a row added by a transaction that was then
-//    rolled back (its rowid taken by another key) is never a false match.
+//    row and looks for its key there. So a row added by a transaction that
+//    was then rolled back (its rowid taken by other keys) is never a false
+//    match.
 //  - Rowids are held in generations of at most kMaxGeneration entries, each
 //    spanning at most kGenerationSpanMs of expiry times. DropExpired(now)
 //    drops every generation whose newest expiry is at or before `now`, and

@@ -9,6 +9,7 @@
 #include <string>
 #include <utility>
 
+#include "acked_batch.h"
 #include "common/private_files.h"
 #include "key_hash.h"
 
@@ -140,7 +141,8 @@ ALTER TABLE group_log ADD COLUMN prev_seq INTEGER NOT NULL DEFAULT 0;
 )sql"},
     // Dedupe keys outlive their rows for kDedupeRetentionMs, so a resend
     // after that is not stored (delivered) again: a pending row's from its
-    // acknowledgement, appended to acked_keys in acknowledgement order with
+    // acknowledgement (version 9 moved them to acked_batches), appended to
+    // acked_keys in acknowledgement order with
     // no index but the rowid (found through SqliteStore::acked_, an index in
     // memory rebuilt at open; acked_keys.h says why); a group-log entry's
     // from its trimming, in group_dedupe_keys (one row per group message,
@@ -177,6 +179,21 @@ INSERT INTO pending_v8 (seq, recipient, dedupe_key, payload)
   SELECT seq, recipient, dedupe_key, payload FROM pending ORDER BY seq;
 DROP TABLE pending;
 ALTER TABLE pending_v8 RENAME TO pending;
+)sql"},
+    // The dedupe keys of acknowledged rows: one row per acknowledgement
+    // (an AckMany naming many rows) instead of one per key, the keys in
+    // one text (acked_batch.h); each old row becomes a batch of one.
+    {9, R"sql(
+CREATE TABLE acked_batches (
+  id         INTEGER PRIMARY KEY,
+  expires_ms INTEGER NOT NULL,
+  keys       BLOB NOT NULL
+);
+INSERT INTO acked_batches (id, expires_ms, keys)
+  SELECT id, expires_ms,
+         CAST(recipient || ' ' || seq || ' ' || length(CAST(dedupe_key AS BLOB)) || ':' || dedupe_key AS BLOB)
+  FROM acked_keys ORDER BY id;
+DROP TABLE acked_keys;
 )sql"},
 };
 
@@ -239,8 +256,8 @@ constexpr const char* kSql[] = {
     "INSERT INTO pending (recipient, dedupe_key, payload, seq) VALUES (?1, ?2, ?3, ?4)",
     // kPendingHasKey: the seq of row ?1 if it is ?2's and holds key ?3
     "SELECT seq FROM pending WHERE seq = ?1 AND recipient = ?2 AND dedupe_key = ?3",
-    // kAckedKeySeq: the seq of acknowledged row ?1 if it holds this key
-    "SELECT seq FROM acked_keys WHERE id = ?1 AND recipient = ?2 AND dedupe_key = ?3",
+    // kAckedBatch: the keys of acknowledgement ?1
+    "SELECT keys FROM acked_batches WHERE id = ?1",
     // kFetchGroupRows: the entries of the recipient's group logs after ?2
     // (FetchPending merges them with its own rows, found through pending_)
     "SELECT l.seq, l.payload, l.group_id, l.prev_seq FROM group_cursors c"
@@ -248,14 +265,12 @@ constexpr const char* kSql[] = {
     "  AND (c.until_seq IS NULL OR l.seq <= c.until_seq)"
     " WHERE c.user_id = ?1 AND l.sender != ?1"
     " ORDER BY 1 LIMIT ?3",
-    // kKeepKeys, kDeletePending: ?1 is a JSON object {"seq": recipient, ...},
-    // the rows to acknowledge (one statement each for a whole
+    // kAckedRows, kDeletePending: ?1 is a JSON object {"seq": recipient,
+    // ...}, the rows to acknowledge (one statement each for a whole
     // acknowledgement, not one per row; keys and values are read as they
-    // are, no JSON text is parsed per row). The first keeps each row's key
-    // in acked_keys, as rows ?2, ?2 + 1, ... (ids only grow: acknowledgement
-    // order), until ?3; the second deletes the rows.
-    "INSERT INTO acked_keys (id, recipient, dedupe_key, seq, expires_ms)"
-    " SELECT ?2 - 1 + row_number() OVER (), p.recipient, p.dedupe_key, p.seq, ?3 FROM json_each(?1) a"
+    // are, no JSON text is parsed per row). The first reads the rows (for
+    // their keys, kept in one acked_batches row), the second deletes them.
+    "SELECT p.seq, p.recipient, p.dedupe_key FROM json_each(?1) a"
     " JOIN pending p ON p.seq = CAST(a.key AS INTEGER) AND p.recipient = a.value",
     "DELETE FROM pending WHERE seq IN (SELECT p.seq FROM json_each(?1) a"
     " JOIN pending p ON p.seq = CAST(a.key AS INTEGER) AND p.recipient = a.value)",
@@ -263,12 +278,14 @@ constexpr const char* kSql[] = {
     "SELECT payload FROM pending WHERE seq = ?1 AND recipient = ?2",
     // kPendingRows: for the index in memory
     "SELECT seq, recipient, dedupe_key FROM pending ORDER BY seq",
-    // kAckedKeys: those from id ?1 on, for the index in memory
-    "SELECT id, recipient, dedupe_key, expires_ms, seq FROM acked_keys WHERE id >= ?1 ORDER BY id",
+    // kInsertAckedBatch
+    "INSERT INTO acked_batches (id, expires_ms, keys) VALUES (?1, ?2, ?3)",
+    // kAckedBatches: those from id ?1 on, for the index in memory
+    "SELECT id, expires_ms, keys FROM acked_batches WHERE id >= ?1 ORDER BY id",
     // kLastAckedKey
-    "SELECT COALESCE(MAX(id), 0) FROM acked_keys",
+    "SELECT COALESCE(MAX(id), 0) FROM acked_batches",
     // kTrimAckedKeys: those of rowids ?1..?2 expired at ?3
-    "DELETE FROM acked_keys WHERE id BETWEEN ?1 AND ?2 AND expires_ms <= ?3",
+    "DELETE FROM acked_batches WHERE id BETWEEN ?1 AND ?2 AND expires_ms <= ?3",
     // kDataVersion: changes when another connection commits
     "PRAGMA data_version",
     // kInsertGroupLog: prev_seq is the group's newest entry before it; not
@@ -551,7 +568,7 @@ Status SqliteStore::LoadIndexes() {
     }
     if (rc != SQLITE_DONE) return IOError("index pending rows");
   }
-  return IndexAckedKeys(0, /*just_acked=*/false);
+  return IndexAckedKeys(0);
 }
 
 Status SqliteStore::SyncIndexes() {
@@ -563,23 +580,18 @@ Status SqliteStore::SyncIndexes() {
 }
 
 Status SqliteStore::FindPendingKey(const PendingItem& item, std::uint64_t hash, std::uint64_t* seq, bool* found) {
+  *found = false;
   candidates_.clear();
   pending_.Candidates(hash, &candidates_);
-  return FirstCandidateWithKey(kPendingHasKey, item, "Enqueue: pending key", seq, found);
-}
-
-Status SqliteStore::FirstCandidateWithKey(Sql sql, const PendingItem& item, const char* context, std::uint64_t* seq,
-                                          bool* found) {
-  *found = false;
   for (std::uint64_t candidate : candidates_) {
-    Statement st(stmts_[sql]);
+    Statement st(stmts_[kPendingHasKey]);
     st.BindId(1, candidate);
     st.BindId(2, item.recipient);
     st.BindText(3, item.dedupe_key);
     const int rc = st.Step();
-    if (rc == SQLITE_DONE) continue;  // another key's row (or none)
-    if (rc != SQLITE_ROW) return IOError(context);
-    *seq = st.ColumnId(0);
+    if (rc == SQLITE_DONE) continue;  // another key's row
+    if (rc != SQLITE_ROW) return IOError("Enqueue: pending key");
+    *seq = candidate;
     *found = true;
     return Status::OK();
   }
@@ -591,8 +603,10 @@ void SqliteStore::IndexAdd(std::uint64_t recipient, std::uint64_t seq, std::uint
   journal_.push_back(IndexChange{true, recipient, seq, hash});
 }
 
-void SqliteStore::IndexRemove(std::uint64_t recipient, std::uint64_t seq, std::uint64_t hash) {
-  if (pending_.Remove(recipient, seq, hash)) journal_.push_back(IndexChange{false, recipient, seq, hash});
+bool SqliteStore::IndexRemove(std::uint64_t recipient, std::uint64_t seq, std::uint64_t hash) {
+  if (!pending_.Remove(recipient, seq, hash)) return false;
+  journal_.push_back(IndexChange{false, recipient, seq, hash});
+  return true;
 }
 
 void SqliteStore::ReleaseMark() {
@@ -620,9 +634,26 @@ void SqliteStore::UndoAll() {
 }
 
 Status SqliteStore::FindAckedKey(const PendingItem& item, std::uint64_t hash, std::uint64_t* seq, bool* found) {
+  *found = false;
   candidates_.clear();
   acked_.Candidates(hash, &candidates_);
-  return FirstCandidateWithKey(kAckedKeySeq, item, "Enqueue: acknowledged key", seq, found);
+  for (std::uint64_t batch : candidates_) {
+    Statement st(stmts_[kAckedBatch]);
+    st.BindId(1, batch);
+    const int rc = st.Step();
+    if (rc == SQLITE_DONE) continue;  // a rolled-back acknowledgement's
+    if (rc != SQLITE_ROW) return IOError("Enqueue: acknowledged key");
+    const std::string keys = st.ColumnBlob(0);
+    const bool whole = ForEachAckedRecord(keys, [&](const AckedRecord& r) {
+      if (r.recipient != item.recipient || r.key != item.dedupe_key) return true;
+      *seq = r.seq;
+      *found = true;
+      return false;
+    });
+    if (*found) return Status::OK();
+    if (!whole) return Status(Code::kIOError, "Enqueue: acknowledged keys " + std::to_string(batch) + " are malformed");
+  }
+  return Status::OK();
 }
 
 Status SqliteStore::Migrate() {
@@ -1239,33 +1270,58 @@ Status SqliteStore::AckRows(const std::vector<std::pair<std::uint64_t, std::uint
   const std::uint64_t expires_ms = DedupeKeyExpiryMs();
   return InTransaction([&]() -> Status {
     if (Status ss = SyncIndexes(); !ss.ok()) return ss;
-    const std::uint64_t first_id = next_acked_id_ + 1;
+    // The rows' keys, into one acked_batches row (a row named twice counts
+    // once: the index no longer has it the second time).
+    std::string keys;
+    acked_hashes_.clear();
     {
-      Statement st(stmts_[kKeepKeys]);
+      Statement st(stmts_[kAckedRows]);
       st.BindText(1, pairs);
-      st.BindId(2, first_id);
-      st.BindId(3, expires_ms);
+      int rc;
+      while ((rc = st.Step()) == SQLITE_ROW) {
+        const std::uint64_t seq = st.ColumnId(0);
+        const std::uint64_t recipient = st.ColumnId(1);
+        const std::string key = st.ColumnText(2);
+        const std::uint64_t hash = DedupeKeyHash(recipient, key);
+        if (!IndexRemove(recipient, seq, hash)) continue;
+        AppendAckedRecord(&keys, recipient, seq, key);
+        acked_hashes_.push_back(hash);
+      }
+      if (rc != SQLITE_DONE) return IOError(context);
+    }
+    if (keys.empty()) return Status::OK();
+    const std::uint64_t id = next_acked_id_ + 1;
+    {
+      Statement st(stmts_[kInsertAckedBatch]);
+      st.BindId(1, id);
+      st.BindId(2, expires_ms);
+      st.BindBlob(3, keys);
       if (st.Step() != SQLITE_DONE) return IOError(context);
     }
-    next_acked_id_ += recipient_seqs.size();
+    next_acked_id_ = id;
     {
       Statement st(stmts_[kDeletePending]);
       st.BindText(1, pairs);
       if (st.Step() != SQLITE_DONE) return IOError(context);
     }
-    return IndexAckedKeys(first_id, /*just_acked=*/true);
+    for (std::uint64_t hash : acked_hashes_) acked_.Add(hash, id, expires_ms);
+    return Status::OK();
   });
 }
 
-Status SqliteStore::IndexAckedKeys(std::uint64_t from_id, bool just_acked) {
-  Statement st(stmts_[kAckedKeys]);
+Status SqliteStore::IndexAckedKeys(std::uint64_t from_id) {
+  Statement st(stmts_[kAckedBatches]);
   st.BindId(1, from_id);
   int rc;
   while ((rc = st.Step()) == SQLITE_ROW) {
-    const std::uint64_t recipient = st.ColumnId(1);
-    const std::uint64_t hash = DedupeKeyHash(recipient, st.ColumnText(2));
-    acked_.Add(hash, st.ColumnId(0), st.ColumnId(3));
-    if (just_acked) IndexRemove(recipient, st.ColumnId(4), hash);
+    const std::uint64_t id = st.ColumnId(0);
+    const std::uint64_t expires_ms = st.ColumnId(1);
+    const std::string keys = st.ColumnBlob(2);
+    const bool whole = ForEachAckedRecord(keys, [&](const AckedRecord& r) {
+      acked_.Add(DedupeKeyHash(r.recipient, r.key), id, expires_ms);
+      return true;
+    });
+    if (!whole) return Status(Code::kIOError, "acknowledged keys " + std::to_string(id) + " are malformed");
   }
   if (rc != SQLITE_DONE) return IOError("index acked keys");
   return Status::OK();

@@ -144,13 +144,14 @@ class SqliteStore final : public Store {
     kDeleteGroup,
     kInsertPending,
     kPendingHasKey,
-    kAckedKeySeq,
+    kAckedBatch,
     kFetchGroupRows,
-    kKeepKeys,
+    kAckedRows,
     kDeletePending,
     kPendingPayload,
     kPendingRows,
-    kAckedKeys,
+    kInsertAckedBatch,
+    kAckedBatches,
     kLastAckedKey,
     kTrimAckedKeys,
     kDataVersion,
@@ -209,42 +210,37 @@ class SqliteStore final : public Store {
   Status ReserveSeq();
   Status EnqueueOne(const PendingItem& item, std::uint64_t* seq, Enqueued* how);
   // Looks for item's key (whose DedupeKeyHash is `hash`) among the
-  // acknowledged rows' (acked_, confirmed against acked_keys): *found, and
-  // its row's seq.
+  // acknowledged rows' (acked_, confirmed against the acked_batches row it
+  // names): *found, and its row's seq.
   Status FindAckedKey(const PendingItem& item, std::uint64_t hash, std::uint64_t* seq, bool* found);
   // Looks for item's key (hash as above) among the pending rows (pending_,
   // confirmed against the row): *found, and its seq.
   Status FindPendingKey(const PendingItem& item, std::uint64_t hash, std::uint64_t* seq, bool* found);
-  // Reads, with `sql` (?1 a candidate, ?2 item's recipient, ?3 its key),
-  // each row of candidates_ until one holds item's key: *found, and the
-  // row's column 0 (its seq).
-  Status FirstCandidateWithKey(Sql sql, const PendingItem& item, const char* context, std::uint64_t* seq,
-                               bool* found);
-  // Rebuilds acked_ from acked_keys and pending_ from pending.
+  // Rebuilds acked_ from acked_batches and pending_ from pending.
   Status LoadIndexes();
   // Rebuilds acked_ and pending_ (and moves next_acked_id_ up) if another
   // connection committed since they were built (never for an exclusive
   // store). Called inside the transaction that then reads or writes
-  // acked_keys or pending, or before a read.
+  // acked_batches or pending, or before a read.
   Status SyncIndexes();
   Status DataVersion(std::uint64_t* v);
-  // Deletes the named pending rows (one savepoint, two statements),
-  // keeping their dedupe keys for kDedupeRetentionMs (in acked_keys, from
-  // row next_acked_id_ + 1 on; IndexAckedKeys notes them in acked_).
+  // Deletes the named pending rows (one savepoint) and keeps their dedupe
+  // keys for kDedupeRetentionMs in one acked_batches row (id
+  // next_acked_id_ + 1, noted in acked_); takes them out of pending_.
   Status AckRows(const std::vector<std::pair<std::uint64_t, std::uint64_t>>& recipient_seqs, const char* context);
-  // Adds acked_keys' rows from id `from_id` on to acked_, and if
-  // `just_acked` (they were written by this transaction) takes their rows
-  // out of pending_. If the transaction is then rolled back, acked_ names
-  // rows that are not there, which FindAckedKey passes over (ids are never
-  // used twice by one store); pending_ gets them back (the journal below).
-  Status IndexAckedKeys(std::uint64_t from_id, bool just_acked);
+  // Adds the keys of acked_batches' rows from id `from_id` on to acked_.
+  // (If a transaction that added a row is rolled back, acked_ names a row
+  // that is not there, which FindAckedKey passes over: ids are never used
+  // twice by one store.)
+  Status IndexAckedKeys(std::uint64_t from_id);
 
   // pending_ follows the transaction: each change made inside one is
   // journalled, a savepoint marks the journal, and a rollback undoes the
   // changes back to its mark (all of them if SQLite dropped the whole
   // transaction); a commit forgets the journal.
   void IndexAdd(std::uint64_t recipient, std::uint64_t seq, std::uint64_t hash);
-  void IndexRemove(std::uint64_t recipient, std::uint64_t seq, std::uint64_t hash);
+  // False (and nothing journalled) if pending_ did not have the row.
+  bool IndexRemove(std::uint64_t recipient, std::uint64_t seq, std::uint64_t hash);
   void MarkSavepoint() { marks_.push_back(journal_.size()); }
   // The innermost savepoint was released (its changes now belong to the
   // one around it, or are committed).
@@ -273,10 +269,11 @@ class SqliteStore final : public Store {
   // rollback, which may have undone the last reservation.
   std::uint64_t reserved_seq_ = 0;
   static constexpr std::uint64_t kSeqReserve = 1'000'000;
-  // Where the dedupe keys of acknowledged rows are in acked_keys.
+  // Which acked_batches row holds the dedupe key of each row acknowledged lately.
   AckedKeys acked_;
-  std::vector<std::uint64_t> candidates_;  // FindAckedKey's, reused
-  std::uint64_t next_acked_id_ = 0;  // the newest acked_keys id used; only grows
+  std::vector<std::uint64_t> candidates_;    // FindAckedKey's and FindPendingKey's, reused
+  std::vector<std::uint64_t> acked_hashes_;  // AckRows', reused
+  std::uint64_t next_acked_id_ = 0;  // the newest acked_batches id used; only grows
   // Where each recipient's pending rows are, and each row's key.
   PendingIndex pending_;
   struct IndexChange {

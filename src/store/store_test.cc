@@ -1378,6 +1378,15 @@ class SqliteStoreTest : public ::testing::Test {
     return u;
   }
 
+  // Makes the database file with one user, alice, and closes it; her id.
+  std::uint64_t FileWithAlice() {
+    std::unique_ptr<Store> store;
+    EXPECT_OK(OpenSqliteStore(path_, &store));
+    std::uint64_t alice = 0;
+    EXPECT_OK(store->CreateUser(User("alice"), &alice));
+    return alice;
+  }
+
   std::string dir_;
   std::string path_;
 };
@@ -1455,14 +1464,14 @@ TEST_F(SqliteStoreTest, UsesWalAndRecordsSchemaVersion) {
   std::unique_ptr<Store> store;
   ASSERT_OK(OpenSqliteStore(path_, &store));
   EXPECT_EQ(RawQuery("PRAGMA journal_mode"), "wal");
-  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "8");
+  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "9");
   EXPECT_EQ(RawQuery("SELECT COUNT(*) FROM schema_version"), "1");
   store.reset();
 
   // Reopening an up-to-date file changes nothing.
   ASSERT_OK(OpenSqliteStore(path_, &store));
   EXPECT_EQ(RawQuery("SELECT COUNT(*) FROM schema_version"), "1");
-  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "8");
+  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "9");
 }
 
 TEST_F(SqliteStoreTest, ABatchCommitsTogetherAndAFailedUnitIsUndoneAlone) {
@@ -1546,11 +1555,11 @@ TEST_F(SqliteStoreTest, MigrationSixKeepsGroupLogEntriesAndChainsNewOnes) {
   ASSERT_OK(store->AppendGroup(g, alice, {bob}, "k1", "from version 5", &old_seq, &fresh, nullptr, nullptr));
   store.reset();
   RawExec(
-      "ALTER TABLE group_log DROP COLUMN prev_seq; DROP TABLE acked_keys; DROP TABLE group_dedupe_keys;"
+      "ALTER TABLE group_log DROP COLUMN prev_seq; DROP TABLE acked_batches; DROP TABLE group_dedupe_keys;"
       "UPDATE schema_version SET version = 5;");
 
   ASSERT_OK(OpenSqliteStore(path_, &store));
-  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "8");
+  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "9");
   ASSERT_OK(store->AppendGroup(g, alice, {bob}, "k2", "from version 6", &seq, &fresh, nullptr, &prev));
   EXPECT_EQ(prev, old_seq);
   std::vector<PendingRow> rows;
@@ -1565,16 +1574,13 @@ TEST_F(SqliteStoreTest, MigrationSixKeepsGroupLogEntriesAndChainsNewOnes) {
 // A version-4 file (pending as a rowid table with AUTOINCREMENT) keeps its
 // rows, their order and its seq high-water mark through migration 5.
 TEST_F(SqliteStoreTest, MigrationFiveKeepsPendingRowsAndTheSeqHighWaterMark) {
+  const std::uint64_t alice = FileWithAlice();
   std::unique_ptr<Store> store;
-  ASSERT_OK(OpenSqliteStore(path_, &store));
-  std::uint64_t alice = 0;
-  ASSERT_OK(store->CreateUser(User("alice"), &alice));
-  store.reset();
   // Back to the version-4 layout of pending, with two rows left and a
   // counter that already went to 90 (rows 11..90 were acknowledged).
   const std::string a = std::to_string(alice);
   RawExec(
-      "DROP TABLE pending; DROP TABLE seq_reservation; DROP TABLE acked_keys; DROP TABLE group_dedupe_keys;"
+      "DROP TABLE pending; DROP TABLE seq_reservation; DROP TABLE acked_batches; DROP TABLE group_dedupe_keys;"
       "CREATE TABLE pending (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
       " recipient INTEGER NOT NULL REFERENCES users (id), dedupe_key TEXT NOT NULL,"
       " payload BLOB NOT NULL, UNIQUE (recipient, dedupe_key));"
@@ -1588,7 +1594,7 @@ TEST_F(SqliteStoreTest, MigrationFiveKeepsPendingRowsAndTheSeqHighWaterMark) {
   ASSERT_EQ(RawQuery("SELECT seq FROM sqlite_sequence WHERE name = 'pending'"), "90");
 
   ASSERT_OK(OpenSqliteStore(path_, &store));
-  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "8");
+  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "9");
   std::vector<PendingRow> rows;
   ASSERT_OK(store->FetchPending(alice, 0, 10, &rows));
   ASSERT_EQ(rows.size(), 2u);
@@ -1606,6 +1612,70 @@ TEST_F(SqliteStoreTest, MigrationFiveKeepsPendingRowsAndTheSeqHighWaterMark) {
   // New seqs start above the old counter, not above the rows left.
   ASSERT_OK(store->Enqueue({PendingItem{alice, "new", "p"}}, &seqs, nullptr));
   EXPECT_GT(seqs[0], 90u);
+}
+
+// Version 9 keeps an acknowledgement's dedupe keys in one acked_batches
+// row; the version-8 rows of acked_keys (one per key) become batches of
+// one, still found (whatever bytes the key holds) and still trimmed.
+TEST_F(SqliteStoreTest, MigrationNineKeepsAcknowledgedKeys) {
+  const std::uint64_t alice = FileWithAlice();
+  std::unique_ptr<Store> store;
+  const std::string a = std::to_string(alice);
+  const std::string expires = std::to_string(DedupeKeyExpiryMs());
+  RawExec(
+      "DROP TABLE acked_batches;"
+      "CREATE TABLE acked_keys (id INTEGER PRIMARY KEY, recipient INTEGER NOT NULL, dedupe_key TEXT NOT NULL,"
+      " seq INTEGER NOT NULL, expires_ms INTEGER NOT NULL);"
+      "INSERT INTO acked_keys VALUES (4, " + a + ", 'd/1/ab/0', 40, " + expires + ");"
+      "INSERT INTO acked_keys VALUES (5, " + a + ", 'a key: 3 with ключ', 42, " + expires + ");"
+      "UPDATE schema_version SET version = 8;");
+
+  ASSERT_OK(OpenSqliteStore(path_, &store));
+  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "9");
+  EXPECT_EQ(RawQuery("SELECT group_concat(id) FROM acked_batches"), "4,5");
+  std::vector<std::uint64_t> seqs;
+  std::vector<Enqueued> how;
+  ASSERT_OK(store->Enqueue({PendingItem{alice, "a key: 3 with ключ", "again"}, PendingItem{alice, "d/1/ab/0", "x"},
+                            PendingItem{alice, "new", "p"}},
+                           &seqs, &how));
+  EXPECT_EQ(how, std::vector<Enqueued>({Enqueued::kDelivered, Enqueued::kDelivered, Enqueued::kStored}));
+  EXPECT_EQ(seqs[0], 42u);
+  EXPECT_EQ(seqs[1], 40u);
+  // A new acknowledgement takes the next id; all go once expired.
+  ASSERT_OK(store->Ack(alice, {seqs[2]}));
+  EXPECT_EQ(RawQuery("SELECT group_concat(id) FROM acked_batches"), "4,5,6");
+  ASSERT_OK(store->TrimDedupeKeys(DedupeKeyExpiryMs() + 1));
+  EXPECT_EQ(RawQuery("SELECT COUNT(*) FROM acked_batches"), "0");
+  ASSERT_OK(store->Enqueue({PendingItem{alice, "a key: 3 with ключ", "again"}}, &seqs, &how));
+  EXPECT_EQ(how, std::vector<Enqueued>({Enqueued::kStored}));
+}
+
+// One acknowledgement of many rows is one acked_batches row; each key in it
+// is found, a row named twice is kept once, and a row of another recipient
+// or one already acknowledged adds nothing.
+TEST_F(SqliteStoreTest, OneAcknowledgementKeepsItsKeysInOneRow) {
+  std::unique_ptr<Store> store;
+  ASSERT_OK(OpenSqliteStore(path_, &store));
+  std::uint64_t alice = 0, bob = 0;
+  ASSERT_OK(store->CreateUser(User("alice"), &alice));
+  ASSERT_OK(store->CreateUser(User("bob"), &bob));
+  std::vector<std::uint64_t> seqs;
+  std::vector<Enqueued> how;
+  ASSERT_OK(store->Enqueue({PendingItem{alice, "k1", "1"}, PendingItem{alice, "k2", "2"}, PendingItem{bob, "k1", "3"}},
+                           &seqs, &how));
+  ASSERT_OK(store->AckMany({{alice, seqs[0]}, {alice, seqs[1]}, {alice, seqs[1]}, {alice, seqs[2]}}));
+  EXPECT_EQ(RawQuery("SELECT COUNT(*) FROM acked_batches"), "1");
+  EXPECT_EQ(RawQuery("SELECT CAST(keys AS TEXT) FROM acked_batches"),
+            std::to_string(alice) + " " + std::to_string(seqs[0]) + " 2:k1" + std::to_string(alice) + " " +
+                std::to_string(seqs[1]) + " 2:k2");
+  ASSERT_OK(store->Ack(alice, {seqs[0], seqs[1]}));  // gone already: no row
+  EXPECT_EQ(RawQuery("SELECT COUNT(*) FROM acked_batches"), "1");
+  const std::vector<std::uint64_t> first = seqs;
+  ASSERT_OK(store->Enqueue({PendingItem{alice, "k2", "again"}, PendingItem{alice, "k1", "again"},
+                            PendingItem{bob, "k1", "again"}},
+                           &seqs, &how));
+  EXPECT_EQ(how, std::vector<Enqueued>({Enqueued::kDelivered, Enqueued::kDelivered, Enqueued::kQueued}));
+  EXPECT_EQ(seqs, std::vector<std::uint64_t>({first[1], first[0], first[2]}));
 }
 
 TEST_F(SqliteStoreTest, RefusesSchemaFromNewerBinary) {
