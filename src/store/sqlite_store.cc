@@ -1270,10 +1270,12 @@ Status SqliteStore::AckRows(const std::vector<std::pair<std::uint64_t, std::uint
   const std::uint64_t expires_ms = DedupeKeyExpiryMs();
   return InTransaction([&]() -> Status {
     if (Status ss = SyncIndexes(); !ss.ok()) return ss;
-    // The rows' keys, into one acked_batches row (a row named twice counts
-    // once: the index no longer has it the second time).
+    // The rows' keys, into acked_batches rows of at most kMaxKeysPerRow (a
+    // row named twice counts once: the index no longer has it the second
+    // time). acked_ends_[k] is where record k ends in `keys`.
     std::string keys;
     acked_hashes_.clear();
+    acked_ends_.clear();
     {
       Statement st(stmts_[kAckedRows]);
       st.BindText(1, pairs);
@@ -1286,25 +1288,32 @@ Status SqliteStore::AckRows(const std::vector<std::pair<std::uint64_t, std::uint
         if (!IndexRemove(recipient, seq, hash)) continue;
         AppendAckedRecord(&keys, recipient, seq, key);
         acked_hashes_.push_back(hash);
+        acked_ends_.push_back(keys.size());
       }
       if (rc != SQLITE_DONE) return IOError(context);
     }
     if (keys.empty()) return Status::OK();
-    const std::uint64_t id = next_acked_id_ + 1;
-    {
+    const std::uint64_t first_id = next_acked_id_ + 1;
+    std::uint64_t id = first_id;
+    for (std::size_t from = 0; from < acked_ends_.size(); from += kMaxKeysPerRow, ++id) {
+      const std::size_t to = std::min(acked_ends_.size(), from + kMaxKeysPerRow);
+      const std::size_t begin = from == 0 ? 0 : acked_ends_[from - 1];
+      const std::string row_keys = keys.substr(begin, acked_ends_[to - 1] - begin);  // bound, not copied
       Statement st(stmts_[kInsertAckedBatch]);
       st.BindId(1, id);
       st.BindId(2, expires_ms);
-      st.BindBlob(3, keys);
+      st.BindBlob(3, row_keys);
       if (st.Step() != SQLITE_DONE) return IOError(context);
     }
-    next_acked_id_ = id;
+    next_acked_id_ = id - 1;
     {
       Statement st(stmts_[kDeletePending]);
       st.BindText(1, pairs);
       if (st.Step() != SQLITE_DONE) return IOError(context);
     }
-    for (std::uint64_t hash : acked_hashes_) acked_.Add(hash, id, expires_ms);
+    for (std::size_t k = 0; k < acked_hashes_.size(); ++k) {
+      acked_.Add(acked_hashes_[k], first_id + k / kMaxKeysPerRow, expires_ms);
+    }
     return Status::OK();
   });
 }

@@ -99,6 +99,9 @@ class SqliteStore final : public Store {
   // made the whole server 0.7x as fast; docs/performance.md).
   std::size_t MaxMergedEnqueue() const override { return 256; }
   Status CountPending(std::uint64_t recipient, std::uint64_t* n) override;
+  // Keys per acked_batches row: a resend whose key's hash names a row
+  // reads and scans at most this many records (~15 KB for DM keys).
+  static constexpr std::size_t kMaxKeysPerRow = 256;
   Status AppendGroup(std::uint64_t group, std::uint64_t sender, const std::vector<std::uint64_t>& members,
                      const std::string& dedupe_key, const std::string& payload, std::uint64_t* seq,
                      bool* fresh, std::vector<std::uint64_t>* readers, std::uint64_t* prev_seq) override;
@@ -225,8 +228,9 @@ class SqliteStore final : public Store {
   Status SyncIndexes();
   Status DataVersion(std::uint64_t* v);
   // Deletes the named pending rows (one savepoint) and keeps their dedupe
-  // keys for kDedupeRetentionMs in one acked_batches row (id
-  // next_acked_id_ + 1, noted in acked_); takes them out of pending_.
+  // keys for kDedupeRetentionMs in acked_batches rows of at most
+  // kMaxKeysPerRow keys (ids from next_acked_id_ + 1 on, noted in acked_);
+  // takes them out of pending_.
   Status AckRows(const std::vector<std::pair<std::uint64_t, std::uint64_t>>& recipient_seqs, const char* context);
   // Adds the keys of acked_batches' rows from id `from_id` on to acked_.
   // (If a transaction that added a row is rolled back, acked_ names a row
@@ -273,6 +277,8 @@ class SqliteStore final : public Store {
   AckedKeys acked_;
   std::vector<std::uint64_t> candidates_;    // FindAckedKey's and FindPendingKey's, reused
   std::vector<std::uint64_t> acked_hashes_;  // AckRows', reused
+  std::vector<std::size_t> acked_ends_;      // AckRows', reused
+
   std::uint64_t next_acked_id_ = 0;  // the newest acked_batches id used; only grows
   // Where each recipient's pending rows are, and each row's key.
   PendingIndex pending_;

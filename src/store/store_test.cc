@@ -1678,6 +1678,30 @@ TEST_F(SqliteStoreTest, OneAcknowledgementKeepsItsKeysInOneRow) {
   EXPECT_EQ(seqs, std::vector<std::uint64_t>({first[1], first[0], first[2]}));
 }
 
+// A large acknowledgement's keys go into rows of at most kMaxKeysPerRow,
+// so a resend that finds its key reads one bounded row; every key is found.
+TEST_F(SqliteStoreTest, ALargeAcknowledgementKeepsItsKeysInRowsOfBoundedSize) {
+  const std::uint64_t alice = FileWithAlice();
+  std::unique_ptr<Store> store;
+  ASSERT_OK(OpenSqliteStore(path_, &store));
+  constexpr std::size_t kRows = 2 * SqliteStore::kMaxKeysPerRow + 88;
+  std::vector<PendingItem> items;
+  for (std::size_t i = 0; i < kRows; ++i) items.push_back(PendingItem{alice, "k" + std::to_string(i), "p"});
+  std::vector<std::uint64_t> seqs;
+  std::vector<Enqueued> how;
+  ASSERT_OK(store->Enqueue(items, &seqs, &how));
+  const std::vector<std::uint64_t> first = seqs;
+  ASSERT_OK(store->Ack(alice, first));
+  EXPECT_EQ(RawQuery("SELECT COUNT(*) FROM acked_batches"), "3");
+  EXPECT_EQ(RawQuery("SELECT MAX(length(keys)) < 256 * 20 FROM acked_batches"), "1");
+  ASSERT_OK(store->Enqueue(items, &seqs, &how));
+  EXPECT_EQ(seqs, first);
+  EXPECT_EQ(how, std::vector<Enqueued>(kRows, Enqueued::kDelivered));
+  std::uint64_t n = 1;
+  ASSERT_OK(store->CountPending(alice, &n));
+  EXPECT_EQ(n, 0u);
+}
+
 TEST_F(SqliteStoreTest, RefusesSchemaFromNewerBinary) {
   std::unique_ptr<Store> store;
   ASSERT_OK(OpenSqliteStore(path_, &store));
