@@ -141,9 +141,9 @@ ALTER TABLE group_log ADD COLUMN prev_seq INTEGER NOT NULL DEFAULT 0;
 )sql"},
     // Dedupe keys outlive their rows for kDedupeRetentionMs, so a resend
     // after that is not stored (delivered) again: a pending row's from its
-    // acknowledgement (version 9 moved them to acked_batches), appended to
-    // acked_keys in acknowledgement order with
-    // no index but the rowid (found through SqliteStore::acked_, an index in
+    // acknowledgement, appended to acked_keys in acknowledgement order with
+    // no index but the rowid (version 9 moved them to acked_batches, one row
+    // per acknowledgement; found through SqliteStore::acked_, an index in
     // memory rebuilt at open; acked_keys.h says why); a group-log entry's
     // from its trimming, in group_dedupe_keys (one row per group message,
     // not per recipient). Dropped once expired (TrimDedupeKeys).
@@ -1298,7 +1298,8 @@ Status SqliteStore::AckRows(const std::vector<std::pair<std::uint64_t, std::uint
     for (std::size_t from = 0; from < acked_ends_.size(); from += kMaxKeysPerRow, ++id) {
       const std::size_t to = std::min(acked_ends_.size(), from + kMaxKeysPerRow);
       const std::size_t begin = from == 0 ? 0 : acked_ends_[from - 1];
-      const std::string row_keys = keys.substr(begin, acked_ends_[to - 1] - begin);  // bound, not copied
+      // Lives until the insert has run: BindBlob does not copy.
+      const std::string row_keys = keys.substr(begin, acked_ends_[to - 1] - begin);
       Statement st(stmts_[kInsertAckedBatch]);
       st.BindId(1, id);
       st.BindId(2, expires_ms);
