@@ -1702,6 +1702,174 @@ TEST_F(SqliteStoreTest, ALargeAcknowledgementKeepsItsKeysInRowsOfBoundedSize) {
   EXPECT_EQ(n, 0u);
 }
 
+// The pending rows' index and the acknowledged keys' index live in memory
+// (pending_index.h, acked_keys.h) and must say what the tables say through
+// anything: random enqueues (with repeated keys) and acknowledgements (with
+// pairs that name nothing), alone or in units kept or undone inside batches
+// committed or rolled back, reopenings, and trims. Checked against a plain
+// model after every step: each user's rows, counts, and what a resend of
+// each key is answered.
+TEST_F(SqliteStoreTest, TheIndexesInMemoryAgreeWithAModelThroughRandomBatchesRollbacksAndReopens) {
+  std::unique_ptr<Store> store;
+  ASSERT_OK(OpenSqliteStore(path_, &store));
+  std::vector<std::uint64_t> users;
+  for (int i = 0; i < 4; ++i) {
+    std::uint64_t id = 0;
+    ASSERT_OK(store->CreateUser(User("u" + std::to_string(i)), &id));
+    users.push_back(id);
+  }
+  struct Model {
+    std::map<std::uint64_t, std::pair<std::uint64_t, std::string>> live;  // seq -> (recipient, key)
+    std::map<std::pair<std::uint64_t, std::string>, std::uint64_t> acked;  // (recipient, key) -> seq
+    // The newest seq stored. A seq drawn in an undone unit or batch may be
+    // drawn again after a reopen (it was never committed); a stored one never.
+    std::uint64_t newest = 0;
+  };
+  Model model;
+  std::mt19937_64 rng(20261203);
+  auto pick_user = [&]() { return users[rng() % users.size()]; };
+  auto pick_key = [&]() { return "k" + std::to_string(rng() % 40); };
+
+  // One Enqueue of 1-4 items, checked against (and applied to) `m`. One in
+  // eight also names a user who does not exist, after the others: the whole
+  // call fails and changes nothing (what its first items did is undone).
+  auto enqueue = [&](Model& m) {
+    std::vector<PendingItem> items;
+    const std::size_t n = 1 + rng() % 4;
+    for (std::size_t i = 0; i < n; ++i) items.push_back(PendingItem{pick_user(), pick_key(), "p"});
+    std::vector<std::uint64_t> seqs;
+    std::vector<Enqueued> how;
+    if (rng() % 8 == 0) {
+      items.push_back(PendingItem{users.back() + 1000, "k0", "p"});
+      const Status st = store->Enqueue(items, &seqs, &how);
+      ASSERT_EQ(st.code(), Code::kNoSuchUser) << st.ToString();
+      return;
+    }
+    ASSERT_OK(store->Enqueue(items, &seqs, &how));
+    for (std::size_t i = 0; i < n; ++i) {
+      const std::pair<std::uint64_t, std::string> rk{items[i].recipient, items[i].dedupe_key};
+      if (auto a = m.acked.find(rk); a != m.acked.end()) {
+        ASSERT_EQ(how[i], Enqueued::kDelivered) << i;
+        ASSERT_EQ(seqs[i], a->second);
+        continue;
+      }
+      auto live = std::find_if(m.live.begin(), m.live.end(), [&](const auto& e) { return e.second == rk; });
+      if (live != m.live.end()) {
+        ASSERT_EQ(how[i], Enqueued::kQueued) << i;
+        ASSERT_EQ(seqs[i], live->first);
+        continue;
+      }
+      ASSERT_EQ(how[i], Enqueued::kStored) << i;
+      ASSERT_GT(seqs[i], m.newest);
+      m.newest = seqs[i];
+      m.live[seqs[i]] = rk;
+    }
+  };
+  // One AckMany of some live rows and some pairs that name nothing.
+  auto ack = [&](Model& m) {
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> pairs;
+    for (const auto& [seq, rk] : m.live) {
+      if (rng() % 3 == 0) pairs.emplace_back(rk.first, seq);
+    }
+    if (!m.live.empty() && rng() % 2 == 0) {
+      const auto& [seq, rk] = *m.live.begin();
+      pairs.emplace_back(rk.first == users[0] ? users[1] : users[0], seq);  // another recipient's row
+      pairs.emplace_back(rk.first, seq);                                    // named twice
+    }
+    pairs.emplace_back(users[0], m.newest + 1000);  // no such row
+    ASSERT_OK(store->AckMany(pairs));
+    for (const auto& [recipient, seq] : pairs) {
+      auto it = m.live.find(seq);
+      if (it == m.live.end() || it->second.first != recipient) continue;
+      m.acked[it->second] = seq;
+      m.live.erase(it);
+    }
+  };
+  auto check = [&](int step) {
+    for (std::uint64_t u : users) {
+      std::vector<std::uint64_t> want;
+      for (const auto& [seq, rk] : model.live) {
+        if (rk.first == u) want.push_back(seq);
+      }
+      std::vector<PendingRow> rows;
+      ASSERT_OK(store->FetchPending(u, 0, 1000, &rows));
+      std::vector<std::uint64_t> got;
+      for (const PendingRow& r : rows) got.push_back(r.seq);
+      ASSERT_EQ(got, want) << "step " << step << " user " << u;
+      std::uint64_t n = 0;
+      ASSERT_OK(store->CountPending(u, &n));
+      ASSERT_EQ(n, want.size()) << "step " << step;
+    }
+    ASSERT_EQ(RawQuery("SELECT COUNT(*) FROM pending"), std::to_string(model.live.size())) << "step " << step;
+  };
+
+  for (int step = 0; step < 1500; ++step) {
+    const unsigned op = static_cast<unsigned>(rng() % 100);
+    if (op < 30) {
+      enqueue(model);
+    } else if (op < 45) {
+      ack(model);
+    } else if (op < 90) {
+      // A batch of units, each kept or undone; then committed or rolled back.
+      Model in_batch = model;
+      ASSERT_OK(store->BeginBatch());
+      const int units = 1 + static_cast<int>(rng() % 4);
+      for (int u = 0; u < units; ++u) {
+        Model in_unit = in_batch;
+        ASSERT_OK(store->BeginUnit());
+        const int calls = 1 + static_cast<int>(rng() % 3);
+        for (int c = 0; c < calls; ++c) {
+          if (rng() % 2 == 0) {
+            enqueue(in_unit);
+          } else {
+            ack(in_unit);
+          }
+          if (HasFatalFailure()) return;
+        }
+        const bool keep = rng() % 3 != 0;
+        store->EndUnit(keep);
+        if (keep) in_batch = std::move(in_unit);
+      }
+      if (rng() % 4 != 0) {
+        ASSERT_OK(store->CommitBatch());
+        model = std::move(in_batch);
+      } else {
+        store->RollbackBatch();
+      }
+    } else if (op < 95) {
+      store.reset();
+      ASSERT_OK(OpenSqliteStore(path_, &store));
+    } else {
+      ASSERT_OK(store->TrimDedupeKeys(DedupeKeyExpiryMs() + 1));
+      model.acked.clear();
+    }
+    if (HasFatalFailure()) return;
+    check(step);
+    if (HasFatalFailure()) return;
+  }
+  // Every key answers as the model says (a resend of each one).
+  for (std::uint64_t u : users) {
+    for (int k = 0; k < 40; ++k) {
+      const std::string key = "k" + std::to_string(k);
+      std::vector<std::uint64_t> seqs;
+      std::vector<Enqueued> how;
+      Model m = model;
+      ASSERT_OK(store->BeginBatch());
+      ASSERT_OK(store->Enqueue({PendingItem{u, key, "p"}}, &seqs, &how));
+      store->RollbackBatch();
+      if (auto a = m.acked.find({u, key}); a != m.acked.end()) {
+        EXPECT_EQ(how[0], Enqueued::kDelivered);
+        EXPECT_EQ(seqs[0], a->second);
+      } else if (std::any_of(m.live.begin(), m.live.end(),
+                             [&](const auto& e) { return e.second == std::make_pair(u, key); })) {
+        EXPECT_EQ(how[0], Enqueued::kQueued);
+      } else {
+        EXPECT_EQ(how[0], Enqueued::kStored);
+      }
+    }
+  }
+}
+
 TEST_F(SqliteStoreTest, RefusesSchemaFromNewerBinary) {
   std::unique_ptr<Store> store;
   ASSERT_OK(OpenSqliteStore(path_, &store));
