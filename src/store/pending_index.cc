@@ -2,8 +2,6 @@
 
 #include <algorithm>
 
-#include "key_hash.h"
-
 namespace fastchat {
 namespace {
 
@@ -18,10 +16,6 @@ std::size_t LowerBound(const std::vector<std::uint64_t>& seqs, std::size_t from,
 }
 
 }  // namespace
-
-std::uint64_t PendingIndex::Hash(std::uint64_t recipient, std::string_view key) {
-  return DedupeKeyHash(recipient, key);
-}
 
 void PendingIndex::Add(std::uint64_t recipient, std::uint64_t seq, std::uint64_t hash) {
   Queue& q = queues_[recipient];

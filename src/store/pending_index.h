@@ -18,8 +18,8 @@
 //  - After Add(r, s, h) and until Remove(r, s, h): SeqsAfter(r, ...) names
 //    s (in ascending order with r's others), CountOf(r) counts it, and
 //    Candidates(h) names s. Removed seqs are named by neither.
-//  - Hash is DedupeKeyHash (key_hash.h: SipHash under a key drawn at random
-//    per process): a client that chooses dedupe keys (a DM's msg_id)
+//  - Hashes are DedupeKeyHash (key_hash.h: SipHash under a key drawn at
+//    random per process): a client that chooses dedupe keys (a DM's msg_id)
 //    cannot make them collide, so probe chains stay short.
 //  - Memory: 8 bytes per entry in its recipient's queue (at most twice that
 //    with removed entries not yet compacted away, and a vector's growth),
@@ -35,7 +35,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -43,10 +42,6 @@ namespace fastchat {
 
 class PendingIndex {
  public:
-  // The hash Add, Remove and Candidates take for (recipient, dedupe key):
-  // DedupeKeyHash.
-  static std::uint64_t Hash(std::uint64_t recipient, std::string_view key);
-
   // Notes row `seq` (seq > 0), of `recipient`, whose key hashes to `hash`.
   void Add(std::uint64_t recipient, std::uint64_t seq, std::uint64_t hash);
   // Forgets row `seq`; false (and no change) if it was not noted with this

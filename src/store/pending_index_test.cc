@@ -11,6 +11,8 @@
 
 #include <gtest/gtest.h>
 
+#include "key_hash.h"
+
 namespace fastchat {
 namespace {
 
@@ -31,7 +33,7 @@ bool Names(const PendingIndex& index, std::uint64_t hash, std::uint64_t seq) {
 // limit; its count and the hash lookup agree.
 TEST(PendingIndexTest, ARecipientsSeqsComeBackInOrderAfterASeqUpToALimit) {
   PendingIndex index;
-  for (std::uint64_t seq = 1; seq <= 30; ++seq) index.Add(seq % 3, seq, PendingIndex::Hash(seq % 3, std::to_string(seq)));
+  for (std::uint64_t seq = 1; seq <= 30; ++seq) index.Add(seq % 3, seq, DedupeKeyHash(seq % 3, std::to_string(seq)));
   EXPECT_EQ(index.size(), 30u);
   EXPECT_EQ(index.CountOf(1), 10u);
   EXPECT_EQ(After(index, 1, 0), (std::vector<std::uint64_t>{1, 4, 7, 10, 13, 16, 19, 22, 25, 28}));
@@ -39,15 +41,15 @@ TEST(PendingIndexTest, ARecipientsSeqsComeBackInOrderAfterASeqUpToALimit) {
   EXPECT_EQ(After(index, 1, 28), std::vector<std::uint64_t>{});
   EXPECT_EQ(After(index, 1, ~std::uint64_t{0}), std::vector<std::uint64_t>{});
   EXPECT_EQ(After(index, 9, 0), std::vector<std::uint64_t>{});  // no rows
-  EXPECT_TRUE(Names(index, PendingIndex::Hash(1, "7"), 7));
-  EXPECT_FALSE(Names(index, PendingIndex::Hash(2, "7"), 7));
+  EXPECT_TRUE(Names(index, DedupeKeyHash(1, "7"), 7));
+  EXPECT_FALSE(Names(index, DedupeKeyHash(2, "7"), 7));
 }
 
 // Remove takes exactly what was added: not another recipient's seq, not
 // with another hash, not twice.
 TEST(PendingIndexTest, RemoveTakesOnlyWhatWasAddedAndOnlyOnce) {
   PendingIndex index;
-  const std::uint64_t h = PendingIndex::Hash(5, "k");
+  const std::uint64_t h = DedupeKeyHash(5, "k");
   index.Add(5, 100, h);
   EXPECT_FALSE(index.Remove(6, 100, h));
   EXPECT_FALSE(index.Remove(5, 100, h + 1));
@@ -89,7 +91,7 @@ TEST(PendingIndexTest, AgreesWithAPlainModelThroughRandomOperations) {
   std::uint64_t next_seq = 0;
   auto hash_of = [&](std::uint64_t recipient, std::uint64_t seq) {
     // One in 500 shares a hash with the others: collisions must still work.
-    return seq % 500 == 0 ? std::uint64_t{42} : PendingIndex::Hash(recipient, std::to_string(seq));
+    return seq % 500 == 0 ? std::uint64_t{42} : DedupeKeyHash(recipient, std::to_string(seq));
   };
   std::vector<std::pair<std::uint64_t, std::uint64_t>> removed;  // (recipient, seq), to add back
   for (int step = 0; step < 200'000; ++step) {

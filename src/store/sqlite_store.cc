@@ -7,6 +7,7 @@
 #include <iterator>
 #include <limits>
 #include <string>
+#include <string_view>
 #include <utility>
 
 #include "acked_batch.h"
@@ -400,17 +401,21 @@ class Statement {
   std::uint64_t ColumnId(int column) const {
     return static_cast<std::uint64_t>(sqlite3_column_int64(stmt_, column));
   }
-  std::string ColumnText(int column) const {
+  std::string ColumnText(int column) const { return std::string(ColumnTextView(column)); }
+  std::string ColumnBlob(int column) const { return std::string(ColumnBlobView(column)); }
+  // The same without a copy: valid until the next Step or the end of this
+  // use (for the hot paths that only hash or scan a value).
+  std::string_view ColumnTextView(int column) const {
     const unsigned char* p = sqlite3_column_text(stmt_, column);
     const int n = sqlite3_column_bytes(stmt_, column);
-    if (p == nullptr) return std::string();
-    return std::string(reinterpret_cast<const char*>(p), static_cast<std::size_t>(n));
+    if (p == nullptr) return std::string_view();
+    return std::string_view(reinterpret_cast<const char*>(p), static_cast<std::size_t>(n));
   }
-  std::string ColumnBlob(int column) const {
+  std::string_view ColumnBlobView(int column) const {
     const void* p = sqlite3_column_blob(stmt_, column);
     const int n = sqlite3_column_bytes(stmt_, column);
-    if (p == nullptr) return std::string();  // zero-length blob
-    return std::string(static_cast<const char*>(p), static_cast<std::size_t>(n));
+    if (p == nullptr) return std::string_view();  // zero-length blob
+    return std::string_view(static_cast<const char*>(p), static_cast<std::size_t>(n));
   }
 
  private:
@@ -564,7 +569,7 @@ Status SqliteStore::LoadIndexes() {
     int rc;
     while ((rc = st.Step()) == SQLITE_ROW) {
       const std::uint64_t recipient = st.ColumnId(1);
-      pending_.Add(recipient, st.ColumnId(0), DedupeKeyHash(recipient, st.ColumnText(2)));
+      pending_.Add(recipient, st.ColumnId(0), DedupeKeyHash(recipient, st.ColumnTextView(2)));
     }
     if (rc != SQLITE_DONE) return IOError("index pending rows");
   }
@@ -643,7 +648,7 @@ Status SqliteStore::FindAckedKey(const PendingItem& item, std::uint64_t hash, st
     const int rc = st.Step();
     if (rc == SQLITE_DONE) continue;  // a rolled-back acknowledgement's
     if (rc != SQLITE_ROW) return IOError("Enqueue: acknowledged key");
-    const std::string keys = st.ColumnBlob(0);
+    const std::string_view keys = st.ColumnBlobView(0);
     const bool whole = ForEachAckedRecord(keys, [&](const AckedRecord& r) {
       if (r.recipient != item.recipient || r.key != item.dedupe_key) return true;
       *seq = r.seq;
@@ -1283,7 +1288,7 @@ Status SqliteStore::AckRows(const std::vector<std::pair<std::uint64_t, std::uint
       while ((rc = st.Step()) == SQLITE_ROW) {
         const std::uint64_t seq = st.ColumnId(0);
         const std::uint64_t recipient = st.ColumnId(1);
-        const std::string key = st.ColumnText(2);
+        const std::string_view key = st.ColumnTextView(2);
         const std::uint64_t hash = DedupeKeyHash(recipient, key);
         if (!IndexRemove(recipient, seq, hash)) continue;
         AppendAckedRecord(&keys, recipient, seq, key);
@@ -1326,7 +1331,7 @@ Status SqliteStore::IndexAckedKeys(std::uint64_t from_id) {
   while ((rc = st.Step()) == SQLITE_ROW) {
     const std::uint64_t id = st.ColumnId(0);
     const std::uint64_t expires_ms = st.ColumnId(1);
-    const std::string keys = st.ColumnBlob(2);
+    const std::string_view keys = st.ColumnBlobView(2);
     const bool whole = ForEachAckedRecord(keys, [&](const AckedRecord& r) {
       acked_.Add(DedupeKeyHash(r.recipient, r.key), id, expires_ms);
       return true;
