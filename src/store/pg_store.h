@@ -48,7 +48,10 @@
 //    counts as sent before the join or the removal.
 //  - Enqueue stores a whole batch with one multi-row statement (arrays +
 //    unnest), pipelined behind a per-recipient advisory lock in the same
-//    implicit transaction: one round trip. Ack and AckMany take the same
+//    implicit transaction: one round trip, after one more that checks every
+//    recipient is a user (kNoSuchUser, nothing stored, if not: `pending`
+//    has no foreign key to `users` since schema version 7, whose check
+//    locked the user's row per inserted row; users are never deleted). Ack and AckMany take the same
 //    locks before deleting (and keeping the keys of) the rows, so a resend
 //    of an acknowledged row's key sees the kept key and never stores it
 //    again, whichever servers the two run on. AppendGroup does the same with

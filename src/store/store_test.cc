@@ -2006,7 +2006,7 @@ TEST_F(PgStoreTest, ConcurrentOpensMigrateOnce) {
   for (std::thread& th : threads) th.join();
   for (int t = 0; t < kStores; ++t) EXPECT_TRUE(results[t].ok()) << results[t].ToString();
   EXPECT_EQ(PgAdmin("SELECT count(*) FROM " + schema_ + ".schema_version"), "1");
-  EXPECT_EQ(PgAdmin("SELECT version FROM " + schema_ + ".schema_version"), "6");
+  EXPECT_EQ(PgAdmin("SELECT version FROM " + schema_ + ".schema_version"), "7");
   // The tables went into the schema named by search_path, not elsewhere.
   const std::string tables =
       " AND tablename IN ('schema_version', 'users', 'friend_requests', 'friendships', 'chat_groups',"
@@ -2578,7 +2578,7 @@ TEST_F(PgStoreTest, MigrationFiveKeepsGroupLogEntriesAndChainsNewOnes) {
   PgAdmin("UPDATE " + schema_ + ".schema_version SET version = 4");
 
   ASSERT_OK(OpenPgStore(PgConninfo(schema_), &store));
-  EXPECT_EQ(PgAdmin("SELECT version FROM " + schema_ + ".schema_version"), "6");
+  EXPECT_EQ(PgAdmin("SELECT version FROM " + schema_ + ".schema_version"), "7");
   ASSERT_OK(store->AppendGroup(g, alice, {bob}, "k2", "from version 5", &seq, &fresh, nullptr, &prev));
   EXPECT_EQ(prev, old_seq);
   std::vector<PendingRow> rows;
