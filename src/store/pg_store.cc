@@ -1340,8 +1340,12 @@ Status PgStore::Enqueue(const std::vector<PendingItem>& items, std::vector<std::
 
   Params check;
   {
-    ArrayBuilder ids(kInt8Oid, recipient_ids.size());
-    for (std::uint64_t id : recipient_ids) ids.AddInt64(id);
+    // Each recipient once: a batch names most of them several times.
+    std::vector<std::uint64_t> distinct = recipient_ids;
+    std::sort(distinct.begin(), distinct.end());
+    distinct.erase(std::unique(distinct.begin(), distinct.end()), distinct.end());
+    ArrayBuilder ids(kInt8Oid, distinct.size());
+    for (std::uint64_t id : distinct) ids.AddInt64(id);
     check.Owned(ids.Finish());
   }
   Result r;
