@@ -1,35 +1,36 @@
-// The kernel's floor under a delivery: what one sendmsg of K frames over
-// loopback TCP costs the thread that sends it, per frame, with nothing of
-// FastChat in the way. On loopback the sender's system call also runs the
-// receiving side's TCP work (softirq) and wakes the reader, as it does for
-// the server writing to a local bench; the reader here is another thread,
-// so its recv is not counted. docs/performance.md ("The kernel's floor per
-// delivery") compares it with what the server pays per delivery.
+// The kernel's and the disk's floor under a delivery, with nothing of
+// FastChat in the way (docs/performance.md, "The kernel's and the disk's
+// floor per delivery", compares them with what the server pays).
 //
-// Frames are laid out as the server's writer sends Deliver frames: a short
-// prefix and the shared event, two iovecs per frame, all of a batch in one
-// sendmsg.
+// Sending: what one sendmsg of K frames over loopback TCP costs the thread
+// that sends it, per frame. On loopback the sender's system call also runs
+// the receiving side's TCP work (softirq) and wakes the reader, as it does
+// for the server writing to a local bench; the reader here is another
+// thread, so its recv is not counted. Frames are laid out as the server's
+// writer sends Deliver frames: a short prefix and the shared event, two
+// iovecs per frame, all of a batch in one sendmsg.
 //
-// And the disk's floor under a durable Ok: how long an 8 KiB write and
-// fdatasync of one file (the WAL) takes while another thread writes N
-// random 4 KiB pages of a second file on the same file system and fsyncs
-// it every 100 ms (a checkpoint copying the WAL into the database), as
-// percentiles of the syncs in the run. The files are made in
-// TMPDIR (or /tmp), the file system the bench's database uses.
+// Reading: what one recv of K frames costs the thread that reads, from a
+// connection that always has more waiting.
+//
+// The disk under a durable Ok: how long an 8 KiB write and fdatasync of one
+// file (the WAL) takes while another thread writes N random 4 KiB pages of
+// a second file on the same file system and fsyncs it every 100 ms (a
+// checkpoint copying the WAL into the database), as percentiles of the
+// syncs in the run. The files are made in TMPDIR (or /tmp), the file
+// system the bench's database uses.
 #include <benchmark/benchmark.h>
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include <fcntl.h>
-
 #include <algorithm>
 #include <atomic>
-#include <cerrno>
 #include <chrono>
 #include <cstdlib>
 #include <random>
