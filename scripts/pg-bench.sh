@@ -18,18 +18,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-workload="${1:-dm}"
+# scripts/bench.sh builds (unless NO_BUILD) before its first run.
+export PG_BENCH_WORKLOAD="${1:-dm}"
 shift || true
-build="${BUILD_DIR:-build/default}"
-if [[ -z "${NO_BUILD:-}" ]]; then
-  cmake --preset default >/dev/null
-  cmake --build --preset default --target fastchat-server fastchat-bench
-fi
-export PG_BENCH_WORKLOAD="$workload"
-export PG_BENCH_BINS="${SERVER_BINS:-$build/src/server/fastchat-server}"
+export PG_BENCH_BINS="${SERVER_BINS:-${BUILD_DIR:-build/default}/src/server/fastchat-server}"
 export PG_BENCH_ROUNDS="${ROUNDS:-1}"
-export BUILD_DIR="$build"
-export NO_BUILD=1
 
 # shellcheck disable=SC2016  # expanded by the inner shell, inside the cluster
 pg_virtualenv -t -o fsync=on -- bash -c '
