@@ -1299,6 +1299,23 @@ Status PgStore::PrepareStreamLocks(const std::vector<std::uint64_t>& users, cons
   return Status::OK();
 }
 
+Status PgStore::CheckUsersExist(std::vector<std::uint64_t> ids, const char* context) {
+  // Each once: a batch names most recipients several times.
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  ArrayBuilder array(kInt8Oid, ids.size());
+  for (std::uint64_t id : ids) array.AddInt64(id);
+  Params p;
+  p.Owned(array.Finish());
+  Result unknown;
+  Status s = WithConn([&](Conn& c) { return c.Exec(kUnknownRecipient, p, context, &unknown); });
+  if (!s.ok()) return s;
+  if (unknown.rows() > 0) {
+    return Status(Code::kNoSuchUser, std::string(context) + ": no such user " + std::to_string(unknown.Id(0, 0)));
+  }
+  return Status::OK();
+}
+
 // One round trip: lock_recipients and insert_pending, pipelined into one
 // implicit transaction. The locks are per recipient and held until commit,
 // so enqueues to one recipient commit one after another in seq order, and
@@ -1318,6 +1335,8 @@ Status PgStore::Enqueue(const std::vector<PendingItem>& items, std::vector<std::
   std::vector<std::uint64_t> recipient_ids;
   recipient_ids.reserve(items.size());
   for (const PendingItem& item : items) recipient_ids.push_back(item.recipient);
+  // Before any lock or write: pending has no foreign key to users.
+  if (Status known = CheckUsersExist(recipient_ids, "Enqueue"); !known.ok()) return known;
   StreamLocks locks;
   Status locked = PrepareStreamLocks(recipient_ids, "Enqueue", &locks);
   if (!locked.ok()) return locked;
@@ -1338,24 +1357,8 @@ Status PgStore::Enqueue(const std::vector<PendingItem>& items, std::vector<std::
   insert.Owned(dedupe_keys.Finish());
   insert.Owned(payloads.Finish());
 
-  Params check;
-  {
-    // Each recipient once: a batch names most of them several times.
-    std::vector<std::uint64_t> distinct = recipient_ids;
-    std::sort(distinct.begin(), distinct.end());
-    distinct.erase(std::unique(distinct.begin(), distinct.end()), distinct.end());
-    ArrayBuilder ids(kInt8Oid, distinct.size());
-    for (std::uint64_t id : distinct) ids.AddInt64(id);
-    check.Owned(ids.Finish());
-  }
   Result r;
   Status s = WithConn([&](Conn& c) {
-    Result unknown;
-    Status cs = c.Exec(kUnknownRecipient, check, "Enqueue: recipients", &unknown);
-    if (!cs.ok()) return cs;
-    if (unknown.rows() > 0) {
-      return Status(Code::kNoSuchUser, "Enqueue: no such user " + std::to_string(unknown.Id(0, 0)));
-    }
     return c.ExecPipelined({{kLockRecipients, &lock}, {kInsertPending, &insert}}, "Enqueue", &r);
   });
   if (!s.ok()) return s;

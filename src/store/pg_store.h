@@ -192,6 +192,9 @@ class PgStore final : public Store {
   // their own, without waiting for those keys: kLockOrder (nothing written)
   // if another transaction holds one.
   Status PrepareStreamLocks(const std::vector<std::uint64_t>& users, const char* context, StreamLocks* locks);
+  // OK if every one of `ids` is a user; kNoSuchUser naming one that is not.
+  // One round trip, reading only (no row locks).
+  Status CheckUsersExist(std::vector<std::uint64_t> ids, const char* context);
 
   // Brings the schema in `conn`'s current schema up to date.
   static Status Migrate(Conn* conn);
