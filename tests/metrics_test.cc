@@ -64,6 +64,7 @@ TEST(Metrics, CountWhatTheServerDid) {
   EXPECT_EQ(Get(m, "fastchat_store_batch_jobs_count"), batches);
   EXPECT_EQ(Get(m, R"(fastchat_store_batch_seconds_bucket{le="+Inf"})"), batches);
   EXPECT_GE(Get(m, "fastchat_store_jobs_total"), batches);
+  EXPECT_EQ(Get(m, "fastchat_store_split_batches_total"), 0);  // SQLite: one lane
   EXPECT_GT(Get(m, "process_resident_memory_bytes"), 1e6);
   EXPECT_GT(Get(m, "fastchat_connections_accepted_total"), 4);
 

@@ -174,6 +174,13 @@ class Store {
   // them into calls of at most this many, never splitting one request's
   // items. Unlimited unless a store says otherwise.
   virtual std::size_t MaxMergedEnqueue() const { return std::numeric_limits<std::size_t>::max(); }
+  // How many batches this store can run at once, each begun, run and
+  // committed by a thread of its own (1: one batch at a time). A store
+  // saying more than 1 must be safe to call from that many threads at once,
+  // each with its own open batch. The store worker then splits a batch of
+  // nothing but enqueues and acks into that many batches by recipient
+  // (server/store_worker.h).
+  virtual int BatchLanes() const { return 1; }
   // Up to `limit` rows for `recipient` with seq > after_seq, in seq order:
   // the recipient's own pending rows merged with the entries of the logs of
   // the groups it has a cursor in (entries after its cursor, up to the

@@ -304,6 +304,9 @@ std::string Server::MetricsText() const {
   t.Family("fastchat_store_batches_total", "counter", "Store batches committed or failed (one transaction, one sync).");
   t.Sample("fastchat_store_batches_total", {{"result", "ok"}}, static_cast<double>(st.batches - st.failed_commits));
   t.Sample("fastchat_store_batches_total", {{"result", "failed"}}, static_cast<double>(st.failed_commits));
+  t.Family("fastchat_store_split_batches_total", "counter",
+           "Store batches of enqueues and acks split by recipient into parallel lanes (PostgreSQL).");
+  t.Sample("fastchat_store_split_batches_total", static_cast<double>(st.split_batches));
   t.Family("fastchat_store_jobs_total", "counter", "Store jobs (requests' writes and reads) run in batches.");
   t.Sample("fastchat_store_jobs_total", static_cast<double>(st.jobs));
   t.Family("fastchat_store_queued_jobs", "gauge", "Store jobs waiting for the next batch.");

@@ -1,5 +1,6 @@
 #include "store_worker.h"
 
+#include <algorithm>
 #include <chrono>
 #include <exception>
 #include <tuple>
@@ -8,8 +9,21 @@
 
 namespace fastchat::server {
 
+namespace {
+// More lanes than this would not pay on any machine we run on.
+constexpr int kMaxLanes = 16;
+}  // namespace
+
 StoreWorker::StoreWorker(std::unique_ptr<Store> store, asio::any_io_executor home)
-    : store_(std::move(store)), home_(std::move(home)), thread_([this] { Loop(); }) {}
+    : store_(std::move(store)), home_(std::move(home)) {
+  const int n = std::clamp(store_->BatchLanes(), 1, kMaxLanes);
+  for (int k = 1; k < n; ++k) {
+    lanes_.push_back(std::make_unique<Lane>());
+    Lane* lane = lanes_.back().get();
+    lane->thread = std::thread([this, lane] { LaneLoop(lane); });
+  }
+  thread_ = std::thread([this] { Loop(); });
+}
 
 StoreWorker::~StoreWorker() { Finish(); }
 
@@ -21,6 +35,13 @@ void StoreWorker::Finish() {
   }
   wake_.notify_one();
   thread_.join();
+  // Loop has returned, so no lane has work.
+  {
+    std::lock_guard<std::mutex> lock(lane_mu_);
+    lanes_stop_ = true;
+  }
+  lane_wake_.notify_all();
+  for (auto& lane : lanes_) lane->thread.join();
 }
 
 void StoreWorker::Enqueue(Job job) {
@@ -184,11 +205,13 @@ void StoreWorker::Loop() {
       }
     }
     const auto start = std::chrono::steady_clock::now();
-    const bool committed = RunBatch(batch);
+    const bool split = Splittable(batch);
+    const bool committed = split ? RunInLanes(batch) : RunBatch(batch);
     const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
     {
       std::lock_guard<std::mutex> lock(mu_);
       ++stats_.batches;
+      if (split) ++stats_.split_batches;
       stats_.jobs += batch.size();
       if (!committed) ++stats_.failed_commits;
       stats_.batch_jobs.Observe(static_cast<double>(batch.size()));
@@ -266,6 +289,69 @@ bool StoreWorker::RunBatch(std::vector<Job>& batch) {
     }
   }
   return commit.ok();
+}
+
+bool StoreWorker::Splittable(const std::vector<Job>& batch) const {
+  if (lanes_.empty() || batch.size() < 2) return false;
+  for (const Job& job : batch) {
+    if (job.kind == Job::Kind::kRun) return false;
+  }
+  return true;
+}
+
+bool StoreWorker::RunInLanes(std::vector<Job>& batch) {
+  const std::size_t n = lanes_.size() + 1;
+  std::vector<std::vector<Job>> parts(n);
+  for (std::size_t k = 0; k < batch.size(); ++k) {
+    Job& job = batch[k];
+    job.order = k;
+    std::uint64_t user = job.user;
+    if (job.kind == Job::Kind::kEnqueue) user = job.items.empty() ? 0 : job.items.front().recipient;
+    parts[user % n].push_back(std::move(job));
+  }
+  {
+    std::lock_guard<std::mutex> lock(lane_mu_);
+    for (std::size_t l = 1; l < n; ++l) {
+      Lane& lane = *lanes_[l - 1];
+      lane.jobs.swap(parts[l]);
+      lane.busy = true;
+    }
+  }
+  lane_wake_.notify_all();
+  bool committed = parts[0].empty() || RunBatch(parts[0]);
+  {
+    std::unique_lock<std::mutex> lock(lane_mu_);
+    for (std::size_t l = 1; l < n; ++l) {
+      Lane& lane = *lanes_[l - 1];
+      lane_done_.wait(lock, [&lane] { return !lane.busy; });
+      committed = committed && lane.committed;
+      parts[l].swap(lane.jobs);
+    }
+  }
+  // Back into one batch, in submission order (each part is in order).
+  batch.clear();
+  for (auto& part : parts) {
+    for (Job& job : part) batch.push_back(std::move(job));
+  }
+  std::sort(batch.begin(), batch.end(), [](const Job& a, const Job& b) { return a.order < b.order; });
+  return committed;
+}
+
+void StoreWorker::LaneLoop(Lane* lane) {
+  std::unique_lock<std::mutex> lock(lane_mu_);
+  for (;;) {
+    lane_wake_.wait(lock, [this, lane] { return lanes_stop_ || lane->busy; });
+    if (!lane->busy) return;  // stopping
+    std::vector<Job> jobs;
+    jobs.swap(lane->jobs);
+    lock.unlock();
+    const bool committed = jobs.empty() || RunBatch(jobs);
+    lock.lock();
+    lane->jobs.swap(jobs);
+    lane->committed = committed;
+    lane->busy = false;
+    lane_done_.notify_all();
+  }
 }
 
 void StoreWorker::PostDone(std::vector<Job>& batch) {

@@ -26,6 +26,20 @@
 // the next batch, where it runs first and so waits safely. (Only a job that
 // already ran first in its batch gets kLockOrder as its result.)
 //
+// Lanes. A store whose BatchLanes() is N > 1 (PgStore: one connection
+// each) gets N batches at once when a batch holds nothing but enqueues and
+// acks: the jobs are split by recipient (an enqueue goes by its first
+// item's recipient, an ack by its user; lane = id mod N) into N batches,
+// run and committed at the same time on N threads (this one and N - 1
+// helpers), so one recipient's rows are written by one lane, in
+// submission order. The next batch is taken only after every lane has
+// committed, and the results are handed back together, in submission
+// order, as for one batch. A lane's commit failure fails only that lane's
+// jobs; a lane cut short (kLockOrder) puts its rest back at the front of
+// the queue as above, so jobs of another lane that came later may be
+// answered first. A batch with any other job runs as one batch, on this
+// thread.
+//
 // `Submit(job, done)` calls done(result) on the event loop; the coroutine
 // form is `R r = co_await worker.Run(std::move(job))` (name the job first:
 // see offload.h). A job's result type R is Status or a struct with a
@@ -139,6 +153,7 @@ class StoreWorker {
     std::uint64_t jobs = 0;
     std::uint64_t failed_commits = 0;
     std::uint64_t cut_batches = 0;  // cut short by a kLockOrder job (see above)
+    std::uint64_t split_batches = 0;  // run in more than one lane (see above)
     std::size_t queued = 0;
     Histogram batch_jobs{{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096}};
     Histogram batch_seconds{{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
@@ -158,6 +173,14 @@ class StoreWorker {
     std::shared_ptr<EnqueueDone> enqueued;      // kEnqueue
     std::uint64_t user = 0;                     // kAck
     std::vector<std::uint64_t> seqs;            // kAck
+    std::size_t order = 0;                      // place in its batch, while split into lanes
+  };
+  // A helper thread that runs one lane's share of a split batch.
+  struct Lane {
+    std::vector<Job> jobs;  // handed over and back under lane_mu_
+    bool busy = false;      // jobs handed over, not yet run
+    bool committed = true;
+    std::thread thread;
   };
   // Runs batch[*i] and the enqueues and acks after it up to the next other
   // job: all the enqueues in one Store::Enqueue call (in order), then all
@@ -174,6 +197,14 @@ class StoreWorker {
   bool RunBatch(std::vector<Job>& batch);
   // Hands the batch's results back to the event loop.
   void PostDone(std::vector<Job>& batch);
+  // True if `batch` may be split into lanes: there are helpers, and it
+  // holds two or more jobs, all enqueues and acks.
+  bool Splittable(const std::vector<Job>& batch) const;
+  // Runs `batch` split into lanes (see the header comment); false if any
+  // lane's batch could not begin or commit. Leaves in `batch` the jobs that
+  // ran, in submission order.
+  bool RunInLanes(std::vector<Job>& batch);
+  void LaneLoop(Lane* lane);
 
   std::unique_ptr<Store> store_;
   asio::any_io_executor home_;
@@ -182,7 +213,13 @@ class StoreWorker {
   std::vector<Job> queue_;
   bool stop_ = false;
   Stats stats_;  // guarded by mu_
-  std::thread thread_;
+  // Helpers: store_->BatchLanes() - 1 of them.
+  std::mutex lane_mu_;
+  std::condition_variable lane_wake_;  // work handed over, or stopping
+  std::condition_variable lane_done_;  // a lane finished its share
+  bool lanes_stop_ = false;            // guarded by lane_mu_
+  std::vector<std::unique_ptr<Lane>> lanes_;
+  std::thread thread_;  // last: starts after everything above exists
 };
 
 }  // namespace fastchat::server

@@ -57,6 +57,7 @@ class ForwardingStore : public Store {
     return inner_->Enqueue(items, seqs, how);
   }
   std::size_t MaxMergedEnqueue() const override { return inner_->MaxMergedEnqueue(); }
+  int BatchLanes() const override { return inner_->BatchLanes(); }
   Status FetchPending(std::uint64_t recipient, std::uint64_t after_seq, std::size_t limit,
                       std::vector<PendingRow>* rows) override {
     return inner_->FetchPending(recipient, after_seq, limit, rows);

@@ -943,7 +943,8 @@ Status PgStore::Open(const std::string& conninfo, int pool_size, std::unique_ptr
   return Status::OK();
 }
 
-PgStore::PgStore(std::string conninfo, int pool_size) : conninfo_(std::move(conninfo)) {
+PgStore::PgStore(std::string conninfo, int pool_size)
+    : conninfo_(std::move(conninfo)), lanes_(std::max(1, pool_size / 2)) {
   for (int i = 0; i < pool_size; ++i) conns_.push_back(std::make_unique<Conn>());
   // idle_ is used as a stack: conns_[0], opened by Open, is handed out first
   // and the others are opened only when calls overlap.

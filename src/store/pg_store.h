@@ -154,6 +154,10 @@ class PgStore final : public Store {
   Status TrimDedupeKeys(std::uint64_t now_ms) override;
   Status CountGroupLog(std::uint64_t group, std::uint64_t* n) override;
   Status AckMany(const std::vector<std::pair<std::uint64_t, std::uint64_t>>& recipient_seqs) override;
+  // Half the pool (at least 1): batches on disjoint recipients run on that
+  // many connections at once, and the other half stays for calls outside
+  // the store worker's batches.
+  int BatchLanes() const override { return lanes_; }
 
   // A batch is one transaction on one pooled connection, held by the thread
   // that began it (its calls use that connection; other threads' calls use
@@ -208,6 +212,7 @@ class PgStore final : public Store {
   Status WithConn(Body&& body);
 
   const std::string conninfo_;
+  int lanes_ = 1;
 
   std::mutex mu_;
   std::condition_variable idle_cv_;
