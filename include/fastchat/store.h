@@ -50,6 +50,12 @@ struct PendingItem {
   // also after the row was acknowledged (for kDedupeRetentionMs at least).
   std::string dedupe_key;
   std::string payload;  // serialized wire Event; opaque to the store
+  // If not 0: the most rows, and the most payload bytes, the recipient may
+  // have waiting (delivered or not, not yet acknowledged). An item that
+  // would go past either is not stored (Enqueued::kRefused). Enforced by
+  // SqliteStore; PgStore ignores them.
+  std::uint32_t max_waiting = 0;
+  std::uint64_t max_waiting_bytes = 0;
 };
 
 // What Enqueue did with one item.
@@ -57,6 +63,7 @@ enum class Enqueued : std::uint8_t {
   kStored,     // a new row, stored by this call
   kQueued,     // its key's row was queued already (a resend): that row and its seq stay
   kDelivered,  // its key's row was acknowledged already: nothing stored, not to be delivered again
+  kRefused,    // not stored: the recipient's rows waiting would pass item.max_waiting(_bytes) (seq 0)
 };
 
 // How long a dedupe key outlives the acknowledgement of its pending row (or
@@ -166,7 +173,9 @@ class Store {
   // kDedupeRetentionMs, until TrimDedupeKeys drops the key) stores nothing
   // and yields the acknowledged row's seq. If `how` is not null, (*how)[i]
   // says which of the three happened to item i, so a resend is not
-  // delivered twice.
+  // delivered twice; or kRefused (seq 0, nothing stored) for an item with
+  // max_waiting or max_waiting_bytes whose recipient's waiting rows it
+  // would pass (stores that enforce them: SqliteStore).
   virtual Status Enqueue(const std::vector<PendingItem>& items, std::vector<std::uint64_t>* seqs,
                          std::vector<Enqueued>* how) = 0;
   // The most items one Enqueue call should hold for the best throughput: a

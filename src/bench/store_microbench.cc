@@ -78,6 +78,9 @@ void BM_SqliteEnqueueThenAck(benchmark::State& state) {
       items[i].recipient = f.users[i % f.users.size()];
       items[i].dedupe_key = "d/1/" + std::to_string(++counter) + "/0";
       items[i].payload = payload;
+      // The server's default bounds on a recipient's waiting rows (peer_limits.h).
+      items[i].max_waiting = 100000;
+      items[i].max_waiting_bytes = std::uint64_t{256} << 20;
     }
     // In calls of at most MaxMergedEnqueue items, as the StoreWorker cuts them.
     bool ok = f.store->BeginBatch().ok();

@@ -17,7 +17,7 @@ std::size_t LowerBound(const std::vector<std::uint64_t>& seqs, std::size_t from,
 
 }  // namespace
 
-void PendingIndex::Add(std::uint64_t recipient, std::uint64_t seq, std::uint64_t hash) {
+void PendingIndex::Add(std::uint64_t recipient, std::uint64_t seq, std::uint64_t hash, std::uint64_t bytes) {
   Queue& q = queues_[recipient];
   if (q.seqs.empty() || (q.seqs.back() & ~kDead) < seq) {
     if (q.live == 0) q.head = q.seqs.size();
@@ -34,12 +34,13 @@ void PendingIndex::Add(std::uint64_t recipient, std::uint64_t seq, std::uint64_t
     if (q.live == 0 || at < q.head) q.head = at;
   }
   ++q.live;
+  q.bytes += bytes;
   if ((used_ + 1) * 10 > slots_.size() * 7) Resize(std::max(kMinCapacity, slots_.size() * 2));
   Place(Slot{hash, seq});
   ++used_;
 }
 
-bool PendingIndex::Remove(std::uint64_t recipient, std::uint64_t seq, std::uint64_t hash) {
+bool PendingIndex::Remove(std::uint64_t recipient, std::uint64_t seq, std::uint64_t hash, std::uint64_t bytes) {
   auto it = queues_.find(recipient);
   if (it == queues_.end()) return false;
   Queue& q = it->second;
@@ -48,6 +49,7 @@ bool PendingIndex::Remove(std::uint64_t recipient, std::uint64_t seq, std::uint6
   if (!Erase(hash, seq)) return false;
   q.seqs[at] |= kDead;
   --q.live;
+  q.bytes -= std::min(q.bytes, bytes);
   if (q.live == 0) {
     queues_.erase(it);
   } else {
@@ -88,6 +90,11 @@ void PendingIndex::SeqsAfter(std::uint64_t recipient, std::uint64_t after_seq, s
 std::size_t PendingIndex::CountOf(std::uint64_t recipient) const {
   auto it = queues_.find(recipient);
   return it == queues_.end() ? 0 : it->second.live;
+}
+
+std::uint64_t PendingIndex::BytesOf(std::uint64_t recipient) const {
+  auto it = queues_.find(recipient);
+  return it == queues_.end() ? 0 : it->second.bytes;
 }
 
 void PendingIndex::Clear() {

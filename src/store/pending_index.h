@@ -15,9 +15,11 @@
 //    read and nothing else).
 //
 // Promises:
-//  - After Add(r, s, h) and until Remove(r, s, h): SeqsAfter(r, ...) names
-//    s (in ascending order with r's others), CountOf(r) counts it, and
-//    Candidates(h) names s. Removed seqs are named by neither.
+//  - After Add(r, s, h, b) and until Remove(r, s, h, b): SeqsAfter(r, ...)
+//    names s (in ascending order with r's others), CountOf(r) counts it,
+//    BytesOf(r) counts its b bytes (the row's payload; Remove must be given
+//    the same b), and Candidates(h) names s. Removed seqs are named by
+//    neither.
 //  - Hashes are DedupeKeyHash (key_hash.h: SipHash under a key drawn at
 //    random per process): a client that chooses dedupe keys (a DM's msg_id)
 //    cannot make them collide, so probe chains stay short.
@@ -43,10 +45,11 @@ namespace fastchat {
 class PendingIndex {
  public:
   // Notes row `seq` (seq > 0), of `recipient`, whose key hashes to `hash`.
-  void Add(std::uint64_t recipient, std::uint64_t seq, std::uint64_t hash);
-  // Forgets row `seq`; false (and no change) if it was not noted with this
-  // recipient and hash.
-  bool Remove(std::uint64_t recipient, std::uint64_t seq, std::uint64_t hash);
+  // with `bytes` bytes of payload.
+  void Add(std::uint64_t recipient, std::uint64_t seq, std::uint64_t hash, std::uint64_t bytes = 0);
+  // Forgets row `seq` and its `bytes`; false (and no change) if it was not
+  // noted with this recipient and hash.
+  bool Remove(std::uint64_t recipient, std::uint64_t seq, std::uint64_t hash, std::uint64_t bytes = 0);
   // Appends to `seqs` the rows that may hold a key with hash `hash`.
   void Candidates(std::uint64_t hash, std::vector<std::uint64_t>* seqs) const;
   // Appends to `seqs` up to `limit` of `recipient`'s seqs above
@@ -54,6 +57,7 @@ class PendingIndex {
   void SeqsAfter(std::uint64_t recipient, std::uint64_t after_seq, std::size_t limit,
                  std::vector<std::uint64_t>* seqs) const;
   std::size_t CountOf(std::uint64_t recipient) const;
+  std::uint64_t BytesOf(std::uint64_t recipient) const;
   std::size_t size() const { return used_; }
   void Clear();
 
@@ -65,6 +69,7 @@ class PendingIndex {
     std::vector<std::uint64_t> seqs;
     std::size_t head = 0;
     std::size_t live = 0;
+    std::uint64_t bytes = 0;  // of the live rows
   };
   static constexpr std::uint64_t kDead = std::uint64_t{1} << 63;
 

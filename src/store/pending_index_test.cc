@@ -29,6 +29,28 @@ bool Names(const PendingIndex& index, std::uint64_t hash, std::uint64_t seq) {
   return std::find(seqs.begin(), seqs.end(), seq) != seqs.end();
 }
 
+// Bytes per recipient: added with a row, taken back with its removal, not
+// added twice for a row noted twice, untouched by a failed removal.
+TEST(PendingIndexTest, BytesOfCountsTheLiveRowsPayloads) {
+  PendingIndex index;
+  index.Add(1, 10, 100, 50);
+  index.Add(1, 11, 101, 7);
+  index.Add(2, 12, 102, 1000);
+  index.Add(1, 10, 100, 50);  // already noted
+  EXPECT_EQ(index.BytesOf(1), 57u);
+  EXPECT_EQ(index.BytesOf(2), 1000u);
+  EXPECT_EQ(index.BytesOf(3), 0u);
+  EXPECT_FALSE(index.Remove(1, 12, 102, 1000));  // another recipient's row
+  EXPECT_EQ(index.BytesOf(1), 57u);
+  EXPECT_TRUE(index.Remove(1, 10, 100, 50));
+  EXPECT_EQ(index.BytesOf(1), 7u);
+  index.Add(1, 10, 100, 50);  // an undone removal
+  EXPECT_EQ(index.BytesOf(1), 57u);
+  EXPECT_TRUE(index.Remove(1, 10, 100, 50));
+  EXPECT_TRUE(index.Remove(1, 11, 101, 7));
+  EXPECT_EQ(index.BytesOf(1), 0u);
+}
+
 // A recipient's seqs come back ascending, after a given seq and up to a
 // limit; its count and the hash lookup agree.
 TEST(PendingIndexTest, ARecipientsSeqsComeBackInOrderAfterASeqUpToALimit) {

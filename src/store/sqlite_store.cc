@@ -271,14 +271,14 @@ constexpr const char* kSql[] = {
     // acknowledgement, not one per row; keys and values are read as they
     // are, no JSON text is parsed per row). The first reads the rows (for
     // their keys, kept in one acked_batches row), the second deletes them.
-    "SELECT p.seq, p.recipient, p.dedupe_key FROM json_each(?1) a"
+    "SELECT p.seq, p.recipient, p.dedupe_key, length(p.payload) FROM json_each(?1) a"
     " JOIN pending p ON p.seq = CAST(a.key AS INTEGER) AND p.recipient = a.value",
     "DELETE FROM pending WHERE seq IN (SELECT p.seq FROM json_each(?1) a"
     " JOIN pending p ON p.seq = CAST(a.key AS INTEGER) AND p.recipient = a.value)",
     // kPendingPayload
     "SELECT payload FROM pending WHERE seq = ?1 AND recipient = ?2",
     // kPendingRows: for the index in memory
-    "SELECT seq, recipient, dedupe_key FROM pending ORDER BY seq",
+    "SELECT seq, recipient, dedupe_key, length(payload) FROM pending ORDER BY seq",
     // kInsertAckedBatch
     "INSERT INTO acked_batches (id, expires_ms, keys) VALUES (?1, ?2, ?3)",
     // kAckedBatches: those from id ?1 on, for the index in memory
@@ -569,7 +569,7 @@ Status SqliteStore::LoadIndexes() {
     int rc;
     while ((rc = st.Step()) == SQLITE_ROW) {
       const std::uint64_t recipient = st.ColumnId(1);
-      pending_.Add(recipient, st.ColumnId(0), DedupeKeyHash(recipient, st.ColumnTextView(2)));
+      pending_.Add(recipient, st.ColumnId(0), DedupeKeyHash(recipient, st.ColumnTextView(2)), st.ColumnId(3));
     }
     if (rc != SQLITE_DONE) return IOError("index pending rows");
   }
@@ -603,14 +603,14 @@ Status SqliteStore::FindPendingKey(const PendingItem& item, std::uint64_t hash, 
   return Status::OK();
 }
 
-void SqliteStore::IndexAdd(std::uint64_t recipient, std::uint64_t seq, std::uint64_t hash) {
-  pending_.Add(recipient, seq, hash);
-  journal_.push_back(IndexChange{true, recipient, seq, hash});
+void SqliteStore::IndexAdd(std::uint64_t recipient, std::uint64_t seq, std::uint64_t hash, std::uint64_t bytes) {
+  pending_.Add(recipient, seq, hash, bytes);
+  journal_.push_back(IndexChange{true, recipient, seq, hash, bytes});
 }
 
-bool SqliteStore::IndexRemove(std::uint64_t recipient, std::uint64_t seq, std::uint64_t hash) {
-  if (!pending_.Remove(recipient, seq, hash)) return false;
-  journal_.push_back(IndexChange{false, recipient, seq, hash});
+bool SqliteStore::IndexRemove(std::uint64_t recipient, std::uint64_t seq, std::uint64_t hash, std::uint64_t bytes) {
+  if (!pending_.Remove(recipient, seq, hash, bytes)) return false;
+  journal_.push_back(IndexChange{false, recipient, seq, hash, bytes});
   return true;
 }
 
@@ -624,9 +624,9 @@ void SqliteStore::UndoToMark() {
   while (journal_.size() > mark) {
     const IndexChange& c = journal_.back();
     if (c.added) {
-      pending_.Remove(c.recipient, c.seq, c.hash);
+      pending_.Remove(c.recipient, c.seq, c.hash, c.bytes);
     } else {
-      pending_.Add(c.recipient, c.seq, c.hash);
+      pending_.Add(c.recipient, c.seq, c.hash, c.bytes);
     }
     journal_.pop_back();
   }
@@ -1172,6 +1172,14 @@ Status SqliteStore::EnqueueOne(const PendingItem& item, std::uint64_t* seq, Enqu
     *how = Enqueued::kQueued;
     return Status::OK();
   }
+  // A full mailbox: nothing stored (a resend of a row it holds was answered above).
+  if ((item.max_waiting != 0 && pending_.CountOf(item.recipient) >= item.max_waiting) ||
+      (item.max_waiting_bytes != 0 &&
+       pending_.BytesOf(item.recipient) + item.payload.size() > item.max_waiting_bytes)) {
+    *seq = 0;
+    *how = Enqueued::kRefused;
+    return Status::OK();
+  }
   if (Status rs = ReserveSeq(); !rs.ok()) return rs;
   Statement st(stmts_[kInsertPending]);
   st.BindId(1, item.recipient);
@@ -1182,7 +1190,7 @@ Status SqliteStore::EnqueueOne(const PendingItem& item, std::uint64_t* seq, Enqu
   if (rc == SQLITE_CONSTRAINT_FOREIGNKEY) return NoSuchUser("Enqueue");
   if (rc != SQLITE_DONE) return IOError("Enqueue");
   *seq = ++next_seq_;
-  IndexAdd(item.recipient, *seq, hash);
+  IndexAdd(item.recipient, *seq, hash, item.payload.size());
   *how = Enqueued::kStored;
   return Status::OK();
 }
@@ -1290,7 +1298,7 @@ Status SqliteStore::AckRows(const std::vector<std::pair<std::uint64_t, std::uint
         const std::uint64_t recipient = st.ColumnId(1);
         const std::string_view key = st.ColumnTextView(2);
         const std::uint64_t hash = DedupeKeyHash(recipient, key);
-        if (!IndexRemove(recipient, seq, hash)) continue;
+        if (!IndexRemove(recipient, seq, hash, st.ColumnId(3))) continue;
         AppendAckedRecord(&keys, recipient, seq, key);
         acked_hashes_.push_back(hash);
         acked_ends_.push_back(keys.size());

@@ -242,9 +242,9 @@ class SqliteStore final : public Store {
   // journalled, a savepoint marks the journal, and a rollback undoes the
   // changes back to its mark (all of them if SQLite dropped the whole
   // transaction); a commit forgets the journal.
-  void IndexAdd(std::uint64_t recipient, std::uint64_t seq, std::uint64_t hash);
+  void IndexAdd(std::uint64_t recipient, std::uint64_t seq, std::uint64_t hash, std::uint64_t bytes);
   // False (and nothing journalled) if pending_ did not have the row.
-  bool IndexRemove(std::uint64_t recipient, std::uint64_t seq, std::uint64_t hash);
+  bool IndexRemove(std::uint64_t recipient, std::uint64_t seq, std::uint64_t hash, std::uint64_t bytes);
   void MarkSavepoint() { marks_.push_back(journal_.size()); }
   // The innermost savepoint was released (its changes now belong to the
   // one around it, or are committed).
@@ -287,6 +287,7 @@ class SqliteStore final : public Store {
     std::uint64_t recipient;
     std::uint64_t seq;
     std::uint64_t hash;
+    std::uint64_t bytes;
   };
   std::vector<IndexChange> journal_;  // pending_'s changes in the open transaction
   std::vector<std::size_t> marks_;    // journal_'s size at each open savepoint

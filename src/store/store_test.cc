@@ -1678,6 +1678,90 @@ TEST_F(SqliteStoreTest, OneAcknowledgementKeepsItsKeysInOneRow) {
   EXPECT_EQ(seqs, std::vector<std::uint64_t>({first[1], first[0], first[2]}));
 }
 
+// PendingItem::max_waiting: an item that would be one row more than its
+// recipient may have waiting is refused (seq 0, nothing stored), also
+// inside one call; a resend of a waiting row is still found; other
+// recipients and uncapped items are not held back; an acknowledgement
+// makes room; the count survives a reopen.
+TEST_F(SqliteStoreTest, AnItemPastItsRecipientsMaxWaitingIsRefusedAndStoresNothing) {
+  std::unique_ptr<Store> store;
+  ASSERT_OK(OpenSqliteStore(path_, &store));
+  std::uint64_t alice = 0, bob = 0;
+  ASSERT_OK(store->CreateUser(User("alice"), &alice));
+  ASSERT_OK(store->CreateUser(User("bob"), &bob));
+  std::vector<std::uint64_t> seqs;
+  std::vector<Enqueued> how;
+  ASSERT_OK(store->Enqueue({PendingItem{alice, "k1", "1", 2}, PendingItem{alice, "k2", "2", 2},
+                            PendingItem{alice, "k3", "3", 2}, PendingItem{bob, "k1", "4", 2}},
+                           &seqs, &how));
+  EXPECT_EQ(how, std::vector<Enqueued>({Enqueued::kStored, Enqueued::kStored, Enqueued::kRefused, Enqueued::kStored}));
+  EXPECT_EQ(seqs[2], 0u);
+  const std::uint64_t first = seqs[0];
+  std::uint64_t n = 0;
+  ASSERT_OK(store->CountPending(alice, &n));
+  EXPECT_EQ(n, 2u);
+  // A resend of a waiting row; the refused key again; an uncapped item.
+  ASSERT_OK(store->Enqueue({PendingItem{alice, "k2", "2", 2}, PendingItem{alice, "k3", "3", 2},
+                            PendingItem{alice, "notice", "5"}},
+                           &seqs, &how));
+  EXPECT_EQ(how, std::vector<Enqueued>({Enqueued::kQueued, Enqueued::kRefused, Enqueued::kStored}));
+  ASSERT_OK(store->CountPending(alice, &n));
+  EXPECT_EQ(n, 3u);
+  std::vector<PendingRow> rows;
+  ASSERT_OK(store->FetchPending(alice, 0, 100, &rows));
+  ASSERT_EQ(rows.size(), 3u);
+  for (const PendingRow& row : rows) EXPECT_NE(row.payload, "3");
+  // Counted again after a reopen (the index is rebuilt from the rows).
+  store.reset();
+  ASSERT_OK(OpenSqliteStore(path_, &store));
+  ASSERT_OK(store->Enqueue({PendingItem{alice, "k3", "3", 3}}, &seqs, &how));
+  EXPECT_EQ(how, std::vector<Enqueued>({Enqueued::kRefused}));
+  // Two acknowledged: room for k3, and for one more after it, no further.
+  ASSERT_OK(store->Ack(alice, {first, rows[1].seq}));
+  ASSERT_OK(store->Enqueue({PendingItem{alice, "k3", "3", 3}, PendingItem{alice, "k4", "6", 3},
+                            PendingItem{alice, "k5", "7", 3}},
+                           &seqs, &how));
+  EXPECT_EQ(how, std::vector<Enqueued>({Enqueued::kStored, Enqueued::kStored, Enqueued::kRefused}));
+  ASSERT_OK(store->CountPending(alice, &n));
+  EXPECT_EQ(n, 3u);
+}
+
+// PendingItem::max_waiting_bytes: payload bytes waiting, counted through
+// acknowledgements, an undone unit and a reopen.
+TEST_F(SqliteStoreTest, AnItemPastItsRecipientsMaxWaitingBytesIsRefused) {
+  std::unique_ptr<Store> store;
+  ASSERT_OK(OpenSqliteStore(path_, &store));
+  std::uint64_t alice = 0;
+  ASSERT_OK(store->CreateUser(User("alice"), &alice));
+  auto item = [&](const std::string& key, std::size_t bytes) {
+    PendingItem it{alice, key, std::string(bytes, 'x')};
+    it.max_waiting_bytes = 100;
+    return it;
+  };
+  std::vector<std::uint64_t> seqs;
+  std::vector<Enqueued> how;
+  ASSERT_OK(store->Enqueue({item("a", 60), item("b", 41), item("c", 40)}, &seqs, &how));
+  EXPECT_EQ(how, std::vector<Enqueued>({Enqueued::kStored, Enqueued::kRefused, Enqueued::kStored}));
+  const std::uint64_t a = seqs[0];
+  // 100 bytes waiting: even one more byte is refused, after a reopen too.
+  store.reset();
+  ASSERT_OK(OpenSqliteStore(path_, &store));
+  ASSERT_OK(store->Enqueue({item("d", 1)}, &seqs, &how));
+  EXPECT_EQ(how, std::vector<Enqueued>({Enqueued::kRefused}));
+  // An acknowledgement undone with its unit frees nothing.
+  ASSERT_OK(store->BeginBatch());
+  ASSERT_OK(store->BeginUnit());
+  ASSERT_OK(store->Ack(alice, {a}));
+  store->EndUnit(false);
+  ASSERT_OK(store->Enqueue({item("d", 1)}, &seqs, &how));
+  EXPECT_EQ(how, std::vector<Enqueued>({Enqueued::kRefused}));
+  ASSERT_OK(store->CommitBatch());
+  // Kept, it frees the row's 60 bytes.
+  ASSERT_OK(store->Ack(alice, {a}));
+  ASSERT_OK(store->Enqueue({item("d", 60), item("e", 1)}, &seqs, &how));
+  EXPECT_EQ(how, std::vector<Enqueued>({Enqueued::kStored, Enqueued::kRefused}));
+}
+
 // A large acknowledgement's keys go into rows of at most kMaxKeysPerRow,
 // so a resend that finds its key reads one bounded row; every key is found.
 TEST_F(SqliteStoreTest, ALargeAcknowledgementKeepsItsKeysInRowsOfBoundedSize) {
