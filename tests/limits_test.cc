@@ -15,6 +15,7 @@
 #include <iostream>
 #include <optional>
 #include <sstream>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -794,6 +795,61 @@ TEST_F(LimitsTest, SendsPerUserAreLimitedOthersSendOn) {
   std::this_thread::sleep_for(Millis(r.error().retry_after_ms()));
   r = fast.a().Request(Dm(fast.b_name(), 'f', 11));
   EXPECT_TRUE(r.has_ok()) << Describe(r);
+}
+
+// A recipient who never acknowledges holds at most --max-waiting-per-user
+// rows: a direct message past it is refused LIMIT_REACHED and stored
+// nowhere; a resend of a message already waiting is still answered Ok; once
+// the recipient acknowledges, messages are taken again.
+TEST_F(LimitsTest, AFullMailboxRefusesDirectMessagesUntilTheRecipientAcknowledges) {
+  Start({"--max-waiting-per-user", "3", "--sends-per-second", "0"});
+  LegitPair p(port());
+  // b has one row waiting already: a's friend request (b never acknowledged it).
+  ASSERT_TRUE(p.a().Request(Dm(p.b_name(), 'm', 1)).has_ok());
+  ASSERT_TRUE(p.a().Request(Dm(p.b_name(), 'm', 2)).has_ok());
+  wire::Envelope r = p.a().Request(Dm(p.b_name(), 'm', 3));
+  EXPECT_EQ(ErrorName(r), "LIMIT_REACHED") << Describe(r);
+  EXPECT_NE(r.error().message().find("the most undelivered messages this server keeps"), std::string::npos)
+      << Describe(r);
+  r = p.a().Request(Dm(p.b_name(), 'm', 2));  // a resend of a waiting message
+  EXPECT_TRUE(r.has_ok()) << Describe(r);
+
+  // b got the friend request and messages 1 and 2 (2 perhaps twice: the
+  // resend is routed again), never 3.
+  std::vector<std::uint64_t> seqs;
+  std::set<int> got;
+  wire::Envelope env;
+  while (p.b().Receive(&env, Millis(500)) == RawConn::Recv::kOk) {
+    if (!env.has_deliver()) continue;
+    seqs.push_back(env.deliver().seq());
+    wire::Event ev;
+    if (ev.ParseFromString(env.deliver().event()) && ev.has_direct()) {
+      got.insert(static_cast<unsigned char>(ev.direct().msg_id()[0]));
+    }
+  }
+  EXPECT_EQ(got, (std::set<int>{1, 2}));
+
+  wire::Envelope ack;
+  for (std::uint64_t seq : seqs) ack.mutable_ack()->add_seqs(seq);
+  ASSERT_TRUE(p.b().Send(ack));
+  // Taken again once the acknowledgement has committed.
+  EXPECT_TRUE(Eventually([&] { return p.a().Request(Dm(p.b_name(), 'm', 3)).has_ok(); }, Millis(10000)));
+  bool third = false;
+  while (!third && p.b().Receive(&env, Millis(5000)) == RawConn::Recv::kOk) {
+    wire::Event ev;
+    third = env.has_deliver() && ev.ParseFromString(env.deliver().event()) && ev.has_direct() &&
+            ev.direct().msg_id()[0] == 3;
+  }
+  EXPECT_TRUE(third);
+}
+
+// The bytes bound: with room for no message at all, a direct message is
+// refused, while the friend request and answer (notices) went through.
+TEST_F(LimitsTest, AMailboxFullInBytesRefusesDirectMessages) {
+  Start({"--max-waiting-bytes-per-user", "1"});
+  LegitPair p(port());
+  wire::Envelope r = p.a().Request(Dm(p.b_name(), 'y', 1));
+  EXPECT_EQ(ErrorName(r), "LIMIT_REACHED") << Describe(r);
 }
 
 TEST_F(LimitsTest, GroupSizeAndGroupsPerUserThroughTheClient) {

@@ -25,7 +25,9 @@ Status ClientError(const Status& st) {
 }
 
 Status StoreFailure(const Status& st, std::string_view context) {
-  if (st.ok() || st.code() == Code::kNameTaken || st.code() == Code::kNoSuchRequest) return st;
+  if (st.ok() || st.code() == Code::kNameTaken || st.code() == Code::kNoSuchRequest || st.code() == Code::kLimitReached) {
+    return st;
+  }
   return Status(Code::kInternal, std::string(context) + ": " + st.ToString());
 }
 

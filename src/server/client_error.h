@@ -28,7 +28,9 @@ Status ClientError(const Status& st);
 // A failure the store reported for a client's request, made ready for
 // ClientError. The store's answers that the request logic words for clients
 // stay as they are (NAME_TAKEN: the name was registered meanwhile;
-// NO_SUCH_REQUEST: the friend request was answered meanwhile); any other
+// NO_SUCH_REQUEST: the friend request was answered meanwhile;
+// LIMIT_REACHED: the recipient has the most messages waiting that the
+// server keeps, Enqueued::kRefused); any other
 // failure becomes INTERNAL "<context>: <st.ToString()>" (for the log).
 Status StoreFailure(const Status& st, std::string_view context);
 

@@ -88,6 +88,12 @@ void AddLimitFlags(CLI::App& app, Limits* l) {
            "most rate buckets kept per table (sources, accounts, users); 0 = no bound");
   AddCount(app, "--max-hash-queue", &l->max_hash_queue,
            "password checks waiting for a hash thread; more are answered BUSY (0 = no limit)");
+  AddCount(app, "--max-waiting-per-user", &l->max_waiting_per_user,
+           "messages and image chunks one user may have waiting in the store (delivered or not, not yet "
+           "acknowledged); more are answered LIMIT_REACHED (0 = no limit; SQLite only)");
+  AddCount(app, "--max-waiting-bytes-per-user", &l->max_waiting_bytes_per_user,
+           "bytes of such messages one user may have waiting; more are answered LIMIT_REACHED (0 = no limit; "
+           "SQLite only)");
   // Groups.
   AddCount(app, "--max-group-members", &l->max_group_members, "members of one group (0 = no limit)");
   AddCount(app, "--max-groups-per-user", &l->max_groups_per_user, "groups one user may be in (0 = no limit)");

@@ -39,6 +39,8 @@ TEST(LimitFlags, DefaultsAreTheDocumentedOnes) {
   EXPECT_DOUBLE_EQ(l.sends_per_user.per_second, 200);
   EXPECT_DOUBLE_EQ(l.sends_per_user.burst, 1000);
   EXPECT_EQ(l.max_hash_queue, 64u);
+  EXPECT_EQ(l.max_waiting_per_user, 100000u);
+  EXPECT_EQ(l.max_waiting_bytes_per_user, 256u << 20);
   EXPECT_EQ(l.max_group_members, 1000u);
   EXPECT_EQ(l.max_groups_per_user, 100u);
   EXPECT_EQ(l.group_hold_wait, std::chrono::seconds(3));

@@ -70,6 +70,12 @@ struct Limits {
   std::size_t rate_table_entries = 100000;  // buckets per table (sources, accounts, users)
   std::size_t max_hash_queue = 64;          // Argon2id jobs waiting for a hash thread
 
+  // Rows, and payload bytes, one user may have waiting in the store
+  // (SQLite; not enforced on PostgreSQL): a direct message or image chunk
+  // past either is answered LIMIT_REACHED and not stored. 0: no limit.
+  std::size_t max_waiting_per_user = 100000;
+  std::size_t max_waiting_bytes_per_user = std::size_t{256} << 20;
+
   // ---- groups
   std::size_t max_group_members = 1000;
   std::size_t max_groups_per_user = 100;

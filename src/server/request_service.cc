@@ -140,11 +140,14 @@ Status CheckCipherFields(wire::Kind kind, std::uint32_t index, std::uint32_t cou
 // row again, under its seq, brings it to the recipient now, ahead of the
 // sender's next messages, instead of at the recipient's next catch-up. The
 // recipient drops a seq it already has. A row the recipient acknowledged
-// already (Enqueued::kDelivered) is not routed: it got it.
+// already (Enqueued::kDelivered) is not routed: it got it; nor is one the
+// store refused (Enqueued::kRefused: nothing stored).
 void RouteEnqueued(const std::vector<std::uint64_t>& recipients, const std::vector<std::uint64_t>& seqs,
                    const std::vector<Enqueued>& how, WriteResult* r) {
   for (std::size_t i = 0; i < recipients.size() && i < seqs.size() && i < how.size(); ++i) {
-    if (how[i] != Enqueued::kDelivered) r->routed.push_back(Delivery{recipients[i], seqs[i]});
+    if (how[i] != Enqueued::kDelivered && how[i] != Enqueued::kRefused) {
+      r->routed.push_back(Delivery{recipients[i], seqs[i]});
+    }
   }
 }
 
@@ -220,6 +223,13 @@ WriteResult RequestService::EnqueueResult(const std::vector<std::uint64_t>& reci
   WriteResult r;
   r.st = st;
   if (!st.ok()) return r;
+  // A direct message to a full mailbox (the only capped item: one per request).
+  for (std::size_t i = 0; i < how.size() && i < recipients.size(); ++i) {
+    if (how[i] != Enqueued::kRefused) continue;
+    r.st = Status(Code::kLimitReached, "user " + std::to_string(recipients[i]) +
+                                           " has the most undelivered messages this server keeps; try later");
+    return r;
+  }
   RouteEnqueued(recipients, seqs, how, &r);
   return r;
 }
@@ -390,7 +400,9 @@ Outcome RequestService::Handle(const Caller& me_caller, const wire::Envelope& en
       std::string dedupe = MessageKey("d/", {me}, m.msg_id(), m.chunk_index());
       const std::uint64_t to_id = to->id;
       d.facts() = Facts();  // changes nothing other servers keep
-      d.outcome().enqueue.push_back(PendingItem{to_id, std::move(dedupe), *payload});
+      const std::size_t cap = std::min<std::size_t>(config_.limits.max_waiting_per_user, UINT32_MAX);
+      d.outcome().enqueue.push_back(PendingItem{to_id, std::move(dedupe), *payload, static_cast<std::uint32_t>(cap),
+                                                config_.limits.max_waiting_bytes_per_user});
       d.outcome().event = payload;
       return std::move(d.outcome());
     }
