@@ -846,10 +846,14 @@ TEST_F(LimitsTest, AFullMailboxRefusesDirectMessagesUntilTheRecipientAcknowledge
 // The bytes bound: with room for no message at all, a direct message is
 // refused, while the friend request and answer (notices) went through.
 TEST_F(LimitsTest, AMailboxFullInBytesRefusesDirectMessages) {
-  Start({"--max-waiting-bytes-per-user", "1"});
+  ServerOptions o;
+  o.extra_args = {"--metrics-listen", "127.0.0.1:0"};
+  Start({"--max-waiting-bytes-per-user", "1"}, o);
   LegitPair p(port());
   wire::Envelope r = p.a().Request(Dm(p.b_name(), 'y', 1));
   EXPECT_EQ(ErrorName(r), "LIMIT_REACHED") << Describe(r);
+  // Counted with the other limit refusals.
+  EXPECT_EQ(Get(Scrape(MetricsPort(w_->server())), R"(fastchat_limit_rejections_total{code="LIMIT_REACHED"})"), 1);
 }
 
 TEST_F(LimitsTest, GroupSizeAndGroupsPerUserThroughTheClient) {

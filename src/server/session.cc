@@ -638,6 +638,7 @@ void Session::Finished(std::uint64_t slot, bool reply, Outcome& o, WriteResult r
       }
     }
   } else {
+    if (r.st.code() == Code::kLimitReached) srv.metrics.CountRefusal(r.st.code());  // a full mailbox
     // The directory ran ahead of a write that did not happen: read back
     // what the store holds.
     if (!o.facts.empty()) srv.RefreshDirectory(std::move(o.facts));

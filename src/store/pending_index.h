@@ -44,7 +44,7 @@ namespace fastchat {
 
 class PendingIndex {
  public:
-  // Notes row `seq` (seq > 0), of `recipient`, whose key hashes to `hash`.
+  // Notes row `seq` (seq > 0), of `recipient`, whose key hashes to `hash`,
   // with `bytes` bytes of payload.
   void Add(std::uint64_t recipient, std::uint64_t seq, std::uint64_t hash, std::uint64_t bytes = 0);
   // Forgets row `seq` and its `bytes`; false (and no change) if it was not

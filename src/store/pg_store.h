@@ -79,9 +79,10 @@
 //    joins after (their cursors start after it), and a member removed
 //    before an append cannot add to the log (kNotMember), whichever servers
 //    made the two changes.
-//  - PendingItem::max_waiting(_bytes) are not enforced: counting a recipient's rows
-//    per insert costs a scan of them (or a counter row updated by every
-//    insert and ack); Enqueue never answers Enqueued::kRefused.
+//  - PendingItem::max_waiting(_bytes) are not enforced: counting a
+//    recipient's rows per insert costs a scan of them (or a counter row
+//    updated by every insert and ack); Enqueue never answers
+//    Enqueued::kRefused.
 //  - Text values (names, password hashes, dedupe keys) are PostgreSQL TEXT:
 //    they must be valid in the database encoding and contain no NUL byte;
 //    otherwise the call fails with kIOError.
