@@ -246,7 +246,7 @@ std::string RequestService::WriteReply(std::uint64_t rid, const WriteResult& r) 
   return OkFrame(rid, r.id, r.epoch);
 }
 
-Outcome RequestService::Handle(const Caller& me_caller, const wire::Envelope& env, std::uint64_t now_ms) {
+Outcome RequestService::Handle(const Caller& me_caller, wire::Envelope& env, std::uint64_t now_ms) {
   const std::uint64_t me = me_caller.id;
   Decision d(env.rid());
   wire::Event event;
@@ -389,15 +389,18 @@ Outcome RequestService::Handle(const Caller& me_caller, const wire::Envelope& en
       if (to->id == me || !dir_.AreFriends(me, to->id)) {
         return d.RefuseByState(Status(Code::kNotFriends, to->name + " is not your friend"));
       }
+      std::string dedupe = MessageKey("d/", {me}, m.msg_id(), m.chunk_index());
       auto* dm = event.mutable_direct();
-      dm->set_msg_id(m.msg_id());
       dm->set_kind(m.kind());
       dm->set_chunk_index(m.chunk_index());
       dm->set_chunk_count(m.chunk_count());
-      dm->set_nonce(m.nonce());
-      dm->set_ciphertext(m.ciphertext());
+      // Accepted: the request's bytes fields move into the event (no copy,
+      // no allocation).
+      wire::DirectSend& taken = *env.mutable_direct_send();
+      dm->set_allocated_msg_id(taken.release_msg_id());
+      dm->set_allocated_nonce(taken.release_nonce());
+      dm->set_allocated_ciphertext(taken.release_ciphertext());
       auto payload = serialized();
-      std::string dedupe = MessageKey("d/", {me}, m.msg_id(), m.chunk_index());
       const std::uint64_t to_id = to->id;
       d.facts() = Facts();  // changes nothing other servers keep
       const std::size_t cap = std::min<std::size_t>(config_.limits.max_waiting_per_user, UINT32_MAX);
@@ -643,18 +646,20 @@ Outcome RequestService::Handle(const Caller& me_caller, const wire::Envelope& en
       for (std::uint64_t u : g->members) {
         if (u != me) others.push_back(u);
       }
+      std::string dedupe = MessageKey("g/", {m.group_id(), me}, m.msg_id(), m.chunk_index());
       auto* ge = event.mutable_group();
       ge->set_group_id(m.group_id());
       ge->set_epoch(m.epoch());
-      ge->set_msg_id(m.msg_id());
       ge->set_kind(m.kind());
       ge->set_chunk_index(m.chunk_index());
       ge->set_chunk_count(m.chunk_count());
-      ge->set_nonce(m.nonce());
-      ge->set_ciphertext(m.ciphertext());
-      ge->set_signature(m.signature());
+      // Accepted: the request's bytes fields move into the event.
+      wire::GroupSend& taken = *env.mutable_group_send();
+      ge->set_allocated_msg_id(taken.release_msg_id());
+      ge->set_allocated_nonce(taken.release_nonce());
+      ge->set_allocated_ciphertext(taken.release_ciphertext());
+      ge->set_allocated_signature(taken.release_signature());
       auto payload = serialized();
-      std::string dedupe = MessageKey("g/", {m.group_id(), me}, m.msg_id(), m.chunk_index());
       d.facts() = Facts();
       d.outcome().single_call = true;
       const std::uint64_t gid = g->id;

@@ -92,8 +92,11 @@ class RequestService {
       : dir_(directory), config_(config), shared_store_(shared_store) {}
 
   // Decides one request of `me` (logged in). `now_ms` is the server time
-  // stamped on the events it creates.
-  Outcome Handle(const Caller& me, const wire::Envelope& env, std::uint64_t now_ms);
+  // stamped on the events it creates. A DirectSend or GroupSend it accepts
+  // gives up its bytes fields (msg_id, nonce, ciphertext, signature) to the
+  // event it builds, so the caller must not read them afterwards; a refused
+  // one keeps them (a server of a cluster decides it again after a refresh).
+  Outcome Handle(const Caller& me, wire::Envelope& env, std::uint64_t now_ms);
 
   // Reply frames. An Error says what ClientError(st) lets a client see;
   // retry_after_ms goes with BUSY / RATE_LIMITED / LIMIT_REACHED.

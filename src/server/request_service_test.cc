@@ -216,6 +216,50 @@ TEST_F(RequestServiceTest, MessageKeysKeepTheirStoredFormat) {
                                   "101010101010101010101010101010" + "7f/11");
 }
 
+// An accepted DirectSend or GroupSend hands its bytes fields to the event
+// (no copy); a refused one keeps them, so that a server of a cluster can
+// decide the same request again after re-reading the facts it was refused on.
+TEST_F(RequestServiceTest, AnAcceptedSendMovesItsBytesIntoTheEventAndARefusedOneKeepsThem) {
+  wire::Envelope dm = Dm(carol_.id);
+  dm.set_rid(77);
+  Outcome o = service_.Handle(alice_, dm, 5000);
+  EXPECT_EQ(o.refusal.code(), Code::kNotFriends);
+  EXPECT_EQ(dm.direct_send().msg_id(), std::string(16, 'm'));
+  EXPECT_EQ(dm.direct_send().nonce(), std::string(24, 'n'));
+  EXPECT_EQ(dm.direct_send().ciphertext(), std::string(40, 'c'));
+
+  Befriend(alice_, carol_);
+  o = service_.Handle(alice_, dm, 5001);
+  ASSERT_EQ(o.enqueue.size(), 1u);
+  ASSERT_TRUE(o.event);
+  EXPECT_EQ(o.enqueue[0].payload, *o.event);
+  wire::Event ev;
+  ASSERT_TRUE(ev.ParseFromString(*o.event));
+  EXPECT_EQ(ev.from_id(), alice_.id);
+  EXPECT_EQ(ev.direct().msg_id(), std::string(16, 'm'));
+  EXPECT_EQ(ev.direct().nonce(), std::string(24, 'n'));
+  EXPECT_EQ(ev.direct().ciphertext(), std::string(40, 'c'));
+  EXPECT_TRUE(dm.direct_send().ciphertext().empty());  // moved, not copied
+
+  const std::uint64_t gid = CreateGroup(alice_);
+  ASSERT_TRUE(Do(alice_, GroupAdd(gid, bob_.id)).has_ok());
+  wire::Envelope send = GroupSend(gid, 1);
+  send.set_rid(78);
+  o = service_.Handle(carol_, send, 5002);  // not a member
+  EXPECT_EQ(o.refusal.code(), Code::kNotMember);
+  EXPECT_EQ(send.group_send().signature(), std::string(64, 's'));
+  EXPECT_EQ(send.group_send().ciphertext(), std::string(40, 'c'));
+  o = service_.Handle(bob_, send, 5003);
+  ASSERT_TRUE(o.write);
+  ASSERT_TRUE(o.event);
+  ASSERT_TRUE(ev.ParseFromString(*o.event));
+  EXPECT_EQ(ev.group().group_id(), gid);
+  EXPECT_EQ(ev.group().msg_id(), std::string(16, 'g'));
+  EXPECT_EQ(ev.group().nonce(), std::string(24, 'n'));
+  EXPECT_EQ(ev.group().ciphertext(), std::string(40, 'c'));
+  EXPECT_EQ(ev.group().signature(), std::string(64, 's'));
+}
+
 TEST_F(RequestServiceTest, StrangersDmIsRefusedWithoutAWrite) {
   Outcome o = Decide(alice_, Dm(carol_.id));
   EXPECT_FALSE(o.write);

@@ -1028,7 +1028,7 @@ asio::awaitable<Refusal> Session::HandleChangePassword(const wire::Envelope& env
   co_return Status::OK();
 }
 
-asio::awaitable<void> Session::HandleLoggedIn(const wire::Envelope& env) {
+asio::awaitable<void> Session::HandleLoggedIn(wire::Envelope& env) {
   if (env.body_case() == wire::Envelope::kFetchPending) {
     // Re-reads everything pending from the store: metered. On a send-only
     // session this is a one-shot fetch: the pending deliveries and SyncDone,

@@ -176,7 +176,7 @@ class Session : public std::enable_shared_from_this<Session> {
   // per-source failure limits, the same Argon2id queue), then stores the new
   // hash and revokes every session token of the user.
   asio::awaitable<Refusal> HandleChangePassword(const wire::Envelope& env);
-  asio::awaitable<void> HandleLoggedIn(const wire::Envelope& env);
+  asio::awaitable<void> HandleLoggedIn(wire::Envelope& env);
 
   // Remembers the hash of the token of this login (for Logout).
   void KeepTokenHash(const std::string& hash);
