@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <charconv>
 #include <initializer_list>
+#include <span>
 #include <string_view>
 #include <utility>
 
@@ -142,8 +143,8 @@ Status CheckCipherFields(wire::Kind kind, std::uint32_t index, std::uint32_t cou
 // recipient drops a seq it already has. A row the recipient acknowledged
 // already (Enqueued::kDelivered) is not routed: it got it; nor is one the
 // store refused (Enqueued::kRefused: nothing stored).
-void RouteEnqueued(const std::vector<std::uint64_t>& recipients, const std::vector<std::uint64_t>& seqs,
-                   const std::vector<Enqueued>& how, WriteResult* r) {
+void RouteEnqueued(std::span<const std::uint64_t> recipients, std::span<const std::uint64_t> seqs,
+                   std::span<const Enqueued> how, WriteResult* r) {
   for (std::size_t i = 0; i < recipients.size() && i < seqs.size() && i < how.size(); ++i) {
     if (how[i] != Enqueued::kDelivered && how[i] != Enqueued::kRefused) {
       r->routed.push_back(Delivery{recipients[i], seqs[i]});
@@ -218,8 +219,8 @@ std::string RequestService::OkFrame(std::uint64_t rid, std::uint64_t id, std::ui
   return Frame(env);
 }
 
-WriteResult RequestService::EnqueueResult(const std::vector<std::uint64_t>& recipients, const Status& st,
-                                         const std::vector<std::uint64_t>& seqs, const std::vector<Enqueued>& how) {
+WriteResult RequestService::EnqueueResult(std::span<const std::uint64_t> recipients, const Status& st,
+                                         std::span<const std::uint64_t> seqs, std::span<const Enqueued> how) {
   WriteResult r;
   r.st = st;
   if (!st.ok()) return r;

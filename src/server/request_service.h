@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -105,8 +106,8 @@ class RequestService {
   // The reply for a finished write: Ok{id, epoch} or its error.
   static std::string WriteReply(std::uint64_t rid, const WriteResult& r);
   // What an `enqueue` write did, from Store::Enqueue's answer.
-  static WriteResult EnqueueResult(const std::vector<std::uint64_t>& recipients, const Status& st,
-                                   const std::vector<std::uint64_t>& seqs, const std::vector<Enqueued>& how);
+  static WriteResult EnqueueResult(std::span<const std::uint64_t> recipients, const Status& st,
+                                   std::span<const std::uint64_t> seqs, std::span<const Enqueued> how);
 
  private:
   // Bytes of entries one page of a list reply may hold: half the frame

@@ -4,6 +4,7 @@
 #include <array>
 #include <chrono>
 #include <optional>
+#include <span>
 #include <vector>
 
 #include <asio/co_spawn.hpp>
@@ -605,27 +606,29 @@ void Session::Dispatch(Outcome o) {
   if (reply) f.slots.push_back(Slot{});
   ++f.writes;
   auto self = shared_from_this();
+  AfterWrite after{std::move(o.committed), std::move(o.facts), std::move(o.acked_groups), std::move(o.event), o.rid};
   if (!o.enqueue.empty()) {
     std::vector<std::uint64_t> recipients;
     recipients.reserve(o.enqueue.size());
     for (const PendingItem& item : o.enqueue) recipients.push_back(item.recipient);
-    std::vector<PendingItem> items = std::move(o.enqueue);
     server_.store.SubmitEnqueue(
-        std::move(items), [self, slot, reply, recipients = std::move(recipients), o = std::move(o)](
-                              const Status& st, std::vector<std::uint64_t> seqs, std::vector<Enqueued> how) mutable {
-          self->Finished(slot, reply, o, RequestService::EnqueueResult(recipients, st, seqs, how));
+        std::move(o.enqueue),
+        [self, slot, reply, recipients = std::move(recipients), after = std::move(after)](
+            const Status& st, std::span<const std::uint64_t> seqs, std::span<const Enqueued> how) mutable {
+          self->Finished(slot, reply, after, RequestService::EnqueueResult(recipients, st, seqs, how));
         });
     return;
   }
-  auto write = std::move(o.write);
   const bool own_unit = !o.single_call;
   server_.store.Submit(
-      std::move(write),
-      [self, slot, reply, o = std::move(o)](WriteResult r) mutable { self->Finished(slot, reply, o, std::move(r)); },
+      std::move(o.write),
+      [self, slot, reply, after = std::move(after)](WriteResult r) mutable {
+        self->Finished(slot, reply, after, std::move(r));
+      },
       own_unit);
 }
 
-void Session::Finished(std::uint64_t slot, bool reply, Outcome& o, WriteResult r) {
+void Session::Finished(std::uint64_t slot, bool reply, AfterWrite& o, WriteResult r) {
   Server::Impl& srv = server_;
   if (o.committed) o.committed(srv.directory, r);
   if (r.st.ok()) {

@@ -23,6 +23,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <list>
 #include <memory>
 #include <string>
@@ -128,9 +129,18 @@ class Session : public std::enable_shared_from_this<Session> {
   void Reply(std::string frame);
   // Starts a decided request: its reply now, or its write then its reply.
   void Dispatch(Outcome outcome);
+  // What Finished needs of an Outcome once its write is done (the rest of
+  // the Outcome is not carried through the store).
+  struct AfterWrite {
+    std::function<void(Directory&, const WriteResult&)> committed;
+    Facts facts;
+    std::vector<std::uint64_t> acked_groups;
+    std::shared_ptr<const std::string> event;
+    std::uint64_t rid = 0;
+  };
   // A write of this session's finished (committed or failed): routes its
   // deliveries and fills its reply slot.
-  void Finished(std::uint64_t slot, bool reply, Outcome& o, WriteResult r);
+  void Finished(std::uint64_t slot, bool reply, AfterWrite& o, WriteResult r);
   // Releases ready replies from the front of the slots.
   void FlushReplies();
   // Frees in_flight_ once no write is in flight and no reply waits.

@@ -8,6 +8,7 @@
 #include <map>
 #include <mutex>
 #include <set>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -152,8 +153,8 @@ class StoreLanesTest : public ::testing::Test {
   void SubmitEnqueues(int n, const std::string& tag) {
     for (int i = 0; i < n; ++i) {
       PendingItem item{users_[static_cast<std::size_t>(i) % users_.size()], tag + std::to_string(i), "payload"};
-      worker_->SubmitEnqueue({item}, [this, i](const Status& st, std::vector<std::uint64_t> seqs,
-                                               std::vector<Enqueued>) {
+      worker_->SubmitEnqueue({item}, [this, i](const Status& st, std::span<const std::uint64_t> seqs,
+                                               std::span<const Enqueued>) {
         answers_.push_back(Answer{i, st, seqs.empty() ? 0 : seqs[0]});
       });
     }

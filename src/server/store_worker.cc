@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <chrono>
 #include <exception>
-#include <tuple>
 
 #include <spdlog/spdlog.h>
 
@@ -75,7 +74,7 @@ void StoreWorker::SubmitEnqueue(std::vector<PendingItem> items, EnqueueDone done
   Job j;
   j.kind = Job::Kind::kEnqueue;
   j.items = std::move(items);
-  j.enqueued = std::make_shared<EnqueueDone>(std::move(done));
+  j.enqueued = std::move(done);
   Enqueue(std::move(j));
 }
 
@@ -109,16 +108,16 @@ bool StoreWorker::RunMerged(std::vector<Job>& batch, std::size_t* i, std::vector
 
   // Every enqueue of the stretch, in order, in one Enqueue call.
   std::vector<PendingItem> items;
+  items.reserve(merged_items);
   for (std::size_t k = *i; k < end; ++k) {
     if (batch[k].kind != Job::Kind::kEnqueue) continue;
     for (PendingItem& item : batch[k].items) items.push_back(std::move(item));
   }
-  std::vector<std::uint64_t> seqs;
-  std::vector<Enqueued> how;
-  Status st;
+  auto merged = std::make_shared<MergedEnqueue>();
+  Status& st = merged->st;
   if (!items.empty()) {
     try {
-      st = store.Enqueue(items, &seqs, &how);
+      st = store.Enqueue(items, &merged->seqs, &merged->how);
     } catch (const std::exception& e) {
       spdlog::error("store enqueue failed: {}", e.what());
       st = Status(Code::kInternal, "internal error");
@@ -134,26 +133,19 @@ bool StoreWorker::RunMerged(std::vector<Job>& batch, std::size_t* i, std::vector
     }
     return false;
   }
-  // Hand each enqueue its share of the results (failures: every enqueue of the stretch).
+  // Each enqueue's share of the results: where its items begin in the
+  // merged call (a failure answers every enqueue of the stretch).
+  if (st.ok() && (merged->seqs.size() != items.size() || merged->how.size() != items.size())) {
+    spdlog::error("store enqueue answered {} seqs for {} items", merged->seqs.size(), items.size());
+    st = Status(Code::kInternal, "internal error");
+  }
   std::size_t at = 0;
   for (std::size_t k = *i; k < end; ++k) {
     Job& job = batch[k];
     if (job.kind != Job::Kind::kEnqueue) continue;
-    const std::size_t n = job.items.size();
-    auto result = std::make_shared<std::tuple<Status, std::vector<std::uint64_t>, std::vector<Enqueued>>>();
-    if (st.ok()) {
-      std::get<1>(*result).assign(seqs.begin() + static_cast<std::ptrdiff_t>(at),
-                                  seqs.begin() + static_cast<std::ptrdiff_t>(at + n));
-      std::get<2>(*result).assign(how.begin() + static_cast<std::ptrdiff_t>(at),
-                                  how.begin() + static_cast<std::ptrdiff_t>(at + n));
-    } else {
-      std::get<0>(*result) = st;
-    }
-    at += n;
-    job.fail = [result](const Status& why) { std::get<0>(*result) = why; };
-    job.done = [result, enqueued = job.enqueued]() {
-      (*enqueued)(std::get<0>(*result), std::move(std::get<1>(*result)), std::move(std::get<2>(*result)));
-    };
+    job.merged = merged;
+    job.merged_at = at;
+    at += job.items.size();
   }
 
   // Then every ack of the stretch in one AckMany call. An ack only names
@@ -234,7 +226,7 @@ bool StoreWorker::RunBatch(std::vector<Job>& batch) {
     spdlog::error("store batch of {} requests not begun: {}", batch.size(), begun.ToString());
     for (Job& job : batch) {
       if (job.kind == Job::Kind::kEnqueue) {
-        job.done = [enqueued = job.enqueued, begun]() { (*enqueued)(begun, {}, {}); };
+        job.failed = begun;
       } else if (job.fail) {
         job.fail(begun);
       }
@@ -285,6 +277,7 @@ bool StoreWorker::RunBatch(std::vector<Job>& batch) {
   if (!commit.ok()) {
     spdlog::error("store batch of {} requests not committed: {}", batch.size(), commit.ToString());
     for (Job& job : batch) {
+      if (job.kind == Job::Kind::kEnqueue) job.failed = commit;
       if (job.fail) job.fail(commit);
     }
   }
@@ -355,14 +348,41 @@ void StoreWorker::LaneLoop(Lane* lane) {
 }
 
 void StoreWorker::PostDone(std::vector<Job>& batch) {
-  // One hop back to the event loop for the whole batch.
-  std::vector<std::function<void()>> done;
+  // One hop back to the event loop for the whole batch. An enqueue's answer
+  // is read from its stretch's shared results: nothing copied per job.
+  struct Done {
+    std::function<void()> done;  // a job of Submit
+    EnqueueDone enqueued;        // or an enqueue
+    std::shared_ptr<const MergedEnqueue> merged;
+    std::size_t at = 0;
+    std::size_t n = 0;
+    Status failed;
+  };
+  std::vector<Done> done;
   done.reserve(batch.size());
   for (Job& job : batch) {
-    if (job.done) done.push_back(std::move(job.done));
+    if (job.kind == Job::Kind::kEnqueue) {
+      done.push_back(Done{{}, std::move(job.enqueued), std::move(job.merged), job.merged_at, job.items.size(),
+                          std::move(job.failed)});
+    } else if (job.done) {
+      done.push_back(Done{std::move(job.done), {}, nullptr, 0, 0, Status::OK()});
+    }
   }
   asio::post(home_, [done = std::move(done)]() mutable {
-    for (auto& d : done) d();
+    for (Done& d : done) {
+      if (d.done) {
+        d.done();
+        continue;
+      }
+      if (!d.failed.ok() || d.merged == nullptr || !d.merged->st.ok()) {
+        d.enqueued(!d.failed.ok() ? d.failed : d.merged != nullptr ? d.merged->st : Status(Code::kInternal, "not run"),
+                   {}, {});
+        continue;
+      }
+      const MergedEnqueue& m = *d.merged;
+      d.enqueued(m.st, std::span<const std::uint64_t>(m.seqs).subspan(d.at, d.n),
+                 std::span<const Enqueued>(m.how).subspan(d.at, d.n));
+    }
   });
 }
 

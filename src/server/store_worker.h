@@ -51,6 +51,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <thread>
 #include <type_traits>
 #include <utility>
@@ -119,7 +120,10 @@ class StoreWorker {
   // are not separated by another kind of job (acks do not separate them)
   // go to the store in one Enqueue call (one statement on PostgreSQL), or
   // in several of at most Store::MaxMergedEnqueue() items each.
-  using EnqueueDone = std::function<void(const Status&, std::vector<std::uint64_t>, std::vector<Enqueued>)>;
+  // The spans (one seq and one Enqueued per item, empty on failure) are
+  // valid only during the call.
+  using EnqueueDone =
+      std::function<void(const Status&, std::span<const std::uint64_t> seqs, std::span<const Enqueued> how)>;
   void SubmitEnqueue(std::vector<PendingItem> items, EnqueueDone done);
   // Deletes acknowledged rows of `user` (Store::Ack); the acks of one batch
   // not separated by a job other than an enqueue go to the store in one
@@ -162,6 +166,12 @@ class StoreWorker {
   Stats stats() const;
 
  private:
+  // What one Store::Enqueue call of merged enqueues answered.
+  struct MergedEnqueue {
+    Status st;
+    std::vector<std::uint64_t> seqs;
+    std::vector<Enqueued> how;
+  };
   struct Job {
     std::function<Status(Store&)> run;        // the job's status
     std::function<void(const Status&)> fail;  // replaces the result with an error
@@ -170,7 +180,13 @@ class StoreWorker {
     // Set instead of `run` for the jobs merged across a batch:
     enum class Kind { kRun, kEnqueue, kAck } kind = Kind::kRun;
     std::vector<PendingItem> items;             // kEnqueue
-    std::shared_ptr<EnqueueDone> enqueued;      // kEnqueue
+    EnqueueDone enqueued;                       // kEnqueue
+    // kEnqueue, once run: the results of its stretch's Enqueue call (shared
+    // by every enqueue of the stretch), where its own begin, and the error
+    // that replaces them if the batch failed.
+    std::shared_ptr<const MergedEnqueue> merged;
+    std::size_t merged_at = 0;
+    Status failed;
     std::uint64_t user = 0;                     // kAck
     std::vector<std::uint64_t> seqs;            // kAck
     std::size_t order = 0;                      // place in its batch, while split into lanes

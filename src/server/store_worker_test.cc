@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <future>
 #include <stdexcept>
+#include <span>
 #include <string>
 #include <thread>
 
@@ -65,7 +66,12 @@ class WatchedStore : public ForwardingStore {
                  std::vector<Enqueued>* how) override {
     ++enqueue_calls;
     ++enqueues_in_batch;
-    return ForwardingStore::Enqueue(items, seqs, how);
+    Status s = ForwardingStore::Enqueue(items, seqs, how);
+    if (s.ok() && short_answer && !seqs->empty()) {  // a store that lost track of an item
+      seqs->pop_back();
+      how->pop_back();
+    }
+    return s;
   }
   Status AckMany(const std::vector<std::pair<std::uint64_t, std::uint64_t>>& recipient_seqs) override {
     ++ack_many_calls;
@@ -86,6 +92,7 @@ class WatchedStore : public ForwardingStore {
   std::atomic<int> ack_many_calls{0};
   std::atomic<int> sync_delay_ms{0};
   std::atomic<bool> fail_commits{false};
+  std::atomic<bool> short_answer{false};  // Enqueue answers one seq fewer than its items
   std::atomic<int> fail_begins{0};  // the next this many BeginBatch calls fail
   std::atomic<bool> units_only_in_batch{false};
   bool in_batch = false;
@@ -300,9 +307,10 @@ TEST_F(StoreWorkerTest, AnAckOutOfLockOrderRunsFirstInTheNextBatch) {
   const std::uint64_t b = bob.id;
   std::vector<std::uint64_t> first;
   bool stored = false;
-  worker_->SubmitEnqueue({{b, "k1", "one"}}, [&](const Status& st, std::vector<std::uint64_t> seqs, std::vector<Enqueued>) {
+  worker_->SubmitEnqueue({{b, "k1", "one"}}, [&](const Status& st, std::span<const std::uint64_t> seqs,
+                                                 std::span<const Enqueued>) {
     EXPECT_TRUE(st.ok()) << st.ToString();
-    first = std::move(seqs);
+    first.assign(seqs.begin(), seqs.end());
     stored = true;
   });
   RunUntil([&] { return stored; });
@@ -312,7 +320,8 @@ TEST_F(StoreWorkerTest, AnAckOutOfLockOrderRunsFirstInTheNextBatch) {
   std::promise<void> gate;
   const int before = HoldStoreThread(&gate);
   bool second = false;
-  worker_->SubmitEnqueue({{b, "k2", "two"}}, [&](const Status& st, std::vector<std::uint64_t>, std::vector<Enqueued>) {
+  worker_->SubmitEnqueue({{b, "k2", "two"}}, [&](const Status& st, std::span<const std::uint64_t>,
+                                                 std::span<const Enqueued>) {
     EXPECT_TRUE(st.ok()) << st.ToString();
     second = true;
   });
@@ -376,9 +385,9 @@ TEST_F(StoreWorkerTest, ABatchThatCannotBeginRunsNoJobAndFailsEach) {
   std::vector<std::uint64_t> seqs{1};
   Status enqueued;
   bool enqueue_done = false;
-  worker_->SubmitEnqueue({}, [&](const Status& st, std::vector<std::uint64_t> got, std::vector<Enqueued>) {
+  worker_->SubmitEnqueue({}, [&](const Status& st, std::span<const std::uint64_t> got, std::span<const Enqueued>) {
     enqueued = st;
-    seqs = std::move(got);
+    seqs.assign(got.begin(), got.end());
     enqueue_done = true;
   });
   RunUntil([&] { return done && enqueue_done; });
@@ -452,6 +461,37 @@ TEST_F(StoreWorkerTest, AThrowingJobFailsWithInternalAndTheWorkerGoesOn) {
   EXPECT_EQ(UserCount(), 1u);  // the throwing job's user was undone
 }
 
+// Each merged enqueue reads its share of one shared answer: a store that
+// answers fewer seqs than items fails every enqueue of the call (INTERNAL)
+// rather than hand one a share past the end.
+TEST_F(StoreWorkerTest, AStoreAnsweringFewerSeqsThanItemsFailsItsEnqueuesWithInternal) {
+  std::uint64_t bob = 0;
+  worker_->Submit(MakeUser("bob"), [&](Made m) { bob = m.id; });
+  RunUntil([&] { return bob != 0; });
+  store_->short_answer = true;
+  std::promise<void> gate;
+  HoldStoreThread(&gate);
+  std::vector<Status> sts(2);
+  std::vector<std::size_t> shares(2, 99);
+  int answered = 0;
+  for (int i = 0; i < 2; ++i) {
+    worker_->SubmitEnqueue({{bob, "k" + std::to_string(i), "p"}},
+                           [&, i](const Status& st, std::span<const std::uint64_t> s, std::span<const Enqueued> h) {
+                             sts[i] = st;
+                             shares[i] = s.size() + h.size();
+                             ++answered;
+                           });
+  }
+  gate.set_value();
+  RunUntil([&] { return answered == 2; });
+  ASSERT_EQ(answered, 2);
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(sts[i].code(), Code::kInternal) << i;
+    EXPECT_EQ(shares[i], 0u) << i;
+  }
+  store_->short_answer = false;
+}
+
 TEST_F(StoreWorkerTest, ConsecutiveEnqueuesAndAcksOfABatchAreMergedYetAnsweredOneByOne) {
   std::uint64_t alice = 0, bob = 0;
   worker_->Submit(MakeUser("alice"), [&](Made m) { alice = m.id; });
@@ -465,9 +505,10 @@ TEST_F(StoreWorkerTest, ConsecutiveEnqueuesAndAcksOfABatchAreMergedYetAnsweredOn
   for (int i = 0; i < 3; ++i) {
     std::vector<PendingItem> items{{bob, "k" + std::to_string(i), "p"}};
     if (i == 1) items.push_back({alice, "k1", "p"});
-    worker_->SubmitEnqueue(std::move(items), [&, i](const Status& st, std::vector<std::uint64_t> s, std::vector<Enqueued>) {
+    worker_->SubmitEnqueue(std::move(items), [&, i](const Status& st, std::span<const std::uint64_t> s,
+                                                    std::span<const Enqueued>) {
       sts[i] = st;
-      seqs[i] = std::move(s);
+      seqs[i].assign(s.begin(), s.end());
       ++answered;
     });
   }
@@ -502,9 +543,9 @@ TEST_F(StoreWorkerTest, InterleavedEnqueuesAndAcksOfABatchMakeOneEnqueueAndOneAc
   // Two rows for bob, committed, to be acked in the next batch.
   std::vector<std::uint64_t> first;
   worker_->SubmitEnqueue({{bob, "a", "p"}, {bob, "b", "p"}},
-                         [&](const Status& st, std::vector<std::uint64_t> s, std::vector<Enqueued>) {
+                         [&](const Status& st, std::span<const std::uint64_t> s, std::span<const Enqueued>) {
                            EXPECT_TRUE(st.ok()) << st.ToString();
-                           first = std::move(s);
+                           first.assign(s.begin(), s.end());
                          });
   RunUntil([&] { return first.size() == 2; });
   ASSERT_EQ(first.size(), 2u);
@@ -518,11 +559,11 @@ TEST_F(StoreWorkerTest, InterleavedEnqueuesAndAcksOfABatchMakeOneEnqueueAndOneAc
   std::vector<std::vector<Enqueued>> fresh(3);
   int answered = 0;
   auto enqueue = [&](int i, std::vector<PendingItem> items) {
-    worker_->SubmitEnqueue(std::move(items), [&, i](const Status& st, std::vector<std::uint64_t> s,
-                                                    std::vector<Enqueued> f) {
+    worker_->SubmitEnqueue(std::move(items), [&, i](const Status& st, std::span<const std::uint64_t> s,
+                                                    std::span<const Enqueued> f) {
       EXPECT_TRUE(st.ok()) << st.ToString();
-      seqs[i] = std::move(s);
-      fresh[i] = std::move(f);
+      seqs[i].assign(s.begin(), s.end());
+      fresh[i].assign(f.begin(), f.end());
       ++answered;
     });
   };
@@ -578,10 +619,10 @@ TEST_F(StoreWorkerTest, MergedEnqueuesAreCutIntoCallsOfAtMostTheCapWithoutSplitt
   for (std::size_t j = 0; j < sizes.size(); ++j) {
     std::vector<PendingItem> items;
     for (std::size_t k = 0; k < sizes[j]; ++k) items.push_back({bob, "k" + std::to_string(key++), "p"});
-    worker_->SubmitEnqueue(std::move(items), [&, j](const Status& st, std::vector<std::uint64_t> s,
-                                                    std::vector<Enqueued>) {
+    worker_->SubmitEnqueue(std::move(items), [&, j](const Status& st, std::span<const std::uint64_t> s,
+                                                    std::span<const Enqueued>) {
       EXPECT_TRUE(st.ok()) << st.ToString();
-      seqs[j] = std::move(s);
+      seqs[j].assign(s.begin(), s.end());
       ++answered;
     });
   }
