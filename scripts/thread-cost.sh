@@ -22,17 +22,9 @@ window="${WINDOW:-4}"
 out="$(mktemp /tmp/fastchat-thread-cost.XXXXXX)"
 trap 'rm -f "$out" "$out".a "$out".b "$out".perf' EXIT
 
-scripts/bench.sh "$workload" --duration 8 "$@" >"$out" 2>&1 &
-bench=$!
 # bench.sh warms up for 2 s before its 8 s window: start 2 s into the window.
-sleep 4
-pid="$(pgrep -n -f -- "--db /tmp/fastchat-bench" || true)"
-if [[ -z "$pid" ]]; then
-  wait "$bench" || true
-  cat "$out" >&2
-  echo "thread-cost: no server found" >&2
-  exit 1
-fi
+source scripts/bench-server.sh
+bench_server_start thread-cost 4 "$out" "$workload" --duration 8 "$@"
 snap() { for t in /proc/"$pid"/task/*; do echo "$(basename "$t") $(awk '{print $14, $15}' "$t"/stat)"; done; }
 snap >"$out".a
 perf stat -x, -e 'syscalls:sys_enter_sendmsg,syscalls:sys_enter_recvfrom,syscalls:sys_enter_pwrite64,syscalls:sys_enter_fdatasync' \
