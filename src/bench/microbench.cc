@@ -3,6 +3,7 @@
 // docs/performance.md.
 #include <benchmark/benchmark.h>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdlib>
 #include <new>
@@ -16,13 +17,14 @@
 #include "request_service.h"
 
 // Counts this program's operator new calls, so a benchmark can report
-// allocations per item (BM_ServiceDecidesDirectSend). Single-threaded use.
+// allocations per item (BM_ServiceDecidesDirectSend). Atomic: other
+// benchmarks allocate on helper threads.
 namespace {
-std::size_t g_allocations = 0;
+std::atomic<std::size_t> g_allocations{0};
 }  // namespace
 
 void* operator new(std::size_t n) {
-  ++g_allocations;
+  g_allocations.fetch_add(1, std::memory_order_relaxed);
   if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
   throw std::bad_alloc();
 }
@@ -200,7 +202,7 @@ void BM_ServiceDecidesDirectSend(benchmark::State& state) {
     frame = env.SerializeAsString();
   }
   std::uint64_t now = 1'000'000;
-  const std::size_t allocations_before = g_allocations;
+  const std::size_t allocations_before = g_allocations.load();
   for (auto _ : state) {
     wire::Envelope env;
     if (!env.ParseFromString(frame)) {
@@ -216,7 +218,7 @@ void BM_ServiceDecidesDirectSend(benchmark::State& state) {
   }
   state.SetItemsProcessed(state.iterations());
   state.counters["allocs_per_dm"] = benchmark::Counter(
-      static_cast<double>(g_allocations - allocations_before) / static_cast<double>(state.iterations()));
+      static_cast<double>(g_allocations.load() - allocations_before) / static_cast<double>(state.iterations()));
 }
 BENCHMARK(BM_ServiceDecidesDirectSend);
 
