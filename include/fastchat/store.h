@@ -52,8 +52,8 @@ struct PendingItem {
   std::string payload;  // serialized wire Event; opaque to the store
   // If not 0: the most rows, and the most payload bytes, the recipient may
   // have waiting (delivered or not, not yet acknowledged). An item that
-  // would go past either is not stored (Enqueued::kRefused). Enforced by
-  // SqliteStore; PgStore ignores them.
+  // would go past either is not stored (Enqueued::kRefused). Enforced
+  // exactly by SqliteStore, and by PgStore within a slack (pg_store.h).
   std::uint32_t max_waiting = 0;
   std::uint64_t max_waiting_bytes = 0;
 };
@@ -175,7 +175,7 @@ class Store {
   // says which of the three happened to item i, so a resend is not
   // delivered twice; or kRefused (seq 0, nothing stored) for an item with
   // max_waiting or max_waiting_bytes whose recipient's waiting rows it
-  // would pass (stores that enforce them: SqliteStore).
+  // would pass (SqliteStore exactly; PgStore within a slack, pg_store.h).
   virtual Status Enqueue(const std::vector<PendingItem>& items, std::vector<std::uint64_t>* seqs,
                          std::vector<Enqueued>* how) = 0;
   // The most items one Enqueue call should hold for the best throughput: a

@@ -90,10 +90,11 @@ void AddLimitFlags(CLI::App& app, Limits* l) {
            "password checks waiting for a hash thread; more are answered BUSY (0 = no limit)");
   AddCount(app, "--max-waiting-per-user", &l->max_waiting_per_user,
            "messages and image chunks one user may have waiting in the store (delivered or not, not yet "
-           "acknowledged); more are answered LIMIT_REACHED (0 = no limit; SQLite only)");
+           "acknowledged); more are answered LIMIT_REACHED (0 = no limit; on PostgreSQL counted once every "
+           "1,000 messages per user and server)");
   AddCount(app, "--max-waiting-bytes-per-user", &l->max_waiting_bytes_per_user,
            "bytes of such messages one user may have waiting; more are answered LIMIT_REACHED (0 = no limit; "
-           "SQLite only)");
+           "on PostgreSQL counted as above)");
   // Groups.
   AddCount(app, "--max-group-members", &l->max_group_members, "members of one group (0 = no limit)");
   AddCount(app, "--max-groups-per-user", &l->max_groups_per_user, "groups one user may be in (0 = no limit)");

@@ -71,7 +71,8 @@ struct Limits {
   std::size_t max_hash_queue = 64;          // Argon2id jobs waiting for a hash thread
 
   // Rows, and payload bytes, one user may have waiting in the store
-  // (SQLite; not enforced on PostgreSQL): a direct message or image chunk
+  // (exact on SQLite; on PostgreSQL within 1,000 rows per server, see
+  // store/pg_store.h): a direct message or image chunk
   // past either is answered LIMIT_REACHED and not stored. 0: no limit.
   std::size_t max_waiting_per_user = 100000;
   std::size_t max_waiting_bytes_per_user = std::size_t{256} << 20;

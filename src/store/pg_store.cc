@@ -3,12 +3,15 @@
 #include <libpq-fe.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <functional>
 #include <iterator>
 #include <limits>
+#include <set>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -191,6 +194,8 @@ enum Sql : int {
   kDeletePending,
   kDeletePendingMany,
   kCountPending,
+  kCountWaiting,
+  kFindPendingKeys,
   kTrimDedupeKeys,
   kAppendGroup,
   kLockGroupRowShared,
@@ -409,6 +414,18 @@ constexpr Statement kStatements[] = {
      " FROM d ON CONFLICT (recipient, dedupe_key) DO NOTHING"},
     {"count_pending",
      "SELECT count(*) FROM pending WHERE recipient = $1::bigint"},
+    // Waiting rows and payload bytes of each of $1's recipients that has any
+    // (PendingItem::max_waiting(_bytes)).
+    {"count_waiting",
+     "SELECT recipient, count(*), COALESCE(sum(octet_length(payload)), 0)::bigint FROM pending"
+     " WHERE recipient = ANY($1::bigint[]) GROUP BY recipient"},
+    // For refused items: the seq of a waiting row with the same key, else of
+    // an acknowledged one (dedupe_keys), else NULL; in the items' order.
+    {"find_pending_keys",
+     "SELECT (SELECT p.seq FROM pending p WHERE p.recipient = b.recipient AND p.dedupe_key = b.dedupe_key),"
+     "       (SELECT k.seq FROM dedupe_keys k WHERE k.recipient = b.recipient AND k.dedupe_key = b.dedupe_key)"
+     " FROM unnest($1::bigint[], $2::text[]) WITH ORDINALITY AS b (recipient, dedupe_key, ord)"
+     " ORDER BY b.ord"},
     {"trim_dedupe_keys",
      "WITH d AS (DELETE FROM dedupe_keys WHERE expires_ms <= $1::bigint)"
      " DELETE FROM group_dedupe_keys WHERE expires_ms <= $1::bigint"},
@@ -1327,11 +1344,175 @@ Status PgStore::CheckUsersExist(std::vector<std::uint64_t> ids, const char* cont
 // own, without waiting for those keys (see lock_recipients): if one is
 // held by another transaction, nothing is written and the call is
 // kLockOrder.
+void PgStore::SetWaitingRecount(std::uint32_t every, std::uint32_t full_recheck_ms) {
+  std::lock_guard<std::mutex> lock(waiting_mu_);
+  recount_every_ = std::max<std::uint32_t>(every, 1);
+  full_recheck_ = std::chrono::milliseconds(full_recheck_ms);
+}
+
+Status PgStore::FindKeys(const std::vector<PendingItem>& items, const std::vector<std::size_t>& at,
+                         const char* context, std::vector<std::uint64_t>* waiting,
+                         std::vector<std::uint64_t>* acked) {
+  ArrayBuilder recipients(kInt8Oid, at.size());
+  ArrayBuilder keys(kTextOid, at.size());
+  for (std::size_t i : at) {
+    recipients.AddInt64(items[i].recipient);
+    keys.AddBytes(items[i].dedupe_key);
+  }
+  Params p;
+  p.Owned(recipients.Finish());
+  p.Owned(keys.Finish());
+  Result r;
+  Status s = WithConn([&](Conn& c) { return c.Exec(kFindPendingKeys, p, context, &r); });
+  if (!s.ok()) return s;
+  if (r.rows() != static_cast<int>(at.size())) {
+    return Status(Code::kIOError, std::string(context) + ": expected " + std::to_string(at.size()) +
+                                      " answers, got " + std::to_string(r.rows()));
+  }
+  waiting->assign(at.size(), 0);
+  acked->assign(at.size(), 0);
+  for (int k = 0; k < r.rows(); ++k) {
+    if (!r.IsNull(k, 0)) (*waiting)[static_cast<std::size_t>(k)] = r.Id(k, 0);
+    if (!r.IsNull(k, 1)) (*acked)[static_cast<std::size_t>(k)] = r.Id(k, 1);
+  }
+  return Status::OK();
+}
+
+Status PgStore::RefusedItems(const std::vector<PendingItem>& items, std::vector<bool>* refused) {
+  refused->assign(items.size(), false);
+  // Capped items per recipient in this call, and which recipients to count.
+  std::unordered_map<std::uint64_t, std::uint32_t> capped;
+  for (const PendingItem& item : items) {
+    if (item.max_waiting != 0 || item.max_waiting_bytes != 0) ++capped[item.recipient];
+  }
+  if (capped.empty()) return Status::OK();
+  const auto now = std::chrono::steady_clock::now();
+  std::vector<std::uint64_t> due;
+  std::unordered_map<std::uint64_t, bool> full;  // not due, and full when last counted
+  {
+    std::lock_guard<std::mutex> lock(waiting_mu_);
+    for (const auto& [recipient, n] : capped) {
+      Waiting& w = waiting_[recipient];
+      if (w.full && now - w.counted < full_recheck_) {
+        full[recipient] = true;
+      } else if (w.full || w.since_count + n >= recount_every_) {
+        due.push_back(recipient);
+      } else {
+        w.since_count += n;
+      }
+    }
+  }
+  // Exact rows and bytes waiting for the recipients that are due.
+  std::unordered_map<std::uint64_t, std::pair<std::uint64_t, std::uint64_t>> counted;
+  if (!due.empty()) {
+    ArrayBuilder ids(kInt8Oid, due.size());
+    for (std::uint64_t u : due) ids.AddInt64(u);
+    Params p;
+    p.Owned(ids.Finish());
+    Result r;
+    Status s = WithConn([&](Conn& c) { return c.Exec(kCountWaiting, p, "Enqueue: count waiting", &r); });
+    if (!s.ok()) return s;
+    for (std::uint64_t u : due) counted[u] = {0, 0};
+    for (int i = 0; i < r.rows(); ++i) counted[r.Id(i, 0)] = {r.Id(i, 1), r.Id(i, 2)};
+  }
+  // The counted recipients' items whose key is waiting or was acknowledged
+  // add no row (the insert finds them): not counted, not refused.
+  std::vector<bool> known(items.size(), false);
+  if (!counted.empty()) {
+    std::vector<std::size_t> at;
+    for (std::size_t i = 0; i < items.size(); ++i) {
+      if (counted.count(items[i].recipient) != 0) at.push_back(i);
+    }
+    std::vector<std::uint64_t> waiting, acked;
+    if (Status s = FindKeys(items, at, "Enqueue: known keys", &waiting, &acked); !s.ok()) return s;
+    for (std::size_t k = 0; k < at.size(); ++k) known[at[k]] = waiting[k] != 0 || acked[k] != 0;
+  }
+  std::unordered_map<std::uint64_t, bool> now_full;
+  std::set<std::pair<std::uint64_t, std::string>> seen;  // keys earlier in this call
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    const PendingItem& item = items[i];
+    if (item.max_waiting == 0 && item.max_waiting_bytes == 0) continue;
+    if (full.count(item.recipient) != 0) {
+      (*refused)[i] = true;
+      continue;
+    }
+    auto it = counted.find(item.recipient);
+    if (it == counted.end()) continue;  // not due: stored, counted later
+    if (known[i] || !seen.emplace(item.recipient, item.dedupe_key).second) continue;
+    auto& [rows, bytes] = it->second;
+    if ((item.max_waiting != 0 && rows >= item.max_waiting) ||
+        (item.max_waiting_bytes != 0 && bytes + item.payload.size() > item.max_waiting_bytes)) {
+      (*refused)[i] = true;
+      now_full[item.recipient] = true;
+      continue;
+    }
+    ++rows;
+    bytes += item.payload.size();
+  }
+  std::lock_guard<std::mutex> lock(waiting_mu_);
+  for (std::uint64_t u : due) {
+    Waiting& w = waiting_[u];
+    w.since_count = 0;
+    w.full = now_full.count(u) != 0;
+    w.counted = now;
+    if (!w.full) waiting_.erase(u);  // nothing to remember until its next items
+  }
+  return Status::OK();
+}
+
 Status PgStore::Enqueue(const std::vector<PendingItem>& items, std::vector<std::uint64_t>* seqs,
                         std::vector<Enqueued>* how) {
   seqs->clear();
   if (how) how->clear();
   if (items.empty()) return Status::OK();
+
+  std::vector<bool> refused;
+  if (Status s = RefusedItems(items, &refused); !s.ok()) return s;
+  if (std::find(refused.begin(), refused.end(), true) != refused.end()) {
+    // Store the others; then answer each refused item from its key (a
+    // waiting or acknowledged resend is found, as on SqliteStore).
+    std::vector<PendingItem> kept;
+    std::vector<std::size_t> kept_at, refused_at;
+    for (std::size_t i = 0; i < items.size(); ++i) {
+      if (refused[i]) {
+        refused_at.push_back(i);
+      } else {
+        kept.push_back(items[i]);
+        kept_at.push_back(i);
+      }
+    }
+    std::vector<std::uint64_t> all_seqs(items.size(), 0);
+    std::vector<Enqueued> all_how(items.size(), Enqueued::kRefused);
+    if (!kept.empty()) {
+      std::vector<std::uint64_t> kept_seqs;
+      std::vector<Enqueued> kept_how;
+      if (Status s = StoreItems(kept, &kept_seqs, &kept_how); !s.ok()) return s;
+      for (std::size_t k = 0; k < kept.size(); ++k) {
+        all_seqs[kept_at[k]] = kept_seqs[k];
+        all_how[kept_at[k]] = kept_how[k];
+      }
+    }
+    std::vector<std::uint64_t> waiting, acked;
+    if (Status s = FindKeys(items, refused_at, "Enqueue: refused keys", &waiting, &acked); !s.ok()) return s;
+    for (std::size_t k = 0; k < refused_at.size(); ++k) {
+      const std::size_t i = refused_at[k];
+      if (waiting[k] != 0) {
+        all_seqs[i] = waiting[k];
+        all_how[i] = Enqueued::kQueued;
+      } else if (acked[k] != 0) {
+        all_seqs[i] = acked[k];
+        all_how[i] = Enqueued::kDelivered;
+      }
+    }
+    seqs->swap(all_seqs);
+    if (how) how->swap(all_how);
+    return Status::OK();
+  }
+  return StoreItems(items, seqs, how);
+}
+
+Status PgStore::StoreItems(const std::vector<PendingItem>& items, std::vector<std::uint64_t>* seqs,
+                           std::vector<Enqueued>* how) {
 
   std::vector<std::uint64_t> recipient_ids;
   recipient_ids.reserve(items.size());

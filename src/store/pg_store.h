@@ -79,20 +79,30 @@
 //    joins after (their cursors start after it), and a member removed
 //    before an append cannot add to the log (kNotMember), whichever servers
 //    made the two changes.
-//  - PendingItem::max_waiting(_bytes) are not enforced: counting a
-//    recipient's rows per insert costs a scan of them (or a counter row
-//    updated by every insert and ack); Enqueue never answers
-//    Enqueued::kRefused.
+//  - PendingItem::max_waiting(_bytes) are enforced within a slack: the
+//    store counts a recipient's waiting rows and bytes (one query, for
+//    every recipient of the call that is due) only once every
+//    SetWaitingRecount().every capped items it stored for them, and while a
+//    recipient is full, refuses its capped items without counting again for
+//    full_recheck_ms. Between counts items are stored, so a mailbox can
+//    pass its bound by up to `every` rows per server writing to it (a
+//    counter row updated by every insert and ack would be exact, at a cost
+//    on every DM). Within a counted call, an item that would pass a bound is
+//    Enqueued::kRefused (seq 0, nothing stored), unless its key is waiting
+//    (kQueued) or was acknowledged (kDelivered), as on SqliteStore; such
+//    resends, and a key repeated within the call, add no row to the count.
 //  - Text values (names, password hashes, dedupe keys) are PostgreSQL TEXT:
 //    they must be valid in the database encoding and contain no NUL byte;
 //    otherwise the call fails with kIOError.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "fastchat/status.h"
@@ -163,6 +173,12 @@ class PgStore final : public Store {
   // the store worker's batches.
   int BatchLanes() const override { return lanes_; }
 
+  // How often Enqueue counts a recipient's waiting rows for
+  // PendingItem::max_waiting(_bytes) (see above). Defaults: every 1,000
+  // capped items, and once a second while full. every = 1 and
+  // full_recheck_ms = 0 count on every call (exact; for tests).
+  void SetWaitingRecount(std::uint32_t every, std::uint32_t full_recheck_ms);
+
   // A batch is one transaction on one pooled connection, held by the thread
   // that began it (its calls use that connection; other threads' calls use
   // the rest of the pool): one WAL flush at CommitBatch for the whole batch.
@@ -215,8 +231,31 @@ class PgStore final : public Store {
   template <typename Body>
   Status WithConn(Body&& body);
 
+  // Enqueue's insert of `items`, none refused.
+  Status StoreItems(const std::vector<PendingItem>& items, std::vector<std::uint64_t>* seqs,
+                    std::vector<Enqueued>* how);
+  // For items[at[0]], items[at[1]], ...: the seq of a waiting row with the
+  // item's key, and of an acknowledged one (dedupe_keys); 0 if none.
+  Status FindKeys(const std::vector<PendingItem>& items, const std::vector<std::size_t>& at, const char* context,
+                  std::vector<std::uint64_t>* waiting, std::vector<std::uint64_t>* acked);
+  // Which items of `items` (capped ones whose recipient is full) Enqueue
+  // refuses; counts the recipients that are due first (see above).
+  Status RefusedItems(const std::vector<PendingItem>& items, std::vector<bool>* refused);
+
   const std::string conninfo_;
   int lanes_ = 1;
+
+  // Per recipient of capped items: stored since its last count, and what
+  // that count said. Guarded by waiting_mu_ (lanes enqueue at once).
+  struct Waiting {
+    std::uint32_t since_count = 0;
+    bool full = false;
+    std::chrono::steady_clock::time_point counted;
+  };
+  std::mutex waiting_mu_;
+  std::unordered_map<std::uint64_t, Waiting> waiting_;
+  std::uint32_t recount_every_ = 1000;
+  std::chrono::milliseconds full_recheck_{1000};
 
   std::mutex mu_;
   std::condition_variable idle_cv_;

@@ -1683,12 +1683,12 @@ TEST_F(SqliteStoreTest, OneAcknowledgementKeepsItsKeysInOneRow) {
 // inside one call; a resend of a waiting row is still found; other
 // recipients and uncapped items are not held back; an acknowledgement
 // makes room; the count survives a reopen.
-TEST_F(SqliteStoreTest, AnItemPastItsRecipientsMaxWaitingIsRefusedAndStoresNothing) {
-  std::unique_ptr<Store> store;
-  ASSERT_OK(OpenSqliteStore(path_, &store));
-  std::uint64_t alice = 0, bob = 0;
-  ASSERT_OK(store->CreateUser(User("alice"), &alice));
-  ASSERT_OK(store->CreateUser(User("bob"), &bob));
+// The opening both stores share (max_waiting 2): alice's 3rd item of one
+// call is refused, bob's is not; then a resend of her waiting k2 is found,
+// k3 again refused, an uncapped notice stored. Her seqs of k1 and k2 in
+// *first and *second.
+void ExpectTwoWaitingThenRefused(Store* store, std::uint64_t alice, std::uint64_t bob, std::uint64_t* first,
+                                 std::uint64_t* second) {
   std::vector<std::uint64_t> seqs;
   std::vector<Enqueued> how;
   ASSERT_OK(store->Enqueue({PendingItem{alice, "k1", "1", 2}, PendingItem{alice, "k2", "2", 2},
@@ -1696,17 +1696,31 @@ TEST_F(SqliteStoreTest, AnItemPastItsRecipientsMaxWaitingIsRefusedAndStoresNothi
                            &seqs, &how));
   EXPECT_EQ(how, std::vector<Enqueued>({Enqueued::kStored, Enqueued::kStored, Enqueued::kRefused, Enqueued::kStored}));
   EXPECT_EQ(seqs[2], 0u);
-  const std::uint64_t first = seqs[0];
+  *first = seqs[0];
+  *second = seqs[1];
   std::uint64_t n = 0;
   ASSERT_OK(store->CountPending(alice, &n));
   EXPECT_EQ(n, 2u);
-  // A resend of a waiting row; the refused key again; an uncapped item.
   ASSERT_OK(store->Enqueue({PendingItem{alice, "k2", "2", 2}, PendingItem{alice, "k3", "3", 2},
                             PendingItem{alice, "notice", "5"}},
                            &seqs, &how));
   EXPECT_EQ(how, std::vector<Enqueued>({Enqueued::kQueued, Enqueued::kRefused, Enqueued::kStored}));
+  EXPECT_EQ(seqs[0], *second);
   ASSERT_OK(store->CountPending(alice, &n));
   EXPECT_EQ(n, 3u);
+}
+
+TEST_F(SqliteStoreTest, AnItemPastItsRecipientsMaxWaitingIsRefusedAndStoresNothing) {
+  std::unique_ptr<Store> store;
+  ASSERT_OK(OpenSqliteStore(path_, &store));
+  std::uint64_t alice = 0, bob = 0;
+  ASSERT_OK(store->CreateUser(User("alice"), &alice));
+  ASSERT_OK(store->CreateUser(User("bob"), &bob));
+  std::uint64_t first = 0, second = 0;
+  ASSERT_NO_FATAL_FAILURE(ExpectTwoWaitingThenRefused(store.get(), alice, bob, &first, &second));
+  std::vector<std::uint64_t> seqs;
+  std::vector<Enqueued> how;
+  std::uint64_t n = 0;
   std::vector<PendingRow> rows;
   ASSERT_OK(store->FetchPending(alice, 0, 100, &rows));
   ASSERT_EQ(rows.size(), 3u);
@@ -2026,6 +2040,73 @@ class PgStoreTest : public ::testing::Test {
 
   std::string schema_;
 };
+
+// PendingItem::max_waiting on PostgreSQL, counted on every call
+// (SetWaitingRecount(1, 0)): an item past the bound is refused (seq 0,
+// nothing stored), also inside one call; a resend of a waiting row is still
+// found and one of an acknowledged row too; uncapped items and other
+// recipients are not held back; an acknowledgement makes room.
+TEST_F(PgStoreTest, AnItemPastItsRecipientsMaxWaitingIsRefusedWhenCounted) {
+  std::unique_ptr<PgStore> store;
+  ASSERT_OK(PgStore::Open(PgConninfo(schema_), PgStore::kDefaultPoolSize, &store));
+  store->SetWaitingRecount(1, 0);
+  std::uint64_t alice = 0, bob = 0;
+  ASSERT_OK(store->CreateUser(User("alice"), &alice));
+  ASSERT_OK(store->CreateUser(User("bob"), &bob));
+  std::uint64_t first = 0, second = 0;
+  ASSERT_NO_FATAL_FAILURE(ExpectTwoWaitingThenRefused(store.get(), alice, bob, &first, &second));
+  std::vector<std::uint64_t> seqs;
+  std::vector<Enqueued> how;
+  std::uint64_t n = 0;
+  // k1 acknowledged: its resend is found (kDelivered); room for one more.
+  ASSERT_OK(store->Ack(alice, {first}));
+  ASSERT_OK(store->Enqueue({PendingItem{alice, "k1", "1", 3}, PendingItem{alice, "k4", "6", 3},
+                            PendingItem{alice, "k5", "7", 3}},
+                           &seqs, &how));
+  EXPECT_EQ(how, std::vector<Enqueued>({Enqueued::kDelivered, Enqueued::kStored, Enqueued::kRefused}));
+  EXPECT_EQ(seqs[0], first);
+  ASSERT_OK(store->CountPending(alice, &n));
+  EXPECT_EQ(n, 3u);
+  // Bytes: 3 waiting ("2", "5", "6"); a 2-byte item passes a bound of 4.
+  PendingItem big{bob, "b", "xx"};
+  big.max_waiting_bytes = 4;
+  ASSERT_OK(store->Enqueue({big}, &seqs, &how));
+  EXPECT_EQ(how, std::vector<Enqueued>({Enqueued::kStored}));  // bob: "4" + "xx" = 3 bytes
+  big.dedupe_key = "c";
+  ASSERT_OK(store->Enqueue({big}, &seqs, &how));
+  EXPECT_EQ(how, std::vector<Enqueued>({Enqueued::kRefused}));  // 3 + 2 > 4
+}
+
+// With the default slack a recipient's rows are counted once every
+// `every` capped items: until then items are stored past the bound, and
+// once counted full, refused without counting again until the recheck.
+TEST_F(PgStoreTest, TheWaitingBoundHoldsWithinItsRecountSlack) {
+  std::unique_ptr<PgStore> store;
+  ASSERT_OK(PgStore::Open(PgConninfo(schema_), PgStore::kDefaultPoolSize, &store));
+  store->SetWaitingRecount(4, 60'000);
+  std::uint64_t alice = 0;
+  ASSERT_OK(store->CreateUser(User("alice"), &alice));
+  std::vector<std::uint64_t> seqs;
+  std::vector<Enqueued> how;
+  for (int i = 0; i < 3; ++i) {  // 3 items since the last count: not counted yet
+    ASSERT_OK(store->Enqueue({PendingItem{alice, "k" + std::to_string(i), "p", 1}}, &seqs, &how));
+    EXPECT_EQ(how, std::vector<Enqueued>({Enqueued::kStored})) << i;
+  }
+  // The 4th is due: counted, 3 waiting >= 1, refused; the mailbox is full.
+  ASSERT_OK(store->Enqueue({PendingItem{alice, "k3", "p", 1}}, &seqs, &how));
+  EXPECT_EQ(how, std::vector<Enqueued>({Enqueued::kRefused}));
+  // Acknowledged, but the store does not count again before the recheck.
+  std::vector<PendingRow> rows;
+  ASSERT_OK(store->FetchPending(alice, 0, 10, &rows));
+  ASSERT_EQ(rows.size(), 3u);
+  ASSERT_OK(store->Ack(alice, {rows[0].seq, rows[1].seq, rows[2].seq}));
+  ASSERT_OK(store->Enqueue({PendingItem{alice, "k4", "p", 1}}, &seqs, &how));
+  EXPECT_EQ(how, std::vector<Enqueued>({Enqueued::kRefused}));
+  // Rechecking at once: counted, room again.
+  store->SetWaitingRecount(4, 0);
+  ASSERT_OK(store->Enqueue({PendingItem{alice, "k4", "p", 1}}, &seqs, &how));
+  EXPECT_EQ(how, std::vector<Enqueued>({Enqueued::kStored}));
+}
 
 TEST_F(PgStoreTest, ConcurrentCreateUserThroughTwoStoresGetsDistinctIds) {
   constexpr int kStores = 2;
