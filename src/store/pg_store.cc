@@ -9,7 +9,7 @@
 #include <functional>
 #include <iterator>
 #include <limits>
-#include <set>
+#include <map>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -1428,7 +1428,8 @@ Status PgStore::RefusedItems(const std::vector<PendingItem>& items, std::vector<
     for (std::size_t k = 0; k < at.size(); ++k) known[at[k]] = waiting[k] != 0 || acked[k] != 0;
   }
   std::unordered_map<std::uint64_t, bool> now_full;
-  std::set<std::pair<std::uint64_t, std::string>> seen;  // keys earlier in this call
+  // Keys decided earlier in this call: a repeat gets the same answer.
+  std::map<std::pair<std::uint64_t, std::string>, bool> decided;
   for (std::size_t i = 0; i < items.size(); ++i) {
     const PendingItem& item = items[i];
     if (item.max_waiting == 0 && item.max_waiting_bytes == 0) continue;
@@ -1438,16 +1439,27 @@ Status PgStore::RefusedItems(const std::vector<PendingItem>& items, std::vector<
     }
     auto it = counted.find(item.recipient);
     if (it == counted.end()) continue;  // not due: stored, counted later
-    if (known[i] || !seen.emplace(item.recipient, item.dedupe_key).second) continue;
+    if (known[i]) continue;
+    auto [key, first] = decided.try_emplace({item.recipient, item.dedupe_key}, false);
+    if (!first) {
+      (*refused)[i] = key->second;
+      continue;
+    }
     auto& [rows, bytes] = it->second;
     if ((item.max_waiting != 0 && rows >= item.max_waiting) ||
         (item.max_waiting_bytes != 0 && bytes + item.payload.size() > item.max_waiting_bytes)) {
       (*refused)[i] = true;
+      key->second = true;
       now_full[item.recipient] = true;
       continue;
     }
     ++rows;
     bytes += item.payload.size();
+    // At its bound now: full until the next count, like a refusal.
+    if ((item.max_waiting != 0 && rows >= item.max_waiting) ||
+        (item.max_waiting_bytes != 0 && bytes >= item.max_waiting_bytes)) {
+      now_full[item.recipient] = true;
+    }
   }
   std::lock_guard<std::mutex> lock(waiting_mu_);
   for (std::uint64_t u : due) {

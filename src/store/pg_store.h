@@ -83,14 +83,15 @@
 //    store counts a recipient's waiting rows and bytes (one query, for
 //    every recipient of the call that is due) only once every
 //    SetWaitingRecount().every capped items it stored for them, and while a
-//    recipient is full, refuses its capped items without counting again for
-//    full_recheck_ms. Between counts items are stored, so a mailbox can
+//    recipient is full (at or past a bound when last counted), refuses its
+//    capped items without counting again for full_recheck_ms. Between counts items are stored, so a mailbox can
 //    pass its bound by up to `every` rows per server writing to it (a
 //    counter row updated by every insert and ack would be exact, at a cost
 //    on every DM). Within a counted call, an item that would pass a bound is
 //    Enqueued::kRefused (seq 0, nothing stored), unless its key is waiting
 //    (kQueued) or was acknowledged (kDelivered), as on SqliteStore; such
-//    resends, and a key repeated within the call, add no row to the count.
+//    resends add no row to the count, and a key repeated within the call
+//    gets its first occurrence's answer.
 //  - Text values (names, password hashes, dedupe keys) are PostgreSQL TEXT:
 //    they must be valid in the database encoding and contain no NUL byte;
 //    otherwise the call fails with kIOError.

@@ -2067,6 +2067,11 @@ TEST_F(PgStoreTest, AnItemPastItsRecipientsMaxWaitingIsRefusedWhenCounted) {
   EXPECT_EQ(seqs[0], first);
   ASSERT_OK(store->CountPending(alice, &n));
   EXPECT_EQ(n, 3u);
+  // A refused key repeated in the same call is refused again, not stored.
+  ASSERT_OK(store->Enqueue({PendingItem{alice, "k6", "8", 3}, PendingItem{alice, "k6", "8", 3}}, &seqs, &how));
+  EXPECT_EQ(how, std::vector<Enqueued>({Enqueued::kRefused, Enqueued::kRefused}));
+  ASSERT_OK(store->CountPending(alice, &n));
+  EXPECT_EQ(n, 3u);
   // Bytes: 3 waiting ("2", "5", "6"); a 2-byte item passes a bound of 4.
   PendingItem big{bob, "b", "xx"};
   big.max_waiting_bytes = 4;
@@ -2106,6 +2111,11 @@ TEST_F(PgStoreTest, TheWaitingBoundHoldsWithinItsRecountSlack) {
   store->SetWaitingRecount(4, 0);
   ASSERT_OK(store->Enqueue({PendingItem{alice, "k4", "p", 1}}, &seqs, &how));
   EXPECT_EQ(how, std::vector<Enqueued>({Enqueued::kStored}));
+  // That count left her mailbox at its bound: full, so the next item is
+  // refused without waiting for the next count.
+  store->SetWaitingRecount(4, 60'000);
+  ASSERT_OK(store->Enqueue({PendingItem{alice, "k5", "p", 1}}, &seqs, &how));
+  EXPECT_EQ(how, std::vector<Enqueued>({Enqueued::kRefused}));
 }
 
 TEST_F(PgStoreTest, ConcurrentCreateUserThroughTwoStoresGetsDistinctIds) {
