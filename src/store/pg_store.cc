@@ -1380,28 +1380,26 @@ Status PgStore::FindKeys(const std::vector<PendingItem>& items, const std::vecto
 
 Status PgStore::RefusedItems(const std::vector<PendingItem>& items, std::vector<bool>* refused) {
   refused->assign(items.size(), false);
-  // Capped items per recipient in this call, and which recipients to count.
-  std::unordered_map<std::uint64_t, std::uint32_t> capped;
-  for (const PendingItem& item : items) {
-    if (item.max_waiting != 0 || item.max_waiting_bytes != 0) ++capped[item.recipient];
-  }
-  if (capped.empty()) return Status::OK();
+  auto is_capped = [](const PendingItem& item) { return item.max_waiting != 0 || item.max_waiting_bytes != 0; };
+  if (std::none_of(items.begin(), items.end(), is_capped)) return Status::OK();
+  // Which recipients to count (due) and which are full, item by item.
   const auto now = std::chrono::steady_clock::now();
   std::vector<std::uint64_t> due;
   std::unordered_map<std::uint64_t, bool> full;  // not due, and full when last counted
   {
     std::lock_guard<std::mutex> lock(waiting_mu_);
-    for (const auto& [recipient, n] : capped) {
-      Waiting& w = waiting_[recipient];
+    for (const PendingItem& item : items) {
+      if (!is_capped(item)) continue;
+      Waiting& w = waiting_[item.recipient];
       if (w.full && now - w.counted < full_recheck_) {
-        full[recipient] = true;
-      } else if (w.full || w.since_count + n >= recount_every_) {
-        due.push_back(recipient);
-      } else {
-        w.since_count += n;
+        full[item.recipient] = true;
+      } else if (w.full || ++w.since_count >= recount_every_) {
+        due.push_back(item.recipient);
       }
     }
   }
+  std::sort(due.begin(), due.end());
+  due.erase(std::unique(due.begin(), due.end()), due.end());
   // Exact rows and bytes waiting for the recipients that are due.
   std::unordered_map<std::uint64_t, std::pair<std::uint64_t, std::uint64_t>> counted;
   if (!due.empty()) {
