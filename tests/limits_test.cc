@@ -516,7 +516,13 @@ TEST_F(LimitsTest, FdExhaustionLeavesLoggedInUsersServed) {
   std::cout << "[ measured ] of 200 flood connections " << open << " were accepted (" << hello_deadline
             << " already closed at their Hello deadline), " << refused << " refused: " << message << std::endl;
   EXPECT_NE(message.find("limit of 96 connections"), std::string::npos) << message;
-  EXPECT_EQ(open + 2, 96);  // alice and bob hold the other two
+  // alice and bob hold the other two of the 96 slots. A flood connection
+  // closed at its Hello deadline during the flood frees its slot, and a later
+  // one of the flood may take it (a CI run under TSan counted 95 + 2, one of
+  // them closed at the deadline). So every slot was filled, and the server
+  // held at most 96 at once: only slots freed that way are counted twice.
+  EXPECT_GE(open + 2, 96);
+  EXPECT_LE(open + 2 - hello_deadline, 96);
 
   for (int i = 0; i < 3; ++i) {
     const auto t = Clock::now();
