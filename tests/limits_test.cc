@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "harness/cluster.h"
 #include "harness/fastchat.h"
 #include "harness/metrics_scrape.h"
 #include "harness/raw_conn.h"
@@ -803,25 +804,24 @@ TEST_F(LimitsTest, SendsPerUserAreLimitedOthersSendOn) {
   EXPECT_TRUE(r.has_ok()) << Describe(r);
 }
 
-// A recipient who never acknowledges holds at most --max-waiting-per-user
-// rows: a direct message past it is refused LIMIT_REACHED and stored
-// nowhere; a resend of a message already waiting is still answered Ok; once
-// the recipient acknowledges, messages are taken again.
-TEST_F(LimitsTest, AFullMailboxRefusesDirectMessagesUntilTheRecipientAcknowledges) {
-  Start({"--max-waiting-per-user", "3", "--sends-per-second", "0"});
-  LegitPair p(port());
-  // b has one row waiting already: a's friend request (b never acknowledged it).
+// The start of the full-mailbox tests below: b (bound 3) has one row
+// waiting already, a's friend request (b never acknowledged it); a's
+// messages 1 and 2 are taken, 3 is refused LIMIT_REACHED.
+void FillAndExpectTheNextRefused(LegitPair& p) {
   ASSERT_TRUE(p.a().Request(Dm(p.b_name(), 'm', 1)).has_ok());
   ASSERT_TRUE(p.a().Request(Dm(p.b_name(), 'm', 2)).has_ok());
   wire::Envelope r = p.a().Request(Dm(p.b_name(), 'm', 3));
   EXPECT_EQ(ErrorName(r), "LIMIT_REACHED") << Describe(r);
   EXPECT_NE(r.error().message().find("the most undelivered messages this server keeps"), std::string::npos)
       << Describe(r);
-  r = p.a().Request(Dm(p.b_name(), 'm', 2));  // a resend of a waiting message
-  EXPECT_TRUE(r.has_ok()) << Describe(r);
+}
 
-  // b got the friend request and messages 1 and 2 (2 perhaps twice: the
-  // resend is routed again), never 3.
+// The end of the full-mailbox tests below: b (bound 3) has a's friend
+// request and messages 1 and 2 waiting, and message 3 was refused. b got
+// 1 and 2 (2 perhaps twice: a resend is routed again), never 3; once b
+// acknowledges them, 3 is taken (after the acknowledgement commits) and
+// delivered.
+void ExpectTakenAgainOnceAcknowledged(LegitPair& p) {
   std::vector<std::uint64_t> seqs;
   std::set<int> got;
   wire::Envelope env;
@@ -838,7 +838,6 @@ TEST_F(LimitsTest, AFullMailboxRefusesDirectMessagesUntilTheRecipientAcknowledge
   wire::Envelope ack;
   for (std::uint64_t seq : seqs) ack.mutable_ack()->add_seqs(seq);
   ASSERT_TRUE(p.b().Send(ack));
-  // Taken again once the acknowledgement has committed.
   EXPECT_TRUE(Eventually([&] { return p.a().Request(Dm(p.b_name(), 'm', 3)).has_ok(); }, Millis(10000)));
   bool third = false;
   while (!third && p.b().Receive(&env, Millis(5000)) == RawConn::Recv::kOk) {
@@ -847,6 +846,44 @@ TEST_F(LimitsTest, AFullMailboxRefusesDirectMessagesUntilTheRecipientAcknowledge
             ev.direct().msg_id()[0] == 3;
   }
   EXPECT_TRUE(third);
+}
+
+// A recipient who never acknowledges holds at most --max-waiting-per-user
+// rows: a direct message past it is refused LIMIT_REACHED and stored
+// nowhere; a resend of a message already waiting is still answered Ok; once
+// the recipient acknowledges, messages are taken again.
+TEST_F(LimitsTest, AFullMailboxRefusesDirectMessagesUntilTheRecipientAcknowledges) {
+  Start({"--max-waiting-per-user", "3", "--sends-per-second", "0"});
+  LegitPair p(port());
+  FillAndExpectTheNextRefused(p);
+  wire::Envelope r = p.a().Request(Dm(p.b_name(), 'm', 2));  // a resend of a waiting message
+  EXPECT_TRUE(r.has_ok()) << Describe(r);
+  ExpectTakenAgainOnceAcknowledged(p);
+}
+
+// The same bound on PostgreSQL (the cluster store), counted on every
+// message (--pg-waiting-recount 1: no slack): past it a direct message is
+// LIMIT_REACHED and stored nowhere; a resend of a waiting message is
+// answered Ok once the full mark has passed (until then, up to a second
+// after the count that found the mailbox full, it is refused with the
+// rest); once the recipient acknowledges, messages are taken again. The default recount (every
+// 1,000 messages per server) is PgStoreTest.TheWaitingBoundHoldsWithinItsRecountSlack.
+TEST_F(LimitsTest, OnPostgresAFullMailboxRefusesDirectMessagesUntilTheRecipientAcknowledges) {
+  RequirePostgresEnvironment();
+  PgSchema schema;
+  ServerOptions o;
+  o.extra_args = {"--pg", schema.Conninfo(), "--pg-waiting-recount", "1"};
+  Start({"--max-waiting-per-user", "3", "--sends-per-second", "0"}, o);
+  LegitPair p(port());
+  FillAndExpectTheNextRefused(p);
+  // A resend of a waiting message: Ok once the full mark (1 s) has passed.
+  EXPECT_TRUE(Eventually([&] { return p.a().Request(Dm(p.b_name(), 'm', 2)).has_ok(); }, Millis(10000)));
+  // b's mailbox holds the request and messages 1 and 2, nothing more.
+  EXPECT_EQ(schema.Query("SELECT count(*) FROM pending JOIN users ON users.id = pending.recipient WHERE users.name = '" +
+                         p.b_name() + "'"),
+            std::vector<std::string>{"3"});
+
+  ExpectTakenAgainOnceAcknowledged(p);
 }
 
 // The bytes bound: with room for no message at all, a direct message is

@@ -283,7 +283,13 @@ class Store {
 // other connection can open the file while the store is open.
 Status OpenSqliteStore(const std::string& path, std::unique_ptr<Store>* out, bool exclusive = false);
 
-// Opens a PostgreSQL store (libpq conninfo or URI), creating/migrating the schema.
-Status OpenPgStore(const std::string& conninfo, std::unique_ptr<Store>* out);
+// Opens a PostgreSQL store (libpq conninfo or URI), creating/migrating the
+// schema. `waiting_recount_every`: the store counts a recipient's waiting
+// rows for PendingItem::max_waiting(_bytes) once every that many capped
+// items it stores for them (at least 1; 1 counts every one, exactly), so a
+// mailbox may pass its bound by up to that many rows per server between
+// counts (PgStore::SetWaitingRecount).
+Status OpenPgStore(const std::string& conninfo, std::unique_ptr<Store>* out,
+                   std::uint32_t waiting_recount_every = 1000);
 
 }  // namespace fastchat

@@ -91,7 +91,7 @@ void AddLimitFlags(CLI::App& app, Limits* l) {
   AddCount(app, "--max-waiting-per-user", &l->max_waiting_per_user,
            "messages and image chunks one user may have waiting in the store (delivered or not, not yet "
            "acknowledged); more are answered LIMIT_REACHED (0 = no limit; on PostgreSQL counted once every "
-           "1,000 messages per user and server)");
+           "--pg-waiting-recount messages per user and server)");
   AddCount(app, "--max-waiting-bytes-per-user", &l->max_waiting_bytes_per_user,
            "bytes of such messages one user may have waiting; more are answered LIMIT_REACHED (0 = no limit; "
            "on PostgreSQL counted as above)");

@@ -57,6 +57,13 @@ int main(int argc, char** argv) {
   app.add_option("--pg", pg,
                  "use PostgreSQL instead of SQLite: a libpq connection string or postgresql:// URI "
                  "(the cluster store; servers of one cluster share it)");
+  std::uint32_t pg_waiting_recount = 1000;
+  app.add_option("--pg-waiting-recount", pg_waiting_recount,
+                 "with --pg: count a user's waiting messages for --max-waiting-per-user(-bytes) once every N "
+                 "messages this server stores for them; between counts a mailbox may pass its bound by up to N "
+                 "per server (1 = exact: a count query per message)")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 1000000u));
   app.add_option("--server-id", config.server_id, "this server's name in the cluster and in HelloOk")
       ->capture_default_str();
   app.add_option("--pwhash", pwhash,
@@ -191,7 +198,7 @@ int main(int argc, char** argv) {
   std::string store_name;
   if (!pg.empty()) {
     store_name = "PostgreSQL";
-    st = fastchat::OpenPgStore(pg, &store);
+    st = fastchat::OpenPgStore(pg, &store, pg_waiting_recount);
   } else {
     store_name = config.db_path;
     st = fastchat::MakePrivateDirs(std::filesystem::path(config.db_path).parent_path().string());

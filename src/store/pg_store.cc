@@ -1990,10 +1990,11 @@ Status PgStore::LoadDirectory(DirectoryState* out) {
 
 // ---- factory (declared in fastchat/store.h)
 
-Status OpenPgStore(const std::string& conninfo, std::unique_ptr<Store>* out) {
+Status OpenPgStore(const std::string& conninfo, std::unique_ptr<Store>* out, std::uint32_t waiting_recount_every) {
   std::unique_ptr<PgStore> store;
   Status s = PgStore::Open(conninfo, PgStore::kDefaultPoolSize, &store);
   if (!s.ok()) return s;
+  store->SetWaitingRecount(waiting_recount_every, PgStore::kDefaultFullRecheckMs);
   *out = std::move(store);
   return Status::OK();
 }

@@ -114,6 +114,9 @@ namespace fastchat {
 class PgStore final : public Store {
  public:
   static constexpr int kDefaultPoolSize = 4;
+  // SetWaitingRecount's defaults (see there).
+  static constexpr std::uint32_t kDefaultRecountEvery = 1000;
+  static constexpr std::uint32_t kDefaultFullRecheckMs = 1000;
 
   // Connects to `conninfo` (a libpq keyword/value string or a postgresql://
   // URI; empty means "from the PG* environment variables"), brings the
@@ -255,8 +258,8 @@ class PgStore final : public Store {
   };
   std::mutex waiting_mu_;
   std::unordered_map<std::uint64_t, Waiting> waiting_;
-  std::uint32_t recount_every_ = 1000;
-  std::chrono::milliseconds full_recheck_{1000};
+  std::uint32_t recount_every_ = kDefaultRecountEvery;
+  std::chrono::milliseconds full_recheck_{kDefaultFullRecheckMs};
 
   std::mutex mu_;
   std::condition_variable idle_cv_;
