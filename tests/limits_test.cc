@@ -866,8 +866,9 @@ TEST_F(LimitsTest, AFullMailboxRefusesDirectMessagesUntilTheRecipientAcknowledge
 // LIMIT_REACHED and stored nowhere; a resend of a waiting message is
 // answered Ok once the full mark has passed (until then, up to a second
 // after the count that found the mailbox full, it is refused with the
-// rest); once the recipient acknowledges, messages are taken again. The default recount (every
-// 1,000 messages per server) is PgStoreTest.TheWaitingBoundHoldsWithinItsRecountSlack.
+// rest); once the recipient acknowledges, messages are taken again. The
+// default recount (every 1,000 messages per server) is tested at the
+// store: PgStoreTest.TheWaitingBoundHoldsWithinItsRecountSlack.
 TEST_F(LimitsTest, OnPostgresAFullMailboxRefusesDirectMessagesUntilTheRecipientAcknowledges) {
   RequirePostgresEnvironment();
   PgSchema schema;

@@ -289,7 +289,8 @@ Status OpenSqliteStore(const std::string& path, std::unique_ptr<Store>* out, boo
 // items it stores for them (at least 1; 1 counts every one, exactly), so a
 // mailbox may pass its bound by up to that many rows per server between
 // counts (PgStore::SetWaitingRecount).
+inline constexpr std::uint32_t kDefaultWaitingRecount = 1000;
 Status OpenPgStore(const std::string& conninfo, std::unique_ptr<Store>* out,
-                   std::uint32_t waiting_recount_every = 1000);
+                   std::uint32_t waiting_recount_every = kDefaultWaitingRecount);
 
 }  // namespace fastchat

@@ -57,7 +57,7 @@ int main(int argc, char** argv) {
   app.add_option("--pg", pg,
                  "use PostgreSQL instead of SQLite: a libpq connection string or postgresql:// URI "
                  "(the cluster store; servers of one cluster share it)");
-  std::uint32_t pg_waiting_recount = 1000;
+  std::uint32_t pg_waiting_recount = fastchat::kDefaultWaitingRecount;
   app.add_option("--pg-waiting-recount", pg_waiting_recount,
                  "with --pg: count a user's waiting messages for --max-waiting-per-user(-bytes) once every N "
                  "messages this server stores for them; between counts a mailbox may pass its bound by up to N "

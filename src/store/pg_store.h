@@ -115,7 +115,7 @@ class PgStore final : public Store {
  public:
   static constexpr int kDefaultPoolSize = 4;
   // SetWaitingRecount's defaults (see there).
-  static constexpr std::uint32_t kDefaultRecountEvery = 1000;
+  static constexpr std::uint32_t kDefaultRecountEvery = kDefaultWaitingRecount;
   static constexpr std::uint32_t kDefaultFullRecheckMs = 1000;
 
   // Connects to `conninfo` (a libpq keyword/value string or a postgresql://
