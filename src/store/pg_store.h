@@ -114,8 +114,8 @@ namespace fastchat {
 class PgStore final : public Store {
  public:
   static constexpr int kDefaultPoolSize = 4;
-  // SetWaitingRecount's defaults (see there).
-  static constexpr std::uint32_t kDefaultRecountEvery = kDefaultWaitingRecount;
+  // SetWaitingRecount's default full_recheck_ms (its default `every` is
+  // kDefaultWaitingRecount, fastchat/store.h).
   static constexpr std::uint32_t kDefaultFullRecheckMs = 1000;
 
   // Connects to `conninfo` (a libpq keyword/value string or a postgresql://
@@ -258,7 +258,7 @@ class PgStore final : public Store {
   };
   std::mutex waiting_mu_;
   std::unordered_map<std::uint64_t, Waiting> waiting_;
-  std::uint32_t recount_every_ = kDefaultRecountEvery;
+  std::uint32_t recount_every_ = kDefaultWaitingRecount;
   std::chrono::milliseconds full_recheck_{kDefaultFullRecheckMs};
 
   std::mutex mu_;
