@@ -110,6 +110,74 @@ BENCHMARK(BM_SqliteEnqueueThenAck)
     ->Args({1000, 16})
     ->Unit(benchmark::kMicrosecond);
 
+// The drain at login, as the store thread pays for its acknowledgements:
+// a backlog of range(0) rows waits, spread round-robin over 1000 recipients
+// (as offline senders leave them: one recipient's rows far apart in the
+// table). One iteration is one AckMany, committed, naming 20 consecutive
+// rows of each of 50 recipients (their oldest), as a batch of the
+// acknowledgements of 50 draining sessions; then, untimed, as many new rows
+// are enqueued so the backlog keeps its size. CPU time per item is the
+// store's cost per acknowledged row.
+void BM_SqliteAckDrain(benchmark::State& state) {
+  Fixture f(1000);
+  const std::size_t backlog = static_cast<std::size_t>(state.range(0));
+  const std::string payload(200, 'p');
+  std::uint64_t counter = 0;
+  std::size_t next_recipient = 0;
+  std::vector<std::deque<std::uint64_t>> waiting(f.users.size());  // seqs per recipient, oldest first
+  std::vector<PendingItem> items;
+  std::vector<std::uint64_t> seqs;
+  auto enqueue = [&](std::size_t n) {
+    bool ok = f.store->BeginBatch().ok();
+    for (std::size_t from = 0; ok && from < n; from += f.store->MaxMergedEnqueue()) {
+      items.resize(std::min(n - from, f.store->MaxMergedEnqueue()));
+      std::vector<std::size_t> who(items.size());
+      for (std::size_t i = 0; i < items.size(); ++i) {
+        who[i] = next_recipient++ % f.users.size();
+        items[i].recipient = f.users[who[i]];
+        items[i].dedupe_key = "d/1/" + std::to_string(++counter) + "/0";
+        items[i].payload = payload;
+      }
+      ok = f.store->Enqueue(items, &seqs, nullptr).ok();
+      for (std::size_t i = 0; ok && i < items.size(); ++i) waiting[who[i]].push_back(seqs[i]);
+    }
+    return ok && f.store->CommitBatch().ok();
+  };
+  if (!enqueue(backlog)) {
+    state.SkipWithError("enqueue failed");
+    return;
+  }
+  std::size_t next_drainer = 0;
+  std::int64_t acked = 0;
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> acks;
+  for (auto _ : state) {
+    state.PauseTiming();
+    acks.clear();
+    for (int r = 0; r < 50; ++r) {
+      const std::size_t u = next_drainer++ % f.users.size();
+      for (int k = 0; k < 20 && !waiting[u].empty(); ++k) {
+        acks.emplace_back(f.users[u], waiting[u].front());
+        waiting[u].pop_front();
+      }
+    }
+    acked += static_cast<std::int64_t>(acks.size());
+    state.ResumeTiming();
+    if (!f.store->BeginBatch().ok() || !f.store->AckMany(acks).ok() || !f.store->CommitBatch().ok()) {
+      state.SkipWithError("ack failed");
+      break;
+    }
+    state.PauseTiming();
+    const bool ok = enqueue(acks.size());
+    state.ResumeTiming();
+    if (!ok) {
+      state.SkipWithError("enqueue failed");
+      break;
+    }
+  }
+  state.SetItemsProcessed(acked);
+}
+BENCHMARK(BM_SqliteAckDrain)->Arg(200000)->Unit(benchmark::kMicrosecond);
+
 }  // namespace
 
 BENCHMARK_MAIN();

@@ -65,6 +65,14 @@ bool PendingIndex::Remove(std::uint64_t recipient, std::uint64_t seq, std::uint6
   return true;
 }
 
+bool PendingIndex::Holds(std::uint64_t recipient, std::uint64_t seq) const {
+  auto it = queues_.find(recipient);
+  if (it == queues_.end()) return false;
+  const Queue& q = it->second;
+  const std::size_t at = LowerBound(q.seqs, q.head, seq);
+  return at < q.seqs.size() && q.seqs[at] == seq;  // a removed entry has kDead set
+}
+
 void PendingIndex::Candidates(std::uint64_t hash, std::vector<std::uint64_t>* seqs) const {
   if (slots_.empty()) return;
   const std::size_t mask = slots_.size() - 1;

@@ -30,7 +30,8 @@
 //    over 1,000 and 100,000 recipients). A queue that empties is freed, and
 //    the hash table shrinks as it empties.
 //  - Cost: Add of a seq above the recipient's others, Candidates and Remove
-//    are O(1) amortised (Remove also a binary search in its queue).
+//    are O(1) amortised (Remove also a binary search in its queue); Holds
+//    is a binary search in the recipient's queue.
 //
 // Not thread-safe (SqliteStore is used by one thread at a time).
 #pragma once
@@ -50,6 +51,8 @@ class PendingIndex {
   // Forgets row `seq` and its `bytes`; false (and no change) if it was not
   // noted with this recipient and hash.
   bool Remove(std::uint64_t recipient, std::uint64_t seq, std::uint64_t hash, std::uint64_t bytes = 0);
+  // Whether row `seq` is noted as `recipient`'s (and not removed).
+  bool Holds(std::uint64_t recipient, std::uint64_t seq) const;
   // Appends to `seqs` the rows that may hold a key with hash `hash`.
   void Candidates(std::uint64_t hash, std::vector<std::uint64_t>* seqs) const;
   // Appends to `seqs` up to `limit` of `recipient`'s seqs above

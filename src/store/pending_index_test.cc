@@ -77,7 +77,12 @@ TEST(PendingIndexTest, RemoveTakesOnlyWhatWasAddedAndOnlyOnce) {
   EXPECT_FALSE(index.Remove(5, 100, h + 1));
   EXPECT_FALSE(index.Remove(5, 101, h));
   EXPECT_EQ(index.CountOf(5), 1u);
+  EXPECT_TRUE(index.Holds(5, 100));
+  EXPECT_FALSE(index.Holds(6, 100));
+  EXPECT_FALSE(index.Holds(5, 101));
+  EXPECT_FALSE(index.Holds(5, 100 | (std::uint64_t{1} << 63)));
   EXPECT_TRUE(index.Remove(5, 100, h));
+  EXPECT_FALSE(index.Holds(5, 100));
   EXPECT_FALSE(index.Remove(5, 100, h));
   EXPECT_EQ(index.CountOf(5), 0u);
   EXPECT_EQ(index.size(), 0u);
@@ -161,8 +166,15 @@ TEST(PendingIndexTest, AgreesWithAPlainModelThroughRandomOperations) {
         ASSERT_EQ(After(index, r, 0), want) << step << " recipient " << r;
         ASSERT_EQ(index.CountOf(r), want.size());
       }
-      for (const auto& [seq, rh] : rows) ASSERT_TRUE(Names(index, rh.second, seq)) << step << " seq " << seq;
-      for (const auto& [recipient, seq] : removed) ASSERT_FALSE(Names(index, hash_of(recipient, seq), seq));
+      for (const auto& [seq, rh] : rows) {
+        ASSERT_TRUE(Names(index, rh.second, seq)) << step << " seq " << seq;
+        ASSERT_TRUE(index.Holds(rh.first, seq)) << step << " seq " << seq;
+        ASSERT_FALSE(index.Holds(rh.first + 1, seq)) << step << " seq " << seq;
+      }
+      for (const auto& [recipient, seq] : removed) {
+        ASSERT_FALSE(Names(index, hash_of(recipient, seq), seq));
+        ASSERT_FALSE(index.Holds(recipient, seq));
+      }
     }
   }
   // Empty it: everything goes, and the table shrinks back.

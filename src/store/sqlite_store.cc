@@ -266,15 +266,13 @@ constexpr const char* kSql[] = {
     "  AND (c.until_seq IS NULL OR l.seq <= c.until_seq)"
     " WHERE c.user_id = ?1 AND l.sender != ?1"
     " ORDER BY 1 LIMIT ?3",
-    // kAckedRows, kDeletePending: ?1 is a JSON object {"seq": recipient,
-    // ...}, the rows to acknowledge (one statement each for a whole
-    // acknowledgement, not one per row; keys and values are read as they
-    // are, no JSON text is parsed per row). The first reads the rows (for
-    // their keys, kept in one acked_batches row), the second deletes them.
-    "SELECT p.seq, p.recipient, p.dedupe_key, length(p.payload) FROM json_each(?1) a"
-    " JOIN pending p ON p.seq = CAST(a.key AS INTEGER) AND p.recipient = a.value",
-    "DELETE FROM pending WHERE seq IN (SELECT p.seq FROM json_each(?1) a"
-    " JOIN pending p ON p.seq = CAST(a.key AS INTEGER) AND p.recipient = a.value)",
+    // kDeletePending: ?1 is a JSON array of seqs, the rows to acknowledge,
+    // each checked against the index in memory first (it is the
+    // acknowledging recipient's). One statement for a whole acknowledgement,
+    // not one per row, and one B-tree search per row: the rows it returns
+    // give their keys (kept in acked_batches rows) as they are deleted.
+    "DELETE FROM pending WHERE seq IN (SELECT value FROM json_each(?1))"
+    " RETURNING seq, recipient, dedupe_key, length(payload)",
     // kPendingPayload
     "SELECT payload FROM pending WHERE seq = ?1 AND recipient = ?2",
     // kPendingRows: for the index in memory
@@ -1272,33 +1270,37 @@ Status SqliteStore::FetchPending(std::uint64_t recipient, std::uint64_t after_se
 
 Status SqliteStore::AckRows(const std::vector<std::pair<std::uint64_t, std::uint64_t>>& recipient_seqs,
                             const char* context) {
-  std::string pairs = "{";
-  for (const auto& [recipient, seq] : recipient_seqs) {
-    if (pairs.size() > 1) pairs += ',';
-    // Ids above INT64_MAX match no row, as BindId has them.
-    pairs += '"' + std::to_string(static_cast<sqlite3_int64>(seq)) + "\":" +
-             std::to_string(static_cast<sqlite3_int64>(recipient));
-  }
-  pairs += '}';
   const std::uint64_t expires_ms = DedupeKeyExpiryMs();
   return InTransaction([&]() -> Status {
     if (Status ss = SyncIndexes(); !ss.ok()) return ss;
+    // Only rows the index holds as their acknowledger's are deleted: a seq
+    // of someone else's row, or of none, is left out here.
+    std::string seqs = "[";
+    for (const auto& [recipient, seq] : recipient_seqs) {
+      if (!pending_.Holds(recipient, seq)) continue;
+      if (seqs.size() > 1) seqs += ',';
+      seqs += std::to_string(seq);  // held seqs are below 2^63
+    }
+    if (seqs.size() == 1) return Status::OK();
+    seqs += ']';
     // The rows' keys, into acked_batches rows of at most kMaxKeysPerRow (a
-    // row named twice counts once: the index no longer has it the second
-    // time). acked_ends_[k] is where record k ends in `keys`.
+    // seq named twice is one row, deleted and returned once).
+    // acked_ends_[k] is where record k ends in `keys`.
     std::string keys;
     acked_hashes_.clear();
     acked_ends_.clear();
     {
-      Statement st(stmts_[kAckedRows]);
-      st.BindText(1, pairs);
+      Statement st(stmts_[kDeletePending]);
+      st.BindText(1, seqs);
       int rc;
       while ((rc = st.Step()) == SQLITE_ROW) {
         const std::uint64_t seq = st.ColumnId(0);
         const std::uint64_t recipient = st.ColumnId(1);
         const std::string_view key = st.ColumnTextView(2);
         const std::uint64_t hash = DedupeKeyHash(recipient, key);
-        if (!IndexRemove(recipient, seq, hash, st.ColumnId(3))) continue;
+        if (!IndexRemove(recipient, seq, hash, st.ColumnId(3))) {
+          return Status(Code::kIOError, std::string(context) + ": a deleted row's key is not the index's");
+        }
         AppendAckedRecord(&keys, recipient, seq, key);
         acked_hashes_.push_back(hash);
         acked_ends_.push_back(keys.size());
@@ -1320,11 +1322,6 @@ Status SqliteStore::AckRows(const std::vector<std::pair<std::uint64_t, std::uint
       if (st.Step() != SQLITE_DONE) return IOError(context);
     }
     next_acked_id_ = id - 1;
-    {
-      Statement st(stmts_[kDeletePending]);
-      st.BindText(1, pairs);
-      if (st.Step() != SQLITE_DONE) return IOError(context);
-    }
     for (std::size_t k = 0; k < acked_hashes_.size(); ++k) {
       acked_.Add(acked_hashes_[k], first_id + k / kMaxKeysPerRow, expires_ms);
     }

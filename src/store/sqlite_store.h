@@ -149,7 +149,6 @@ class SqliteStore final : public Store {
     kPendingHasKey,
     kAckedBatch,
     kFetchGroupRows,
-    kAckedRows,
     kDeletePending,
     kPendingPayload,
     kPendingRows,

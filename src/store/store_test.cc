@@ -1205,6 +1205,13 @@ TEST_P(StoreTest, AckManyDeletesEachNamedRowOfEachRecipient) {
   ASSERT_OK(store_->AckMany({{a, sa[1]}, {b, sb[0]}, {b, sa[0]}}));  // the last names a's row as b's: kept
   EXPECT_EQ(Count(a), 1u);
   EXPECT_EQ(Count(b), 0u);
+  // A row named twice goes once; its key still dedupes a resend.
+  ASSERT_OK(store_->AckMany({{a, sa[0]}, {a, sa[0]}}));
+  EXPECT_EQ(Count(a), 0u);
+  const Ids again = Enqueue({{a, "1", "x"}});
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_EQ(again[0], sa[0]);
+  EXPECT_EQ(Count(a), 0u);
 }
 
 // ---- batches (group commit)
