@@ -273,8 +273,11 @@ constexpr const char* kSql[] = {
     // give their keys (kept in acked_batches rows) as they are deleted.
     "DELETE FROM pending WHERE seq IN (SELECT value FROM json_each(?1))"
     " RETURNING seq, recipient, dedupe_key, length(payload)",
-    // kPendingPayload
-    "SELECT payload FROM pending WHERE seq = ?1 AND recipient = ?2",
+    // kPendingPayloads: ?1 is a JSON array of seqs (the index's, of
+    // recipient ?2); one statement for a whole page of rows, in seq order
+    // (the IN list is walked in order: no sort)
+    "SELECT seq, payload FROM pending WHERE seq IN (SELECT value FROM json_each(?1)) AND recipient = ?2"
+    " ORDER BY seq",
     // kPendingRows: for the index in memory
     "SELECT seq, recipient, dedupe_key, length(payload) FROM pending ORDER BY seq",
     // kInsertAckedBatch
@@ -1243,27 +1246,45 @@ Status SqliteStore::FetchPending(std::uint64_t recipient, std::uint64_t after_se
   }
   pending_seqs_.clear();
   pending_.SeqsAfter(recipient, after, static_cast<std::size_t>(max_rows), &pending_seqs_);
+  // How many of them the page holds beside the group rows before them.
+  std::size_t own = 0;
+  for (std::size_t g = 0; own < pending_seqs_.size() && g + own < max_rows;) {
+    if (g < group_rows.size() && group_rows[g].seq < pending_seqs_[own]) {
+      ++g;
+    } else {
+      ++own;
+    }
+  }
+  std::vector<PendingRow> own_rows;
+  if (own > 0) {
+    std::string seqs = "[";
+    for (std::size_t i = 0; i < own; ++i) {
+      if (i > 0) seqs += ',';
+      seqs += std::to_string(pending_seqs_[i]);
+    }
+    seqs += ']';
+    Statement st(stmts_[kPendingPayloads]);
+    st.BindText(1, seqs);
+    st.BindId(2, recipient);
+    int rc;
+    while ((rc = st.Step()) == SQLITE_ROW) {
+      PendingRow row;
+      row.seq = st.ColumnId(0);
+      row.payload = st.ColumnBlob(1);
+      own_rows.push_back(std::move(row));
+    }
+    if (rc != SQLITE_DONE) return IOError("FetchPending");
+    // The index names only rows that are there (SyncIndexes).
+    if (own_rows.size() != own) return Status(Code::kIOError, "FetchPending: a pending row the index names is missing");
+  }
   std::size_t g = 0;
   std::size_t p = 0;
-  while (rows->size() < max_rows && (g < group_rows.size() || p < pending_seqs_.size())) {
-    if (p == pending_seqs_.size() || (g < group_rows.size() && group_rows[g].seq < pending_seqs_[p])) {
+  while (rows->size() < max_rows && (g < group_rows.size() || p < own_rows.size())) {
+    if (p == own_rows.size() || (g < group_rows.size() && group_rows[g].seq < own_rows[p].seq)) {
       rows->push_back(std::move(group_rows[g++]));
-      continue;
+    } else {
+      rows->push_back(std::move(own_rows[p++]));
     }
-    Statement st(stmts_[kPendingPayload]);
-    st.BindId(1, pending_seqs_[p]);
-    st.BindId(2, recipient);
-    const int rc = st.Step();
-    if (rc != SQLITE_ROW) {
-      rows->clear();
-      // The index names only rows that are there (SyncIndexes).
-      return rc == SQLITE_DONE ? Status(Code::kIOError, "FetchPending: a pending row the index names is missing")
-                               : IOError("FetchPending");
-    }
-    PendingRow row;
-    row.seq = pending_seqs_[p++];
-    row.payload = st.ColumnBlob(0);
-    rows->push_back(std::move(row));
   }
   return Status::OK();
 }

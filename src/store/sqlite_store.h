@@ -150,7 +150,7 @@ class SqliteStore final : public Store {
     kAckedBatch,
     kFetchGroupRows,
     kDeletePending,
-    kPendingPayload,
+    kPendingPayloads,
     kPendingRows,
     kInsertAckedBatch,
     kAckedBatches,

@@ -1088,6 +1088,13 @@ TEST_P(GroupLogTest, OwnRowsAndGroupEntriesMergeInSeqOrder) {
   ASSERT_OK(store_->FetchPending(b, rows[0].seq, 1, &page));  // paging spans both
   ASSERT_EQ(page.size(), 1u);
   EXPECT_EQ(page[0].payload, "group one");
+  ASSERT_OK(store_->FetchPending(b, 0, 2, &page));  // a page cut after a group entry
+  ASSERT_EQ(page.size(), 2u);
+  EXPECT_EQ(page[0].payload, "dm one");
+  EXPECT_EQ(page[1].payload, "group one");
+  ASSERT_OK(store_->FetchPending(b, rows[1].seq, 5, &page));
+  ASSERT_EQ(page.size(), 1u);
+  EXPECT_EQ(page[0].payload, "dm two");
   ASSERT_OK(store_->DeleteGroup(g));
   EXPECT_EQ(LogSize(g), 0u);
   EXPECT_EQ(FetchAll(b).size(), 2u);
