@@ -1417,7 +1417,7 @@ void Engine::SendMsg(int sender, std::int64_t t) {
   const Group* g = group ? &groups_[static_cast<std::size_t>(u.group)] : nullptr;
   const User* peer = group ? nullptr : &users_[static_cast<std::size_t>(u.peer)];
   if (o_.encrypt) {
-    msg_id_ = crypto::RandomBytes(crypto::kMsgIdBytes);
+    msg_id_ = crypto::PublicRandomBytes(crypto::kMsgIdBytes);
     if (group) {
       GroupAd(&ad_, g->id, g->epoch, u.id, msg_id_);
     } else {

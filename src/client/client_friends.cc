@@ -264,7 +264,7 @@ awaitable<Outcome> ClientCore::SingleMessage(std::string user, std::string text,
   std::string key;
   Outcome o = co_await m.DirectTarget(user, &c, &key, result);
   if (!o.ok()) co_return o;
-  std::string msg_id = crypto::RandomBytes(crypto::kMsgIdBytes);
+  std::string msg_id = crypto::PublicRandomBytes(crypto::kMsgIdBytes);
   wire::Envelope req, reply;
   o = m.DirectMaker(c, key, msg_id, wire::TEXT)(0, 1, text, &req);
   if (!o.ok()) co_return o;
@@ -284,7 +284,7 @@ awaitable<Outcome> ClientCore::SingleImage(std::string user, std::string path, J
   std::string key;
   Outcome o = co_await m.DirectTarget(user, &c, &key, result);
   if (!o.ok()) co_return o;
-  std::string msg_id = crypto::RandomBytes(crypto::kMsgIdBytes);
+  std::string msg_id = crypto::PublicRandomBytes(crypto::kMsgIdBytes);
   Impl::ChunkMaker make = m.DirectMaker(c, key, msg_id, wire::IMAGE);
   o = co_await m.SendFile(path, std::move(make), result);
   if (o.ok()) m.RememberSentFile(false, c.id, msg_id, path, *result);

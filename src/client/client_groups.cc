@@ -283,7 +283,7 @@ awaitable<Outcome> ClientCore::Impl::SendToGroup(std::string group, bool is_file
                                     " yet (the admin sends it; run listen or chat to receive it)");
     }
     if (!s.ok()) co_return Outcome::From(s);
-    std::string msg_id = crypto::RandomBytes(crypto::kMsgIdBytes);
+    std::string msg_id = crypto::PublicRandomBytes(crypto::kMsgIdBytes);
     if (is_file) {
       o = co_await SendFile(payload, GroupMaker(g.id, epoch, key, msg_id, wire::IMAGE), result);
     } else {

@@ -41,7 +41,7 @@ awaitable<void> ClientCore::Impl::SendReceipt(std::uint64_t to, std::string msg_
   if (o.ok()) {
     std::string plain = msg_id;
     PutU64(&plain, static_cast<std::uint64_t>(at));
-    const std::string receipt_id = crypto::RandomBytes(crypto::kMsgIdBytes);
+    const std::string receipt_id = crypto::PublicRandomBytes(crypto::kMsgIdBytes);
     o = DirectMaker(c, key, receipt_id, wire::RECEIPT)(0, 1, plain, &req);
   }
   if (o.ok()) o = co_await Call(req, &reply);

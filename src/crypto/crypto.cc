@@ -11,6 +11,11 @@
 
 #include <sodium.h>
 
+#include <pthread.h>
+
+#include <array>
+#include <atomic>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <tuple>
@@ -77,11 +82,51 @@ void AppendU64BE(std::string* out, std::uint64_t v) {
 
 }  // namespace
 
-bool Init() { return sodium_init() >= 0; }
+namespace {
+
+// Bumped in a forked child: every pool filled before it is stale there.
+std::atomic<std::uint64_t> fork_generation{0};
+void OnForkChild() { fork_generation.fetch_add(1, std::memory_order_relaxed); }
+
+struct PublicPool {
+  std::array<unsigned char, 4096> bytes{};
+  std::size_t left = 0;  // bytes[0, left) are unused
+  std::uint64_t generation = 0;
+  ~PublicPool() { sodium_memzero(bytes.data(), bytes.size()); }
+};
+thread_local PublicPool public_pool;
+
+constexpr std::size_t kMaxPublicRequest = 256;
+
+}  // namespace
+
+bool Init() {
+  static const bool fork_hook = pthread_atfork(nullptr, nullptr, &OnForkChild) == 0;
+  return fork_hook && sodium_init() >= 0;
+}
 
 std::string RandomBytes(std::size_t n) {
   std::string out(n, '\0');
   randombytes_buf(out.data(), out.size());
+  return out;
+}
+
+std::string PublicRandomBytes(std::size_t n) {
+  if (n > kMaxPublicRequest) return RandomBytes(n);
+  PublicPool& pool = public_pool;
+  const std::uint64_t generation = fork_generation.load(std::memory_order_relaxed);
+  if (pool.left < n || pool.generation != generation) {
+    unsigned char seed[randombytes_SEEDBYTES];
+    randombytes_buf(seed, sizeof seed);
+    randombytes_buf_deterministic(pool.bytes.data(), pool.bytes.size(), seed);
+    sodium_memzero(seed, sizeof seed);
+    pool.left = pool.bytes.size();
+    pool.generation = generation;
+  }
+  pool.left -= n;
+  unsigned char* from = pool.bytes.data() + pool.left;
+  std::string out(reinterpret_cast<const char*>(from), n);
+  sodium_memzero(from, n);
   return out;
 }
 
@@ -113,7 +158,7 @@ Status BoxSeal(std::string_view plaintext, std::string_view their_public,
   if (my_secret.size() != crypto_box_SECRETKEYBYTES) {
     return BadSize("box secret key", crypto_box_SECRETKEYBYTES, my_secret.size());
   }
-  std::string n = RandomBytes(crypto_box_NONCEBYTES);
+  std::string n = PublicRandomBytes(crypto_box_NONCEBYTES);
   std::string c(plaintext.size() + crypto_box_MACBYTES, '\0');
   // Fails only when the shared secret is all zeros, i.e. their_public is a
   // low-order point: a bad key from the caller, not an internal fault.
@@ -167,7 +212,7 @@ Status AeadEncrypt(std::string_view plaintext, std::string_view ad, std::string_
   }
   // 24-byte random nonces are safe to pick at random: collisions are
   // negligible even after 2^64 messages under one key.
-  std::string n = RandomBytes(crypto_aead_xchacha20poly1305_ietf_NPUBBYTES);
+  std::string n = PublicRandomBytes(crypto_aead_xchacha20poly1305_ietf_NPUBBYTES);
   std::string c(plaintext.size() + crypto_aead_xchacha20poly1305_ietf_ABYTES, '\0');
   unsigned long long clen = 0;
   if (crypto_aead_xchacha20poly1305_ietf_encrypt(U8(&c), &clen, U8(plaintext), plaintext.size(),

@@ -6,9 +6,14 @@
 #include <gtest/gtest.h>
 #include <sodium.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <regex>
 #include <set>
 #include <string>
+#include <thread>
+#include <vector>
 
 namespace fastchat::crypto {
 namespace {
@@ -40,6 +45,67 @@ TEST_F(CryptoTest, RandomBytesHasRequestedSizeAndDiffers) {
   ASSERT_EQ(b.size(), 32u);
   EXPECT_NE(a, b);
   EXPECT_NE(a, std::string(32, '\0'));
+}
+
+// Enough draws to cross several refills of the 4 KiB pool: no value comes
+// back twice (a pool that handed bytes out again, or refilled with the same
+// seed, would repeat whole values).
+TEST_F(CryptoTest, PublicRandomBytesNeverRepeatsAcrossRefillsAndSizes) {
+  EXPECT_EQ(PublicRandomBytes(0), "");
+  std::set<std::string> seen;
+  for (int i = 0; i < 2000; ++i) {
+    const std::string v = PublicRandomBytes(kAeadNonceBytes);
+    ASSERT_EQ(v.size(), kAeadNonceBytes);
+    ASSERT_TRUE(seen.insert(v).second) << "draw " << i;
+    // Odd sizes leave the pool at odd offsets.
+    ASSERT_EQ(PublicRandomBytes(static_cast<std::size_t>(i % 7) + 1).size(), static_cast<std::size_t>(i % 7) + 1);
+  }
+  EXPECT_EQ(PublicRandomBytes(300).size(), 300u);  // beyond the pool: RandomBytes
+  EXPECT_EQ(PublicRandomBytes(4096).size(), 4096u);
+}
+
+TEST_F(CryptoTest, PublicRandomBytesOfTwoThreadsDiffer) {
+  std::vector<std::string> a, b;
+  std::thread t([&] {
+    for (int i = 0; i < 500; ++i) a.push_back(PublicRandomBytes(kAeadNonceBytes));
+  });
+  for (int i = 0; i < 500; ++i) b.push_back(PublicRandomBytes(kAeadNonceBytes));
+  t.join();
+  std::set<std::string> all(a.begin(), a.end());
+  all.insert(b.begin(), b.end());
+  EXPECT_EQ(all.size(), 1000u);
+}
+
+// A forked child must not hand out what is left in its parent's pool.
+TEST_F(CryptoTest, PublicRandomBytesOfAForkedChildDifferFromItsParents) {
+  ASSERT_FALSE(PublicRandomBytes(kAeadNonceBytes).empty());  // the pool is part used
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    close(fds[0]);
+    for (int i = 0; i < 10; ++i) {
+      const std::string v = PublicRandomBytes(kAeadNonceBytes);
+      if (write(fds[1], v.data(), v.size()) != static_cast<ssize_t>(v.size())) _exit(1);
+    }
+    _exit(0);
+  }
+  close(fds[1]);
+  std::set<std::string> parent;
+  for (int i = 0; i < 10; ++i) parent.insert(PublicRandomBytes(kAeadNonceBytes));
+  std::string got;
+  char buf[256];
+  ssize_t r;
+  while ((r = read(fds[0], buf, sizeof buf)) > 0) got.append(buf, static_cast<std::size_t>(r));
+  close(fds[0]);
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  ASSERT_EQ(got.size(), 10 * kAeadNonceBytes);
+  for (std::size_t i = 0; i < 10; ++i) {
+    EXPECT_EQ(parent.count(got.substr(i * kAeadNonceBytes, kAeadNonceBytes)), 0u) << "child draw " << i;
+  }
 }
 
 TEST_F(CryptoTest, NewSymmetricKeyIsFreshAndSized) {
