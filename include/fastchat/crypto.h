@@ -40,6 +40,7 @@ std::string RandomBytes(std::size_t n);
 // (pthread_atfork), so parent and child never share bytes. Requests over
 // 256 bytes go to RandomBytes.
 std::string PublicRandomBytes(std::size_t n);
+
 // A fresh 32-byte symmetric key.
 std::string NewSymmetricKey();
 

@@ -80,10 +80,6 @@ void AppendU64BE(std::string* out, std::uint64_t v) {
   }
 }
 
-}  // namespace
-
-namespace {
-
 // Bumped in a forked child: every pool filled before it is stale there.
 std::atomic<std::uint64_t> fork_generation{0};
 void OnForkChild() { fork_generation.fetch_add(1, std::memory_order_relaxed); }
