@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <iterator>
 #include <limits>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -438,6 +439,18 @@ void ReadUserRow(const Statement& st, UserRecord* out) {
 
 Status NoSuchUser(const char* context) {
   return Status(Code::kNoSuchUser, std::string(context) + ": no such user");
+}
+
+// `seqs` as a JSON array, for a statement's json_each (the index's seqs are
+// all below 2^63).
+std::string SeqsAsJson(std::span<const std::uint64_t> seqs) {
+  std::string json = "[";
+  for (std::uint64_t seq : seqs) {
+    if (json.size() > 1) json += ',';
+    json += std::to_string(seq);
+  }
+  json += ']';
+  return json;
 }
 
 }  // namespace
@@ -1257,12 +1270,7 @@ Status SqliteStore::FetchPending(std::uint64_t recipient, std::uint64_t after_se
   }
   std::vector<PendingRow> own_rows;
   if (own > 0) {
-    std::string seqs = "[";
-    for (std::size_t i = 0; i < own; ++i) {
-      if (i > 0) seqs += ',';
-      seqs += std::to_string(pending_seqs_[i]);
-    }
-    seqs += ']';
+    const std::string seqs = SeqsAsJson(std::span(pending_seqs_).first(own));
     Statement st(stmts_[kPendingPayloads]);
     st.BindText(1, seqs);
     st.BindId(2, recipient);
@@ -1296,14 +1304,12 @@ Status SqliteStore::AckRows(const std::vector<std::pair<std::uint64_t, std::uint
     if (Status ss = SyncIndexes(); !ss.ok()) return ss;
     // Only rows the index holds as their acknowledger's are deleted: a seq
     // of someone else's row, or of none, is left out here.
-    std::string seqs = "[";
+    held_seqs_.clear();
     for (const auto& [recipient, seq] : recipient_seqs) {
-      if (!pending_.Holds(recipient, seq)) continue;
-      if (seqs.size() > 1) seqs += ',';
-      seqs += std::to_string(seq);  // held seqs are below 2^63
+      if (pending_.Holds(recipient, seq)) held_seqs_.push_back(seq);
     }
-    if (seqs.size() == 1) return Status::OK();
-    seqs += ']';
+    if (held_seqs_.empty()) return Status::OK();
+    const std::string seqs = SeqsAsJson(held_seqs_);
     // The rows' keys, into acked_batches rows of at most kMaxKeysPerRow (a
     // seq named twice is one row, deleted and returned once).
     // acked_ends_[k] is where record k ends in `keys`.

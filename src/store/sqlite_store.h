@@ -277,6 +277,7 @@ class SqliteStore final : public Store {
   std::vector<std::uint64_t> candidates_;    // FindAckedKey's and FindPendingKey's, reused
   std::vector<std::uint64_t> acked_hashes_;  // AckRows', reused
   std::vector<std::size_t> acked_ends_;      // AckRows', reused
+  std::vector<std::uint64_t> held_seqs_;     // AckRows', reused
 
   std::uint64_t next_acked_id_ = 0;  // the newest acked_batches id used; only grows
   // Where each recipient's pending rows are, and each row's key.
