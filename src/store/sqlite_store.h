@@ -4,6 +4,9 @@
 //  - The file is in WAL mode with synchronous=FULL (a committed transaction
 //    or batch survives power loss), foreign_keys=ON and a 5 s busy timeout. (An in-memory database, path ":memory:", cannot use
 //    WAL and keeps SQLite's "memory" journal instead.)
+//  - secure_delete=FAST: a deleted row's content is zeroed in its page (which
+//    the delete writes anyway); a page freed whole keeps its old bytes until
+//    it is reused, as the WAL keeps old page images until it wraps.
 //  - The schema is versioned in the `schema_version` table and upgraded by
 //    Open; a file written by a newer binary is refused with kIOError.
 //  - Open creates a missing database file with mode 0600 (owner only),
