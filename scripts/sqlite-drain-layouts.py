@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""What SQLite itself charges per message for three layouts of pending rows.
+"""What SQLite itself charges per message for four layouts of pending rows.
 
 Runs the `sqlite3` shell (no FastChat code) on a fresh database in /tmp for
 each layout: stores ROWS rows (180-byte payloads, a 16-character key) for
@@ -16,12 +16,18 @@ CPU seconds per row of each phase (WAL, synchronous=NORMAL: no sync cost,
   cursor     rows keyed by seq; an acknowledgement moves the recipient's
              cursor, and a seq range goes in one DELETE once every
              recipient is past it
+  segments   rows keyed by seq in tables of SEGMENT rows each (by seq); an
+             acknowledgement moves the recipient's cursor, and a table is
+             dropped whole once every recipient is past its last seq
   reads      the drain's reads alone (a floor for any layout keyed by seq)
 
   scripts/sqlite-drain-layouts.py [ROWS [RECIPIENTS]]   (default 1000000 500)
 
-docs/performance.md, "The offline phases: what they wait on", shows its
-output.
+LAYOUTS="rowid segments" (for example) runs only those; PRAGMAS="PRAGMA
+secure_delete=FAST;" adds pragmas to every connection.
+
+docs/performance.md, "The offline phases: what they wait on" and "Debian's
+`secure_delete`, and pending rows in tables dropped whole", show its output.
 """
 import os
 import resource
@@ -33,7 +39,10 @@ ROWS = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
 RECIPIENTS = int(sys.argv[2]) if len(sys.argv) > 2 else 500
 TX = 1000
 PAGE = 64
-PRAGMAS = "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-65536;"
+SEGMENT = 64000  # rows per table in the segments layout (a multiple of TX)
+LAYOUTS = os.environ.get("LAYOUTS", "rowid clustered cursor segments reads").split()
+PRAGMAS = ("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-65536; "
+           + os.environ.get("PRAGMAS", ""))
 
 
 def store_sql(layout):
@@ -43,10 +52,16 @@ def store_sql(layout):
     else:
         table = ("CREATE TABLE p(seq INTEGER PRIMARY KEY, recipient INTEGER NOT NULL, key TEXT NOT NULL, "
                  "payload BLOB NOT NULL);")
-    lines = [PRAGMAS, table]
+    lines = [PRAGMAS]
+    if layout == "segments":
+        for seg in range((ROWS + SEGMENT - 1) // SEGMENT):
+            lines.append(table.replace("TABLE p(", f"TABLE p{seg}("))
+    else:
+        lines.append(table)
     for first in range(1, ROWS + 1, TX):
         last = min(first + TX - 1, ROWS)
-        lines.append(f"BEGIN; INSERT INTO p(seq, recipient, key, payload) SELECT value, value % {RECIPIENTS}, "
+        into = f"p{(first - 1) // SEGMENT}" if layout == "segments" else "p"
+        lines.append(f"BEGIN; INSERT INTO {into}(seq, recipient, key, payload) SELECT value, value % {RECIPIENTS}, "
                      f"hex(randomblob(8)), randomblob(180) FROM generate_series({first}, {last}); COMMIT;")
     return "\n".join(lines)
 
@@ -56,6 +71,7 @@ def drain_sql(layout):
     lines = [PRAGMAS, "CREATE TABLE cursors(recipient INTEGER PRIMARY KEY, acked INTEGER NOT NULL);", "BEGIN;"]
     per = ROWS // RECIPIENTS + 1
     in_tx = 0
+    dropped = 0  # segments: tables below this one are gone
     for k in range(0, per, PAGE):
         last = min(k + PAGE, per) - 1
         for r in range(RECIPIENTS):
@@ -64,6 +80,12 @@ def drain_sql(layout):
             if layout == "clustered":
                 lines.append(f"SELECT sum(length(payload)) FROM p WHERE recipient = {r} AND seq <= {top};")
                 lines.append(f"DELETE FROM p WHERE recipient = {r} AND seq <= {top};")
+            elif layout == "segments":
+                lo = max(r + RECIPIENTS * k, 1)
+                for seg in range((lo - 1) // SEGMENT, min((top - 1) // SEGMENT, (ROWS - 1) // SEGMENT) + 1):
+                    if seg >= dropped:
+                        lines.append(f"SELECT sum(length(payload)) FROM p{seg} WHERE seq IN ({seqs});")
+                lines.append(f"INSERT OR REPLACE INTO cursors VALUES ({r}, {top});")
             else:
                 lines.append(f"SELECT sum(length(payload)) FROM p WHERE seq IN ({seqs});")
                 if layout == "rowid":
@@ -77,6 +99,12 @@ def drain_sql(layout):
         if layout == "cursor":
             # Every recipient has acknowledged every seq up to here.
             lines.append(f"DELETE FROM p WHERE seq <= {RECIPIENTS * last + RECIPIENTS - 1};")
+        if layout == "segments":
+            # Every recipient has acknowledged every seq up to here.
+            while (dropped < (ROWS + SEGMENT - 1) // SEGMENT
+                   and min((dropped + 1) * SEGMENT, ROWS) <= RECIPIENTS * last + RECIPIENTS - 1):
+                lines.append(f"DROP TABLE p{dropped};")
+                dropped += 1
     lines.append("COMMIT;")
     return "\n".join(lines)
 
@@ -92,12 +120,16 @@ def run(db, sql):
 def main():
     print(f"sqlite-drain-layouts: {ROWS} rows for {RECIPIENTS} recipients; CPU µs per row")
     with tempfile.TemporaryDirectory(prefix="fastchat-layouts.") as tmp:
-        for layout in ("rowid", "clustered", "cursor", "reads"):
+        for layout in LAYOUTS:
             db = os.path.join(tmp, layout + ".db")
             stored = run(db, store_sql(layout))
             drained = run(db, drain_sql(layout))
-            out = subprocess.run(["sqlite3", db, "SELECT count(*) FROM p"], capture_output=True, check=True)
-            left = int(out.stdout.decode().strip())
+            left = 0
+            out = subprocess.run(["sqlite3", db, "SELECT name FROM sqlite_schema WHERE type = 'table' AND name GLOB 'p*'"],
+                                 capture_output=True, check=True)
+            for name in out.stdout.decode().split():
+                n = subprocess.run(["sqlite3", db, f"SELECT count(*) FROM {name}"], capture_output=True, check=True)
+                left += int(n.stdout.decode().strip())
             print(f"  {layout:10} store {stored * 1e6 / ROWS:6.2f}   drain {drained * 1e6 / ROWS:6.2f}"
                   f"   rows left {left}")
             for suffix in ("", "-wal", "-shm"):
