@@ -519,7 +519,7 @@ Status SqliteStore::Init(bool exclusive) {
 
   // Deleted content is zeroed only in pages written anyway. Debian builds
   // SQLite with SECURE_DELETE on, which also rewrites every page a delete
-  // frees (as zeros, through the WAL and then the checkpoint): 15-20% of
+  // frees (as zeros, through the WAL and then the checkpoint): 7-18% of
   // SQLite's CPU per drained row (scripts/sqlite-drain-layouts.py with
   // PRAGMAS). The rows hold only ciphertext, and the WAL keeps old page
   // images until it wraps in any mode (docs/security.md).
