@@ -95,6 +95,14 @@ void PendingIndex::SeqsAfter(std::uint64_t recipient, std::uint64_t after_seq, s
   }
 }
 
+void PendingIndex::SeqsAtOrBelow(std::uint64_t bound, std::vector<std::uint64_t>* seqs) const {
+  for (const auto& [recipient, q] : queues_) {
+    for (std::size_t i = q.head; i < q.seqs.size() && (q.seqs[i] & ~kDead) <= bound; ++i) {
+      if (!(q.seqs[i] & kDead)) seqs->push_back(q.seqs[i]);
+    }
+  }
+}
+
 std::size_t PendingIndex::CountOf(std::uint64_t recipient) const {
   auto it = queues_.find(recipient);
   return it == queues_.end() ? 0 : it->second.live;

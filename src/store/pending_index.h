@@ -59,6 +59,9 @@ class PendingIndex {
   // `after_seq`, ascending.
   void SeqsAfter(std::uint64_t recipient, std::uint64_t after_seq, std::size_t limit,
                  std::vector<std::uint64_t>* seqs) const;
+  // Appends to `seqs` every row's seq at or below `bound`, all recipients'
+  // (each recipient's ascending; O(recipients + rows appended)).
+  void SeqsAtOrBelow(std::uint64_t bound, std::vector<std::uint64_t>* seqs) const;
   std::size_t CountOf(std::uint64_t recipient) const;
   std::uint64_t BytesOf(std::uint64_t recipient) const;
   std::size_t size() const { return used_; }

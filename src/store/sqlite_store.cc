@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <iterator>
+#include <unordered_map>
 #include <limits>
 #include <span>
 #include <string>
@@ -197,6 +198,30 @@ INSERT INTO acked_batches (id, expires_ms, keys)
   FROM acked_keys ORDER BY id;
 DROP TABLE acked_keys;
 )sql"},
+    // Pending rows in two tables, `pending` and `pending_b`: one takes every
+    // insert (the head), the other holds the rows at or below `boundary`
+    // (the old one). An acknowledgement may leave its rows in the head (dead:
+    // named in acked_batches), and a rotation clears the old table whole
+    // in one statement instead of row by row as they are acknowledged
+    // (sqlite_store.h says how).
+    // acked_batches rows above `safe_batch` may name dead rows and are kept;
+    // `last_batch` is the newest acked_batches id at the latest rotation.
+    {10, R"sql(
+CREATE TABLE pending_b (
+  seq        INTEGER PRIMARY KEY,
+  recipient  INTEGER NOT NULL REFERENCES users (id),
+  dedupe_key TEXT NOT NULL,
+  payload    BLOB NOT NULL
+);
+CREATE TABLE pending_layout (
+  head       INTEGER NOT NULL,
+  boundary   INTEGER NOT NULL,
+  safe_batch INTEGER NOT NULL,
+  last_batch INTEGER NOT NULL
+);
+INSERT INTO pending_layout (head, boundary, safe_batch, last_batch)
+  SELECT 0, 0, COALESCE(MAX(id), 0), COALESCE(MAX(id), 0) FROM acked_batches;
+)sql"},
 };
 
 constexpr int kLatestVersion = kMigrations[std::size(kMigrations) - 1].version;
@@ -336,7 +361,7 @@ constexpr const char* kSql[] = {
     " FROM group_cursors c WHERE c.user_id = ?1",
     // kLastSeq: no seq drawn so far is above it (ReserveSeq)
     "SELECT max((SELECT last_seq FROM seq_reservation), COALESCE((SELECT MAX(seq) FROM pending), 0),"
-    " COALESCE((SELECT MAX(seq) FROM group_log), 0))",
+    " COALESCE((SELECT MAX(seq) FROM pending_b), 0), COALESCE((SELECT MAX(seq) FROM group_log), 0))",
     // kReserveSeqs
     "UPDATE seq_reservation SET last_seq = ?1",
     // kUpsertServer
@@ -357,6 +382,33 @@ constexpr const char* kSql[] = {
     "DELETE FROM session_tokens WHERE user_id = ?1",
     // kSetPassword
     "UPDATE users SET password_hash = ?2 WHERE id = ?1 RETURNING id",
+    // kInsertPendingB, kPendingHasKeyB, kDeletePendingB, kPendingPayloadsB,
+    // kPendingRowsB: as those without B, on pending_b
+    "INSERT INTO pending_b (recipient, dedupe_key, payload, seq) VALUES (?1, ?2, ?3, ?4)",
+    "SELECT seq FROM pending_b WHERE seq = ?1 AND recipient = ?2 AND dedupe_key = ?3",
+    "DELETE FROM pending_b WHERE seq IN (SELECT value FROM json_each(?1))"
+    " RETURNING seq, recipient, dedupe_key, length(payload)",
+    "SELECT seq, payload FROM pending_b WHERE seq IN (SELECT value FROM json_each(?1)) AND recipient = ?2"
+    " ORDER BY seq",
+    "SELECT seq, recipient, dedupe_key, length(payload) FROM pending_b ORDER BY seq",
+    // kAckedRowKeys, kAckedRowKeysB: an acknowledgement that leaves its rows
+    // where they are reads their keys
+    "SELECT seq, recipient, dedupe_key, length(payload) FROM pending WHERE seq IN (SELECT value FROM json_each(?1))",
+    "SELECT seq, recipient, dedupe_key, length(payload) FROM pending_b WHERE seq IN (SELECT value FROM json_each(?1))",
+    // kCopyToPending, kCopyToPendingB: a rotation's copy of the old table's
+    // pending rows (?1, a JSON array of seqs) into the head
+    "INSERT INTO pending (seq, recipient, dedupe_key, payload)"
+    " SELECT seq, recipient, dedupe_key, payload FROM pending_b WHERE seq IN (SELECT value FROM json_each(?1))",
+    "INSERT INTO pending_b (seq, recipient, dedupe_key, payload)"
+    " SELECT seq, recipient, dedupe_key, payload FROM pending WHERE seq IN (SELECT value FROM json_each(?1))",
+    // kClearPending, kClearPendingB: a whole table in seq order (SQLite
+    // would free its pages whole, without visiting rows, but for the
+    // foreign key to users)
+    "DELETE FROM pending",
+    "DELETE FROM pending_b",
+    // kLayout, kSetLayout
+    "SELECT head, boundary, safe_batch, last_batch FROM pending_layout",
+    "UPDATE pending_layout SET head = ?1, boundary = ?2, safe_batch = ?3, last_batch = ?4",
 };
 static_assert(std::size(kSql) == SqliteStore::kNumSql, "kSql must match SqliteStore::Sql");
 
@@ -562,9 +614,6 @@ Status SqliteStore::Init(bool exclusive) {
   }
   exclusive_ = exclusive;
   if (Status ls = LoadIndexes(); !ls.ok()) return ls;
-  Statement st(stmts_[kLastSeq]);
-  if (st.Step() != SQLITE_ROW) return IOError("last seq");
-  next_seq_ = st.ColumnId(0);
   reserved_seq_ = next_seq_;
   return Status::OK();
 }
@@ -586,17 +635,63 @@ Status SqliteStore::LoadIndexes() {
     next_acked_id_ = std::max(next_acked_id_, st.ColumnId(0));
   }
   {
+    // Past every seq drawn through another connection too (a row left dead
+    // in a pending table still holds its seq).
+    Statement st(stmts_[kLastSeq]);
+    if (st.Step() != SQLITE_ROW) return IOError("last seq");
+    next_seq_ = std::max(next_seq_, st.ColumnId(0));
+  }
+  {
+    Statement st(stmts_[kLayout]);
+    if (st.Step() != SQLITE_ROW) return IOError("pending layout");
+    layout_ = Layout();
+    layout_.head = st.ColumnId(0) == 0 ? 0 : 1;
+    layout_.boundary = st.ColumnId(1);
+    layout_.safe_batch = st.ColumnId(2);
+    layout_.last_batch = st.ColumnId(3);
+    // acked_batches ids never go back below the rotation's (safe_batch
+    // says which ids are old enough), also once every row was trimmed.
+    next_acked_id_ = std::max(next_acked_id_, layout_.last_batch);
+  }
+  // The rows acked_batches names (above safe_batch, where dead rows may be):
+  // seq -> its acked_batches id.
+  std::unordered_map<std::uint64_t, std::uint64_t> acked_seqs;
+  {
+    Statement st(stmts_[kAckedBatches]);
+    st.BindId(1, layout_.safe_batch + 1);
+    int rc;
+    while ((rc = st.Step()) == SQLITE_ROW) {
+      const std::uint64_t id = st.ColumnId(0);
+      const bool whole = ForEachAckedRecord(st.ColumnBlobView(2), [&](const AckedRecord& r) {
+        acked_seqs[r.seq] = id;
+        return true;
+      });
+      if (!whole) return Status(Code::kIOError, "acknowledged keys " + std::to_string(id) + " are malformed");
+    }
+    if (rc != SQLITE_DONE) return IOError("index acked rows");
+  }
+  pinned_.clear();
+  for (int t = 0; t < 2; ++t) {
     // Not journalled: the index is rebuilt to what this connection sees,
     // which already holds the open transaction's changes (if any), so the
     // journal's undo still applies to it.
-    Statement st(stmts_[kPendingRows]);
+    Statement st(stmts_[OnTable(kPendingRows, t)]);
     int rc;
     while ((rc = st.Step()) == SQLITE_ROW) {
+      const std::uint64_t seq = st.ColumnId(0);
+      if (t == layout_.head) ++layout_.head_inserts;
+      if (auto it = acked_seqs.find(seq); it != acked_seqs.end()) {
+        pinned_.push_back(it->second);  // a dead row
+        continue;
+      }
       const std::uint64_t recipient = st.ColumnId(1);
-      pending_.Add(recipient, st.ColumnId(0), DedupeKeyHash(recipient, st.ColumnTextView(2)), st.ColumnId(3));
+      pending_.Add(recipient, seq, DedupeKeyHash(recipient, st.ColumnTextView(2)), st.ColumnId(3));
+      if (seq <= layout_.boundary) ++layout_.old_live;
     }
     if (rc != SQLITE_DONE) return IOError("index pending rows");
   }
+  std::sort(pinned_.begin(), pinned_.end());
+  pinned_.erase(std::unique(pinned_.begin(), pinned_.end()), pinned_.end());
   return IndexAckedKeys(0);
 }
 
@@ -613,7 +708,7 @@ Status SqliteStore::FindPendingKey(const PendingItem& item, std::uint64_t hash, 
   candidates_.clear();
   pending_.Candidates(hash, &candidates_);
   for (std::uint64_t candidate : candidates_) {
-    Statement st(stmts_[kPendingHasKey]);
+    Statement st(stmts_[OnTable(kPendingHasKey, TableOf(candidate))]);
     st.BindId(1, candidate);
     st.BindId(2, item.recipient);
     st.BindText(3, item.dedupe_key);
@@ -629,28 +724,93 @@ Status SqliteStore::FindPendingKey(const PendingItem& item, std::uint64_t hash, 
 
 void SqliteStore::IndexAdd(std::uint64_t recipient, std::uint64_t seq, std::uint64_t hash, std::uint64_t bytes) {
   pending_.Add(recipient, seq, hash, bytes);
+  if (seq <= layout_.boundary) ++layout_.old_live;
   journal_.push_back(IndexChange{true, recipient, seq, hash, bytes});
 }
 
 bool SqliteStore::IndexRemove(std::uint64_t recipient, std::uint64_t seq, std::uint64_t hash, std::uint64_t bytes) {
   if (!pending_.Remove(recipient, seq, hash, bytes)) return false;
+  if (seq <= layout_.boundary) --layout_.old_live;
   journal_.push_back(IndexChange{false, recipient, seq, hash, bytes});
   return true;
 }
 
+SqliteStore::Sql SqliteStore::OnTable(Sql sql, int t) {
+  if (t == 0) return sql;
+  switch (sql) {
+    case kInsertPending: return kInsertPendingB;
+    case kPendingHasKey: return kPendingHasKeyB;
+    case kDeletePending: return kDeletePendingB;
+    case kPendingPayloads: return kPendingPayloadsB;
+    case kPendingRows: return kPendingRowsB;
+    case kAckedRowKeys: return kAckedRowKeysB;
+    case kCopyToPending: return kCopyToPendingB;
+    case kClearPending: return kClearPendingB;
+    default: return sql;
+  }
+}
+
+Status SqliteStore::MaybeRotate() {
+  if (layout_.head_inserts < rotation_rows_ || !OldIsSmall()) return Status::OK();
+  const int old = 1 - layout_.head;
+  if (layout_.old_live > 0) {
+    pending_seqs_.clear();
+    pending_.SeqsAtOrBelow(layout_.boundary, &pending_seqs_);
+    const std::string seqs = SeqsAsJson(pending_seqs_);
+    Statement st(stmts_[OnTable(kCopyToPending, layout_.head)]);
+    st.BindText(1, seqs);
+    if (st.Step() != SQLITE_DONE) return IOError("rotate: copy");
+    if (static_cast<std::uint64_t>(sqlite3_changes(db_)) != pending_seqs_.size()) {
+      return Status(Code::kIOError, "rotate: a pending row the index names is missing");
+    }
+  }
+  {
+    Statement st(stmts_[OnTable(kClearPending, old)]);
+    if (st.Step() != SQLITE_DONE) return IOError("rotate: clear");
+  }
+  Layout next;
+  next.head = old;
+  next.boundary = next_seq_;
+  next.safe_batch = layout_.last_batch;
+  next.last_batch = next_acked_id_;
+  next.old_live = pending_.size();
+  {
+    Statement st(stmts_[kSetLayout]);
+    st.BindInt64(1, next.head);
+    st.BindId(2, next.boundary);
+    st.BindId(3, next.safe_batch);
+    st.BindId(4, next.last_batch);
+    if (st.Step() != SQLITE_DONE) return IOError("rotate: layout");
+  }
+  rotations_.push_back(layout_);
+  layout_ = next;
+  IndexChange c{};
+  c.rotated = true;
+  journal_.push_back(c);
+  return Status::OK();
+}
+
 void SqliteStore::ReleaseMark() {
   if (!marks_.empty()) marks_.pop_back();
-  if (marks_.empty() && !in_batch_) journal_.clear();  // committed
+  if (marks_.empty() && !in_batch_) {  // committed
+    journal_.clear();
+    rotations_.clear();
+  }
 }
 
 void SqliteStore::UndoToMark() {
   const std::size_t mark = marks_.empty() ? 0 : marks_.back();
   while (journal_.size() > mark) {
     const IndexChange& c = journal_.back();
-    if (c.added) {
+    if (c.rotated) {
+      layout_ = rotations_.back();
+      rotations_.pop_back();
+    } else if (c.added) {
       pending_.Remove(c.recipient, c.seq, c.hash, c.bytes);
+      if (c.seq <= layout_.boundary) --layout_.old_live;
     } else {
       pending_.Add(c.recipient, c.seq, c.hash, c.bytes);
+      if (c.seq <= layout_.boundary) ++layout_.old_live;
     }
     journal_.pop_back();
   }
@@ -806,6 +966,7 @@ Status SqliteStore::BeginBatch() {
   if (s.ok()) {
     in_batch_ = true;
     journal_.clear();
+    rotations_.clear();
     marks_.clear();
   }
   return s;
@@ -827,6 +988,7 @@ Status SqliteStore::CommitBatch() {
   }
   if (s.ok()) {
     journal_.clear();
+    rotations_.clear();
     marks_.clear();
   } else {
     UndoAll();
@@ -1205,7 +1367,8 @@ Status SqliteStore::EnqueueOne(const PendingItem& item, std::uint64_t* seq, Enqu
     return Status::OK();
   }
   if (Status rs = ReserveSeq(); !rs.ok()) return rs;
-  Statement st(stmts_[kInsertPending]);
+  if (Status rs = MaybeRotate(); !rs.ok()) return rs;
+  Statement st(stmts_[OnTable(kInsertPending, layout_.head)]);
   st.BindId(1, item.recipient);
   st.BindText(2, item.dedupe_key);
   st.BindBlob(3, item.payload);
@@ -1214,6 +1377,7 @@ Status SqliteStore::EnqueueOne(const PendingItem& item, std::uint64_t* seq, Enqu
   if (rc == SQLITE_CONSTRAINT_FOREIGNKEY) return NoSuchUser("Enqueue");
   if (rc != SQLITE_DONE) return IOError("Enqueue");
   *seq = ++next_seq_;
+  ++layout_.head_inserts;
   IndexAdd(item.recipient, *seq, hash, item.payload.size());
   *how = Enqueued::kStored;
   return Status::OK();
@@ -1279,9 +1443,15 @@ Status SqliteStore::FetchPending(std::uint64_t recipient, std::uint64_t after_se
     }
   }
   std::vector<PendingRow> own_rows;
-  if (own > 0) {
-    const std::string seqs = SeqsAsJson(std::span(pending_seqs_).first(own));
-    Statement st(stmts_[kPendingPayloads]);
+  // The rows at or below the boundary are in the old table, the rest in the head.
+  const std::span<const std::uint64_t> page = std::span(pending_seqs_).first(own);
+  const std::size_t in_old = static_cast<std::size_t>(
+      std::upper_bound(page.begin(), page.end(), layout_.boundary) - page.begin());
+  for (const auto& [part, table] : {std::pair{page.first(in_old), 1 - layout_.head},
+                                    std::pair{page.subspan(in_old), layout_.head}}) {
+    if (part.empty()) continue;
+    const std::string seqs = SeqsAsJson(part);
+    Statement st(stmts_[OnTable(kPendingPayloads, table)]);
     st.BindText(1, seqs);
     st.BindId(2, recipient);
     int rc;
@@ -1292,9 +1462,9 @@ Status SqliteStore::FetchPending(std::uint64_t recipient, std::uint64_t after_se
       own_rows.push_back(std::move(row));
     }
     if (rc != SQLITE_DONE) return IOError("FetchPending");
-    // The index names only rows that are there (SyncIndexes).
-    if (own_rows.size() != own) return Status(Code::kIOError, "FetchPending: a pending row the index names is missing");
   }
+  // The index names only rows that are there (SyncIndexes).
+  if (own_rows.size() != own) return Status(Code::kIOError, "FetchPending: a pending row the index names is missing");
   std::size_t g = 0;
   std::size_t p = 0;
   while (rows->size() < max_rows && (g < group_rows.size() || p < own_rows.size())) {
@@ -1319,15 +1489,26 @@ Status SqliteStore::AckRows(const std::vector<std::pair<std::uint64_t, std::uint
       if (pending_.Holds(recipient, seq)) held_seqs_.push_back(seq);
     }
     if (held_seqs_.empty()) return Status::OK();
-    const std::string seqs = SeqsAsJson(held_seqs_);
+    // The old table's rows are deleted; the head's too while the old table
+    // holds many pending rows, and otherwise left there, dead, until the
+    // rotation after next clears them with their table.
+    std::sort(held_seqs_.begin(), held_seqs_.end());
+    const std::size_t in_old = static_cast<std::size_t>(
+        std::upper_bound(held_seqs_.begin(), held_seqs_.end(), layout_.boundary) - held_seqs_.begin());
+    const bool leave = OldIsSmall() && in_old < held_seqs_.size();
     // The rows' keys, into acked_batches rows of at most kMaxKeysPerRow (a
     // seq named twice is one row, deleted and returned once).
     // acked_ends_[k] is where record k ends in `keys`.
     std::string keys;
     acked_hashes_.clear();
     acked_ends_.clear();
-    {
-      Statement st(stmts_[kDeletePending]);
+    const std::span<const std::uint64_t> held(held_seqs_);
+    for (const auto& [part, sql] :
+         {std::pair{held.first(in_old), OnTable(kDeletePending, 1 - layout_.head)},
+          std::pair{held.subspan(in_old), OnTable(leave ? kAckedRowKeys : kDeletePending, layout_.head)}}) {
+      if (part.empty()) continue;
+      const std::string seqs = SeqsAsJson(part);
+      Statement st(stmts_[sql]);
       st.BindText(1, seqs);
       int rc;
       while ((rc = st.Step()) == SQLITE_ROW) {
@@ -1359,6 +1540,9 @@ Status SqliteStore::AckRows(const std::vector<std::pair<std::uint64_t, std::uint
       if (st.Step() != SQLITE_DONE) return IOError(context);
     }
     next_acked_id_ = id - 1;
+    if (leave) {
+      for (std::uint64_t pin = first_id; pin <= next_acked_id_; ++pin) pinned_.push_back(pin);
+    }
     for (std::size_t k = 0; k < acked_hashes_.size(); ++k) {
       acked_.Add(acked_hashes_[k], first_id + k / kMaxKeysPerRow, expires_ms);
     }
@@ -1537,8 +1721,35 @@ Status SqliteStore::TrimGroup(std::uint64_t group) {
 // up to AckedKeys::kGenerationSpanMs); their rows are a range of rowids.
 Status SqliteStore::TrimDedupeKeys(std::uint64_t now_ms) {
   const std::vector<AckedKeys::Range> dropped = acked_.DropExpired(now_ms);
-  return InTransaction([&]() -> Status {
+  Status s = InTransaction([&]() -> Status {
     for (const AckedKeys::Range& r : dropped) {
+      // A row an expiring acknowledgement left dead goes with its key: a
+      // reopened store would take it for pending without the key.
+      for (auto it = std::lower_bound(pinned_.begin(), pinned_.end(), r.first);
+           it != pinned_.end() && *it <= r.last; ++it) {
+        if (*it <= layout_.safe_batch) continue;  // its dead rows went with their table
+        Statement batch(stmts_[kAckedBatch]);
+        batch.BindId(1, *it);
+        const int rc = batch.Step();
+        if (rc == SQLITE_DONE) continue;  // a rolled-back acknowledgement's
+        if (rc != SQLITE_ROW) return IOError("TrimDedupeKeys");
+        std::vector<std::uint64_t> dead[2];
+        const bool whole = ForEachAckedRecord(batch.ColumnBlobView(0), [&](const AckedRecord& rec) {
+          dead[TableOf(rec.seq)].push_back(rec.seq);
+          return true;
+        });
+        if (!whole) return Status(Code::kIOError, "acknowledged keys " + std::to_string(*it) + " are malformed");
+        for (int t = 0; t < 2; ++t) {
+          if (dead[t].empty()) continue;
+          const std::string seqs = SeqsAsJson(dead[t]);
+          Statement st(stmts_[OnTable(kDeletePending, t)]);
+          st.BindText(1, seqs);
+          int drc;
+          while ((drc = st.Step()) == SQLITE_ROW) {
+          }
+          if (drc != SQLITE_DONE) return IOError("TrimDedupeKeys: dead rows");
+        }
+      }
       Statement st(stmts_[kTrimAckedKeys]);
       st.BindId(1, r.first);
       st.BindId(2, r.last);
@@ -1547,6 +1758,13 @@ Status SqliteStore::TrimDedupeKeys(std::uint64_t now_ms) {
     }
     return RunEach({kTrimGroupDedupeKeys}, now_ms, "TrimDedupeKeys");
   });
+  if (s.ok() && !dropped.empty()) {
+    std::erase_if(pinned_, [&](std::uint64_t id) {
+      return std::any_of(dropped.begin(), dropped.end(),
+                         [id](const AckedKeys::Range& r) { return r.first <= id && id <= r.last; });
+    });
+  }
+  return s;
 }
 
 Status SqliteStore::CountGroupLog(std::uint64_t group, std::uint64_t* n) {

@@ -17,7 +17,21 @@
 //    AddMember, RemoveMember, DeleteGroup) run in one transaction: either all
 //    of their effects are stored or none.
 //  - Database failures come back as kIOError carrying sqlite3_errmsg text.
-//  - The `pending` table has no index on disk but its rowid (the seq): the
+//  - Pending rows are in two tables (`pending`, `pending_b`): the head takes
+//    every insert; the other, the old table, holds the rows at or below a
+//    boundary seq. An acknowledgement deletes its rows from the old table,
+//    and from the head only while the old table holds more than an eighth
+//    of a rotation's rows still pending; otherwise it leaves them in the
+//    head, dead (its acked_batches row names them). Once the head has
+//    rotation_rows() inserts and the old table is down to that eighth, a
+//    rotation copies the old table's pending rows (seqs kept) into the
+//    head, empties the old table in one statement, in seq order, and swaps
+//    the two. Dead rows are never read again: at
+//    open, a row an acked_batches row names is not pending, so the trim of
+//    an expired acked_batches row deletes the dead rows it names first
+//    (those the second rotation since has not cleared with their table):
+//    an acknowledged row is gone within kDedupeRetentionMs.
+//  - Each pending table has no index on disk but its rowid (the seq): the
 //    store keeps each recipient's seqs and each row's dedupe key in memory
 //    (PendingIndex, pending_index.h), built at Open from the table, kept in
 //    step with every transaction (a rollback undoes its changes), and
@@ -118,6 +132,10 @@ class SqliteStore final : public Store {
   Status CheckSessionToken(const std::string& token_hash, std::uint64_t now_ms, std::uint64_t* user) override;
   Status RevokeSessionToken(const std::string& token_hash) override;
   Status SetPassword(std::uint64_t user, const std::string& password_hash) override;
+
+  // Inserts into the head between rotations (default 65,536); for tests.
+  std::uint64_t rotation_rows() const { return rotation_rows_; }
+  void set_rotation_rows(std::uint64_t n) { rotation_rows_ = n; }
   Status UpsertServer(const ServerRecord& s) override;
   Status ListServers(std::vector<ServerRecord>* out) override;
 
@@ -185,6 +203,19 @@ class SqliteStore final : public Store {
     kRevokeToken,
     kRevokeUserTokens,
     kSetPassword,
+    kInsertPendingB,
+    kPendingHasKeyB,
+    kDeletePendingB,
+    kPendingPayloadsB,
+    kPendingRowsB,
+    kAckedRowKeys,
+    kAckedRowKeysB,
+    kCopyToPending,
+    kCopyToPendingB,
+    kClearPending,
+    kClearPendingB,
+    kLayout,
+    kSetLayout,
     kNumSql,
   };
 
@@ -221,8 +252,18 @@ class SqliteStore final : public Store {
   // Looks for item's key (hash as above) among the pending rows (pending_,
   // confirmed against the row): *found, and its seq.
   Status FindPendingKey(const PendingItem& item, std::uint64_t hash, std::uint64_t* seq, bool* found);
-  // Rebuilds acked_ from acked_batches and pending_ from pending.
+  // Rebuilds acked_ from acked_batches, pending_ from the pending tables
+  // (rows acked_batches names are dead) and the layout.
   Status LoadIndexes();
+  // Statement `sql` (one of the pending table's) on table `t` (0: pending,
+  // 1: pending_b).
+  static Sql OnTable(Sql sql, int t);
+  // The table row `seq` is in.
+  int TableOf(std::uint64_t seq) const { return seq > layout_.boundary ? layout_.head : 1 - layout_.head; }
+  // Whether the old table is down to an eighth of a rotation's rows.
+  bool OldIsSmall() const { return layout_.old_live <= rotation_rows_ / 8; }
+  // Rotates (see the promises above) if it is time; journalled.
+  Status MaybeRotate();
   // Rebuilds acked_ and pending_ (and moves next_acked_id_ up) if another
   // connection committed since they were built (never for an exclusive
   // store). Called inside the transaction that then reads or writes
@@ -286,12 +327,28 @@ class SqliteStore final : public Store {
   // Where each recipient's pending rows are, and each row's key.
   PendingIndex pending_;
   struct IndexChange {
-    bool added;
+    bool added;  // (false with rotated: a rotation, undone from rotations_)
     std::uint64_t recipient;
     std::uint64_t seq;
     std::uint64_t hash;
     std::uint64_t bytes;
+    bool rotated = false;
   };
+  // The pending tables' layout (migration 10 in sqlite_store.cc).
+  struct Layout {
+    int head = 0;                     // the table inserts go to
+    std::uint64_t boundary = 0;       // rows at or below it are in the other
+    std::uint64_t safe_batch = 0;     // acked_batches ids up to here name no dead row
+    std::uint64_t last_batch = 0;     // the newest acked_batches id at the latest rotation
+    std::uint64_t old_live = 0;       // pending rows in the old table
+    std::uint64_t head_inserts = 0;   // inserts into the head since the rotation
+  };
+  Layout layout_;
+  std::vector<Layout> rotations_;  // the layouts before the open transaction's rotations
+  // acked_batches ids that may name dead rows (those at or below
+  // layout_.safe_batch no longer do), ascending.
+  std::vector<std::uint64_t> pinned_;
+  std::uint64_t rotation_rows_ = 65536;
   std::vector<IndexChange> journal_;  // pending_'s changes in the open transaction
   std::vector<std::size_t> marks_;    // journal_'s size at each open savepoint
   std::vector<std::uint64_t> pending_seqs_;  // FetchPending's, reused
