@@ -26,11 +26,11 @@
 //    rotation_rows() inserts and the old table is down to that eighth, a
 //    rotation copies the old table's pending rows (seqs kept) into the
 //    head, empties the old table in one statement, in seq order, and swaps
-//    the two. Dead rows are never read again: at
-//    open, a row an acked_batches row names is not pending, so the trim of
-//    an expired acked_batches row deletes the dead rows it names first
-//    (those the second rotation since has not cleared with their table):
-//    an acknowledged row is gone within kDedupeRetentionMs.
+//    the two. Dead rows are never read again: at open, a row an
+//    acked_batches row names is not pending, so the trim of an expired
+//    acked_batches row deletes the dead rows it names first (those the
+//    second rotation since has not cleared with their table): an
+//    acknowledged row is gone within kDedupeRetentionMs.
 //  - Each pending table has no index on disk but its rowid (the seq): the
 //    store keeps each recipient's seqs and each row's dedupe key in memory
 //    (PendingIndex, pending_index.h), built at Open from the table, kept in
@@ -132,12 +132,12 @@ class SqliteStore final : public Store {
   Status CheckSessionToken(const std::string& token_hash, std::uint64_t now_ms, std::uint64_t* user) override;
   Status RevokeSessionToken(const std::string& token_hash) override;
   Status SetPassword(std::uint64_t user, const std::string& password_hash) override;
+  Status UpsertServer(const ServerRecord& s) override;
+  Status ListServers(std::vector<ServerRecord>* out) override;
 
   // Inserts into the head between rotations (default 65,536); for tests.
   std::uint64_t rotation_rows() const { return rotation_rows_; }
   void set_rotation_rows(std::uint64_t n) { rotation_rows_ = n; }
-  Status UpsertServer(const ServerRecord& s) override;
-  Status ListServers(std::vector<ServerRecord>* out) override;
 
   // The prepared statements, one per SQL text (see kSql in sqlite_store.cc).
   enum Sql : int {
