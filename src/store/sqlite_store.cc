@@ -653,23 +653,10 @@ Status SqliteStore::LoadIndexes() {
     // says which ids are old enough), also once every row was trimmed.
     next_acked_id_ = std::max(next_acked_id_, layout_.last_batch);
   }
-  // The rows acked_batches names (above safe_batch, where dead rows may be):
+  // The rows acked_batches names above safe_batch, where dead rows may be:
   // seq -> its acked_batches id.
   std::unordered_map<std::uint64_t, std::uint64_t> acked_seqs;
-  {
-    Statement st(stmts_[kAckedBatches]);
-    st.BindId(1, layout_.safe_batch + 1);
-    int rc;
-    while ((rc = st.Step()) == SQLITE_ROW) {
-      const std::uint64_t id = st.ColumnId(0);
-      const bool whole = ForEachAckedRecord(st.ColumnBlobView(2), [&](const AckedRecord& r) {
-        acked_seqs[r.seq] = id;
-        return true;
-      });
-      if (!whole) return Status(Code::kIOError, "acknowledged keys " + std::to_string(id) + " are malformed");
-    }
-    if (rc != SQLITE_DONE) return IOError("index acked rows");
-  }
+  if (Status s = IndexAckedKeys(0, &acked_seqs); !s.ok()) return s;
   pinned_.clear();
   for (int t = 0; t < 2; ++t) {
     // Not journalled: the index is rebuilt to what this connection sees,
@@ -692,7 +679,7 @@ Status SqliteStore::LoadIndexes() {
   }
   std::sort(pinned_.begin(), pinned_.end());
   pinned_.erase(std::unique(pinned_.begin(), pinned_.end()), pinned_.end());
-  return IndexAckedKeys(0);
+  return Status::OK();
 }
 
 Status SqliteStore::SyncIndexes() {
@@ -1445,8 +1432,7 @@ Status SqliteStore::FetchPending(std::uint64_t recipient, std::uint64_t after_se
   std::vector<PendingRow> own_rows;
   // The rows at or below the boundary are in the old table, the rest in the head.
   const std::span<const std::uint64_t> page = std::span(pending_seqs_).first(own);
-  const std::size_t in_old = static_cast<std::size_t>(
-      std::upper_bound(page.begin(), page.end(), layout_.boundary) - page.begin());
+  const std::size_t in_old = InOld(page);
   for (const auto& [part, table] : {std::pair{page.first(in_old), 1 - layout_.head},
                                     std::pair{page.subspan(in_old), layout_.head}}) {
     if (part.empty()) continue;
@@ -1493,8 +1479,7 @@ Status SqliteStore::AckRows(const std::vector<std::pair<std::uint64_t, std::uint
     // holds many pending rows, and otherwise left there, dead, until the
     // rotation after next clears them with their table.
     std::sort(held_seqs_.begin(), held_seqs_.end());
-    const std::size_t in_old = static_cast<std::size_t>(
-        std::upper_bound(held_seqs_.begin(), held_seqs_.end(), layout_.boundary) - held_seqs_.begin());
+    const std::size_t in_old = InOld(held_seqs_);
     const bool leave = OldIsSmall() && in_old < held_seqs_.size();
     // The rows' keys, into acked_batches rows of at most kMaxKeysPerRow (a
     // seq named twice is one row, deleted and returned once).
@@ -1550,7 +1535,8 @@ Status SqliteStore::AckRows(const std::vector<std::pair<std::uint64_t, std::uint
   });
 }
 
-Status SqliteStore::IndexAckedKeys(std::uint64_t from_id) {
+Status SqliteStore::IndexAckedKeys(std::uint64_t from_id,
+                                   std::unordered_map<std::uint64_t, std::uint64_t>* acked_seqs) {
   Statement st(stmts_[kAckedBatches]);
   st.BindId(1, from_id);
   int rc;
@@ -1560,6 +1546,7 @@ Status SqliteStore::IndexAckedKeys(std::uint64_t from_id) {
     const std::string_view keys = st.ColumnBlobView(2);
     const bool whole = ForEachAckedRecord(keys, [&](const AckedRecord& r) {
       acked_.Add(DedupeKeyHash(r.recipient, r.key), id, expires_ms);
+      if (id > layout_.safe_batch) (*acked_seqs)[r.seq] = id;
       return true;
     });
     if (!whole) return Status(Code::kIOError, "acknowledged keys " + std::to_string(id) + " are malformed");

@@ -49,12 +49,15 @@
 // Not thread-safe: one thread at a time, as store.h requires.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <functional>
 #include <initializer_list>
 #include <memory>
+#include <span>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "acked_keys.h"
@@ -258,6 +261,11 @@ class SqliteStore final : public Store {
   // Statement `sql` (one of the pending table's) on table `t` (0: pending,
   // 1: pending_b).
   static Sql OnTable(Sql sql, int t);
+  // How many of `sorted` (ascending seqs) are at or below the boundary, in
+  // the old table; the rest are in the head.
+  std::size_t InOld(std::span<const std::uint64_t> sorted) const {
+    return static_cast<std::size_t>(std::upper_bound(sorted.begin(), sorted.end(), layout_.boundary) - sorted.begin());
+  }
   // The table row `seq` is in.
   int TableOf(std::uint64_t seq) const { return seq > layout_.boundary ? layout_.head : 1 - layout_.head; }
   // Whether the old table is down to an eighth of a rotation's rows.
@@ -275,11 +283,13 @@ class SqliteStore final : public Store {
   // kMaxKeysPerRow keys (ids from next_acked_id_ + 1 on, noted in acked_);
   // takes them out of pending_.
   Status AckRows(const std::vector<std::pair<std::uint64_t, std::uint64_t>>& recipient_seqs, const char* context);
-  // Adds the keys of acked_batches' rows from id `from_id` on to acked_.
+  // Adds the keys of acked_batches' rows from id `from_id` on to acked_,
+  // and the seqs they name, with their row's id, to *acked_seqs for the
+  // rows above layout_.safe_batch (those that may name dead rows).
   // (If a transaction that added a row is rolled back, acked_ names a row
   // that is not there, which FindAckedKey passes over: ids are never used
   // twice by one store.)
-  Status IndexAckedKeys(std::uint64_t from_id);
+  Status IndexAckedKeys(std::uint64_t from_id, std::unordered_map<std::uint64_t, std::uint64_t>* acked_seqs);
 
   // pending_ follows the transaction: each change made inside one is
   // journalled, a savepoint marks the journal, and a rollback undoes the
