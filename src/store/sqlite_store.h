@@ -25,7 +25,9 @@
 //    head, dead (its acked_batches row names them). Once the head has
 //    rotation_rows() inserts and the old table is down to that eighth, a
 //    rotation copies the old table's pending rows (seqs kept) into the
-//    head, empties the old table in one statement, in seq order, and swaps
+//    head, empties the old table in one statement that frees its pages
+//    whole without visiting its rows (the pending tables have no foreign
+//    key, so Enqueue looks its recipient up in users itself), and swaps
 //    the two. Dead rows are never read again: at open, a row an
 //    acked_batches row names is not pending, so the trim of an expired
 //    acked_batches row deletes the dead rows it names first (those the
@@ -219,6 +221,7 @@ class SqliteStore final : public Store {
     kClearPendingB,
     kLayout,
     kSetLayout,
+    kUserExists,
     kNumSql,
   };
 

@@ -1571,14 +1571,14 @@ TEST_F(SqliteStoreTest, UsesWalAndRecordsSchemaVersion) {
   std::unique_ptr<Store> store;
   ASSERT_OK(OpenSqliteStore(path_, &store));
   EXPECT_EQ(RawQuery("PRAGMA journal_mode"), "wal");
-  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "10");
+  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "11");
   EXPECT_EQ(RawQuery("SELECT COUNT(*) FROM schema_version"), "1");
   store.reset();
 
   // Reopening an up-to-date file changes nothing.
   ASSERT_OK(OpenSqliteStore(path_, &store));
   EXPECT_EQ(RawQuery("SELECT COUNT(*) FROM schema_version"), "1");
-  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "10");
+  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "11");
 }
 
 TEST_F(SqliteStoreTest, ABatchCommitsTogetherAndAFailedUnitIsUndoneAlone) {
@@ -1666,7 +1666,7 @@ TEST_F(SqliteStoreTest, MigrationSixKeepsGroupLogEntriesAndChainsNewOnes) {
       "DROP TABLE pending_b; DROP TABLE pending_layout; UPDATE schema_version SET version = 5;");
 
   ASSERT_OK(OpenSqliteStore(path_, &store));
-  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "10");
+  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "11");
   ASSERT_OK(store->AppendGroup(g, alice, {bob}, "k2", "from version 6", &seq, &fresh, nullptr, &prev));
   EXPECT_EQ(prev, old_seq);
   std::vector<PendingRow> rows;
@@ -1701,7 +1701,7 @@ TEST_F(SqliteStoreTest, MigrationFiveKeepsPendingRowsAndTheSeqHighWaterMark) {
   ASSERT_EQ(RawQuery("SELECT seq FROM sqlite_sequence WHERE name = 'pending'"), "90");
 
   ASSERT_OK(OpenSqliteStore(path_, &store));
-  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "10");
+  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "11");
   std::vector<PendingRow> rows;
   ASSERT_OK(store->FetchPending(alice, 0, 10, &rows));
   ASSERT_EQ(rows.size(), 2u);
@@ -1738,7 +1738,7 @@ TEST_F(SqliteStoreTest, MigrationNineKeepsAcknowledgedKeys) {
       "DROP TABLE pending_b; DROP TABLE pending_layout; UPDATE schema_version SET version = 8;");
 
   ASSERT_OK(OpenSqliteStore(path_, &store));
-  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "10");
+  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "11");
   EXPECT_EQ(RawQuery("SELECT group_concat(id) FROM acked_batches"), "4,5");
   std::vector<std::uint64_t> seqs;
   std::vector<Enqueued> how;
@@ -1755,6 +1755,89 @@ TEST_F(SqliteStoreTest, MigrationNineKeepsAcknowledgedKeys) {
   EXPECT_EQ(RawQuery("SELECT COUNT(*) FROM acked_batches"), "0");
   ASSERT_OK(store->Enqueue({PendingItem{alice, "a key: 3 with ключ", "again"}}, &seqs, &how));
   EXPECT_EQ(how, std::vector<Enqueued>({Enqueued::kStored}));
+}
+
+// Version 11 rebuilds both pending tables without their foreign key to
+// users. A version-10 file's rows, in both tables, keep their seqs, payloads
+// and keys, and an unknown recipient is still refused.
+TEST_F(SqliteStoreTest, MigrationElevenKeepsThePendingRowsOfBothTables) {
+  std::uint64_t alice = 0;
+  std::vector<std::uint64_t> stored;
+  {
+    std::unique_ptr<SqliteStore> store;
+    ASSERT_OK(SqliteStore::Open(path_, &store));
+    store->set_rotation_rows(4);  // the fifth insert rotates: rows 1-4 old, 5-6 head
+    ASSERT_OK(store->CreateUser(User("alice"), &alice));
+    std::vector<Enqueued> how;
+    for (int i = 0; i < 6; ++i) {
+      std::vector<std::uint64_t> seqs;
+      ASSERT_OK(store->Enqueue({PendingItem{alice, "k" + std::to_string(i), "row " + std::to_string(i)}}, &seqs,
+                               &how));
+      stored.push_back(seqs[0]);
+    }
+  }
+  ASSERT_NE(RawQuery("SELECT COUNT(*) FROM pending"), "0");
+  ASSERT_NE(RawQuery("SELECT COUNT(*) FROM pending_b"), "0");
+  // Back to version 10's tables, with the foreign key.
+  std::string back;
+  for (const char* t : {"pending", "pending_b"}) {
+    const std::string table(t);
+    back += "CREATE TABLE " + table + "_v10 (seq INTEGER PRIMARY KEY, recipient INTEGER NOT NULL REFERENCES users (id),"
+            " dedupe_key TEXT NOT NULL, payload BLOB NOT NULL);"
+            "INSERT INTO " + table + "_v10 SELECT * FROM " + table + ";"
+            "DROP TABLE " + table + "; ALTER TABLE " + table + "_v10 RENAME TO " + table + ";";
+  }
+  RawExec(back + "UPDATE schema_version SET version = 10;");
+  ASSERT_NE(RawQuery("SELECT sql FROM sqlite_master WHERE name = 'pending_b'").find("REFERENCES"), std::string::npos);
+
+  std::unique_ptr<Store> store;
+  ASSERT_OK(OpenSqliteStore(path_, &store));
+  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "11");
+  for (const char* t : {"pending", "pending_b"}) {
+    EXPECT_EQ(RawQuery(std::string("SELECT sql FROM sqlite_master WHERE name = '") + t + "'").find("REFERENCES"),
+              std::string::npos)
+        << t;
+  }
+  std::vector<PendingRow> rows;
+  ASSERT_OK(store->FetchPending(alice, 0, 10, &rows));
+  ASSERT_EQ(rows.size(), 6u);
+  for (int i = 0; i < 6; ++i) {
+    EXPECT_EQ(rows[i].seq, stored[i]);
+    EXPECT_EQ(rows[i].payload, "row " + std::to_string(i));
+  }
+  std::vector<std::uint64_t> seqs;
+  std::vector<Enqueued> how;
+  ASSERT_OK(store->Enqueue({PendingItem{alice, "k1", "again"}, PendingItem{alice, "k5", "again"}}, &seqs, &how));
+  EXPECT_EQ(how, std::vector<Enqueued>({Enqueued::kQueued, Enqueued::kQueued}));
+  EXPECT_EQ(seqs, std::vector<std::uint64_t>({stored[1], stored[5]}));
+  EXPECT_CODE(Code::kNoSuchUser, store->Enqueue({PendingItem{alice + 1, "k", "to nobody"}}, &seqs, &how));
+  ASSERT_OK(store->FetchPending(alice, 0, 10, &rows));
+  EXPECT_EQ(rows.size(), 6u);
+}
+
+// A rotation's DELETE of the whole old table frees its pages whole
+// (SQLite's Clear) instead of deleting row by row, which SQLite does only
+// when no foreign key or trigger involves the table: version 11 dropped
+// the pending tables' foreign key for it (docs/performance.md).
+TEST_F(SqliteStoreTest, ARotationEmptiesItsOldTablePageByPage) {
+  FileWithAlice();
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "PRAGMA foreign_keys=ON", nullptr, nullptr, nullptr), SQLITE_OK);
+  for (const char* table : {"pending", "pending_b"}) {
+    sqlite3_stmt* stmt = nullptr;
+    const std::string sql = std::string("EXPLAIN DELETE FROM ") + table;
+    ASSERT_EQ(sqlite3_prepare_v2(db, sql.c_str(), -1, &stmt, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
+    std::set<std::string> opcodes;
+    while (sqlite3_step(stmt) == SQLITE_ROW) {
+      opcodes.insert(reinterpret_cast<const char*>(sqlite3_column_text(stmt, 1)));
+    }
+    sqlite3_finalize(stmt);
+    EXPECT_EQ(opcodes.count("Clear"), 1u) << table;
+    EXPECT_EQ(opcodes.count("Delete"), 0u) << table;
+    EXPECT_EQ(opcodes.count("FkCounter"), 0u) << table;
+  }
+  sqlite3_close(db);
 }
 
 // One acknowledgement of many rows is one acked_batches row; each key in it
