@@ -188,6 +188,72 @@ void BM_SqliteAckDrain(benchmark::State& state) {
 }
 BENCHMARK(BM_SqliteAckDrain)->Args({200000, 0})->Args({200000, 1})->Unit(benchmark::kMicrosecond);
 
+// A rotation (sqlite_store.h) as the insert that triggers it pays for it:
+// range(0) rows were stored (round-robin over 1000 recipients, 200-byte
+// payloads) and acknowledged (dead rows, left in the head), and then the
+// insert that rotates, which empties the old table: the previous range(0)
+// rows. One iteration, timed: that one Enqueue, committed. Untimed before
+// it: the range(0) - 1 rows that make the head full, stored and
+// acknowledged in batches of 1000 (rotation_rows() is range(0)). The time per iteration is the
+// stall a rotation adds to the batch that triggers it; 65,536 is the
+// default rotation_rows(), larger sizes are the head after a long drain
+// without inserts (a login drain of an offline backlog).
+void BM_SqliteRotation(benchmark::State& state) {
+  Fixture f(1000);
+  const std::size_t rows = static_cast<std::size_t>(state.range(0));
+  f.store->set_rotation_rows(rows);  // no rotation inside fill()
+  const std::string payload(200, 'p');
+  std::uint64_t counter = 0;
+  std::vector<PendingItem> items;
+  std::vector<std::uint64_t> seqs;
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> acks;
+  // Stores and acknowledges n rows in batches of 1000.
+  auto fill = [&](std::size_t n) {
+    for (std::size_t from = 0; from < n; from += 1000) {
+      items.resize(std::min<std::size_t>(1000, n - from));
+      for (std::size_t i = 0; i < items.size(); ++i) {
+        items[i].recipient = f.users[(from + i) % f.users.size()];
+        items[i].dedupe_key = "d/1/" + std::to_string(++counter) + "/0";
+        items[i].payload = payload;
+      }
+      if (!f.store->BeginBatch().ok() || !f.store->Enqueue(items, &seqs, nullptr).ok() ||
+          !f.store->CommitBatch().ok()) {
+        return false;
+      }
+      acks.clear();
+      for (std::size_t i = 0; i < items.size(); ++i) acks.emplace_back(items[i].recipient, seqs[i]);
+      if (!f.store->BeginBatch().ok() || !f.store->AckMany(acks).ok() || !f.store->CommitBatch().ok()) return false;
+    }
+    return true;
+  };
+  auto insert_one = [&]() {
+    items.resize(1);
+    items[0].recipient = f.users[0];
+    items[0].dedupe_key = "d/1/" + std::to_string(++counter) + "/0";
+    items[0].payload = payload;
+    return f.store->BeginBatch().ok() && f.store->Enqueue(items, &seqs, nullptr).ok() && f.store->CommitBatch().ok();
+  };
+  // The first rotation, at the (rows + 1)-th insert, empties an empty old
+  // table. After it, insert_one()'s row and fill(rows - 1) make the head
+  // full, and the next insert_one() rotates: the old table it empties
+  // holds `rows` rows, all dead but one.
+  if (!fill(rows) || !insert_one()) {
+    state.SkipWithError("setup failed");
+    return;
+  }
+  for (auto _ : state) {
+    state.PauseTiming();
+    const bool filled = fill(rows - 1);
+    state.ResumeTiming();
+    if (!filled || !insert_one()) {
+      state.SkipWithError("rotation failed");
+      break;
+    }
+  }
+  state.counters["cleared_rows"] = static_cast<double>(rows);
+}
+BENCHMARK(BM_SqliteRotation)->Arg(65536)->Arg(1 << 20)->Iterations(4)->Unit(benchmark::kMillisecond);
+
 }  // namespace
 
 BENCHMARK_MAIN();
