@@ -768,7 +768,7 @@ SqliteStore::Sql SqliteStore::OnTable(Sql sql, int t) {
 }
 
 Status SqliteStore::MaybeRotate() {
-  if (layout_.head_inserts < rotation_rows_ || !OldIsSmall()) return Status::OK();
+  if (!RotationDue()) return Status::OK();
   const int old = 1 - layout_.head;
   if (layout_.old_live > 0) {
     pending_seqs_.clear();
@@ -824,7 +824,11 @@ void SqliteStore::UndoToMark() {
       rotations_.pop_back();
     } else if (c.added) {
       pending_.Remove(c.recipient, c.seq, c.hash, c.bytes);
-      if (c.seq <= layout_.boundary) --layout_.old_live;
+      if (c.seq <= layout_.boundary) {
+        --layout_.old_live;
+      } else if (layout_.head_inserts > 0) {
+        --layout_.head_inserts;  // the insert is undone
+      }
     } else {
       pending_.Add(c.recipient, c.seq, c.hash, c.bytes);
       if (c.seq <= layout_.boundary) ++layout_.old_live;
@@ -1511,11 +1515,12 @@ Status SqliteStore::AckRows(const std::vector<std::pair<std::uint64_t, std::uint
     }
     if (held_seqs_.empty()) return Status::OK();
     // The old table's rows are deleted; the head's too while the old table
-    // holds many pending rows, and otherwise left there, dead, until the
-    // rotation after next clears them with their table.
+    // holds more pending rows than a rotation copies (MayLeaveDead), and
+    // otherwise left there, dead, until the rotation after next clears
+    // them with their table.
     std::sort(held_seqs_.begin(), held_seqs_.end());
     const std::size_t in_old = InOld(held_seqs_);
-    const bool leave = OldIsSmall() && in_old < held_seqs_.size();
+    const bool leave = MayLeaveDead() && in_old < held_seqs_.size();
     // The rows' keys, into acked_batches rows of at most kMaxKeysPerRow (a
     // seq named twice is one row, deleted and returned once).
     // acked_ends_[k] is where record k ends in `keys`.

@@ -20,11 +20,12 @@
 //  - Pending rows are in two tables (`pending`, `pending_b`): the head takes
 //    every insert; the other, the old table, holds the rows at or below a
 //    boundary seq. An acknowledgement deletes its rows from the old table,
-//    and from the head only while the old table holds more than an eighth
-//    of a rotation's rows still pending; otherwise it leaves them in the
+//    and from the head only while the old table holds more than
+//    rotation_rows() rows still pending; otherwise it leaves them in the
 //    head, dead (its acked_batches row names them). Once the head has
-//    rotation_rows() inserts and the old table is down to that eighth, a
-//    rotation copies the old table's pending rows (seqs kept) into the
+//    rotation_rows() inserts and the old table's pending rows are at most
+//    an eighth of that, or at most half the head's dead rows (and at most
+//    rotation_rows()), a rotation copies them (seqs kept) into the
 //    head, empties the old table in one statement that frees its pages
 //    whole without visiting its rows (the pending tables have no foreign
 //    key, so Enqueue looks its recipient up in users itself), and swaps
@@ -271,8 +272,23 @@ class SqliteStore final : public Store {
   }
   // The table row `seq` is in.
   int TableOf(std::uint64_t seq) const { return seq > layout_.boundary ? layout_.head : 1 - layout_.head; }
-  // Whether the old table is down to an eighth of a rotation's rows.
-  bool OldIsSmall() const { return layout_.old_live <= rotation_rows_ / 8; }
+  // Whether an acknowledgement leaves its head rows there, dead: while a
+  // rotation may still copy the old table's pending rows (at most
+  // rotation_rows() of them), so the dead rows go with their table.
+  bool MayLeaveDead() const { return layout_.old_live <= rotation_rows_; }
+  // The head's rows left there, dead (its rows less its pending ones).
+  std::uint64_t HeadDead() const {
+    const std::uint64_t live = pending_.size() - layout_.old_live;
+    return layout_.head_inserts > live ? layout_.head_inserts - live : 0;
+  }
+  // Whether a rotation is due: the head has had rotation_rows() inserts,
+  // and the old table's pending rows, which it copies, are few: at most an
+  // eighth of those, or at most half the head's dead rows (which the
+  // rotation after it clears whole) and at most rotation_rows().
+  bool RotationDue() const {
+    if (layout_.head_inserts < rotation_rows_) return false;
+    return layout_.old_live <= rotation_rows_ / 8 || (MayLeaveDead() && 2 * layout_.old_live <= HeadDead());
+  }
   // Rotates (see the promises above) if it is time; journalled.
   Status MaybeRotate();
   // Rebuilds acked_ and pending_ (and moves next_acked_id_ up) if another
@@ -354,7 +370,7 @@ class SqliteStore final : public Store {
     std::uint64_t safe_batch = 0;     // acked_batches ids up to here name no dead row
     std::uint64_t last_batch = 0;     // the newest acked_batches id at the latest rotation
     std::uint64_t old_live = 0;       // pending rows in the old table
-    std::uint64_t head_inserts = 0;   // inserts into the head since the rotation
+    std::uint64_t head_inserts = 0;   // rows put in the head since the rotation (its rows)
   };
   Layout layout_;
   std::vector<Layout> rotations_;  // the layouts before the open transaction's rotations

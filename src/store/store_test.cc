@@ -1567,6 +1567,76 @@ TEST_F(SqliteStoreTest, RotationsClearAcknowledgedRowsWholeAndKeepPendingOnes) {
   EXPECT_TRUE(rows.empty());
 }
 
+// A backlog that stays (bob never comes back) and alice's rows stored and
+// acknowledged in rounds, with a rotation every 8 inserts. A backlog of at
+// most rotation_rows() rows: alice's acknowledged rows are left dead, and
+// rotations come once they are twice the backlog, copying bob's rows with
+// their seqs and payloads, so the file holds a bounded number of rows. A
+// larger backlog: acknowledgements delete their rows (no rotation could
+// copy the backlog), so the file grows no more, and holds exactly the
+// pending rows once the keys of the rows left dead before have expired.
+TEST_F(SqliteStoreTest, DeadRowsStayBoundedBehindABacklogThatStays) {
+  for (const int backlog : {5, 20}) {
+    SCOPED_TRACE(backlog);
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+    std::unique_ptr<SqliteStore> store;
+    ASSERT_OK(SqliteStore::Open(path_, &store));
+    store->set_rotation_rows(8);
+    std::uint64_t alice = 0, bob = 0;
+    ASSERT_OK(store->CreateUser(User("alice"), &alice));
+    ASSERT_OK(store->CreateUser(User("bob"), &bob));
+    std::vector<std::uint64_t> seqs, bobs;
+    std::vector<Enqueued> how;
+    for (int i = 0; i < backlog; ++i) {
+      ASSERT_OK(store->Enqueue({PendingItem{bob, "b" + std::to_string(i), "for bob " + std::to_string(i)}}, &seqs,
+                               &how));
+      bobs.push_back(seqs[0]);
+    }
+    auto rows_on_disk = [&]() {
+      return std::stoull(RawQuery("SELECT (SELECT COUNT(*) FROM pending) + (SELECT COUNT(*) FROM pending_b)"));
+    };
+    std::uint64_t most = 0, boundary = 0, at_half = 0;
+    int rotations = 0;
+    for (int round = 0; round < 20; ++round) {
+      std::vector<PendingItem> items;
+      for (int i = 0; i < 8; ++i) {
+        items.push_back(PendingItem{alice, "r" + std::to_string(round) + "/" + std::to_string(i), "x"});
+      }
+      ASSERT_OK(store->Enqueue(items, &seqs, &how));
+      ASSERT_OK(store->Ack(alice, seqs));
+      most = std::max<std::uint64_t>(most, rows_on_disk());
+      const std::uint64_t now = std::stoull(RawQuery("SELECT boundary FROM pending_layout"));
+      if (now != boundary) ++rotations;
+      boundary = now;
+      if (round == 9) at_half = rows_on_disk();
+    }
+    if (backlog == 5) {
+      // Dead rows were left and cleared by rotations, never more than
+      // the backlog, two heads' rows, and one round.
+      EXPECT_GT(most, 5u + 8u);
+      EXPECT_LE(most, 5u + 2 * (8u + 2 * 5u) + 8u);
+      EXPECT_GE(rotations, 4);
+    } else {
+      // The rows left dead while the backlog was small stay until their
+      // keys expire; no more are left.
+      EXPECT_EQ(rows_on_disk(), at_half);
+      EXPECT_LE(most, 20u + 8u + 2 * 8u);
+      ASSERT_OK(store->TrimDedupeKeys(DedupeKeyExpiryMs() + 1));
+      EXPECT_EQ(rows_on_disk(), 20u);
+    }
+    std::vector<PendingRow> rows;
+    ASSERT_OK(store->FetchPending(bob, 0, 100, &rows));
+    ASSERT_EQ(rows.size(), bobs.size());
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+      EXPECT_EQ(rows[i].seq, bobs[i]);
+      EXPECT_EQ(rows[i].payload, "for bob " + std::to_string(i));
+    }
+    ASSERT_OK(store->FetchPending(alice, 0, 100, &rows));
+    EXPECT_TRUE(rows.empty());
+  }
+}
+
 TEST_F(SqliteStoreTest, UsesWalAndRecordsSchemaVersion) {
   std::unique_ptr<Store> store;
   ASSERT_OK(OpenSqliteStore(path_, &store));
