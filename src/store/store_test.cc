@@ -1393,6 +1393,11 @@ class SqliteStoreTest : public ::testing::Test {
   }
 
   // Makes the database file with one user, alice, and closes it; her id.
+  // The rows in both pending tables, pending and dead.
+  std::uint64_t RowsOnDisk() {
+    return std::stoull(RawQuery("SELECT (SELECT COUNT(*) FROM pending) + (SELECT COUNT(*) FROM pending_b)"));
+  }
+
   std::uint64_t FileWithAlice() {
     std::unique_ptr<Store> store;
     EXPECT_OK(OpenSqliteStore(path_, &store));
@@ -1514,9 +1519,6 @@ TEST_F(SqliteStoreTest, RotationsClearAcknowledgedRowsWholeAndKeepPendingOnes) {
   ASSERT_OK(store->CreateUser(User("bob"), &bob));
   std::vector<std::uint64_t> seqs;
   std::vector<Enqueued> how;
-  auto rows_on_disk = [&]() {
-    return std::stoull(RawQuery("SELECT (SELECT COUNT(*) FROM pending) + (SELECT COUNT(*) FROM pending_b)"));
-  };
   // Bob never comes back: his one row stays pending throughout.
   ASSERT_OK(store->Enqueue({PendingItem{bob, "b0", "for bob"}}, &seqs, &how));
   const std::uint64_t bobs = seqs[0];
@@ -1532,8 +1534,8 @@ TEST_F(SqliteStoreTest, RotationsClearAcknowledgedRowsWholeAndKeepPendingOnes) {
   }
   // 33 rows stored, 32 acknowledged: at most two rotations' worth of them
   // (and bob's) are still in the file.
-  EXPECT_LE(rows_on_disk(), 17u + 1u);
-  EXPECT_GE(rows_on_disk(), 1u);
+  EXPECT_LE(RowsOnDisk(), 17u + 1u);
+  EXPECT_GE(RowsOnDisk(), 1u);
   std::vector<PendingRow> rows;
   ASSERT_OK(store->FetchPending(bob, 0, 10, &rows));
   ASSERT_EQ(rows.size(), 1u);
@@ -1556,7 +1558,7 @@ TEST_F(SqliteStoreTest, RotationsClearAcknowledgedRowsWholeAndKeepPendingOnes) {
   EXPECT_EQ(n, 1u);
   // Once every key has expired, only bob's row is left.
   ASSERT_OK(store->TrimDedupeKeys(DedupeKeyExpiryMs() + 1));
-  EXPECT_EQ(rows_on_disk(), 1u);
+  EXPECT_EQ(RowsOnDisk(), 1u);
   EXPECT_EQ(RawQuery("SELECT COUNT(*) FROM acked_batches"), "0");
   store.reset();
   ASSERT_OK(SqliteStore::Open(path_, &store));
@@ -1593,9 +1595,6 @@ TEST_F(SqliteStoreTest, DeadRowsStayBoundedBehindABacklogThatStays) {
                                &how));
       bobs.push_back(seqs[0]);
     }
-    auto rows_on_disk = [&]() {
-      return std::stoull(RawQuery("SELECT (SELECT COUNT(*) FROM pending) + (SELECT COUNT(*) FROM pending_b)"));
-    };
     std::uint64_t most = 0, boundary = 0, at_half = 0;
     int rotations = 0;
     for (int round = 0; round < 20; ++round) {
@@ -1605,11 +1604,11 @@ TEST_F(SqliteStoreTest, DeadRowsStayBoundedBehindABacklogThatStays) {
       }
       ASSERT_OK(store->Enqueue(items, &seqs, &how));
       ASSERT_OK(store->Ack(alice, seqs));
-      most = std::max<std::uint64_t>(most, rows_on_disk());
+      most = std::max<std::uint64_t>(most, RowsOnDisk());
       const std::uint64_t now = std::stoull(RawQuery("SELECT boundary FROM pending_layout"));
       if (now != boundary) ++rotations;
       boundary = now;
-      if (round == 9) at_half = rows_on_disk();
+      if (round == 9) at_half = RowsOnDisk();
     }
     if (backlog == 5) {
       // Dead rows were left and cleared by rotations, never more than
@@ -1620,10 +1619,10 @@ TEST_F(SqliteStoreTest, DeadRowsStayBoundedBehindABacklogThatStays) {
     } else {
       // The rows left dead while the backlog was small stay until their
       // keys expire; no more are left.
-      EXPECT_EQ(rows_on_disk(), at_half);
+      EXPECT_EQ(RowsOnDisk(), at_half);
       EXPECT_LE(most, 20u + 8u + 2 * 8u);
       ASSERT_OK(store->TrimDedupeKeys(DedupeKeyExpiryMs() + 1));
-      EXPECT_EQ(rows_on_disk(), 20u);
+      EXPECT_EQ(RowsOnDisk(), 20u);
     }
     std::vector<PendingRow> rows;
     ASSERT_OK(store->FetchPending(bob, 0, 100, &rows));
@@ -2209,7 +2208,7 @@ TEST_F(SqliteStoreTest, TheIndexesInMemoryAgreeWithAModelThroughRandomBatchesRol
     if (HasFatalFailure()) return;
     check(step);
     // Rows left dead stay until their table is cleared or their key expires.
-    const std::uint64_t rows = std::stoull(RawQuery("SELECT (SELECT COUNT(*) FROM pending) + (SELECT COUNT(*) FROM pending_b)"));
+    const std::uint64_t rows = RowsOnDisk();
     if (op >= 95) {
       ASSERT_EQ(rows, model.live.size())
           << "step " << step << " rows " << RawQuery("SELECT group_concat(seq) FROM (SELECT seq FROM pending UNION ALL SELECT seq FROM pending_b)")
