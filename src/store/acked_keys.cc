@@ -74,6 +74,12 @@ void AckedKeys::Add(std::uint64_t hash, std::uint64_t rowid, std::uint64_t expir
   generations_.back().Insert(fingerprint, rowid, expires_ms);
 }
 
+void AckedKeys::Prefetch(std::uint64_t hash) const {
+  if (generations_.empty() || generations_.back().slots.empty()) return;
+  const std::vector<std::uint64_t>& slots = generations_.back().slots;
+  __builtin_prefetch(&slots[Home((hash >> kOffsetBits) | 1, slots.size() - 1)], 1);
+}
+
 void AckedKeys::Candidates(std::uint64_t hash, std::vector<std::uint64_t>* rowids) const {
   const std::uint64_t fingerprint = (hash >> kOffsetBits) | 1;
   for (const Generation& g : generations_) g.Find(fingerprint, rowids);

@@ -51,6 +51,10 @@ class AckedKeys {
   // Notes that row `rowid` holds a key with hash `hash`, kept until
   // `expires_ms`.
   void Add(std::uint64_t hash, std::uint64_t rowid, std::uint64_t expires_ms);
+  // A hint, no effect on the contents: starts loading the slot where the
+  // next Add of `hash` looks first, so a caller adding many keys can
+  // overlap their cache misses.
+  void Prefetch(std::uint64_t hash) const;
   // Appends to `rowids` the rows that may hold a key with hash `hash`.
   void Candidates(std::uint64_t hash, std::vector<std::uint64_t>* rowids) const;
 

@@ -62,6 +62,12 @@ class PendingIndex {
   // Appends to `seqs` every row's seq at or below `bound`, all recipients'
   // (each recipient's ascending; O(recipients + rows appended)).
   void SeqsAtOrBelow(std::uint64_t bound, std::vector<std::uint64_t>* seqs) const;
+  // A hint, no effect on the contents: starts loading the slot where a
+  // Remove of a row with key hash `hash` looks first, so a caller removing
+  // many rows can overlap their cache misses.
+  void Prefetch(std::uint64_t hash) const {
+    if (!slots_.empty()) __builtin_prefetch(&slots_[hash & (slots_.size() - 1)], 1);
+  }
   std::size_t CountOf(std::uint64_t recipient) const;
   std::uint64_t BytesOf(std::uint64_t recipient) const;
   std::size_t size() const { return used_; }

@@ -348,7 +348,15 @@ class SqliteStore final : public Store {
   // Which acked_batches row holds the dedupe key of each row acknowledged lately.
   AckedKeys acked_;
   std::vector<std::uint64_t> candidates_;    // FindAckedKey's and FindPendingKey's, reused
-  std::vector<std::uint64_t> acked_hashes_;  // AckRows', reused
+  // A row an acknowledgement takes (AckRows'; reused).
+  struct AckedRow {
+    std::uint64_t recipient;
+    std::uint64_t seq;
+    std::uint64_t hash;   // of its dedupe key
+    std::uint64_t bytes;  // its payload's
+  };
+  std::vector<AckedRow> acked_rows_;
+  std::string acked_keys_;                   // AckRows' records, reused
   std::vector<std::size_t> acked_ends_;      // AckRows', reused
   std::vector<std::uint64_t> held_seqs_;     // AckRows', reused
 
