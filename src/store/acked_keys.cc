@@ -40,7 +40,7 @@ void AckedKeys::Generation::Place(std::uint64_t slot) {
 
 void AckedKeys::Generation::Insert(std::uint64_t fingerprint, std::uint64_t rowid, std::uint64_t expires_ms) {
   if ((count + 1) * 4 > slots.size() * 3) {  // keep the load at or below 3/4
-    std::vector<std::uint64_t> old(slots.empty() ? kFirstSlots : slots.size() * 2, 0);
+    decltype(slots) old(slots.empty() ? kFirstSlots : slots.size() * 2, 0);
     old.swap(slots);
     for (std::uint64_t s : old) {
       if (s != 0) Place(s);
@@ -76,7 +76,7 @@ void AckedKeys::Add(std::uint64_t hash, std::uint64_t rowid, std::uint64_t expir
 
 void AckedKeys::Prefetch(std::uint64_t hash) const {
   if (generations_.empty() || generations_.back().slots.empty()) return;
-  const std::vector<std::uint64_t>& slots = generations_.back().slots;
+  const auto& slots = generations_.back().slots;
   __builtin_prefetch(&slots[Home((hash >> kOffsetBits) | 1, slots.size() - 1)], 1);
 }
 

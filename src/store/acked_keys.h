@@ -36,6 +36,8 @@
 #include <string_view>
 #include <vector>
 
+#include "large_table.h"
+
 namespace fastchat {
 
 class AckedKeys {
@@ -79,7 +81,7 @@ class AckedKeys {
     std::uint64_t first_expiry_ms = 0;
     std::uint64_t newest_expiry_ms = 0;
     std::size_t count = 0;
-    std::vector<std::uint64_t> slots;
+    std::vector<std::uint64_t, LargeTableAllocator<std::uint64_t>> slots;
 
     // False if the rowid or the expiry does not fit this generation.
     bool Fits(std::uint64_t rowid, std::uint64_t expires_ms) const;

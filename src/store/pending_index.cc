@@ -150,7 +150,7 @@ bool PendingIndex::Erase(std::uint64_t hash, std::uint64_t seq) {
 }
 
 void PendingIndex::Resize(std::size_t capacity) {
-  std::vector<Slot> old;
+  decltype(slots_) old;
   old.swap(slots_);
   slots_.assign(capacity, Slot{});
   for (const Slot& s : old) {

@@ -41,6 +41,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "large_table.h"
+
 namespace fastchat {
 
 class PendingIndex {
@@ -95,7 +97,7 @@ class PendingIndex {
   void Resize(std::size_t capacity);
 
   std::unordered_map<std::uint64_t, Queue> queues_;
-  std::vector<Slot> slots_;
+  std::vector<Slot, LargeTableAllocator<Slot>> slots_;
   std::size_t used_ = 0;
 };
 
