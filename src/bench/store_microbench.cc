@@ -188,16 +188,15 @@ void BM_SqliteAckDrain(benchmark::State& state) {
 }
 BENCHMARK(BM_SqliteAckDrain)->Args({200000, 0})->Args({200000, 1})->Unit(benchmark::kMicrosecond);
 
-// A rotation (sqlite_store.h) as the insert that triggers it pays for it:
-// range(0) rows were stored (round-robin over 1000 recipients, 200-byte
-// payloads) and acknowledged (dead rows, left in the head), and then the
-// insert that rotates, which empties the old table: the previous range(0)
-// rows. One iteration, timed: that one Enqueue, committed. Untimed before
-// it: the range(0) - 1 rows that make the head full, stored and
-// acknowledged in batches of 1000 (rotation_rows() is range(0)). The time per iteration is the
+// A rotation (sqlite_store.h) as the insert that triggers it pays for it.
+// rotation_rows() is range(0). Untimed: the rows that make the head full,
+// stored (round-robin over 1000 recipients, 200-byte payloads) and
+// acknowledged in batches of 1000, so they are left there dead. Timed, one
+// iteration: the one committed Enqueue that rotates, emptying the old
+// table of the range(0) rows before them. The time per iteration is the
 // stall a rotation adds to the batch that triggers it; 65,536 is the
-// default rotation_rows(), larger sizes are the head after a long drain
-// without inserts (a login drain of an offline backlog).
+// default rotation_rows(), a larger size stands for the head after a long
+// drain without inserts (a login drain of an offline backlog).
 void BM_SqliteRotation(benchmark::State& state) {
   Fixture f(1000);
   const std::size_t rows = static_cast<std::size_t>(state.range(0));

@@ -1392,12 +1392,12 @@ class SqliteStoreTest : public ::testing::Test {
     return u;
   }
 
-  // Makes the database file with one user, alice, and closes it; her id.
   // The rows in both pending tables, pending and dead.
   std::uint64_t RowsOnDisk() {
     return std::stoull(RawQuery("SELECT (SELECT COUNT(*) FROM pending) + (SELECT COUNT(*) FROM pending_b)"));
   }
 
+  // Makes the database file with one user, alice, and closes it; her id.
   std::uint64_t FileWithAlice() {
     std::unique_ptr<Store> store;
     EXPECT_OK(OpenSqliteStore(path_, &store));
