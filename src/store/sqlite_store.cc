@@ -5,11 +5,11 @@
 #include <algorithm>
 #include <cstdint>
 #include <iterator>
-#include <unordered_map>
 #include <limits>
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 
 #include "acked_batch.h"

@@ -1397,6 +1397,15 @@ class SqliteStoreTest : public ::testing::Test {
     return std::stoull(RawQuery("SELECT (SELECT COUNT(*) FROM pending) + (SELECT COUNT(*) FROM pending_b)"));
   }
 
+  // Opens path_ rotating every `rotation_rows` inserts, with users alice and bob.
+  void OpenRotatingWithAliceAndBob(std::uint64_t rotation_rows, std::unique_ptr<SqliteStore>* store,
+                                   std::uint64_t* alice, std::uint64_t* bob) {
+    ASSERT_OK(SqliteStore::Open(path_, store));
+    (*store)->set_rotation_rows(rotation_rows);
+    ASSERT_OK((*store)->CreateUser(User("alice"), alice));
+    ASSERT_OK((*store)->CreateUser(User("bob"), bob));
+  }
+
   // Makes the database file with one user, alice, and closes it; her id.
   std::uint64_t FileWithAlice() {
     std::unique_ptr<Store> store;
@@ -1512,11 +1521,8 @@ TEST_F(SqliteStoreTest, AnAcknowledgedRowsPayloadIsGoneFromTheFileOnceItsKeyExpi
 // an acknowledgement's keys stay until its rows are gone.
 TEST_F(SqliteStoreTest, RotationsClearAcknowledgedRowsWholeAndKeepPendingOnes) {
   std::unique_ptr<SqliteStore> store;
-  ASSERT_OK(SqliteStore::Open(path_, &store));
-  store->set_rotation_rows(8);
   std::uint64_t alice = 0, bob = 0;
-  ASSERT_OK(store->CreateUser(User("alice"), &alice));
-  ASSERT_OK(store->CreateUser(User("bob"), &bob));
+  ASSERT_NO_FATAL_FAILURE(OpenRotatingWithAliceAndBob(8, &store, &alice, &bob));
   std::vector<std::uint64_t> seqs;
   std::vector<Enqueued> how;
   // Bob never comes back: his one row stays pending throughout.
@@ -1583,11 +1589,8 @@ TEST_F(SqliteStoreTest, DeadRowsStayBoundedBehindABacklogThatStays) {
     std::filesystem::remove_all(dir_);
     std::filesystem::create_directories(dir_);
     std::unique_ptr<SqliteStore> store;
-    ASSERT_OK(SqliteStore::Open(path_, &store));
-    store->set_rotation_rows(8);
     std::uint64_t alice = 0, bob = 0;
-    ASSERT_OK(store->CreateUser(User("alice"), &alice));
-    ASSERT_OK(store->CreateUser(User("bob"), &bob));
+    ASSERT_NO_FATAL_FAILURE(OpenRotatingWithAliceAndBob(8, &store, &alice, &bob));
     std::vector<std::uint64_t> seqs, bobs;
     std::vector<Enqueued> how;
     for (int i = 0; i < backlog; ++i) {
