@@ -328,8 +328,8 @@ constexpr const char* kSql[] = {
     " RETURNING seq, recipient, dedupe_key, length(payload)",
     // kPendingPayloads: ?1 is a JSON array of seqs (the index's, of
     // recipient ?2); one statement for a whole page of rows, in seq order
-    // (the IN list is walked in order: no sort)
-    "SELECT seq, payload FROM pending WHERE seq IN (SELECT value FROM json_each(?1)) AND recipient = ?2"
+    // (the IN list is walked in order: no sort); their keys for recent_
+    "SELECT seq, payload, dedupe_key FROM pending WHERE seq IN (SELECT value FROM json_each(?1)) AND recipient = ?2"
     " ORDER BY seq",
     // kPendingRows: for the index in memory
     "SELECT seq, recipient, dedupe_key, length(payload) FROM pending ORDER BY seq",
@@ -415,7 +415,7 @@ constexpr const char* kSql[] = {
     "SELECT seq FROM pending_b WHERE seq = ?1 AND recipient = ?2 AND dedupe_key = ?3",
     "DELETE FROM pending_b WHERE seq IN (SELECT value FROM json_each(?1))"
     " RETURNING seq, recipient, dedupe_key, length(payload)",
-    "SELECT seq, payload FROM pending_b WHERE seq IN (SELECT value FROM json_each(?1)) AND recipient = ?2"
+    "SELECT seq, payload, dedupe_key FROM pending_b WHERE seq IN (SELECT value FROM json_each(?1)) AND recipient = ?2"
     " ORDER BY seq",
     "SELECT seq, recipient, dedupe_key, length(payload) FROM pending_b ORDER BY seq",
     // kAckedRowKeys, kAckedRowKeysB: an acknowledgement that leaves its rows
@@ -658,6 +658,7 @@ Status SqliteStore::DataVersion(std::uint64_t* v) {
 Status SqliteStore::LoadIndexes() {
   acked_.Clear();
   pending_.Clear();
+  recent_.Clear();
   if (Status s = DataVersion(&data_version_); !s.ok()) return s;
   {
     Statement st(stmts_[kLastAckedKey]);
@@ -1405,6 +1406,7 @@ Status SqliteStore::EnqueueOne(const PendingItem& item, std::uint64_t* seq, Enqu
   *seq = ++next_seq_;
   ++layout_.head_inserts;
   IndexAdd(item.recipient, *seq, hash, item.payload.size());
+  recent_.Put(*seq, item.recipient, item.dedupe_key, item.payload.size());
   *how = Enqueued::kStored;
   return Status::OK();
 }
@@ -1484,6 +1486,7 @@ Status SqliteStore::FetchPending(std::uint64_t recipient, std::uint64_t after_se
       PendingRow row;
       row.seq = st.ColumnId(0);
       row.payload = st.ColumnBlob(1);
+      recent_.Put(row.seq, recipient, st.ColumnTextView(2), row.payload.size());
       own_rows.push_back(std::move(row));
     }
     if (rc != SQLITE_DONE) return IOError("FetchPending");
@@ -1519,16 +1522,36 @@ Status SqliteStore::AckRows(const std::vector<std::pair<std::uint64_t, std::uint
     // otherwise left there, dead, until the rotation after next clears
     // them with their table.
     std::sort(held_seqs_.begin(), held_seqs_.end());
+    held_seqs_.erase(std::unique(held_seqs_.begin(), held_seqs_.end()), held_seqs_.end());
     const std::size_t in_old = InOld(held_seqs_);
     const bool leave = MayLeaveDead() && in_old < held_seqs_.size();
-    // The rows' keys, into acked_batches rows of at most kMaxKeysPerRow (a
-    // seq named twice is one row, deleted and returned once).
+    // The rows' keys, into acked_batches rows of at most kMaxKeysPerRow
+    // (a seq named twice is one row, taken once).
     // acked_ends_[k] is where record k ends in `keys`.
     std::string& keys = acked_keys_;
     keys.clear();
     acked_rows_.clear();
     acked_ends_.clear();
-    const std::span<const std::uint64_t> held(held_seqs_);
+    const auto take = [&](std::uint64_t recipient, std::uint64_t seq, std::string_view key, std::uint64_t bytes) {
+      acked_rows_.push_back(AckedRow{recipient, seq, DedupeKeyHash(recipient, key), bytes});
+      AppendAckedRecord(&keys, recipient, seq, key);
+      acked_ends_.push_back(keys.size());
+    };
+    std::span<const std::uint64_t> held(held_seqs_);
+    if (leave) {
+      // Head rows left where they are: those whose keys recent_ holds are
+      // not read again (the index holds them, so the entries are theirs).
+      unread_seqs_.assign(held.begin(), held.begin() + static_cast<std::ptrdiff_t>(in_old));
+      for (const std::uint64_t seq : held.subspan(in_old)) {
+        RecentRowKeys::Row row;
+        if (recent_.Take(seq, &row)) {
+          take(row.recipient, seq, row.key, row.bytes);
+        } else {
+          unread_seqs_.push_back(seq);
+        }
+      }
+      held = std::span<const std::uint64_t>(unread_seqs_);
+    }
     for (const auto& [part, sql] :
          {std::pair{held.first(in_old), OnTable(kDeletePending, 1 - layout_.head)},
           std::pair{held.subspan(in_old), OnTable(leave ? kAckedRowKeys : kDeletePending, layout_.head)}}) {
@@ -1538,12 +1561,7 @@ Status SqliteStore::AckRows(const std::vector<std::pair<std::uint64_t, std::uint
       st.BindText(1, seqs);
       int rc;
       while ((rc = st.Step()) == SQLITE_ROW) {
-        const std::uint64_t seq = st.ColumnId(0);
-        const std::uint64_t recipient = st.ColumnId(1);
-        const std::string_view key = st.ColumnTextView(2);
-        acked_rows_.push_back(AckedRow{recipient, seq, DedupeKeyHash(recipient, key), st.ColumnId(3)});
-        AppendAckedRecord(&keys, recipient, seq, key);
-        acked_ends_.push_back(keys.size());
+        take(st.ColumnId(1), st.ColumnId(0), st.ColumnTextView(2), st.ColumnId(3));
       }
       if (rc != SQLITE_DONE) return IOError(context);
     }

@@ -1515,6 +1515,82 @@ TEST_F(SqliteStoreTest, AnAcknowledgedRowsPayloadIsGoneFromTheFileOnceItsKeyExpi
   EXPECT_EQ(file.find(std::string(100, 'B')), std::string::npos);  // the acknowledged one
 }
 
+// An acknowledgement that leaves its rows dead takes the keys and sizes of
+// the rows written or read lately from memory (RecentRowKeys) and reads the
+// others; either way it keeps the same keys and frees the same bytes. Rows
+// acknowledged right after their Enqueue, after a reopen and a
+// FetchPending, and after a reopen with no read (all in one Ack, with a seq
+// named twice and another recipient's seq): each resend is known, before
+// and after a reopen, and only the bytes of the row still pending wait.
+TEST_F(SqliteStoreTest, AnAcknowledgementKeepsTheSameKeysWhetherItReadsItsRowsOrNot) {
+  std::unique_ptr<SqliteStore> store;
+  std::uint64_t alice = 0, bob = 0;
+  ASSERT_NO_FATAL_FAILURE(OpenRotatingWithAliceAndBob(1000, &store, &alice, &bob));
+  std::vector<std::uint64_t> seqs;
+  std::vector<Enqueued> how;
+  const auto items = [&](const std::string& prefix) {
+    std::vector<PendingItem> v;
+    for (int i = 0; i < 5; ++i) v.push_back(PendingItem{alice, prefix + std::to_string(i), std::string(10 + i, 'p')});
+    return v;
+  };
+  ASSERT_OK(store->Enqueue({PendingItem{bob, "b0", "for bob"}}, &seqs, &how));
+  const std::uint64_t bobs = seqs[0];
+  // One row of alice's stays pending throughout: 10 bytes waiting.
+  ASSERT_OK(store->Enqueue({PendingItem{alice, "stays", std::string(10, 's')}}, &seqs, &how));
+  // Acknowledged right after the Enqueue: every key is held, and taken.
+  ASSERT_OK(store->Enqueue(items("now"), &seqs, &how));
+  const std::vector<std::uint64_t> now_seqs = seqs;
+  EXPECT_EQ(store->recent_row_keys(), 7u);
+  ASSERT_OK(store->Ack(alice, now_seqs));
+  EXPECT_EQ(store->recent_row_keys(), 2u);  // bob's and the one that stays
+  ASSERT_OK(store->Enqueue(items("read"), &seqs, &how));
+  const std::vector<std::uint64_t> read_seqs = seqs;
+  ASSERT_OK(store->Enqueue(items("unread"), &seqs, &how));
+  const std::vector<std::uint64_t> unread_seqs = seqs;
+  store.reset();
+  ASSERT_OK(SqliteStore::Open(path_, &store));
+  EXPECT_EQ(store->recent_row_keys(), 0u);
+  std::vector<PendingRow> rows;
+  ASSERT_OK(store->FetchPending(alice, read_seqs[0] - 1, 5, &rows));
+  ASSERT_EQ(rows.size(), 5u);
+  EXPECT_EQ(rows[0].seq, read_seqs[0]);
+  EXPECT_EQ(store->recent_row_keys(), 5u);
+  std::vector<std::uint64_t> acked = read_seqs;
+  acked.insert(acked.end(), unread_seqs.begin(), unread_seqs.end());
+  acked.push_back(read_seqs[2]);
+  acked.push_back(unread_seqs[3]);
+  acked.push_back(bobs);
+  ASSERT_OK(store->Ack(alice, acked));
+  EXPECT_EQ(store->recent_row_keys(), 0u);
+  std::uint64_t n = 0;
+  ASSERT_OK(store->CountPending(alice, &n));
+  EXPECT_EQ(n, 1u);
+  ASSERT_OK(store->CountPending(bob, &n));
+  EXPECT_EQ(n, 1u);
+  for (int reopen = 0; reopen < 2; ++reopen) {
+    SCOPED_TRACE(reopen);
+    for (const auto& [prefix, expected] :
+         {std::pair{"now", now_seqs}, std::pair{"read", read_seqs}, std::pair{"unread", unread_seqs}}) {
+      ASSERT_OK(store->Enqueue(items(prefix), &seqs, &how));
+      EXPECT_EQ(how, std::vector<Enqueued>(5, Enqueued::kDelivered)) << prefix;
+      EXPECT_EQ(seqs, expected) << prefix;
+    }
+    // Exactly the row that stays is waiting: with a bound of 100 bytes, an
+    // item of 91 is refused and one of 90 fits.
+    PendingItem over{alice, "over" + std::to_string(reopen), std::string(91, 'f')};
+    over.max_waiting_bytes = 100;
+    ASSERT_OK(store->Enqueue({over}, &seqs, &how));
+    EXPECT_EQ(how[0], Enqueued::kRefused);
+    PendingItem fits{alice, "fits" + std::to_string(reopen), std::string(90, 'f')};
+    fits.max_waiting_bytes = 100;
+    ASSERT_OK(store->Enqueue({fits}, &seqs, &how));
+    EXPECT_EQ(how[0], Enqueued::kStored);
+    ASSERT_OK(store->Ack(alice, seqs));
+    store.reset();
+    ASSERT_OK(SqliteStore::Open(path_, &store));
+  }
+}
+
 // Rotations (sqlite_store.h): acknowledged rows are left in the head and
 // go with their table two rotations later; a row still pending is copied
 // into the head with its seq and payload; none comes back at a reopen, and
