@@ -1406,7 +1406,9 @@ Status SqliteStore::EnqueueOne(const PendingItem& item, std::uint64_t* seq, Enqu
   *seq = ++next_seq_;
   ++layout_.head_inserts;
   IndexAdd(item.recipient, *seq, hash, item.payload.size());
-  recent_.Put(*seq, item.recipient, item.dedupe_key, item.payload.size());
+  // Kept for an acknowledgement that leaves the row dead; one that deletes
+  // it reads it anyway.
+  if (MayLeaveDead()) recent_.Put(*seq, item.recipient, item.dedupe_key, item.payload.size());
   *how = Enqueued::kStored;
   return Status::OK();
 }
@@ -1477,6 +1479,8 @@ Status SqliteStore::FetchPending(std::uint64_t recipient, std::uint64_t after_se
   for (const auto& [part, table] : {std::pair{page.first(in_old), 1 - layout_.head},
                                     std::pair{page.subspan(in_old), layout_.head}}) {
     if (part.empty()) continue;
+    // The keys of head rows an acknowledgement may leave dead, for it.
+    const bool keep_keys = table == layout_.head && MayLeaveDead();
     const std::string seqs = SeqsAsJson(part);
     Statement st(stmts_[OnTable(kPendingPayloads, table)]);
     st.BindText(1, seqs);
@@ -1486,7 +1490,7 @@ Status SqliteStore::FetchPending(std::uint64_t recipient, std::uint64_t after_se
       PendingRow row;
       row.seq = st.ColumnId(0);
       row.payload = st.ColumnBlob(1);
-      recent_.Put(row.seq, recipient, st.ColumnTextView(2), row.payload.size());
+      if (keep_keys) recent_.Put(row.seq, recipient, st.ColumnTextView(2), row.payload.size());
       own_rows.push_back(std::move(row));
     }
     if (rc != SQLITE_DONE) return IOError("FetchPending");
