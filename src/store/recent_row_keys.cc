@@ -1,5 +1,6 @@
 #include "recent_row_keys.h"
 
+#include <algorithm>
 #include <bit>
 #include <cstring>
 #include <new>
@@ -16,52 +17,63 @@ T* Zeroed(std::size_t n) {
 
 }  // namespace
 
-RecentRowKeys::RecentRowKeys(std::size_t capacity) : capacity_(capacity < 2 ? 2 : std::bit_ceil(capacity)) {}
+RecentRowKeys::RecentRowKeys(std::size_t capacity)
+    : capacity_(std::bit_ceil(std::clamp<std::size_t>(capacity, 2, std::size_t{1} << 31))) {}
 
 std::size_t RecentRowKeys::Find(std::uint64_t seq) const {
   const std::size_t mask = 2 * capacity_ - 1;
-  const int shift = 64 - std::countr_zero(2 * capacity_);
-  std::size_t i = static_cast<std::size_t>((seq * 0x9E3779B97F4A7C15ull) >> shift) & mask;
-  while (slots_[i] != 0 && entries_[slots_[i] - 1].seq != seq) i = (i + 1) & mask;
+  const auto tag = static_cast<std::uint32_t>(seq);
+  std::size_t i = Home(tag);
+  while (slots_[i].entry != 0 && !(slots_[i].tag == tag && entries_[slots_[i].entry - 1].seq == seq)) {
+    i = (i + 1) & mask;
+  }
   return i;
 }
 
 void RecentRowKeys::Unlink(std::size_t i) {
   // Backward-shift deletion, as in PendingIndex::Erase: no probe chain is cut.
   const std::size_t mask = 2 * capacity_ - 1;
-  const int shift = 64 - std::countr_zero(2 * capacity_);
   std::size_t j = i;
   for (;;) {
     j = (j + 1) & mask;
-    if (slots_[j] == 0) break;
-    const std::uint64_t seq = entries_[slots_[j] - 1].seq;
-    const std::size_t home = static_cast<std::size_t>((seq * 0x9E3779B97F4A7C15ull) >> shift) & mask;
+    if (slots_[j].entry == 0) break;
+    const std::size_t home = Home(slots_[j].tag);
     const bool stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
     if (stays) continue;
     slots_[i] = slots_[j];
     i = j;
   }
-  slots_[i] = 0;
+  slots_[i] = Slot{};
+}
+
+void RecentRowKeys::PrefetchEvictions(std::size_t n) const {
+  if (!entries_) return;
+  for (std::size_t k = 0; k < n && k < capacity_; ++k) {
+    const std::uint64_t seq = entries_[(next_ + k) & (capacity_ - 1)].seq;
+    if (seq != 0) Prefetch(seq);
+  }
 }
 
 void RecentRowKeys::Put(std::uint64_t seq, std::uint64_t recipient, std::string_view key, std::uint64_t bytes) {
   if (seq == 0 || key.size() > kMaxKey || bytes > UINT32_MAX) return;
   if (!entries_) {
     entries_.reset(Zeroed<Entry>(capacity_));
-    slots_.reset(Zeroed<std::uint32_t>(2 * capacity_));
+    slots_.reset(Zeroed<Slot>(2 * capacity_));
   }
-  if (slots_[Find(seq)] != 0) return;
+  std::size_t at = Find(seq);
+  if (slots_[at].entry != 0) return;
   Entry& e = entries_[next_];
-  if (e.seq != 0) {  // the oldest entry, evicted
+  if (e.seq != 0) {  // the oldest entry, evicted; its unlinking may move `at`
     Unlink(Find(e.seq));
     --used_;
+    at = Find(seq);
   }
   e.seq = seq;
   e.recipient = recipient;
   e.bytes = static_cast<std::uint32_t>(bytes);
   e.key_size = static_cast<std::uint8_t>(key.size());
   std::memcpy(e.key, key.data(), key.size());
-  slots_[Find(seq)] = static_cast<std::uint32_t>(next_ + 1);
+  slots_[at] = Slot{static_cast<std::uint32_t>(seq), static_cast<std::uint32_t>(next_ + 1)};
   ++used_;
   next_ = (next_ + 1) & (capacity_ - 1);
 }
@@ -69,8 +81,8 @@ void RecentRowKeys::Put(std::uint64_t seq, std::uint64_t recipient, std::string_
 bool RecentRowKeys::Take(std::uint64_t seq, Row* row) {
   if (!entries_ || seq == 0) return false;
   const std::size_t i = Find(seq);
-  if (slots_[i] == 0) return false;
-  Entry& e = entries_[slots_[i] - 1];
+  if (slots_[i].entry == 0) return false;
+  Entry& e = entries_[slots_[i].entry - 1];
   row->recipient = e.recipient;
   row->bytes = e.bytes;
   row->key = std::string_view(e.key, e.key_size);

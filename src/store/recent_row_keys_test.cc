@@ -72,6 +72,25 @@ TEST(RecentRowKeysTest, TheOldestAreEvictedAndTheRestFound) {
   EXPECT_EQ(keys.size(), 0u);
 }
 
+// Seqs whose low 32 bits are equal (the bits a hash slot keeps) are told
+// apart by the entry.
+TEST(RecentRowKeysTest, SeqsAlikeInTheirLowBitsAreToldApart) {
+  RecentRowKeys keys(8);
+  constexpr std::uint64_t kHigh = std::uint64_t{1} << 32;
+  keys.Put(5, 1, "low", 1);
+  keys.Put(5 + kHigh, 2, "high", 2);
+  keys.Put(5 + 2 * kHigh, 3, "higher", 3);
+  EXPECT_EQ(keys.size(), 3u);
+  RecentRowKeys::Row row;
+  ASSERT_TRUE(keys.Take(5 + kHigh, &row));
+  EXPECT_EQ(row.key, "high");
+  EXPECT_FALSE(keys.Take(5 + 3 * kHigh, &row));
+  ASSERT_TRUE(keys.Take(5, &row));
+  EXPECT_EQ(row.key, "low");
+  ASSERT_TRUE(keys.Take(5 + 2 * kHigh, &row));
+  EXPECT_EQ(row.key, "higher");
+}
+
 // A key too long to keep, or a size past 32 bits, is not kept: the caller
 // reads the row instead.
 TEST(RecentRowKeysTest, WhatDoesNotFitIsNotKept) {

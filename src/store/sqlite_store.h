@@ -43,7 +43,7 @@
 //    rows over 1,000 and 100,000 recipients).
 //  - An acknowledgement that leaves its rows dead reads none of them whose
 //    key and size it holds from their Enqueue or FetchPending lately (the
-//    newest 65,536 of those, RecentRowKeys, recent_row_keys.h: 8.5 MiB
+//    newest 65,536 of those, RecentRowKeys, recent_row_keys.h: 10 MiB
 //    at most); it reads the others.
 //
 // Beyond the codes documented in store.h: operations that name a user who
