@@ -46,14 +46,6 @@ void RecentRowKeys::Unlink(std::size_t i) {
   slots_[i] = Slot{};
 }
 
-void RecentRowKeys::PrefetchEvictions(std::size_t n) const {
-  if (!entries_) return;
-  for (std::size_t k = 0; k < n && k < capacity_; ++k) {
-    const std::uint64_t seq = entries_[(next_ + k) & (capacity_ - 1)].seq;
-    if (seq != 0) Prefetch(seq);
-  }
-}
-
 void RecentRowKeys::Put(std::uint64_t seq, std::uint64_t recipient, std::string_view key, std::uint64_t bytes) {
   if (seq == 0 || key.size() > kMaxKey || bytes > UINT32_MAX) return;
   if (!entries_) {

@@ -56,14 +56,6 @@ class RecentRowKeys {
   void Put(std::uint64_t seq, std::uint64_t recipient, std::string_view key, std::uint64_t bytes);
   // If `seq` is noted: sets *row, forgets the entry and answers true.
   bool Take(std::uint64_t seq, Row* row);
-  // Hints, no effect on the contents: start loading the hash slot where
-  // Take(seq) (or a Put of seq) looks first, and those of the entries the
-  // next `n` Puts evict. A caller taking or putting many rows issues them
-  // ahead, so the slots' cache misses overlap.
-  void Prefetch(std::uint64_t seq) const {
-    if (slots_) __builtin_prefetch(&slots_[Home(static_cast<std::uint32_t>(seq))], 1);
-  }
-  void PrefetchEvictions(std::size_t n) const;
   // Forgets everything and frees the table (the next Put allocates it).
   void Clear();
   std::size_t size() const { return used_; }

@@ -1481,12 +1481,6 @@ Status SqliteStore::FetchPending(std::uint64_t recipient, std::uint64_t after_se
     if (part.empty()) continue;
     // The keys of head rows an acknowledgement may leave dead, for it.
     const bool keep_keys = table == layout_.head && MayLeaveDead();
-    if (keep_keys) {
-      // Their hash slots (and those of the entries they evict) load while
-      // the statement runs: each is a cache miss otherwise.
-      for (const std::uint64_t seq : part) recent_.Prefetch(seq);
-      recent_.PrefetchEvictions(part.size());
-    }
     const std::string seqs = SeqsAsJson(part);
     Statement st(stmts_[OnTable(kPendingPayloads, table)]);
     st.BindText(1, seqs);
@@ -1552,12 +1546,7 @@ Status SqliteStore::AckRows(const std::vector<std::pair<std::uint64_t, std::uint
       // Head rows left where they are: those whose keys recent_ holds are
       // not read again (the index holds them, so the entries are theirs).
       unread_seqs_.assign(held.begin(), held.begin() + static_cast<std::ptrdiff_t>(in_old));
-      const std::span<const std::uint64_t> head = held.subspan(in_old);
-      constexpr std::size_t kAheadTake = 8;
-      for (std::size_t k = 0; k < kAheadTake && k < head.size(); ++k) recent_.Prefetch(head[k]);
-      for (std::size_t k = 0; k < head.size(); ++k) {
-        if (k + kAheadTake < head.size()) recent_.Prefetch(head[k + kAheadTake]);
-        const std::uint64_t seq = head[k];
+      for (const std::uint64_t seq : held.subspan(in_old)) {
         RecentRowKeys::Row row;
         if (recent_.Take(seq, &row)) {
           take(row.recipient, seq, row.key, row.bytes);
