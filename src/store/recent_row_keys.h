@@ -1,13 +1,13 @@
 // RecentRowKeys: the dedupe keys and payload sizes of the pending rows
-// SqliteStore wrote or read lately, by seq, so acknowledging one of them
-// need not read its row again.
+// SqliteStore read lately, by seq, so acknowledging one of them need not
+// read its row again.
 //
 // An acknowledgement records each row's key (acked_batches) and needs its
 // payload size (PendingIndex::Remove). While the row is left where it is
 // (dead, until a rotation clears its table), that meant one B-tree search
-// per row only to read what Enqueue had written or FetchPending had just
-// read: a fifth of the store thread in a login drain (docs/performance.md,
-// "Acknowledging without reading the row again").
+// per row only to read what FetchPending had just read: a fifth of the
+// store thread in a login drain (docs/performance.md, "Acknowledging
+// without reading the row again").
 //
 // Promises:
 //  - Take(s) answers true, with the recipient, key and size last Put for

@@ -1406,9 +1406,6 @@ Status SqliteStore::EnqueueOne(const PendingItem& item, std::uint64_t* seq, Enqu
   *seq = ++next_seq_;
   ++layout_.head_inserts;
   IndexAdd(item.recipient, *seq, hash, item.payload.size());
-  // Kept for an acknowledgement that leaves the row dead; one that deletes
-  // it reads it anyway.
-  if (MayLeaveDead()) recent_.Put(*seq, item.recipient, item.dedupe_key, item.payload.size());
   *how = Enqueued::kStored;
   return Status::OK();
 }

@@ -42,9 +42,9 @@
 //    costs 42-51 bytes of memory per pending row (measured with 2 million
 //    rows over 1,000 and 100,000 recipients).
 //  - An acknowledgement that leaves its rows dead reads none of them whose
-//    key and size it holds from their Enqueue or FetchPending lately (the
-//    newest 65,536 of those, RecentRowKeys, recent_row_keys.h: 10 MiB
-//    at most); it reads the others.
+//    key and size it holds from a FetchPending lately (the newest 65,536
+//    rows read, RecentRowKeys, recent_row_keys.h: 9 MiB at most); it reads
+//    the others.
 //
 // Beyond the codes documented in store.h: operations that name a user who
 // does not exist in a write (friend requests, friendships, group creation,
@@ -371,8 +371,8 @@ class SqliteStore final : public Store {
   std::uint64_t next_acked_id_ = 0;  // the newest acked_batches id used; only grows
   // Where each recipient's pending rows are, and each row's key.
   PendingIndex pending_;
-  // The keys and sizes of the rows Enqueue wrote and FetchPending read
-  // lately, so AckRows need not read them again.
+  // The keys and sizes of the rows FetchPending read lately, so AckRows
+  // need not read them again.
   RecentRowKeys recent_;
   struct IndexChange {
     bool added;  // (false with rotated: a rotation, undone from rotations_)
