@@ -59,7 +59,6 @@ class RecentRowKeys {
   // Forgets everything and frees the table (the next Put allocates it).
   void Clear();
   std::size_t size() const { return used_; }
-  std::size_t capacity() const { return capacity_; }
 
  private:
   struct Entry {
@@ -75,9 +74,8 @@ class RecentRowKeys {
   };
 
   // A hash slot: the low 32 bits of a seq and 1 + the index of its entry
-  // (0: empty). 8 bytes, so the slots (1 MiB at the default capacity) stay
-  // in a core's cache more than entries do: a probe reads the slots alone,
-  // and the entry only where the bits match.
+  // (0: empty). A probe reads the slots alone (1 MiB at the default
+  // capacity), and an entry only where the bits match.
   struct Slot {
     std::uint32_t tag;
     std::uint32_t entry;
