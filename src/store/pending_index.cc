@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "linear_probe.h"
+
 namespace fastchat {
 namespace {
 
@@ -133,19 +135,9 @@ bool PendingIndex::Erase(std::uint64_t hash, std::uint64_t seq) {
   std::size_t i = hash & mask;
   while (slots_[i].seq != 0 && !(slots_[i].hash == hash && slots_[i].seq == seq)) i = (i + 1) & mask;
   if (slots_[i].seq == 0) return false;
-  // Backward-shift deletion: move up each later slot of the run whose home
-  // is not in (i, j], so no probe chain is cut.
-  std::size_t j = i;
-  for (;;) {
-    j = (j + 1) & mask;
-    if (slots_[j].seq == 0) break;
-    const std::size_t home = slots_[j].hash & mask;
-    const bool stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
-    if (stays) continue;
-    slots_[i] = slots_[j];
-    i = j;
-  }
-  slots_[i] = Slot{};
+  EraseSlot(
+      slots_.data(), mask, i, [](const Slot& s) { return s.seq == 0; },
+      [mask](const Slot& s) { return static_cast<std::size_t>(s.hash) & mask; });
   return true;
 }
 

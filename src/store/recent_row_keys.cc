@@ -5,6 +5,8 @@
 #include <cstring>
 #include <new>
 
+#include "linear_probe.h"
+
 namespace fastchat {
 namespace {
 
@@ -31,19 +33,9 @@ std::size_t RecentRowKeys::Find(std::uint64_t seq) const {
 }
 
 void RecentRowKeys::Unlink(std::size_t i) {
-  // Backward-shift deletion, as in PendingIndex::Erase: no probe chain is cut.
-  const std::size_t mask = 2 * capacity_ - 1;
-  std::size_t j = i;
-  for (;;) {
-    j = (j + 1) & mask;
-    if (slots_[j].entry == 0) break;
-    const std::size_t home = Home(slots_[j].tag);
-    const bool stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
-    if (stays) continue;
-    slots_[i] = slots_[j];
-    i = j;
-  }
-  slots_[i] = Slot{};
+  EraseSlot(
+      slots_.get(), 2 * capacity_ - 1, i, [](const Slot& s) { return s.entry == 0; },
+      [this](const Slot& s) { return Home(s.tag); });
 }
 
 void RecentRowKeys::Put(std::uint64_t seq, std::uint64_t recipient, std::string_view key, std::uint64_t bytes) {
