@@ -30,8 +30,9 @@
 //    over 1,000 and 100,000 recipients). A queue that empties is freed, and
 //    the hash table shrinks as it empties.
 //  - Cost: Add of a seq above the recipient's others, Candidates and Remove
-//    are O(1) amortised (Remove also a binary search in its queue); Holds
-//    is a binary search in the recipient's queue.
+//    are O(1) amortised (Remove also a search in its queue); Holds is a
+//    search in the recipient's queue. A search for a seq d entries past the
+//    queue's first live one costs O(log d) (it gallops from there).
 //
 // Not thread-safe (SqliteStore is used by one thread at a time).
 #pragma once
@@ -77,7 +78,7 @@ class PendingIndex {
 
  private:
   // A recipient's seqs, ascending. A removed one stays until compaction
-  // with kDead set (so the order holds for the binary search); `head` is
+  // with kDead set (so the order holds for the search); `head` is
   // the first not removed.
   struct Queue {
     std::vector<std::uint64_t> seqs;

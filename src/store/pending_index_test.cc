@@ -110,6 +110,44 @@ TEST(PendingIndexTest, ASeqAddedBackBelowNewerOnesTakesItsPlace) {
 // Against a plain model, through many random adds, removes (oldest first,
 // as acknowledgements mostly come, and at random), re-adds, growth,
 // compaction and shrinking, with a few hashes shared by many seqs.
+TEST(PendingIndexTest, HoldsAndSeqsAfterFindEverySeqAtEveryDistanceFromTheHead) {
+  // One queue of the even seqs 2..2000; the searches gallop from its first
+  // live entry, so every distance from there (and every seq between, below
+  // and above the entries) is asked, before and after the head moves and
+  // with removed entries inside.
+  PendingIndex index;
+  std::set<std::uint64_t> model;
+  for (std::uint64_t seq = 2; seq <= 2000; seq += 2) {
+    index.Add(7, seq, DedupeKeyHash(7, std::to_string(seq)));
+    model.insert(seq);
+  }
+  const auto check = [&](const char* when) {
+    for (std::uint64_t seq = 0; seq <= 2003; ++seq) {
+      ASSERT_EQ(index.Holds(7, seq), model.count(seq) == 1) << when << " seq " << seq;
+      const auto it = model.upper_bound(seq);
+      const std::vector<std::uint64_t> want =
+          it == model.end() ? std::vector<std::uint64_t>{} : std::vector<std::uint64_t>{*it};
+      ASSERT_EQ(After(index, 7, seq, 1), want) << when << " after " << seq;
+    }
+  };
+  check("all there");
+  // The head moves: the oldest 300 go, in order.
+  for (std::uint64_t seq = 2; seq <= 600; seq += 2) {
+    ASSERT_TRUE(index.Remove(7, seq, DedupeKeyHash(7, std::to_string(seq))));
+    model.erase(seq);
+  }
+  check("head moved");
+  // Holes past the head: every third of the next 300.
+  for (std::uint64_t seq = 606; seq <= 1200; seq += 6) {
+    ASSERT_TRUE(index.Remove(7, seq, DedupeKeyHash(7, std::to_string(seq))));
+    model.erase(seq);
+  }
+  check("holes");
+  // A removed seq cannot be removed again, wherever it is.
+  ASSERT_FALSE(index.Remove(7, 600, DedupeKeyHash(7, "600")));
+  ASSERT_FALSE(index.Remove(7, 606, DedupeKeyHash(7, "606")));
+}
+
 TEST(PendingIndexTest, AgreesWithAPlainModelThroughRandomOperations) {
   PendingIndex index;
   std::map<std::uint64_t, std::set<std::uint64_t>> model;  // recipient -> seqs
