@@ -8,7 +8,9 @@
 // - One ReadSome and one Write may be outstanding at once (full duplex);
 //   neither may be started twice concurrently.
 // - Write writes every buffer, in order; on TLS it coalesces them into
-//   records of up to 16 KiB so a burst of small frames costs few syscalls.
+//   records of up to 16 KiB so a burst of small frames costs few syscalls;
+//   plain, it hands the kernel up to 1,024 buffers per sendmsg (the socket
+//   is put in non-blocking mode; a full socket buffer is waited for).
 // - Errors are thrown as asio::system_error (as Asio's use_awaitable does).
 // Single-threaded: use from the thread running its executor.
 #pragma once

@@ -8,7 +8,7 @@
 
 namespace fastchat::server {
 namespace {
-constexpr std::size_t kMaxGatherFrames = 64;
+constexpr std::size_t kMaxGatherFrames = 512;
 static_assert(kMaxGatherFrames <= UINT16_MAX, "FrameQueue::writing_ is 16 bits");
 constexpr std::size_t kMaxGatherBytes = 1u << 20;
 }  // namespace

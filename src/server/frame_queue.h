@@ -2,7 +2,7 @@
 // link): a queue of whole frames and the coroutine that writes them.
 //
 // Push() never blocks. Run() writes queued frames in order, gathering up to
-// 64 frames (or ~1 MiB) into one write, so a burst costs few syscalls. A frame
+// 512 frames (or ~1 MiB) into one write, so a burst costs few syscalls. A frame
 // may be split into an owned head and a shared body, so one stored event can
 // go to many connections without being copied. Used from one thread only.
 //
