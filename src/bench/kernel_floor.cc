@@ -115,7 +115,7 @@ void BM_LoopbackSendmsgPerFrame(benchmark::State& state) {
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * frames));
   state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * bytes));
 }
-BENCHMARK(BM_LoopbackSendmsgPerFrame)->Arg(1)->Arg(2)->Arg(5)->Arg(9)->Arg(16)->Arg(32)->Arg(64);
+BENCHMARK(BM_LoopbackSendmsgPerFrame)->Arg(1)->Arg(2)->Arg(5)->Arg(9)->Arg(16)->Arg(32)->Arg(64)->Arg(128)->Arg(256)->Arg(512);
 
 // The other direction: what the reading thread pays per frame when its
 // recv takes K frames each time from a connection that always has more
