@@ -107,9 +107,6 @@ TEST(PendingIndexTest, ASeqAddedBackBelowNewerOnesTakesItsPlace) {
   EXPECT_EQ(index.size(), 5u);
 }
 
-// Against a plain model, through many random adds, removes (oldest first,
-// as acknowledgements mostly come, and at random), re-adds, growth,
-// compaction and shrinking, with a few hashes shared by many seqs.
 TEST(PendingIndexTest, HoldsAndSeqsAfterFindEverySeqAtEveryDistanceFromTheHead) {
   // One queue of the even seqs 2..2000; the searches gallop from its first
   // live entry, so every distance from there (and every seq between, below
@@ -148,6 +145,9 @@ TEST(PendingIndexTest, HoldsAndSeqsAfterFindEverySeqAtEveryDistanceFromTheHead) 
   ASSERT_FALSE(index.Remove(7, 606, DedupeKeyHash(7, "606")));
 }
 
+// Against a plain model, through many random adds, removes (oldest first,
+// as acknowledgements mostly come, and at random), re-adds, growth,
+// compaction and shrinking, with a few hashes shared by many seqs.
 TEST(PendingIndexTest, AgreesWithAPlainModelThroughRandomOperations) {
   PendingIndex index;
   std::map<std::uint64_t, std::set<std::uint64_t>> model;  // recipient -> seqs
