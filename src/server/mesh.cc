@@ -87,7 +87,7 @@ struct PeerLink {
       // buffers in a row, then the loop gets its turn): an awaited read
       // completes behind the writers of the members its last frames went
       // to, which would then send a few frames each (docs/performance.md,
-      // "Again at `3d35875`").
+      // "Again at `3d35875` and `cb09fc9`").
       std::size_t n = 0;
       if (!stream.tls() && reads_ahead < kMaxReadsAhead) {
         asio::error_code ec;
