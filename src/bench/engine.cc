@@ -47,6 +47,7 @@
 #include "fastchat.pb.h"
 #include "fastchat/crypto.h"
 #include "fastchat/frame.h"
+#include "net/openssl_errors.h"
 
 namespace fastchat::bench {
 namespace {
@@ -687,13 +688,7 @@ void Engine::PostAcks(Conn* c) {
 // ------------------------------------------------------------------ TLS
 
 std::string TlsErrors() {
-  std::string out;
-  for (unsigned long e = ERR_get_error(); e != 0; e = ERR_get_error()) {
-    char buf[256];
-    ERR_error_string_n(e, buf, sizeof buf);
-    if (!out.empty()) out += "; ";
-    out += buf;
-  }
+  std::string out = net::OpensslErrors();
   if (out.empty()) out = errno != 0 ? std::strerror(errno) : "connection closed";
   return out;
 }

@@ -6,7 +6,9 @@
 // - A plain Stream is the socket itself; a TLS Stream does nothing until
 //   Handshake() has succeeded.
 // - One ReadSome and one Write may be outstanding at once (full duplex);
-//   neither may be started twice concurrently.
+//   neither may be started twice concurrently. ReadNow never waits.
+// - TLS runs OpenSSL on the socket itself (non-blocking) and holds no buffer
+//   of its own while idle.
 // - Write writes every buffer, in order; on TLS it coalesces them into
 //   records of up to 16 KiB so a burst of small frames costs few syscalls;
 //   plain, it hands the kernel up to 1,024 buffers per sendmsg (the socket
@@ -72,7 +74,18 @@ class Stream {
   // into the cluster-secret MACs so a relayed challenge fails.
   std::string ChannelBinding(const std::string& label) const;
 
+  // Waits for at least one byte (throws at the end of the stream, as
+  // asio::error::eof, or on any error).
   asio::awaitable<std::size_t> ReadSome(asio::mutable_buffer buf);
+  // Reads what has already arrived, without waiting: ec is
+  // asio::error::would_block if there is nothing yet (then wait for
+  // ReadWaitsFor() on socket() and call again), eof at the end of the
+  // stream. On TLS, only would_block says that nothing is held: OpenSSL
+  // may keep bytes the socket no longer shows, so read until it.
+  std::size_t ReadNow(asio::mutable_buffer buf, asio::error_code& ec);
+  // What the last ReadNow that gave would_block waits for: readable, or
+  // (TLS, rarely) writable.
+  Socket::wait_type ReadWaitsFor() const;
   // `progressed` (if set) runs whenever some bytes have been written (the
   // write-stall deadline watches it).
   asio::awaitable<void> Write(const std::vector<asio::const_buffer>& bufs,
@@ -82,8 +95,12 @@ class Stream {
   // Shuts down and closes the socket (no TLS close_notify: it could block).
   void Close();
 
- private:
+  // The TLS state (stream.cc).
   struct Tls;
+
+ private:
+  asio::awaitable<void> WriteTls(const char* data, std::size_t size, const std::function<void()>& progressed);
+
   Socket socket_;
   std::unique_ptr<Tls> tls_;
 };

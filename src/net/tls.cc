@@ -18,6 +18,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "openssl_errors.h"
 #include "tls_context.h"
 
 namespace fastchat::net {
@@ -71,6 +72,17 @@ Status Fingerprint(X509* cert, std::string* out) {
 }
 
 }  // namespace
+
+std::string OpensslErrors() {
+  std::string out;
+  for (unsigned long e = ERR_get_error(); e != 0; e = ERR_get_error()) {
+    char buf[256];
+    ERR_error_string_n(e, buf, sizeof buf);
+    if (!out.empty()) out += "; ";
+    out += buf;
+  }
+  return out;
+}
 
 std::string CertFingerprint(X509* cert) {
   unsigned char md[EVP_MAX_MD_SIZE];

@@ -113,6 +113,9 @@ TEST_F(TlsTest, CaVerificationAcceptsTheRightNameAndRefusesOthers) {
   EXPECT_TRUE(Run(server, trusting, "chat.example", "hi", 1).client_hs.ok());
   Status wrong_name = Run(server, trusting, "evil.example", "hi", 1).client_hs;
   EXPECT_FALSE(wrong_name.ok());
+  // An address is checked as an address: this certificate names none.
+  Status wrong_address = Run(server, trusting, "127.0.0.1", "hi", 1).client_hs;
+  EXPECT_FALSE(wrong_address.ok());
   Status untrusted = Run(server, wrong_ca, "chat.example", "hi", 1).client_hs;
   EXPECT_FALSE(untrusted.ok());
   EXPECT_NE(untrusted.message().find("not trusted"), std::string::npos) << untrusted.ToString();
