@@ -1,4 +1,4 @@
-// Idle plain-TCP connections against a real fastchat-server: an idle
+// Idle connections, plain TCP and TLS, against a real fastchat-server: an idle
 // connection runs no reader or writer coroutine (the server's
 // fastchat_session_coroutines gauges say 0 while connections are open), yet
 // it is read again as soon as bytes arrive (also a frame split across the
@@ -24,12 +24,18 @@ namespace {
 
 using Transport = RawConn::Transport;
 
-ServerOptions PlainWithMetrics(std::vector<std::string> limits = {}) {
-  ServerOptions o;
-  o.extra_args = {"--insecure-plain-tcp", "--metrics-listen", "127.0.0.1:0"};
-  for (auto& a : limits) o.limit_args.push_back(a);
-  return o;
-}
+// Every test runs over both transports: TLS (the server's default) and
+// plain TCP (--insecure-plain-tcp).
+class IdleConnection : public ::testing::TestWithParam<Transport> {
+ protected:
+  ServerOptions WithMetrics(std::vector<std::string> limits = {}) const {
+    ServerOptions o;
+    o.extra_args = {"--metrics-listen", "127.0.0.1:0"};
+    if (GetParam() == Transport::kPlain) o.extra_args.push_back("--insecure-plain-tcp");
+    for (auto& a : limits) o.limit_args.push_back(a);
+    return o;
+  }
+};
 
 double Readers(const std::map<std::string, double>& m) {
   return Get(m, R"(fastchat_session_coroutines{loop="read"})");
@@ -56,8 +62,9 @@ wire::Envelope PingEnv() {
   return e;
 }
 
-std::unique_ptr<RawConn> LoggedIn(std::uint16_t port, const std::string& name, bool receive = true) {
-  auto c = std::make_unique<RawConn>(port, Transport::kPlain);
+std::unique_ptr<RawConn> LoggedIn(std::uint16_t port, Transport transport, const std::string& name,
+                                  bool receive = true) {
+  auto c = std::make_unique<RawConn>(port, transport);
   wire::Envelope r = c->Hello();
   if (!r.has_hello_ok()) throw std::runtime_error("Hello: " + Describe(r));
   r = c->Register(name, "password-" + name);
@@ -67,12 +74,12 @@ std::unique_ptr<RawConn> LoggedIn(std::uint16_t port, const std::string& name, b
   return c;
 }
 
-TEST(IdleConnection, HoldsNoCoroutineAndIsStillReadAndWritten) {
-  World w(PlainWithMetrics());
+TEST_P(IdleConnection, HoldsNoCoroutineAndIsStillReadAndWritten) {
+  World w(WithMetrics());
   const std::uint16_t metrics = MetricsPort(w.server());
   constexpr int kConns = 20;
   std::vector<std::unique_ptr<RawConn>> conns;
-  for (int i = 0; i < kConns; ++i) conns.push_back(LoggedIn(w.server().port(), "idle" + std::to_string(i)));
+  for (int i = 0; i < kConns; ++i) conns.push_back(LoggedIn(w.server().port(), GetParam(), "idle" + std::to_string(i)));
 
   auto m = ScrapeWhenQuiet(metrics);
   EXPECT_EQ(Get(m, R"(fastchat_connections{state="logged_in"})"), kConns);
@@ -104,14 +111,14 @@ TEST(IdleConnection, HoldsNoCoroutineAndIsStillReadAndWritten) {
   EXPECT_EQ(Get(m, R"(fastchat_connections{state="logged_in"})"), kConns);
 }
 
-TEST(IdleConnection, MoreWritesThanMayBeInFlightAreAnsweredInOrder) {
+TEST_P(IdleConnection, MoreWritesThanMayBeInFlightAreAnsweredInOrder) {
   // The writes in flight and their reply slots exist only while there are
   // some: 600 pipelined writes (more than Session::kMaxInFlight, 256, so the
   // reader waits for slots) are all answered, in request order, and then the
   // connection is idle again.
-  World w(PlainWithMetrics({"--sends-per-second", "0", "--max-groups-per-user", "0"}));
+  World w(WithMetrics({"--sends-per-second", "0", "--max-groups-per-user", "0"}));
   const std::uint16_t metrics = MetricsPort(w.server());
-  auto c = LoggedIn(w.server().port(), "busy", /*receive=*/false);
+  auto c = LoggedIn(w.server().port(), GetParam(), "busy", /*receive=*/false);
   constexpr int kRequests = 600;
   const std::uint64_t first = c->NextRid();
   std::string burst;
@@ -134,15 +141,15 @@ TEST(IdleConnection, MoreWritesThanMayBeInFlightAreAnsweredInOrder) {
   EXPECT_TRUE(c->Request(PingEnv()).has_pong());
 }
 
-TEST(IdleConnection, DeadlinesStillHold) {
+TEST_P(IdleConnection, DeadlinesStillHold) {
   // Silent logged-in peers are pinged (the server writes to an idle
   // connection) and dropped if they do not answer; a connection that never
   // says Hello is closed at its deadline.
-  World w(PlainWithMetrics({"--ping-after", "1", "--ping-timeout", "1", "--hello-timeout", "1"}));
+  World w(WithMetrics({"--ping-after", "1", "--ping-timeout", "1", "--hello-timeout", "1"}));
   const std::uint16_t port = w.server().port();
-  auto mute = LoggedIn(port, "mute");
-  auto polite = LoggedIn(port, "polite");
-  RawConn silent(port, Transport::kPlain);
+  auto mute = LoggedIn(port, GetParam(), "mute");
+  auto polite = LoggedIn(port, GetParam(), "polite");
+  RawConn silent(port, GetParam());
 
   const auto t0 = Clock::now();
   int pings = 0;
@@ -157,6 +164,11 @@ TEST(IdleConnection, DeadlinesStillHold) {
   EXPECT_TRUE(silent.WaitClosed(Millis(5000))) << "a connection that never said Hello was kept";
   EXPECT_TRUE(polite->Request(PingEnv()).has_pong());
 }
+
+INSTANTIATE_TEST_SUITE_P(Transports, IdleConnection, ::testing::Values(Transport::kTls, Transport::kPlain),
+                         [](const ::testing::TestParamInfo<Transport>& p) {
+                           return p.param == Transport::kTls ? "Tls" : "Plain";
+                         });
 
 }  // namespace
 }  // namespace fastchat::testing

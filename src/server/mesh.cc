@@ -89,9 +89,9 @@ struct PeerLink {
       // to, which would then send a few frames each (docs/performance.md,
       // "Again at `3d35875` and `cb09fc9`").
       std::size_t n = 0;
-      if (!stream.tls() && reads_ahead < kMaxReadsAhead) {
-        asio::error_code ec;
-        if (stream.socket().available(ec) > 0 && !ec) n = stream.socket().read_some(asio::buffer(buf), ec);
+      if (reads_ahead < kMaxReadsAhead) {
+        asio::error_code ec;  // would_block, or an error the awaited read below meets again
+        n = stream.ReadNow(asio::buffer(buf), ec);
         if (ec) n = 0;
       }
       if (n > 0) {

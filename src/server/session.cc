@@ -70,15 +70,12 @@ void Session::Start() {
   const bool admitted = Admit();  // refused: CloseWith has queued why
   if (!stream_.tls()) {
     WriteOnDemand();
-    if (admitted) {
-      stream_.socket().non_blocking(true);
-      ReadWhenReadable();
-    }
+    if (admitted) ReadWhenReadable();
     return;
   }
-  // TLS: the reader handshakes first and only then starts the writer (no
-  // write may overlap the handshake). A refused connection is told why
-  // inside TLS too, but only so many at once: past that it is just closed.
+  // TLS: the handshake first, and only then the writer (no write may
+  // overlap the handshake). A refused connection is told why inside TLS
+  // too, but only so many at once: past that it is just closed.
   if (!admitted) {
     if (server_.refusing_tls >= kMaxRefusingTls) {
       Close();
@@ -87,7 +84,7 @@ void Session::Start() {
     ++server_.refusing_tls;
     refusing_tls_ = true;
   }
-  asio::co_spawn(server_.io, [self]() { return self->ReadLoop(); }, asio::detached);
+  asio::co_spawn(server_.io, [self]() { return self->StartTls(); }, asio::detached);
 }
 
 void Session::DoneRefusing() {
@@ -168,7 +165,7 @@ asio::awaitable<void> Session::WriteLoop() {
 
 void Session::ReadWhenReadable() {
   waiting_for_peer_ = true;
-  stream_.socket().async_wait(net::Socket::wait_read, [self = shared_from_this()](const asio::error_code& ec) {
+  stream_.socket().async_wait(stream_.ReadWaitsFor(), [self = shared_from_this()](const asio::error_code& ec) {
     self->waiting_for_peer_ = false;
     if (ec) {
       spdlog::debug("session read ended: {}", ec.message());
@@ -200,53 +197,49 @@ asio::awaitable<Status> Session::TlsHandshake() {
   co_return st;
 }
 
+asio::awaitable<void> Session::StartTls() {
+  auto self = shared_from_this();
+  Status hs = co_await TlsHandshake();
+  DoneRefusing();
+  if (!hs.ok() || closed_) {
+    spdlog::debug("closing connection: {}", hs.ToString());
+    Close();
+    co_return;
+  }
+  WriteOnDemand();
+  if (out_.stopping()) co_return;  // refused or pushed out meanwhile: the writer says why, then closes
+  // Records may have come with the handshake's last flight: read before
+  // waiting for the socket.
+  co_await ReadLoop();
+}
+
 asio::awaitable<void> Session::ReadLoop() {
   auto self = shared_from_this();
   const Running counted(&server_.metrics.session_readers);
-  // TLS sessions only (their reader lives as long as they do): decrypted
-  // bytes land here. In this coroutine's frame, not in the Session.
-  std::unique_ptr<char[]> tls_buffer;
-  if (stream_.tls()) {
-    Status hs = co_await TlsHandshake();
-    DoneRefusing();
-    if (!hs.ok() || closed_) {
-      spdlog::debug("closing connection: {}", hs.ToString());
-      Close();
-      co_return;
-    }
-    WriteOnDemand();
-    if (out_.stopping()) co_return;  // refused or pushed out meanwhile: the writer says why, then closes
-    tls_buffer = std::make_unique<char[]>(kTlsReadBuffer);
-  }
   try {
-    while (!closed_ && !out_.stopping()) {
+    for (int reads = 0; !closed_ && !out_.stopping(); ++reads) {
       // Back-pressure: a peer that does not read its replies stops being read.
       co_await out_.WaitBelow(QueueLimit());
       if (closed_ || out_.stopping()) break;
-      const char* data = nullptr;
-      std::size_t n = 0;
-      if (stream_.tls()) {
-        // TLS decrypts into the session's own buffer (a shared one could be
-        // overwritten by another session's read before this one resumes).
-        waiting_for_peer_ = true;
-        n = co_await stream_.ReadSome(asio::buffer(tls_buffer.get(), kTlsReadBuffer));
-        waiting_for_peer_ = false;
-        data = tls_buffer.get();
-      } else {
-        // The socket was readable (ReadWhenReadable started this reader):
-        // read into the server's one shared buffer. Nothing left to read:
-        // wait for readability again with no coroutine and no buffer, so an
-        // idle connection holds neither.
-        asio::error_code ec;
-        std::vector<char>& shared = server_.read_buffer;
-        n = stream_.socket().read_some(asio::buffer(shared), ec);
-        if (ec == asio::error::would_block || ec == asio::error::try_again) {
-          ReadWhenReadable();
-          co_return;
-        }
-        if (ec) throw asio::system_error(ec);
-        data = shared.data();
+      if (reads == kMaxReadsPerTurn) {
+        // A peer that keeps sending gets its turn like everyone else.
+        reads = 0;
+        co_await asio::post(server_.io, asio::use_awaitable);
+        if (closed_ || out_.stopping()) break;
       }
+      // Read what has arrived into the server's one shared buffer (it is
+      // copied into the decoder before anything can wait). Nothing left to
+      // read: wait for the socket again with no coroutine and no buffer, so
+      // an idle connection holds neither. TLS decrypts here too.
+      asio::error_code ec;
+      std::vector<char>& shared = server_.read_buffer;
+      const std::size_t n = stream_.ReadNow(asio::buffer(shared), ec);
+      if (ec == asio::error::would_block) {
+        ReadWhenReadable();
+        co_return;
+      }
+      if (ec) throw asio::system_error(ec);
+      const char* data = shared.data();
       HeardFromPeer();
       if (!decoder_) decoder_ = std::make_unique<FrameDecoder>(FrameLimit());
       decoder_->Append(data, n);
@@ -275,7 +268,8 @@ asio::awaitable<void> Session::ReadLoop() {
       }
       if (decoder_->buffered() == 0) decoder_.reset();  // no partial frame: hold no decoder
       if (!stream_.tls() && n < server_.read_buffer.size()) {
-        // A short read took everything that had arrived.
+        // A short plain read took everything that had arrived (TLS reads
+        // one record at a time: it goes on until would_block).
         if (closed_ || out_.stopping()) break;
         ReadWhenReadable();
         co_return;

@@ -55,8 +55,10 @@ namespace fastchat::server {
 class Session : public std::enable_shared_from_this<Session> {
  public:
   static constexpr std::uint32_t kMaxInFlight = 256;
-  static constexpr std::size_t kTlsReadBuffer = 16 * 1024;  // one TLS record
   static constexpr std::size_t kSessionTokenBytes = 32;
+  // Reads in a row before the reader lets the loop run other work (a plain
+  // read takes up to 64 KiB, a TLS one a record of up to 16 KiB).
+  static constexpr int kMaxReadsPerTurn = 16;
   // Refused TLS connections kept open at once to be told why (each until its
   // handshake ends, at most the handshake deadline); more are just closed.
   static constexpr std::size_t kMaxRefusingTls = 256;
@@ -102,12 +104,15 @@ class Session : public std::enable_shared_from_this<Session> {
   void Enforce(const Verdict& verdict, SteadyTime now);
 
  private:
-  // Reads and handles frames. TLS: one reader for the connection's life.
-  // Plain: started by ReadWhenReadable each time the socket becomes
-  // readable; ends once it has read everything that arrived.
+  // TLS: the handshake, then the writer, then ReadLoop.
+  asio::awaitable<void> StartTls();
+  // Reads and handles frames; started by ReadWhenReadable each time the
+  // socket becomes ready (and by StartTls); ends once it has read
+  // everything that arrived.
   asio::awaitable<void> ReadLoop();
-  // Plain: waits for readability holding only a callback (no coroutine, no
-  // buffer: the idle state), then starts ReadLoop.
+  // Waits for the socket to be ready for the next read (readable, or on TLS
+  // rarely writable) holding only a callback (no coroutine, no buffer: the
+  // idle state), then starts ReadLoop.
   void ReadWhenReadable();
   // The reader stopped (EOF, error, closing): closes unless the writer will.
   void ReadEnded();
