@@ -366,7 +366,9 @@ std::shared_ptr<Connection::Call> Connection::Start(const wire::Envelope& req, s
   auto call = std::make_shared<Call>(impl_->ioc);
   if (impl_->closed) {
     call->done = true;
-    call->status = Status(Code::kIOError, "not connected");
+    // A refusal that came (and closed the connection) before this request
+    // was made is still the answer.
+    call->status = !impl_->refused.ok() ? impl_->refused : Status(Code::kIOError, "not connected");
     return call;
   }
   wire::Envelope copy = req;
