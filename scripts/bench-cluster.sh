@@ -6,7 +6,7 @@
 #   pg_virtualenv -t -o fsync=on -- scripts/bench-cluster.sh 3 dm3 --workload dm --users 1000 --duration 8
 #
 # Each run creates a fresh database `c_TAG`. The servers listen on
-# 127.0.0.1:17401.. (clients, plain TCP) and 127.0.0.1:17501.. (mesh), with
+# 127.0.0.1:17401.. (clients, plain TCP unless TLS=1) and 127.0.0.1:17501.. (mesh), with
 # the limits off as in scripts/bench.sh. The bench spreads users round-robin
 # over the servers (user i on server i mod N) and pairs user i with i^1, so
 # with N >= 2 every DM crosses servers; it measures every server and the
@@ -17,7 +17,9 @@
 # /tmp/fastchat-cluster-bench.
 #
 # Environment: BUILD_DIR (default build/default), SERVER_BIN / BENCH_BIN,
-# SERVER_ARGS (more flags for every server, split on spaces).
+# SERVER_ARGS (more flags for every server, split on spaces), TLS=1 to keep
+# the servers' default TLS on the client and mesh ports (each server gets a
+# self-signed certificate $OUT/TAG-sK.crt) and run the bench with --tls.
 # Exit status: fastchat-bench's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,6 +48,10 @@ chmod 600 "$secret_file"
 
 pids=()
 server_args=()
+bench_tls=()
+if [[ -n "${TLS:-}" && "${TLS}" != 0 ]]; then
+  bench_tls=(--tls)
+fi
 # shellcheck disable=SC2317  # called by the EXIT trap
 cleanup() {
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
@@ -53,10 +59,15 @@ cleanup() {
 }
 trap cleanup EXIT
 for i in $(seq 1 "$n"); do
+  transport=(--insecure-plain-tcp)
+  if ((${#bench_tls[@]})); then
+    rm -f "$out/$tag-s$i.crt" "$out/$tag-s$i.key"
+    transport=(--tls-cert "$out/$tag-s$i.crt")
+  fi
   # shellcheck disable=SC2086  # SERVER_ARGS is split on spaces
   "$server_bin" --server-id "s$i" --pg "dbname=$db" --listen "127.0.0.1:$((17400 + i))" \
     --mesh-listen "127.0.0.1:$((17500 + i))" --cluster-secret-file "$secret_file" --pwhash min \
-    --insecure-plain-tcp --log-level warn --metrics-listen "127.0.0.1:$((17600 + i))" "${no_limits[@]}" \
+    "${transport[@]}" --log-level warn --metrics-listen "127.0.0.1:$((17600 + i))" "${no_limits[@]}" \
     ${SERVER_ARGS:-} >/dev/null 2>"$out/$tag-s$i.err" &
   pids+=($!)
   server_args+=(--server "127.0.0.1:$((17400 + i))" --server-pid "$!")
@@ -64,7 +75,7 @@ done
 sleep 3  # listening, and linked to each other (the mesh dials within a second)
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 rc=0
-"$bench_bin" "${server_args[@]}" --db-pid "$postmaster" "$@" --json "$out/$tag.json" >"$out/$tag.out" 2>&1 || rc=$?
+"$bench_bin" "${server_args[@]}" "${bench_tls[@]}" --db-pid "$postmaster" "$@" --json "$out/$tag.json" >"$out/$tag.out" 2>&1 || rc=$?
 tail -25 "$out/$tag.out"
 for i in $(seq 1 "$n"); do
   if exec 3<>"/dev/tcp/127.0.0.1/$((17600 + i))"; then
