@@ -12,6 +12,7 @@
 #include <asio/io_context.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
+#include <asio/write.hpp>
 #include <gtest/gtest.h>
 
 #include "net/stream.h"
@@ -101,6 +102,52 @@ TEST(PlainStreamTest, WriteSendsEveryBufferInOrderThroughPartialSends) {
   // Through 64 KiB socket buffers the 1 MiB buffer alone takes several
   // calls; each call that sent something is progress.
   EXPECT_GE(progressed, 4);
+}
+
+// ReadNow on a plain stream never waits: with nothing arrived it says
+// would_block at once (Asio's own non-blocking flag, not only the fd's:
+// without it Asio's read_some would poll until data came), then it reads
+// what has arrived, and the end of the stream is eof.
+TEST(PlainStreamTest, ReadNowSaysWouldBlockThenReadsWhatArrivedThenEof) {
+  asio::io_context io;
+  asio::ip::tcp::acceptor acceptor(io, asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  const auto port = acceptor.local_endpoint().port();
+  asio::error_code first, after_data, at_end;
+  std::string got;
+  bool done = false;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        Socket peer = co_await acceptor.async_accept(io, asio::use_awaitable);
+        asio::steady_timer pause(io);
+        pause.expires_after(100ms);  // the reader has tried once by now
+        co_await pause.async_wait(asio::use_awaitable);
+        co_await asio::async_write(peer, asio::buffer(std::string("hello")), asio::use_awaitable);
+        pause.expires_after(100ms);
+        co_await pause.async_wait(asio::use_awaitable);
+        peer.close();
+      },
+      asio::detached);
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        Stream stream(co_await Connect(io, port));
+        char buf[64];
+        stream.ReadNow(asio::buffer(buf), first);
+        co_await stream.socket().async_wait(stream.ReadWaitsFor(), asio::use_awaitable);
+        got.append(buf, stream.ReadNow(asio::buffer(buf), after_data));
+        stream.ReadNow(asio::buffer(buf), after_data);  // nothing more yet
+        co_await stream.socket().async_wait(stream.ReadWaitsFor(), asio::use_awaitable);
+        stream.ReadNow(asio::buffer(buf), at_end);
+        done = true;
+      },
+      asio::detached);
+  io.run_for(10s);
+  ASSERT_TRUE(done);
+  EXPECT_EQ(first, asio::error::would_block) << first.message();
+  EXPECT_EQ(got, "hello");
+  EXPECT_EQ(after_data, asio::error::would_block) << after_data.message();
+  EXPECT_EQ(at_end, asio::error::eof) << at_end.message();
 }
 
 // A write to a peer that has gone fails with an error (no SIGPIPE, no
