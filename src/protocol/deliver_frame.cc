@@ -1,36 +1,18 @@
 #include "fastchat/deliver_frame.h"
 
 #include "fastchat/frame.h"
+#include "fastchat/proto_wire.h"
 
 namespace fastchat {
 namespace {
+
+using namespace proto_wire;
 
 // Field numbers in proto/fastchat.proto.
 constexpr std::uint32_t kEnvelopeDeliverField = 62;
 constexpr std::uint32_t kDeliverSeqField = 1;
 constexpr std::uint32_t kDeliverEventField = 2;
 constexpr std::uint32_t kDeliverGroupField = 3;
-constexpr std::uint32_t kVarint = 0;
-constexpr std::uint32_t kLengthDelimited = 2;
-
-std::size_t VarintSize(std::uint64_t v) {
-  std::size_t n = 1;
-  while (v >= 0x80) {
-    v >>= 7;
-    ++n;
-  }
-  return n;
-}
-
-void PutVarint(std::uint64_t v, std::string* out) {
-  while (v >= 0x80) {
-    out->push_back(static_cast<char>((v & 0x7f) | 0x80));
-    v >>= 7;
-  }
-  out->push_back(static_cast<char>(v));
-}
-
-std::uint32_t Tag(std::uint32_t field, std::uint32_t wire_type) { return (field << 3) | wire_type; }
 
 }  // namespace
 

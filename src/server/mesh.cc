@@ -15,6 +15,7 @@
 #include "common/listen.h"
 #include "fastchat/crypto.h"
 #include "fastchat/frame.h"
+#include "forward_frame.h"
 #include "frame_queue.h"
 #include "mesh.pb.h"
 #include "mesh_handshake.h"
@@ -525,17 +526,9 @@ void Mesh::Forward(PeerLink* link, const std::vector<Delivery>& targets,
     link->Send(r);
     return;
   }
-  mesh::MeshFrame f;
-  auto* fw = f.mutable_forward();
-  for (const Delivery& d : targets) {
-    auto* t = fw->add_targets();
-    t->set_user(d.user);
-    t->set_seq(d.seq);
-  }
-  fw->set_event(*event);
-  fw->set_group_id(targets.empty() ? 0 : targets.front().group_id);
-  fw->set_prev_seq(targets.empty() ? 0 : targets.front().prev_seq);
-  link->Send(f);
+  const std::uint64_t group_id = targets.empty() ? 0 : targets.front().group_id;
+  const std::uint64_t prev_seq = targets.empty() ? 0 : targets.front().prev_seq;
+  link->out.Push(ForwardFramePrefix(targets, group_id, prev_seq, event->size()), event);
 }
 
 }  // namespace fastchat::server
