@@ -6,14 +6,18 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdlib>
+#include <memory>
 #include <new>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "fastchat.pb.h"
 #include "fastchat/crypto.h"
 #include "fastchat/deliver_frame.h"
 #include "fastchat/frame.h"
+#include "forward_frame.h"
+#include "mesh.pb.h"
 #include "request_service.h"
 
 // Counts this program's operator new calls, so a benchmark can report
@@ -122,6 +126,80 @@ void BM_EnvelopeParseDirectSend(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_EnvelopeParseDirectSend);
+
+// A mesh Forward of one stored event (a DirectSend-sized 190 bytes) to N
+// recipients on one server: the bytes Mesh::Forward queues for the link.
+// Prefix: ForwardFramePrefix, the event following from its shared buffer
+// (what Mesh::Forward does). Serialize: a MeshFrame built, the event copied
+// in, serialized and framed (what it did before 2026-12-04, kept here to
+// compare). Allocations per Forward in the counter.
+// Allocations since `before`, per iteration, as the "allocs" counter.
+void CountAllocations(benchmark::State& state, std::size_t before) {
+  state.counters["allocs"] = benchmark::Counter(static_cast<double>(g_allocations.load() - before),
+                                                benchmark::Counter::kAvgIterations);
+  state.SetItemsProcessed(state.iterations());
+}
+
+std::vector<server::Delivery> ForwardTargets(std::size_t n) {
+  std::vector<server::Delivery> targets;
+  for (std::size_t i = 0; i < n; ++i) targets.push_back({4242 + i, 9000000 + i, 0, 0});
+  return targets;
+}
+
+void BM_MeshForwardPrefix(benchmark::State& state) {
+  const auto targets = ForwardTargets(static_cast<std::size_t>(state.range(0)));
+  const auto event = std::make_shared<const std::string>(190, 'e');
+  const std::size_t before = g_allocations.load();
+  for (auto _ : state) {
+    std::string head = ForwardFramePrefix(targets, 0, 0, event->size());
+    benchmark::DoNotOptimize(head.data());
+  }
+  CountAllocations(state, before);
+}
+BENCHMARK(BM_MeshForwardPrefix)->Arg(1)->Arg(333);
+
+void BM_MeshForwardSerialize(benchmark::State& state) {
+  const auto targets = ForwardTargets(static_cast<std::size_t>(state.range(0)));
+  const auto event = std::make_shared<const std::string>(190, 'e');
+  const std::size_t before = g_allocations.load();
+  for (auto _ : state) {
+    mesh::MeshFrame f;
+    auto* fw = f.mutable_forward();
+    for (const server::Delivery& d : targets) {
+      auto* t = fw->add_targets();
+      t->set_user(d.user);
+      t->set_seq(d.seq);
+    }
+    fw->set_event(*event);
+    std::string out;
+    AppendFrame(f.SerializeAsString(), &out);
+    benchmark::DoNotOptimize(out.data());
+  }
+  CountAllocations(state, before);
+}
+BENCHMARK(BM_MeshForwardSerialize)->Arg(1)->Arg(333);
+
+// The receiving side of the same Forward: the frame's payload parsed into a
+// MeshFrame and its event moved out into a shared buffer (ReadMeshFrame).
+void BM_MeshForwardParse(benchmark::State& state) {
+  const auto targets = ForwardTargets(static_cast<std::size_t>(state.range(0)));
+  const std::string event(190, 'e');
+  const std::string frame = ForwardFramePrefix(targets, 0, 0, event.size()) + event;
+  const std::size_t before = g_allocations.load();
+  mesh::MeshFrame f;
+  for (auto _ : state) {
+    if (!f.ParseFromArray(frame.data() + kFrameHeaderSize, static_cast<int>(frame.size() - kFrameHeaderSize))) {
+      state.SkipWithError("parse failed");
+    }
+    auto shared = std::make_shared<const std::string>(std::move(*f.mutable_forward()->mutable_event()));
+    std::uint64_t sum = 0;
+    for (const mesh::Target& t : f.forward().targets()) sum += t.user() + t.seq();
+    benchmark::DoNotOptimize(sum);
+    benchmark::DoNotOptimize(shared->data());
+  }
+  CountAllocations(state, before);
+}
+BENCHMARK(BM_MeshForwardParse)->Arg(1)->Arg(333);
 
 void BM_AeadEncrypt100(benchmark::State& state) {
   const std::string key = crypto::NewSymmetricKey();
