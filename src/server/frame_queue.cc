@@ -33,12 +33,17 @@ void FrameQueue::Wake() {
 
 void FrameQueue::Push(std::string head, std::shared_ptr<const std::string> body) {
   if (stopping()) return;
+  PushHeld(std::move(head), std::move(body));
+  Wake();
+}
+
+void FrameQueue::PushHeld(std::string head, std::shared_ptr<const std::string> body) {
+  if (stopping()) return;
   Frame f{std::move(head), std::move(body)};
   if (bytes_ == 0) last_progress_ = std::chrono::steady_clock::now();
   bytes_ += f.size();
   if (!frames_) frames_ = std::make_unique<std::deque<Frame>>();
   frames_->push_back(std::move(f));
-  Wake();
 }
 
 void FrameQueue::DropUnsent() {

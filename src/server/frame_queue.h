@@ -43,6 +43,10 @@ class FrameQueue {
   // Appends a frame (head bytes followed by *body, if any). Ignored once
   // stopping.
   void Push(std::string head, std::shared_ptr<const std::string> body = nullptr);
+  // Appends a frame like Push but starts no writer for it: it leaves with
+  // the next frame Pushed (or with a writer already running), in one write.
+  // The caller must know that a Push follows.
+  void PushHeld(std::string head, std::shared_ptr<const std::string> body);
   std::size_t bytes() const { return bytes_; }
   // When bytes last left (or, if none since, when the queue stopped being
   // empty): a queue holding bytes since long ago is stalled.

@@ -439,7 +439,7 @@ void Mesh::OnFrame(PeerLink& link, mesh::MeshFrame& frame) {
   }
   if (in.acked) Acked(in.acked_token, link.peer_id);
   for (const auto& [user, seq] : in.deliver) {
-    if (Session* s = server_.presence.Find(user)) s->Deliver(seq, in.event, in.group_id, in.prev_seq);
+    if (Session* s = server_.presence.Find(user)) s->Deliver(seq, in.event, in.group_id, in.prev_seq, /*forwarded=*/true);
   }
   if (in.refresh) server_.RefreshDirectory(std::move(in.changed));
   for (const auto& [user, seq] : in.resync) {

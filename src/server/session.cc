@@ -401,7 +401,7 @@ void Session::OwnGroupEntry(std::uint64_t group, std::uint64_t seq, std::uint64_
 }
 
 void Session::Deliver(std::uint64_t seq, const std::shared_ptr<const std::string>& event, std::uint64_t group_id,
-                      std::uint64_t prev_seq) {
+                      std::uint64_t prev_seq, bool forwarded) {
   if (closed_ || !receiving_) return;
   if (!live_) {
     if (group_id != 0 && groups_.IsRepeat(group_id, seq)) {
@@ -446,7 +446,13 @@ void Session::Deliver(std::uint64_t seq, const std::shared_ptr<const std::string
       return;
     }
   }
-  out_.Push(DeliverFramePrefix(seq, event->size(), group_id), event);
+  if (forwarded && in_flight_ && in_flight_->reply_head < in_flight_->slots.size()) {
+    // A reply of this connection's own is waiting for its write: the
+    // delivery leaves with it, in one write (FlushReplies pushes it).
+    out_.PushHeld(DeliverFramePrefix(seq, event->size(), group_id), event);
+  } else {
+    out_.Push(DeliverFramePrefix(seq, event->size(), group_id), event);
+  }
   ++server_.metrics.deliveries_live;
   cursor_.Sent(seq);
   if (group_id != 0 && held_) SendHeld(group_id);

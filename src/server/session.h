@@ -84,8 +84,16 @@ class Session : public std::enable_shared_from_this<Session> {
   // sent right after it (GroupHold); if the predecessor does not come within
   // the hold's deadline, or more is held than its bounds (Limits
   // group_hold_*), the session reads its pending rows from the store again.
+  //
+  // `forwarded`: the delivery came from another server, at a moment that has
+  // nothing to do with this server's commits. If a reply of this
+  // connection's own is waiting for its write, the delivery waits for it and
+  // both leave in one write (as a local delivery and the replies of the same
+  // commit do): without that, a user of a cluster who both sends and
+  // receives costs a write and a read more per message
+  // (docs/performance.md, "Cross-server DMs against local ones").
   void Deliver(std::uint64_t seq, const std::shared_ptr<const std::string>& event, std::uint64_t group_id = 0,
-               std::uint64_t prev_seq = 0);
+               std::uint64_t prev_seq = 0, bool forwarded = false);
   // The user stored entry `seq` of `group`'s log (its own message, which it
   // does not read) after the entry `prev_seq`.
   void OwnGroupEntry(std::uint64_t group, std::uint64_t seq, std::uint64_t prev_seq);
