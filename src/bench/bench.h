@@ -20,6 +20,9 @@ std::int64_t NowNs();  // steady_clock, nanoseconds
 // ------------------------------------------------------------------ options
 struct Options {
   std::vector<std::string> servers;  // HOST:PORT, users spread round-robin
+  // dm: user i on server (i / 2) mod N instead of i mod N, so that both
+  // users of a pair (i, i ^ 1) share a server and no DM crosses servers.
+  bool pairs_together = false;
   std::vector<int> server_pids;
   std::vector<int> db_pids;
   std::string workload = "dm";       // dm | group | offline | login | idle

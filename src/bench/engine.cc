@@ -1929,7 +1929,7 @@ bool Engine::RunWorkload() {
   for (int i = 0; i < n; ++i) {
     User& u = users_[static_cast<std::size_t>(i)];
     u.name = prefix_ + "-" + std::to_string(i);
-    u.server = i % static_cast<int>(o_.servers.size());
+    u.server = (o_.pairs_together ? i / 2 : i) % static_cast<int>(o_.servers.size());
     u.box = crypto::NewBoxKeyPair();
     u.sign = crypto::NewSignKeyPair();
   }

@@ -47,6 +47,9 @@ int main(int argc, char** argv) {
                "connect with TLS 1.3, as the server's client port speaks by default (start it without "
                "--insecure-plain-tcp). The server's certificate is NOT verified: this is a load generator, "
                "not a client");
+  app.add_flag("--pairs-together", o.pairs_together,
+               "dm with several --server: put both users of each pair on one server (user i on server (i/2) mod N "
+               "rather than i mod N), so no DM crosses servers: the local baseline within the same cluster");
   app.add_flag("--verify-signatures", o.verify_signatures, "group: receivers verify every Ed25519 signature");
   app.add_flag("--batch-add", o.batch_add, "group: build groups with one GroupAdd per 1000 members (one notice each)");
   app.add_option("--json", o.json_file, "also write every number to this JSON file");
@@ -67,6 +70,10 @@ int main(int argc, char** argv) {
   if (self_test) return fastchat::bench::SelfTest() == 0 ? 0 : 1;
   if (o.password.size() < 8) {
     std::cerr << "error: --password must be at least 8 bytes\n";
+    return 2;
+  }
+  if (o.pairs_together && o.workload != "dm") {
+    std::cerr << "error: --pairs-together is for the dm workload\n";
     return 2;
   }
   if (o.window < 1 || o.duration <= 0 || o.warmup < 0 || o.rate < 0 || o.sources < 1 || o.sources > 250) {

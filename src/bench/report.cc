@@ -277,6 +277,9 @@ void Report(const Results& r) {
   const bool grp = o.workload == "group";
   std::ostringstream t;
   t << "fastchat-bench  workload=" << o.workload << "  servers=" << r.servers << "  users=" << r.users;
+  if (o.workload == "dm" && r.servers > 1) {
+    t << (o.pairs_together ? "  pairs on one server (no DM crosses servers)" : "  every DM crosses servers");
+  }
   if (grp) t << "  groups=" << o.groups << "x" << o.group_size << "  senders/group=" << o.senders;
   t << "\n  transport=" << (o.tls ? "TLS (" + (r.tls_cipher.empty() ? std::string("no handshake") : r.tls_cipher) +
                                         "; server certificate not verified)"
@@ -361,7 +364,7 @@ void Report(const Results& r) {
                      {"sources", o.sources},   {"concurrency", o.concurrency},
                      {"verify_signatures", o.verify_signatures}, {"tls", o.tls}, {"prefix", o.prefix},
                      {"inject_loss", o.inject_loss}, {"inject_dup", o.inject_dup},
-                     {"inject_reorder", o.inject_reorder}};
+                     {"inject_reorder", o.inject_reorder}, {"pairs_together", o.pairs_together}};
   j["encrypted"] = o.encrypt;
   j["tls"] = o.tls;
   j["tls_cipher"] = r.tls_cipher;  // "" without --tls
