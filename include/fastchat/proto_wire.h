@@ -5,6 +5,7 @@
 // again. Everything else is encoded by protobuf itself.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 

@@ -127,12 +127,6 @@ void BM_EnvelopeParseDirectSend(benchmark::State& state) {
 }
 BENCHMARK(BM_EnvelopeParseDirectSend);
 
-// A mesh Forward of one stored event (a DirectSend-sized 190 bytes) to N
-// recipients on one server: the bytes Mesh::Forward queues for the link.
-// Prefix: ForwardFramePrefix, the event following from its shared buffer
-// (what Mesh::Forward does). Serialize: a MeshFrame built, the event copied
-// in, serialized and framed (what it did before 2026-12-04, kept here to
-// compare). Allocations per Forward in the counter.
 // Allocations since `before`, per iteration, as the "allocs" counter.
 void CountAllocations(benchmark::State& state, std::size_t before) {
   state.counters["allocs"] = benchmark::Counter(static_cast<double>(g_allocations.load() - before),
@@ -140,6 +134,12 @@ void CountAllocations(benchmark::State& state, std::size_t before) {
   state.SetItemsProcessed(state.iterations());
 }
 
+// A mesh Forward of one stored event (a DirectSend-sized 190 bytes) to N
+// recipients on one server: the bytes Mesh::Forward queues for the link.
+// Prefix: ForwardFramePrefix, the event following from its shared buffer
+// (what Mesh::Forward does). Serialize: a MeshFrame built, the event copied
+// in, serialized and framed (what it did before 2026-12-04, kept here to
+// compare). Allocations per Forward in the counter.
 std::vector<server::Delivery> ForwardTargets(std::size_t n) {
   std::vector<server::Delivery> targets;
   for (std::size_t i = 0; i < n; ++i) targets.push_back({4242 + i, 9000000 + i, 0, 0});
