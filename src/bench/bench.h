@@ -23,6 +23,9 @@ struct Options {
   // dm: user i on server (i / 2) mod N instead of i mod N, so that both
   // users of a pair (i, i ^ 1) share a server and no DM crosses servers.
   bool pairs_together = false;
+  // group: every member of group g on server g mod N instead of spread
+  // round-robin, so that no delivery crosses servers.
+  bool groups_together = false;
   std::vector<int> server_pids;
   std::vector<int> db_pids;
   std::string workload = "dm";       // dm | group | offline | login | idle

@@ -1929,7 +1929,10 @@ bool Engine::RunWorkload() {
   for (int i = 0; i < n; ++i) {
     User& u = users_[static_cast<std::size_t>(i)];
     u.name = prefix_ + "-" + std::to_string(i);
-    u.server = (o_.pairs_together ? i / 2 : i) % static_cast<int>(o_.servers.size());
+    int placed = i;
+    if (o_.pairs_together) placed = i / 2;
+    if (o_.groups_together) placed = i / o_.group_size;
+    u.server = placed % static_cast<int>(o_.servers.size());
     u.box = crypto::NewBoxKeyPair();
     u.sign = crypto::NewSignKeyPair();
   }

@@ -50,6 +50,9 @@ int main(int argc, char** argv) {
   app.add_flag("--pairs-together", o.pairs_together,
                "dm with several --server: put both users of each pair on one server (user i on server (i/2) mod N "
                "rather than i mod N), so no DM crosses servers: the local baseline within the same cluster");
+  app.add_flag("--groups-together", o.groups_together,
+               "group with several --server: put every member of group g on server g mod N (rather than user i "
+               "on server i mod N), so no delivery crosses servers: the local baseline within the same cluster");
   app.add_flag("--verify-signatures", o.verify_signatures, "group: receivers verify every Ed25519 signature");
   app.add_flag("--batch-add", o.batch_add, "group: build groups with one GroupAdd per 1000 members (one notice each)");
   app.add_option("--json", o.json_file, "also write every number to this JSON file");
@@ -74,6 +77,10 @@ int main(int argc, char** argv) {
   }
   if (o.pairs_together && o.workload != "dm") {
     std::cerr << "error: --pairs-together is for the dm workload\n";
+    return 2;
+  }
+  if (o.groups_together && o.workload != "group") {
+    std::cerr << "error: --groups-together is for the group workload\n";
     return 2;
   }
   if (o.window < 1 || o.duration <= 0 || o.warmup < 0 || o.rate < 0 || o.sources < 1 || o.sources > 250) {

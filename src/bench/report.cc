@@ -281,6 +281,10 @@ void Report(const Results& r) {
     t << (o.pairs_together ? "  pairs on one server (no DM crosses servers)" : "  every DM crosses servers");
   }
   if (grp) t << "  groups=" << o.groups << "x" << o.group_size << "  senders/group=" << o.senders;
+  if (grp && r.servers > 1) {
+    t << (o.groups_together ? "  each group on one server (no delivery crosses servers)"
+                            : "  members spread over the servers");
+  }
   t << "\n  transport=" << (o.tls ? "TLS (" + (r.tls_cipher.empty() ? std::string("no handshake") : r.tls_cipher) +
                                         "; server certificate not verified)"
                                   : std::string("plain TCP"));
@@ -364,7 +368,8 @@ void Report(const Results& r) {
                      {"sources", o.sources},   {"concurrency", o.concurrency},
                      {"verify_signatures", o.verify_signatures}, {"tls", o.tls}, {"prefix", o.prefix},
                      {"inject_loss", o.inject_loss}, {"inject_dup", o.inject_dup},
-                     {"inject_reorder", o.inject_reorder}, {"pairs_together", o.pairs_together}};
+                     {"inject_reorder", o.inject_reorder}, {"pairs_together", o.pairs_together},
+                     {"groups_together", o.groups_together}};
   j["encrypted"] = o.encrypt;
   j["tls"] = o.tls;
   j["tls_cipher"] = r.tls_cipher;  // "" without --tls
