@@ -249,6 +249,37 @@ INSERT INTO pending_b_v11 (seq, recipient, dedupe_key, payload)
 DROP TABLE pending_b;
 ALTER TABLE pending_b_v11 RENAME TO pending_b;
 )sql"},
+    // The group log without an index on its dedupe keys, and the keys of
+    // trimmed entries in one row per trim instead of one per key: both
+    // indexes took each group message's key at a random place of a B-tree,
+    // a page written per key (docs/performance.md, "Group dedupe keys
+    // off the disk's indexes"). SqliteStore finds keys by hash in memory
+    // (group_keys_, group_kept_). Each old kept key becomes a row of one.
+    {12, R"sql(
+CREATE TABLE group_log_v12 (
+  seq        INTEGER PRIMARY KEY,
+  group_id   INTEGER NOT NULL,
+  sender     INTEGER NOT NULL,
+  dedupe_key TEXT NOT NULL,
+  payload    BLOB NOT NULL,
+  prev_seq   INTEGER NOT NULL DEFAULT 0
+);
+INSERT INTO group_log_v12 (seq, group_id, sender, dedupe_key, payload, prev_seq)
+  SELECT seq, group_id, sender, dedupe_key, payload, prev_seq FROM group_log ORDER BY seq;
+DROP TABLE group_log;
+ALTER TABLE group_log_v12 RENAME TO group_log;
+CREATE INDEX group_log_by_group ON group_log (group_id, seq);
+CREATE TABLE group_kept_keys (
+  id         INTEGER PRIMARY KEY,
+  expires_ms INTEGER NOT NULL,
+  keys       BLOB NOT NULL
+);
+INSERT INTO group_kept_keys (expires_ms, keys)
+  SELECT expires_ms,
+         CAST(group_id || ' ' || seq || ' ' || length(CAST(dedupe_key AS BLOB)) || ':' || dedupe_key AS BLOB)
+  FROM group_dedupe_keys ORDER BY expires_ms;
+DROP TABLE group_dedupe_keys;
+)sql"},
 };
 
 constexpr int kLatestVersion = kMigrations[std::size(kMigrations) - 1].version;
@@ -343,15 +374,12 @@ constexpr const char* kSql[] = {
     "DELETE FROM acked_batches WHERE id BETWEEN ?1 AND ?2 AND expires_ms <= ?3",
     // kDataVersion: changes when another connection commits
     "PRAGMA data_version",
-    // kInsertGroupLog: prev_seq is the group's newest entry before it; not
-    // if the key's entry was trimmed (group_dedupe_keys)
-    "INSERT INTO group_log (seq, group_id, sender, dedupe_key, payload, prev_seq) SELECT ?1, ?2, ?3, ?4, ?5,"
-    " (SELECT COALESCE(MAX(seq), 0) FROM group_log WHERE group_id = ?2)"
-    " WHERE NOT EXISTS (SELECT 1 FROM group_dedupe_keys WHERE group_id = ?2 AND dedupe_key = ?4)"
-    " ON CONFLICT (group_id, dedupe_key) DO NOTHING RETURNING seq, prev_seq",
-    // kGroupLogSeqByKey: the entry's seq, or the trimmed entry's
-    "SELECT seq FROM group_log WHERE group_id = ?1 AND dedupe_key = ?2"
-    " UNION ALL SELECT seq FROM group_dedupe_keys WHERE group_id = ?1 AND dedupe_key = ?2",
+    // kInsertGroupLog: prev_seq is the group's newest entry before it (the
+    // key was looked for first: FindGroupKey)
+    "INSERT INTO group_log (seq, group_id, sender, dedupe_key, payload, prev_seq) VALUES (?1, ?2, ?3, ?4, ?5,"
+    " (SELECT COALESCE(MAX(seq), 0) FROM group_log WHERE group_id = ?2)) RETURNING seq, prev_seq",
+    // kGroupLogHasKey: whether entry ?1 is group ?2's with key ?3
+    "SELECT 1 FROM group_log WHERE seq = ?1 AND group_id = ?2 AND dedupe_key = ?3",
     // kAdvanceSenderCursor: past its own message ?3 if it had acked everything
     // before (up to ?4, the entry before it)
     "UPDATE group_cursors SET acked_seq = ?3 WHERE group_id = ?1 AND user_id = ?2 AND until_seq IS NULL"
@@ -365,16 +393,14 @@ constexpr const char* kSql[] = {
     "UPDATE group_cursors SET acked_seq = max(acked_seq, ?3) WHERE group_id = ?1 AND user_id = ?2",
     // kTrimCursors
     "DELETE FROM group_cursors WHERE group_id = ?1 AND until_seq IS NOT NULL AND acked_seq >= until_seq",
-    // kKeepGroupKeys: the keys of the entries kTrimLog deletes, until ?2
-    "INSERT INTO group_dedupe_keys (group_id, dedupe_key, seq, expires_ms)"
-    " SELECT group_id, dedupe_key, seq, ?2 FROM group_log WHERE group_id = ?1"
-    " AND seq <= (SELECT MIN(acked_seq) FROM group_cursors WHERE group_id = ?1)"
-    " ON CONFLICT (group_id, dedupe_key) DO NOTHING",
+    // kTrimmedGroupKeys: the entries kTrimLog deletes, and their keys
+    "SELECT seq, dedupe_key FROM group_log WHERE group_id = ?1"
+    " AND seq <= (SELECT MIN(acked_seq) FROM group_cursors WHERE group_id = ?1)",
     // kTrimLog
     "DELETE FROM group_log WHERE group_id = ?1"
     " AND seq <= (SELECT MIN(acked_seq) FROM group_cursors WHERE group_id = ?1)",
-    // kTrimGroupDedupeKeys
-    "DELETE FROM group_dedupe_keys WHERE expires_ms <= ?1",
+    // kDeleteKeptGroupKeys: rows ?1..?2
+    "DELETE FROM group_kept_keys WHERE id BETWEEN ?1 AND ?2",
     // kDeleteCursorsOf, kDeleteLogOf
     "DELETE FROM group_cursors WHERE group_id = ?1",
     "DELETE FROM group_log WHERE group_id = ?1",
@@ -439,6 +465,15 @@ constexpr const char* kSql[] = {
     // kUserExists: an Enqueue's recipient (the pending tables have no
     // foreign key to users since version 11)
     "SELECT 1 FROM users WHERE id = ?1",
+    // kInsertKeptGroupKeys, kKeptGroupKeysRow, kKeptGroupKeysAll: the keys
+    // of trimmed group log entries (acked_batch.h's records, the group as
+    // the recipient), kept until expires_ms
+    "INSERT INTO group_kept_keys (id, expires_ms, keys) VALUES (?1, ?2, ?3)",
+    "SELECT keys FROM group_kept_keys WHERE id = ?1",
+    "SELECT id, expires_ms, keys FROM group_kept_keys ORDER BY id",
+    // kGroupLogKeysAll, kGroupLogKeysOf: the entries' keys, for group_keys_
+    "SELECT seq, group_id, dedupe_key FROM group_log ORDER BY seq",
+    "SELECT seq, dedupe_key FROM group_log WHERE group_id = ?1",
 };
 static_assert(std::size(kSql) == SqliteStore::kNumSql, "kSql must match SqliteStore::Sql");
 
@@ -710,7 +745,87 @@ Status SqliteStore::LoadIndexes() {
   }
   std::sort(pinned_.begin(), pinned_.end());
   pinned_.erase(std::unique(pinned_.begin(), pinned_.end()), pinned_.end());
+  return LoadGroupIndexes();
+}
+
+Status SqliteStore::LoadGroupIndexes() {
+  // Not journalled, as pending_ in LoadIndexes.
+  group_keys_.Clear();
+  group_kept_.Clear();
+  {
+    Statement st(stmts_[kGroupLogKeysAll]);
+    int rc;
+    while ((rc = st.Step()) == SQLITE_ROW) {
+      const std::uint64_t group = st.ColumnId(1);
+      group_keys_.Add(group, st.ColumnId(0), DedupeKeyHash(group, st.ColumnTextView(2)));
+    }
+    if (rc != SQLITE_DONE) return IOError("index group log keys");
+  }
+  Statement st(stmts_[kKeptGroupKeysAll]);
+  int rc;
+  while ((rc = st.Step()) == SQLITE_ROW) {
+    const std::uint64_t id = st.ColumnId(0);
+    const std::uint64_t expires_ms = st.ColumnId(1);
+    next_kept_id_ = std::max(next_kept_id_, id);
+    const bool whole = ForEachAckedRecord(st.ColumnBlobView(2), [&](const AckedRecord& r) {
+      group_kept_.Add(DedupeKeyHash(r.recipient, r.key), id, expires_ms);
+      return true;
+    });
+    if (!whole) return Status(Code::kIOError, "kept group keys " + std::to_string(id) + " are malformed");
+  }
+  if (rc != SQLITE_DONE) return IOError("index kept group keys");
   return Status::OK();
+}
+
+Status SqliteStore::FindGroupKey(std::uint64_t group, const std::string& key, std::uint64_t hash, std::uint64_t* seq,
+                                 bool* found) {
+  *found = false;
+  candidates_.clear();
+  group_keys_.Candidates(hash, &candidates_);
+  for (std::uint64_t candidate : candidates_) {
+    Statement st(stmts_[kGroupLogHasKey]);
+    st.BindId(1, candidate);
+    st.BindId(2, group);
+    st.BindText(3, key);
+    const int rc = st.Step();
+    if (rc == SQLITE_DONE) continue;  // another key's entry
+    if (rc != SQLITE_ROW) return IOError("AppendGroup: log key");
+    *seq = candidate;
+    *found = true;
+    return Status::OK();
+  }
+  candidates_.clear();
+  group_kept_.Candidates(hash, &candidates_);
+  for (std::uint64_t id : candidates_) {
+    Statement st(stmts_[kKeptGroupKeysRow]);
+    st.BindId(1, id);
+    const int rc = st.Step();
+    if (rc == SQLITE_DONE) continue;  // a rolled-back trim's
+    if (rc != SQLITE_ROW) return IOError("AppendGroup: kept key");
+    const bool whole = ForEachAckedRecord(st.ColumnBlobView(0), [&](const AckedRecord& r) {
+      if (r.recipient != group || r.key != key) return true;
+      *seq = r.seq;
+      *found = true;
+      return false;
+    });
+    if (*found) return Status::OK();
+    if (!whole) return Status(Code::kIOError, "kept group keys " + std::to_string(id) + " are malformed");
+  }
+  return Status::OK();
+}
+
+void SqliteStore::GroupIndexAdd(std::uint64_t group, std::uint64_t seq, std::uint64_t hash) {
+  group_keys_.Add(group, seq, hash);
+  IndexChange c{true, group, seq, hash, 0};
+  c.group = true;
+  journal_.push_back(c);
+}
+
+void SqliteStore::GroupIndexRemove(std::uint64_t group, std::uint64_t seq, std::uint64_t hash) {
+  if (!group_keys_.Remove(group, seq, hash)) return;
+  IndexChange c{false, group, seq, hash, 0};
+  c.group = true;
+  journal_.push_back(c);
 }
 
 Status SqliteStore::SyncIndexes() {
@@ -823,6 +938,12 @@ void SqliteStore::UndoToMark() {
     if (c.rotated) {
       layout_ = rotations_.back();
       rotations_.pop_back();
+    } else if (c.group) {
+      if (c.added) {
+        group_keys_.Remove(c.recipient, c.seq, c.hash);
+      } else {
+        group_keys_.Add(c.recipient, c.seq, c.hash);
+      }
     } else if (c.added) {
       pending_.Remove(c.recipient, c.seq, c.hash, c.bytes);
       if (c.seq <= layout_.boundary) {
@@ -1349,7 +1470,18 @@ Status SqliteStore::DeleteGroup(std::uint64_t group) {
       st.BindId(1, group);
       if (st.Step() != SQLITE_DONE) return IOError("DeleteGroup: members");
     }
-    return RunEach({kDeleteCursorsOf, kDeleteLogOf, kDeleteGroup}, group, "DeleteGroup");
+    if (Status ss = SyncIndexes(); !ss.ok()) return ss;
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> entries;  // seq, key hash
+    {
+      Statement st(stmts_[kGroupLogKeysOf]);
+      st.BindId(1, group);
+      int rc;
+      while ((rc = st.Step()) == SQLITE_ROW) entries.emplace_back(st.ColumnId(0), DedupeKeyHash(group, st.ColumnTextView(1)));
+      if (rc != SQLITE_DONE) return IOError("DeleteGroup: log keys");
+    }
+    if (Status ds = RunEach({kDeleteCursorsOf, kDeleteLogOf, kDeleteGroup}, group, "DeleteGroup"); !ds.ok()) return ds;
+    for (const auto& [seq, hash] : entries) GroupIndexRemove(group, seq, hash);
+    return Status::OK();
   });
 }
 
@@ -1678,15 +1810,13 @@ Status SqliteStore::AppendGroup(std::uint64_t group, std::uint64_t sender, const
     if (rc == SQLITE_DONE) allowed = Status(Code::kNotMember, "AppendGroup: the sender is not a member");
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) return IOError("AppendGroup: membership");
   }
+  const std::uint64_t hash = DedupeKeyHash(group, dedupe_key);
   if (!allowed.ok()) {
     if (allowed.code() == Code::kIOError) return allowed;
-    Statement st(stmts_[kGroupLogSeqByKey]);
-    st.BindId(1, group);
-    st.BindText(2, dedupe_key);
-    const int rc = st.Step();
-    if (rc == SQLITE_DONE) return allowed;
-    if (rc != SQLITE_ROW) return IOError("AppendGroup: existing seq");
-    *seq = st.ColumnId(0);
+    bool found = false;
+    if (Status ss = SyncIndexes(); !ss.ok()) return ss;
+    if (Status s = FindGroupKey(group, dedupe_key, hash, seq, &found); !s.ok()) return s;
+    if (!found) return allowed;
     *fresh = false;
     return Status::OK();
   }
@@ -1699,6 +1829,13 @@ Status SqliteStore::AppendGroup(std::uint64_t group, std::uint64_t sender, const
     if (rc != SQLITE_DONE) return IOError("AppendGroup: readers");
   }
   return InTransaction([&]() -> Status {
+    if (Status ss = SyncIndexes(); !ss.ok()) return ss;
+    bool found = false;
+    if (Status s = FindGroupKey(group, dedupe_key, hash, seq, &found); !s.ok()) return s;
+    if (found) {  // a repeat: the entry stored before
+      *fresh = false;
+      return Status::OK();
+    }
     if (Status rs = ReserveSeq(); !rs.ok()) return rs;
     {
       Statement st(stmts_[kInsertGroupLog]);
@@ -1716,6 +1853,7 @@ Status SqliteStore::AppendGroup(std::uint64_t group, std::uint64_t sender, const
         *fresh = true;
         rc = st.Step();
         if (rc != SQLITE_DONE) return IOError("AppendGroup");
+        GroupIndexAdd(group, *seq, hash);
         Statement adv(stmts_[kAdvanceSenderCursor]);
         adv.BindId(1, group);
         adv.BindId(2, sender);
@@ -1724,15 +1862,8 @@ Status SqliteStore::AppendGroup(std::uint64_t group, std::uint64_t sender, const
         if (adv.Step() != SQLITE_DONE) return IOError("AppendGroup: sender cursor");
         return Status::OK();
       }
-      if (rc != SQLITE_DONE) return IOError("AppendGroup");
+      return IOError("AppendGroup");
     }
-    Statement st(stmts_[kGroupLogSeqByKey]);
-    st.BindId(1, group);
-    st.BindText(2, dedupe_key);
-    if (st.Step() != SQLITE_ROW) return IOError("AppendGroup: existing seq");
-    *seq = st.ColumnId(0);
-    *fresh = false;
-    return Status::OK();
   });
 }
 
@@ -1761,14 +1892,46 @@ Status SqliteStore::AckGroup(std::uint64_t user, std::uint64_t group, std::uint6
 Status SqliteStore::TrimGroup(std::uint64_t group) {
   const std::uint64_t expires_ms = DedupeKeyExpiryMs();
   return InTransaction([&]() -> Status {
+    if (Status ss = SyncIndexes(); !ss.ok()) return ss;
     if (Status s = RunEach({kTrimCursors}, group, "TrimGroup"); !s.ok()) return s;
-    {
-      Statement st(stmts_[kKeepGroupKeys]);
-      st.BindId(1, group);
+    // The trimmed entries' keys, kept in rows of at most kMaxKeysPerRow.
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> trimmed;  // seq, key hash
+    std::string keys;
+    const auto keep = [&](std::size_t from) -> Status {
+      Statement st(stmts_[kInsertKeptGroupKeys]);
+      st.BindId(1, next_kept_id_ + 1);
       st.BindId(2, expires_ms);
+      st.BindBlob(3, keys);
       if (st.Step() != SQLITE_DONE) return IOError("TrimGroup: keys");
+      ++next_kept_id_;
+      for (std::size_t k = from; k < trimmed.size(); ++k) group_kept_.Add(trimmed[k].second, next_kept_id_, expires_ms);
+      keys.clear();
+      return Status::OK();
+    };
+    {
+      Statement st(stmts_[kTrimmedGroupKeys]);
+      st.BindId(1, group);
+      std::size_t row_from = 0;
+      int rc;
+      while ((rc = st.Step()) == SQLITE_ROW) {
+        const std::uint64_t seq = st.ColumnId(0);
+        const std::string_view key = st.ColumnTextView(1);
+        AppendAckedRecord(&keys, group, seq, key);
+        trimmed.emplace_back(seq, DedupeKeyHash(group, key));
+        if (trimmed.size() - row_from == kMaxKeysPerRow) {
+          if (Status s = keep(row_from); !s.ok()) return s;
+          row_from = trimmed.size();
+        }
+      }
+      if (rc != SQLITE_DONE) return IOError("TrimGroup: entries");
+      if (row_from < trimmed.size()) {
+        if (Status s = keep(row_from); !s.ok()) return s;
+      }
     }
-    return RunEach({kTrimLog}, group, "TrimGroup");
+    if (trimmed.empty()) return Status::OK();
+    if (Status s = RunEach({kTrimLog}, group, "TrimGroup"); !s.ok()) return s;
+    for (const auto& [seq, hash] : trimmed) GroupIndexRemove(group, seq, hash);
+    return Status::OK();
   });
 }
 
@@ -1776,6 +1939,7 @@ Status SqliteStore::TrimGroup(std::uint64_t group) {
 // up to AckedKeys::kGenerationSpanMs); their rows are a range of rowids.
 Status SqliteStore::TrimDedupeKeys(std::uint64_t now_ms) {
   const std::vector<AckedKeys::Range> dropped = acked_.DropExpired(now_ms);
+  const std::vector<AckedKeys::Range> kept_dropped = group_kept_.DropExpired(now_ms);
   Status s = InTransaction([&]() -> Status {
     for (const AckedKeys::Range& r : dropped) {
       // A row an expiring acknowledgement left dead goes with its key: a
@@ -1811,7 +1975,13 @@ Status SqliteStore::TrimDedupeKeys(std::uint64_t now_ms) {
       st.BindId(3, now_ms);
       if (st.Step() != SQLITE_DONE) return IOError("TrimDedupeKeys");
     }
-    return RunEach({kTrimGroupDedupeKeys}, now_ms, "TrimDedupeKeys");
+    for (const AckedKeys::Range& r : kept_dropped) {
+      Statement st(stmts_[kDeleteKeptGroupKeys]);
+      st.BindId(1, r.first);
+      st.BindId(2, r.last);
+      if (st.Step() != SQLITE_DONE) return IOError("TrimDedupeKeys: group keys");
+    }
+    return Status::OK();
   });
   if (s.ok() && !dropped.empty()) {
     std::erase_if(pinned_, [&](std::uint64_t id) {

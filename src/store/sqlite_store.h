@@ -192,15 +192,15 @@ class SqliteStore final : public Store {
     kTrimAckedKeys,
     kDataVersion,
     kInsertGroupLog,
-    kGroupLogSeqByKey,
+    kGroupLogHasKey,
     kAdvanceSenderCursor,
     kStartCursor,
     kEndCursor,
     kAckGroup,
     kTrimCursors,
-    kKeepGroupKeys,
+    kTrimmedGroupKeys,
     kTrimLog,
-    kTrimGroupDedupeKeys,
+    kDeleteKeptGroupKeys,
     kDeleteCursorsOf,
     kDeleteLogOf,
     kGroupReaders,
@@ -230,6 +230,11 @@ class SqliteStore final : public Store {
     kLayout,
     kSetLayout,
     kUserExists,
+    kInsertKeptGroupKeys,
+    kKeptGroupKeysRow,
+    kKeptGroupKeysAll,
+    kGroupLogKeysAll,
+    kGroupLogKeysOf,
     kNumSql,
   };
 
@@ -266,8 +271,20 @@ class SqliteStore final : public Store {
   // Looks for item's key (hash as above) among the pending rows (pending_,
   // confirmed against the row): *found, and its seq.
   Status FindPendingKey(const PendingItem& item, std::uint64_t hash, std::uint64_t* seq, bool* found);
+  // Looks for a group log entry of `group` with key `key` (DedupeKeyHash
+  // `hash`) among the log's entries (group_keys_, confirmed against the
+  // row) and the entries trimmed lately (group_kept_, confirmed against the
+  // group_kept_keys row): *found, and its seq.
+  Status FindGroupKey(std::uint64_t group, const std::string& key, std::uint64_t hash, std::uint64_t* seq,
+                      bool* found);
+  // group_keys_ follows the transaction as pending_ does (IndexAdd).
+  void GroupIndexAdd(std::uint64_t group, std::uint64_t seq, std::uint64_t hash);
+  void GroupIndexRemove(std::uint64_t group, std::uint64_t seq, std::uint64_t hash);
+  // Rebuilds group_keys_ from group_log and group_kept_ from group_kept_keys.
+  Status LoadGroupIndexes();
   // Rebuilds acked_ from acked_batches, pending_ from the pending tables
-  // (rows acked_batches names are dead) and the layout.
+  // (rows acked_batches names are dead) and the layout; then the group
+  // indexes (LoadGroupIndexes).
   Status LoadIndexes();
   // Statement `sql` (one of the pending table's) on table `t` (0: pending,
   // 1: pending_b).
@@ -371,6 +388,13 @@ class SqliteStore final : public Store {
   std::uint64_t next_acked_id_ = 0;  // the newest acked_batches id used; only grows
   // Where each recipient's pending rows are, and each row's key.
   PendingIndex pending_;
+  // The group log's entries by group (as "recipient") and by the hash of
+  // (group, dedupe key): group_log has no index on its keys on disk
+  // (migration 12). Journalled like pending_ (IndexChange::group).
+  PendingIndex group_keys_;
+  // Which group_kept_keys row holds the key of each entry trimmed lately.
+  AckedKeys group_kept_;
+  std::uint64_t next_kept_id_ = 0;  // the newest group_kept_keys id used; only grows
   // The keys and sizes of the rows FetchPending read lately, so AckRows
   // need not read them again.
   RecentRowKeys recent_;
@@ -381,6 +405,7 @@ class SqliteStore final : public Store {
     std::uint64_t hash;
     std::uint64_t bytes;
     bool rotated = false;
+    bool group = false;  // a change of group_keys_ (recipient: the group), not of pending_
   };
   // The pending tables' layout (migration 10 in sqlite_store.cc).
   struct Layout {

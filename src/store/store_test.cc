@@ -1415,6 +1415,14 @@ class SqliteStoreTest : public ::testing::Test {
     return alice;
   }
 
+  // Alice and bob in alice's group "team", on `store`.
+  static void Team(Store& store, std::uint64_t* alice, std::uint64_t* bob, std::uint64_t* g) {
+    ASSERT_OK(store.CreateUser(User("alice"), alice));
+    ASSERT_OK(store.CreateUser(User("bob"), bob));
+    ASSERT_OK(store.CreateGroup("team", *alice, g));
+    ASSERT_OK(store.AddMember(*g, *bob));
+  }
+
   std::string dir_;
   std::string path_;
 };
@@ -1716,18 +1724,155 @@ TEST_F(SqliteStoreTest, DeadRowsStayBoundedBehindABacklogThatStays) {
   }
 }
 
+// Back from version 12's kept group keys to version 7..11's table (empty).
+constexpr char kGroupKeysOfVersion11[] =
+    "DROP TABLE group_kept_keys;"
+    "CREATE TABLE group_dedupe_keys (group_id INTEGER NOT NULL, dedupe_key TEXT NOT NULL, seq INTEGER NOT NULL,"
+    " expires_ms INTEGER NOT NULL, PRIMARY KEY (group_id, dedupe_key)) WITHOUT ROWID;"
+    "CREATE INDEX group_dedupe_keys_by_expiry ON group_dedupe_keys (expires_ms);";
+
+// Group log dedupe keys live in memory (migration 12: no index on disk):
+// they are rebuilt at open, for entries in the log and entries trimmed,
+// and a second connection's appends are seen.
+TEST_F(SqliteStoreTest, GroupKeysOutliveAReopenAndAreSharedBetweenConnections) {
+  std::unique_ptr<Store> a;
+  ASSERT_OK(OpenSqliteStore(path_, &a));
+  std::uint64_t alice = 0, bob = 0, g = 0;
+  ASSERT_NO_FATAL_FAILURE(Team(*a, &alice, &bob, &g));
+  std::uint64_t trimmed = 0, live = 0, seq = 0;
+  bool fresh = false;
+  ASSERT_OK(a->AppendGroup(g, alice, {bob}, "g/k-trimmed", "one", &trimmed, &fresh, nullptr, nullptr));
+  ASSERT_TRUE(fresh);
+  ASSERT_OK(a->AckGroup(bob, g, trimmed));
+  ASSERT_OK(a->TrimGroup(g));
+  ASSERT_OK(a->AppendGroup(g, alice, {bob}, "g/k-live", "two", &live, &fresh, nullptr, nullptr));
+  ASSERT_TRUE(fresh);
+  EXPECT_EQ(RawQuery("SELECT COUNT(*) FROM group_kept_keys"), "1");
+  EXPECT_EQ(RawQuery("SELECT group_concat(name) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'group_log'"),
+            "group_log_by_group")
+      << "the group log has an index on its keys on disk again";
+
+  // A second connection on the same file sees both keys, and its own
+  // append is seen by the first.
+  std::unique_ptr<Store> b;
+  ASSERT_OK(OpenSqliteStore(path_, &b));
+  ASSERT_OK(b->AppendGroup(g, alice, {bob}, "g/k-trimmed", "one", &seq, &fresh, nullptr, nullptr));
+  EXPECT_EQ(seq, trimmed);
+  EXPECT_FALSE(fresh);
+  ASSERT_OK(b->AppendGroup(g, alice, {bob}, "g/k-live", "two", &seq, &fresh, nullptr, nullptr));
+  EXPECT_EQ(seq, live);
+  EXPECT_FALSE(fresh);
+  std::uint64_t from_b = 0;
+  ASSERT_OK(b->AppendGroup(g, bob, {alice}, "g/k-b", "three", &from_b, &fresh, nullptr, nullptr));
+  ASSERT_TRUE(fresh);
+  ASSERT_OK(a->AppendGroup(g, bob, {alice}, "g/k-b", "three", &seq, &fresh, nullptr, nullptr));
+  EXPECT_EQ(seq, from_b);
+  EXPECT_FALSE(fresh);
+  b.reset();
+  a.reset();
+
+  // Reopened (exclusive, as the server opens it): the keys are read back.
+  ASSERT_OK(OpenSqliteStore(path_, &a, /*exclusive=*/true));
+  for (const auto& [key, want] : std::vector<std::pair<std::string, std::uint64_t>>{
+           {"g/k-trimmed", trimmed}, {"g/k-live", live}, {"g/k-b", from_b}}) {
+    ASSERT_OK(a->AppendGroup(g, alice, {bob}, key, "again", &seq, &fresh, nullptr, nullptr));
+    EXPECT_EQ(seq, want) << key;
+    EXPECT_FALSE(fresh) << key;
+  }
+  std::uint64_t n = 0;
+  ASSERT_OK(a->CountGroupLog(g, &n));
+  EXPECT_EQ(n, 2u);
+  // Once expired, the trimmed key is free again.
+  ASSERT_OK(a->TrimDedupeKeys(DedupeKeyExpiryMs() + AckedKeys::kGenerationSpanMs + 1));
+  ASSERT_OK(a->AppendGroup(g, alice, {bob}, "g/k-trimmed", "one", &seq, &fresh, nullptr, nullptr));
+  EXPECT_TRUE(fresh);
+  EXPECT_GT(seq, from_b);
+  a.reset();  // (exclusive: no other connection reads while open)
+  EXPECT_EQ(RawQuery("SELECT COUNT(*) FROM group_kept_keys"), "0");
+}
+
+// The in-memory keys follow a rolled-back batch: an append undone leaves
+// no key behind (a retry is stored), and a trim undone leaves its entries'
+// keys in the log's index.
+TEST_F(SqliteStoreTest, ARolledBackAppendOrTrimLeavesTheGroupKeysAsTheyWere) {
+  std::unique_ptr<Store> store;
+  ASSERT_OK(OpenSqliteStore(path_, &store, /*exclusive=*/true));
+  std::uint64_t alice = 0, bob = 0, g = 0;
+  ASSERT_NO_FATAL_FAILURE(Team(*store, &alice, &bob, &g));
+  std::uint64_t seq = 0, again = 0;
+  bool fresh = false;
+  ASSERT_OK(store->BeginBatch());
+  ASSERT_OK(store->AppendGroup(g, alice, {bob}, "g/k1", "undone", &seq, &fresh, nullptr, nullptr));
+  ASSERT_TRUE(fresh);
+  store->RollbackBatch();
+  ASSERT_OK(store->AppendGroup(g, alice, {bob}, "g/k1", "kept", &again, &fresh, nullptr, nullptr));
+  EXPECT_TRUE(fresh) << "the undone append's key was still found";
+  std::uint64_t n = 0;
+  ASSERT_OK(store->CountGroupLog(g, &n));
+  EXPECT_EQ(n, 1u);
+
+  ASSERT_OK(store->AckGroup(bob, g, again));
+  ASSERT_OK(store->BeginBatch());
+  ASSERT_OK(store->TrimGroup(g));
+  ASSERT_OK(store->CountGroupLog(g, &n));
+  ASSERT_EQ(n, 0u);
+  store->RollbackBatch();
+  ASSERT_OK(store->CountGroupLog(g, &n));
+  EXPECT_EQ(n, 1u);
+  ASSERT_OK(store->AppendGroup(g, alice, {bob}, "g/k1", "kept", &seq, &fresh, nullptr, nullptr));
+  EXPECT_EQ(seq, again);
+  EXPECT_FALSE(fresh);
+  // Trimmed for real, the key is kept.
+  ASSERT_OK(store->TrimGroup(g));
+  ASSERT_OK(store->AppendGroup(g, alice, {bob}, "g/k1", "kept", &seq, &fresh, nullptr, nullptr));
+  EXPECT_EQ(seq, again);
+  EXPECT_FALSE(fresh);
+}
+
+// A version-11 file: its group log's entries and its kept group keys (one
+// row each in group_dedupe_keys) come through migration 12, and resends of
+// either are still recognised.
+TEST_F(SqliteStoreTest, MigrationTwelveKeepsGroupEntriesAndTheirKeys) {
+  std::unique_ptr<Store> store;
+  ASSERT_OK(OpenSqliteStore(path_, &store));
+  std::uint64_t alice = 0, bob = 0, g = 0;
+  ASSERT_NO_FATAL_FAILURE(Team(*store, &alice, &bob, &g));
+  std::uint64_t live = 0, seq = 0;
+  bool fresh = false;
+  ASSERT_OK(store->AppendGroup(g, alice, {bob}, "g/live", "in the log", &live, &fresh, nullptr, nullptr));
+  store.reset();
+  const std::string gs = std::to_string(g);
+  RawExec(std::string(kGroupKeysOfVersion11) + "INSERT INTO group_dedupe_keys VALUES (" + gs + ", 'g/gone: ключ', 3, " +
+          std::to_string(DedupeKeyExpiryMs()) + "); UPDATE schema_version SET version = 11;");
+
+  ASSERT_OK(OpenSqliteStore(path_, &store));
+  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "12");
+  EXPECT_EQ(RawQuery("SELECT COUNT(*) FROM sqlite_master WHERE name = 'group_dedupe_keys'"), "0");
+  EXPECT_EQ(RawQuery("SELECT COUNT(*) FROM group_kept_keys"), "1");
+  ASSERT_OK(store->AppendGroup(g, alice, {bob}, "g/gone: ключ", "again", &seq, &fresh, nullptr, nullptr));
+  EXPECT_EQ(seq, 3u);
+  EXPECT_FALSE(fresh);
+  ASSERT_OK(store->AppendGroup(g, alice, {bob}, "g/live", "again", &seq, &fresh, nullptr, nullptr));
+  EXPECT_EQ(seq, live);
+  EXPECT_FALSE(fresh);
+  std::vector<PendingRow> rows;
+  ASSERT_OK(store->FetchPending(bob, 0, 10, &rows));
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].payload, "in the log");
+}
+
 TEST_F(SqliteStoreTest, UsesWalAndRecordsSchemaVersion) {
   std::unique_ptr<Store> store;
   ASSERT_OK(OpenSqliteStore(path_, &store));
   EXPECT_EQ(RawQuery("PRAGMA journal_mode"), "wal");
-  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "11");
+  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "12");
   EXPECT_EQ(RawQuery("SELECT COUNT(*) FROM schema_version"), "1");
   store.reset();
 
   // Reopening an up-to-date file changes nothing.
   ASSERT_OK(OpenSqliteStore(path_, &store));
   EXPECT_EQ(RawQuery("SELECT COUNT(*) FROM schema_version"), "1");
-  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "11");
+  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "12");
 }
 
 TEST_F(SqliteStoreTest, ABatchCommitsTogetherAndAFailedUnitIsUndoneAlone) {
@@ -1802,20 +1947,17 @@ TEST_F(SqliteStoreTest, MigrationSixKeepsGroupLogEntriesAndChainsNewOnes) {
   std::unique_ptr<Store> store;
   ASSERT_OK(OpenSqliteStore(path_, &store));
   std::uint64_t alice = 0, bob = 0, g = 0;
-  ASSERT_OK(store->CreateUser(User("alice"), &alice));
-  ASSERT_OK(store->CreateUser(User("bob"), &bob));
-  ASSERT_OK(store->CreateGroup("team", alice, &g));
-  ASSERT_OK(store->AddMember(g, bob));
+  ASSERT_NO_FATAL_FAILURE(Team(*store, &alice, &bob, &g));
   std::uint64_t old_seq = 0, seq = 0, prev = 99;
   bool fresh = false;
   ASSERT_OK(store->AppendGroup(g, alice, {bob}, "k1", "from version 5", &old_seq, &fresh, nullptr, nullptr));
   store.reset();
   RawExec(
-      "ALTER TABLE group_log DROP COLUMN prev_seq; DROP TABLE acked_batches; DROP TABLE group_dedupe_keys;"
+      "ALTER TABLE group_log DROP COLUMN prev_seq; DROP TABLE acked_batches; DROP TABLE group_kept_keys;"
       "DROP TABLE pending_b; DROP TABLE pending_layout; UPDATE schema_version SET version = 5;");
 
   ASSERT_OK(OpenSqliteStore(path_, &store));
-  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "11");
+  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "12");
   ASSERT_OK(store->AppendGroup(g, alice, {bob}, "k2", "from version 6", &seq, &fresh, nullptr, &prev));
   EXPECT_EQ(prev, old_seq);
   std::vector<PendingRow> rows;
@@ -1836,7 +1978,7 @@ TEST_F(SqliteStoreTest, MigrationFiveKeepsPendingRowsAndTheSeqHighWaterMark) {
   // counter that already went to 90 (rows 11..90 were acknowledged).
   const std::string a = std::to_string(alice);
   RawExec(
-      "DROP TABLE pending; DROP TABLE seq_reservation; DROP TABLE acked_batches; DROP TABLE group_dedupe_keys;"
+      "DROP TABLE pending; DROP TABLE seq_reservation; DROP TABLE acked_batches; DROP TABLE group_kept_keys;"
       "CREATE TABLE pending (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
       " recipient INTEGER NOT NULL REFERENCES users (id), dedupe_key TEXT NOT NULL,"
       " payload BLOB NOT NULL, UNIQUE (recipient, dedupe_key));"
@@ -1850,7 +1992,7 @@ TEST_F(SqliteStoreTest, MigrationFiveKeepsPendingRowsAndTheSeqHighWaterMark) {
   ASSERT_EQ(RawQuery("SELECT seq FROM sqlite_sequence WHERE name = 'pending'"), "90");
 
   ASSERT_OK(OpenSqliteStore(path_, &store));
-  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "11");
+  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "12");
   std::vector<PendingRow> rows;
   ASSERT_OK(store->FetchPending(alice, 0, 10, &rows));
   ASSERT_EQ(rows.size(), 2u);
@@ -1884,10 +2026,11 @@ TEST_F(SqliteStoreTest, MigrationNineKeepsAcknowledgedKeys) {
       " seq INTEGER NOT NULL, expires_ms INTEGER NOT NULL);"
       "INSERT INTO acked_keys VALUES (4, " + a + ", 'd/1/ab/0', 40, " + expires + ");"
       "INSERT INTO acked_keys VALUES (5, " + a + ", 'a key: 3 with ключ', 42, " + expires + ");"
-      "DROP TABLE pending_b; DROP TABLE pending_layout; UPDATE schema_version SET version = 8;");
+      "DROP TABLE pending_b; DROP TABLE pending_layout; UPDATE schema_version SET version = 8;" +
+      std::string(kGroupKeysOfVersion11));
 
   ASSERT_OK(OpenSqliteStore(path_, &store));
-  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "11");
+  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "12");
   EXPECT_EQ(RawQuery("SELECT group_concat(id) FROM acked_batches"), "4,5");
   std::vector<std::uint64_t> seqs;
   std::vector<Enqueued> how;
@@ -1936,12 +2079,12 @@ TEST_F(SqliteStoreTest, MigrationElevenKeepsThePendingRowsOfBothTables) {
             "INSERT INTO " + table + "_v10 SELECT * FROM " + table + ";"
             "DROP TABLE " + table + "; ALTER TABLE " + table + "_v10 RENAME TO " + table + ";";
   }
-  RawExec(back + "UPDATE schema_version SET version = 10;");
+  RawExec(back + "UPDATE schema_version SET version = 10;" + kGroupKeysOfVersion11);
   ASSERT_NE(RawQuery("SELECT sql FROM sqlite_master WHERE name = 'pending_b'").find("REFERENCES"), std::string::npos);
 
   std::unique_ptr<Store> store;
   ASSERT_OK(OpenSqliteStore(path_, &store));
-  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "11");
+  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "12");
   for (const char* t : {"pending", "pending_b"}) {
     EXPECT_EQ(RawQuery(std::string("SELECT sql FROM sqlite_master WHERE name = '") + t + "'").find("REFERENCES"),
               std::string::npos)
