@@ -26,6 +26,10 @@ struct Options {
   // group: every member of group g on server g mod N instead of spread
   // round-robin, so that no delivery crosses servers.
   bool groups_together = false;
+  // group: the senders of group g on server g mod N, its other members on
+  // server (g + 1) mod N, so that every delivery crosses servers, each
+  // member's through one link.
+  bool groups_apart = false;
   std::vector<int> server_pids;
   std::vector<int> db_pids;
   std::string workload = "dm";       // dm | group | offline | login | idle

@@ -1932,6 +1932,7 @@ bool Engine::RunWorkload() {
     int placed = i;
     if (o_.pairs_together) placed = i / 2;
     if (o_.groups_together) placed = i / o_.group_size;
+    if (o_.groups_apart) placed = i / o_.group_size + (i % o_.group_size < std::min(o_.senders, o_.group_size) ? 0 : 1);
     u.server = placed % static_cast<int>(o_.servers.size());
     u.box = crypto::NewBoxKeyPair();
     u.sign = crypto::NewSignKeyPair();

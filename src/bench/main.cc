@@ -53,6 +53,9 @@ int main(int argc, char** argv) {
   app.add_flag("--groups-together", o.groups_together,
                "group with several --server: put every member of group g on server g mod N (rather than user i "
                "on server i mod N), so no delivery crosses servers: the local baseline within the same cluster");
+  app.add_flag("--groups-apart", o.groups_apart,
+               "group with several --server: put the senders of group g on server g mod N and its other members on "
+               "server (g+1) mod N, so every delivery crosses servers (each member's through one link)");
   app.add_flag("--verify-signatures", o.verify_signatures, "group: receivers verify every Ed25519 signature");
   app.add_flag("--batch-add", o.batch_add, "group: build groups with one GroupAdd per 1000 members (one notice each)");
   app.add_option("--json", o.json_file, "also write every number to this JSON file");
@@ -79,8 +82,12 @@ int main(int argc, char** argv) {
     std::cerr << "error: --pairs-together is for the dm workload\n";
     return 2;
   }
-  if (o.groups_together && o.workload != "group") {
-    std::cerr << "error: --groups-together is for the group workload\n";
+  if ((o.groups_together || o.groups_apart) && o.workload != "group") {
+    std::cerr << "error: --groups-together and --groups-apart are for the group workload\n";
+    return 2;
+  }
+  if (o.groups_together && o.groups_apart) {
+    std::cerr << "error: --groups-together and --groups-apart exclude each other\n";
     return 2;
   }
   if (o.window < 1 || o.duration <= 0 || o.warmup < 0 || o.rate < 0 || o.sources < 1 || o.sources > 250) {

@@ -283,6 +283,7 @@ void Report(const Results& r) {
   if (grp) t << "  groups=" << o.groups << "x" << o.group_size << "  senders/group=" << o.senders;
   if (grp && r.servers > 1) {
     t << (o.groups_together ? "  each group on one server (no delivery crosses servers)"
+          : o.groups_apart  ? "  senders apart from the other members (every delivery crosses servers)"
                             : "  members spread over the servers");
   }
   t << "\n  transport=" << (o.tls ? "TLS (" + (r.tls_cipher.empty() ? std::string("no handshake") : r.tls_cipher) +
@@ -369,7 +370,7 @@ void Report(const Results& r) {
                      {"verify_signatures", o.verify_signatures}, {"tls", o.tls}, {"prefix", o.prefix},
                      {"inject_loss", o.inject_loss}, {"inject_dup", o.inject_dup},
                      {"inject_reorder", o.inject_reorder}, {"pairs_together", o.pairs_together},
-                     {"groups_together", o.groups_together}};
+                     {"groups_together", o.groups_together}, {"groups_apart", o.groups_apart}};
   j["encrypted"] = o.encrypt;
   j["tls"] = o.tls;
   j["tls_cipher"] = r.tls_cipher;  // "" without --tls
