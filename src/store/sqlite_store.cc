@@ -255,6 +255,9 @@ ALTER TABLE pending_b_v11 RENAME TO pending_b;
     // a page written per key (docs/performance.md, "Group dedupe keys
     // off the disk's indexes"). SqliteStore finds keys by hash in memory
     // (group_keys_, group_kept_). Each old kept key becomes a row of one.
+    // A trigger moves a sender's cursor past its own entry if it had
+    // acknowledged everything before (AppendGroup did that in a statement
+    // of its own), so an append is one statement.
     {12, R"sql(
 CREATE TABLE group_log_v12 (
   seq        INTEGER PRIMARY KEY,
@@ -279,6 +282,10 @@ INSERT INTO group_kept_keys (expires_ms, keys)
          CAST(group_id || ' ' || seq || ' ' || length(CAST(dedupe_key AS BLOB)) || ':' || dedupe_key AS BLOB)
   FROM group_dedupe_keys ORDER BY expires_ms;
 DROP TABLE group_dedupe_keys;
+CREATE TRIGGER group_log_advances_sender AFTER INSERT ON group_log BEGIN
+  UPDATE group_cursors SET acked_seq = NEW.seq
+    WHERE group_id = NEW.group_id AND user_id = NEW.sender AND until_seq IS NULL AND acked_seq >= NEW.prev_seq;
+END;
 )sql"},
 };
 
@@ -380,10 +387,6 @@ constexpr const char* kSql[] = {
     " (SELECT COALESCE(MAX(seq), 0) FROM group_log WHERE group_id = ?2)) RETURNING seq, prev_seq",
     // kGroupLogHasKey: whether entry ?1 is group ?2's with key ?3
     "SELECT 1 FROM group_log WHERE seq = ?1 AND group_id = ?2 AND dedupe_key = ?3",
-    // kAdvanceSenderCursor: past its own message ?3 if it had acked everything
-    // before (up to ?4, the entry before it)
-    "UPDATE group_cursors SET acked_seq = ?3 WHERE group_id = ?1 AND user_id = ?2 AND until_seq IS NULL"
-    " AND acked_seq >= ?4",
     // kStartCursor
     "INSERT INTO group_cursors (group_id, user_id, acked_seq, until_seq) VALUES (?1, ?2, ?3, NULL)"
     " ON CONFLICT (group_id, user_id) DO UPDATE SET acked_seq = excluded.acked_seq, until_seq = NULL",
@@ -1828,7 +1831,12 @@ Status SqliteStore::AppendGroup(std::uint64_t group, std::uint64_t sender, const
     while ((rc = st.Step()) == SQLITE_ROW) readers->push_back(st.ColumnId(0));
     if (rc != SQLITE_DONE) return IOError("AppendGroup: readers");
   }
-  return InTransaction([&]() -> Status {
+  // The entry is one statement, atomic by itself: the row, and (trigger
+  // group_log_advances_sender, migration 12) the sender's cursor past it.
+  // Inside a batch its transaction keeps the key's lookup and the insert
+  // together, so no savepoint is needed (~8% of the store thread in
+  // 100 x 10 groups); outside one, a savepoint does.
+  const auto append = [&]() -> Status {
     if (Status ss = SyncIndexes(); !ss.ok()) return ss;
     bool found = false;
     if (Status s = FindGroupKey(group, dedupe_key, hash, seq, &found); !s.ok()) return s;
@@ -1837,34 +1845,24 @@ Status SqliteStore::AppendGroup(std::uint64_t group, std::uint64_t sender, const
       return Status::OK();
     }
     if (Status rs = ReserveSeq(); !rs.ok()) return rs;
-    {
-      Statement st(stmts_[kInsertGroupLog]);
-      st.BindId(1, next_seq_ + 1);
-      st.BindId(2, group);
-      st.BindId(3, sender);
-      st.BindText(4, dedupe_key);
-      st.BindBlob(5, payload);
-      int rc = st.Step();
-      if (rc == SQLITE_ROW) {
-        *seq = st.ColumnId(0);
-        const std::uint64_t prev = st.ColumnId(1);
-        if (prev_seq != nullptr) *prev_seq = prev;
-        next_seq_ = *seq;
-        *fresh = true;
-        rc = st.Step();
-        if (rc != SQLITE_DONE) return IOError("AppendGroup");
-        GroupIndexAdd(group, *seq, hash);
-        Statement adv(stmts_[kAdvanceSenderCursor]);
-        adv.BindId(1, group);
-        adv.BindId(2, sender);
-        adv.BindId(3, *seq);
-        adv.BindId(4, prev);
-        if (adv.Step() != SQLITE_DONE) return IOError("AppendGroup: sender cursor");
-        return Status::OK();
-      }
-      return IOError("AppendGroup");
-    }
-  });
+    Statement st(stmts_[kInsertGroupLog]);
+    st.BindId(1, next_seq_ + 1);
+    st.BindId(2, group);
+    st.BindId(3, sender);
+    st.BindText(4, dedupe_key);
+    st.BindBlob(5, payload);
+    if (st.Step() != SQLITE_ROW) return IOError("AppendGroup");
+    const std::uint64_t appended = st.ColumnId(0);
+    const std::uint64_t prev = st.ColumnId(1);
+    if (st.Step() != SQLITE_DONE) return IOError("AppendGroup");  // the statement is undone whole
+    next_seq_ = appended;
+    *seq = appended;
+    if (prev_seq != nullptr) *prev_seq = prev;
+    *fresh = true;
+    GroupIndexAdd(group, appended, hash);
+    return Status::OK();
+  };
+  return in_batch_ ? append() : InTransaction(append);
 }
 
 Status SqliteStore::GroupHeads(std::uint64_t user, std::vector<std::pair<std::uint64_t, std::uint64_t>>* heads) {

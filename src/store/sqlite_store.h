@@ -193,7 +193,6 @@ class SqliteStore final : public Store {
     kDataVersion,
     kInsertGroupLog,
     kGroupLogHasKey,
-    kAdvanceSenderCursor,
     kStartCursor,
     kEndCursor,
     kAckGroup,

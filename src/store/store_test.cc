@@ -1724,9 +1724,10 @@ TEST_F(SqliteStoreTest, DeadRowsStayBoundedBehindABacklogThatStays) {
   }
 }
 
-// Back from version 12's kept group keys to version 7..11's table (empty).
+// Back from version 12's kept group keys to version 7..11's table (empty),
+// and without its trigger.
 constexpr char kGroupKeysOfVersion11[] =
-    "DROP TABLE group_kept_keys;"
+    "DROP TRIGGER group_log_advances_sender; DROP TABLE group_kept_keys;"
     "CREATE TABLE group_dedupe_keys (group_id INTEGER NOT NULL, dedupe_key TEXT NOT NULL, seq INTEGER NOT NULL,"
     " expires_ms INTEGER NOT NULL, PRIMARY KEY (group_id, dedupe_key)) WITHOUT ROWID;"
     "CREATE INDEX group_dedupe_keys_by_expiry ON group_dedupe_keys (expires_ms);";
@@ -1953,7 +1954,8 @@ TEST_F(SqliteStoreTest, MigrationSixKeepsGroupLogEntriesAndChainsNewOnes) {
   ASSERT_OK(store->AppendGroup(g, alice, {bob}, "k1", "from version 5", &old_seq, &fresh, nullptr, nullptr));
   store.reset();
   RawExec(
-      "ALTER TABLE group_log DROP COLUMN prev_seq; DROP TABLE acked_batches; DROP TABLE group_kept_keys;"
+      "DROP TRIGGER group_log_advances_sender; ALTER TABLE group_log DROP COLUMN prev_seq; DROP TABLE acked_batches;"
+      "DROP TABLE group_kept_keys;"
       "DROP TABLE pending_b; DROP TABLE pending_layout; UPDATE schema_version SET version = 5;");
 
   ASSERT_OK(OpenSqliteStore(path_, &store));
@@ -1979,6 +1981,7 @@ TEST_F(SqliteStoreTest, MigrationFiveKeepsPendingRowsAndTheSeqHighWaterMark) {
   const std::string a = std::to_string(alice);
   RawExec(
       "DROP TABLE pending; DROP TABLE seq_reservation; DROP TABLE acked_batches; DROP TABLE group_kept_keys;"
+      "DROP TRIGGER group_log_advances_sender;"
       "CREATE TABLE pending (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
       " recipient INTEGER NOT NULL REFERENCES users (id), dedupe_key TEXT NOT NULL,"
       " payload BLOB NOT NULL, UNIQUE (recipient, dedupe_key));"
