@@ -90,6 +90,12 @@ int main(int argc, char** argv) {
     std::cerr << "error: --groups-together and --groups-apart exclude each other\n";
     return 2;
   }
+  if (o.workload == "group" && (o.groups < 1 || o.group_size < 2 || o.senders < 1)) {
+    // Checked here, not only in the group workload: users are placed on
+    // servers by group (--groups-together, --groups-apart) before it runs.
+    std::cerr << "error: group needs --groups >= 1, --group-size >= 2 and --senders >= 1\n";
+    return 2;
+  }
   if (o.window < 1 || o.duration <= 0 || o.warmup < 0 || o.rate < 0 || o.sources < 1 || o.sources > 250) {
     std::cerr << "error: bad --window/--duration/--warmup/--rate/--sources\n";
     return 2;
