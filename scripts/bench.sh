@@ -84,7 +84,7 @@ fi
 # at once (a background job's redirection may not have made it yet).
 : >"$tmp/server.out"
 # shellcheck disable=SC2086
-"$server_bin" --listen 127.0.0.1:0 --db "$tmp/server.db" --pwhash min --log-level warn "${no_limits[@]}" \
+"$server_bin" --listen 127.0.0.1:0 --db "$tmp/server.db" --pwhash min --log-level "${LOG_LEVEL:-warn}" "${no_limits[@]}" \
   $plain_args ${SERVER_ARGS:-} >"$tmp/server.out" 2>"$tmp/server.err" &
 server_pid=$!
 port=""

@@ -5,7 +5,9 @@
 // does. Frames produced while handling one batch of epoll events are
 // appended to per-connection buffers and written once per loop iteration
 // (one write for many frames); reads take big chunks and every Deliver seen
-// in one read is acknowledged with one Ack frame (at most 4096 seqs each).
+// in one read is acknowledged with one Ack frame (at most 4096 seqs each),
+// as a client does: a group log's entries cumulatively (Ack.groups, the
+// newest seq per group), the rest by seq.
 //
 // Replies come back in request order on a connection (docs/protocol.md), so
 // each connection keeps a FIFO of the requests awaiting one.
@@ -161,6 +163,7 @@ struct Conn {
   std::deque<Pending> pending;
   std::uint64_t next_rid = 1;
   std::vector<std::uint64_t> acks;
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> group_acks;  // (group, newest seq) of this read
   // --tls (null/false on plain connections)
   SSL* ssl = nullptr;             // created when the TCP connect completes
   bool handshaking = false;       // SSL_do_handshake not finished
@@ -671,17 +674,29 @@ void Engine::OnReadable(Conn* c) {
 }
 
 void Engine::PostAcks(Conn* c) {
-  if (!c->closed && !c->acks.empty()) {
-    // One Ack frame for everything this read delivered.
-    for (std::size_t i = 0; i < c->acks.size(); i += kMaxAckSeqs) {
+  if (!c->closed && (!c->acks.empty() || !c->group_acks.empty())) {
+    // One Ack frame for everything this read delivered (the group logs'
+    // cursors in the first).
+    std::size_t i = 0;
+    do {
       out_env_.Clear();
-      auto* seqs = out_env_.mutable_ack()->mutable_seqs();
+      auto* ack = out_env_.mutable_ack();
+      if (i == 0) {
+        for (const auto& [group, seq] : c->group_acks) {
+          auto* g = ack->add_groups();
+          g->set_group_id(group);
+          g->set_seq(seq);
+        }
+      }
+      auto* seqs = ack->mutable_seqs();
       const std::size_t end = std::min(c->acks.size(), i + kMaxAckSeqs);
       seqs->Reserve(static_cast<int>(end - i));
       for (std::size_t k = i; k < end; ++k) seqs->Add(c->acks[k]);
       Post(c, out_env_);
-    }
+      i = end;
+    } while (i < c->acks.size());
     c->acks.clear();
+    c->group_acks.clear();
   }
 }
 
@@ -1188,7 +1203,17 @@ void Engine::SendGroupKey(Conn* c, const User& u, const Group& g, std::int32_t g
 void Engine::OnPush(Conn* c, const wire::Envelope& env) {
   User& u = users_[static_cast<std::size_t>(c->user)];
   if (env.has_deliver()) {
-    c->acks.push_back(env.deliver().seq());
+    if (const std::uint64_t group = env.deliver().group_id(); group != 0) {
+      auto it = std::find_if(c->group_acks.begin(), c->group_acks.end(),
+                             [group](const auto& a) { return a.first == group; });
+      if (it == c->group_acks.end()) {
+        c->group_acks.emplace_back(group, env.deliver().seq());
+      } else {
+        it->second = std::max(it->second, env.deliver().seq());
+      }
+    } else {
+      c->acks.push_back(env.deliver().seq());
+    }
     if (!in_event_.ParseFromString(env.deliver().event())) {
       ++r_->bad_messages;
       return;
