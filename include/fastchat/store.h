@@ -42,6 +42,20 @@ struct GroupRecord {
   std::uint64_t epoch = 1;  // key epoch; starts at 1, +1 on every removal
 };
 
+// The most one group's log may hold (Store::CapGroupLog): entries, and
+// bytes of their payloads. 0: no bound of that kind.
+struct GroupLogBound {
+  std::uint64_t max_entries = 0;
+  std::uint64_t max_bytes = 0;
+};
+
+// A reader of a group's log whose cursor Store::CapGroupLog moved past
+// entries it had not acknowledged: `missed` of them were not its own.
+struct LapsedReader {
+  std::uint64_t user = 0;
+  std::uint64_t missed = 0;
+};
+
 // One delivery waiting for its recipient's ack.
 struct PendingItem {
   std::uint64_t recipient = 0;
@@ -246,6 +260,20 @@ class Store {
   // resend is not appended again), and the cursors of removed members that
   // have collected what they were owed.
   virtual Status TrimGroup(std::uint64_t group) = 0;
+  // Bounds what `group`'s log holds. If its entries number more than
+  // bound.max_entries, or their payloads' bytes more than bound.max_bytes,
+  // *cut gets the newest seq such that the entries above it fit both, and
+  // every cursor of the group below *cut (members' and removed members')
+  // moves to it, so the next TrimGroup deletes the oldest entries (keeping
+  // their dedupe keys) even though a reader never acknowledged them.
+  // *lapsed gets each reader that missed entries of others that way, and
+  // how many (as its cursor stood). Within both bounds: *cut = 0 and
+  // nothing changes. On PostgreSQL it takes the group's row as TrimGroup
+  // does and reads the whole log (every entry's seq and size); SqliteStore
+  // counts entries and bytes in memory, so within the bound it reads
+  // nothing and past it only the entries that go.
+  virtual Status CapGroupLog(std::uint64_t group, const GroupLogBound& bound, std::uint64_t* cut,
+                             std::vector<LapsedReader>* lapsed) = 0;
   // Drops the dedupe keys of acknowledged rows and trimmed log entries
   // whose retention ended at or before now_ms (wall-clock ms). (SqliteStore
   // drops DM keys a generation at a time: a key may stay up to

@@ -81,6 +81,10 @@ class ForwardingStore : public Store {
     return inner_->AckGroup(user, group, seq);
   }
   Status TrimGroup(std::uint64_t group) override { return inner_->TrimGroup(group); }
+  Status CapGroupLog(std::uint64_t group, const GroupLogBound& bound, std::uint64_t* cut,
+                     std::vector<LapsedReader>* lapsed) override {
+    return inner_->CapGroupLog(group, bound, cut, lapsed);
+  }
   Status TrimDedupeKeys(std::uint64_t now_ms) override { return inner_->TrimDedupeKeys(now_ms); }
   Status CountGroupLog(std::uint64_t group, std::uint64_t* n) override { return inner_->CountGroupLog(group, n); }
   Status AddSessionToken(const std::string& h, std::uint64_t u, std::uint64_t e, std::uint64_t n) override {

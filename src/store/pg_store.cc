@@ -208,6 +208,7 @@ enum Sql : int {
   kTrimCursors,
   kTrimLog,
   kCountGroupLog,
+  kCapGroupLog,
   kGroupHeads,
   kUpsertServer,
   kListServers,
@@ -522,6 +523,25 @@ constexpr Statement kStatements[] = {
      " SELECT group_id, dedupe_key, seq, $2::bigint FROM d ON CONFLICT (group_id, dedupe_key) DO NOTHING"},
     {"count_group_log",
      "SELECT count(*) FROM group_log WHERE group_id = $1::bigint"},
+    // $1 group, $2 most entries, $3 most payload bytes. cut: the newest seq
+    // whose entries from the newest down to it pass either bound; every
+    // cursor below it moves to it. One row per reader moved (user, entries
+    // of others it had not acknowledged up to the cut or its end), or one
+    // with a NULL user if none was; no row if the log is within both.
+    {"cap_group_log",
+     "WITH cut AS ("
+     "  SELECT seq FROM (SELECT seq, row_number() OVER w AS n, sum(octet_length(payload)) OVER w AS b"
+     "                   FROM group_log WHERE group_id = $1::bigint WINDOW w AS (ORDER BY seq DESC)) AS x"
+     "  WHERE n > $2::bigint OR b > $3::bigint ORDER BY seq DESC LIMIT 1"
+     "), lapsed AS ("
+     "  SELECT c.user_id, (SELECT count(*) FROM group_log l WHERE l.group_id = $1::bigint AND l.seq > c.acked_seq"
+     "                     AND l.seq <= LEAST(cut.seq, COALESCE(c.until_seq, cut.seq))"
+     "                     AND l.sender <> c.user_id) AS missed"
+     "  FROM group_cursors c, cut WHERE c.group_id = $1::bigint AND c.acked_seq < cut.seq"
+     "), moved AS ("
+     "  UPDATE group_cursors c SET acked_seq = cut.seq FROM cut WHERE c.group_id = $1::bigint AND c.acked_seq < cut.seq"
+     ")"
+     " SELECT cut.seq, lapsed.user_id, lapsed.missed FROM cut LEFT JOIN lapsed ON true"},
     // (group, head) for each group $1 has a cursor in: the newest entry of
     // its log, or the cursor if that is higher.
     {"group_heads",
@@ -1877,6 +1897,42 @@ Status PgStore::TrimGroup(std::uint64_t group) {
     if (row_locked.rows() == 0) return LockOrder("TrimGroup");
     return c.ExecPipelined({{kTrimCursors, &p}, {kTrimLog, &log}}, "TrimGroup", nullptr);
   });
+}
+
+// The group's row first, as TrimGroup takes it: appends (which move their
+// senders' cursors) wait, and the count is the log as it stands.
+Status PgStore::CapGroupLog(std::uint64_t group, const GroupLogBound& bound, std::uint64_t* cut,
+                            std::vector<LapsedReader>* lapsed) {
+  *cut = 0;
+  lapsed->clear();
+  if (bound.max_entries == 0 && bound.max_bytes == 0) return Status::OK();
+  const auto limit = [](std::uint64_t v) -> std::uint64_t { return v == 0 || v > INT64_MAX ? INT64_MAX : v; };
+  Params row;
+  row.Id(group);
+  Params p;
+  p.Id(group);
+  p.Id(limit(bound.max_entries));
+  p.Id(limit(bound.max_bytes));
+  const bool holds_locks = HeldKeyMax() >= 0;
+  Result r;
+  Status s = WithConn([&](Conn& c) -> Status {
+    if (!holds_locks) {
+      Status st = c.ExecPipelined({{kLockGroupRow, &row}, {kCapGroupLog, &p}}, "CapGroupLog", &r);
+      if (st.ok()) NoteKeysHeld(0);
+      return st;
+    }
+    Result row_locked;
+    Status st = c.Exec(kLockGroupRowSkip, row, "CapGroupLog: lock", &row_locked);
+    if (!st.ok()) return st;
+    if (row_locked.rows() == 0) return LockOrder("CapGroupLog");
+    return c.Exec(kCapGroupLog, p, "CapGroupLog", &r);
+  });
+  if (!s.ok()) return s;
+  for (int i = 0; i < r.rows(); ++i) {
+    *cut = r.Id(i, 0);
+    if (!r.IsNull(i, 1) && r.Id(i, 2) > 0) lapsed->push_back({r.Id(i, 1), r.Id(i, 2)});
+  }
+  return Status::OK();
 }
 
 Status PgStore::TrimDedupeKeys(std::uint64_t now_ms) {

@@ -169,6 +169,8 @@ class PgStore final : public Store {
   Status GroupHeads(std::uint64_t user, std::vector<std::pair<std::uint64_t, std::uint64_t>>* heads) override;
   Status AckGroup(std::uint64_t user, std::uint64_t group, std::uint64_t seq) override;
   Status TrimGroup(std::uint64_t group) override;
+  Status CapGroupLog(std::uint64_t group, const GroupLogBound& bound, std::uint64_t* cut,
+                     std::vector<LapsedReader>* lapsed) override;
   Status TrimDedupeKeys(std::uint64_t now_ms) override;
   Status CountGroupLog(std::uint64_t group, std::uint64_t* n) override;
   Status AckMany(const std::vector<std::pair<std::uint64_t, std::uint64_t>>& recipient_seqs) override;

@@ -396,8 +396,8 @@ constexpr const char* kSql[] = {
     "UPDATE group_cursors SET acked_seq = max(acked_seq, ?3) WHERE group_id = ?1 AND user_id = ?2",
     // kTrimCursors
     "DELETE FROM group_cursors WHERE group_id = ?1 AND until_seq IS NOT NULL AND acked_seq >= until_seq",
-    // kTrimmedGroupKeys: the entries kTrimLog deletes, and their keys
-    "SELECT seq, dedupe_key FROM group_log WHERE group_id = ?1"
+    // kTrimmedGroupKeys: the entries kTrimLog deletes, their keys and sizes
+    "SELECT seq, dedupe_key, length(payload) FROM group_log WHERE group_id = ?1"
     " AND seq <= (SELECT MIN(acked_seq) FROM group_cursors WHERE group_id = ?1)",
     // kTrimLog
     "DELETE FROM group_log WHERE group_id = ?1"
@@ -411,6 +411,15 @@ constexpr const char* kSql[] = {
     "SELECT user_id FROM group_cursors WHERE group_id = ?1 AND until_seq IS NULL AND user_id != ?2",
     // kCountGroupLog
     "SELECT COUNT(*) FROM group_log WHERE group_id = ?1",
+    // kGroupLogSizes: group ?1's entries from the oldest, and their sizes
+    "SELECT seq, length(payload) FROM group_log WHERE group_id = ?1 ORDER BY seq",
+    // kLapsedReaders: the cursors of group ?1 below ?2, and how many entries
+    // of others each had not acknowledged up to ?2 (or to its end)
+    "SELECT c.user_id, (SELECT COUNT(*) FROM group_log l WHERE l.group_id = ?1 AND l.seq > c.acked_seq"
+    "                   AND l.seq <= min(?2, COALESCE(c.until_seq, ?2)) AND l.sender != c.user_id)"
+    " FROM group_cursors c WHERE c.group_id = ?1 AND c.acked_seq < ?2",
+    // kMoveLaggingCursors
+    "UPDATE group_cursors SET acked_seq = ?2 WHERE group_id = ?1 AND acked_seq < ?2",
     // kGroupHeads
     "SELECT c.group_id, max(c.acked_seq, COALESCE((SELECT MAX(l.seq) FROM group_log l"
     "                                              WHERE l.group_id = c.group_id), 0))"
@@ -475,8 +484,8 @@ constexpr const char* kSql[] = {
     "SELECT keys FROM group_kept_keys WHERE id = ?1",
     "SELECT id, expires_ms, keys FROM group_kept_keys ORDER BY id",
     // kGroupLogKeysAll, kGroupLogKeysOf: the entries' keys, for group_keys_
-    "SELECT seq, group_id, dedupe_key FROM group_log ORDER BY seq",
-    "SELECT seq, dedupe_key FROM group_log WHERE group_id = ?1",
+    "SELECT seq, group_id, dedupe_key, length(payload) FROM group_log ORDER BY seq",
+    "SELECT seq, dedupe_key, length(payload) FROM group_log WHERE group_id = ?1",
 };
 static_assert(std::size(kSql) == SqliteStore::kNumSql, "kSql must match SqliteStore::Sql");
 
@@ -760,7 +769,7 @@ Status SqliteStore::LoadGroupIndexes() {
     int rc;
     while ((rc = st.Step()) == SQLITE_ROW) {
       const std::uint64_t group = st.ColumnId(1);
-      group_keys_.Add(group, st.ColumnId(0), DedupeKeyHash(group, st.ColumnTextView(2)));
+      group_keys_.Add(group, st.ColumnId(0), DedupeKeyHash(group, st.ColumnTextView(2)), st.ColumnId(3));
     }
     if (rc != SQLITE_DONE) return IOError("index group log keys");
   }
@@ -817,16 +826,16 @@ Status SqliteStore::FindGroupKey(std::uint64_t group, const std::string& key, st
   return Status::OK();
 }
 
-void SqliteStore::GroupIndexAdd(std::uint64_t group, std::uint64_t seq, std::uint64_t hash) {
-  group_keys_.Add(group, seq, hash);
-  IndexChange c{true, group, seq, hash, 0};
+void SqliteStore::GroupIndexAdd(std::uint64_t group, std::uint64_t seq, std::uint64_t hash, std::uint64_t bytes) {
+  group_keys_.Add(group, seq, hash, bytes);
+  IndexChange c{true, group, seq, hash, bytes};
   c.group = true;
   journal_.push_back(c);
 }
 
-void SqliteStore::GroupIndexRemove(std::uint64_t group, std::uint64_t seq, std::uint64_t hash) {
-  if (!group_keys_.Remove(group, seq, hash)) return;
-  IndexChange c{false, group, seq, hash, 0};
+void SqliteStore::GroupIndexRemove(std::uint64_t group, std::uint64_t seq, std::uint64_t hash, std::uint64_t bytes) {
+  if (!group_keys_.Remove(group, seq, hash, bytes)) return;
+  IndexChange c{false, group, seq, hash, bytes};
   c.group = true;
   journal_.push_back(c);
 }
@@ -943,9 +952,9 @@ void SqliteStore::UndoToMark() {
       rotations_.pop_back();
     } else if (c.group) {
       if (c.added) {
-        group_keys_.Remove(c.recipient, c.seq, c.hash);
+        group_keys_.Remove(c.recipient, c.seq, c.hash, c.bytes);
       } else {
-        group_keys_.Add(c.recipient, c.seq, c.hash);
+        group_keys_.Add(c.recipient, c.seq, c.hash, c.bytes);
       }
     } else if (c.added) {
       pending_.Remove(c.recipient, c.seq, c.hash, c.bytes);
@@ -1474,16 +1483,18 @@ Status SqliteStore::DeleteGroup(std::uint64_t group) {
       if (st.Step() != SQLITE_DONE) return IOError("DeleteGroup: members");
     }
     if (Status ss = SyncIndexes(); !ss.ok()) return ss;
-    std::vector<std::pair<std::uint64_t, std::uint64_t>> entries;  // seq, key hash
+    std::vector<GroupEntryKey> entries;
     {
       Statement st(stmts_[kGroupLogKeysOf]);
       st.BindId(1, group);
       int rc;
-      while ((rc = st.Step()) == SQLITE_ROW) entries.emplace_back(st.ColumnId(0), DedupeKeyHash(group, st.ColumnTextView(1)));
+      while ((rc = st.Step()) == SQLITE_ROW) {
+        entries.push_back({st.ColumnId(0), DedupeKeyHash(group, st.ColumnTextView(1)), st.ColumnId(2)});
+      }
       if (rc != SQLITE_DONE) return IOError("DeleteGroup: log keys");
     }
     if (Status ds = RunEach({kDeleteCursorsOf, kDeleteLogOf, kDeleteGroup}, group, "DeleteGroup"); !ds.ok()) return ds;
-    for (const auto& [seq, hash] : entries) GroupIndexRemove(group, seq, hash);
+    for (const GroupEntryKey& e : entries) GroupIndexRemove(group, e.seq, e.hash, e.bytes);
     return Status::OK();
   });
 }
@@ -1859,7 +1870,7 @@ Status SqliteStore::AppendGroup(std::uint64_t group, std::uint64_t sender, const
     *seq = appended;
     if (prev_seq != nullptr) *prev_seq = prev;
     *fresh = true;
-    GroupIndexAdd(group, appended, hash);
+    GroupIndexAdd(group, appended, hash, payload.size());
     return Status::OK();
   };
   return in_batch_ ? append() : InTransaction(append);
@@ -1893,7 +1904,7 @@ Status SqliteStore::TrimGroup(std::uint64_t group) {
     if (Status ss = SyncIndexes(); !ss.ok()) return ss;
     if (Status s = RunEach({kTrimCursors}, group, "TrimGroup"); !s.ok()) return s;
     // The trimmed entries' keys, kept in rows of at most kMaxKeysPerRow.
-    std::vector<std::pair<std::uint64_t, std::uint64_t>> trimmed;  // seq, key hash
+    std::vector<GroupEntryKey> trimmed;
     std::string keys;
     const auto keep = [&](std::size_t from) -> Status {
       Statement st(stmts_[kInsertKeptGroupKeys]);
@@ -1902,7 +1913,7 @@ Status SqliteStore::TrimGroup(std::uint64_t group) {
       st.BindBlob(3, keys);
       if (st.Step() != SQLITE_DONE) return IOError("TrimGroup: keys");
       ++next_kept_id_;
-      for (std::size_t k = from; k < trimmed.size(); ++k) group_kept_.Add(trimmed[k].second, next_kept_id_, expires_ms);
+      for (std::size_t k = from; k < trimmed.size(); ++k) group_kept_.Add(trimmed[k].hash, next_kept_id_, expires_ms);
       keys.clear();
       return Status::OK();
     };
@@ -1915,7 +1926,7 @@ Status SqliteStore::TrimGroup(std::uint64_t group) {
         const std::uint64_t seq = st.ColumnId(0);
         const std::string_view key = st.ColumnTextView(1);
         AppendAckedRecord(&keys, group, seq, key);
-        trimmed.emplace_back(seq, DedupeKeyHash(group, key));
+        trimmed.push_back({seq, DedupeKeyHash(group, key), st.ColumnId(2)});
         if (trimmed.size() - row_from == kMaxKeysPerRow) {
           if (Status s = keep(row_from); !s.ok()) return s;
           row_from = trimmed.size();
@@ -1928,7 +1939,52 @@ Status SqliteStore::TrimGroup(std::uint64_t group) {
     }
     if (trimmed.empty()) return Status::OK();
     if (Status s = RunEach({kTrimLog}, group, "TrimGroup"); !s.ok()) return s;
-    for (const auto& [seq, hash] : trimmed) GroupIndexRemove(group, seq, hash);
+    for (const GroupEntryKey& e : trimmed) GroupIndexRemove(group, e.seq, e.hash, e.bytes);
+    return Status::OK();
+  });
+}
+
+Status SqliteStore::CapGroupLog(std::uint64_t group, const GroupLogBound& bound, std::uint64_t* cut,
+                                std::vector<LapsedReader>* lapsed) {
+  *cut = 0;
+  lapsed->clear();
+  if (bound.max_entries == 0 && bound.max_bytes == 0) return Status::OK();
+  return InTransaction([&]() -> Status {
+    if (Status ss = SyncIndexes(); !ss.ok()) return ss;
+    // The index counts each group's entries and bytes: within the bound
+    // costs no read. Past it only the entries to drop are read.
+    std::uint64_t entries = group_keys_.CountOf(group);
+    std::uint64_t bytes = group_keys_.BytesOf(group);
+    const auto over = [&] {
+      return (bound.max_entries != 0 && entries > bound.max_entries) || (bound.max_bytes != 0 && bytes > bound.max_bytes);
+    };
+    if (!over()) return Status::OK();
+    {
+      Statement st(stmts_[kGroupLogSizes]);
+      st.BindId(1, group);
+      int rc = SQLITE_ROW;
+      while (over() && (rc = st.Step()) == SQLITE_ROW) {
+        *cut = st.ColumnId(0);
+        --entries;
+        bytes -= std::min(bytes, st.ColumnId(1));
+      }
+      if (rc != SQLITE_ROW && rc != SQLITE_DONE) return IOError("CapGroupLog: entries");
+    }
+    {
+      Statement st(stmts_[kLapsedReaders]);
+      st.BindId(1, group);
+      st.BindId(2, *cut);
+      int rc;
+      while ((rc = st.Step()) == SQLITE_ROW) {
+        const std::uint64_t missed = st.ColumnId(1);
+        if (missed > 0) lapsed->push_back({st.ColumnId(0), missed});
+      }
+      if (rc != SQLITE_DONE) return IOError("CapGroupLog: readers");
+    }
+    Statement st(stmts_[kMoveLaggingCursors]);
+    st.BindId(1, group);
+    st.BindId(2, *cut);
+    if (st.Step() != SQLITE_DONE) return IOError("CapGroupLog: cursors");
     return Status::OK();
   });
 }

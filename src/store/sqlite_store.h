@@ -136,6 +136,8 @@ class SqliteStore final : public Store {
   Status GroupHeads(std::uint64_t user, std::vector<std::pair<std::uint64_t, std::uint64_t>>* heads) override;
   Status AckGroup(std::uint64_t user, std::uint64_t group, std::uint64_t seq) override;
   Status TrimGroup(std::uint64_t group) override;
+  Status CapGroupLog(std::uint64_t group, const GroupLogBound& bound, std::uint64_t* cut,
+                     std::vector<LapsedReader>* lapsed) override;
   Status TrimDedupeKeys(std::uint64_t now_ms) override;
   Status CountGroupLog(std::uint64_t group, std::uint64_t* n) override;
   Status AddSessionToken(const std::string& token_hash, std::uint64_t user, std::uint64_t expires_ms,
@@ -204,6 +206,9 @@ class SqliteStore final : public Store {
     kDeleteLogOf,
     kGroupReaders,
     kCountGroupLog,
+    kGroupLogSizes,
+    kLapsedReaders,
+    kMoveLaggingCursors,
     kGroupHeads,
     kLastSeq,
     kReserveSeqs,
@@ -277,8 +282,15 @@ class SqliteStore final : public Store {
   Status FindGroupKey(std::uint64_t group, const std::string& key, std::uint64_t hash, std::uint64_t* seq,
                       bool* found);
   // group_keys_ follows the transaction as pending_ does (IndexAdd).
-  void GroupIndexAdd(std::uint64_t group, std::uint64_t seq, std::uint64_t hash);
-  void GroupIndexRemove(std::uint64_t group, std::uint64_t seq, std::uint64_t hash);
+  // `bytes`: the entry's payload size (PendingIndex::BytesOf per group, for
+  // CapGroupLog).
+  void GroupIndexAdd(std::uint64_t group, std::uint64_t seq, std::uint64_t hash, std::uint64_t bytes);
+  void GroupIndexRemove(std::uint64_t group, std::uint64_t seq, std::uint64_t hash, std::uint64_t bytes);
+  struct GroupEntryKey {
+    std::uint64_t seq;
+    std::uint64_t hash;   // of the group and its dedupe key
+    std::uint64_t bytes;  // its payload's
+  };
   // Rebuilds group_keys_ from group_log and group_kept_ from group_kept_keys.
   Status LoadGroupIndexes();
   // Rebuilds acked_ from acked_batches, pending_ from the pending tables

@@ -1070,6 +1070,85 @@ TEST_P(GroupLogTest, ARemovedMembersCursorHoldsTheLogUntilItCollected) {
   EXPECT_EQ(LogSize(g), 0u);
 }
 
+// A reader who never acknowledges holds the log no longer than its bound:
+// CapGroupLog moves every cursor below the newest max_entries entries past
+// the rest, says who missed how many entries of others, and the next trim
+// deletes them (keeping their keys: a resend is not appended again). The
+// reader then reads what is left, the first entry naming one it never got.
+TEST_P(GroupLogTest, CapGroupLogDropsTheOldestEntriesPastTheBoundForReadersBehind) {
+  const std::uint64_t a = NewUser("alice"), b = NewUser("bob"), c = NewUser("carol"), d = NewUser("dave");
+  const std::uint64_t g = NewGroup("team", a);
+  for (std::uint64_t u : {b, c, d}) ASSERT_OK(store_->AddMember(g, u));
+  std::vector<std::uint64_t> seqs;
+  for (int i = 0; i < 6; ++i) seqs.push_back(Append(g, i == 2 ? c : a, "k" + std::to_string(i), "m" + std::to_string(i)));
+  std::uint64_t epoch = 0;
+  ASSERT_OK(store_->RemoveMember(g, d, &epoch));  // dave is owed all six
+  for (int i = 6; i < 10; ++i) seqs.push_back(Append(g, a, "k" + std::to_string(i), "m" + std::to_string(i)));
+  ASSERT_OK(store_->AckGroup(b, g, seqs.back()));  // bob is up to date; carol has acknowledged nothing
+
+  std::uint64_t cut = 1;
+  std::vector<LapsedReader> lapsed;
+  ASSERT_OK(store_->CapGroupLog(g, GroupLogBound{10, 0}, &cut, &lapsed));  // within the bound
+  EXPECT_EQ(cut, 0u);
+  EXPECT_TRUE(lapsed.empty());
+  ASSERT_OK(store_->CapGroupLog(g, GroupLogBound{0, 0}, &cut, &lapsed));  // no bound
+  EXPECT_EQ(cut, 0u);
+
+  ASSERT_OK(store_->CapGroupLog(g, GroupLogBound{4, 0}, &cut, &lapsed));
+  EXPECT_EQ(cut, seqs[5]);  // m6..m9 stay
+  std::map<std::uint64_t, std::uint64_t> missed;
+  for (const LapsedReader& r : lapsed) missed[r.user] = r.missed;
+  // carol missed m0..m5 but m2, her own; dave m0..m5 (removed after m5);
+  // alice only carol's m2 (her cursor stopped before it); bob nothing.
+  EXPECT_EQ(missed, (std::map<std::uint64_t, std::uint64_t>{{a, 1}, {c, 5}, {d, 6}}));
+  ASSERT_OK(store_->TrimGroup(g));
+  EXPECT_EQ(LogSize(g), 4u);
+  EXPECT_EQ(Payloads(c), (std::vector<std::string>{"m6", "m7", "m8", "m9"}));
+  EXPECT_TRUE(Payloads(d).empty());  // dave's cursor reached its end: gone
+  const std::vector<PendingRow> rows = FetchAll(c);
+  ASSERT_FALSE(rows.empty());
+  EXPECT_EQ(rows[0].prev_seq, seqs[5]);  // names an entry carol never got
+  // A resend of a dropped entry is not appended again.
+  bool fresh = true;
+  EXPECT_EQ(Append(g, a, "k0", "m0", &fresh), seqs[0]);
+  EXPECT_FALSE(fresh);
+  EXPECT_EQ(LogSize(g), 4u);
+  // Capping again at the same bound changes nothing.
+  ASSERT_OK(store_->CapGroupLog(g, GroupLogBound{4, 0}, &cut, &lapsed));
+  EXPECT_EQ(cut, 0u);
+  EXPECT_TRUE(lapsed.empty());
+}
+
+// The bytes bound: entries go from the oldest until the rest hold at most
+// max_bytes of payload; an entry larger than the bound goes too.
+TEST_P(GroupLogTest, CapGroupLogBoundsThePayloadBytesToo) {
+  const std::uint64_t a = NewUser("alice"), b = NewUser("bob");
+  const std::uint64_t g = NewGroup("team", a);
+  ASSERT_OK(store_->AddMember(g, b));
+  std::vector<std::uint64_t> seqs;
+  for (int i = 0; i < 5; ++i) seqs.push_back(Append(g, a, "k" + std::to_string(i), std::string(100, 'x')));
+  std::uint64_t cut = 0;
+  std::vector<LapsedReader> lapsed;
+  ASSERT_OK(store_->CapGroupLog(g, GroupLogBound{0, 500}, &cut, &lapsed));
+  EXPECT_EQ(cut, 0u);  // exactly at the bound
+  ASSERT_OK(store_->CapGroupLog(g, GroupLogBound{100, 250}, &cut, &lapsed));
+  EXPECT_EQ(cut, seqs[2]);  // two entries (200 bytes) fit, a third would not
+  ASSERT_EQ(lapsed.size(), 1u);
+  EXPECT_EQ(lapsed[0].user, b);
+  EXPECT_EQ(lapsed[0].missed, 3u);
+  ASSERT_OK(store_->TrimGroup(g));
+  EXPECT_EQ(LogSize(g), 2u);
+  const std::uint64_t big = Append(g, a, "big", std::string(300, 'y'));
+  ASSERT_OK(store_->CapGroupLog(g, GroupLogBound{100, 250}, &cut, &lapsed));
+  EXPECT_EQ(cut, big);  // nothing fits
+  ASSERT_OK(store_->TrimGroup(g));
+  EXPECT_EQ(LogSize(g), 0u);
+  EXPECT_TRUE(FetchAll(b).empty());
+  // The log goes on after it.
+  Append(g, a, "after", "z");
+  EXPECT_EQ(Payloads(b), (std::vector<std::string>{"z"}));
+}
+
 TEST_P(GroupLogTest, OwnRowsAndGroupEntriesMergeInSeqOrder) {
   const std::uint64_t a = NewUser("alice"), b = NewUser("bob");
   const std::uint64_t g = NewGroup("team", a);
@@ -1735,6 +1814,43 @@ constexpr char kGroupKeysOfVersion11[] =
 // Group log dedupe keys live in memory (migration 12: no index on disk):
 // they are rebuilt at open, for entries in the log and entries trimmed,
 // and a second connection's appends are seen.
+// CapGroupLog on SQLite decides from the sizes the index in memory keeps
+// per group: they are rebuilt from the file when it opens, and seen by a
+// second connection once the first has committed.
+TEST_F(SqliteStoreTest, GroupLogSizesInMemoryOutliveAReopenAndAreSharedBetweenConnections) {
+  std::uint64_t alice = 0, bob = 0, g = 0;
+  std::vector<std::uint64_t> seqs;
+  {
+    std::unique_ptr<Store> a;
+    ASSERT_OK(OpenSqliteStore(path_, &a));
+    ASSERT_NO_FATAL_FAILURE(Team(*a, &alice, &bob, &g));
+    for (int i = 0; i < 5; ++i) {
+      std::uint64_t seq = 0;
+      bool fresh = false;
+      ASSERT_OK(a->AppendGroup(g, alice, {bob}, "k" + std::to_string(i), std::string(100, 'x'), &seq, &fresh, nullptr,
+                               nullptr));
+      seqs.push_back(seq);
+    }
+  }
+  std::unique_ptr<Store> a;
+  ASSERT_OK(OpenSqliteStore(path_, &a));
+  std::uint64_t cut = 0;
+  std::vector<LapsedReader> lapsed;
+  ASSERT_OK(a->CapGroupLog(g, GroupLogBound{0, 500}, &cut, &lapsed));
+  EXPECT_EQ(cut, 0u);
+  ASSERT_OK(a->CapGroupLog(g, GroupLogBound{0, 250}, &cut, &lapsed));
+  EXPECT_EQ(cut, seqs[2]);  // the 500 bytes were counted at open
+  ASSERT_OK(a->TrimGroup(g));
+
+  std::unique_ptr<Store> b;
+  ASSERT_OK(OpenSqliteStore(path_, &b));
+  std::uint64_t seq = 0;
+  bool fresh = false;
+  ASSERT_OK(a->AppendGroup(g, alice, {bob}, "k5", std::string(100, 'x'), &seq, &fresh, nullptr, nullptr));
+  ASSERT_OK(b->CapGroupLog(g, GroupLogBound{2, 0}, &cut, &lapsed));
+  EXPECT_EQ(cut, seqs[3]);  // b counts a's trim and a's append: three entries
+}
+
 TEST_F(SqliteStoreTest, GroupKeysOutliveAReopenAndAreSharedBetweenConnections) {
   std::unique_ptr<Store> a;
   ASSERT_OK(OpenSqliteStore(path_, &a));
