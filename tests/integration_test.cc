@@ -5,16 +5,19 @@
 // never a sleep; timeouts only bound how long a broken build can hang.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <filesystem>
 #include <map>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "fastchat.pb.h"
 #include "fastchat/crypto.h"
 #include "fastchat/frame.h"
 #include "harness/fastchat.h"
+#include "harness/metrics_scrape.h"
 #include "local_store.h"  // the client's key store: the attacker reads its own keys
 
 namespace fastchat::testing {
@@ -882,6 +885,46 @@ TEST(Groups, LeaveRotatesKeyAndEndsMembership) {
   EXPECT_EQ(Names(ca->CommandOk("members " + G)["members"]),
             (std::vector<std::string>{"alice", "bob"}));
   for (const auto& j : cc->history()) EXPECT_NE(j.value("type", ""), "group_message") << j.dump();
+}
+
+// A group's log keeps at most --max-group-log-entries messages for members
+// who have not collected them. Everyone but carol is away while she sends
+// six with a bound of two: the server drops the four oldest (its metrics
+// say so), and bob, back, gets the newest two, in order, and then one
+// notice that four earlier ones expired (queued when they were dropped, so
+// after the two in seq order), and is live again after them.
+TEST(Groups, AnAbsentMembersBacklogIsBoundedAndHeIsToldHowManyExpired) {
+  ServerOptions o;
+  o.extra_args = {"--max-group-log-entries", "2", "--group-log-check", "0.1", "--metrics-listen", "127.0.0.1:0"};
+  World w(o);
+  Club club(w);
+  for (auto* cl : {club.ca.get(), club.cb.get(), club.cd.get()}) EXPECT_EQ(cl->Quit(), 0);
+  for (int i = 1; i <= 6; ++i) club.cc->CommandOk("group_message " + club.G() + " m" + std::to_string(i));
+  const std::uint16_t port = MetricsPort(w.server());
+  const auto deadline = std::chrono::steady_clock::now() + Millis(30000);
+  double missed = 0;
+  while ((missed = Get(Scrape(port), "fastchat_group_log_messages_missed_total")) < 12 &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(Millis(50));
+  }
+  EXPECT_EQ(missed, 12);  // four each for alice, bob and dave
+  EXPECT_EQ(Get(Scrape(port), "fastchat_group_logs_capped_total"), 1);
+
+  auto cb = w.Chat(club.b, /*wait_ready=*/false);
+  cb->WaitFor("ready", Millis(60000));
+  std::vector<std::string> got;
+  for (const auto& j : cb->buffered()) {
+    const std::string t = j.value("type", "");
+    if (t == "group_expired") {
+      EXPECT_EQ(AsU64(j["group_id"]), club.gid) << j.dump();
+      EXPECT_EQ(Str(j, "group"), "club") << j.dump();
+      got.push_back("expired:" + Str(j, "expired"));
+    }
+    if (t == "group_message") got.push_back(Str(j, "text"));
+  }
+  EXPECT_EQ(got, (std::vector<std::string>{"m5", "m6", "expired:4"})) << cb->Diagnostics();
+  club.cc->CommandOk("group_message " + club.G() + " m7");
+  cb->WaitFor(GroupMsg(club.gid, "carol", "m7"), "a live group message after the gap");
 }
 
 TEST(Groups, ListingGroupsAndMembers) {

@@ -323,6 +323,21 @@ Outcome ClientCore::Impl::OnMessage(std::uint64_t seq, const wire::Event& ev, bo
 
 awaitable<Outcome> ClientCore::Impl::OnGroupNotice(std::uint64_t seq, const wire::Event& ev) {
   const auto& n = ev.group_notice();
+  if (n.what() == wire::GroupNoticeEvent::EXPIRED) {
+    // The server dropped group messages I had not collected (its bound on a
+    // group's log). Nothing about the group changes.
+    const std::string count = std::to_string(n.expired());
+    const std::string sentence = count + (n.expired() == 1 ? " earlier message" : " earlier messages") +
+                                 " of this group expired on the server before you collected them";
+    Status s = RememberNotice(seq, ev, true, n.group_id(), "group_expired", sentence);
+    if (!s.ok()) co_return Outcome::From(s);
+    Emit(Json{{"type", "group_expired"},
+              {"seq", seq},
+              {"group_id", n.group_id()},
+              {"group", n.group_name().empty() ? GroupNameOf(n.group_id()) : n.group_name()},
+              {"expired", n.expired()}});
+    co_return Outcome::OK();
+  }
   LocalGroup g;
   bool known = store->GetGroup(n.group_id(), &g).ok();
   if (!known) {

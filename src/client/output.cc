@@ -181,6 +181,10 @@ std::string Output::Human(const Json& e) {
   }
   if (type == "group_key")
     return "* [group " + GroupName(e) + "] now holding the key for epoch " + Str(e, "epoch");
+  if (type == "group_expired")
+    return "* [group " + GroupName(e) + "] " + Str(e, "expired") +
+           (Str(e, "expired") == "1" ? " earlier message" : " earlier messages") +
+           " of this group expired on the server before you collected them";
   if (type == "progress") {
     const int percent = e.value("percent", 0);
     if (Str(e, "direction") == "receive")

@@ -60,6 +60,15 @@ TEST(OutputHuman, ShowsOtherPeoplesTextWithoutEscapes) {
   EXPECT_EQ(Output::Human(unknown), R"({"type":"surprise","x":"\u009b"})");
 }
 
+TEST(OutputHuman, SaysHowManyGroupMessagesExpiredUncollected) {
+  Json e = {{"type", "group_expired"}, {"group_id", 7}, {"group", "club"}, {"expired", 4}};
+  EXPECT_EQ(Output::Human(e), "* [group club] 4 earlier messages of this group expired on the server before you "
+                              "collected them");
+  e["expired"] = 1;
+  EXPECT_EQ(Output::Human(e), "* [group club] 1 earlier message of this group expired on the server before you "
+                              "collected them");
+}
+
 TEST(OutputHuman, HelpKeepsItsOwnLines) {
   Json h = {{"type", "result"}, {"cmd", "help"}, {"ok", true}, {"text", "one\n  two"}};
   EXPECT_EQ(Output::Human(h), "one\n  two");

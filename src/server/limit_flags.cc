@@ -98,6 +98,13 @@ void AddLimitFlags(CLI::App& app, Limits* l) {
   // Groups.
   AddCount(app, "--max-group-members", &l->max_group_members, "members of one group (0 = no limit)");
   AddCount(app, "--max-groups-per-user", &l->max_groups_per_user, "groups one user may be in (0 = no limit)");
+  AddCount(app, "--max-group-log-entries", &l->max_group_log_entries,
+           "group messages one group's log keeps for members who have not collected them; past it the oldest "
+           "go and those members are told how many they missed (0 = no limit)");
+  AddCount(app, "--max-group-log-bytes", &l->max_group_log_bytes,
+           "bytes of such messages one group's log keeps, as above (0 = no limit)");
+  AddSeconds(app, "--group-log-check", &l->group_log_check,
+             "how often the logs of the groups written through this server are held to the two bounds above");
   AddSeconds(app, "--group-hold-wait", &l->group_hold_wait,
              "how long a group message that arrived before the one it follows waits for it (cluster) before the "
              "session reads the store instead");

@@ -43,6 +43,9 @@ TEST(LimitFlags, DefaultsAreTheDocumentedOnes) {
   EXPECT_EQ(l.max_waiting_bytes_per_user, 256u << 20);
   EXPECT_EQ(l.max_group_members, 1000u);
   EXPECT_EQ(l.max_groups_per_user, 100u);
+  EXPECT_EQ(l.max_group_log_entries, 100000u);
+  EXPECT_EQ(l.max_group_log_bytes, 256u << 20);
+  EXPECT_EQ(l.group_log_check, std::chrono::seconds(10));
   EXPECT_EQ(l.group_hold_wait, std::chrono::seconds(3));
   EXPECT_EQ(l.group_hold_entries, 256u);
   EXPECT_EQ(l.group_hold_bytes, 1u << 20);

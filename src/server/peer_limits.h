@@ -80,6 +80,15 @@ struct Limits {
   // ---- groups
   std::size_t max_group_members = 1000;
   std::size_t max_groups_per_user = 100;
+  // What one group's log may hold for members who have not collected it
+  // (entries, and their payload bytes): past either the oldest entries go
+  // and each member who missed some is told (group_log_cap.h). Checked
+  // every group_log_check for the groups appended to through this server,
+  // so a log may pass its bound by what is appended in that time. 0: no
+  // bound of that kind.
+  std::size_t max_group_log_entries = 100000;
+  std::size_t max_group_log_bytes = std::size_t{256} << 20;
+  Millis group_log_check{10'000};
 
   // ---- group-log entries a receiving session holds for their predecessor
   // (group_hold.h): forwards racing on different mesh links. Past any of

@@ -13,6 +13,7 @@
 #include "server_impl.h"
 #include "common/listen.h"
 #include "fastchat/crypto.h"
+#include "group_log_cap.h"
 #include "mesh.h"
 #include "prometheus_text.h"
 #include "session.h"
@@ -47,10 +48,53 @@ void Router::Route(const std::vector<Delivery>& deliveries, const std::shared_pt
 namespace {
 
 constexpr std::size_t kTrimsPerRound = 256;
+constexpr std::size_t kCapsPerRound = 1024;
+
+// Every limits.group_log_check: holds the logs of the groups appended to
+// through this server since the last check to their bound, one store job
+// each (group_log_cap.h). Up to kCapsPerRound groups a round; the rest wait
+// for the next round.
+void CapGroupLogs(Server::Impl& impl, std::uint64_t now_ms) {
+  const Limits& limits = impl.config.limits;
+  const GroupLogBound bound{limits.max_group_log_entries, limits.max_group_log_bytes};
+  if (limits.group_log_check.count() <= 0 || (bound.max_entries == 0 && bound.max_bytes == 0)) {
+    impl.cap_due.clear();
+    return;
+  }
+  const auto now = std::chrono::steady_clock::now();
+  if (now < impl.next_cap_check) return;
+  impl.next_cap_check = now + limits.group_log_check;
+  std::size_t n = 0;
+  for (auto it = impl.cap_due.begin(); it != impl.cap_due.end() && n < kCapsPerRound; ++n) {
+    GroupLogCap cap;
+    cap.group = *it;
+    cap.bound = bound;
+    cap.now_ms = now_ms;
+    if (const DirGroup* g = impl.directory.FindGroup(cap.group)) {
+      cap.group_name = g->name;
+      cap.admin = g->admin_id;
+    }
+    it = impl.cap_due.erase(it);
+    const std::uint64_t group = cap.group;
+    impl.store.Submit([cap = std::move(cap)](Store& s) { return CapGroupLogAndTell(s, cap); },
+                      [&impl, group](GroupLogCapResult r) {
+                        if (!r.st.ok()) {
+                          spdlog::warn("holding the log of group {} to its bound: {}", group, r.st.ToString());
+                          return;
+                        }
+                        if (r.cut == 0) return;
+                        ++impl.metrics.group_logs_capped;
+                        impl.metrics.group_log_entries_missed += r.missed;
+                        spdlog::info("group {}: log held to its bound; {} members missed {} messages", group,
+                                     r.lapsed, r.missed);
+                      });
+  }
+}
 
 // Once a second, drops group-log entries that every member has acknowledged
 // (for the groups acknowledged since the last round), and the dedupe keys
-// whose retention has ended (Store::TrimDedupeKeys).
+// whose retention has ended (Store::TrimDedupeKeys); and holds the logs
+// written to their bound (CapGroupLogs).
 asio::awaitable<void> TrimLoop(Server::Impl& impl) {
   asio::steady_timer& timer = impl.trim_timer;
   while (!impl.stopping) {
@@ -73,6 +117,7 @@ asio::awaitable<void> TrimLoop(Server::Impl& impl) {
         if (!st.ok()) spdlog::warn("trimming the log of group {}: {}", g, st.ToString());
       });
     }
+    CapGroupLogs(impl, static_cast<std::uint64_t>(now.count()));
     impl.store.Submit([now_ms = static_cast<std::uint64_t>(now.count())](Store& s) { return s.TrimDedupeKeys(now_ms); },
                       [](Status st) {
                         if (!st.ok()) spdlog::warn("trimming dedupe keys: {}", st.ToString());
@@ -286,6 +331,14 @@ std::string Server::MetricsText() const {
            "Group messages a read of the store from the start (after a mesh link came or went) found that the"
            " session had sent on its connection already: not sent again.");
   t.Sample("fastchat_group_store_repeats_skipped_total", static_cast<double>(m.group_store_repeats_skipped));
+  t.Family("fastchat_group_logs_capped_total", "counter",
+           "Times a group's log held more than --max-group-log-entries or --max-group-log-bytes and its oldest"
+           " messages were dropped.");
+  t.Sample("fastchat_group_logs_capped_total", static_cast<double>(m.group_logs_capped));
+  t.Family("fastchat_group_log_messages_missed_total", "counter",
+           "Group messages members had not collected when they were dropped so, summed over the members (each is"
+           " told with one notice).");
+  t.Sample("fastchat_group_log_messages_missed_total", static_cast<double>(m.group_log_entries_missed));
 
   t.Family("fastchat_limit_rejections_total", "counter",
            "Connections and requests refused over a limit, by the code they were answered with.");

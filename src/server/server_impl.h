@@ -83,6 +83,11 @@ struct Server::Impl {
   std::string decoy_hash;
   // Group logs acknowledged since the last trim (trimmed once a second).
   std::unordered_set<std::uint64_t> trim_due;
+  // Group logs appended to through this server since the last check of
+  // their bound (every limits.group_log_check: group_log_cap.h), and when
+  // the next check is due.
+  std::unordered_set<std::uint64_t> cap_due;
+  std::chrono::steady_clock::time_point next_cap_check = std::chrono::steady_clock::now();
   asio::steady_timer trim_timer{io};
   // Limits (peer_limits.h, session_limits.cc): connections admitted, rate tables,
   // the Argon2id queue, the connections not logged in yet (oldest first), and

@@ -40,6 +40,11 @@ struct ServerMetrics {
   // session had sent on its connection already (not acknowledged yet): not
   // sent again, unless the client asked with FetchPending.
   std::uint64_t group_store_repeats_skipped = 0;
+  // Group logs that held more than their bound and lost their oldest entries
+  // (group_log_cap.h), and the entries members had not collected from them
+  // (summed over members).
+  std::uint64_t group_logs_capped = 0;
+  std::uint64_t group_log_entries_missed = 0;
 
   // Refusals over a limit, by the code they were answered with.
   std::uint64_t refused_busy = 0;

@@ -636,6 +636,7 @@ void Session::Finished(std::uint64_t slot, bool reply, AfterWrite& o, WriteResul
     srv.trim_due.insert(o.acked_groups.begin(), o.acked_groups.end());
     if (o.event && !r.routed.empty()) srv.router.Route(r.routed, o.event);
     if (r.own_entry.group_id != 0) {
+      srv.cap_due.insert(r.own_entry.group_id);
       if (Session* mine = srv.presence.Find(user_id_)) {
         mine->OwnGroupEntry(r.own_entry.group_id, r.own_entry.seq, r.own_entry.prev_seq);
       }
