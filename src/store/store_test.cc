@@ -2654,6 +2654,13 @@ class PgStoreTest : public ::testing::Test {
     return false;
   }
 
+  // Undoes migration 8 on the schema: the group log without its entries'
+  // sizes, its index by group as before.
+  void UnsizeGroupLog() {
+    PgAdmin("ALTER TABLE " + schema_ + ".group_log DROP COLUMN bytes");  // drops the index holding it
+    PgAdmin("CREATE INDEX group_log_by_group ON " + schema_ + ".group_log (group_id, seq)");
+  }
+
   std::string schema_;
 };
 
@@ -2797,7 +2804,7 @@ TEST_F(PgStoreTest, ConcurrentOpensMigrateOnce) {
   for (std::thread& th : threads) th.join();
   for (int t = 0; t < kStores; ++t) EXPECT_TRUE(results[t].ok()) << results[t].ToString();
   EXPECT_EQ(PgAdmin("SELECT count(*) FROM " + schema_ + ".schema_version"), "1");
-  EXPECT_EQ(PgAdmin("SELECT version FROM " + schema_ + ".schema_version"), "7");
+  EXPECT_EQ(PgAdmin("SELECT version FROM " + schema_ + ".schema_version"), "8");
   // The tables went into the schema named by search_path, not elsewhere.
   const std::string tables =
       " AND tablename IN ('schema_version', 'users', 'friend_requests', 'friendships', 'chat_groups',"
@@ -3350,6 +3357,42 @@ TEST_F(PgStoreTest, EntriesAppendedThroughTwoServersAtOnceChainInSeqOrder) {
   EXPECT_EQ(broken, 0);
 }
 
+// A version-7 schema's group log gets its entries' sizes (and the index by
+// group carries them): CapGroupLog counts the entries stored before.
+TEST_F(PgStoreTest, MigrationEightSizesTheGroupLogsEntries) {
+  std::unique_ptr<Store> store;
+  ASSERT_OK(OpenPgStore(PgConninfo(schema_), &store));
+  std::uint64_t alice = 0, bob = 0, g = 0;
+  ASSERT_OK(store->CreateUser(User("alice"), &alice));
+  ASSERT_OK(store->CreateUser(User("bob"), &bob));
+  ASSERT_OK(store->CreateGroup("team", alice, &g));
+  ASSERT_OK(store->AddMember(g, bob));
+  std::vector<std::uint64_t> seqs;
+  for (int i = 0; i < 3; ++i) {
+    std::uint64_t seq = 0;
+    bool fresh = false;
+    ASSERT_OK(store->AppendGroup(g, alice, {bob}, "k" + std::to_string(i), std::string(100, 'x'), &seq, &fresh,
+                                 nullptr, nullptr));
+    seqs.push_back(seq);
+  }
+  store.reset();
+  UnsizeGroupLog();
+  PgAdmin("UPDATE " + schema_ + ".schema_version SET version = 7");
+
+  ASSERT_OK(OpenPgStore(PgConninfo(schema_), &store));
+  EXPECT_EQ(PgAdmin("SELECT version FROM " + schema_ + ".schema_version"), "8");
+  EXPECT_EQ(PgAdmin("SELECT indexdef FROM pg_indexes WHERE schemaname = '" + schema_ +
+                    "' AND indexname = 'group_log_by_group'"),
+            "CREATE INDEX group_log_by_group ON " + schema_ + ".group_log USING btree (group_id, seq) INCLUDE (bytes)");
+  std::uint64_t cut = 0;
+  std::vector<LapsedReader> lapsed;
+  ASSERT_OK(store->CapGroupLog(g, GroupLogBound{0, 250}, &cut, &lapsed));
+  EXPECT_EQ(cut, seqs[0]);
+  ASSERT_EQ(lapsed.size(), 1u);
+  EXPECT_EQ(lapsed[0].user, bob);
+  EXPECT_EQ(lapsed[0].missed, 1u);
+}
+
 // A version-4 schema's group log keeps its entries through migration 5
 // (prev_seq): they name no predecessor, and the next entry names them.
 TEST_F(PgStoreTest, MigrationFiveKeepsGroupLogEntriesAndChainsNewOnes) {
@@ -3366,10 +3409,11 @@ TEST_F(PgStoreTest, MigrationFiveKeepsGroupLogEntriesAndChainsNewOnes) {
   store.reset();
   PgAdmin("ALTER TABLE " + schema_ + ".group_log DROP COLUMN prev_seq");
   PgAdmin("DROP TABLE " + schema_ + ".dedupe_keys, " + schema_ + ".group_dedupe_keys");
+  UnsizeGroupLog();
   PgAdmin("UPDATE " + schema_ + ".schema_version SET version = 4");
 
   ASSERT_OK(OpenPgStore(PgConninfo(schema_), &store));
-  EXPECT_EQ(PgAdmin("SELECT version FROM " + schema_ + ".schema_version"), "7");
+  EXPECT_EQ(PgAdmin("SELECT version FROM " + schema_ + ".schema_version"), "8");
   ASSERT_OK(store->AppendGroup(g, alice, {bob}, "k2", "from version 5", &seq, &fresh, nullptr, &prev));
   EXPECT_EQ(prev, old_seq);
   std::vector<PendingRow> rows;
