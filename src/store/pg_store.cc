@@ -542,19 +542,24 @@ constexpr Statement kStatements[] = {
     {"group_log_oldest",
      "SELECT seq, bytes::bigint FROM group_log WHERE group_id = $1::bigint AND seq > $2::bigint"
      " ORDER BY seq LIMIT $3::bigint"},
-    // Moves every cursor of group $1 below $2 to $2. One row per cursor
-    // moved: its user and the entries of others it had not acknowledged up
-    // to $2 (or to its end).
+    // Moves every cursor of group $1 below $2 to $2, except those another
+    // transaction holds (an acknowledgement in flight: its reader is here,
+    // and the next check sees it again); waiting for one could deadlock
+    // with a batch that acknowledged and then appends to the group. One row
+    // per cursor moved: its user and the entries of others it had not
+    // acknowledged up to $2 (or to its end).
     {"cap_cursors",
-     "WITH lapsed AS ("
-     "  SELECT c.user_id, (SELECT count(*) FROM group_log l WHERE l.group_id = $1::bigint AND l.seq > c.acked_seq"
-     "                     AND l.seq <= LEAST($2::bigint, COALESCE(c.until_seq, $2::bigint))"
-     "                     AND l.sender <> c.user_id) AS missed"
-     "  FROM group_cursors c WHERE c.group_id = $1::bigint AND c.acked_seq < $2::bigint"
+     "WITH behind AS ("
+     "  SELECT user_id, acked_seq, until_seq FROM group_cursors"
+     "  WHERE group_id = $1::bigint AND acked_seq < $2::bigint FOR UPDATE SKIP LOCKED"
      "), moved AS ("
-     "  UPDATE group_cursors SET acked_seq = $2::bigint WHERE group_id = $1::bigint AND acked_seq < $2::bigint"
+     "  UPDATE group_cursors c SET acked_seq = $2::bigint FROM behind b"
+     "  WHERE c.group_id = $1::bigint AND c.user_id = b.user_id"
      ")"
-     " SELECT user_id, missed FROM lapsed"},
+     " SELECT b.user_id, (SELECT count(*) FROM group_log l WHERE l.group_id = $1::bigint AND l.seq > b.acked_seq"
+     "                    AND l.seq <= LEAST($2::bigint, COALESCE(b.until_seq, $2::bigint))"
+     "                    AND l.sender <> b.user_id)"
+     " FROM behind b"},
     // (group, head) for each group $1 has a cursor in: the newest entry of
     // its log, or the cursor if that is higher.
     {"group_heads",

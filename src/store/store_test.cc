@@ -25,6 +25,7 @@
 #include <fstream>
 #include <functional>
 #include <latch>
+#include <future>
 #include <map>
 #include <atomic>
 #include <algorithm>
@@ -3355,6 +3356,49 @@ TEST_F(PgStoreTest, EntriesAppendedThroughTwoServersAtOnceChainInSeqOrder) {
     }
   }
   EXPECT_EQ(broken, 0);
+}
+
+// A cap on one server does not wait for a cursor another server's batch
+// holds (an acknowledgement in flight): it moves the others and leaves that
+// one for the next check, which moves it once the batch has committed.
+TEST_F(PgStoreTest, CapGroupLogSkipsACursorAnotherBatchHolds) {
+  std::unique_ptr<Store> a, b;
+  ASSERT_NO_FATAL_FAILURE(OpenTwo(&a, &b));
+  std::vector<std::uint64_t> ids;
+  std::uint64_t g = 0;
+  ASSERT_NO_FATAL_FAILURE(Team(*a, {"alice", "bob", "carol"}, &ids, &g));
+  std::vector<std::uint64_t> seqs;
+  for (int i = 0; i < 4; ++i) {
+    std::uint64_t seq = 0;
+    bool fresh = false;
+    ASSERT_OK(a->AppendGroup(g, ids[0], {ids[1], ids[2]}, "k" + std::to_string(i), "m", &seq, &fresh, nullptr, nullptr));
+    seqs.push_back(seq);
+  }
+  ASSERT_OK(b->BeginBatch());
+  ASSERT_OK(b->AckGroup(ids[2], g, seqs[0]));  // carol's cursor, held until b commits
+  auto capped = std::async(std::launch::async, [&] {
+    std::uint64_t cut = 0;
+    std::vector<LapsedReader> lapsed;
+    Status st = a->CapGroupLog(g, GroupLogBound{1, 0}, &cut, &lapsed);
+    return std::make_tuple(st, cut, lapsed);
+  });
+  const bool waited = capped.wait_for(std::chrono::seconds(10)) != std::future_status::ready;
+  ASSERT_OK(b->CommitBatch());
+  const auto [st, cut, lapsed] = capped.get();
+  ASSERT_FALSE(waited) << "the cap waited for carol's cursor";
+  ASSERT_OK(st);
+  EXPECT_EQ(cut, seqs[2]);
+  ASSERT_EQ(lapsed.size(), 1u);
+  EXPECT_EQ(lapsed[0].user, ids[1]);  // bob; carol was skipped
+  EXPECT_EQ(lapsed[0].missed, 3u);
+
+  std::uint64_t cut2 = 0;
+  std::vector<LapsedReader> lapsed2;
+  ASSERT_OK(a->CapGroupLog(g, GroupLogBound{1, 0}, &cut2, &lapsed2));
+  EXPECT_EQ(cut2, seqs[2]);
+  ASSERT_EQ(lapsed2.size(), 1u);
+  EXPECT_EQ(lapsed2[0].user, ids[2]);
+  EXPECT_EQ(lapsed2[0].missed, 2u);  // carol had acknowledged the first
 }
 
 // A version-7 schema's group log gets its entries' sizes (and the index by
