@@ -151,7 +151,6 @@ struct Harness {
       store->EndUnit(r.st.ok());
       Check(r.st.ok(), "a decided write failed in the store: " + r.st.ToString());
       if (o.committed) o.committed(dir, r);
-      for (std::uint64_t gid : o.acked_groups) Check(store->TrimGroup(gid).ok(), "TrimGroup failed");
       if (o.reply_after_write) CheckReply(RequestService::WriteReply(o.rid, r), o.rid);
     }
     CompareWithStore(*store, dir, ids);
@@ -188,7 +187,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
     Check(o.refusal.ok(), "a refusal with no reply");
     if (o.ack_only) {
+      // As the store worker runs them: the seqs, then the group cursors.
       Check(h.store->Ack(me.id, o.ack_seqs).ok(), "Ack failed");
+      std::vector<Store::GroupCursorAck> groups;
+      for (const auto& [gid, seq] : o.ack_groups) groups.push_back({gid, me.id, seq});
+      Check(h.store->AckGroups(groups).ok(), "AckGroups failed");
+      for (std::uint64_t gid : o.acked_groups) Check(h.store->TrimGroup(gid).ok(), "TrimGroup failed");
       continue;
     }
     Check(static_cast<bool>(o.write) || !o.enqueue.empty(), "no reply and nothing to write");

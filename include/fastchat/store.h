@@ -255,6 +255,15 @@ class Store {
   // Acknowledges every entry of `group`'s log up to `seq` for `user`
   // (cumulative; a cursor never moves back).
   virtual Status AckGroup(std::uint64_t user, std::uint64_t group, std::uint64_t seq) = 0;
+  // AckGroup for many (group, user, seq) at once; a cursor named more than
+  // once moves to the highest. (The default calls AckGroup for each;
+  // PgStore sends them in one statement.)
+  struct GroupCursorAck {
+    std::uint64_t group = 0;
+    std::uint64_t user = 0;
+    std::uint64_t seq = 0;
+  };
+  virtual Status AckGroups(const std::vector<GroupCursorAck>& acks);
   // Deletes the log entries of `group` that every cursor has passed
   // (keeping each entry's dedupe key and seq for kDedupeRetentionMs, so a
   // resend is not appended again), and the cursors of removed members that

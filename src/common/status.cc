@@ -27,6 +27,14 @@ Status Store::AckMany(const std::vector<std::pair<std::uint64_t, std::uint64_t>>
   return Status::OK();
 }
 
+Status Store::AckGroups(const std::vector<GroupCursorAck>& acks) {
+  for (const GroupCursorAck& a : acks) {
+    Status s = AckGroup(a.user, a.group, a.seq);
+    if (!s.ok()) return s;
+  }
+  return Status::OK();
+}
+
 const char* CodeName(Code code) {
   switch (code) {
     case Code::kOk: return "OK";

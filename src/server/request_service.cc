@@ -743,24 +743,14 @@ Outcome RequestService::Handle(const Caller& me_caller, wire::Envelope& env, std
       for (const wire::GroupAck& g : ack.groups()) {
         if (g.group_id() != 0) groups.emplace_back(g.group_id(), g.seq());
       }
+      // No write of its own: the store worker merges the acks of a batch
+      // (StoreWorker::SubmitAck). Acked group logs may now be trimmed.
       d.outcome().reply_after_write = false;
-      d.outcome().single_call = true;  // acks are idempotent: a partial one is harmless
-      if (groups.empty()) {
-        d.outcome().ack_only = true;
-        d.outcome().ack_seqs = std::move(v);
-        return std::move(d.outcome());
-      }
-      // Acked group logs may now be trimmed (the server batches that).
+      d.outcome().ack_only = true;
+      d.outcome().ack_seqs = std::move(v);
       for (const auto& [gid, seq] : groups) d.outcome().acked_groups.push_back(gid);
-      return d.Write([me, v = std::move(v), groups = std::move(groups)](Store& s) {
-        WriteResult r;
-        if (!v.empty()) r.st = s.Ack(me, v);
-        for (const auto& [gid, seq] : groups) {
-          if (!r.st.ok()) break;
-          r.st = s.AckGroup(me, gid, seq);
-        }
-        return r;
-      });
+      d.outcome().ack_groups = std::move(groups);
+      return std::move(d.outcome());
     }
 
     default:

@@ -74,6 +74,7 @@ struct Outcome {
   // Ack of per-recipient rows only: no reply, merged across requests.
   bool ack_only = false;
   std::vector<std::uint64_t> ack_seqs;
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> ack_groups;  // (group, seq), cumulative
   // Serialized wire Event routed to the write's deliveries.
   std::shared_ptr<const std::string> event;
   // Runs on the event loop after the write committed (creations that only
@@ -81,7 +82,7 @@ struct Outcome {
   std::function<void(Directory&, const WriteResult&)> committed;
   bool reply_after_write = true;  // false for Ack: no reply at all
   bool single_call = false;       // the write is one store call (needs no unit of its own)
-  std::vector<std::uint64_t> acked_groups;  // Ack: group logs whose cursors moved
+  std::vector<std::uint64_t> acked_groups;  // Ack: group logs whose cursors move (to trim)
   std::uint64_t rid = 0;
 };
 

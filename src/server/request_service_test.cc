@@ -52,9 +52,20 @@ class RequestServiceTest : public ::testing::Test {
     env.set_rid(++rid_);
     return service_.Handle(who, env, 1000 + rid_);
   }
-  // Decides and, if it is a write, runs the write; returns the reply.
+  // Decides and, if it is a write, runs the write; returns the reply (none
+  // for an Ack: its acknowledgements are run as the store worker runs them).
   wire::Envelope Do(const Caller& who, wire::Envelope env, WriteResult* out = nullptr) {
     Outcome o = Decide(who, std::move(env));
+    if (o.ack_only) {
+      EXPECT_TRUE(o.reply.empty());
+      if (!o.ack_seqs.empty()) {
+        EXPECT_TRUE(store_->Ack(who.id, o.ack_seqs).ok());
+      }
+      std::vector<Store::GroupCursorAck> groups;
+      for (const auto& [gid, seq] : o.ack_groups) groups.push_back({gid, who.id, seq});
+      EXPECT_TRUE(store_->AckGroups(groups).ok());
+      return wire::Envelope();
+    }
     std::string frame = o.reply;
     if (o.write || !o.enqueue.empty()) {
       WriteResult r = RunWrite(o);

@@ -591,7 +591,10 @@ asio::awaitable<void> Session::WaitForWriteSlots() {
 void Session::Dispatch(Outcome o) {
   if (!o.refusal.ok()) server_.metrics.CountRefusal(o.refusal.code());  // a group or membership limit
   if (o.ack_only) {
-    server_.store.SubmitAck(user_id_, std::move(o.ack_seqs));
+    // The trim of an acknowledged log runs a second later, after this ack's
+    // batch (a trim that comes first only trims less).
+    server_.trim_due.insert(o.acked_groups.begin(), o.acked_groups.end());
+    server_.store.SubmitAck(user_id_, std::move(o.ack_seqs), std::move(o.ack_groups));
     return;
   }
   if (!o.write && o.enqueue.empty()) {

@@ -78,11 +78,13 @@ void StoreWorker::SubmitEnqueue(std::vector<PendingItem> items, EnqueueDone done
   Enqueue(std::move(j));
 }
 
-void StoreWorker::SubmitAck(std::uint64_t user, std::vector<std::uint64_t> seqs) {
+void StoreWorker::SubmitAck(std::uint64_t user, std::vector<std::uint64_t> seqs,
+                            std::vector<std::pair<std::uint64_t, std::uint64_t>> groups) {
   Job j;
   j.kind = Job::Kind::kAck;
   j.user = user;
   j.seqs = std::move(seqs);
+  j.groups = std::move(groups);
   Enqueue(std::move(j));
 }
 
@@ -171,10 +173,24 @@ bool StoreWorker::RunMerged(std::vector<Job>& batch, std::size_t* i, std::vector
         again.kind = Job::Kind::kAck;
         again.user = batch[k].user;
         again.seqs = std::move(batch[k].seqs);
+        again.groups = std::move(batch[k].groups);
         retry_acks->push_back(std::move(again));
       }
-    } else if (!ack_st.ok()) {
-      spdlog::error("acks of {} requests failed: {}", ack_jobs, ack_st.ToString());
+      *i = end;
+      return true;
+    }
+    if (!ack_st.ok()) spdlog::error("acks of {} requests failed: {}", ack_jobs, ack_st.ToString());
+  }
+  // Then the stretch's group acknowledgements (cursors, cumulative) in one
+  // AckGroups call.
+  std::vector<Store::GroupCursorAck> group_acks;
+  for (std::size_t k = *i; k < end; ++k) {
+    if (batch[k].kind != Job::Kind::kAck) continue;
+    for (const auto& [group, seq] : batch[k].groups) group_acks.push_back({group, batch[k].user, seq});
+  }
+  if (!group_acks.empty()) {
+    if (Status st_groups = store.AckGroups(group_acks); !st_groups.ok()) {
+      spdlog::error("group acks of {} requests failed: {}", ack_jobs, st_groups.ToString());
     }
   }
   *i = end;

@@ -128,7 +128,11 @@ class StoreWorker {
   // Deletes acknowledged rows of `user` (Store::Ack); the acks of one batch
   // not separated by a job other than an enqueue go to the store in one
   // AckMany call, after those enqueues. No answer.
-  void SubmitAck(std::uint64_t user, std::vector<std::uint64_t> seqs);
+  // `groups`: (group, seq) cumulative acknowledgements of group logs; those
+  // of one batch's stretch go to the store in one AckGroups call, after the
+  // AckMany.
+  void SubmitAck(std::uint64_t user, std::vector<std::uint64_t> seqs,
+                 std::vector<std::pair<std::uint64_t, std::uint64_t>> groups = {});
 
   // Coroutine form of Submit.
   template <class F>
@@ -189,6 +193,7 @@ class StoreWorker {
     Status failed;
     std::uint64_t user = 0;                     // kAck
     std::vector<std::uint64_t> seqs;            // kAck
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> groups;  // kAck: (group, seq)
     std::size_t order = 0;                      // place in its batch, while split into lanes
   };
   // A helper thread that runs one lane's share of a split batch.

@@ -81,6 +81,13 @@ class WatchedStore : public ForwardingStore {
     }
     return ForwardingStore::AckMany(recipient_seqs);
   }
+  Status AckGroups(const std::vector<GroupCursorAck>& acks) override {
+    ++ack_groups_calls;
+    group_acks_seen += static_cast<int>(acks.size());
+    return ForwardingStore::AckGroups(acks);
+  }
+  std::atomic<int> ack_groups_calls{0};
+  std::atomic<int> group_acks_seen{0};
   // The next this many AckMany calls after an Enqueue of their batch answer
   // kLockOrder and delete nothing (as PgStore does when the enqueue took a
   // stream lock above the ack's).
@@ -594,6 +601,62 @@ TEST_F(StoreWorkerTest, InterleavedEnqueuesAndAcksOfABatchMakeOneEnqueueAndOneAc
   const std::uint64_t left_alice = Pending(alice);
   EXPECT_EQ(left_bob, 1u);
   EXPECT_EQ(left_alice, 3u);
+}
+
+// Group-log acknowledgements (cumulative cursors) of one batch go to the
+// store in one AckGroups call with everything the acks named, and the
+// cursors move: the log is trimmed after them.
+TEST_F(StoreWorkerTest, GroupAcksOfABatchMakeOneAckGroupsCall) {
+  struct Team {
+    Status st;
+    std::uint64_t alice = 0, bob = 0, carol = 0, g = 0, s1 = 0, s2 = 0;
+  };
+  Team t;
+  bool made = false;
+  worker_->Submit(
+      [](Store& s) {
+        Team r;
+        bool fresh = false;
+        r.st = s.CreateUser(Record("alice"), &r.alice);
+        if (r.st.ok()) r.st = s.CreateUser(Record("bob"), &r.bob);
+        if (r.st.ok()) r.st = s.CreateUser(Record("carol"), &r.carol);
+        if (r.st.ok()) r.st = s.CreateGroup("team", r.alice, &r.g);
+        if (r.st.ok()) r.st = s.AddMember(r.g, r.bob);
+        if (r.st.ok()) r.st = s.AddMember(r.g, r.carol);
+        if (r.st.ok()) r.st = s.AppendGroup(r.g, r.alice, {r.bob, r.carol}, "k1", "p", &r.s1, &fresh, nullptr, nullptr);
+        if (r.st.ok()) r.st = s.AppendGroup(r.g, r.alice, {r.bob, r.carol}, "k2", "p", &r.s2, &fresh, nullptr, nullptr);
+        return r;
+      },
+      [&](Team r) {
+        t = r;
+        made = true;
+      });
+  RunUntil([&] { return made; });
+  ASSERT_TRUE(t.st.ok()) << t.st.ToString();
+
+  std::promise<void> gate;
+  const int begun = HoldStoreThread(&gate);
+  const int calls_before = store_->ack_groups_calls.load();
+  worker_->SubmitAck(t.bob, {}, {{t.g, t.s1}});
+  worker_->SubmitAck(t.carol, {}, {{t.g, t.s2}});
+  worker_->SubmitAck(t.bob, {}, {{t.g, t.s2}});
+  gate.set_value();
+  std::uint64_t entries = 99;
+  bool trimmed = false;
+  worker_->Submit(
+      [&](Store& s) {
+        Status st = s.TrimGroup(t.g);
+        return st.ok() ? s.CountGroupLog(t.g, &entries) : st;
+      },
+      [&](Status st) {
+        EXPECT_TRUE(st.ok()) << st.ToString();
+        trimmed = true;
+      });
+  RunUntil([&] { return trimmed; });
+  EXPECT_EQ(store_->begun.load(), begun + 2);  // the gate's batch, then one for the acks and the trim
+  EXPECT_EQ(store_->ack_groups_calls.load() - calls_before, 1);
+  EXPECT_EQ(store_->group_acks_seen.load(), 3);
+  EXPECT_EQ(entries, 0u);  // both members passed both entries
 }
 
 // A batch's enqueues go to the store in calls of at most the store's

@@ -68,6 +68,7 @@ class ForwardingStore : public Store {
   Status AckMany(const std::vector<std::pair<std::uint64_t, std::uint64_t>>& recipient_seqs) override {
     return inner_->AckMany(recipient_seqs);
   }
+  Status AckGroups(const std::vector<GroupCursorAck>& acks) override { return inner_->AckGroups(acks); }
   Status CountPending(std::uint64_t recipient, std::uint64_t* n) override { return inner_->CountPending(recipient, n); }
   Status AppendGroup(std::uint64_t group, std::uint64_t sender, const std::vector<std::uint64_t>& members,
                      const std::string& dedupe_key, const std::string& payload, std::uint64_t* seq,

@@ -215,6 +215,7 @@ enum Sql : int {
   kLockGroup,
   kGroupLogSeqByKey,
   kAckGroup,
+  kAckGroups,
   kTrimCursors,
   kTrimLog,
   kCountGroupLog,
@@ -520,6 +521,12 @@ constexpr Statement kStatements[] = {
     {"ack_group",
      "UPDATE group_cursors SET acked_seq = GREATEST(acked_seq, $3::bigint)"
      " WHERE group_id = $1::bigint AND user_id = $2::bigint"},
+    // ack_group for each ($1[i], $2[i], $3[i]): distinct cursors (AckGroups
+    // keeps the highest seq of each), cumulative.
+    {"ack_groups",
+     "UPDATE group_cursors c SET acked_seq = GREATEST(c.acked_seq, a.seq)"
+     " FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS a(group_id, user_id, seq)"
+     " WHERE c.group_id = a.group_id AND c.user_id = a.user_id"},
     // Removed members' cursors that have collected all they were owed.
     {"trim_cursors",
      "DELETE FROM group_cursors WHERE group_id = $1::bigint AND until_seq IS NOT NULL AND acked_seq >= until_seq"},
@@ -1681,6 +1688,37 @@ Status PgStore::AckMany(const std::vector<std::pair<std::uint64_t, std::uint64_t
   });
   if (s.ok()) NoteKeysHeld(locks.max_key);
   return s;
+}
+
+// One statement for the whole batch's group acknowledgements, in (group,
+// user) order, one per cursor (an UPDATE ... FROM would move a cursor
+// named twice by only one of its rows).
+Status PgStore::AckGroups(const std::vector<GroupCursorAck>& acks) {
+  if (acks.empty()) return Status::OK();
+  if (acks.size() == 1) return AckGroup(acks[0].user, acks[0].group, acks[0].seq);
+  std::vector<GroupCursorAck> sorted = acks;
+  std::sort(sorted.begin(), sorted.end(), [](const GroupCursorAck& a, const GroupCursorAck& b) {
+    return a.group != b.group ? a.group < b.group : a.user != b.user ? a.user < b.user : a.seq > b.seq;
+  });
+  // The highest seq of each cursor comes first: keep it alone.
+  sorted.erase(std::unique(sorted.begin(), sorted.end(),
+                           [](const GroupCursorAck& a, const GroupCursorAck& b) {
+                             return a.group == b.group && a.user == b.user;
+                           }),
+               sorted.end());
+  ArrayBuilder groups(kInt8Oid, sorted.size());
+  ArrayBuilder users(kInt8Oid, sorted.size());
+  ArrayBuilder seqs(kInt8Oid, sorted.size());
+  for (const GroupCursorAck& a : sorted) {
+    groups.AddInt64(a.group);
+    users.AddInt64(a.user);
+    seqs.AddInt64(a.seq);
+  }
+  Params p;
+  p.Owned(groups.Finish());
+  p.Owned(users.Finish());
+  p.Owned(seqs.Finish());
+  return WithConn([&](Conn& c) { return c.Exec(kAckGroups, p, "AckGroups", nullptr); });
 }
 
 Status PgStore::CountPending(std::uint64_t recipient, std::uint64_t* n) {

@@ -174,6 +174,7 @@ class PgStore final : public Store {
   Status TrimDedupeKeys(std::uint64_t now_ms) override;
   Status CountGroupLog(std::uint64_t group, std::uint64_t* n) override;
   Status AckMany(const std::vector<std::pair<std::uint64_t, std::uint64_t>>& recipient_seqs) override;
+  Status AckGroups(const std::vector<GroupCursorAck>& acks) override;
   // Half the pool (at least 1): batches on disjoint recipients run on that
   // many connections at once, and the other half stays for calls outside
   // the store worker's batches.

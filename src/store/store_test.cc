@@ -1071,6 +1071,24 @@ TEST_P(GroupLogTest, ARemovedMembersCursorHoldsTheLogUntilItCollected) {
   EXPECT_EQ(LogSize(g), 0u);
 }
 
+// AckGroups moves many cursors at once, each to the highest seq it names
+// (in any order), never back, and ignores a cursor that does not exist.
+TEST_P(GroupLogTest, AckGroupsMovesEachCursorToTheHighestSeqNamed) {
+  const std::uint64_t a = NewUser("alice"), b = NewUser("bob"), c = NewUser("carol");
+  const std::uint64_t g = NewGroup("team", a), h = NewGroup("other", a);
+  for (std::uint64_t u : {b, c}) ASSERT_OK(store_->AddMember(g, u));
+  ASSERT_OK(store_->AddMember(h, b));
+  const std::uint64_t g1 = Append(g, a, "g1", "g one"), g2 = Append(g, a, "g2", "g two");
+  const std::uint64_t h1 = Append(h, a, "h1", "h one"), h2 = Append(h, a, "h2", "h two");
+  ASSERT_OK(store_->AckGroups({{g, b, g2}, {h, b, h1}, {g, c, g1}, {g, b, g1}, {h, c, h2}, {g, c, g1}}));
+  EXPECT_EQ(Payloads(b), (std::vector<std::string>{"h two"}));  // g up to g2 (not back to g1), h up to h1
+  EXPECT_EQ(Payloads(c), (std::vector<std::string>{"g two"}));
+  ASSERT_OK(store_->AckGroups({{g, b, g1}, {g, c, g2}, {h, b, h2}}));
+  EXPECT_TRUE(Payloads(b).empty());
+  EXPECT_TRUE(Payloads(c).empty());
+  ASSERT_OK(store_->AckGroups({}));
+}
+
 // A reader who never acknowledges holds the log no longer than its bound:
 // CapGroupLog moves every cursor below the newest max_entries entries past
 // the rest, says who missed how many entries of others, and the next trim
