@@ -528,8 +528,13 @@ constexpr Statement kStatements[] = {
      " FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS a(group_id, user_id, seq)"
      " WHERE c.group_id = a.group_id AND c.user_id = a.user_id"},
     // Removed members' cursors that have collected all they were owed.
+    // (Not those another transaction holds: an acknowledgement in flight,
+    // as in cap_cursors; the next trim takes them.)
     {"trim_cursors",
-     "DELETE FROM group_cursors WHERE group_id = $1::bigint AND until_seq IS NOT NULL AND acked_seq >= until_seq"},
+     "DELETE FROM group_cursors c USING ("
+     "  SELECT user_id FROM group_cursors"
+     "  WHERE group_id = $1::bigint AND until_seq IS NOT NULL AND acked_seq >= until_seq FOR UPDATE SKIP LOCKED"
+     ") AS done WHERE c.group_id = $1::bigint AND c.user_id = done.user_id"},
     // Entries every remaining cursor has passed (none while no cursor is
     // left); their dedupe keys are kept until $2 (group_dedupe_keys).
     {"trim_log",

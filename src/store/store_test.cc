@@ -3419,6 +3419,35 @@ TEST_F(PgStoreTest, CapGroupLogSkipsACursorAnotherBatchHolds) {
   EXPECT_EQ(lapsed2[0].missed, 2u);  // carol had acknowledged the first
 }
 
+// A trim does not wait for a removed member's cursor that another
+// server's batch holds either; the next trim removes it.
+TEST_F(PgStoreTest, TrimGroupSkipsACursorAnotherBatchHolds) {
+  std::unique_ptr<Store> a, b;
+  ASSERT_NO_FATAL_FAILURE(OpenTwo(&a, &b));
+  std::vector<std::uint64_t> ids;
+  std::uint64_t g = 0;
+  ASSERT_NO_FATAL_FAILURE(Team(*a, {"alice", "bob"}, &ids, &g));
+  std::uint64_t seq = 0, epoch = 0;
+  bool fresh = false;
+  ASSERT_OK(a->AppendGroup(g, ids[0], {ids[1]}, "k", "m", &seq, &fresh, nullptr, nullptr));
+  ASSERT_OK(a->RemoveMember(g, ids[1], &epoch));
+  std::vector<PendingRow> rows;
+  ASSERT_OK(a->FetchPending(ids[1], 0, 100, &rows));
+  ASSERT_FALSE(rows.empty());
+  ASSERT_OK(a->AckGroup(ids[1], g, rows.back().seq));  // bob collected all he was owed
+  ASSERT_OK(b->BeginBatch());
+  ASSERT_OK(b->AckGroup(ids[1], g, rows.back().seq));  // an acknowledgement again, in flight
+  auto trimmed = std::async(std::launch::async, [&] { return a->TrimGroup(g); });
+  const bool waited = trimmed.wait_for(std::chrono::seconds(10)) != std::future_status::ready;
+  ASSERT_OK(b->CommitBatch());
+  const Status st = trimmed.get();
+  ASSERT_FALSE(waited) << "the trim waited for bob's cursor";
+  ASSERT_OK(st);
+  EXPECT_EQ(PgAdmin("SELECT count(*) FROM " + schema_ + ".group_cursors WHERE group_id = " + std::to_string(g)), "2");
+  ASSERT_OK(a->TrimGroup(g));
+  EXPECT_EQ(PgAdmin("SELECT count(*) FROM " + schema_ + ".group_cursors WHERE group_id = " + std::to_string(g)), "1");
+}
+
 // A version-7 schema's group log gets its entries' sizes (and the index by
 // group carries them): CapGroupLog counts the entries stored before.
 TEST_F(PgStoreTest, MigrationEightSizesTheGroupLogsEntries) {
