@@ -1204,6 +1204,60 @@ TEST(Cluster, AReadFromTheStartAfterALinkDropSkipsGroupEntriesTheConnectionCarri
 // users are enough: the snapshot goes in parts, the servers link and stay
 // linked, and deliveries cross both ways, to the first and the last user of
 // the snapshot.
+// The bound on a group's log on PostgreSQL and across servers: carol sends
+// six through s2 (its bound two messages, checked every 0.1 s) while alice
+// and bob, whose server is s1, are away. s2 drops the four oldest (the
+// shared log keeps two); bob, back on s1, gets the newest two and then
+// one notice that four earlier ones expired, and later messages live.
+TEST(Cluster, AGroupLogHeldToItsBoundThroughOneServerTellsAMemberOnAnother) {
+  ClusterOptions one;
+  one.servers = 1;
+  Cluster c(one);
+  ClusterServer& s1 = c.server(0);
+  ClusterServer& s2 = c.AddServer("s2", c.secret(), true, {"--max-group-log-entries", "2", "--group-log-check", "0.1"});
+  ASSERT_TRUE(s1.WaitLog("mesh: linked to server s2 (")) << s1.LogTail();
+  ASSERT_TRUE(s2.WaitLog("mesh: linked to server s1 (")) << s2.LogTail();
+  User a = c.Register("alice", c.At(s1));
+  User b = c.Register("bob", c.At(s1));
+  User cr = c.Register("carol", c.At(s2));
+  auto ca = ChatOn(c, a, s1);
+  auto cb = ChatOn(c, b, s1);
+  auto cc = ChatOn(c, cr, s2);
+  const std::uint64_t gid = AsU64(ca->CommandOk("create_group club")["group_id"]);
+  const std::string g = std::to_string(gid);
+  ca->CommandOk("add_member " + g + " bob");
+  ca->CommandOk("add_member " + g + " carol");
+  for (auto* cl : {cb.get(), cc.get()}) {
+    cl->WaitFor(Like({{"type", "group_added"}, {"group_id", gid}, {"me", true}}), "own group_added");
+    cl->WaitFor(GroupKey(gid, 1), "group key epoch 1");
+  }
+  EXPECT_EQ(cb->Quit(), 0);
+  EXPECT_EQ(ca->Quit(), 0);
+  for (int i = 1; i <= 6; ++i) cc->CommandOk("group_message " + g + " m" + std::to_string(i));
+  const auto deadline = Clock::now() + Millis(30000);
+  std::vector<std::string> left;
+  while ((left = c.pg().Query("SELECT count(*) FROM group_log")) != std::vector<std::string>{"2"} &&
+         Clock::now() < deadline) {
+    std::this_thread::sleep_for(Millis(50));
+  }
+  ASSERT_EQ(left, std::vector<std::string>{"2"}) << s2.LogTail();
+
+  auto cb2 = ChatOn(c, b, s1);
+  std::vector<std::string> got;
+  while (got.size() < 3) {
+    json j = cb2->WaitFor(
+        [](const json& e) {
+          const std::string t = e.value("type", "");
+          return t == "group_message" || t == "group_expired";
+        },
+        "bob's group messages and the notice");
+    got.push_back(j.value("type", "") == "group_expired" ? "expired:" + Str(j, "expired") : Str(j, "text"));
+  }
+  EXPECT_EQ(got, (std::vector<std::string>{"m5", "m6", "expired:4"}));
+  cc->CommandOk("group_message " + g + " m7");
+  cb2->WaitFor(GroupMsg(gid, "carol", "m7"), "a live group message from s2 after the gap");
+}
+
 TEST(Cluster, APresenceSnapshotOverTheMeshFrameLimitGoesInPartsAndTheServersLink) {
   constexpr std::uint32_t kLimit = 1024;
   constexpr int kUsers = 700;
