@@ -1963,12 +1963,13 @@ Status SqliteStore::CapGroupLog(std::uint64_t group, const GroupLogBound& bound,
       Statement st(stmts_[kGroupLogSizes]);
       st.BindId(1, group);
       int rc = SQLITE_ROW;
-      while (over() && (rc = st.Step()) == SQLITE_ROW) {
+      while (over() && entries > 0 && (rc = st.Step()) == SQLITE_ROW) {
         *cut = st.ColumnId(0);
         --entries;
         bytes -= std::min(bytes, st.ColumnId(1));
       }
       if (rc != SQLITE_ROW && rc != SQLITE_DONE) return IOError("CapGroupLog: entries");
+      if (*cut == 0) return Status::OK();
     }
     {
       Statement st(stmts_[kLapsedReaders]);
