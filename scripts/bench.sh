@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks one workload against a fresh fastchat-server (SQLite in a temp
-# folder, --pwhash min) with fastchat-bench, then stops the server.
+# folder, --pwhash min unless PWHASH says otherwise) with fastchat-bench,
+# then stops the server.
 #
 #   scripts/bench.sh WORKLOAD [fastchat-bench options...]
 #
@@ -19,7 +20,8 @@
 # fastchat-server flags (the per-source and per-user limits are off unless
 # given here), KEEP_TMP=1 to keep the server's folder and logs, TLS=1 to run
 # the server with TLS on its client port (its default: no
-# --insecure-plain-tcp) and the bench with --tls.
+# --insecure-plain-tcp) and the bench with --tls, PWHASH (min, interactive,
+# moderate) for the server's Argon2id cost, LOG_LEVEL for its log level.
 # Exit status: fastchat-bench's (non-zero on lost/duplicated/out-of-order
 # messages or a failed run), or 1 if the server exits during the run or
 # with a non-zero status (e.g. a sanitizer finding) when stopped at the end.
@@ -84,7 +86,7 @@ fi
 # at once (a background job's redirection may not have made it yet).
 : >"$tmp/server.out"
 # shellcheck disable=SC2086
-"$server_bin" --listen 127.0.0.1:0 --db "$tmp/server.db" --pwhash min --log-level "${LOG_LEVEL:-warn}" "${no_limits[@]}" \
+"$server_bin" --listen 127.0.0.1:0 --db "$tmp/server.db" --pwhash "${PWHASH:-min}" --log-level "${LOG_LEVEL:-warn}" "${no_limits[@]}" \
   $plain_args ${SERVER_ARGS:-} >"$tmp/server.out" 2>"$tmp/server.err" &
 server_pid=$!
 port=""
