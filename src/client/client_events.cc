@@ -331,10 +331,12 @@ awaitable<Outcome> ClientCore::Impl::OnGroupNotice(std::uint64_t seq, const wire
                                  " of this group expired on the server before you collected them";
     Status s = RememberNotice(seq, ev, true, n.group_id(), "group_expired", sentence);
     if (!s.ok()) co_return Outcome::From(s);
+    // The name this client knows, if any (the notice's is the server's word).
+    const std::string known = GroupNameOf(n.group_id());
     Emit(Json{{"type", "group_expired"},
               {"seq", seq},
               {"group_id", n.group_id()},
-              {"group", n.group_name().empty() ? GroupNameOf(n.group_id()) : n.group_name()},
+              {"group", known.empty() ? n.group_name() : known},
               {"expired", n.expired()}});
     co_return Outcome::OK();
   }
