@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include "fastchat.pb.h"
+#include "test_records.h"
 
 namespace fastchat::server {
 namespace {
@@ -35,13 +36,8 @@ class GroupLogCapTest : public ::testing::Test {
   }
 
   std::uint64_t MakeUser(const std::string& name) {
-    UserRecord u;
-    u.name = name;
-    u.password_hash = "h";
-    u.x25519_public = std::string(32, 'x');
-    u.ed25519_public = std::string(32, 'e');
     std::uint64_t id = 0;
-    EXPECT_TRUE(store_->CreateUser(u, &id).ok());
+    EXPECT_TRUE(store_->CreateUser(TestUserRecord(name), &id).ok());
     return id;
   }
   std::uint64_t Send(std::uint64_t sender, int i) {

@@ -11,6 +11,7 @@
 
 #include "client/reconnect.h"
 #include "fastchat.pb.h"
+#include "test_records.h"
 #include "fastchat/frame.h"
 #include "store/forwarding_store.h"
 
@@ -37,13 +38,8 @@ class RequestServiceTest : public ::testing::Test {
   }
 
   std::uint64_t MakeUser(const std::string& name) {
-    UserRecord u;
-    u.name = name;
-    u.password_hash = "h";
-    u.x25519_public = std::string(32, 'x');
-    u.ed25519_public = std::string(32, 'e');
     std::uint64_t id = 0;
-    EXPECT_TRUE(store_->CreateUser(u, &id).ok());
+    EXPECT_TRUE(store_->CreateUser(TestUserRecord(name), &id).ok());
     return id;
   }
 

@@ -19,6 +19,7 @@
 #include <gtest/gtest.h>
 
 #include "store/forwarding_store.h"
+#include "test_records.h"
 
 namespace fastchat::server {
 namespace {
@@ -118,14 +119,7 @@ class WatchedStore : public ForwardingStore {
 };
 
 // A user record named `name`.
-UserRecord Record(std::string name) {
-  UserRecord u;
-  u.name = std::move(name);
-  u.password_hash = "h";
-  u.x25519_public = std::string(32, 'x');
-  u.ed25519_public = std::string(32, 'e');
-  return u;
-}
+UserRecord Record(std::string name) { return TestUserRecord(std::move(name)); }
 
 struct Made {
   Status st;
