@@ -192,7 +192,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       std::vector<Store::GroupCursorAck> groups;
       for (const auto& [gid, seq] : o.ack_groups) groups.push_back({gid, me.id, seq});
       Check(h.store->AckGroups(groups).ok(), "AckGroups failed");
-      for (std::uint64_t gid : o.acked_groups) Check(h.store->TrimGroup(gid).ok(), "TrimGroup failed");
+      for (const auto& [gid, seq] : o.ack_groups) Check(h.store->TrimGroup(gid).ok(), "TrimGroup failed");
       continue;
     }
     Check(static_cast<bool>(o.write) || !o.enqueue.empty(), "no reply and nothing to write");

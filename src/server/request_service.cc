@@ -748,7 +748,6 @@ Outcome RequestService::Handle(const Caller& me_caller, wire::Envelope& env, std
       d.outcome().reply_after_write = false;
       d.outcome().ack_only = true;
       d.outcome().ack_seqs = std::move(v);
-      for (const auto& [gid, seq] : groups) d.outcome().acked_groups.push_back(gid);
       d.outcome().ack_groups = std::move(groups);
       return std::move(d.outcome());
     }

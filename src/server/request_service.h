@@ -82,7 +82,6 @@ struct Outcome {
   std::function<void(Directory&, const WriteResult&)> committed;
   bool reply_after_write = true;  // false for Ack: no reply at all
   bool single_call = false;       // the write is one store call (needs no unit of its own)
-  std::vector<std::uint64_t> acked_groups;  // Ack: group logs whose cursors move (to trim)
   std::uint64_t rid = 0;
 };
 

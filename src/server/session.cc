@@ -593,7 +593,7 @@ void Session::Dispatch(Outcome o) {
   if (o.ack_only) {
     // The trim of an acknowledged log runs a second later, after this ack's
     // batch (a trim that comes first only trims less).
-    server_.trim_due.insert(o.acked_groups.begin(), o.acked_groups.end());
+    for (const auto& [group, seq] : o.ack_groups) server_.trim_due.insert(group);
     server_.store.SubmitAck(user_id_, std::move(o.ack_seqs), std::move(o.ack_groups));
     return;
   }
@@ -609,7 +609,7 @@ void Session::Dispatch(Outcome o) {
   if (reply) f.slots.push_back(Slot{});
   ++f.writes;
   auto self = shared_from_this();
-  AfterWrite after{std::move(o.committed), std::move(o.facts), std::move(o.acked_groups), std::move(o.event), o.rid};
+  AfterWrite after{std::move(o.committed), std::move(o.facts), std::move(o.event), o.rid};
   if (!o.enqueue.empty()) {
     std::vector<std::uint64_t> recipients;
     recipients.reserve(o.enqueue.size());
@@ -636,7 +636,6 @@ void Session::Finished(std::uint64_t slot, bool reply, AfterWrite& o, WriteResul
   if (o.committed) o.committed(srv.directory, r);
   if (r.st.ok()) {
     srv.AnnounceChanged(o.facts);
-    srv.trim_due.insert(o.acked_groups.begin(), o.acked_groups.end());
     if (o.event && !r.routed.empty()) srv.router.Route(r.routed, o.event);
     if (r.own_entry.group_id != 0) {
       srv.cap_due.insert(r.own_entry.group_id);

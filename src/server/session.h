@@ -147,7 +147,6 @@ class Session : public std::enable_shared_from_this<Session> {
   struct AfterWrite {
     std::function<void(Directory&, const WriteResult&)> committed;
     Facts facts;
-    std::vector<std::uint64_t> acked_groups;
     std::shared_ptr<const std::string> event;
     std::uint64_t rid = 0;
   };
