@@ -382,6 +382,7 @@ class Engine {
   std::uint64_t outstanding_ = 0;   // sends not yet answered
   std::uint64_t expected_ = 0;      // deliveries owed for Ok'd sends
   std::uint64_t received_ = 0;      // unique deliveries
+  std::uint64_t ack_frames_window_ = 0;  // Ack frames sent in the measured window
   std::uint64_t injected_drops_ = 0;
   std::uint64_t recv_n_ = 0;        // messages received (for injection)
   int recipients_per_send_ = 1;
@@ -693,6 +694,7 @@ void Engine::PostAcks(Conn* c) {
       seqs->Reserve(static_cast<int>(end - i));
       for (std::size_t k = i; k < end; ++k) seqs->Add(c->acks[k]);
       Post(c, out_env_);
+      if (now_ >= win_start_ && now_ < win_end_) ++ack_frames_window_;
       i = end;
     } while (i < c->acks.size());
     c->acks.clear();
@@ -1646,6 +1648,9 @@ bool Engine::MeasureMessages(bool open_loop) {
     snap_end_ = TakeSnap();
   }
   FillCpu(snap_start_, snap_end_, "");
+  Metric("ack_frames", static_cast<double>(ack_frames_window_));
+  Metric("deliveries_per_ack_frame",
+         ack_frames_window_ ? static_cast<double>(r_->delivered) / static_cast<double>(ack_frames_window_) : 0);
   if (unexpected_closes_ > 0) {
     Fail(std::to_string(unexpected_closes_) + " connection(s) closed during the run: " + first_close_reason_);
   }
