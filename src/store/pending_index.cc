@@ -127,6 +127,16 @@ std::size_t PendingIndex::CountOf(std::uint64_t recipient) const {
   return it == queues_.end() ? 0 : it->second.live;
 }
 
+std::uint64_t PendingIndex::LastOf(std::uint64_t recipient) const {
+  auto it = queues_.find(recipient);
+  if (it == queues_.end()) return 0;
+  const Queue& q = it->second;
+  for (std::size_t i = q.seqs.size(); i > q.head; --i) {
+    if (!(q.seqs[i - 1] & kDead)) return q.seqs[i - 1];
+  }
+  return 0;
+}
+
 std::uint64_t PendingIndex::BytesOf(std::uint64_t recipient) const {
   auto it = queues_.find(recipient);
   return it == queues_.end() ? 0 : it->second.bytes;

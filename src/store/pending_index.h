@@ -72,6 +72,8 @@ class PendingIndex {
     if (!slots_.empty()) __builtin_prefetch(&slots_[hash & (slots_.size() - 1)], 1);
   }
   std::size_t CountOf(std::uint64_t recipient) const;
+  // The newest seq of `recipient` not removed, or 0 if none.
+  std::uint64_t LastOf(std::uint64_t recipient) const;
   std::uint64_t BytesOf(std::uint64_t recipient) const;
   std::size_t size() const { return used_; }
   void Clear();

@@ -65,6 +65,13 @@ TEST(PendingIndexTest, ARecipientsSeqsComeBackInOrderAfterASeqUpToALimit) {
   EXPECT_EQ(After(index, 9, 0), std::vector<std::uint64_t>{});  // no rows
   EXPECT_TRUE(Names(index, DedupeKeyHash(1, "7"), 7));
   EXPECT_FALSE(Names(index, DedupeKeyHash(2, "7"), 7));
+  // The newest not removed (a group log's newest entry, SqliteStore's
+  // predecessor for the next one).
+  EXPECT_EQ(index.LastOf(1), 28u);
+  EXPECT_EQ(index.LastOf(9), 0u);
+  ASSERT_TRUE(index.Remove(1, 28, DedupeKeyHash(1, "28")));
+  ASSERT_TRUE(index.Remove(1, 25, DedupeKeyHash(1, "25")));
+  EXPECT_EQ(index.LastOf(1), 22u);
 }
 
 // Remove takes exactly what was added: not another recipient's seq, not
@@ -203,6 +210,7 @@ TEST(PendingIndexTest, AgreesWithAPlainModelThroughRandomOperations) {
             it == model.end() ? std::vector<std::uint64_t>{} : std::vector<std::uint64_t>(it->second.begin(), it->second.end());
         ASSERT_EQ(After(index, r, 0), want) << step << " recipient " << r;
         ASSERT_EQ(index.CountOf(r), want.size());
+        ASSERT_EQ(index.LastOf(r), want.empty() ? 0 : want.back()) << step << " recipient " << r;
       }
       for (const auto& [seq, rh] : rows) {
         ASSERT_TRUE(Names(index, rh.second, seq)) << step << " seq " << seq;

@@ -287,6 +287,16 @@ CREATE TRIGGER group_log_advances_sender AFTER INSERT ON group_log BEGIN
     WHERE group_id = NEW.group_id AND user_id = NEW.sender AND until_seq IS NULL AND acked_seq >= NEW.prev_seq;
 END;
 )sql"},
+    // An append is two plain statements again, the row and the sender's
+    // cursor (kAdvanceSender), with the entry's predecessor from memory
+    // (group_keys_). SQLite runs a trigger, and a RETURNING clause (itself a
+    // trigger), under a statement journal, and collects RETURNING's rows in
+    // a temporary B-tree opened and closed per statement: 27% of the store
+    // thread in 100 x 10 groups (docs/performance.md, "An append without a
+    // trigger").
+    {13, R"sql(
+DROP TRIGGER group_log_advances_sender;
+)sql"},
 };
 
 constexpr int kLatestVersion = kMigrations[std::size(kMigrations) - 1].version;
@@ -381,10 +391,13 @@ constexpr const char* kSql[] = {
     "DELETE FROM acked_batches WHERE id BETWEEN ?1 AND ?2 AND expires_ms <= ?3",
     // kDataVersion: changes when another connection commits
     "PRAGMA data_version",
-    // kInsertGroupLog: prev_seq is the group's newest entry before it (the
-    // key was looked for first: FindGroupKey)
-    "INSERT INTO group_log (seq, group_id, sender, dedupe_key, payload, prev_seq) VALUES (?1, ?2, ?3, ?4, ?5,"
-    " (SELECT COALESCE(MAX(seq), 0) FROM group_log WHERE group_id = ?2)) RETURNING seq, prev_seq",
+    // kInsertGroupLog: prev_seq ?6 is the group's newest entry before it (the
+    // key was looked for first: FindGroupKey; both from group_keys_)
+    "INSERT INTO group_log (seq, group_id, sender, dedupe_key, payload, prev_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    // kAdvanceSender: the sender's cursor past its own entry ?3, if it had
+    // acknowledged everything before it (up to ?4, the entry's predecessor)
+    "UPDATE group_cursors SET acked_seq = ?3"
+    " WHERE group_id = ?1 AND user_id = ?2 AND until_seq IS NULL AND acked_seq >= ?4",
     // kGroupLogHasKey: whether entry ?1 is group ?2's with key ?3
     "SELECT 1 FROM group_log WHERE seq = ?1 AND group_id = ?2 AND dedupe_key = ?3",
     // kStartCursor
@@ -1842,11 +1855,12 @@ Status SqliteStore::AppendGroup(std::uint64_t group, std::uint64_t sender, const
     while ((rc = st.Step()) == SQLITE_ROW) readers->push_back(st.ColumnId(0));
     if (rc != SQLITE_DONE) return IOError("AppendGroup: readers");
   }
-  // The entry is one statement, atomic by itself: the row, and (trigger
-  // group_log_advances_sender, migration 12) the sender's cursor past it.
-  // Inside a batch its transaction keeps the key's lookup and the insert
-  // together, so no savepoint is needed (~8% of the store thread in
-  // 100 x 10 groups); outside one, a savepoint does.
+  // The entry, then the sender's cursor past it. Inside a batch its
+  // transaction keeps the key's lookup, the insert and the cursor together,
+  // so no savepoint is needed (~8% of the store thread in 100 x 10 groups);
+  // outside one, a savepoint does. The entry is in group_keys_ before the
+  // cursor moves: if that fails the entry stays findable, so a resend of
+  // the refused request is answered with it, not appended twice.
   const auto append = [&]() -> Status {
     if (Status ss = SyncIndexes(); !ss.ok()) return ss;
     bool found = false;
@@ -1856,21 +1870,31 @@ Status SqliteStore::AppendGroup(std::uint64_t group, std::uint64_t sender, const
       return Status::OK();
     }
     if (Status rs = ReserveSeq(); !rs.ok()) return rs;
-    Statement st(stmts_[kInsertGroupLog]);
-    st.BindId(1, next_seq_ + 1);
-    st.BindId(2, group);
-    st.BindId(3, sender);
-    st.BindText(4, dedupe_key);
-    st.BindBlob(5, payload);
-    if (st.Step() != SQLITE_ROW) return IOError("AppendGroup");
-    const std::uint64_t appended = st.ColumnId(0);
-    const std::uint64_t prev = st.ColumnId(1);
-    if (st.Step() != SQLITE_DONE) return IOError("AppendGroup");  // the statement is undone whole
+    const std::uint64_t appended = next_seq_ + 1;
+    const std::uint64_t prev = group_keys_.LastOf(group);
+    {
+      Statement st(stmts_[kInsertGroupLog]);
+      st.BindId(1, appended);
+      st.BindId(2, group);
+      st.BindId(3, sender);
+      st.BindText(4, dedupe_key);
+      st.BindBlob(5, payload);
+      st.BindId(6, prev);
+      if (st.Step() != SQLITE_DONE) return IOError("AppendGroup");
+    }
     next_seq_ = appended;
+    GroupIndexAdd(group, appended, hash, payload.size());
+    if (sender != 0) {
+      Statement st(stmts_[kAdvanceSender]);
+      st.BindId(1, group);
+      st.BindId(2, sender);
+      st.BindId(3, appended);
+      st.BindId(4, prev);
+      if (st.Step() != SQLITE_DONE) return IOError("AppendGroup: the sender's cursor");
+    }
     *seq = appended;
     if (prev_seq != nullptr) *prev_seq = prev;
     *fresh = true;
-    GroupIndexAdd(group, appended, hash, payload.size());
     return Status::OK();
   };
   return in_batch_ ? append() : InTransaction(append);

@@ -194,6 +194,7 @@ class SqliteStore final : public Store {
     kTrimAckedKeys,
     kDataVersion,
     kInsertGroupLog,
+    kAdvanceSender,
     kGroupLogHasKey,
     kStartCursor,
     kEndCursor,

@@ -1269,6 +1269,29 @@ TEST_P(GroupLogTest, EachEntryNamesTheEntryBeforeItInItsGroupsLog) {
   EXPECT_EQ(p6, 0u);
 }
 
+// An entry moves its sender's cursor past it only if the sender had
+// acknowledged every entry before it: what the sender has not collected
+// stays in the log for it (and a trim keeps it), what it has is trimmed
+// once the others have it too.
+TEST_P(GroupLogTest, ASendersCursorMovesPastItsOwnEntryOnlyIfItHadEverythingBefore) {
+  const std::uint64_t a = NewUser("alice"), b = NewUser("bob");
+  const std::uint64_t g = NewGroup("team", a);
+  ASSERT_OK(store_->AddMember(g, b));
+  const std::uint64_t s1 = Append(g, b, "k1", "from bob");
+  const std::uint64_t s2 = Append(g, a, "k2", "alice, before she read bob's");
+  ASSERT_OK(store_->AckGroup(b, g, s2));
+  ASSERT_OK(store_->AckGroup(a, g, s1));
+  ASSERT_OK(store_->TrimGroup(g));
+  EXPECT_EQ(LogSize(g), 1u);  // alice's cursor stayed at s1: s2 is kept
+  ASSERT_OK(store_->AckGroup(a, g, s2));
+  const std::uint64_t s3 = Append(g, a, "k3", "alice, with everything read");
+  ASSERT_OK(store_->AckGroup(b, g, s3));
+  ASSERT_OK(store_->TrimGroup(g));
+  EXPECT_EQ(LogSize(g), 0u);  // her cursor moved past s3 with it
+  EXPECT_TRUE(FetchAll(a).empty());
+  EXPECT_TRUE(FetchAll(b).empty());
+}
+
 // The heads a catch-up pass ends with (Store::GroupHeads): per group of the
 // user, its log's newest entry, or the user's cursor where that is higher.
 TEST_P(GroupLogTest, GroupHeadsAreTheNewestEntryOrTheReadersCursor) {
@@ -1825,7 +1848,7 @@ TEST_F(SqliteStoreTest, DeadRowsStayBoundedBehindABacklogThatStays) {
 // Back from version 12's kept group keys to version 7..11's table (empty),
 // and without its trigger.
 constexpr char kGroupKeysOfVersion11[] =
-    "DROP TRIGGER group_log_advances_sender; DROP TABLE group_kept_keys;"
+    "DROP TRIGGER IF EXISTS group_log_advances_sender; DROP TABLE group_kept_keys;"
     "CREATE TABLE group_dedupe_keys (group_id INTEGER NOT NULL, dedupe_key TEXT NOT NULL, seq INTEGER NOT NULL,"
     " expires_ms INTEGER NOT NULL, PRIMARY KEY (group_id, dedupe_key)) WITHOUT ROWID;"
     "CREATE INDEX group_dedupe_keys_by_expiry ON group_dedupe_keys (expires_ms);";
@@ -1982,7 +2005,7 @@ TEST_F(SqliteStoreTest, MigrationTwelveKeepsGroupEntriesAndTheirKeys) {
           std::to_string(DedupeKeyExpiryMs()) + "); UPDATE schema_version SET version = 11;");
 
   ASSERT_OK(OpenSqliteStore(path_, &store));
-  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "12");
+  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "13");
   EXPECT_EQ(RawQuery("SELECT COUNT(*) FROM sqlite_master WHERE name = 'group_dedupe_keys'"), "0");
   EXPECT_EQ(RawQuery("SELECT COUNT(*) FROM group_kept_keys"), "1");
   ASSERT_OK(store->AppendGroup(g, alice, {bob}, "g/gone: ключ", "again", &seq, &fresh, nullptr, nullptr));
@@ -1997,18 +2020,47 @@ TEST_F(SqliteStoreTest, MigrationTwelveKeepsGroupEntriesAndTheirKeys) {
   EXPECT_EQ(rows[0].payload, "in the log");
 }
 
+// A version-12 file's trigger (the sender's cursor moved by the insert)
+// is dropped by migration 13: the cursor is moved by the append itself, once.
+TEST_F(SqliteStoreTest, MigrationThirteenDropsTheAppendsTrigger) {
+  std::unique_ptr<Store> store;
+  ASSERT_OK(OpenSqliteStore(path_, &store));
+  std::uint64_t alice = 0, bob = 0, g = 0;
+  ASSERT_NO_FATAL_FAILURE(Team(*store, &alice, &bob, &g));
+  std::uint64_t s1 = 0, s2 = 0;
+  bool fresh = false;
+  ASSERT_OK(store->AppendGroup(g, alice, {bob}, "k1", "at version 12", &s1, &fresh, nullptr, nullptr));
+  store.reset();
+  RawExec(
+      "CREATE TRIGGER group_log_advances_sender AFTER INSERT ON group_log BEGIN"
+      "  UPDATE group_cursors SET acked_seq = NEW.seq"
+      "    WHERE group_id = NEW.group_id AND user_id = NEW.sender AND until_seq IS NULL AND acked_seq >= NEW.prev_seq;"
+      " END; UPDATE schema_version SET version = 12;");
+
+  ASSERT_OK(OpenSqliteStore(path_, &store));
+  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "13");
+  EXPECT_EQ(RawQuery("SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger'"), "0");
+  ASSERT_OK(store->AppendGroup(g, alice, {bob}, "k2", "at version 13", &s2, &fresh, nullptr, nullptr));
+  const std::string cursor = "SELECT acked_seq FROM group_cursors WHERE group_id = " + std::to_string(g) +
+                             " AND user_id = " + std::to_string(alice);
+  EXPECT_EQ(RawQuery(cursor), std::to_string(s2));
+  ASSERT_OK(store->AckGroup(bob, g, s2));
+  ASSERT_OK(store->TrimGroup(g));
+  EXPECT_EQ(RawQuery("SELECT COUNT(*) FROM group_log"), "0");
+}
+
 TEST_F(SqliteStoreTest, UsesWalAndRecordsSchemaVersion) {
   std::unique_ptr<Store> store;
   ASSERT_OK(OpenSqliteStore(path_, &store));
   EXPECT_EQ(RawQuery("PRAGMA journal_mode"), "wal");
-  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "12");
+  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "13");
   EXPECT_EQ(RawQuery("SELECT COUNT(*) FROM schema_version"), "1");
   store.reset();
 
   // Reopening an up-to-date file changes nothing.
   ASSERT_OK(OpenSqliteStore(path_, &store));
   EXPECT_EQ(RawQuery("SELECT COUNT(*) FROM schema_version"), "1");
-  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "12");
+  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "13");
 }
 
 TEST_F(SqliteStoreTest, ABatchCommitsTogetherAndAFailedUnitIsUndoneAlone) {
@@ -2089,12 +2141,12 @@ TEST_F(SqliteStoreTest, MigrationSixKeepsGroupLogEntriesAndChainsNewOnes) {
   ASSERT_OK(store->AppendGroup(g, alice, {bob}, "k1", "from version 5", &old_seq, &fresh, nullptr, nullptr));
   store.reset();
   RawExec(
-      "DROP TRIGGER group_log_advances_sender; ALTER TABLE group_log DROP COLUMN prev_seq; DROP TABLE acked_batches;"
+      "DROP TRIGGER IF EXISTS group_log_advances_sender; ALTER TABLE group_log DROP COLUMN prev_seq; DROP TABLE acked_batches;"
       "DROP TABLE group_kept_keys;"
       "DROP TABLE pending_b; DROP TABLE pending_layout; UPDATE schema_version SET version = 5;");
 
   ASSERT_OK(OpenSqliteStore(path_, &store));
-  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "12");
+  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "13");
   ASSERT_OK(store->AppendGroup(g, alice, {bob}, "k2", "from version 6", &seq, &fresh, nullptr, &prev));
   EXPECT_EQ(prev, old_seq);
   std::vector<PendingRow> rows;
@@ -2116,7 +2168,7 @@ TEST_F(SqliteStoreTest, MigrationFiveKeepsPendingRowsAndTheSeqHighWaterMark) {
   const std::string a = std::to_string(alice);
   RawExec(
       "DROP TABLE pending; DROP TABLE seq_reservation; DROP TABLE acked_batches; DROP TABLE group_kept_keys;"
-      "DROP TRIGGER group_log_advances_sender;"
+      "DROP TRIGGER IF EXISTS group_log_advances_sender;"
       "CREATE TABLE pending (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
       " recipient INTEGER NOT NULL REFERENCES users (id), dedupe_key TEXT NOT NULL,"
       " payload BLOB NOT NULL, UNIQUE (recipient, dedupe_key));"
@@ -2130,7 +2182,7 @@ TEST_F(SqliteStoreTest, MigrationFiveKeepsPendingRowsAndTheSeqHighWaterMark) {
   ASSERT_EQ(RawQuery("SELECT seq FROM sqlite_sequence WHERE name = 'pending'"), "90");
 
   ASSERT_OK(OpenSqliteStore(path_, &store));
-  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "12");
+  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "13");
   std::vector<PendingRow> rows;
   ASSERT_OK(store->FetchPending(alice, 0, 10, &rows));
   ASSERT_EQ(rows.size(), 2u);
@@ -2168,7 +2220,7 @@ TEST_F(SqliteStoreTest, MigrationNineKeepsAcknowledgedKeys) {
       std::string(kGroupKeysOfVersion11));
 
   ASSERT_OK(OpenSqliteStore(path_, &store));
-  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "12");
+  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "13");
   EXPECT_EQ(RawQuery("SELECT group_concat(id) FROM acked_batches"), "4,5");
   std::vector<std::uint64_t> seqs;
   std::vector<Enqueued> how;
@@ -2222,7 +2274,7 @@ TEST_F(SqliteStoreTest, MigrationElevenKeepsThePendingRowsOfBothTables) {
 
   std::unique_ptr<Store> store;
   ASSERT_OK(OpenSqliteStore(path_, &store));
-  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "12");
+  EXPECT_EQ(RawQuery("SELECT version FROM schema_version"), "13");
   for (const char* t : {"pending", "pending_b"}) {
     EXPECT_EQ(RawQuery(std::string("SELECT sql FROM sqlite_master WHERE name = '") + t + "'").find("REFERENCES"),
               std::string::npos)
