@@ -1292,6 +1292,115 @@ TEST_P(GroupLogTest, ASendersCursorMovesPastItsOwnEntryOnlyIfItHadEverythingBefo
   EXPECT_TRUE(FetchAll(b).empty());
 }
 
+// FetchPending over group logs against a model, through random appends,
+// joins, removals, acknowledgements and trims, each user's stream read in
+// pages of 1 to 7: every entry of others sent while the user was a member
+// and not acknowledged, in seq order, once (a member's own entries and
+// what others acknowledged or trimmed never come back).
+TEST_P(GroupLogTest, FetchPendingPagesThroughGroupLogsAsAModelSays) {
+  std::mt19937_64 rng(20261205);
+  std::vector<std::uint64_t> users;
+  for (int i = 0; i < 5; ++i) users.push_back(NewUser("u" + std::to_string(i)));
+  struct Entry {
+    std::uint64_t seq, group, sender;
+  };
+  struct Membership {
+    std::size_t from = 0;                  // entries_ index of the first entry after the join
+    std::size_t until = SIZE_MAX;          // the first after the removal
+    std::uint64_t acked = 0;
+    bool member = true;
+  };
+  std::vector<Entry> entries;
+  std::vector<std::uint64_t> groups;
+  std::map<std::pair<std::uint64_t, std::uint64_t>, Membership> cursors;  // (user, group)
+  for (int i = 0; i < 3; ++i) {
+    groups.push_back(NewGroup("g" + std::to_string(i), users[static_cast<std::size_t>(i)]));
+    cursors[{users[static_cast<std::size_t>(i)], groups.back()}] = Membership{};
+  }
+  auto members_of = [&](std::uint64_t g) {
+    std::vector<std::uint64_t> out;
+    for (const auto& [key, m] : cursors) {
+      if (key.second == g && m.member) out.push_back(key.first);
+    }
+    return out;
+  };
+  auto expected = [&](std::uint64_t u) {
+    std::vector<std::uint64_t> out;
+    for (std::size_t i = 0; i < entries.size(); ++i) {
+      const Entry& e = entries[i];
+      auto it = cursors.find({u, e.group});
+      if (it == cursors.end() || e.sender == u) continue;
+      const Membership& m = it->second;
+      if (i >= m.from && i < m.until && e.seq > m.acked) out.push_back(e.seq);
+    }
+    return out;
+  };
+  int key = 0;
+  for (int step = 0; step < 400; ++step) {
+    const std::uint64_t g = groups[rng() % groups.size()];
+    const unsigned op = static_cast<unsigned>(rng() % 100);
+    if (op < 55) {
+      const std::vector<std::uint64_t> m = members_of(g);
+      const std::uint64_t sender = m[rng() % m.size()];
+      ++key;
+      const std::uint64_t seq = Append(g, sender, "k" + std::to_string(key), "p" + std::to_string(key));
+      ASSERT_GT(seq, 0u);
+      entries.push_back({seq, g, sender});
+    } else if (op < 65) {
+      // A join of someone never in the group (one membership each).
+      const std::uint64_t u = users[rng() % users.size()];
+      if (cursors.count({u, g}) != 0) continue;
+      ASSERT_OK(store_->AddMember(g, u));
+      Membership m;
+      m.from = entries.size();
+      cursors[{u, g}] = m;
+    } else if (op < 70) {
+      const std::vector<std::uint64_t> m = members_of(g);
+      if (m.size() < 2) continue;
+      const std::uint64_t u = m[rng() % m.size()];
+      std::uint64_t epoch = 0;
+      ASSERT_OK(store_->RemoveMember(g, u, &epoch));
+      cursors[{u, g}].member = false;
+      cursors[{u, g}].until = entries.size();
+    } else if (op < 90) {
+      // An acknowledgement up to an entry the user was sent.
+      const std::uint64_t u = users[rng() % users.size()];
+      std::vector<std::uint64_t> owed;
+      for (std::uint64_t seq : expected(u)) {
+        for (const Entry& e : entries) {
+          if (e.seq == seq && e.group == g) owed.push_back(seq);
+        }
+      }
+      if (owed.empty()) continue;
+      const std::uint64_t upto = owed[rng() % owed.size()];
+      ASSERT_OK(store_->AckGroup(u, g, upto));
+      Membership& m = cursors[{u, g}];
+      m.acked = std::max(m.acked, upto);
+    } else {
+      ASSERT_OK(store_->TrimGroup(g));
+    }
+    if (step % 20 != 19) continue;
+    for (std::uint64_t u : users) {
+      std::vector<std::uint64_t> got;
+      std::uint64_t after = 0;
+      for (;;) {
+        std::vector<PendingRow> page;
+        const std::size_t limit = 1 + rng() % 7;
+        ASSERT_OK(store_->FetchPending(u, after, limit, &page));
+        ASSERT_LE(page.size(), limit);
+        if (page.empty()) break;
+        for (const PendingRow& r : page) {
+          ASSERT_GT(r.seq, after) << "step " << step;
+          ASSERT_NE(r.group_id, 0u);
+          got.push_back(r.seq);
+          after = r.seq;
+        }
+      }
+      ASSERT_EQ(got, expected(u)) << "user " << u << " at step " << step;
+    }
+  }
+}
+
 // The heads a catch-up pass ends with (Store::GroupHeads): per group of the
 // user, its log's newest entry, or the user's cursor where that is higher.
 TEST_P(GroupLogTest, GroupHeadsAreTheNewestEntryOrTheReadersCursor) {
