@@ -16,4 +16,9 @@ namespace fastchat {
 // `group_id` non-zero marks an entry of that group's log (Deliver.group_id).
 std::string DeliverFramePrefix(std::uint64_t seq, std::size_t event_len, std::uint64_t group_id = 0);
 
+// The whole frame: DeliverFramePrefix(seq, event.size(), group_id) + event.
+// One group log entry's frame is the same for every member (no field names
+// the recipient), so it can be built once and shared.
+std::string DeliverFrame(std::uint64_t seq, const std::string& event, std::uint64_t group_id);
+
 }  // namespace fastchat

@@ -42,4 +42,10 @@ std::string DeliverFramePrefix(std::uint64_t seq, std::size_t event_len, std::ui
   return out;
 }
 
+std::string DeliverFrame(std::uint64_t seq, const std::string& event, std::uint64_t group_id) {
+  std::string out = DeliverFramePrefix(seq, event.size(), group_id);
+  out.append(event);
+  return out;
+}
+
 }  // namespace fastchat

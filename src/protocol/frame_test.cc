@@ -141,5 +141,17 @@ TEST(DeliverFrame, PrefixPlusEventParsesAsEnvelope) {
   }
 }
 
+TEST(DeliverFrame, AWholeGroupFrameIsThePrefixAndTheEvent) {
+  const std::string event = "group entry bytes";
+  for (std::uint64_t group : {1ull, 300ull, 1ull << 40}) {
+    const std::string frame = DeliverFrame(1ull << 33, event, group);
+    EXPECT_EQ(frame, DeliverFramePrefix(1ull << 33, event.size(), group) + event);
+    wire::Envelope env;
+    ASSERT_TRUE(env.ParseFromArray(frame.data() + kFrameHeaderSize, static_cast<int>(frame.size() - kFrameHeaderSize)));
+    EXPECT_EQ(env.deliver().group_id(), group);
+    EXPECT_EQ(env.deliver().event(), event);
+  }
+}
+
 }  // namespace
 }  // namespace fastchat

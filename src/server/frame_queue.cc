@@ -92,7 +92,7 @@ asio::awaitable<void> FrameQueue::Run(net::Stream& stream) {
     std::size_t n = 0, total = 0;
     for (const Frame& f : *frames_) {
       if (n == kMaxGatherFrames || (n > 0 && total >= kMaxGatherBytes)) break;
-      bufs.emplace_back(f.head.data(), f.head.size());
+      if (!f.head.empty()) bufs.emplace_back(f.head.data(), f.head.size());
       if (f.body) bufs.emplace_back(f.body->data(), f.body->size());
       total += f.size();
       ++n;

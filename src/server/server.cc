@@ -13,6 +13,7 @@
 #include "server_impl.h"
 #include "common/listen.h"
 #include "fastchat/crypto.h"
+#include "fastchat/deliver_frame.h"
 #include "group_log_cap.h"
 #include "mesh.h"
 #include "prometheus_text.h"
@@ -25,9 +26,19 @@ void Router::Route(const std::vector<Delivery>& deliveries, const std::shared_pt
   // (one per named predecessor: a group notice names none for the members it
   // adds, and a Forward carries one prev_seq).
   std::vector<std::pair<PeerLink*, std::vector<Delivery>>> remote;
-  for (const Delivery& d : deliveries) {
+  // A group entry's Deliver frame is the same for every member: built once,
+  // at its first local recipient with another delivery of it after, and
+  // shared (no prefix built and allocated per member).
+  std::shared_ptr<const std::string> frame;
+  std::uint64_t frame_seq = 0;
+  for (std::size_t i = 0; i < deliveries.size(); ++i) {
+    const Delivery& d = deliveries[i];
     if (Session* s = presence_.Find(d.user)) {
-      s->Deliver(d.seq, event, d.group_id, d.prev_seq);
+      if (d.group_id != 0 && frame_seq != d.seq && i + 1 < deliveries.size() && deliveries[i + 1].seq == d.seq) {
+        frame = std::make_shared<const std::string>(DeliverFrame(d.seq, *event, d.group_id));
+        frame_seq = d.seq;
+      }
+      s->Deliver(d.seq, event, d.group_id, d.prev_seq, false, frame_seq == d.seq ? &frame : nullptr);
       continue;
     }
     if (!mesh_) continue;

@@ -401,7 +401,7 @@ void Session::OwnGroupEntry(std::uint64_t group, std::uint64_t seq, std::uint64_
 }
 
 void Session::Deliver(std::uint64_t seq, const std::shared_ptr<const std::string>& event, std::uint64_t group_id,
-                      std::uint64_t prev_seq, bool forwarded) {
+                      std::uint64_t prev_seq, bool forwarded, const std::shared_ptr<const std::string>* frame) {
   if (closed_ || !receiving_) return;
   if (!live_) {
     if (group_id != 0 && groups_.IsRepeat(group_id, seq)) {
@@ -446,12 +446,15 @@ void Session::Deliver(std::uint64_t seq, const std::shared_ptr<const std::string
       return;
     }
   }
+  std::string head;
+  if (frame == nullptr) head = DeliverFramePrefix(seq, event->size(), group_id);
+  const std::shared_ptr<const std::string>& body = frame != nullptr ? *frame : event;
   if (forwarded && in_flight_ && in_flight_->reply_head < in_flight_->slots.size()) {
     // A reply of this connection's own is waiting for its write: the
     // delivery leaves with it, in one write (FlushReplies pushes it).
-    out_.PushHeld(DeliverFramePrefix(seq, event->size(), group_id), event);
+    out_.PushHeld(std::move(head), body);
   } else {
-    out_.Push(DeliverFramePrefix(seq, event->size(), group_id), event);
+    out_.Push(std::move(head), body);
   }
   ++server_.metrics.deliveries_live;
   cursor_.Sent(seq);

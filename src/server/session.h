@@ -92,8 +92,13 @@ class Session : public std::enable_shared_from_this<Session> {
   // commit do): without that, a user of a cluster who both sends and
   // receives costs a write and a read more per message
   // (docs/performance.md, "Cross-server DMs against local ones").
+  //
+  // `frame`, if given: the whole Deliver frame of this entry (DeliverFrame),
+  // built once for all its local recipients (Router::Route), sent instead of
+  // a prefix of this session's own before `event`.
   void Deliver(std::uint64_t seq, const std::shared_ptr<const std::string>& event, std::uint64_t group_id = 0,
-               std::uint64_t prev_seq = 0, bool forwarded = false);
+               std::uint64_t prev_seq = 0, bool forwarded = false,
+               const std::shared_ptr<const std::string>* frame = nullptr);
   // The user stored entry `seq` of `group`'s log (its own message, which it
   // does not read) after the entry `prev_seq`.
   void OwnGroupEntry(std::uint64_t group, std::uint64_t seq, std::uint64_t prev_seq);
