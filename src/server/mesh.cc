@@ -14,6 +14,7 @@
 #include "common/host_port.h"
 #include "common/listen.h"
 #include "fastchat/crypto.h"
+#include "fastchat/deliver_frame.h"
 #include "fastchat/frame.h"
 #include "forward_frame.h"
 #include "frame_queue.h"
@@ -438,8 +439,17 @@ void Mesh::OnFrame(PeerLink& link, mesh::MeshFrame& frame) {
     link.Send(ack);
   }
   if (in.acked) Acked(in.acked_token, link.peer_id);
+  // A group entry forwarded to several members here: one Deliver frame for
+  // all of them (as Router::Route builds for local ones).
+  std::shared_ptr<const std::string> deliver_frame;
+  if (in.group_id != 0 && in.deliver.size() > 1 && in.event) {
+    deliver_frame = std::make_shared<const std::string>(DeliverFrame(in.deliver.front().second, *in.event, in.group_id));
+  }
   for (const auto& [user, seq] : in.deliver) {
-    if (Session* s = server_.presence.Find(user)) s->Deliver(seq, in.event, in.group_id, in.prev_seq, /*forwarded=*/true);
+    if (Session* s = server_.presence.Find(user)) {
+      const bool shared = deliver_frame && seq == in.deliver.front().second;
+      s->Deliver(seq, in.event, in.group_id, in.prev_seq, /*forwarded=*/true, shared ? &deliver_frame : nullptr);
+    }
   }
   if (in.refresh) server_.RefreshDirectory(std::move(in.changed));
   for (const auto& [user, seq] : in.resync) {
