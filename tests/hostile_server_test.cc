@@ -848,8 +848,12 @@ void FloodBob(std::size_t count, std::size_t size, std::size_t max_frames, std::
   FloodServer flood(bob.id, count, size);
   w.RouteClients(flood.address(), {"--insecure-plain-tcp", "-v"});
   auto cb = w.Chat(bob, /*wait_ready=*/false);
-  cb->WaitFor(Like({{"type", "friend_request"}, {"from_id", 5}}), "the stranger's friend request", Millis(60000));
-  cb->WaitFor(Like({{"type", "undecryptable"}, {"seq", count + 1}}), "the last delivery", Millis(120000));
+  // A sanitizer build takes ~40 s for the 160 MiB flood alone, and more
+  // beside other tests (CI runs two at a time): its waits are longer.
+  const int slow = IsSanitizerBuild() ? 3 : 1;
+  cb->WaitFor(Like({{"type", "friend_request"}, {"from_id", 5}}), "the stranger's friend request",
+              Millis(60000 * slow));
+  cb->WaitFor(Like({{"type", "undecryptable"}, {"seq", count + 1}}), "the last delivery", Millis(120000 * slow));
   const std::uint64_t peak = PeakRssKiB(cb->process().pid());
   std::vector<std::uint64_t> seqs;
   for (const auto& j : cb->history())
